@@ -1,0 +1,274 @@
+//! A whole chunk file: header and data, built and verified.
+
+use super::header::{ChecksumAlgo, ChunkHeader, CompressionAlgo, ErasureAlgo, BLOCK_SIZE};
+use super::ChunkFormatError;
+use crate::checksum::crc32;
+use crate::ids::ChunkKey;
+
+/// A chunk: its header and its shard bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkFile {
+    /// The header, as written or as parsed.
+    pub header: ChunkHeader,
+    /// The shard's bytes.
+    pub data: Vec<u8>,
+}
+
+impl ChunkFile {
+    /// Builds a chunk for shard `key.index` of a stripe covering `stripe_start..stripe_end`,
+    /// coded `k + m`, whose bytes have checksum `stripe_crc`.
+    pub fn new(
+        key: ChunkKey,
+        stripe_start: u64,
+        stripe_end: u64,
+        k: u16,
+        m: u16,
+        stripe_crc: u32,
+        data: Vec<u8>,
+    ) -> ChunkFile {
+        let block_crcs = data.chunks(BLOCK_SIZE as usize).map(crc32).collect();
+        let header = ChunkHeader {
+            key,
+            stripe_start,
+            stripe_end,
+            k,
+            m,
+            stripe_crc,
+            compression: CompressionAlgo::None,
+            erasure: if m == 0 {
+                ErasureAlgo::None
+            } else {
+                ErasureAlgo::ReedSolomonGf8Vandermonde
+            },
+            checksum: ChecksumAlgo::Crc32,
+            data_len: data.len() as u64,
+            block_size: BLOCK_SIZE,
+            block_crcs,
+        };
+        ChunkFile { header, data }
+    }
+
+    /// The chunk file's bytes: header (with the whole-chunk checksum filled in) then data.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.header.encode();
+        out.extend_from_slice(&self.data);
+        let crc = crc32(&out[4..]);
+        out[..4].copy_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// The whole-chunk checksum [`ChunkFile::encode`] writes at offset 0.
+    pub fn checksum(&self) -> u32 {
+        let mut h = crc32fast::Hasher::new();
+        h.update(&self.header.encode()[4..]);
+        h.update(&self.data);
+        h.finalize()
+    }
+
+    /// Parses and fully verifies a chunk file: header, whole-chunk checksum and every block.
+    pub fn decode(bytes: &[u8]) -> Result<ChunkFile, ChunkFormatError> {
+        let header = verify_chunk(bytes)?;
+        let data = bytes[header.encoded_len()..].to_vec();
+        Ok(ChunkFile { header, data })
+    }
+
+    /// The chunk's size on disk in bytes.
+    pub fn encoded_len(&self) -> u64 {
+        self.header.encoded_len() as u64 + self.data.len() as u64
+    }
+}
+
+/// Verifies a whole chunk file and returns its header: the header checks of
+/// [`ChunkHeader::parse`], then the whole-chunk checksum, then each block checksum.
+pub fn verify_chunk(bytes: &[u8]) -> Result<ChunkHeader, ChunkFormatError> {
+    let header = ChunkHeader::parse(bytes, bytes.len() as u64)?;
+    let stored = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
+    let computed = crc32(&bytes[4..]);
+    if stored != computed {
+        return Err(ChunkFormatError::ChunkChecksum { stored, computed });
+    }
+    header.verify_blocks(0, &bytes[header.encoded_len()..])?;
+    Ok(header)
+}
+
+impl ChunkHeader {
+    /// Verifies `data`, the chunk's data bytes starting at data offset `first_block ×
+    /// block_size`, against the block checksums. `data` must end on a block boundary or at
+    /// the end of the chunk. Lets a partial read be trusted without reading the whole chunk.
+    pub fn verify_blocks(&self, first_block: usize, data: &[u8]) -> Result<(), ChunkFormatError> {
+        let start = first_block as u64 * u64::from(self.block_size);
+        let end = start + data.len() as u64;
+        if end > self.data_len
+            || (end != self.data_len && data.len() % self.block_size as usize != 0)
+        {
+            return Err(ChunkFormatError::BadField {
+                field: "block_crcs",
+                reason: format!(
+                    "range {start}..{end} does not end on a block boundary of {} data bytes",
+                    self.data_len
+                ),
+            });
+        }
+        for (i, block) in data.chunks(self.block_size as usize).enumerate() {
+            let block_no = first_block + i;
+            let stored = self.block_crcs[block_no];
+            let computed = crc32(block);
+            if stored != computed {
+                return Err(ChunkFormatError::BlockChecksum {
+                    block: block_no,
+                    stored,
+                    computed,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::{FIXED_HEADER_LEN, MAGIC};
+    use crate::ids::FileId;
+    use proptest::prelude::*;
+
+    fn sample(data_len: usize) -> ChunkFile {
+        let key = ChunkKey {
+            file: FileId(9),
+            stripe: 4,
+            generation: 2,
+            index: 1,
+        };
+        let k = 3u64;
+        let data: Vec<u8> = (0..data_len).map(|i| (i * 7 % 251) as u8).collect();
+        let stripe_len = data_len as u64 * k;
+        ChunkFile::new(key, 1000, 1000 + stripe_len.max(1), 3, 2, 0xdead_beef, data)
+    }
+
+    #[test]
+    fn round_trips() {
+        let c = sample(200_000);
+        let bytes = c.encode();
+        assert_eq!(bytes.len() as u64, c.encoded_len());
+        assert_eq!(
+            u32::from_le_bytes(bytes[..4].try_into().unwrap()),
+            c.checksum()
+        );
+        assert_eq!(ChunkFile::decode(&bytes).unwrap(), c);
+        assert_eq!(c.header.block_crcs.len(), 4);
+        assert_eq!(c.header.encoded_len(), FIXED_HEADER_LEN + 4 * 4 + 4);
+    }
+
+    #[test]
+    fn typed_errors() {
+        let bytes = sample(1000).encode();
+        assert!(matches!(
+            ChunkFile::decode(&bytes[..10]),
+            Err(ChunkFormatError::TooShort { len: 10, .. })
+        ));
+
+        let mut b = bytes.clone();
+        b[4] = b'X';
+        assert_eq!(
+            ChunkFile::decode(&b).unwrap_err(),
+            ChunkFormatError::BadMagic {
+                found: [b'X', MAGIC[1], MAGIC[2], MAGIC[3]],
+                expected: MAGIC
+            }
+        );
+
+        let mut b = bytes.clone();
+        b[8] = 9;
+        assert_eq!(
+            ChunkFile::decode(&b).unwrap_err(),
+            ChunkFormatError::UnsupportedVersion {
+                found: 9,
+                supported: 1
+            }
+        );
+
+        // truncated data: the header says more bytes follow than the file has
+        assert!(matches!(
+            ChunkFile::decode(&bytes[..bytes.len() - 1]),
+            Err(ChunkFormatError::BadLength { .. })
+        ));
+
+        // header_len past the end
+        let mut b = bytes.clone();
+        b[10..12].copy_from_slice(&u16::MAX.to_le_bytes());
+        assert!(matches!(
+            ChunkFile::decode(&b),
+            Err(ChunkFormatError::BadLength { .. })
+        ));
+
+        // a flipped data byte
+        let mut b = bytes.clone();
+        let last = b.len() - 1;
+        b[last] ^= 1;
+        assert!(matches!(
+            ChunkFile::decode(&b),
+            Err(ChunkFormatError::ChunkChecksum { .. })
+        ));
+
+        // a flipped header byte
+        let mut b = bytes.clone();
+        b[20] ^= 1;
+        assert!(matches!(
+            ChunkFile::decode(&b),
+            Err(ChunkFormatError::HeaderChecksum { .. })
+        ));
+    }
+
+    #[test]
+    fn partial_reads_are_verified_by_block() {
+        let c = sample(3 * BLOCK_SIZE as usize + 10);
+        let h = &c.header;
+        let bs = BLOCK_SIZE as usize;
+        h.verify_blocks(1, &c.data[bs..3 * bs]).unwrap();
+        h.verify_blocks(3, &c.data[3 * bs..]).unwrap();
+        let mut bad = c.data[bs..2 * bs].to_vec();
+        bad[5] ^= 0x40;
+        assert!(matches!(
+            h.verify_blocks(1, &bad),
+            Err(ChunkFormatError::BlockChecksum { block: 1, .. })
+        ));
+        assert!(
+            h.verify_blocks(1, &c.data[bs..bs + 5]).is_err(),
+            "must end on a block boundary"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// The parser never panics on arbitrary bytes, and accepts only what verifies.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            if let Ok(c) = ChunkFile::decode(&bytes) {
+                prop_assert_eq!(&c.encode(), &bytes);
+            }
+            let _ = ChunkHeader::parse(&bytes, bytes.len() as u64 + 7);
+        }
+
+        /// Arbitrary mutations of a valid chunk are caught, never panic.
+        #[test]
+        fn mutations_are_caught(data_len in 1usize..3000, pos in any::<prop::sample::Index>(), xor in 1u8..=255) {
+            let c = sample(data_len);
+            let mut b = c.encode();
+            let at = pos.index(b.len());
+            b[at] ^= xor;
+            prop_assert!(ChunkFile::decode(&b).is_err());
+        }
+
+        /// Truncations and extensions of a valid chunk are caught.
+        #[test]
+        fn wrong_lengths_are_caught(data_len in 1usize..3000, cut in any::<prop::sample::Index>(), extra in proptest::collection::vec(any::<u8>(), 1..10)) {
+            let b = sample(data_len).encode();
+            let at = cut.index(b.len());
+            prop_assert!(ChunkFile::decode(&b[..at]).is_err());
+            let mut longer = b.clone();
+            longer.extend_from_slice(&extra);
+            prop_assert!(ChunkFile::decode(&longer).is_err());
+        }
+    }
+}

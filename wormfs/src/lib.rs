@@ -1,0 +1,45 @@
+//! # WormFS
+//!
+//! WormFS is an erasure-coded file system: files are cut into *stripes*, each stripe is
+//! Reed-Solomon coded into `k` data and `m` parity *chunks*, and the chunks are placed on
+//! distinct disks of distinct storage nodes. Any `k` chunks of a stripe bring it back.
+//!
+//! This crate is the library everything else is built from. Its layers point one way:
+//!
+//! * pure cores with no I/O: [`stripe`] (cutting and erasure coding), [`chunk`] (the chunk
+//!   file format), [`placement`] (where chunks go), [`policy`] (k, m and stripe size per
+//!   directory), [`meta::MetadataOp`] (metadata changes as values a log can carry);
+//! * the seams between them, as traits: [`store::ChunkStore`], [`meta::MetadataLog`],
+//!   [`net::Transport`], [`placement::PlacementPolicy`];
+//! * adapters that own one heavy dependency each (feature `local`): the disk chunk store
+//!   [`store::DiskChunkStore`] and the SQLite metadata [`meta::MetaStore`];
+//! * a daemon-less [`archive::LocalArchive`] that composes them to write and read files over
+//!   a few directories.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use wormfs::archive::LocalArchive;
+//! let disks: Vec<std::path::PathBuf> = (0..6).map(|i| format!("/srv/disk{i}").into()).collect();
+//! let archive = LocalArchive::create("/srv/meta", &disks, wormfs::policy::PolicySet::defaults())?;
+//! archive.write_file("/photos/cat.jpg", &b"meow"[..])?;
+//! assert_eq!(archive.read_to_vec("/photos/cat.jpg")?, b"meow");
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+#[cfg(feature = "local")]
+pub mod archive;
+pub mod checksum;
+pub mod chunk;
+pub mod ids;
+pub mod meta;
+pub mod net;
+pub mod placement;
+pub mod policy;
+pub mod size;
+pub mod store;
+pub mod stripe;
+
+/// The version of this crate, as written in its manifest.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,83 @@
+//! Where the chunks of a stripe go: a pure function of (policy, cluster view).
+//!
+//! The hard rule: at most one chunk of a stripe per disk. Then chunks spread over nodes (no
+//! node holds more than `ceil((k+m) / nodes)` of a stripe when the disks allow it), then the
+//! disks that are least full (by fraction) are chosen first, so disks of mixed sizes fill
+//! evenly.
+
+mod spread;
+
+pub use spread::SpreadPlacement;
+
+use crate::ids::{DiskId, NodeId};
+use crate::policy::StoragePolicy;
+
+/// One disk as placement sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskView {
+    /// The node the disk is in.
+    pub node: NodeId,
+    /// The disk.
+    pub disk: DiskId,
+    /// Capacity in bytes.
+    pub total: u64,
+    /// Free bytes.
+    pub free: u64,
+    /// False when the disk (or its node) must not take new chunks: offline, failing, full.
+    pub usable: bool,
+}
+
+/// The disks of the cluster, as known to the node placing a stripe.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterView {
+    /// Every disk.
+    pub disks: Vec<DiskView>,
+}
+
+/// A disk chosen for one chunk.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DiskRef {
+    /// The node holding the disk.
+    pub node: NodeId,
+    /// The disk.
+    pub disk: DiskId,
+}
+
+/// A stripe that cannot be placed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlacementError {
+    /// Fewer usable disks than chunks in the stripe.
+    #[error(
+        "policy `{policy}` ({layout}) needs {needed} disks with room for a {chunk_size}-byte chunk, \
+         but only {usable} of {total} disks can take one; add disks or choose a narrower policy"
+    )]
+    NotEnoughDisks {
+        /// The policy's name.
+        policy: String,
+        /// The policy's layout, for the message.
+        layout: StoragePolicy,
+        /// Chunks to place.
+        needed: usize,
+        /// Disks that can take one.
+        usable: usize,
+        /// Disks known.
+        total: usize,
+        /// Size of each chunk.
+        chunk_size: u64,
+    },
+}
+
+/// Chooses disks for the chunks of one stripe.
+pub trait PlacementPolicy: Send + Sync {
+    /// Returns `k + m` distinct disks, one per chunk in shard order, for chunks of
+    /// `chunk_size` bytes. Disks in `exclude` (e.g. ones that just failed a write) are not
+    /// chosen. `policy_name` is for error messages.
+    fn place(
+        &self,
+        policy_name: &str,
+        policy: &StoragePolicy,
+        chunk_size: u64,
+        view: &ClusterView,
+        exclude: &[DiskRef],
+    ) -> Result<Vec<DiskRef>, PlacementError>;
+}
