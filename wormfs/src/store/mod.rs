@@ -1,1 +1,193 @@
-//! store
+//! Chunk storage on one node: the [`ChunkStore`] trait, its disk implementation
+//! ([`DiskChunkStore`], feature `local`) and an in-memory one ([`MemoryChunkStore`]) for tests.
+//!
+//! On disk, the chunks of one file sit together in its *chunk folder*
+//! `<disk>/<1..1000>/<folder>/`, where `folder` is a 10-character hash of the file's path at
+//! creation. Each chunk folder has an index file from which the disk's chunk metadata can
+//! be rebuilt without SQLite.
+
+#[cfg(feature = "local")]
+mod disk;
+mod folder;
+mod index;
+mod memory;
+
+#[cfg(test)]
+mod conformance;
+
+#[cfg(feature = "local")]
+pub use disk::DiskChunkStore;
+pub use folder::ChunkFolder;
+pub use index::{IndexRecord, INDEX_FILE_NAME};
+pub use memory::MemoryChunkStore;
+
+use crate::chunk::{ChunkFile, ChunkFormatError};
+use crate::ids::{ChunkKey, DiskId, FileId};
+use std::path::PathBuf;
+
+/// Where a chunk lives on its disk: its chunk folder and its key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ChunkAddr {
+    /// The chunk folder of the chunk's file.
+    pub folder: ChunkFolder,
+    /// The chunk.
+    pub key: ChunkKey,
+}
+
+/// A disk's identity, place and space.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskStatus {
+    /// The disk.
+    pub disk: DiskId,
+    /// Its directory, for disk stores.
+    pub path: Option<PathBuf>,
+    /// Capacity in bytes.
+    pub total: u64,
+    /// Bytes available for new chunks.
+    pub free: u64,
+    /// False when the disk could not be inspected (its error is logged by the caller).
+    pub healthy: bool,
+}
+
+/// A chunk as an index file records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexedChunk {
+    /// The disk it is on.
+    pub disk: DiskId,
+    /// Its chunk folder.
+    pub folder: ChunkFolder,
+    /// The file's path, as last recorded in the index (renames update it).
+    pub path: String,
+    /// The chunk.
+    pub key: ChunkKey,
+    /// Size of the chunk file in bytes.
+    pub size: u64,
+    /// The chunk's whole-file checksum.
+    pub checksum: u32,
+    /// The stripe's byte range in the file.
+    pub stripe_start: u64,
+    /// End of that range.
+    pub stripe_end: u64,
+    /// Data shards.
+    pub k: u16,
+    /// Parity shards.
+    pub m: u16,
+}
+
+/// What a store says about a chunk after storing it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredChunk {
+    /// The disk it went to.
+    pub disk: DiskId,
+    /// Where on it.
+    pub addr: ChunkAddr,
+    /// Size of the chunk file in bytes.
+    pub size: u64,
+    /// Its whole-file checksum.
+    pub checksum: u32,
+}
+
+/// Why a chunk store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store has no disk with this id.
+    #[error("no disk `{0}` on this node")]
+    UnknownDisk(DiskId),
+    /// The chunk is not on the disk.
+    #[error("chunk ({key}) is not on disk `{disk}`")]
+    NotFound {
+        /// The disk asked.
+        disk: DiskId,
+        /// The chunk asked for.
+        key: ChunkKey,
+    },
+    /// The chunk is there but fails verification.
+    #[error("chunk ({key}) on disk `{disk}` is corrupt: {source}")]
+    Corrupt {
+        /// The disk.
+        disk: DiskId,
+        /// The chunk.
+        key: ChunkKey,
+        /// What verification found.
+        #[source]
+        source: ChunkFormatError,
+    },
+    /// The disk does not have room for the chunk.
+    #[error("disk `{disk}` has {free} bytes free, too few for a {needed}-byte chunk")]
+    Full {
+        /// The disk.
+        disk: DiskId,
+        /// Free bytes.
+        free: u64,
+        /// Bytes needed.
+        needed: u64,
+    },
+    /// A disk directory that is not the disk the config says.
+    #[error("{0}")]
+    DiskSetup(String),
+    /// An I/O error, with what was being done and where.
+    #[error("{action} `{}`: {source}", path.display())]
+    Io {
+        /// What was being done, e.g. "write chunk".
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    /// True when the chunk is missing or corrupt (the stripe can be decoded without it and
+    /// the chunk should be repaired), as opposed to the store failing.
+    pub fn is_chunk_damage(&self) -> bool {
+        matches!(
+            self,
+            StoreError::NotFound { .. } | StoreError::Corrupt { .. }
+        )
+    }
+}
+
+/// The chunks on one node's disks.
+///
+/// Every method is blocking (disk I/O); async callers run them on a blocking thread.
+/// Implementations must be safe to call from many threads at once.
+pub trait ChunkStore: Send + Sync {
+    /// Every disk with its space.
+    fn disks(&self) -> Result<Vec<DiskStatus>, StoreError>;
+
+    /// Stores `chunk` durably in chunk folder `folder` of `disk` and records it in the
+    /// folder's index under the file path `path`. Returns only when the chunk file and its
+    /// directory entry are on stable storage.
+    fn put_chunk(
+        &self,
+        disk: &DiskId,
+        folder: &ChunkFolder,
+        path: &str,
+        chunk: &ChunkFile,
+    ) -> Result<StoredChunk, StoreError>;
+
+    /// Reads a chunk and verifies every checksum in it.
+    fn read_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<ChunkFile, StoreError>;
+
+    /// A cheap presence check (a stat): the chunk file's size, or `None` when it is missing.
+    fn check_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<Option<u64>, StoreError>;
+
+    /// Removes a chunk; `Ok(false)` when it was not there.
+    fn delete_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<bool, StoreError>;
+
+    /// Records in the folder's index that `file` is now at `path` (after a rename). The
+    /// chunks stay where they are.
+    fn rename_file(
+        &self,
+        disk: &DiskId,
+        folder: &ChunkFolder,
+        file: FileId,
+        path: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Every chunk a disk's index files list: the disk's chunk metadata rebuilt from the
+    /// disk alone.
+    fn scan(&self, disk: &DiskId) -> Result<Vec<IndexedChunk>, StoreError>;
+}

@@ -1,0 +1,247 @@
+//! One conformance suite for every [`ChunkStore`], run on the disk and the memory store.
+
+use super::*;
+use crate::chunk::ChunkFile;
+use crate::ids::{ChunkKey, DiskId, FileId};
+use crate::stripe::ErasureCodec;
+
+/// A store under test, its disks, and a way to rot one of its chunks.
+pub(crate) struct Subject<'a> {
+    pub store: &'a dyn ChunkStore,
+    pub disks: Vec<DiskId>,
+    pub corrupt: &'a dyn Fn(&DiskId, &ChunkAddr),
+}
+
+fn chunks_of(file: u64, stripe: u64, data: &[u8]) -> Vec<ChunkFile> {
+    let codec = ErasureCodec::new(2, 1).unwrap();
+    let enc = codec.encode(data);
+    enc.shards
+        .into_iter()
+        .enumerate()
+        .map(|(i, shard)| {
+            let key = ChunkKey {
+                file: FileId(file),
+                stripe,
+                generation: 1,
+                index: i as u16,
+            };
+            ChunkFile::new(
+                key,
+                stripe * 4096,
+                stripe * 4096 + data.len() as u64,
+                2,
+                1,
+                enc.stripe_crc,
+                shard,
+            )
+        })
+        .collect()
+}
+
+fn addr(path: &str, c: &ChunkFile) -> ChunkAddr {
+    ChunkAddr {
+        folder: ChunkFolder::for_path(path),
+        key: c.header.key,
+    }
+}
+
+pub(crate) fn run(s: &Subject<'_>) {
+    put_read_check_delete(s);
+    missing_and_unknown(s);
+    rename_and_scan(s);
+    corruption_is_detected(s);
+    concurrent_puts(s);
+    space_is_reported(s);
+}
+
+fn put_read_check_delete(s: &Subject<'_>) {
+    let path = "/conf/a.bin";
+    let folder = ChunkFolder::for_path(path);
+    let chunks = chunks_of(10, 0, &[42u8; 3000]);
+    for (c, disk) in chunks.iter().zip(&s.disks) {
+        let stored = s.store.put_chunk(disk, &folder, path, c).unwrap();
+        assert_eq!(stored.addr, addr(path, c));
+        assert_eq!(stored.size, c.encoded_len());
+        assert_eq!(stored.checksum, c.checksum());
+        assert_eq!(&s.store.read_chunk(disk, &stored.addr).unwrap(), c);
+        assert_eq!(
+            s.store.check_chunk(disk, &stored.addr).unwrap(),
+            Some(c.encoded_len())
+        );
+    }
+    let (c, disk) = (&chunks[0], &s.disks[0]);
+    assert!(s.store.delete_chunk(disk, &addr(path, c)).unwrap());
+    assert!(
+        !s.store.delete_chunk(disk, &addr(path, c)).unwrap(),
+        "second delete finds nothing"
+    );
+    assert_eq!(s.store.check_chunk(disk, &addr(path, c)).unwrap(), None);
+    assert!(matches!(
+        s.store.read_chunk(disk, &addr(path, c)),
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(s
+        .store
+        .scan(disk)
+        .unwrap()
+        .iter()
+        .all(|i| i.key != c.header.key));
+    // the other chunks of the stripe are untouched
+    assert_eq!(
+        &s.store
+            .read_chunk(&s.disks[1], &addr(path, &chunks[1]))
+            .unwrap(),
+        &chunks[1]
+    );
+}
+
+fn missing_and_unknown(s: &Subject<'_>) {
+    let c = &chunks_of(11, 0, b"x")[0];
+    let a = addr("/conf/never", c);
+    assert_eq!(s.store.check_chunk(&s.disks[0], &a).unwrap(), None);
+    let err = s.store.read_chunk(&s.disks[0], &a).unwrap_err();
+    assert!(err.is_chunk_damage(), "{err}");
+    let nowhere = DiskId("no-such-disk".into());
+    assert!(matches!(
+        s.store.read_chunk(&nowhere, &a),
+        Err(StoreError::UnknownDisk(_))
+    ));
+    assert!(matches!(
+        s.store.put_chunk(&nowhere, &a.folder, "/x", c),
+        Err(StoreError::UnknownDisk(_))
+    ));
+}
+
+fn rename_and_scan(s: &Subject<'_>) {
+    let path = "/conf/before.txt";
+    let folder = ChunkFolder::for_path(path);
+    let disk = &s.disks[1];
+    let mut keys = Vec::new();
+    for stripe in 0..3 {
+        let c = &chunks_of(12, stripe, &[stripe as u8; 100])[1];
+        s.store.put_chunk(disk, &folder, path, c).unwrap();
+        keys.push(c.header.key);
+    }
+    s.store
+        .rename_file(disk, &folder, FileId(12), "/conf/after.txt")
+        .unwrap();
+    let listed: Vec<_> = s
+        .store
+        .scan(disk)
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.key.file == FileId(12))
+        .collect();
+    assert_eq!(listed.iter().map(|i| i.key).collect::<Vec<_>>(), keys);
+    for (i, item) in listed.iter().enumerate() {
+        assert_eq!(item.path, "/conf/after.txt");
+        assert_eq!(item.folder, folder, "renaming does not move chunks");
+        assert_eq!(
+            (item.stripe_start, item.stripe_end, item.k, item.m),
+            (i as u64 * 4096, i as u64 * 4096 + 100, 2, 1)
+        );
+    }
+}
+
+fn corruption_is_detected(s: &Subject<'_>) {
+    let path = "/conf/rot";
+    let c = &chunks_of(13, 0, &[7u8; 5000])[0];
+    let disk = &s.disks[2];
+    let stored = s
+        .store
+        .put_chunk(disk, &ChunkFolder::for_path(path), path, c)
+        .unwrap();
+    (s.corrupt)(disk, &stored.addr);
+    match s.store.read_chunk(disk, &stored.addr) {
+        Err(e @ StoreError::Corrupt { .. }) => assert!(e.is_chunk_damage()),
+        other => panic!("corrupt chunk read as {other:?}"),
+    }
+    // a stat does not read data: the chunk is still "present"
+    assert!(s.store.check_chunk(disk, &stored.addr).unwrap().is_some());
+}
+
+fn concurrent_puts(s: &Subject<'_>) {
+    let (store, disks) = (s.store, &s.disks);
+    std::thread::scope(|scope| {
+        for t in 0..4u64 {
+            scope.spawn(move || {
+                for stripe in 0..10 {
+                    let path = format!("/conf/par{t}");
+                    let folder = ChunkFolder::for_path(&path);
+                    for (c, disk) in chunks_of(100 + t, stripe, &[t as u8; 777])
+                        .iter()
+                        .zip(disks)
+                    {
+                        store.put_chunk(disk, &folder, &path, c).unwrap();
+                    }
+                }
+            });
+        }
+    });
+    for t in 0..4u64 {
+        for disk in &s.disks[..3] {
+            let n = s
+                .store
+                .scan(disk)
+                .unwrap()
+                .iter()
+                .filter(|i| i.key.file == FileId(100 + t))
+                .count();
+            assert_eq!(n, 10, "disk {disk} file {t}");
+        }
+    }
+}
+
+fn space_is_reported(s: &Subject<'_>) {
+    let disks = s.store.disks().unwrap();
+    assert_eq!(
+        disks.iter().map(|d| d.disk.clone()).collect::<Vec<_>>(),
+        s.disks
+    );
+    for d in disks {
+        assert!(d.healthy, "{d:?}");
+        assert!(d.total > 0 && d.free <= d.total, "{d:?}");
+    }
+}
+
+#[test]
+fn memory_store_conforms() {
+    let disks: Vec<DiskId> = (0..4).map(|i| DiskId(format!("m{i}"))).collect();
+    let store = MemoryChunkStore::new(
+        &disks
+            .iter()
+            .map(|d| (d.clone(), 1 << 30))
+            .collect::<Vec<_>>(),
+    );
+    let corrupt = |d: &DiskId, a: &ChunkAddr| assert!(store.corrupt(d, a, 200));
+    run(&Subject {
+        store: &store,
+        disks,
+        corrupt: &corrupt,
+    });
+}
+
+#[cfg(feature = "local")]
+#[test]
+fn disk_store_conforms() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disks: Vec<(DiskId, std::path::PathBuf)> = (0..4)
+        .map(|i| {
+            let p = tmp.path().join(format!("d{i}"));
+            std::fs::create_dir(&p).unwrap();
+            (DiskId(format!("d{i}")), p)
+        })
+        .collect();
+    let store = DiskChunkStore::open(&disks).unwrap();
+    let corrupt = |d: &DiskId, a: &ChunkAddr| {
+        let p = store.chunk_path(d, a).unwrap();
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes[200] ^= 0x55;
+        std::fs::write(&p, bytes).unwrap();
+    };
+    run(&Subject {
+        store: &store,
+        disks: disks.iter().map(|(d, _)| d.clone()).collect(),
+        corrupt: &corrupt,
+    });
+}

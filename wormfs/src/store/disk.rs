@@ -1,0 +1,536 @@
+//! [`ChunkStore`] over directories of a local file system, one directory per disk.
+
+use super::index::{fold, IndexRecord, INDEX_FILE_NAME};
+use super::{
+    ChunkAddr, ChunkFolder, ChunkStore, DiskStatus, IndexedChunk, StoreError, StoredChunk,
+};
+use crate::chunk::ChunkFile;
+use crate::ids::{DiskId, FileId};
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// The marker file at the root of every disk directory.
+pub const MARKER_FILE_NAME: &str = "wormfs-disk.toml";
+
+struct Disk {
+    root: PathBuf,
+    /// Serialises appends to index files on this disk.
+    index_lock: Mutex<()>,
+}
+
+/// Chunks stored as files under one directory per disk.
+///
+/// Every disk directory holds a marker file naming its disk id; opening a directory whose
+/// marker names another disk fails, so a disk mounted at the wrong place is noticed before
+/// anything is written to it.
+pub struct DiskChunkStore {
+    disks: BTreeMap<DiskId, Disk>,
+    temp_counter: AtomicU64,
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Flushes a directory's entries (new, renamed or removed files) to stable storage.
+fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("sync directory", dir))
+}
+
+/// Creates `dir` (and its parent) if missing, making each new entry durable.
+fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = dir.parent().expect("chunk folders have parents");
+    ensure_dir(parent)?;
+    match fs::create_dir(dir) {
+        Ok(()) => fsync_dir(parent),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io_err("create directory", dir)(e)),
+    }
+}
+
+/// Removes a temporary file unless disarmed.
+struct TempGuard<'a>(Option<&'a Path>);
+
+impl Drop for TempGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = self.0 {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+impl DiskChunkStore {
+    /// Opens the disks `(id, directory)`. Each directory must exist. An empty directory is
+    /// claimed for its disk id (a marker file is written); a directory with a marker must
+    /// name the same id; a non-empty directory without a marker is refused, so WormFS never
+    /// mixes its chunks into someone else's files.
+    pub fn open(disks: &[(DiskId, PathBuf)]) -> Result<DiskChunkStore, StoreError> {
+        let mut map = BTreeMap::new();
+        let mut seen: BTreeMap<PathBuf, DiskId> = BTreeMap::new();
+        for (id, root) in disks {
+            let canonical = fs::canonicalize(root).map_err(|e| {
+                StoreError::DiskSetup(format!(
+                    "disk `{id}`: directory `{}` cannot be opened ({e}); create it or fix the path",
+                    root.display()
+                ))
+            })?;
+            if !canonical.is_dir() {
+                return Err(StoreError::DiskSetup(format!(
+                    "disk `{id}`: `{}` is not a directory",
+                    root.display()
+                )));
+            }
+            if let Some(other) = seen.insert(canonical.clone(), id.clone()) {
+                return Err(StoreError::DiskSetup(format!(
+                    "disks `{other}` and `{id}` are the same directory `{}`; each disk needs its own",
+                    canonical.display()
+                )));
+            }
+            if map.contains_key(id) {
+                return Err(StoreError::DiskSetup(format!(
+                    "disk id `{id}` is listed twice"
+                )));
+            }
+            claim(id, &canonical)?;
+            map.insert(
+                id.clone(),
+                Disk {
+                    root: canonical,
+                    index_lock: Mutex::new(()),
+                },
+            );
+        }
+        Ok(DiskChunkStore {
+            disks: map,
+            temp_counter: AtomicU64::new(0),
+        })
+    }
+
+    fn disk(&self, id: &DiskId) -> Result<&Disk, StoreError> {
+        self.disks
+            .get(id)
+            .ok_or_else(|| StoreError::UnknownDisk(id.clone()))
+    }
+
+    /// The path of a chunk file.
+    pub fn chunk_path(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<PathBuf, StoreError> {
+        Ok(self
+            .disk(disk)?
+            .root
+            .join(addr.folder.relative_path())
+            .join(addr.key.file_name()))
+    }
+
+    fn append_index(
+        &self,
+        disk: &Disk,
+        folder: &Path,
+        record: &IndexRecord,
+    ) -> Result<(), StoreError> {
+        let path = folder.join(INDEX_FILE_NAME);
+        let _guard = disk.index_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let existed = path.exists();
+        let mut f = OpenOptions::new()
+            .read(true)
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err("open index", &path))?;
+        let mut line = record.to_line();
+        // After a torn append the file does not end in a newline: start a fresh line so this
+        // record is not glued to the fragment.
+        let len = f.metadata().map_err(io_err("stat index", &path))?.len();
+        if len > 0 {
+            let mut last = [0u8; 1];
+            std::os::unix::fs::FileExt::read_exact_at(&f, &mut last, len - 1)
+                .map_err(io_err("read index", &path))?;
+            if last[0] != b'\n' {
+                line.insert(0, '\n');
+            }
+        }
+        f.write_all(line.as_bytes())
+            .map_err(io_err("append to index", &path))?;
+        f.sync_data().map_err(io_err("sync index", &path))?;
+        if !existed {
+            fsync_dir(folder)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks or writes the marker of disk `id` at `root`.
+fn claim(id: &DiskId, root: &Path) -> Result<(), StoreError> {
+    let marker = root.join(MARKER_FILE_NAME);
+    match fs::read_to_string(&marker) {
+        Ok(text) => {
+            let found = text
+                .lines()
+                .find_map(|l| l.strip_prefix("disk_id = "))
+                .map(|v| v.trim().trim_matches('"').to_owned());
+            match found {
+                Some(found) if found == id.0 => Ok(()),
+                Some(found) => Err(StoreError::DiskSetup(format!(
+                    "directory `{}` holds disk `{found}`, but the config says disk `{id}` is there; \
+                     a disk is mounted at the wrong place or the config names the wrong directory",
+                    root.display()
+                ))),
+                None => Err(StoreError::DiskSetup(format!(
+                    "marker `{}` has no `disk_id` line; it is damaged — restore it or move the directory aside",
+                    marker.display()
+                ))),
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let occupied = fs::read_dir(root)
+                .map_err(io_err("list disk directory", root))?
+                .filter_map(Result::ok)
+                .any(|e| e.file_name() != "lost+found");
+            if occupied {
+                return Err(StoreError::DiskSetup(format!(
+                    "directory `{}` for disk `{id}` is not empty and has no {MARKER_FILE_NAME}; \
+                     WormFS only claims empty directories — point the config at an empty one",
+                    root.display()
+                )));
+            }
+            let text = format!(
+                "# WormFS disk marker: do not edit or copy\nformat = 1\ndisk_id = \"{id}\"\n"
+            );
+            let tmp = root.join(format!(".{MARKER_FILE_NAME}.tmp"));
+            let mut f = File::create(&tmp).map_err(io_err("create disk marker", &tmp))?;
+            f.write_all(text.as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(io_err("write disk marker", &tmp))?;
+            fs::rename(&tmp, &marker).map_err(io_err("install disk marker", &marker))?;
+            fsync_dir(root)
+        }
+        Err(e) => Err(io_err("read disk marker", &marker)(e)),
+    }
+}
+
+impl ChunkStore for DiskChunkStore {
+    fn disks(&self) -> Result<Vec<DiskStatus>, StoreError> {
+        Ok(self
+            .disks
+            .iter()
+            .map(|(id, d)| {
+                let stat = rustix::fs::statvfs(&d.root);
+                let (total, free, healthy) = match stat {
+                    Ok(s) => (
+                        s.f_blocks * s.f_frsize,
+                        s.f_bavail * s.f_frsize,
+                        d.root.join(MARKER_FILE_NAME).exists(),
+                    ),
+                    Err(_) => (0, 0, false),
+                };
+                DiskStatus {
+                    disk: id.clone(),
+                    path: Some(d.root.clone()),
+                    total,
+                    free,
+                    healthy,
+                }
+            })
+            .collect())
+    }
+
+    fn put_chunk(
+        &self,
+        disk_id: &DiskId,
+        folder: &ChunkFolder,
+        path: &str,
+        chunk: &ChunkFile,
+    ) -> Result<StoredChunk, StoreError> {
+        let disk = self.disk(disk_id)?;
+        let dir = disk.root.join(folder.relative_path());
+        ensure_dir(&dir)?;
+        let name = chunk.header.key.file_name();
+        let bytes = chunk.encode();
+        let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
+        let mut guard = TempGuard(Some(&tmp));
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io_err("create chunk", &tmp))?;
+        f.write_all(&bytes).map_err(io_err("write chunk", &tmp))?;
+        f.sync_all().map_err(io_err("sync chunk", &tmp))?;
+        drop(f);
+        let dest = dir.join(&name);
+        fs::rename(&tmp, &dest).map_err(io_err("install chunk", &dest))?;
+        guard.0 = None;
+        fsync_dir(&dir)?;
+        let checksum = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
+        let h = &chunk.header;
+        let record = IndexRecord::Put {
+            path: path.to_owned(),
+            key: h.key,
+            size: bytes.len() as u64,
+            crc: checksum,
+            start: h.stripe_start,
+            end: h.stripe_end,
+            k: h.k,
+            m: h.m,
+        };
+        self.append_index(disk, &dir, &record)?;
+        Ok(StoredChunk {
+            disk: disk_id.clone(),
+            addr: ChunkAddr {
+                folder: folder.clone(),
+                key: h.key,
+            },
+            size: bytes.len() as u64,
+            checksum,
+        })
+    }
+
+    fn read_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<ChunkFile, StoreError> {
+        let path = self.chunk_path(disk, addr)?;
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound {
+                    disk: disk.clone(),
+                    key: addr.key,
+                })
+            }
+            Err(e) => return Err(io_err("read chunk", &path)(e)),
+        };
+        let corrupt = |source| StoreError::Corrupt {
+            disk: disk.clone(),
+            key: addr.key,
+            source,
+        };
+        let chunk = ChunkFile::decode(&bytes).map_err(corrupt)?;
+        if chunk.header.key != addr.key {
+            return Err(corrupt(crate::chunk::ChunkFormatError::BadField {
+                field: "chunk key",
+                reason: format!(
+                    "file `{}` holds chunk ({})",
+                    path.display(),
+                    chunk.header.key
+                ),
+            }));
+        }
+        Ok(chunk)
+    }
+
+    fn check_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<Option<u64>, StoreError> {
+        let path = self.chunk_path(disk, addr)?;
+        match fs::metadata(&path) {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("stat chunk", &path)(e)),
+        }
+    }
+
+    fn delete_chunk(&self, disk_id: &DiskId, addr: &ChunkAddr) -> Result<bool, StoreError> {
+        let path = self.chunk_path(disk_id, addr)?;
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_err("delete chunk", &path)(e)),
+        }
+        let dir = path.parent().expect("chunk files are in folders");
+        fsync_dir(dir)?;
+        self.append_index(
+            self.disk(disk_id)?,
+            dir,
+            &IndexRecord::Delete { key: addr.key },
+        )?;
+        Ok(true)
+    }
+
+    fn rename_file(
+        &self,
+        disk_id: &DiskId,
+        folder: &ChunkFolder,
+        file: FileId,
+        path: &str,
+    ) -> Result<(), StoreError> {
+        let disk = self.disk(disk_id)?;
+        let dir = disk.root.join(folder.relative_path());
+        if !dir.is_dir() {
+            return Ok(());
+        }
+        self.append_index(
+            disk,
+            &dir,
+            &IndexRecord::Path {
+                file,
+                path: path.to_owned(),
+            },
+        )
+    }
+
+    fn scan(&self, disk_id: &DiskId) -> Result<Vec<IndexedChunk>, StoreError> {
+        let disk = self.disk(disk_id)?;
+        let mut out = Vec::new();
+        for top in fs::read_dir(&disk.root).map_err(io_err("list disk", &disk.root))? {
+            let top = top.map_err(io_err("list disk", &disk.root))?;
+            let is_top = top
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u64>().ok())
+                .is_some_and(|n| (1..=1000).contains(&n));
+            if !is_top {
+                continue;
+            }
+            let top_path = top.path();
+            for entry in fs::read_dir(&top_path).map_err(io_err("list top folder", &top_path))? {
+                let entry = entry.map_err(io_err("list top folder", &top_path))?;
+                let Ok(folder) =
+                    ChunkFolder::try_from(entry.file_name().to_string_lossy().into_owned())
+                else {
+                    continue;
+                };
+                let index = entry.path().join(INDEX_FILE_NAME);
+                let text = match fs::read(&index) {
+                    Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io_err("read index", &index)(e)),
+                };
+                let (chunks, _damaged) = fold(&text);
+                out.extend(chunks.into_iter().map(|(key, c)| IndexedChunk {
+                    disk: disk_id.clone(),
+                    folder: folder.clone(),
+                    path: c.path,
+                    key,
+                    size: c.size,
+                    checksum: c.crc,
+                    stripe_start: c.start,
+                    stripe_end: c.end,
+                    k: c.k,
+                    m: c.m,
+                }));
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{ChunkKey, FileId};
+
+    fn disks(root: &Path, n: usize) -> Vec<(DiskId, PathBuf)> {
+        (0..n)
+            .map(|i| {
+                let p = root.join(format!("disk{i}"));
+                fs::create_dir_all(&p).unwrap();
+                (DiskId(format!("d{i}")), p)
+            })
+            .collect()
+    }
+
+    fn setup_error(disks: &[(DiskId, PathBuf)]) -> String {
+        match DiskChunkStore::open(disks) {
+            Err(StoreError::DiskSetup(msg)) => msg,
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("opened"),
+        }
+    }
+
+    #[test]
+    fn marker_catches_a_disk_in_the_wrong_place() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = disks(tmp.path(), 2);
+        DiskChunkStore::open(&d).unwrap();
+        DiskChunkStore::open(&d).unwrap(); // reopening is fine
+        let swapped = vec![
+            (d[0].0.clone(), d[1].1.clone()),
+            (d[1].0.clone(), d[0].1.clone()),
+        ];
+        let msg = setup_error(&swapped);
+        assert!(
+            msg.contains("holds disk `d1`, but the config says disk `d0`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn refuses_foreign_missing_and_duplicate_directories() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = disks(tmp.path(), 1);
+        fs::write(d[0].1.join("holiday.jpg"), b"not ours").unwrap();
+        assert!(setup_error(&d).contains("is not empty and has no wormfs-disk.toml"));
+
+        let missing = vec![(DiskId("x".into()), tmp.path().join("nope"))];
+        assert!(setup_error(&missing).contains("create it or fix the path"));
+
+        let d = disks(&tmp.path().join("b"), 1);
+        let twice = vec![d[0].clone(), (DiskId("other".into()), d[0].1.join("."))];
+        assert!(setup_error(&twice).contains("are the same directory"));
+    }
+
+    #[test]
+    fn layout_on_disk_and_index_survive_reopen_and_torn_lines() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = disks(tmp.path(), 1);
+        let folder = ChunkFolder::for_path("/movies/a.mkv");
+        let key = ChunkKey {
+            file: FileId(77),
+            stripe: 0,
+            generation: 5,
+            index: 0,
+        };
+        {
+            let store = DiskChunkStore::open(&d).unwrap();
+            let chunk = ChunkFile::new(
+                key,
+                0,
+                10,
+                1,
+                0,
+                crate::checksum::crc32(b"0123456789"),
+                b"0123456789".to_vec(),
+            );
+            store
+                .put_chunk(&d[0].0, &folder, "/movies/a.mkv", &chunk)
+                .unwrap();
+        }
+        let dir = d[0].1.join(folder.top().to_string()).join(folder.as_str());
+        assert!(dir.join("f77_s0_g5_c0.chunk").is_file());
+        let leftovers: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            leftovers.len(),
+            2,
+            "only the chunk and the index: {leftovers:?}"
+        );
+        // a crash in the middle of an append leaves a torn line
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.join(INDEX_FILE_NAME))
+            .unwrap();
+        f.write_all(b"1234abcd {\"t\":\"del").unwrap();
+        let store = DiskChunkStore::open(&d).unwrap();
+        // the next append starts on a fresh line, so it is not lost
+        store
+            .rename_file(&d[0].0, &folder, FileId(77), "/movies/b.mkv")
+            .unwrap();
+        let listed = store.scan(&d[0].0).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(
+            (listed[0].key, listed[0].path.as_str(), listed[0].size),
+            (key, "/movies/b.mkv", 82 + 8 + 10)
+        );
+    }
+}

@@ -1,0 +1,225 @@
+//! An in-memory [`ChunkStore`] for tests of logic above the store (placement, archive,
+//! cluster fixtures). It keeps encoded chunk bytes, so corruption can be simulated.
+
+use super::{
+    ChunkAddr, ChunkFolder, ChunkStore, DiskStatus, IndexedChunk, StoreError, StoredChunk,
+};
+use crate::chunk::ChunkFile;
+use crate::ids::{ChunkKey, DiskId, FileId};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+#[derive(Default)]
+struct MemDisk {
+    capacity: u64,
+    failed: bool,
+    chunks: BTreeMap<(ChunkFolder, ChunkKey), Vec<u8>>,
+    paths: BTreeMap<FileId, String>,
+}
+
+impl MemDisk {
+    fn used(&self) -> u64 {
+        self.chunks.values().map(|b| b.len() as u64).sum()
+    }
+}
+
+/// Chunks kept in memory, on disks of a given capacity.
+pub struct MemoryChunkStore {
+    disks: Mutex<BTreeMap<DiskId, MemDisk>>,
+}
+
+impl MemoryChunkStore {
+    /// A store with the given disks and their capacities in bytes.
+    pub fn new(disks: &[(DiskId, u64)]) -> MemoryChunkStore {
+        let disks = disks
+            .iter()
+            .map(|(id, cap)| {
+                (
+                    id.clone(),
+                    MemDisk {
+                        capacity: *cap,
+                        ..MemDisk::default()
+                    },
+                )
+            })
+            .collect();
+        MemoryChunkStore {
+            disks: Mutex::new(disks),
+        }
+    }
+
+    fn with_disk<T>(
+        &self,
+        id: &DiskId,
+        f: impl FnOnce(&mut MemDisk) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut disks = self.disks.lock().unwrap_or_else(|e| e.into_inner());
+        let disk = disks
+            .get_mut(id)
+            .ok_or_else(|| StoreError::UnknownDisk(id.clone()))?;
+        if disk.failed {
+            return Err(StoreError::Io {
+                action: "use failed disk",
+                path: id.0.clone().into(),
+                source: std::io::Error::other("disk marked failed"),
+            });
+        }
+        f(disk)
+    }
+
+    /// Makes every later operation on `disk` fail with an I/O error (a dead disk).
+    pub fn fail_disk(&self, disk: &DiskId) {
+        if let Some(d) = self
+            .disks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(disk)
+        {
+            d.failed = true;
+        }
+    }
+
+    /// Flips one byte of a stored chunk (bit rot); false when the chunk is not there.
+    pub fn corrupt(&self, disk: &DiskId, addr: &ChunkAddr, at: usize) -> bool {
+        let mut disks = self.disks.lock().unwrap_or_else(|e| e.into_inner());
+        let bytes = disks
+            .get_mut(disk)
+            .and_then(|d| d.chunks.get_mut(&(addr.folder.clone(), addr.key)));
+        match bytes {
+            Some(b) if !b.is_empty() => {
+                let i = at % b.len();
+                b[i] ^= 0x55;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl ChunkStore for MemoryChunkStore {
+    fn disks(&self) -> Result<Vec<DiskStatus>, StoreError> {
+        let disks = self.disks.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(disks
+            .iter()
+            .map(|(id, d)| DiskStatus {
+                disk: id.clone(),
+                path: None,
+                total: d.capacity,
+                free: d.capacity.saturating_sub(d.used()),
+                healthy: !d.failed,
+            })
+            .collect())
+    }
+
+    fn put_chunk(
+        &self,
+        disk: &DiskId,
+        folder: &ChunkFolder,
+        path: &str,
+        chunk: &ChunkFile,
+    ) -> Result<StoredChunk, StoreError> {
+        let bytes = chunk.encode();
+        self.with_disk(disk, |d| {
+            let key = (folder.clone(), chunk.header.key);
+            let replaced = d.chunks.get(&key).map_or(0, |b| b.len() as u64);
+            let free = d.capacity.saturating_sub(d.used() - replaced);
+            if bytes.len() as u64 > free {
+                return Err(StoreError::Full {
+                    disk: disk.clone(),
+                    free,
+                    needed: bytes.len() as u64,
+                });
+            }
+            let checksum = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
+            let size = bytes.len() as u64;
+            d.chunks.insert(key, bytes);
+            d.paths.insert(chunk.header.key.file, path.to_owned());
+            Ok(StoredChunk {
+                disk: disk.clone(),
+                addr: ChunkAddr {
+                    folder: folder.clone(),
+                    key: chunk.header.key,
+                },
+                size,
+                checksum,
+            })
+        })
+    }
+
+    fn read_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<ChunkFile, StoreError> {
+        self.with_disk(disk, |d| {
+            let bytes = d
+                .chunks
+                .get(&(addr.folder.clone(), addr.key))
+                .ok_or_else(|| StoreError::NotFound {
+                    disk: disk.clone(),
+                    key: addr.key,
+                })?;
+            ChunkFile::decode(bytes).map_err(|source| StoreError::Corrupt {
+                disk: disk.clone(),
+                key: addr.key,
+                source,
+            })
+        })
+    }
+
+    fn check_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<Option<u64>, StoreError> {
+        self.with_disk(disk, |d| {
+            Ok(d.chunks
+                .get(&(addr.folder.clone(), addr.key))
+                .map(|b| b.len() as u64))
+        })
+    }
+
+    fn delete_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<bool, StoreError> {
+        self.with_disk(disk, |d| {
+            Ok(d.chunks.remove(&(addr.folder.clone(), addr.key)).is_some())
+        })
+    }
+
+    fn rename_file(
+        &self,
+        disk: &DiskId,
+        _folder: &ChunkFolder,
+        file: FileId,
+        path: &str,
+    ) -> Result<(), StoreError> {
+        self.with_disk(disk, |d| {
+            if d.paths.contains_key(&file) {
+                d.paths.insert(file, path.to_owned());
+            }
+            Ok(())
+        })
+    }
+
+    fn scan(&self, disk: &DiskId) -> Result<Vec<IndexedChunk>, StoreError> {
+        self.with_disk(disk, |d| {
+            let mut out: Vec<IndexedChunk> =
+                d.chunks
+                    .iter()
+                    .map(|((folder, key), bytes)| {
+                        let h = crate::chunk::ChunkHeader::parse(bytes, bytes.len() as u64)
+                            .map_err(|source| StoreError::Corrupt {
+                                disk: disk.clone(),
+                                key: *key,
+                                source,
+                            })?;
+                        Ok(IndexedChunk {
+                            disk: disk.clone(),
+                            folder: folder.clone(),
+                            path: d.paths.get(&key.file).cloned().unwrap_or_default(),
+                            key: *key,
+                            size: bytes.len() as u64,
+                            checksum: u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes")),
+                            stripe_start: h.stripe_start,
+                            stripe_end: h.stripe_end,
+                            k: h.k,
+                            m: h.m,
+                        })
+                    })
+                    .collect::<Result<_, StoreError>>()?;
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(out)
+        })
+    }
+}
