@@ -1,1 +1,32 @@
-//! meta
+//! File and chunk metadata: the [`MetadataOp`] values that change it, the [`MetadataLog`]
+//! that orders them, and the SQLite [`MetaStore`] (feature `local`) that applies them.
+//!
+//! Every change is a [`MetadataOp`], applied in one SQLite transaction together with its
+//! sequence number. Ops are deterministic: given the same state, every node applying the same
+//! op reaches the same state (times and inode layouts travel inside the op). A domain refusal
+//! (the name exists, the directory is not empty) is a [`Refusal`] *reply*, not an error: the
+//! op is still consumed, and the state is unchanged.
+
+#[cfg(feature = "local")]
+mod apply;
+mod log;
+mod op;
+#[cfg(feature = "local")]
+mod schema;
+#[cfg(feature = "local")]
+mod sqlite;
+mod types;
+
+#[cfg(feature = "local")]
+pub use log::LocalLog;
+pub use log::{LogError, MetadataLog};
+pub use op::{Applied, MetadataOp, NewKind, OpReply, Refusal, XattrMode};
+#[cfg(feature = "local")]
+pub use sqlite::{MetaError, MetaStore};
+pub use types::{
+    Attr, ChunkLocation, ChunkRecord, ChunkState, DirEntry, DiskInfo, FileKind, FileLayout,
+    NodeInfo, StripeRecord, Timestamp,
+};
+
+#[cfg(all(test, feature = "local"))]
+mod tests;

@@ -1,0 +1,250 @@
+//! Metadata changes as values: what a log carries and a state machine applies.
+
+use super::types::{
+    Attr, ChunkLocation, ChunkState, DiskInfo, FileLayout, NodeInfo, StripeRecord, Timestamp,
+};
+use crate::ids::{DiskId, FileId, NodeId};
+use serde::{Deserialize, Serialize};
+
+/// What kind of object [`MetadataOp::Create`] makes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NewKind {
+    /// A regular file with this layout.
+    File(FileLayout),
+    /// A directory.
+    Directory,
+    /// A symbolic link to this target.
+    Symlink(String),
+    /// A named pipe.
+    Fifo,
+    /// A Unix socket.
+    Socket,
+    /// A character device with this device number.
+    CharDevice(u32),
+    /// A block device with this device number.
+    BlockDevice(u32),
+}
+
+/// How [`MetadataOp::SetXattr`] treats an existing attribute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum XattrMode {
+    /// Create or replace.
+    Any,
+    /// Refuse if it exists (`XATTR_CREATE`).
+    Create,
+    /// Refuse if it does not exist (`XATTR_REPLACE`).
+    Replace,
+}
+
+/// One metadata change. Carries everything it needs (times, layouts), so applying it is a
+/// pure function of the state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetadataOp {
+    /// Creates `name` in directory `parent`.
+    Create {
+        /// The directory.
+        parent: FileId,
+        /// The new entry's name.
+        name: String,
+        /// What to create.
+        kind: NewKind,
+        /// Permission bits.
+        perm: u16,
+        /// Owner.
+        uid: u32,
+        /// Group.
+        gid: u32,
+        /// Creation time.
+        time: Timestamp,
+    },
+    /// Adds a hard link `new_parent/new_name` to `ino`.
+    Link {
+        /// The inode (not a directory).
+        ino: FileId,
+        /// The directory of the new name.
+        new_parent: FileId,
+        /// The new name.
+        new_name: String,
+        /// Change time.
+        time: Timestamp,
+    },
+    /// Removes a non-directory entry; its inode goes with its last link.
+    Unlink {
+        /// The directory.
+        parent: FileId,
+        /// The entry.
+        name: String,
+        /// Change time.
+        time: Timestamp,
+    },
+    /// Removes an empty directory.
+    Rmdir {
+        /// The directory holding it.
+        parent: FileId,
+        /// Its name.
+        name: String,
+        /// Change time.
+        time: Timestamp,
+    },
+    /// Moves an entry, replacing the destination as `rename(2)` does.
+    Rename {
+        /// Source directory.
+        parent: FileId,
+        /// Source name.
+        name: String,
+        /// Destination directory.
+        new_parent: FileId,
+        /// Destination name.
+        new_name: String,
+        /// Refuse when the destination exists (`RENAME_NOREPLACE`).
+        no_replace: bool,
+        /// Change time.
+        time: Timestamp,
+    },
+    /// Changes attributes other than size.
+    SetAttr {
+        /// The inode.
+        ino: FileId,
+        /// New permission bits.
+        perm: Option<u16>,
+        /// New owner.
+        uid: Option<u32>,
+        /// New group.
+        gid: Option<u32>,
+        /// New access time.
+        atime: Option<Timestamp>,
+        /// New modification time.
+        mtime: Option<Timestamp>,
+        /// Change time.
+        time: Timestamp,
+    },
+    /// Sets a file's size. Stripes wholly past the new size are dropped; a stripe that
+    /// straddles it must come rewritten as `tail` (its bytes cut at the new size), so no
+    /// stale bytes reappear when the file grows again.
+    Truncate {
+        /// The file.
+        ino: FileId,
+        /// The new size.
+        size: u64,
+        /// The rewritten stripe holding the new last byte, if one straddles the new size.
+        tail: Option<StripeRecord>,
+        /// Modification time.
+        time: Timestamp,
+    },
+    /// Records a written stripe (replacing an older generation of it) and grows the file to
+    /// at least `size`.
+    CommitStripe {
+        /// The file.
+        ino: FileId,
+        /// The stripe, with all its chunks durable.
+        stripe: StripeRecord,
+        /// The file size after this write.
+        size: u64,
+        /// Modification time.
+        time: Timestamp,
+    },
+    /// Sets an extended attribute.
+    SetXattr {
+        /// The inode.
+        ino: FileId,
+        /// Attribute name.
+        name: String,
+        /// Attribute value.
+        value: Vec<u8>,
+        /// Create/replace semantics.
+        mode: XattrMode,
+        /// Change time.
+        time: Timestamp,
+    },
+    /// Removes an extended attribute.
+    RemoveXattr {
+        /// The inode.
+        ino: FileId,
+        /// Attribute name.
+        name: String,
+        /// Change time.
+        time: Timestamp,
+    },
+    /// Sets or clears a directory's policy override (by name).
+    SetDirPolicy {
+        /// The directory.
+        ino: FileId,
+        /// The policy name, or `None` to inherit again.
+        policy: Option<String>,
+    },
+    /// Marks a chunk's health (from a read or a scrub).
+    SetChunkState {
+        /// The file.
+        ino: FileId,
+        /// Stripe index.
+        stripe: u64,
+        /// The stripe generation the report is about (stale reports are ignored).
+        generation: u64,
+        /// Shard index.
+        chunk: u16,
+        /// New state.
+        state: ChunkState,
+    },
+    /// Adds or updates a storage node.
+    UpsertNode(NodeInfo),
+    /// Removes a storage node and its disks from the cluster view.
+    RemoveNode(NodeId),
+    /// Adds or updates a disk.
+    UpsertDisk(DiskInfo),
+    /// Removes a disk from the cluster view.
+    RemoveDisk(DiskId),
+}
+
+/// What an applied op changed, for the caller.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// The affected inode's attributes after the op (create, link, setattr, truncate,
+    /// commit stripe, set xattr).
+    pub attr: Option<Attr>,
+    /// Chunks no metadata refers to any more; the caller deletes their files.
+    pub garbage: Vec<ChunkLocation>,
+}
+
+/// Why an op was refused. The state is unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Refusal {
+    /// An inode or name does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The name exists.
+    #[error("already exists: {0}")]
+    Exists(String),
+    /// A directory is not empty.
+    #[error("directory not empty: {0}")]
+    NotEmpty(String),
+    /// A directory was needed.
+    #[error("not a directory: {0}")]
+    NotDir(String),
+    /// A non-directory was needed.
+    #[error("is a directory: {0}")]
+    IsDir(String),
+    /// The extended attribute does not exist.
+    #[error("no such attribute: {0}")]
+    NoAttr(String),
+    /// The op does not make sense (e.g. moving a directory into itself).
+    #[error("invalid: {0}")]
+    Invalid(String),
+}
+
+impl Refusal {
+    /// The `errno` a POSIX file system returns for this refusal.
+    pub fn errno(&self) -> i32 {
+        match self {
+            Refusal::NotFound(_) => 2,  // ENOENT
+            Refusal::Exists(_) => 17,   // EEXIST
+            Refusal::NotEmpty(_) => 39, // ENOTEMPTY
+            Refusal::NotDir(_) => 20,   // ENOTDIR
+            Refusal::IsDir(_) => 21,    // EISDIR
+            Refusal::NoAttr(_) => 61,   // ENODATA
+            Refusal::Invalid(_) => 22,  // EINVAL
+        }
+    }
+}
+
+/// The result of applying an op: what it changed, or why it was refused.
+pub type OpReply = Result<Applied, Refusal>;

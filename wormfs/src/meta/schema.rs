@@ -1,0 +1,133 @@
+//! The SQLite schema and its migrations. `PRAGMA user_version` is the schema version;
+//! each migration is a frozen script, applied in order in one transaction each. Never edit
+//! a released migration: add the next one.
+
+use rusqlite::Connection;
+
+/// The migrations; the schema version is their count.
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    "
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO meta VALUES ('last_applied', 0), ('next_ino', 2), ('next_generation', 1);
+
+    CREATE TABLE inodes (
+        ino INTEGER PRIMARY KEY,
+        kind INTEGER NOT NULL,
+        perm INTEGER NOT NULL,
+        nlink INTEGER NOT NULL,
+        uid INTEGER NOT NULL,
+        gid INTEGER NOT NULL,
+        size INTEGER NOT NULL DEFAULT 0,
+        rdev INTEGER NOT NULL DEFAULT 0,
+        atime INTEGER NOT NULL,
+        mtime INTEGER NOT NULL,
+        ctime INTEGER NOT NULL,
+        crtime INTEGER NOT NULL,
+        target TEXT,
+        policy TEXT,
+        k INTEGER,
+        m INTEGER,
+        stripe_size INTEGER,
+        folder TEXT
+    );
+    INSERT INTO inodes (ino, kind, perm, nlink, uid, gid, atime, mtime, ctime, crtime)
+        VALUES (1, 2, 493, 2, 0, 0, 0, 0, 0, 0);
+
+    CREATE TABLE dentries (
+        parent INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        ino INTEGER NOT NULL,
+        PRIMARY KEY (parent, name)
+    ) WITHOUT ROWID;
+    CREATE INDEX dentries_by_ino ON dentries (ino);
+
+    CREATE TABLE xattrs (
+        ino INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        value BLOB NOT NULL,
+        PRIMARY KEY (ino, name)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE dir_policies (ino INTEGER PRIMARY KEY, policy TEXT NOT NULL);
+
+    CREATE TABLE stripes (
+        ino INTEGER NOT NULL,
+        idx INTEGER NOT NULL,
+        generation INTEGER NOT NULL,
+        len INTEGER NOT NULL,
+        crc INTEGER NOT NULL,
+        k INTEGER NOT NULL,
+        m INTEGER NOT NULL,
+        PRIMARY KEY (ino, idx)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE chunks (
+        ino INTEGER NOT NULL,
+        stripe INTEGER NOT NULL,
+        chunk INTEGER NOT NULL,
+        generation INTEGER NOT NULL,
+        node TEXT NOT NULL,
+        disk TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        crc INTEGER NOT NULL,
+        state INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (ino, stripe, chunk)
+    ) WITHOUT ROWID;
+    CREATE INDEX chunks_by_disk ON chunks (disk, ino, stripe);
+
+    CREATE TABLE nodes (id TEXT PRIMARY KEY, address TEXT NOT NULL) WITHOUT ROWID;
+    CREATE TABLE disks (
+        id TEXT PRIMARY KEY,
+        node TEXT NOT NULL,
+        path TEXT NOT NULL,
+        total INTEGER NOT NULL,
+        free INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX disks_by_node ON disks (node);
+
+    CREATE TABLE policies (
+        name TEXT PRIMARY KEY,
+        k INTEGER NOT NULL,
+        m INTEGER NOT NULL,
+        stripe_size INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE locks (
+        ino INTEGER NOT NULL,
+        owner TEXT NOT NULL,
+        kind INTEGER NOT NULL,
+        expires INTEGER NOT NULL,
+        PRIMARY KEY (ino, owner)
+    ) WITHOUT ROWID;
+    ",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Brings the database to [`SCHEMA_VERSION`]. A database from a newer build is refused.
+pub fn migrate(conn: &mut Connection) -> Result<(), String> {
+    let version: u32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| format!("read schema version: {e}"))?;
+    if version > SCHEMA_VERSION {
+        return Err(format!(
+            "the metadata database has schema version {version}, newer than this build's {SCHEMA_VERSION}; \
+             run a newer wormfs"
+        ));
+    }
+    for (i, script) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let to = i + 1;
+        let tx = conn
+            .transaction()
+            .map_err(|e| format!("begin migration {to}: {e}"))?;
+        tx.execute_batch(script)
+            .map_err(|e| format!("migration {to}: {e}"))?;
+        tx.pragma_update(None, "user_version", to)
+            .map_err(|e| format!("record schema version {to}: {e}"))?;
+        tx.commit()
+            .map_err(|e| format!("commit migration {to}: {e}"))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,560 @@
+//! Tests of ops applied to a real SQLite file.
+
+use super::*;
+use crate::ids::{DiskId, FileId, NodeId};
+use crate::store::ChunkFolder;
+use std::sync::Arc;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    log: LocalLog,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.sqlite");
+    let log = LocalLog::new(Arc::new(MetaStore::open(&path).unwrap())).unwrap();
+    Fixture {
+        _dir: dir,
+        path,
+        log,
+    }
+}
+
+fn t(n: i64) -> Timestamp {
+    Timestamp(n)
+}
+
+fn layout(path: &str) -> FileLayout {
+    FileLayout {
+        policy: "general".into(),
+        k: 2,
+        m: 1,
+        stripe_size: 8192,
+        folder: ChunkFolder::for_path(path),
+    }
+}
+
+impl Fixture {
+    fn ok(&self, op: MetadataOp) -> Applied {
+        self.log
+            .apply(&op)
+            .unwrap()
+            .unwrap_or_else(|r| panic!("{op:?} refused: {r}"))
+    }
+    fn refused(&self, op: MetadataOp) -> Refusal {
+        self.log.apply(&op).unwrap().expect_err("should be refused")
+    }
+    fn store(&self) -> &MetaStore {
+        self.log.store()
+    }
+    fn mkdir(&self, parent: FileId, name: &str) -> FileId {
+        self.ok(create(parent, name, NewKind::Directory))
+            .attr
+            .unwrap()
+            .ino
+    }
+    fn mkfile(&self, parent: FileId, name: &str) -> FileId {
+        self.ok(create(parent, name, NewKind::File(layout(name))))
+            .attr
+            .unwrap()
+            .ino
+    }
+}
+
+fn create(parent: FileId, name: &str, kind: NewKind) -> MetadataOp {
+    MetadataOp::Create {
+        parent,
+        name: name.into(),
+        kind,
+        perm: 0o644,
+        uid: 1000,
+        gid: 100,
+        time: t(5),
+    }
+}
+
+fn stripe(index: u64, generation: u64, len: u64, disks: [&str; 3]) -> StripeRecord {
+    StripeRecord {
+        index,
+        generation,
+        len,
+        crc: 0xabc,
+        k: 2,
+        m: 1,
+        chunks: disks
+            .iter()
+            .enumerate()
+            .map(|(i, d)| ChunkRecord {
+                index: i as u16,
+                node: NodeId("n1".into()),
+                disk: DiskId((*d).into()),
+                size: len / 2 + 100,
+                crc: i as u32,
+                state: ChunkState::Ok,
+            })
+            .collect(),
+    }
+}
+
+fn commit(ino: FileId, s: StripeRecord, size: u64) -> MetadataOp {
+    MetadataOp::CommitStripe {
+        ino,
+        stripe: s,
+        size,
+        time: t(9),
+    }
+}
+
+#[test]
+fn create_lookup_readdir_and_nlink() {
+    let f = fixture();
+    let docs = f.mkdir(FileId::ROOT, "docs");
+    let a = f.mkfile(docs, "a.txt");
+    f.ok(create(docs, "link", NewKind::Symlink("a.txt".into())));
+    f.ok(create(docs, "pipe", NewKind::Fifo));
+    let names: Vec<_> = f
+        .store()
+        .readdir(docs)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.name, e.kind))
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            ("a.txt".into(), FileKind::File),
+            ("link".into(), FileKind::Symlink),
+            ("pipe".into(), FileKind::Fifo)
+        ]
+    );
+    assert_eq!(f.store().lookup(docs, "a.txt").unwrap().unwrap().ino, a);
+    assert_eq!(
+        f.store().lookup_path("/docs/a.txt").unwrap().unwrap().ino,
+        a
+    );
+    assert_eq!(
+        f.store()
+            .readlink(f.store().lookup(docs, "link").unwrap().unwrap().ino)
+            .unwrap()
+            .as_deref(),
+        Some("a.txt")
+    );
+    assert_eq!(
+        f.store().attr(FileId::ROOT).unwrap().unwrap().nlink,
+        3,
+        "root has . and docs/.."
+    );
+    let attr = f.store().attr(a).unwrap().unwrap();
+    assert_eq!(
+        (attr.perm, attr.uid, attr.gid, attr.size, attr.nlink),
+        (0o644, 1000, 100, 0, 1)
+    );
+    assert_eq!(attr.layout, Some(layout("a.txt")));
+    assert_eq!(
+        f.store().path_of(a).unwrap().as_deref(),
+        Some("/docs/a.txt")
+    );
+}
+
+#[test]
+fn refusals_change_nothing_but_consume_the_sequence_number() {
+    let f = fixture();
+    let d = f.mkdir(FileId::ROOT, "d");
+    f.mkfile(d, "x");
+    let before = f.store().last_applied().unwrap();
+    assert!(matches!(
+        f.refused(create(d, "x", NewKind::Directory)),
+        Refusal::Exists(_)
+    ));
+    assert!(matches!(
+        f.refused(MetadataOp::Rmdir {
+            parent: FileId::ROOT,
+            name: "d".into(),
+            time: t(1)
+        }),
+        Refusal::NotEmpty(_)
+    ));
+    assert!(matches!(
+        f.refused(MetadataOp::Unlink {
+            parent: FileId::ROOT,
+            name: "d".into(),
+            time: t(1)
+        }),
+        Refusal::IsDir(_)
+    ));
+    assert!(matches!(
+        f.refused(MetadataOp::Rmdir {
+            parent: d,
+            name: "x".into(),
+            time: t(1)
+        }),
+        Refusal::NotDir(_)
+    ));
+    assert!(matches!(
+        f.refused(MetadataOp::Unlink {
+            parent: d,
+            name: "nope".into(),
+            time: t(1)
+        }),
+        Refusal::NotFound(_)
+    ));
+    assert!(matches!(
+        f.refused(create(FileId(999), "y", NewKind::Fifo)),
+        Refusal::NotFound(_)
+    ));
+    assert!(matches!(
+        f.refused(create(d, "a/b", NewKind::Fifo)),
+        Refusal::Invalid(_)
+    ));
+    assert_eq!(f.refused(create(d, "x", NewKind::Fifo)).errno(), 17);
+    assert_eq!(f.store().last_applied().unwrap(), before + 8);
+    assert_eq!(f.store().readdir(d).unwrap().len(), 1);
+    assert_eq!(
+        f.store().attr(d).unwrap().unwrap().mtime,
+        t(5),
+        "refusals do not touch the directory"
+    );
+}
+
+#[test]
+fn rename_replaces_and_returns_garbage() {
+    let f = fixture();
+    let a = f.mkfile(FileId::ROOT, "a");
+    let b = f.mkfile(FileId::ROOT, "b");
+    f.ok(commit(b, stripe(0, 1, 100, ["d1", "d2", "d3"]), 100));
+    let applied = f.ok(MetadataOp::Rename {
+        parent: FileId::ROOT,
+        name: "a".into(),
+        new_parent: FileId::ROOT,
+        new_name: "b".into(),
+        no_replace: false,
+        time: t(7),
+    });
+    assert_eq!(applied.garbage.len(), 3, "b's chunks are garbage");
+    assert!(applied
+        .garbage
+        .iter()
+        .all(|g| g.key.file == b && g.folder == ChunkFolder::for_path("b")));
+    assert_eq!(f.store().lookup(FileId::ROOT, "b").unwrap().unwrap().ino, a);
+    assert!(f.store().attr(b).unwrap().is_none());
+    assert!(f.store().stripes(b).unwrap().is_empty());
+
+    let d = f.mkdir(FileId::ROOT, "d");
+    let sub = f.mkdir(d, "sub");
+    let into_self = MetadataOp::Rename {
+        parent: FileId::ROOT,
+        name: "d".into(),
+        new_parent: sub,
+        new_name: "d2".into(),
+        no_replace: false,
+        time: t(8),
+    };
+    assert!(matches!(f.refused(into_self), Refusal::Invalid(_)));
+    let noreplace = MetadataOp::Rename {
+        parent: FileId::ROOT,
+        name: "b".into(),
+        new_parent: FileId::ROOT,
+        new_name: "d".into(),
+        no_replace: true,
+        time: t(8),
+    };
+    assert!(matches!(f.refused(noreplace), Refusal::Exists(_)));
+    // moving a directory moves its link count between parents
+    f.ok(MetadataOp::Rename {
+        parent: d,
+        name: "sub".into(),
+        new_parent: FileId::ROOT,
+        new_name: "sub".into(),
+        no_replace: false,
+        time: t(9),
+    });
+    assert_eq!(f.store().attr(d).unwrap().unwrap().nlink, 2);
+    assert_eq!(f.store().attr(FileId::ROOT).unwrap().unwrap().nlink, 4);
+    assert_eq!(f.store().path_of(sub).unwrap().as_deref(), Some("/sub"));
+}
+
+#[test]
+fn stripes_generations_and_truncate() {
+    let f = fixture();
+    let ino = f.mkfile(FileId::ROOT, "big");
+    f.ok(commit(ino, stripe(0, 1, 8192, ["d1", "d2", "d3"]), 8192));
+    f.ok(commit(ino, stripe(1, 1, 8192, ["d2", "d3", "d4"]), 16384));
+    let last = f.ok(commit(ino, stripe(2, 1, 100, ["d3", "d4", "d1"]), 16484));
+    assert_eq!(last.attr.unwrap().size, 16484);
+    assert!(last.garbage.is_empty());
+
+    // rewriting stripe 1 with a new generation frees the old chunks
+    let rw = f.ok(commit(ino, stripe(1, 2, 8192, ["d1", "d2", "d3"]), 16484));
+    assert_eq!(
+        rw.garbage
+            .iter()
+            .map(|g| (g.key.stripe, g.key.generation))
+            .collect::<Vec<_>>(),
+        vec![(1, 1); 3]
+    );
+    assert_eq!(f.store().stripe(ino, 1).unwrap().unwrap().generation, 2);
+
+    // the reverse index: which chunks are on d4?
+    let on_d4 = f.store().chunks_on_disk(&DiskId("d4".into())).unwrap();
+    assert_eq!(
+        on_d4
+            .iter()
+            .map(|c| (c.key.stripe, c.key.index))
+            .collect::<Vec<_>>(),
+        vec![(2, 1)]
+    );
+
+    // a bad stripe is refused
+    let mut bad = stripe(3, 1, 100, ["d1", "d2", "d3"]);
+    bad.k = 4;
+    assert!(matches!(
+        f.refused(commit(ino, bad, 30000)),
+        Refusal::Invalid(_)
+    ));
+    let mut dup = stripe(3, 1, 100, ["d1", "d2", "d3"]);
+    dup.chunks[1].index = 0;
+    assert!(matches!(
+        f.refused(commit(ino, dup, 30000)),
+        Refusal::Invalid(_)
+    ));
+
+    // truncating into stripe 1 needs the rewritten tail
+    let no_tail = MetadataOp::Truncate {
+        ino,
+        size: 10000,
+        tail: None,
+        time: t(10),
+    };
+    assert!(matches!(f.refused(no_tail), Refusal::Invalid(_)));
+    let tail = stripe(1, 3, 10000 - 8192, ["d2", "d3", "d4"]);
+    let cut = f.ok(MetadataOp::Truncate {
+        ino,
+        size: 10000,
+        tail: Some(tail),
+        time: t(10),
+    });
+    assert_eq!(cut.attr.unwrap().size, 10000);
+    // stripe 2 (3 chunks) and stripe 1 generation 2 (3 chunks) are garbage
+    assert_eq!(cut.garbage.len(), 6);
+    let left: Vec<_> = f
+        .store()
+        .stripes(ino)
+        .unwrap()
+        .iter()
+        .map(|s| (s.index, s.generation, s.len))
+        .collect();
+    assert_eq!(left, vec![(0, 1, 8192), (1, 3, 1808)]);
+    // growing needs no stripes: the hole reads as zeros
+    let grown = f.ok(MetadataOp::Truncate {
+        ino,
+        size: 1 << 20,
+        tail: None,
+        time: t(11),
+    });
+    assert_eq!(grown.attr.unwrap().size, 1 << 20);
+    // truncating at a stripe boundary drops whole stripes
+    let zero = f.ok(MetadataOp::Truncate {
+        ino,
+        size: 0,
+        tail: None,
+        time: t(12),
+    });
+    assert_eq!(zero.garbage.len(), 6);
+    assert!(f.store().stripes(ino).unwrap().is_empty());
+}
+
+#[test]
+fn hard_links_keep_chunks_until_the_last_goes() {
+    let f = fixture();
+    let ino = f.mkfile(FileId::ROOT, "one");
+    f.ok(commit(ino, stripe(0, 1, 10, ["d1", "d2", "d3"]), 10));
+    f.ok(MetadataOp::Link {
+        ino,
+        new_parent: FileId::ROOT,
+        new_name: "two".into(),
+        time: t(6),
+    });
+    assert_eq!(f.store().attr(ino).unwrap().unwrap().nlink, 2);
+    let first = f.ok(MetadataOp::Unlink {
+        parent: FileId::ROOT,
+        name: "one".into(),
+        time: t(7),
+    });
+    assert!(first.garbage.is_empty());
+    assert_eq!(f.store().path_of(ino).unwrap().as_deref(), Some("/two"));
+    let last = f.ok(MetadataOp::Unlink {
+        parent: FileId::ROOT,
+        name: "two".into(),
+        time: t(8),
+    });
+    assert_eq!(last.garbage.len(), 3);
+}
+
+#[test]
+fn xattrs_policies_and_chunk_state() {
+    let f = fixture();
+    let d = f.mkdir(FileId::ROOT, "media");
+    let set = |mode| MetadataOp::SetXattr {
+        ino: d,
+        name: "user.k".into(),
+        value: b"v".to_vec(),
+        mode,
+        time: t(6),
+    };
+    assert!(matches!(
+        f.refused(set(XattrMode::Replace)),
+        Refusal::NoAttr(_)
+    ));
+    f.ok(set(XattrMode::Create));
+    assert!(matches!(
+        f.refused(set(XattrMode::Create)),
+        Refusal::Exists(_)
+    ));
+    assert_eq!(
+        f.store().xattr(d, "user.k").unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
+    assert_eq!(
+        f.store().xattr_names(d).unwrap(),
+        vec!["user.k".to_string()]
+    );
+    f.ok(MetadataOp::RemoveXattr {
+        ino: d,
+        name: "user.k".into(),
+        time: t(7),
+    });
+    assert_eq!(
+        f.refused(MetadataOp::RemoveXattr {
+            ino: d,
+            name: "user.k".into(),
+            time: t(7)
+        })
+        .errno(),
+        61
+    );
+
+    f.ok(MetadataOp::SetDirPolicy {
+        ino: d,
+        policy: Some("media".into()),
+    });
+    assert_eq!(
+        f.store().dir_policy_at("/media").unwrap().as_deref(),
+        Some("media")
+    );
+    let file = f.mkfile(d, "x");
+    assert!(matches!(
+        f.refused(MetadataOp::SetDirPolicy {
+            ino: file,
+            policy: None
+        }),
+        Refusal::NotDir(_)
+    ));
+
+    f.ok(commit(file, stripe(0, 4, 10, ["d1", "d2", "d3"]), 10));
+    let mark = |generation| MetadataOp::SetChunkState {
+        ino: file,
+        stripe: 0,
+        generation,
+        chunk: 1,
+        state: ChunkState::Corrupt,
+    };
+    f.ok(mark(3)); // stale generation: ignored
+    assert_eq!(
+        f.store().stripe(file, 0).unwrap().unwrap().chunks[1].state,
+        ChunkState::Ok
+    );
+    f.ok(mark(4));
+    assert_eq!(
+        f.store().stripe(file, 0).unwrap().unwrap().chunks[1].state,
+        ChunkState::Corrupt
+    );
+}
+
+#[test]
+fn nodes_and_disks() {
+    let f = fixture();
+    f.ok(MetadataOp::UpsertNode(NodeInfo {
+        id: "n1".into(),
+        address: "127.0.0.1:1".into(),
+    }));
+    f.ok(MetadataOp::UpsertDisk(DiskInfo {
+        id: "a".into(),
+        node: "n1".into(),
+        path: "/a".into(),
+        total: 10,
+        free: 5,
+    }));
+    f.ok(MetadataOp::UpsertDisk(DiskInfo {
+        id: "a".into(),
+        node: "n1".into(),
+        path: "/a".into(),
+        total: 10,
+        free: 4,
+    }));
+    assert_eq!(f.store().disks().unwrap()[0].free, 4);
+    f.ok(MetadataOp::RemoveNode("n1".into()));
+    assert!(f.store().nodes().unwrap().is_empty());
+    assert!(f.store().disks().unwrap().is_empty());
+}
+
+#[test]
+fn state_and_sequence_survive_reopen() {
+    let f = fixture();
+    let d = f.mkdir(FileId::ROOT, "keep");
+    let seq = f.store().last_applied().unwrap();
+    let path = f.path.clone();
+    drop(f.log);
+    let store = Arc::new(MetaStore::open(&path).unwrap());
+    assert_eq!(store.last_applied().unwrap(), seq);
+    assert_eq!(store.lookup(FileId::ROOT, "keep").unwrap().unwrap().ino, d);
+    let err = store
+        .apply(seq, &create(FileId::ROOT, "again", NewKind::Directory))
+        .unwrap_err();
+    assert!(matches!(err, MetaError::OutOfOrder { .. }), "{err}");
+    let log = LocalLog::new(store).unwrap();
+    let next = log
+        .apply(&create(FileId::ROOT, "next", NewKind::Directory))
+        .unwrap()
+        .unwrap();
+    assert!(
+        next.attr.unwrap().ino.0 > d.0,
+        "inode numbers are never reused"
+    );
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.sqlite");
+    drop(MetaStore::open(&path).unwrap());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.pragma_update(None, "user_version", 99).unwrap();
+    drop(conn);
+    let err = MetaStore::open(&path).err().unwrap();
+    assert!(
+        err.to_string()
+            .contains("schema version 99, newer than this build's"),
+        "{err}"
+    );
+}
+
+#[test]
+fn ops_travel_as_json() {
+    let op = commit(FileId(3), stripe(0, 1, 10, ["d1", "d2", "d3"]), 10);
+    let text = serde_json::to_string(&op).unwrap();
+    assert_eq!(serde_json::from_str::<MetadataOp>(&text).unwrap(), op);
+}
+
+#[tokio::test]
+async fn local_log_through_the_trait() {
+    let f = fixture();
+    let log: &dyn MetadataLog = &f.log;
+    let reply = log
+        .submit(create(FileId::ROOT, "async", NewKind::Directory))
+        .await
+        .unwrap();
+    assert!(reply.is_ok());
+    assert_eq!(log.last_applied().unwrap(), 1);
+}

@@ -1,0 +1,236 @@
+//! The records metadata is made of.
+
+use crate::ids::{ChunkKey, DiskId, FileId, NodeId};
+use crate::store::{ChunkAddr, ChunkFolder};
+use serde::{Deserialize, Serialize};
+
+/// Nanoseconds since the Unix epoch.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// The current wall-clock time.
+    pub fn now() -> Timestamp {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+    }
+}
+
+/// What kind of object an inode is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FileKind {
+    /// A regular file, stored as stripes.
+    File,
+    /// A directory.
+    Directory,
+    /// A symbolic link.
+    Symlink,
+    /// A named pipe.
+    Fifo,
+    /// A Unix socket.
+    Socket,
+    /// A character device.
+    CharDevice,
+    /// A block device.
+    BlockDevice,
+}
+
+impl FileKind {
+    pub(crate) fn code(self) -> i64 {
+        match self {
+            FileKind::File => 1,
+            FileKind::Directory => 2,
+            FileKind::Symlink => 3,
+            FileKind::Fifo => 4,
+            FileKind::Socket => 5,
+            FileKind::CharDevice => 6,
+            FileKind::BlockDevice => 7,
+        }
+    }
+
+    pub(crate) fn from_code(code: i64) -> Option<FileKind> {
+        Some(match code {
+            1 => FileKind::File,
+            2 => FileKind::Directory,
+            3 => FileKind::Symlink,
+            4 => FileKind::Fifo,
+            5 => FileKind::Socket,
+            6 => FileKind::CharDevice,
+            7 => FileKind::BlockDevice,
+            _ => return None,
+        })
+    }
+}
+
+/// How a regular file is coded and where its chunks gather; fixed when it is created.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileLayout {
+    /// The policy's name at creation.
+    pub policy: String,
+    /// Data chunks per stripe.
+    pub k: u16,
+    /// Parity chunks per stripe.
+    pub m: u16,
+    /// Bytes per stripe.
+    pub stripe_size: u64,
+    /// The chunk folder, from the path at creation.
+    pub folder: ChunkFolder,
+}
+
+/// An inode's attributes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attr {
+    /// Inode number.
+    pub ino: FileId,
+    /// Kind.
+    pub kind: FileKind,
+    /// Permission bits (`mode & 0o7777`).
+    pub perm: u16,
+    /// Hard links (directories: 2 + subdirectories).
+    pub nlink: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Size in bytes (symlinks: the target's length).
+    pub size: u64,
+    /// Device number for device nodes.
+    pub rdev: u32,
+    /// Last access.
+    pub atime: Timestamp,
+    /// Last modification of contents.
+    pub mtime: Timestamp,
+    /// Last change of attributes.
+    pub ctime: Timestamp,
+    /// Creation.
+    pub crtime: Timestamp,
+    /// Regular files: their layout.
+    pub layout: Option<FileLayout>,
+}
+
+/// One entry of a directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    /// The entry's name.
+    pub name: String,
+    /// The inode it names.
+    pub ino: FileId,
+    /// The inode's kind.
+    pub kind: FileKind,
+}
+
+/// The health of one chunk as metadata knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ChunkState {
+    /// Written and not known to be damaged.
+    Ok,
+    /// Found missing (by a read or a scrub).
+    Missing,
+    /// Found failing its checksum.
+    Corrupt,
+}
+
+impl ChunkState {
+    pub(crate) fn code(self) -> i64 {
+        match self {
+            ChunkState::Ok => 0,
+            ChunkState::Missing => 1,
+            ChunkState::Corrupt => 2,
+        }
+    }
+
+    pub(crate) fn from_code(code: i64) -> ChunkState {
+        match code {
+            1 => ChunkState::Missing,
+            2 => ChunkState::Corrupt,
+            _ => ChunkState::Ok,
+        }
+    }
+}
+
+/// One chunk of a stripe: where it is and what it should be.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRecord {
+    /// Shard index in the stripe.
+    pub index: u16,
+    /// The node holding it.
+    pub node: NodeId,
+    /// The disk holding it.
+    pub disk: DiskId,
+    /// Chunk file size.
+    pub size: u64,
+    /// Whole-chunk checksum.
+    pub crc: u32,
+    /// Known health.
+    pub state: ChunkState,
+}
+
+/// One stripe of a file and its chunks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StripeRecord {
+    /// Stripe index in the file.
+    pub index: u64,
+    /// Write generation (part of every chunk's key).
+    pub generation: u64,
+    /// Bytes in the stripe.
+    pub len: u64,
+    /// CRC32 of the stripe's bytes.
+    pub crc: u32,
+    /// Data shards.
+    pub k: u16,
+    /// Parity shards.
+    pub m: u16,
+    /// The chunks, one per shard index present.
+    pub chunks: Vec<ChunkRecord>,
+}
+
+/// A chunk's full address in the cluster: node, disk, folder and key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ChunkLocation {
+    /// The node holding it.
+    pub node: NodeId,
+    /// The disk holding it.
+    pub disk: DiskId,
+    /// Its chunk folder.
+    pub folder: ChunkFolder,
+    /// The chunk.
+    pub key: ChunkKey,
+}
+
+impl ChunkLocation {
+    /// The address within its disk.
+    pub fn addr(&self) -> ChunkAddr {
+        ChunkAddr {
+            folder: self.folder.clone(),
+            key: self.key,
+        }
+    }
+}
+
+/// A storage node as metadata records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node.
+    pub id: NodeId,
+    /// Where peers and clients reach it.
+    pub address: String,
+}
+
+/// A disk as metadata records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskInfo {
+    /// The disk.
+    pub id: DiskId,
+    /// Its node.
+    pub node: NodeId,
+    /// Its directory on the node.
+    pub path: String,
+    /// Capacity in bytes.
+    pub total: u64,
+    /// Free bytes when last reported.
+    pub free: u64,
+}
