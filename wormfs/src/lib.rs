@@ -32,6 +32,7 @@
 pub mod archive;
 pub mod checksum;
 pub mod chunk;
+pub mod engine;
 pub mod ids;
 pub mod meta;
 pub mod net;

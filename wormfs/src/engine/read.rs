@@ -1,0 +1,113 @@
+//! Reading one stripe.
+
+use super::EngineError;
+use crate::ids::{ChunkKey, FileId};
+use crate::meta::{ChunkRecord, ChunkState, FileLayout, StripeRecord};
+use crate::store::StoreError;
+use crate::store::{ChunkAddr, ChunkStore};
+use crate::stripe::ErasureCodec;
+
+/// A stripe read back, with the chunks found damaged on the way (to report for repair).
+#[derive(Debug)]
+pub struct StripeRead {
+    /// The stripe's bytes.
+    pub data: Vec<u8>,
+    /// Chunks that were missing or corrupt.
+    pub damaged: Vec<DamagedChunk>,
+}
+
+/// A chunk found missing or corrupt while reading.
+#[derive(Clone, Debug)]
+pub struct DamagedChunk {
+    /// The chunk as metadata records it.
+    pub chunk: ChunkRecord,
+    /// [`ChunkState::Missing`] or [`ChunkState::Corrupt`].
+    pub state: ChunkState,
+    /// What the store said.
+    pub reason: String,
+}
+
+/// Reads `k` good chunks of stripe `s` of `file` (data chunks first), verifies each chunk's
+/// checksums, decodes when a data chunk is missing or bad, and checks the stripe checksum.
+pub fn read_stripe(
+    store: &dyn ChunkStore,
+    file: FileId,
+    layout: &FileLayout,
+    s: &StripeRecord,
+) -> Result<StripeRead, EngineError> {
+    let (k, m) = (usize::from(s.k), usize::from(s.m));
+    let codec = ErasureCodec::new(k, m).map_err(|source| EngineError::Decode {
+        file,
+        stripe: s.index,
+        source,
+    })?;
+    let mut order: Vec<&ChunkRecord> = s.chunks.iter().collect();
+    order.sort_by_key(|c| c.index); // data shards (0..k) first
+    let mut shards: Vec<Option<Vec<u8>>> = vec![None; k + m];
+    let mut damaged = Vec::new();
+    let mut good = 0;
+    for c in order {
+        if good == k {
+            break;
+        }
+        let addr = ChunkAddr {
+            folder: layout.folder.clone(),
+            key: ChunkKey {
+                file,
+                stripe: s.index,
+                generation: s.generation,
+                index: c.index,
+            },
+        };
+        match store.read_chunk(&c.disk, &addr) {
+            Ok(chunk) if usize::from(c.index) < k + m => {
+                shards[usize::from(c.index)] = Some(chunk.data);
+                good += 1;
+            }
+            Ok(_) => damaged.push(DamagedChunk {
+                chunk: c.clone(),
+                state: ChunkState::Corrupt,
+                reason: format!("chunk index {} is outside the code", c.index),
+            }),
+            Err(e) => {
+                let state = match e {
+                    StoreError::Corrupt { .. } => ChunkState::Corrupt,
+                    _ => ChunkState::Missing,
+                };
+                damaged.push(DamagedChunk {
+                    chunk: c.clone(),
+                    state,
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+    if good < k {
+        let causes = damaged
+            .iter()
+            .map(|d| {
+                format!(
+                    "chunk {} on disk {}: {}",
+                    d.chunk.index, d.chunk.disk, d.reason
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        return Err(EngineError::Unreadable {
+            file,
+            stripe: s.index,
+            present: good,
+            needed: k,
+            total: k + m,
+            causes,
+        });
+    }
+    let data = codec
+        .decode(shards, s.len as usize, s.crc)
+        .map_err(|source| EngineError::Decode {
+            file,
+            stripe: s.index,
+            source,
+        })?;
+    Ok(StripeRead { data, damaged })
+}

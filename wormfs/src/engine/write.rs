@@ -1,0 +1,146 @@
+//! Writing one stripe.
+
+use super::EngineError;
+use crate::chunk::ChunkFile;
+use crate::ids::{ChunkKey, FileId, NodeId};
+use crate::meta::{ChunkRecord, ChunkState, FileLayout, StripeRecord};
+use crate::placement::{ClusterView, DiskRef, PlacementPolicy};
+use crate::policy::StoragePolicy;
+use crate::store::ChunkStore;
+use crate::stripe::ErasureCodec;
+
+/// One stripe to write.
+#[derive(Clone, Copy, Debug)]
+pub struct StripeWrite<'a> {
+    /// The file.
+    pub file: FileId,
+    /// The file's path now (recorded in the chunk folder's index).
+    pub path: &'a str,
+    /// The file's layout.
+    pub layout: &'a FileLayout,
+    /// The stripe's index.
+    pub index: u64,
+    /// The generation to write (see [`super::next_generation`]).
+    pub generation: u64,
+    /// The stripe's bytes (at most the stripe size).
+    pub data: &'a [u8],
+}
+
+/// Codes `w.data`, places its chunks over the disks of `view` (all on `node`, whose disks
+/// `store` holds), stores each durably and returns the stripe's record, ready to commit. A
+/// chunk that fails to store is placed on another disk; the write fails only when no disk
+/// is left for it. On failure, the chunks already stored are removed again.
+pub fn write_stripe(
+    store: &dyn ChunkStore,
+    node: &NodeId,
+    placement: &dyn PlacementPolicy,
+    view: &ClusterView,
+    w: StripeWrite<'_>,
+) -> Result<StripeRecord, EngineError> {
+    let l = w.layout;
+    let codec = ErasureCodec::new(usize::from(l.k), usize::from(l.m)).map_err(|source| {
+        EngineError::Decode {
+            file: w.file,
+            stripe: w.index,
+            source,
+        }
+    })?;
+    let policy = StoragePolicy {
+        k: l.k,
+        m: l.m,
+        stripe_size: l.stripe_size,
+    };
+    let enc = codec.encode(w.data);
+    let shard_len = enc.shards.first().map_or(0, Vec::len) as u64;
+    let chunk_size = shard_len + 4096; // the header, generously
+    let targets = placement.place(&l.policy, &policy, chunk_size, view, &[])?;
+    let start = w.index * l.stripe_size;
+    let end = start + w.data.len() as u64;
+
+    let mut records: Vec<ChunkRecord> = Vec::with_capacity(targets.len());
+    let mut failed: Vec<DiskRef> = Vec::new();
+    let result = (|| {
+        for (i, shard) in enc.shards.into_iter().enumerate() {
+            let key = ChunkKey {
+                file: w.file,
+                stripe: w.index,
+                generation: w.generation,
+                index: i as u16,
+            };
+            let chunk = ChunkFile::new(key, start, end, l.k, l.m, enc.stripe_crc, shard);
+            let mut target = targets[i].clone();
+            loop {
+                match store.put_chunk(&target.disk, &l.folder, w.path, &chunk) {
+                    Ok(stored) => {
+                        records.push(ChunkRecord {
+                            index: key.index,
+                            node: node.clone(),
+                            disk: stored.disk,
+                            size: stored.size,
+                            crc: stored.checksum,
+                            state: ChunkState::Ok,
+                        });
+                        break;
+                    }
+                    Err(last) => {
+                        failed.push(target.clone());
+                        // Another disk: not one that failed, not one holding a chunk of this stripe.
+                        let mut exclude = failed.clone();
+                        exclude.extend(
+                            targets
+                                .iter()
+                                .enumerate()
+                                .filter(|(j, _)| *j != i)
+                                .map(|(_, t)| t.clone()),
+                        );
+                        exclude.extend(records.iter().map(|r| DiskRef {
+                            node: r.node.clone(),
+                            disk: r.disk.clone(),
+                        }));
+                        let one = StoragePolicy {
+                            k: 1,
+                            m: 0,
+                            stripe_size: policy.stripe_size,
+                        };
+                        match placement.place(&l.policy, &one, chunk_size, view, &exclude) {
+                            Ok(mut t) => target = t.remove(0),
+                            Err(_) => {
+                                return Err(EngineError::ChunkWrite {
+                                    file: w.file,
+                                    stripe: w.index,
+                                    chunk: key.index,
+                                    last,
+                                })
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        for r in &records {
+            let addr = crate::store::ChunkAddr {
+                folder: l.folder.clone(),
+                key: ChunkKey {
+                    file: w.file,
+                    stripe: w.index,
+                    generation: w.generation,
+                    index: r.index,
+                },
+            };
+            let _ = store.delete_chunk(&r.disk, &addr);
+        }
+        return Err(e);
+    }
+    Ok(StripeRecord {
+        index: w.index,
+        generation: w.generation,
+        len: w.data.len() as u64,
+        crc: enc.stripe_crc,
+        k: l.k,
+        m: l.m,
+        chunks: records,
+    })
+}
