@@ -11,6 +11,9 @@ use reed_solomon_erasure::galois_8::ReedSolomon;
 /// The largest number of shards (data + parity) a stripe may have over GF(2^8).
 pub const MAX_SHARDS: usize = 256;
 
+/// Bytes of each shard coded at a time, so the working set stays in the CPU cache.
+const SEGMENT: usize = 32 * 1024;
+
 /// Why a stripe could not be coded or rebuilt.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodecError {
@@ -139,8 +142,12 @@ impl ErasureCodec {
         }
         shards.resize_with(self.k + self.m, || vec![0; shard_len]);
         if let Some(rs) = &self.rs {
-            if shard_len > 0 {
-                rs.encode(&mut shards)
+            // Code in segments so the k + m slices being worked on stay in the CPU cache.
+            for off in (0..shard_len).step_by(SEGMENT) {
+                let end = (off + SEGMENT).min(shard_len);
+                let mut views: Vec<&mut [u8]> =
+                    shards.iter_mut().map(|s| &mut s[off..end]).collect();
+                rs.encode(&mut views)
                     .expect("shard count and lengths are built to match the code");
             }
         }
@@ -234,16 +241,36 @@ impl ErasureCodec {
             .rs
             .as_ref()
             .expect("m > 0 whenever a shard can be missing with k present");
-        let result = if data_only {
-            rs.reconstruct_data(shards)
-        } else {
-            rs.reconstruct(shards)
-        };
-        result.map_err(|_| CodecError::TooFewShards {
-            present,
-            needed: self.k,
-            total,
-        })
+        let present_mask: Vec<bool> = shards.iter().map(Option::is_some).collect();
+        let mut full: Vec<Vec<u8>> = shards
+            .iter_mut()
+            .map(|s| s.take().unwrap_or_else(|| vec![0; expected]))
+            .collect();
+        for off in (0..expected).step_by(SEGMENT) {
+            let end = (off + SEGMENT).min(expected);
+            let mut views: Vec<(&mut [u8], bool)> = full
+                .iter_mut()
+                .zip(&present_mask)
+                .map(|(s, p)| (&mut s[off..end], *p))
+                .collect();
+            let result = if data_only {
+                rs.reconstruct_data(&mut views)
+            } else {
+                rs.reconstruct(&mut views)
+            };
+            result.map_err(|_| CodecError::TooFewShards {
+                present,
+                needed: self.k,
+                total,
+            })?;
+        }
+        for (i, (slot, shard)) in shards.iter_mut().zip(full).enumerate() {
+            // After a data-only rebuild, missing parity shards were not computed: leave them out.
+            if present_mask[i] || !data_only || i < self.k {
+                *slot = Some(shard);
+            }
+        }
+        Ok(())
     }
 }
 
