@@ -418,7 +418,7 @@ impl ChunkStore for DiskChunkStore {
                 }));
             }
         }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out.sort_by_key(|c| c.key);
         Ok(out)
     }
 }

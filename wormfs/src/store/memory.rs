@@ -218,7 +218,7 @@ impl ChunkStore for MemoryChunkStore {
                         })
                     })
                     .collect::<Result<_, StoreError>>()?;
-            out.sort_by(|a, b| a.key.cmp(&b.key));
+            out.sort_by_key(|c| c.key);
             Ok(out)
         })
     }
