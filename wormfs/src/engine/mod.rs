@@ -1,5 +1,5 @@
 //! The stripe engine over a [`ChunkStore`]: code a stripe, place its chunks, store them
-//! durably and describe them as a [`StripeRecord`]; and the way back, reading `k` chunks,
+//! durably and describe them as a [`crate::meta::StripeRecord`]; and the way back, reading `k` chunks,
 //! verifying them and decoding the stripe.
 //!
 //! Blocking, like the store it drives. A node runs it on blocking threads; the cluster
