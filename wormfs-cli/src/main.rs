@@ -1,9 +1,159 @@
-//! `wormfs`: the admin command. Placeholder until the single-node issue wires it up.
+//! `wormfs`: the admin command of a WormFS cluster.
 
-fn main() {
-    eprintln!(
-        "wormfs {}: not usable yet; see README.md for what works today (the wormfs library and its archive example)",
-        wormfs::VERSION
-    );
-    std::process::exit(2);
+mod commands;
+mod quickstart;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Administer a WormFS cluster.
+#[derive(Parser)]
+#[command(version, name = "wormfs")]
+struct Cli {
+    /// A node's gRPC address.
+    #[arg(
+        long,
+        global = true,
+        env = "WORMFS_NODE",
+        default_value = "127.0.0.1:7070"
+    )]
+    node: String,
+    /// Print JSON instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Nodes, disks, the master and the last committed sequence number.
+    Status,
+    /// Storage policies of files and directories.
+    Policy {
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
+    /// Files.
+    File {
+        #[command(subcommand)]
+        action: FileAction,
+    },
+    /// Run a storage node in the foreground (what `wormfs-node` does).
+    Serve {
+        /// The node's TOML config.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Mount the node given by --node at MOUNTPOINT in the foreground (what `wormfs-fuse` does).
+    Mount {
+        /// An empty directory.
+        mountpoint: PathBuf,
+        /// Kernel request threads.
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+    },
+    /// Start a node over N disk directories under DIR and mount it at DIR/mnt, in the
+    /// foreground until Ctrl-C.
+    Quickstart {
+        /// Where the disks, metadata and mount point go.
+        #[arg(long)]
+        dir: PathBuf,
+        /// How many disk directories to create.
+        #[arg(long, default_value_t = 3)]
+        disks: usize,
+        /// Address the node listens on.
+        #[arg(long, default_value = "127.0.0.1:7070")]
+        listen: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyAction {
+    /// The policy of PATH: a file's recorded one, or the one new files in a directory get.
+    Get {
+        /// A path in WormFS (`/photos`) or through a mount (`./mnt/photos`).
+        path: String,
+    },
+    /// Set the policy of directory PATH (files created under it later get it).
+    Set {
+        /// A directory.
+        path: String,
+        /// A policy name, or `inherit` to take the parent's again.
+        policy: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum FileAction {
+    /// Every stripe of a file with its chunks: node, disk, path and state.
+    Info {
+        /// A path in WormFS or through a mount.
+        path: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                let serving = matches!(
+                    cli.command,
+                    Command::Serve { .. } | Command::Mount { .. } | Command::Quickstart { .. }
+                );
+                if serving { "info" } else { "warn" }.into()
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match &cli.command {
+        Command::Serve { config } => return wormfs_node::serve_foreground(config),
+        Command::Mount {
+            mountpoint,
+            threads,
+        } => {
+            let opts = wormfs_fuse::MountOptions {
+                threads: *threads,
+                ..Default::default()
+            };
+            return match wormfs_fuse::mount_foreground(&cli.node, mountpoint, &opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("wormfs: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wormfs: start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Status => rt.block_on(commands::status(&cli.node, cli.json)),
+        Command::Policy {
+            action: PolicyAction::Get { path },
+        } => rt.block_on(commands::policy_get(&cli.node, &path, cli.json)),
+        Command::Policy {
+            action: PolicyAction::Set { path, policy },
+        } => rt.block_on(commands::policy_set(&cli.node, &path, &policy, cli.json)),
+        Command::File {
+            action: FileAction::Info { path },
+        } => rt.block_on(commands::file_info(&cli.node, &path, cli.json)),
+        Command::Quickstart { dir, disks, listen } => quickstart::run(&rt, &dir, disks, &listen),
+        Command::Serve { .. } | Command::Mount { .. } => unreachable!("handled above"),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wormfs: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,9 +1,47 @@
-//! `wormfs-fuse`: placeholder until the single-node issue wires it up.
+//! `wormfs-fuse --node ADDR MOUNTPOINT`: mount a WormFS node.
 
-fn main() {
-    eprintln!(
-        "wormfs-fuse {}: not usable yet; see README.md for what works today (the wormfs library and its archive example)",
-        wormfs::VERSION
-    );
-    std::process::exit(2);
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Mount a WormFS storage node at MOUNTPOINT until SIGTERM or Ctrl-C.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// The node's gRPC address, e.g. 127.0.0.1:7070.
+    #[arg(long)]
+    node: String,
+    /// An empty directory to mount on.
+    mountpoint: PathBuf,
+    /// Kernel request threads.
+    #[arg(long, default_value_t = 4)]
+    threads: usize,
+    /// MiB of stripes to cache for reads.
+    #[arg(long, default_value_t = 256)]
+    cache_mib: usize,
+    /// Let other users use the mount.
+    #[arg(long)]
+    allow_other: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let opts = wormfs_fuse::MountOptions {
+        threads: args.threads,
+        cache_bytes: args.cache_mib << 20,
+        allow_other: args.allow_other,
+    };
+    match wormfs_fuse::mount_foreground(&args.node, &args.mountpoint, &opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wormfs-fuse: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,9 +1,25 @@
-//! `wormfs-node`: placeholder until the single-node issue wires it up.
+//! `wormfs-node --config node.toml`: the storage node daemon.
 
-fn main() {
-    eprintln!(
-        "wormfs-node {}: not usable yet; see README.md for what works today (the wormfs library and its archive example)",
-        wormfs::VERSION
-    );
-    std::process::exit(2);
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// WormFS storage node: serves the file system on its disks over gRPC.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// The node's TOML config (see docs/config.md).
+    #[arg(long, short)]
+    config: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    wormfs_node::serve_foreground(&args.config)
 }

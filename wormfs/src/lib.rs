@@ -33,11 +33,16 @@ pub mod archive;
 pub mod checksum;
 pub mod chunk;
 pub mod engine;
+pub mod errno;
 pub mod ids;
 pub mod meta;
 pub mod net;
+#[cfg(feature = "node")]
+pub mod node;
 pub mod placement;
 pub mod policy;
+#[cfg(feature = "rpc")]
+pub mod rpc;
 pub mod size;
 pub mod store;
 pub mod stripe;

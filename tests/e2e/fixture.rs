@@ -1,0 +1,247 @@
+//! A node process and a mount process over fresh directories, with logs kept for asserts.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_wormfs");
+
+/// Polls `f` until it returns `Some`, or panics after `timeout` naming `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn is_mounted(path: &Path) -> bool {
+    let text = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    text.lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(path.to_str().unwrap()))
+}
+
+/// Spawns `wormfs ARGS`, waits for a stdout line starting with `marker`, and returns the
+/// child and that line. Stderr goes to `log`.
+fn spawn_until(args: &[&str], log: &Path, marker: &str) -> (Child, String) {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(log_file)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) if line.starts_with(marker) => return (child, line),
+            Ok(_) => {}
+            Err(_) => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "`wormfs {}` exited with {status}; log:\n{}",
+                        args.join(" "),
+                        std::fs::read_to_string(log).unwrap_or_default()
+                    );
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "`wormfs {}` did not print `{marker}`",
+                    args.join(" ")
+                );
+            }
+        }
+    }
+}
+
+fn sigterm(child: &mut Child) {
+    // SAFETY: kill(2) with a pid we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+}
+
+/// A node over `disks` directories and a mount of it.
+pub struct World {
+    pub tmp: tempfile::TempDir,
+    pub node: Option<Child>,
+    pub mount: Option<Child>,
+    pub addr: String,
+    pub mnt: PathBuf,
+}
+
+impl World {
+    /// A world with `disks` disks and `extra` appended to the node config.
+    pub fn start(disks: usize, extra: &str) -> World {
+        assert!(
+            Path::new("/dev/fuse").exists(),
+            "these tests mount for real and need /dev/fuse"
+        );
+        let tmp = tempfile::tempdir().unwrap();
+        let mut config =
+            String::from("node_id = \"node1\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"meta\"\n");
+        for i in 0..disks {
+            std::fs::create_dir(tmp.path().join(format!("disk{i}"))).unwrap();
+            config.push_str(&format!("[[disks]]\npath = \"disk{i}\"\n"));
+        }
+        config.push_str(extra);
+        std::fs::write(tmp.path().join("node.toml"), config).unwrap();
+        let mnt = tmp.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let mut w = World {
+            tmp,
+            node: None,
+            mount: None,
+            addr: String::new(),
+            mnt,
+        };
+        w.start_node();
+        w.start_mount();
+        w
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    pub fn node_log(&self) -> String {
+        std::fs::read_to_string(self.tmp.path().join("node.log")).unwrap_or_default()
+    }
+
+    pub fn start_node(&mut self) {
+        let config = self.tmp.path().join("node.toml");
+        let (child, line) = spawn_until(
+            &["serve", "--config", config.to_str().unwrap()],
+            &self.tmp.path().join("node.log"),
+            "wormfs-node listening on ",
+        );
+        self.addr = line
+            .trim_start_matches("wormfs-node listening on ")
+            .trim()
+            .to_owned();
+        self.node = Some(child);
+    }
+
+    pub fn start_mount(&mut self) {
+        let mnt = self.mnt.to_str().unwrap().to_owned();
+        let (child, _) = spawn_until(
+            &["--node", &self.addr, "mount", &mnt],
+            &self.tmp.path().join("mount.log"),
+            "wormfs-fuse mounted",
+        );
+        wait_for("the mount to appear", Duration::from_secs(10), || {
+            is_mounted(&self.mnt).then_some(())
+        });
+        self.mount = Some(child);
+    }
+
+    /// Unmounts with SIGTERM and waits for a clean exit.
+    pub fn stop_mount(&mut self) {
+        if let Some(mut c) = self.mount.take() {
+            sigterm(&mut c);
+            let status = c.wait().unwrap();
+            assert!(status.success(), "mount exited with {status}");
+            assert!(
+                !is_mounted(&self.mnt),
+                "still mounted after the mount process exited"
+            );
+        }
+    }
+
+    /// Stops the node with SIGTERM and waits for a clean exit.
+    pub fn stop_node(&mut self) {
+        if let Some(mut c) = self.node.take() {
+            sigterm(&mut c);
+            let status = c.wait().unwrap();
+            assert!(status.success(), "node exited with {status}");
+        }
+    }
+
+    /// Kills the node with SIGKILL (no chance to clean up).
+    pub fn kill_node(&mut self) {
+        if let Some(mut c) = self.node.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop_mount();
+        self.stop_node();
+        self.start_node();
+        self.start_mount();
+    }
+
+    /// Runs `wormfs --node ADDR ARGS` and returns stdout; panics on failure.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(BIN)
+            .arg("--node")
+            .arg(&self.addr)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "wormfs {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `wormfs file info --json` of a mount path.
+    pub fn layout(&self, rel: &str) -> serde_json::Value {
+        serde_json::from_str(&self.cli(&[
+            "file",
+            "info",
+            "--json",
+            self.path(rel).to_str().unwrap(),
+        ]))
+        .unwrap()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.mount.take() {
+            sigterm(&mut c);
+            let _ = c.wait();
+        }
+        if is_mounted(&self.mnt) {
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        }
+        if let Some(mut c) = self.node.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}

@@ -1,0 +1,304 @@
+//! Ordinary file work through the mount, checked byte for byte.
+
+use super::fixture::{bytes, World};
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+fn assert_same_tree(a: &Path, b: &Path) {
+    let mut left: Vec<_> = fs::read_dir(a)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let mut right: Vec<_> = fs::read_dir(b)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    left.sort();
+    right.sort();
+    assert_eq!(
+        left,
+        right,
+        "entries of {} and {}",
+        a.display(),
+        b.display()
+    );
+    for name in left {
+        let (pa, pb) = (a.join(&name), b.join(&name));
+        let (ma, mb) = (
+            fs::symlink_metadata(&pa).unwrap(),
+            fs::symlink_metadata(&pb).unwrap(),
+        );
+        assert_eq!(ma.file_type(), mb.file_type(), "{}", pb.display());
+        assert_eq!(
+            ma.permissions().mode() & 0o7777,
+            mb.permissions().mode() & 0o7777,
+            "mode of {}",
+            pb.display()
+        );
+        if ma.is_dir() {
+            assert_same_tree(&pa, &pb);
+        } else if ma.file_type().is_symlink() {
+            assert_eq!(fs::read_link(&pa).unwrap(), fs::read_link(&pb).unwrap());
+        } else {
+            assert_eq!(ma.len(), mb.len(), "size of {}", pb.display());
+            assert!(
+                fs::read(&pa).unwrap() == fs::read(&pb).unwrap(),
+                "contents of {}",
+                pb.display()
+            );
+            assert_eq!(ma.mtime(), mb.mtime(), "mtime of {}", pb.display());
+        }
+    }
+}
+
+#[test]
+fn tar_copies_a_tree_exactly() {
+    let w = World::start(6, "");
+    let src = w.tmp.path().join("src");
+    fs::create_dir_all(src.join("a/b/c")).unwrap();
+    for (i, len) in [0usize, 1, 4095, 4096, 100_000, (1 << 20) + 7, 3 << 20]
+        .into_iter()
+        .enumerate()
+    {
+        fs::write(src.join(format!("a/f{i}")), bytes(len, i as u64)).unwrap();
+    }
+    fs::write(src.join("a/b/c/deep.txt"), b"deep").unwrap();
+    fs::set_permissions(
+        src.join("a/b/c/deep.txt"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("../f1", src.join("a/b/link")).unwrap();
+    let dst = w.path("copy");
+    fs::create_dir(&dst).unwrap();
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar -C '{}' -cf - . | tar -C '{}' -xpf -",
+            src.display(),
+            dst.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_same_tree(&src, &dst);
+}
+
+#[test]
+fn overwrite_truncate_append_and_remount() {
+    let mut w = World::start(3, "");
+    let p = w.path("big.bin");
+    let mut model = bytes(5 * (1 << 20) + 12345, 1); // 6 stripes of 1 MiB, the last short
+    fs::write(&p, &model).unwrap();
+    assert_eq!(fs::read(&p).unwrap(), model);
+
+    // overwrite the middle, across a stripe boundary
+    let patch = bytes(300_000, 2);
+    let at = (2 << 20) - 100_000;
+    let mut f = OpenOptions::new().write(true).open(&p).unwrap();
+    f.seek(SeekFrom::Start(at as u64)).unwrap();
+    f.write_all(&patch).unwrap();
+    drop(f);
+    model[at..at + patch.len()].copy_from_slice(&patch);
+    assert_eq!(fs::read(&p).unwrap(), model, "after overwriting the middle");
+
+    // truncate down into a stripe, then up: the tail reads as zeros
+    let f = OpenOptions::new().write(true).open(&p).unwrap();
+    f.set_len(1_500_000).unwrap();
+    model.truncate(1_500_000);
+    assert_eq!(fs::read(&p).unwrap(), model, "after truncating down");
+    f.set_len(3_000_000).unwrap();
+    model.resize(3_000_000, 0);
+    drop(f);
+    assert_eq!(fs::read(&p).unwrap(), model, "after extending");
+
+    // append
+    let tail = bytes(777_777, 3);
+    let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+    f.write_all(&tail).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    model.extend_from_slice(&tail);
+    assert_eq!(fs::metadata(&p).unwrap().len(), model.len() as u64);
+    assert_eq!(fs::read(&p).unwrap(), model, "after appending");
+
+    w.restart();
+    assert_eq!(
+        fs::read(w.path("big.bin")).unwrap(),
+        model,
+        "after restarting node and mount"
+    );
+}
+
+#[test]
+fn rename_over_existing_like_an_editor() {
+    let w = World::start(3, "");
+    fs::write(w.path("doc.txt"), b"version 1").unwrap();
+    let old_layout = w.layout("doc.txt");
+    let old_chunk = old_layout["stripes"][0]["chunks"][0]["path"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(Path::new(&old_chunk).exists());
+    fs::write(w.path(".doc.txt.swp"), b"version 2, longer").unwrap();
+    fs::rename(w.path(".doc.txt.swp"), w.path("doc.txt")).unwrap();
+    assert_eq!(fs::read(w.path("doc.txt")).unwrap(), b"version 2, longer");
+    assert!(!w.path(".doc.txt.swp").exists());
+    assert!(
+        !Path::new(&old_chunk).exists(),
+        "the replaced file's chunks are deleted"
+    );
+    // moving directories and removing trees
+    fs::create_dir_all(w.path("x/y")).unwrap();
+    fs::write(w.path("x/y/z"), b"z").unwrap();
+    fs::rename(w.path("x"), w.path("moved")).unwrap();
+    assert_eq!(fs::read(w.path("moved/y/z")).unwrap(), b"z");
+    assert_eq!(
+        fs::remove_dir(w.path("moved")).unwrap_err().raw_os_error(),
+        Some(libc::ENOTEMPTY)
+    );
+    fs::remove_dir_all(w.path("moved")).unwrap();
+    assert!(!w.path("moved").exists());
+}
+
+#[test]
+fn concurrent_readers_see_the_same_bytes() {
+    let w = World::start(3, "");
+    let data = bytes(8 << 20, 9);
+    fs::write(w.path("shared.bin"), &data).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (path, data) = (w.path("shared.bin"), &data);
+            s.spawn(move || {
+                let mut f = File::open(path).unwrap();
+                // each reader starts at a different place and wraps around
+                let start = t * (2 << 20);
+                let mut buf = vec![0u8; data.len() - start];
+                f.seek(SeekFrom::Start(start as u64)).unwrap();
+                f.read_exact(&mut buf).unwrap();
+                assert!(buf == data[start..], "reader {t}");
+            });
+        }
+    });
+}
+
+fn setxattr(p: &Path, name: &str, value: &[u8]) -> std::io::Result<()> {
+    let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    // SAFETY: valid C strings and a valid buffer for the duration of the call.
+    let rc = unsafe {
+        libc::setxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+fn getxattr(p: &Path, name: &str) -> std::io::Result<Vec<u8>> {
+    let c = std::ffi::CString::new(p.to_str().unwrap()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: valid C strings and a buffer of the given size.
+    let rc = unsafe { libc::getxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    buf.truncate(rc as usize);
+    Ok(buf)
+}
+
+#[test]
+fn xattrs_symlinks_modes_and_policies() {
+    let w = World::start(6, "");
+    let f = w.path("notes.txt");
+    fs::write(&f, b"hello").unwrap();
+    setxattr(&f, "user.colour", b"blue").unwrap();
+    assert_eq!(getxattr(&f, "user.colour").unwrap(), b"blue");
+    assert_eq!(
+        getxattr(&f, "user.missing").unwrap_err().raw_os_error(),
+        Some(libc::ENODATA)
+    );
+
+    std::os::unix::fs::symlink("notes.txt", w.path("link")).unwrap();
+    assert_eq!(
+        fs::read_link(w.path("link")).unwrap(),
+        Path::new("notes.txt")
+    );
+    assert_eq!(fs::read(w.path("link")).unwrap(), b"hello");
+
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o640)).unwrap();
+    assert_eq!(
+        fs::metadata(&f).unwrap().permissions().mode() & 0o7777,
+        0o640
+    );
+    std::os::unix::fs::chown(&f, Some(1234), Some(5678)).unwrap();
+    let m = fs::metadata(&f).unwrap();
+    assert_eq!((m.uid(), m.gid()), (1234, 5678));
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    File::options()
+        .write(true)
+        .open(&f)
+        .unwrap()
+        .set_modified(when)
+        .unwrap();
+    assert_eq!(fs::metadata(&f).unwrap().modified().unwrap(), when);
+
+    // a directory's policy, set through the attribute, applies to new files under it
+    fs::create_dir(w.path("films")).unwrap();
+    assert_eq!(
+        getxattr(&w.path("films"), "user.wormfs.policy").unwrap(),
+        b"general"
+    );
+    setxattr(&w.path("films"), "user.wormfs.policy", b"media").unwrap();
+    fs::create_dir(w.path("films/2024")).unwrap();
+    fs::write(w.path("films/2024/a.mkv"), bytes(10, 1)).unwrap();
+    assert_eq!(
+        getxattr(&w.path("films/2024/a.mkv"), "user.wormfs.policy").unwrap(),
+        b"media"
+    );
+    assert_eq!(
+        getxattr(&f, "user.wormfs.policy").unwrap(),
+        b"general",
+        "existing files keep theirs"
+    );
+    let e = setxattr(&w.path("films"), "user.wormfs.policy", b"platinum").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+    let out = w.cli(&[
+        "policy",
+        "get",
+        "--json",
+        w.path("films/2024").to_str().unwrap(),
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["policy"].as_str(), v["k"].as_u64(), v["source"].as_str()),
+        (Some("media"), Some(4), Some("inherited"))
+    );
+
+    // fifos, and errors with the right errno
+    let fifo = std::ffi::CString::new(w.path("pipe").to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(
+        &fs::metadata(w.path("pipe")).unwrap().file_type()
+    ));
+    assert_eq!(
+        fs::create_dir(w.path("films")).unwrap_err().raw_os_error(),
+        Some(libc::EEXIST)
+    );
+    assert_eq!(
+        fs::read(w.path("nope")).unwrap_err().raw_os_error(),
+        Some(libc::ENOENT)
+    );
+}

@@ -1,0 +1,112 @@
+//! Faults, durability, the CLI and the node's config checks.
+
+use super::fixture::{bytes, World, BIN};
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+#[test]
+fn losing_m_chunks_reads_exact_and_losing_more_is_eio_naming_the_stripe() {
+    let w = World::start(3, ""); // general: 2+1, 1 MiB stripes
+    let data = bytes((5 << 20) + (1 << 19), 4); // 6 stripes, the last one half full
+    fs::write(w.path("f.bin"), &data).unwrap();
+    let layout = w.layout("f.bin");
+    let stripes = layout["stripes"].as_array().unwrap();
+    assert_eq!(stripes.len(), 6);
+    assert_eq!(stripes[5]["len"].as_u64(), Some(1 << 19));
+    let chunk = |s: usize, c: usize| stripes[s]["chunks"][c]["path"].as_str().unwrap().to_owned();
+
+    // m = 1: losing one chunk of stripe 2 still reads exact (read through a fresh mount so
+    // nothing is cached)
+    fs::remove_file(chunk(2, 0)).unwrap();
+    let mut w = w;
+    w.stop_mount();
+    w.start_mount();
+    assert!(fs::read(w.path("f.bin")).unwrap() == data);
+    let after = w.layout("f.bin");
+    assert_eq!(
+        after["stripes"][2]["chunks"][0]["state"].as_str(),
+        Some("missing"),
+        "the read reported the loss"
+    );
+
+    // a second loss in stripe 2 is one too many
+    fs::remove_file(chunk(2, 1)).unwrap();
+    w.stop_mount();
+    w.start_mount();
+    let err = fs::read(w.path("f.bin")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    let log = w.node_log();
+    assert!(
+        log.contains("stripe 2 of file") && log.contains("unreadable"),
+        "node log names the stripe:\n{log}"
+    );
+    // the other stripes still read
+    let mut f = fs::File::open(w.path("f.bin")).unwrap();
+    let mut first = vec![0u8; 1 << 20];
+    std::io::Read::read_exact(&mut f, &mut first).unwrap();
+    assert!(first == data[..1 << 20]);
+}
+
+#[test]
+fn fsynced_data_survives_sigkill_of_the_node() {
+    let mut w = World::start(3, "");
+    let data = bytes(3_333_333, 5);
+    let mut f = fs::File::create(w.path("durable.bin")).unwrap();
+    f.write_all(&data).unwrap();
+    f.sync_all().unwrap(); // acknowledged: chunks fsynced and metadata committed
+    w.kill_node();
+    drop(f);
+    w.stop_mount();
+    w.start_node();
+    w.start_mount();
+    assert!(fs::read(w.path("durable.bin")).unwrap() == data);
+}
+
+#[test]
+fn a_write_the_node_cannot_store_fails_with_an_errno() {
+    let mut w = World::start(3, "");
+    fs::write(w.path("before"), b"x").unwrap();
+    w.kill_node();
+    let err = fs::write(w.path("after"), bytes(2 << 20, 1)).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+}
+
+#[test]
+fn cli_status_and_file_info() {
+    let w = World::start(3, "");
+    fs::write(w.path("a"), bytes(10, 1)).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&w.cli(&["status", "--json"])).unwrap();
+    assert_eq!(status["master"].as_str(), Some("node1"));
+    assert_eq!(status["nodes"][0]["disks"].as_array().unwrap().len(), 3);
+    assert!(status["last_applied"].as_u64().unwrap() > 0);
+    let text = w.cli(&["file", "info", "/a"]);
+    assert!(
+        text.contains("policy general (2+1") && text.contains("chunk  0"),
+        "{text}"
+    );
+    for c in w.layout("a")["stripes"][0]["chunks"].as_array().unwrap() {
+        let p = c["path"].as_str().unwrap();
+        assert!(
+            Path::new(p).starts_with(w.tmp.path()) && Path::new(p).exists(),
+            "{p}"
+        );
+    }
+}
+
+#[test]
+fn bad_configs_stop_the_node_with_the_field_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = tmp.path().join("node.toml");
+    fs::write(&cfg, "data_dir = \"m\"\n[[disks]]\npath = \"missing\"\n").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("`disks[0].path`") && err.contains("create the directory"),
+        "{err}"
+    );
+}

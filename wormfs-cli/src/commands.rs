@@ -1,0 +1,243 @@
+//! The commands that query or change a running cluster.
+
+use anyhow::Context;
+use serde_json::json;
+use wormfs::rpc::client::Client;
+
+async fn connect(node: &str) -> anyhow::Result<Client> {
+    Ok(Client::connect(node).await?)
+}
+
+fn human(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+/// A path in WormFS: an absolute WormFS path as is, or a local path through a WormFS mount
+/// translated to the WormFS path.
+pub fn fs_path(path: &str) -> anyhow::Result<String> {
+    if let Ok(real) = std::fs::canonicalize(path) {
+        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
+            let mut best: Option<(std::path::PathBuf, String)> = None;
+            for line in mounts.lines() {
+                let mut f = line.split_whitespace();
+                let (Some(source), Some(target), Some(fstype)) = (f.next(), f.next(), f.next())
+                else {
+                    continue;
+                };
+                // Mounted as root the type is plain `fuse` and the source our FSName.
+                if fstype != "fuse.wormfs" && !(fstype == "fuse" && source == "wormfs") {
+                    continue;
+                }
+                let target = std::path::PathBuf::from(target.replace("\\040", " "));
+                if let Ok(rest) = real.strip_prefix(&target) {
+                    let p = format!("/{}", rest.display());
+                    if best
+                        .as_ref()
+                        .is_none_or(|(b, _)| target.as_os_str().len() > b.as_os_str().len())
+                    {
+                        best = Some((target, p));
+                    }
+                }
+            }
+            if let Some((_, p)) = best {
+                return Ok(p);
+            }
+        }
+    }
+    if !path.starts_with('/') {
+        anyhow::bail!("`{path}` is neither a path in WormFS (starting with /) nor a path through a WormFS mount");
+    }
+    Ok(path.to_owned())
+}
+
+/// `wormfs status`.
+pub async fn status(node: &str, as_json: bool) -> anyhow::Result<()> {
+    let client = connect(node).await?;
+    let s = client
+        .cluster_status()
+        .await
+        .context("get cluster status")?;
+    if as_json {
+        let nodes: Vec<_> = s
+            .nodes
+            .iter()
+            .map(|n| {
+                json!({
+                    "id": n.id, "address": n.address, "state": n.state, "role": n.role,
+                    "last_heartbeat_ns": n.last_heartbeat,
+                    "disks": n.disks.iter().map(|d| json!({"id": d.id, "path": d.path, "total": d.total, "free": d.free, "healthy": d.healthy})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let policies: Vec<_> = s
+            .policies
+            .iter()
+            .map(|p| json!({"name": p.name, "k": p.k, "m": p.m, "stripe_size": p.stripe_size}))
+            .collect();
+        let out = json!({
+            "master": s.master, "last_applied": s.last_applied, "files": s.files, "bytes": s.bytes,
+            "default_policy": s.default_policy, "policies": policies, "nodes": nodes,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "master: {}   sequence: {}   inodes: {}   data: {}",
+        s.master,
+        s.last_applied,
+        s.files,
+        human(s.bytes)
+    );
+    for n in &s.nodes {
+        println!("node {} at {}: {} ({})", n.id, n.address, n.state, n.role);
+        for d in &n.disks {
+            let used = d.total.saturating_sub(d.free);
+            println!(
+                "  disk {:<10} {:>10} free of {:>10} ({:>3.0}% used) {}  {}",
+                d.id,
+                human(d.free),
+                human(d.total),
+                if d.total > 0 {
+                    used as f64 * 100.0 / d.total as f64
+                } else {
+                    0.0
+                },
+                if d.healthy { "ok" } else { "FAILING" },
+                d.path
+            );
+        }
+    }
+    let names: Vec<String> = s
+        .policies
+        .iter()
+        .map(|p| format!("{} ({}+{}, {})", p.name, p.k, p.m, human(p.stripe_size)))
+        .collect();
+    println!(
+        "policies: {}; default: {}",
+        names.join(", "),
+        s.default_policy
+    );
+    Ok(())
+}
+
+/// `wormfs policy get PATH`.
+pub async fn policy_get(node: &str, path: &str, as_json: bool) -> anyhow::Result<()> {
+    let p = fs_path(path)?;
+    let client = connect(node).await?;
+    let r = client
+        .get_policy(&p)
+        .await
+        .with_context(|| format!("get the policy of {p}"))?;
+    if as_json {
+        println!(
+            "{}",
+            json!({"path": p, "policy": r.name, "k": r.k, "m": r.m, "stripe_size": r.stripe_size, "source": r.source})
+        );
+    } else {
+        println!(
+            "{p}: {} ({}+{}, {} stripes; {})",
+            r.name,
+            r.k,
+            r.m,
+            human(r.stripe_size),
+            r.source
+        );
+    }
+    Ok(())
+}
+
+/// `wormfs policy set PATH NAME`.
+pub async fn policy_set(node: &str, path: &str, policy: &str, as_json: bool) -> anyhow::Result<()> {
+    let p = fs_path(path)?;
+    let client = connect(node).await?;
+    let name = (policy != "inherit").then_some(policy);
+    client
+        .set_policy(&p, name)
+        .await
+        .with_context(|| format!("set the policy of {p}"))?;
+    let r = client.get_policy(&p).await?;
+    if as_json {
+        println!(
+            "{}",
+            json!({"path": p, "policy": r.name, "source": r.source})
+        );
+    } else {
+        println!(
+            "{p}: new files get {} ({}+{}); existing files keep their layout",
+            r.name, r.k, r.m
+        );
+    }
+    Ok(())
+}
+
+/// `wormfs file info PATH`.
+pub async fn file_info(node: &str, path: &str, as_json: bool) -> anyhow::Result<()> {
+    let p = fs_path(path)?;
+    let client = connect(node).await?;
+    let r = client
+        .file_layout(&p)
+        .await
+        .with_context(|| format!("get the layout of {p}"))?;
+    let attr = r.attr.unwrap_or_default();
+    let layout = attr.layout.clone().unwrap_or_default();
+    if as_json {
+        let stripes: Vec<_> = r
+            .stripes
+            .iter()
+            .map(|s| {
+                json!({
+                    "index": s.index, "generation": s.generation, "start": s.start, "len": s.len, "crc": s.crc,
+                    "chunks": s.chunks.iter().map(|c| json!({"index": c.index, "node": c.node, "disk": c.disk, "path": c.path, "size": c.size, "state": c.state})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let out = json!({
+            "path": p, "inode": attr.ino, "size": attr.size, "policy": layout.policy, "k": layout.k, "m": layout.m,
+            "stripe_size": layout.stripe_size, "chunk_folder": layout.folder, "stripes": stripes,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!(
+        "{p}: inode {}, {} bytes, policy {} ({}+{}, {} stripes), chunk folder {}",
+        attr.ino,
+        attr.size,
+        layout.policy,
+        layout.k,
+        layout.m,
+        human(layout.stripe_size),
+        layout.folder
+    );
+    for s in &r.stripes {
+        println!(
+            "stripe {} (bytes {}..{}, generation {}):",
+            s.index,
+            s.start,
+            s.start + s.len,
+            s.generation
+        );
+        for c in &s.chunks {
+            println!(
+                "  chunk {:>2} {:>8} on {}/{} {}  {}",
+                c.index,
+                c.state,
+                c.node,
+                c.disk,
+                human(c.size),
+                c.path
+            );
+        }
+    }
+    Ok(())
+}

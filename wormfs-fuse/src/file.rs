@@ -1,0 +1,62 @@
+//! Per-open-file state: the file's size as this mount sees it and its dirty stripes.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// An open regular file. Shared by every handle of one inode.
+pub struct OpenFile {
+    /// Bytes per stripe of this file.
+    pub stripe_size: u64,
+    /// The mutable part.
+    pub inner: Mutex<FileInner>,
+}
+
+/// What writes change.
+pub struct FileInner {
+    /// The file's size including buffered writes.
+    pub size: u64,
+    /// Stripes written here and not yet sent, by index: the stripe's bytes from its start.
+    pub dirty: BTreeMap<u64, Vec<u8>>,
+    /// Open handles.
+    pub opens: u32,
+    /// Bumped on every change made through this mount, so cached stripes of older versions
+    /// are never served.
+    pub version: u64,
+    /// The node's `(size, mtime)` when last seen, to notice changes made elsewhere.
+    pub seen: (u64, i64),
+    /// Where the last read ended, to detect sequential reading.
+    pub read_end: u64,
+}
+
+impl OpenFile {
+    /// State for a file of `size` bytes coded in stripes of `stripe_size`.
+    pub fn new(stripe_size: u64, size: u64, mtime: i64) -> OpenFile {
+        OpenFile {
+            stripe_size,
+            inner: Mutex::new(FileInner {
+                size,
+                dirty: BTreeMap::new(),
+                opens: 0,
+                version: 1,
+                seen: (size, mtime),
+                read_end: u64::MAX,
+            }),
+        }
+    }
+
+    /// Locks the mutable part.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, FileInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl FileInner {
+    /// Copies `data` into the dirty stripe `index` at `at` (bytes from the stripe start),
+    /// growing it with zeros as needed.
+    pub fn apply(stripe: &mut Vec<u8>, at: usize, data: &[u8]) {
+        if stripe.len() < at + data.len() {
+            stripe.resize(at + data.len(), 0);
+        }
+        stripe[at..at + data.len()].copy_from_slice(data);
+    }
+}

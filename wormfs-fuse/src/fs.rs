@@ -1,0 +1,991 @@
+//! The FUSE file system: kernel requests in, gRPC calls to a storage node out.
+//!
+//! Reads fetch whole stripes into a bounded cache and read ahead when access is sequential.
+//! Writes fill per-file stripe buffers and send full stripes; flush, fsync, close and
+//! truncate send the rest and return only when the node has made it durable. A failure is
+//! returned to the application with its errno and logged with its cause.
+
+use crate::cache::StripeCache;
+use crate::file::{FileInner, OpenFile};
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
+};
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use wormfs::errno;
+use wormfs::ids::FileId;
+use wormfs::meta::{Attr, DirEntry, FileKind, Timestamp, XattrMode};
+use wormfs::rpc::client::{Client, ClientError, SetAttr};
+use wormfs::rpc::proto;
+
+/// How long the kernel may trust attributes and names.
+const TTL: Duration = Duration::from_secs(1);
+/// Stripes read ahead of a sequential reader.
+const READ_AHEAD: u64 = 2;
+/// Dirty stripes a file may hold before they are sent.
+const MAX_DIRTY: usize = 8;
+
+/// Settings of a mount.
+#[derive(Clone, Debug)]
+pub struct FsOptions {
+    /// Bytes of stripes kept in the read cache.
+    pub cache_bytes: usize,
+}
+
+/// The file system a mount serves.
+pub struct WormFuse {
+    client: Client,
+    rt: tokio::runtime::Handle,
+    opts: FsOptions,
+    files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: std::sync::atomic::AtomicU64,
+    cache: Arc<Mutex<StripeCache>>,
+}
+
+enum Handle {
+    File,
+    Dir(Vec<DirEntry>),
+}
+
+type Result<T> = std::result::Result<T, ClientError>;
+
+/// What to create, for [`WormFuse::create_node`].
+struct NodeSpec {
+    kind: proto::FileKind,
+    mode: u32,
+    umask: u32,
+    rdev: u32,
+    target: String,
+}
+
+impl NodeSpec {
+    fn new(kind: proto::FileKind, mode: u32, umask: u32) -> NodeSpec {
+        NodeSpec {
+            kind,
+            mode,
+            umask,
+            rdev: 0,
+            target: String::new(),
+        }
+    }
+}
+
+fn errno_of(e: &ClientError) -> Errno {
+    Errno::from_i32(e.errno)
+}
+
+fn invalid(what: &str) -> ClientError {
+    ClientError {
+        errno: errno::EINVAL,
+        message: what.to_owned(),
+    }
+}
+
+fn name_str(name: &OsStr) -> Result<&str> {
+    name.to_str()
+        .ok_or_else(|| invalid("file names must be UTF-8"))
+}
+
+fn time(t: Timestamp) -> SystemTime {
+    if t.0 >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(t.0 as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(t.0.unsigned_abs())
+    }
+}
+
+fn stamp(t: TimeOrNow) -> Timestamp {
+    match t {
+        TimeOrNow::Now => Timestamp::now(),
+        TimeOrNow::SpecificTime(st) => match st.duration_since(UNIX_EPOCH) {
+            Ok(d) => Timestamp(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
+            Err(e) => Timestamp(-i64::try_from(e.duration().as_nanos()).unwrap_or(i64::MAX)),
+        },
+    }
+}
+
+fn file_type(kind: FileKind) -> FileType {
+    match kind {
+        FileKind::File => FileType::RegularFile,
+        FileKind::Directory => FileType::Directory,
+        FileKind::Symlink => FileType::Symlink,
+        FileKind::Fifo => FileType::NamedPipe,
+        FileKind::Socket => FileType::Socket,
+        FileKind::CharDevice => FileType::CharDevice,
+        FileKind::BlockDevice => FileType::BlockDevice,
+    }
+}
+
+fn fuse_attr(a: &Attr) -> FileAttr {
+    let blksize = a
+        .layout
+        .as_ref()
+        .map_or(4096, |l| l.stripe_size.min(1 << 20) as u32);
+    FileAttr {
+        ino: INodeNo(a.ino.0),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: time(a.atime),
+        mtime: time(a.mtime),
+        ctime: time(a.ctime),
+        crtime: time(a.crtime),
+        kind: file_type(a.kind),
+        perm: a.perm,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: a.rdev,
+        blksize,
+        flags: 0,
+    }
+}
+
+impl WormFuse {
+    /// A file system that talks to the node behind `client`, running calls on `rt`.
+    pub fn new(client: Client, rt: tokio::runtime::Handle, opts: FsOptions) -> WormFuse {
+        let cache = Arc::new(Mutex::new(StripeCache::new(opts.cache_bytes)));
+        WormFuse {
+            client,
+            rt,
+            opts,
+            files: Mutex::new(HashMap::new()),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: std::sync::atomic::AtomicU64::new(1),
+            cache,
+        }
+    }
+
+    fn block<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    fn open_file(&self, ino: u64) -> Option<Arc<OpenFile>> {
+        self.files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ino)
+            .cloned()
+    }
+
+    /// Attributes as this mount sees them: the node's, with the size of buffered writes.
+    fn with_local_size(&self, mut a: Attr) -> Attr {
+        if let Some(f) = self.open_file(a.ino.0) {
+            a.size = f.lock().size;
+        }
+        a
+    }
+
+    fn log_err(&self, op: &str, e: &ClientError) {
+        if e.errno == errno::EIO || e.errno == errno::ENOSPC {
+            tracing::error!(op, errno = e.errno, "{}", e.message);
+        } else {
+            tracing::debug!(op, errno = e.errno, "{}", e.message);
+        }
+    }
+
+    fn new_handle(&self, h: Handle) -> u64 {
+        let fh = self
+            .next_fh
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(fh, h);
+        fh
+    }
+
+    /// Registers an open of a regular file and returns its handle.
+    fn open_regular(&self, attr: &Attr) -> Result<u64> {
+        let layout = attr
+            .layout
+            .as_ref()
+            .ok_or_else(|| invalid("not a regular file"))?;
+        let file = {
+            let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+            files
+                .entry(attr.ino.0)
+                .or_insert_with(|| {
+                    Arc::new(OpenFile::new(layout.stripe_size, attr.size, attr.mtime.0))
+                })
+                .clone()
+        };
+        let mut inner = file.lock();
+        if inner.opens == 0 || (inner.dirty.is_empty() && inner.seen != (attr.size, attr.mtime.0)) {
+            // Changed elsewhere since we last looked: forget cached stripes (close-to-open).
+            if inner.seen != (attr.size, attr.mtime.0) {
+                inner.version += 1;
+                self.cache
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .forget_file(attr.ino.0);
+            }
+            if inner.dirty.is_empty() {
+                inner.size = attr.size;
+            }
+            inner.seen = (attr.size, attr.mtime.0);
+        }
+        inner.opens += 1;
+        drop(inner);
+        Ok(self.new_handle(Handle::File))
+    }
+
+    /// Fetches a stripe (cache first). Returns the stored bytes (shorter than the stripe
+    /// or empty for a hole).
+    fn fetch(&self, ino: u64, index: u64, version: u64) -> Result<Arc<Vec<u8>>> {
+        if let Some(hit) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(ino, index, version)
+        {
+            return Ok(hit);
+        }
+        let data = Arc::new(self.block(self.client.read_stripe(FileId(ino), index))?);
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            ino,
+            index,
+            version,
+            data.clone(),
+        );
+        Ok(data)
+    }
+
+    fn read_ahead(&self, ino: u64, from: u64, to: u64, version: u64) {
+        for index in from..to {
+            if self
+                .cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(ino, index, version)
+            {
+                continue;
+            }
+            let client = self.client.clone();
+            let cache = self.cache.clone();
+            self.rt.spawn(async move {
+                if let Ok(data) = client.read_stripe(FileId(ino), index).await {
+                    cache.lock().unwrap_or_else(|e| e.into_inner()).insert(
+                        ino,
+                        index,
+                        version,
+                        Arc::new(data),
+                    );
+                }
+            });
+        }
+    }
+
+    /// Sends every dirty stripe of a file; on failure they stay dirty and the error is
+    /// returned (the data is not stored).
+    fn flush_file(&self, ino: u64, file: &OpenFile, inner: &mut FileInner) -> Result<()> {
+        if inner.dirty.is_empty() {
+            return Ok(());
+        }
+        let stripes: Vec<(FileId, u64, Vec<u8>)> = inner
+            .dirty
+            .iter()
+            .map(|(i, d)| (FileId(ino), *i, d.clone()))
+            .collect();
+        let attr = self.block(self.client.write_stripes(stripes))?;
+        inner.dirty.clear();
+        inner.version += 1;
+        inner.seen = (attr.size, attr.mtime.0);
+        inner.size = inner.size.max(attr.size);
+        let _ = file;
+        Ok(())
+    }
+
+    fn do_write(&self, ino: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        let file = self.open_file(ino).ok_or_else(|| ClientError {
+            errno: errno::EIO,
+            message: format!("write to inode {ino} without an open handle"),
+        })?;
+        let s = file.stripe_size;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|e| *e <= i64::MAX as u64)
+            .ok_or_else(|| ClientError {
+                errno: errno::EFBIG,
+                message: "write past the largest file size".into(),
+            })?;
+        let mut inner = file.lock();
+        let mut pos = offset;
+        while pos < end {
+            let index = pos / s;
+            let start = index * s;
+            let take = ((start + s).min(end) - pos) as usize;
+            let src = &data[(pos - offset) as usize..(pos - offset) as usize + take];
+            if !inner.dirty.contains_key(&index) {
+                // Read-modify-write: start from what the stripe holds now.
+                let mut base = Vec::new();
+                if start < inner.size && !(pos == start && take as u64 == s) {
+                    let stored = self.fetch(ino, index, inner.version)?;
+                    base.extend_from_slice(&stored);
+                    let want = (inner.size - start).min(s) as usize;
+                    if base.len() < want {
+                        base.resize(want, 0);
+                    }
+                }
+                inner.dirty.insert(index, base);
+            }
+            let stripe = inner.dirty.get_mut(&index).expect("inserted above");
+            FileInner::apply(stripe, (pos - start) as usize, src);
+            pos += take as u64;
+        }
+        inner.size = inner.size.max(end);
+        inner.version += 1;
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget_file(ino);
+        // Send full stripes now; everything when too much is buffered.
+        let full: Vec<u64> = inner
+            .dirty
+            .iter()
+            .filter(|(_, d)| d.len() as u64 == s)
+            .map(|(i, _)| *i)
+            .collect();
+        if !full.is_empty() || inner.dirty.len() > MAX_DIRTY {
+            let send: Vec<u64> = if inner.dirty.len() > MAX_DIRTY {
+                inner.dirty.keys().copied().collect()
+            } else {
+                full
+            };
+            let stripes: Vec<(FileId, u64, Vec<u8>)> = send
+                .iter()
+                .map(|i| (FileId(ino), *i, inner.dirty[i].clone()))
+                .collect();
+            let attr = self.block(self.client.write_stripes(stripes))?;
+            for i in send {
+                inner.dirty.remove(&i);
+            }
+            inner.seen = (attr.size, attr.mtime.0);
+        }
+        Ok(data.len() as u32)
+    }
+
+    fn do_read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let Some(file) = self.open_file(ino) else {
+            return Err(ClientError {
+                errno: errno::EIO,
+                message: format!("read of inode {ino} without an open handle"),
+            });
+        };
+        let s = file.stripe_size;
+        let (file_size, version, sequential, dirty) = {
+            let mut inner = file.lock();
+            let end = offset.saturating_add(u64::from(size)).min(inner.size);
+            let sequential = inner.read_end == offset;
+            inner.read_end = end;
+            let first = offset / s;
+            let last = end.div_ceil(s);
+            let dirty: HashMap<u64, Vec<u8>> = inner
+                .dirty
+                .range(first..last)
+                .map(|(i, d)| (*i, d.clone()))
+                .collect();
+            (inner.size, inner.version, sequential, dirty)
+        };
+        let end = offset.saturating_add(u64::from(size)).min(file_size);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        let (first, last) = (offset / s, end.div_ceil(s));
+        for index in first..last {
+            let start = index * s;
+            let lo = offset.max(start) - start;
+            let hi = end.min(start + s) - start;
+            let stored: Arc<Vec<u8>> = match dirty.get(&index) {
+                Some(d) => Arc::new(d.clone()),
+                None => self.fetch(ino, index, version)?,
+            };
+            let have = (stored.len() as u64).min(hi);
+            if lo < have {
+                out.extend_from_slice(&stored[lo as usize..have as usize]);
+            }
+            out.resize(out.len() + (hi - lo.max(have)) as usize, 0); // holes read as zeros
+        }
+        if sequential {
+            let stripes = file_size.div_ceil(s);
+            self.read_ahead(ino, last, (last + READ_AHEAD).min(stripes), version);
+        }
+        Ok(out)
+    }
+
+    fn entry(&self, reply: ReplyEntry, r: Result<Attr>, op: &str) {
+        match r {
+            Ok(a) => reply.entry(&TTL, &fuse_attr(&self.with_local_size(a)), Generation(0)),
+            Err(e) => {
+                self.log_err(op, &e);
+                reply.error(errno_of(&e))
+            }
+        }
+    }
+
+    fn empty(&self, reply: ReplyEmpty, r: Result<()>, op: &str) {
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => {
+                self.log_err(op, &e);
+                reply.error(errno_of(&e))
+            }
+        }
+    }
+
+    fn create_node(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        spec: NodeSpec,
+    ) -> Result<Attr> {
+        let name = name_str(name)?;
+        let request = proto::CreateRequest {
+            parent: parent.0,
+            name: name.to_owned(),
+            kind: spec.kind as i32,
+            perm: spec.mode & !spec.umask & 0o7777,
+            uid: req.uid(),
+            gid: req.gid(),
+            rdev: spec.rdev,
+            symlink_target: spec.target,
+        };
+        self.block(self.client.create(request))
+    }
+
+    /// Sends all buffered writes of every open file (at unmount).
+    pub fn flush_all(&self) {
+        let files: Vec<(u64, Arc<OpenFile>)> = self
+            .files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(i, f)| (*i, f.clone()))
+            .collect();
+        for (ino, f) in files {
+            let mut inner = f.lock();
+            if let Err(e) = self.flush_file(ino, &f, &mut inner) {
+                self.log_err("flush at unmount", &e);
+            }
+        }
+    }
+}
+
+impl Filesystem for WormFuse {
+    fn init(&mut self, _req: &Request, _config: &mut KernelConfig) -> std::io::Result<()> {
+        tracing::info!(
+            node = self.client.address(),
+            cache_bytes = self.opts.cache_bytes,
+            "mounted"
+        );
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        self.flush_all();
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let r = name_str(name).and_then(|n| self.block(self.client.lookup(FileId(parent.0), n)));
+        self.entry(reply, r, "lookup")
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.block(self.client.getattr(FileId(ino.0))) {
+            Ok(a) => reply.attr(&TTL, &fuse_attr(&self.with_local_size(a))),
+            Err(e) => {
+                self.log_err("getattr", &e);
+                reply.error(errno_of(&e))
+            }
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let request = SetAttr {
+            ino: ino.0,
+            perm: mode.map(|m| m & 0o7777),
+            uid,
+            gid,
+            size,
+            atime: atime.map(|t| stamp(t).0),
+            mtime: mtime.map(|t| stamp(t).0),
+        };
+        let r = match (size, self.open_file(ino.0)) {
+            (Some(new_size), Some(file)) => {
+                // Truncate with buffered writes: send them first, then cut.
+                let mut inner = file.lock();
+                self.flush_file(ino.0, &file, &mut inner).and_then(|()| {
+                    let a = self.block(self.client.setattr(request))?;
+                    inner.size = new_size;
+                    inner.version += 1;
+                    inner.seen = (a.size, a.mtime.0);
+                    self.cache
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .forget_file(ino.0);
+                    Ok(a)
+                })
+            }
+            (Some(_), None) => {
+                let r = self.block(self.client.setattr(request));
+                self.cache
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .forget_file(ino.0);
+                r
+            }
+            _ => self.block(self.client.setattr(request)),
+        };
+        match r {
+            Ok(a) => reply.attr(&TTL, &fuse_attr(&self.with_local_size(a))),
+            Err(e) => {
+                self.log_err("setattr", &e);
+                reply.error(errno_of(&e))
+            }
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.block(self.client.readlink(FileId(ino.0))) {
+            Ok(t) => reply.data(t.as_bytes()),
+            Err(e) => {
+                self.log_err("readlink", &e);
+                reply.error(errno_of(&e))
+            }
+        }
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let kind = match mode & libc::S_IFMT {
+            libc::S_IFREG | 0 => proto::FileKind::File,
+            libc::S_IFIFO => proto::FileKind::Fifo,
+            libc::S_IFSOCK => proto::FileKind::Socket,
+            libc::S_IFCHR => proto::FileKind::CharDevice,
+            libc::S_IFBLK => proto::FileKind::BlockDevice,
+            _ => return reply.error(Errno::EINVAL),
+        };
+        let r = self.create_node(
+            req,
+            parent,
+            name,
+            NodeSpec {
+                rdev,
+                ..NodeSpec::new(kind, mode, umask)
+            },
+        );
+        self.entry(reply, r, "mknod")
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let r = self.create_node(
+            req,
+            parent,
+            name,
+            NodeSpec::new(proto::FileKind::Directory, mode, umask),
+        );
+        self.entry(reply, r, "mkdir")
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = name_str(name).and_then(|n| self.block(self.client.unlink(FileId(parent.0), n)));
+        self.empty(reply, r, "unlink")
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = name_str(name).and_then(|n| self.block(self.client.rmdir(FileId(parent.0), n)));
+        self.empty(reply, r, "rmdir")
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let r = match target.to_str() {
+            Some(t) => self.create_node(
+                req,
+                parent,
+                link_name,
+                NodeSpec {
+                    target: t.to_owned(),
+                    ..NodeSpec::new(proto::FileKind::Symlink, 0o777, 0)
+                },
+            ),
+            None => Err(invalid("symlink targets must be UTF-8")),
+        };
+        self.entry(reply, r, "symlink")
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if flags.contains(RenameFlags::RENAME_EXCHANGE)
+            || flags.contains(RenameFlags::RENAME_WHITEOUT)
+        {
+            return reply.error(Errno::EINVAL);
+        }
+        let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        let r = name_str(name).and_then(|n| {
+            let nn = name_str(newname)?;
+            self.block(
+                self.client
+                    .rename(FileId(parent.0), n, FileId(newparent.0), nn, no_replace),
+            )
+        });
+        self.empty(reply, r, "rename")
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let r = name_str(newname)
+            .and_then(|n| self.block(self.client.link(FileId(ino.0), FileId(newparent.0), n)));
+        self.entry(reply, r, "link")
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let r = self
+            .block(self.client.getattr(FileId(ino.0)))
+            .and_then(|a| self.open_regular(&a));
+        match r {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => {
+                self.log_err("open", &e);
+                reply.error(errno_of(&e))
+            }
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let r = self
+            .create_node(
+                req,
+                parent,
+                name,
+                NodeSpec::new(proto::FileKind::File, mode, umask),
+            )
+            .and_then(|a| self.open_regular(&a).map(|fh| (a, fh)));
+        match r {
+            Ok((a, fh)) => reply.created(
+                &TTL,
+                &fuse_attr(&a),
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::empty(),
+            ),
+            Err(e) => {
+                self.log_err("create", &e);
+                reply.error(errno_of(&e))
+            }
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.do_read(ino.0, offset, size) {
+            Ok(data) => reply.data(&data),
+            Err(e) => {
+                self.log_err("read", &e);
+                reply.error(errno_of(&e))
+            }
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _wf: WriteFlags,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.do_write(ino.0, offset, data) {
+            Ok(n) => reply.written(n),
+            Err(e) => {
+                self.log_err("write", &e);
+                reply.error(errno_of(&e))
+            }
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _lock: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        let r = match self.open_file(ino.0) {
+            Some(f) => {
+                let mut inner = f.lock();
+                self.flush_file(ino.0, &f, &mut inner)
+            }
+            None => Ok(()),
+        };
+        self.empty(reply, r, "flush")
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.flush(_req, ino, fh, LockOwner(0), reply)
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh.0);
+        let mut r = Ok(());
+        if let Some(f) = self.open_file(ino.0) {
+            let mut inner = f.lock();
+            r = self.flush_file(ino.0, &f, &mut inner);
+            inner.opens = inner.opens.saturating_sub(1);
+            if inner.opens == 0 && inner.dirty.is_empty() {
+                drop(inner);
+                self.files
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&ino.0);
+            }
+        }
+        self.empty(reply, r, "release")
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.block(self.client.readdir(FileId(ino.0))) {
+            Ok(entries) => {
+                let fh = self.new_handle(Handle::Dir(entries));
+                reply.opened(FileHandle(fh), FopenFlags::empty())
+            }
+            Err(e) => {
+                self.log_err("opendir", &e);
+                reply.error(errno_of(&e))
+            }
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(Handle::Dir(entries)) = handles.get(&fh.0) else {
+            return reply.error(Errno::EBADF);
+        };
+        // Offsets: 1 = ".", 2 = "..", 3.. = entries; each entry carries the next offset.
+        let dots = [
+            (ino.0, FileType::Directory, "."),
+            (ino.0, FileType::Directory, ".."),
+        ];
+        let all = dots.iter().map(|(i, k, n)| (*i, *k, *n)).chain(
+            entries
+                .iter()
+                .map(|e| (e.ino.0, file_type(e.kind), e.name.as_str())),
+        );
+        for (i, (ino, kind, name)) in all.enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(ino), i as u64 + 1, kind, name) {
+                break;
+            }
+        }
+        reply.ok()
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh.0);
+        reply.ok()
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.block(self.client.statfs()) {
+            Ok(s) => {
+                let bs = u64::from(s.block_size.max(512));
+                reply.statfs(
+                    s.total_bytes / bs,
+                    s.free_bytes / bs,
+                    s.free_bytes / bs,
+                    s.files,
+                    u64::from(u32::MAX),
+                    bs as u32,
+                    s.max_name_len,
+                    bs as u32,
+                )
+            }
+            Err(e) => {
+                self.log_err("statfs", &e);
+                reply.error(errno_of(&e))
+            }
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let mode = if flags & libc::XATTR_CREATE != 0 {
+            XattrMode::Create
+        } else if flags & libc::XATTR_REPLACE != 0 {
+            XattrMode::Replace
+        } else {
+            XattrMode::Any
+        };
+        let r = name_str(name)
+            .and_then(|n| self.block(self.client.setxattr(FileId(ino.0), n, value, mode)));
+        self.empty(reply, r, "setxattr")
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let r = name_str(name).and_then(|n| self.block(self.client.getxattr(FileId(ino.0), n)));
+        match r {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
+            Ok(v) => reply.data(&v),
+            Err(e) => {
+                self.log_err("getxattr", &e);
+                reply.error(errno_of(&e))
+            }
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.block(self.client.listxattr(FileId(ino.0))) {
+            Ok(names) => {
+                let mut buf = Vec::new();
+                for n in names {
+                    buf.extend_from_slice(n.as_bytes());
+                    buf.push(0);
+                }
+                if size == 0 {
+                    reply.size(buf.len() as u32)
+                } else if buf.len() > size as usize {
+                    reply.error(Errno::ERANGE)
+                } else {
+                    reply.data(&buf)
+                }
+            }
+            Err(e) => {
+                self.log_err("listxattr", &e);
+                reply.error(errno_of(&e))
+            }
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = name_str(name).and_then(|n| self.block(self.client.removexattr(FileId(ino.0), n)));
+        self.empty(reply, r, "removexattr")
+    }
+}

@@ -1,0 +1,190 @@
+//! `wormfs-fuse`: mounts a WormFS storage node as a local directory.
+
+mod cache;
+mod file;
+mod fs;
+
+pub use fs::{FsOptions, WormFuse};
+
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+use wormfs::rpc::client::Client;
+
+/// How to mount.
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    /// Kernel request threads (parallel readers need more than one).
+    pub threads: usize,
+    /// Bytes of the stripe read cache.
+    pub cache_bytes: usize,
+    /// Let users other than the one mounting use the mount.
+    pub allow_other: bool,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            threads: 4,
+            cache_bytes: 256 << 20,
+            allow_other: false,
+        }
+    }
+}
+
+/// A live mount; [`Mounted::unmount`] ends it.
+pub struct Mounted {
+    session: Option<fuser::BackgroundSession>,
+    mountpoint: PathBuf,
+}
+
+/// Mounts the node behind `client` at `mountpoint`, serving requests on background threads
+/// and running gRPC calls on `rt`.
+pub fn mount(
+    client: Client,
+    rt: tokio::runtime::Handle,
+    mountpoint: &Path,
+    opts: &MountOptions,
+) -> anyhow::Result<Mounted> {
+    let fs = WormFuse::new(
+        client,
+        rt,
+        FsOptions {
+            cache_bytes: opts.cache_bytes,
+        },
+    );
+    let mut cfg = fuser::Config::default();
+    cfg.mount_options = vec![
+        fuser::MountOption::FSName("wormfs".into()),
+        fuser::MountOption::Subtype("wormfs".into()),
+        fuser::MountOption::DefaultPermissions,
+        fuser::MountOption::RW,
+    ];
+    if opts.allow_other {
+        cfg.acl = fuser::SessionACL::All;
+    }
+    cfg.n_threads = Some(opts.threads.max(1));
+    cfg.clone_fd = true;
+    let session = fuser::spawn_mount(fs, mountpoint, &cfg).with_context(|| {
+        format!(
+            "mount at `{}` (is /dev/fuse there, and are you root or is fuse3 installed?)",
+            mountpoint.display()
+        )
+    })?;
+    Ok(Mounted {
+        session: Some(session),
+        mountpoint: mountpoint.to_owned(),
+    })
+}
+
+impl Mounted {
+    /// The mount point.
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// True when the session ended on its own (someone unmounted it).
+    pub fn is_finished(&self) -> bool {
+        self.session.as_ref().is_none_or(|s| s.guard.is_finished())
+    }
+
+    /// Unmounts. Buffered writes are sent first (the kernel flushes open files on unmount).
+    /// When files are still open, the mount is detached lazily.
+    pub fn unmount(mut self) -> anyhow::Result<()> {
+        self.unmount_inner()
+    }
+
+    fn unmount_inner(&mut self) -> anyhow::Result<()> {
+        let Some(session) = self.session.take() else {
+            return Ok(());
+        };
+        if session.guard.is_finished() {
+            return session.join().context("join the FUSE session");
+        }
+        match session.umount_and_join() {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                tracing::warn!(error = %e, "unmount failed; detaching lazily");
+                lazy_unmount(&self.mountpoint)
+            }
+        }
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Err(e) = self.unmount_inner() {
+            tracing::error!(error = %e, "unmount at drop failed");
+        }
+    }
+}
+
+/// `umount -l`: detach now, finish when the last file closes.
+fn lazy_unmount(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).context("mount point path")?;
+    // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
+    let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EPERM) {
+            let status = std::process::Command::new("fusermount3")
+                .arg("-u")
+                .arg("-z")
+                .arg(path)
+                .status();
+            return match status {
+                Ok(s) if s.success() => Ok(()),
+                _ => Err(anyhow::anyhow!(
+                    "lazy unmount of `{}` failed: {e}",
+                    path.display()
+                )),
+            };
+        }
+        return Err(anyhow::anyhow!(
+            "lazy unmount of `{}` failed: {e}",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Connects to `node`, mounts it at `mountpoint`, prints `wormfs-fuse mounted ...` on
+/// stdout, and serves until SIGTERM, SIGINT or an unmount from outside; then unmounts. The
+/// body of `wormfs-fuse` and of `wormfs mount`.
+pub fn mount_foreground(node: &str, mountpoint: &Path, opts: &MountOptions) -> anyhow::Result<()> {
+    use std::time::Duration;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    let client = rt.block_on(Client::connect(node))?;
+    let mounted = mount(client, rt.handle().clone(), mountpoint, opts)?;
+    {
+        use std::io::Write;
+        println!("wormfs-fuse mounted {node} at {}", mountpoint.display());
+        let _ = std::io::stdout().flush();
+    }
+    rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                // fuser has no completion future: look at the session now and then.
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                    if mounted.is_finished() {
+                        tracing::info!("unmounted from outside");
+                        break;
+                    }
+                }
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    mounted.unmount()?;
+    tracing::info!("unmounted");
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! The WormFS storage node: reads its config, opens its disks and metadata, and serves the
+//! gRPC API until told to stop. `main` is a thin wrapper; tests and `wormfs quickstart` call
+//! [`run`] too.
+
+pub mod config;
+
+use anyhow::Context;
+use config::NodeConfig;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use wormfs::meta::{DiskInfo, LocalLog, MetaStore, MetadataLog, MetadataOp, NodeInfo};
+use wormfs::node::NodeFs;
+use wormfs::placement::SpreadPlacement;
+use wormfs::rpc::server::WormFsService;
+use wormfs::store::{ChunkStore, DiskChunkStore};
+
+/// The metadata database's file name in the data directory.
+pub const META_FILE: &str = "meta.sqlite";
+
+/// Starts the node, calls `ready` with the bound address once it accepts requests, and
+/// serves until `shutdown` completes. Then it stops taking requests, lets in-flight ones
+/// (writes included) finish, and closes the metadata database.
+pub async fn run(
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send,
+    ready: impl FnOnce(SocketAddr),
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("create data_dir `{}`", config.data_dir.display()))?;
+    let store = Arc::new(DiskChunkStore::open(&config.disks).context("open disks")?);
+    let meta =
+        Arc::new(MetaStore::open(&config.data_dir.join(META_FILE)).context("open metadata")?);
+    let log = Arc::new(LocalLog::new(meta.clone()).context("open metadata log")?);
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "listen on {} (is another node running there?)",
+                config.listen
+            )
+        })?;
+    let addr = listener.local_addr().context("read the bound address")?;
+    record_self(&config, &addr, store.as_ref(), log.as_ref()).await?;
+
+    let fs = Arc::new(NodeFs::new(
+        config.node_id.clone(),
+        store,
+        log,
+        meta,
+        config.policies.clone(),
+        Arc::new(SpreadPlacement),
+    ));
+    let service = WormFsService::new(fs, addr.to_string()).into_server();
+    tracing::info!(node = %config.node_id, %addr, disks = config.disks.len(), "node serving");
+    ready(addr);
+    tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+        .context("serve gRPC")?;
+    tracing::info!("node stopped: requests drained, metadata closed");
+    Ok(())
+}
+
+/// Records this node and its disks in the metadata, so status and placement see them.
+async fn record_self(
+    config: &NodeConfig,
+    addr: &SocketAddr,
+    store: &dyn ChunkStore,
+    log: &dyn MetadataLog,
+) -> anyhow::Result<()> {
+    let mut ops = vec![MetadataOp::UpsertNode(NodeInfo {
+        id: config.node_id.clone(),
+        address: addr.to_string(),
+    })];
+    for d in store.disks().context("inspect disks")? {
+        ops.push(MetadataOp::UpsertDisk(DiskInfo {
+            id: d.disk,
+            node: config.node_id.clone(),
+            path: d.path.map(|p| p.display().to_string()).unwrap_or_default(),
+            total: d.total,
+            free: d.free,
+        }));
+    }
+    for op in ops {
+        log.submit(op)
+            .await
+            .context("record node in metadata")?
+            .map_err(|r| anyhow::anyhow!("record node: {r}"))?;
+    }
+    Ok(())
+}
+
+/// Runs a node from a config file in the foreground until SIGTERM or SIGINT, printing
+/// `wormfs-node listening on ADDR` on stdout once it serves. The body of `wormfs-node` and of
+/// `wormfs serve`.
+pub fn serve_foreground(config_path: &std::path::Path) -> std::process::ExitCode {
+    use std::process::ExitCode;
+    let config = match NodeConfig::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("wormfs-node: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("wormfs-node: start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(config, shutdown_signal(), |addr| {
+        use std::io::Write;
+        println!("wormfs-node listening on {addr}");
+        let _ = std::io::stdout().flush();
+    }));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wormfs-node: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the node with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+}

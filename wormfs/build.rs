@@ -1,0 +1,17 @@
+//! Generates the gRPC code from `proto/wormfs.proto` when the `rpc` feature is on.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::var_os("CARGO_FEATURE_RPC").is_none() {
+        return Ok(());
+    }
+    #[cfg(feature = "rpc")]
+    {
+        let proto = "../proto/wormfs.proto";
+        println!("cargo:rerun-if-changed={proto}");
+        tonic_prost_build::configure()
+            .build_server(true)
+            .build_client(true)
+            .compile_protos(&[proto], &["../proto"])?;
+    }
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! Errors of file-system operations, each with its errno.
+
+use crate::engine::EngineError;
+use crate::errno;
+use crate::meta::{LogError, MetaError, Refusal};
+use crate::policy::PolicyError;
+use crate::store::StoreError;
+
+/// Why a file-system operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    /// The metadata refused the change (not found, exists, not empty, …).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// A stripe could not be written or read.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The metadata store failed.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    /// The metadata log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The chunk store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A policy problem (unknown name, bad value).
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The request makes no sense.
+    #[error("{0}")]
+    Invalid(String),
+    /// The operation is not allowed (e.g. setting a policy on a file).
+    #[error("{0}")]
+    NotPermitted(String),
+    /// A background task failed.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl FsError {
+    /// The errno a POSIX file system returns for this error.
+    pub fn errno(&self) -> i32 {
+        match self {
+            FsError::Refused(r) => r.errno(),
+            FsError::Engine(EngineError::Placement(_)) => errno::ENOSPC,
+            FsError::Store(StoreError::Full { .. }) => errno::ENOSPC,
+            FsError::Log(LogError::NotLeader { .. }) => errno::EAGAIN,
+            FsError::Policy(_) | FsError::Invalid(_) => errno::EINVAL,
+            FsError::NotPermitted(_) => errno::EPERM,
+            FsError::Engine(_)
+            | FsError::Meta(_)
+            | FsError::Log(_)
+            | FsError::Store(_)
+            | FsError::Internal(_) => errno::EIO,
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! What a storage node does, independent of how clients reach it: the file system over
+//! the metadata log and the chunk store ([`NodeFs`]). The gRPC service in
+//! [`crate::rpc::server`] is a thin translation of it.
+
+mod error;
+mod fs;
+mod stripes;
+
+pub use error::FsError;
+pub use fs::{CreateKind, NodeFs, PolicyView, SetAttrArgs, StatFs};
+pub use stripes::POLICY_XATTR;

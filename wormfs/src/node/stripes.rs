@@ -1,0 +1,235 @@
+//! The data half of [`NodeFs`]: stripe reads and writes, truncation, file layouts.
+
+use super::fs::NodeFs;
+use super::FsError;
+use crate::engine::{self, EngineError, StripeWrite};
+use crate::ids::FileId;
+use crate::meta::{Attr, FileLayout, MetadataOp, Refusal, StripeRecord, Timestamp};
+
+/// The extended attribute that reads a file's or directory's policy and sets a directory's.
+pub const POLICY_XATTR: &str = "user.wormfs.policy";
+
+/// How often a read retries when the stripe was rewritten under it.
+const READ_RETRIES: usize = 3;
+
+impl NodeFs {
+    fn file_layout_of(&self, ino: FileId) -> Result<(Attr, FileLayout), FsError> {
+        let attr = self.getattr(ino)?;
+        match attr.layout.clone() {
+            Some(l) => Ok((attr, l)),
+            None if attr.kind == crate::meta::FileKind::Directory => {
+                Err(Refusal::IsDir(format!("inode {ino}")).into())
+            }
+            None => Err(Refusal::Invalid(format!("inode {ino} is not a regular file")).into()),
+        }
+    }
+
+    /// Reads stripe `index` of a file: `None` when it is a hole (never written, or past the
+    /// end). Chunks found damaged are recorded for repair.
+    pub async fn read_stripe(&self, ino: FileId, index: u64) -> Result<Option<Vec<u8>>, FsError> {
+        let (_, layout) = self.file_layout_of(ino)?;
+        let mut attempt = 0;
+        loop {
+            let Some(record) = self.meta.stripe(ino, index)? else {
+                return Ok(None);
+            };
+            let store = self.store.clone();
+            let layout2 = layout.clone();
+            let rec = record.clone();
+            let read = tokio::task::spawn_blocking(move || {
+                engine::read_stripe(store.as_ref(), ino, &layout2, &rec)
+            })
+            .await
+            .map_err(|e| FsError::Internal(e.to_string()))?;
+            match read {
+                Ok(read) => {
+                    for d in read.damaged {
+                        tracing::warn!(file = %ino, stripe = index, chunk = d.chunk.index, disk = %d.chunk.disk, reason = %d.reason, "damaged chunk found on read");
+                        let op = MetadataOp::SetChunkState {
+                            ino,
+                            stripe: index,
+                            generation: record.generation,
+                            chunk: d.chunk.index,
+                            state: d.state,
+                        };
+                        if let Err(e) = self.log.submit(op).await {
+                            tracing::warn!(error = %e, "could not record a damaged chunk");
+                        }
+                    }
+                    return Ok(Some(read.data));
+                }
+                Err(e @ (EngineError::Unreadable { .. } | EngineError::Decode { .. })) => {
+                    // A concurrent rewrite may have replaced the stripe and deleted the chunks
+                    // just read: try again with the new record.
+                    let now = self.meta.stripe(ino, index)?;
+                    attempt += 1;
+                    if attempt < READ_RETRIES
+                        && now.as_ref().map(|s| s.generation) != Some(record.generation)
+                    {
+                        continue;
+                    }
+                    tracing::error!(file = %ino, stripe = index, error = %e, "stripe read failed");
+                    return Err(e.into());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Codes and stores `data` as stripe `index` of a file (replacing what was there) and
+    /// commits it; the file grows to cover it. Returns when the chunks are durable and the
+    /// metadata committed.
+    pub async fn write_stripe(
+        &self,
+        ino: FileId,
+        index: u64,
+        data: Vec<u8>,
+    ) -> Result<Attr, FsError> {
+        let (_, layout) = self.file_layout_of(ino)?;
+        if data.is_empty() || data.len() as u64 > layout.stripe_size {
+            return Err(FsError::Invalid(format!(
+                "stripe {index} of inode {ino} has {} bytes; a stripe of this file holds 1 to {}",
+                data.len(),
+                layout.stripe_size
+            )));
+        }
+        let end = index
+            .checked_mul(layout.stripe_size)
+            .and_then(|s| s.checked_add(data.len() as u64))
+            .filter(|e| *e <= i64::MAX as u64)
+            .ok_or_else(|| {
+                FsError::Invalid(format!("stripe {index} lies past the largest file size"))
+            })?;
+        let record = self.store_stripe(ino, &layout, index, data).await?;
+        let op = MetadataOp::CommitStripe {
+            ino,
+            stripe: record.clone(),
+            size: end,
+            time: Timestamp::now(),
+        };
+        match self.submit(op).await {
+            Ok(applied) => Ok(applied.attr.expect("commit returns the inode")),
+            Err(e) => {
+                // Not committed: the chunks just written belong to nothing.
+                self.drop_chunks(ino, &layout, &record).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn store_stripe(
+        &self,
+        ino: FileId,
+        layout: &FileLayout,
+        index: u64,
+        data: Vec<u8>,
+    ) -> Result<StripeRecord, FsError> {
+        let path = self
+            .meta
+            .path_of(ino)?
+            .unwrap_or_else(|| format!("/.orphan/{ino}"));
+        let store = self.store.clone();
+        let placement = self.placement.clone();
+        let node = self.node.clone();
+        let layout = layout.clone();
+        tokio::task::spawn_blocking(move || {
+            let view = engine::local_view(&node, store.as_ref())?;
+            let w = StripeWrite {
+                file: ino,
+                path: &path,
+                layout: &layout,
+                index,
+                generation: engine::next_generation(),
+                data: &data,
+            };
+            engine::write_stripe(store.as_ref(), &node, placement.as_ref(), &view, w)
+                .map_err(FsError::from)
+        })
+        .await
+        .map_err(|e| FsError::Internal(e.to_string()))?
+    }
+
+    async fn drop_chunks(&self, ino: FileId, layout: &FileLayout, record: &StripeRecord) {
+        let garbage = record
+            .chunks
+            .iter()
+            .map(|c| crate::meta::ChunkLocation {
+                node: c.node.clone(),
+                disk: c.disk.clone(),
+                folder: layout.folder.clone(),
+                key: crate::ids::ChunkKey {
+                    file: ino,
+                    stripe: record.index,
+                    generation: record.generation,
+                    index: c.index,
+                },
+            })
+            .collect();
+        self.collect_garbage(garbage).await;
+    }
+
+    /// Sets a file's size. Shrinking into a stripe rewrites that stripe cut at the new size,
+    /// so no stale bytes reappear if the file grows again.
+    pub async fn truncate(&self, ino: FileId, size: u64) -> Result<Attr, FsError> {
+        let (attr, layout) = self.file_layout_of(ino)?;
+        if size > i64::MAX as u64 {
+            return Err(FsError::Invalid(format!(
+                "{size} bytes is past the largest file size"
+            )));
+        }
+        let mut tail = None;
+        if size < attr.size {
+            let index = size / layout.stripe_size;
+            let start = index * layout.stripe_size;
+            if let Some(old) = self.meta.stripe(ino, index)? {
+                if start < size && size < start + old.len {
+                    let mut data = self.read_stripe(ino, index).await?.unwrap_or_default();
+                    data.truncate((size - start) as usize);
+                    data.resize((size - start) as usize, 0);
+                    tail = Some(self.store_stripe(ino, &layout, index, data).await?);
+                }
+            }
+        }
+        let op = MetadataOp::Truncate {
+            ino,
+            size,
+            tail: tail.clone(),
+            time: Timestamp::now(),
+        };
+        match self.submit(op).await {
+            Ok(applied) => Ok(applied.attr.expect("truncate returns the inode")),
+            Err(e) => {
+                if let Some(t) = tail {
+                    self.drop_chunks(ino, &layout, &t).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The file at `path` with every stripe and chunk, for `wormfs file info`.
+    pub fn file_layout(&self, path: &str) -> Result<(Attr, Vec<StripeRecord>), FsError> {
+        let norm = crate::policy::normalize_path(path).map_err(FsError::Invalid)?;
+        let attr = self
+            .meta
+            .lookup_path(&norm)?
+            .ok_or_else(|| Refusal::NotFound(norm.clone()))?;
+        let stripes = self.meta.stripes(attr.ino)?;
+        Ok((attr, stripes))
+    }
+
+    /// The local path of a chunk file, when the chunk is on this node and its store is a
+    /// disk store.
+    pub fn chunk_path(
+        &self,
+        disk: &crate::ids::DiskId,
+        addr: &crate::store::ChunkAddr,
+    ) -> Option<std::path::PathBuf> {
+        let disks = self.store.disks().ok()?;
+        let root = disks.into_iter().find(|d| &d.disk == disk)?.path?;
+        Some(
+            root.join(addr.folder.relative_path())
+                .join(addr.key.file_name()),
+        )
+    }
+}

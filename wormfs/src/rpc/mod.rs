@@ -1,0 +1,58 @@
+//! The gRPC API between clients and storage nodes (feature `rpc`): the generated wire types
+//! in [`proto`], their checked conversion to domain types, the [`client::Client`], and the
+//! server (feature `node`).
+//!
+//! Errors travel as gRPC statuses with the POSIX errno in the [`ERRNO_METADATA`] entry, so
+//! a FUSE client returns exactly the errno the node decided.
+
+pub mod client;
+pub mod convert;
+#[cfg(feature = "node")]
+pub mod server;
+
+/// The generated protobuf and gRPC code of `proto/wormfs.proto`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod proto {
+    tonic::include_proto!("wormfs.v1");
+}
+
+/// The status metadata entry holding the errno of a failed call.
+pub const ERRNO_METADATA: &str = "x-errno";
+
+/// The largest piece of a stripe in one message.
+pub const PIECE_SIZE: usize = 1 << 20;
+
+/// The largest gRPC message either side accepts (a piece plus its envelope, or a large
+/// directory listing).
+pub const MAX_MESSAGE_SIZE: usize = 16 << 20;
+
+/// A status with `errno` attached.
+pub fn status_with_errno(errno: i32, message: impl Into<String>) -> tonic::Status {
+    use crate::errno as e;
+    let code = match errno {
+        e::ENOENT | e::ENODATA => tonic::Code::NotFound,
+        e::EEXIST => tonic::Code::AlreadyExists,
+        e::EINVAL | e::ENAMETOOLONG | e::ERANGE => tonic::Code::InvalidArgument,
+        e::ENOSPC | e::EFBIG => tonic::Code::ResourceExhausted,
+        e::EPERM | e::EACCES => tonic::Code::PermissionDenied,
+        e::ENOTEMPTY | e::ENOTDIR | e::EISDIR => tonic::Code::FailedPrecondition,
+        e::EAGAIN => tonic::Code::Unavailable,
+        _ => tonic::Code::Internal,
+    };
+    let mut status = tonic::Status::new(code, message);
+    if let Ok(v) = errno.to_string().parse() {
+        status.metadata_mut().insert(ERRNO_METADATA, v);
+    }
+    status
+}
+
+/// The errno a failed call carries (`EIO` when the status has none: the node was
+/// unreachable, or the call failed on the way).
+pub fn errno_of(status: &tonic::Status) -> i32 {
+    status
+        .metadata()
+        .get(ERRNO_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(crate::errno::EIO)
+}

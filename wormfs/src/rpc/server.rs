@@ -1,0 +1,589 @@
+//! The gRPC service of a storage node: checks each request, calls [`NodeFs`], and turns
+//! errors into statuses carrying their errno.
+
+use super::convert::{attr_to_proto, ino, invalid, kind_to_proto, name, required};
+use super::proto::{self, worm_fs_server::WormFs};
+use super::{status_with_errno, PIECE_SIZE};
+use crate::meta::{ChunkState, Timestamp, XattrMode};
+use crate::node::{CreateKind, FsError, NodeFs, SetAttrArgs};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// The gRPC service over one node's file system.
+pub struct WormFsService {
+    fs: Arc<NodeFs>,
+    address: String,
+}
+
+impl WormFsService {
+    /// A service over `fs`, announcing `address` as this node's.
+    pub fn new(fs: Arc<NodeFs>, address: String) -> WormFsService {
+        WormFsService { fs, address }
+    }
+
+    /// The tonic server for this service, with WormFS's message size limits.
+    pub fn into_server(self) -> proto::worm_fs_server::WormFsServer<WormFsService> {
+        proto::worm_fs_server::WormFsServer::new(self)
+            .max_decoding_message_size(super::MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(super::MAX_MESSAGE_SIZE)
+    }
+}
+
+/// A failed operation as a status, logged where it is decided.
+fn status(op: &str, e: FsError) -> Status {
+    let errno = e.errno();
+    if errno == crate::errno::EIO {
+        tracing::error!(op, error = %e, "operation failed");
+    } else {
+        tracing::debug!(op, error = %e, errno, "operation refused");
+    }
+    status_with_errno(errno, e.to_string())
+}
+
+fn attr_reply(a: &crate::meta::Attr) -> Response<proto::AttrReply> {
+    Response::new(proto::AttrReply {
+        attr: Some(attr_to_proto(a)),
+    })
+}
+
+fn disk_status(d: &crate::store::DiskStatus) -> proto::DiskStatus {
+    proto::DiskStatus {
+        id: d.disk.to_string(),
+        path: d
+            .path
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        total: d.total,
+        free: d.free,
+        healthy: d.healthy,
+    }
+}
+
+type PieceStream = Pin<Box<dyn Stream<Item = Result<proto::StripePiece, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl WormFs for WormFsService {
+    async fn lookup(
+        &self,
+        r: Request<proto::EntryRequest>,
+    ) -> Result<Response<proto::AttrReply>, Status> {
+        let r = r.into_inner();
+        let a = self
+            .fs
+            .lookup(ino("parent", r.parent)?, name("name", &r.name)?)
+            .map_err(|e| status("lookup", e))?;
+        Ok(attr_reply(&a))
+    }
+
+    async fn get_attr(
+        &self,
+        r: Request<proto::InoRequest>,
+    ) -> Result<Response<proto::AttrReply>, Status> {
+        let a = self
+            .fs
+            .getattr(ino("ino", r.into_inner().ino)?)
+            .map_err(|e| status("getattr", e))?;
+        Ok(attr_reply(&a))
+    }
+
+    async fn set_attr(
+        &self,
+        r: Request<proto::SetAttrRequest>,
+    ) -> Result<Response<proto::AttrReply>, Status> {
+        let r = r.into_inner();
+        let perm = r.perm.map(|p| u16::try_from(p & 0o7777).expect("masked"));
+        let args = SetAttrArgs {
+            perm,
+            uid: r.uid,
+            gid: r.gid,
+            size: r.size,
+            atime: r.atime.map(Timestamp),
+            mtime: r.mtime.map(Timestamp),
+        };
+        let a = self
+            .fs
+            .setattr(ino("ino", r.ino)?, args)
+            .await
+            .map_err(|e| status("setattr", e))?;
+        Ok(attr_reply(&a))
+    }
+
+    async fn create(
+        &self,
+        r: Request<proto::CreateRequest>,
+    ) -> Result<Response<proto::AttrReply>, Status> {
+        let r = r.into_inner();
+        let kind = match proto::FileKind::try_from(r.kind) {
+            Ok(proto::FileKind::File) => CreateKind::File,
+            Ok(proto::FileKind::Directory) => CreateKind::Directory,
+            Ok(proto::FileKind::Symlink) => {
+                if r.symlink_target.is_empty() || r.symlink_target.len() > 4096 {
+                    return Err(invalid(
+                        "symlink_target",
+                        "a link target is 1 to 4096 bytes",
+                    ));
+                }
+                CreateKind::Symlink(r.symlink_target)
+            }
+            Ok(proto::FileKind::Fifo) => CreateKind::Fifo,
+            Ok(proto::FileKind::Socket) => CreateKind::Socket,
+            Ok(proto::FileKind::CharDevice) => CreateKind::CharDevice(r.rdev),
+            Ok(proto::FileKind::BlockDevice) => CreateKind::BlockDevice(r.rdev),
+            _ => return Err(invalid("kind", format!("unknown file kind {}", r.kind))),
+        };
+        let perm = u16::try_from(r.perm & 0o7777).expect("masked");
+        let a = self
+            .fs
+            .create(
+                ino("parent", r.parent)?,
+                name("name", &r.name)?,
+                kind,
+                perm,
+                r.uid,
+                r.gid,
+            )
+            .await
+            .map_err(|e| status("create", e))?;
+        Ok(attr_reply(&a))
+    }
+
+    async fn link(
+        &self,
+        r: Request<proto::LinkRequest>,
+    ) -> Result<Response<proto::AttrReply>, Status> {
+        let r = r.into_inner();
+        let a = self
+            .fs
+            .link(
+                ino("ino", r.ino)?,
+                ino("new_parent", r.new_parent)?,
+                name("new_name", &r.new_name)?,
+            )
+            .await
+            .map_err(|e| status("link", e))?;
+        Ok(attr_reply(&a))
+    }
+
+    async fn unlink(
+        &self,
+        r: Request<proto::EntryRequest>,
+    ) -> Result<Response<proto::Empty>, Status> {
+        let r = r.into_inner();
+        self.fs
+            .unlink(ino("parent", r.parent)?, name("name", &r.name)?)
+            .await
+            .map_err(|e| status("unlink", e))?;
+        Ok(Response::new(proto::Empty {}))
+    }
+
+    async fn rmdir(
+        &self,
+        r: Request<proto::EntryRequest>,
+    ) -> Result<Response<proto::Empty>, Status> {
+        let r = r.into_inner();
+        self.fs
+            .rmdir(ino("parent", r.parent)?, name("name", &r.name)?)
+            .await
+            .map_err(|e| status("rmdir", e))?;
+        Ok(Response::new(proto::Empty {}))
+    }
+
+    async fn rename(
+        &self,
+        r: Request<proto::RenameRequest>,
+    ) -> Result<Response<proto::Empty>, Status> {
+        let r = r.into_inner();
+        self.fs
+            .rename(
+                ino("parent", r.parent)?,
+                name("name", &r.name)?,
+                ino("new_parent", r.new_parent)?,
+                name("new_name", &r.new_name)?,
+                r.no_replace,
+            )
+            .await
+            .map_err(|e| status("rename", e))?;
+        Ok(Response::new(proto::Empty {}))
+    }
+
+    async fn read_dir(
+        &self,
+        r: Request<proto::InoRequest>,
+    ) -> Result<Response<proto::ReadDirReply>, Status> {
+        let entries = self
+            .fs
+            .readdir(ino("ino", r.into_inner().ino)?)
+            .map_err(|e| status("readdir", e))?;
+        Ok(Response::new(proto::ReadDirReply {
+            entries: entries
+                .into_iter()
+                .map(|e| proto::DirEntry {
+                    name: e.name,
+                    ino: e.ino.0,
+                    kind: kind_to_proto(e.kind) as i32,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn read_link(
+        &self,
+        r: Request<proto::InoRequest>,
+    ) -> Result<Response<proto::ReadLinkReply>, Status> {
+        let target = self
+            .fs
+            .readlink(ino("ino", r.into_inner().ino)?)
+            .map_err(|e| status("readlink", e))?;
+        Ok(Response::new(proto::ReadLinkReply { target }))
+    }
+
+    async fn get_xattr(
+        &self,
+        r: Request<proto::XattrRequest>,
+    ) -> Result<Response<proto::XattrValue>, Status> {
+        let r = r.into_inner();
+        let value = self
+            .fs
+            .getxattr(ino("ino", r.ino)?, &r.name)
+            .map_err(|e| status("getxattr", e))?;
+        Ok(Response::new(proto::XattrValue { value }))
+    }
+
+    async fn set_xattr(
+        &self,
+        r: Request<proto::SetXattrRequest>,
+    ) -> Result<Response<proto::Empty>, Status> {
+        let r = r.into_inner();
+        if r.name.is_empty() || r.name.len() > 255 {
+            return Err(invalid("name", "an attribute name is 1 to 255 bytes"));
+        }
+        if r.value.len() > 64 * 1024 {
+            return Err(status_with_errno(
+                crate::errno::ERANGE,
+                "field `value`: at most 64 KiB",
+            ));
+        }
+        let mode = match proto::XattrMode::try_from(r.mode) {
+            Ok(proto::XattrMode::Any) => XattrMode::Any,
+            Ok(proto::XattrMode::Create) => XattrMode::Create,
+            Ok(proto::XattrMode::Replace) => XattrMode::Replace,
+            Err(_) => return Err(invalid("mode", format!("unknown mode {}", r.mode))),
+        };
+        self.fs
+            .setxattr(ino("ino", r.ino)?, &r.name, &r.value, mode)
+            .await
+            .map_err(|e| status("setxattr", e))?;
+        Ok(Response::new(proto::Empty {}))
+    }
+
+    async fn list_xattr(
+        &self,
+        r: Request<proto::InoRequest>,
+    ) -> Result<Response<proto::XattrNames>, Status> {
+        let names = self
+            .fs
+            .listxattr(ino("ino", r.into_inner().ino)?)
+            .map_err(|e| status("listxattr", e))?;
+        Ok(Response::new(proto::XattrNames { names }))
+    }
+
+    async fn remove_xattr(
+        &self,
+        r: Request<proto::XattrRequest>,
+    ) -> Result<Response<proto::Empty>, Status> {
+        let r = r.into_inner();
+        self.fs
+            .removexattr(ino("ino", r.ino)?, &r.name)
+            .await
+            .map_err(|e| status("removexattr", e))?;
+        Ok(Response::new(proto::Empty {}))
+    }
+
+    async fn stat_fs(
+        &self,
+        _r: Request<proto::Empty>,
+    ) -> Result<Response<proto::StatFsReply>, Status> {
+        let s = self.fs.statfs().map_err(|e| status("statfs", e))?;
+        Ok(Response::new(proto::StatFsReply {
+            total_bytes: s.total_bytes,
+            free_bytes: s.free_bytes,
+            files: s.files,
+            block_size: 4096,
+            max_name_len: 255,
+        }))
+    }
+
+    type ReadStripeStream = PieceStream;
+
+    async fn read_stripe(
+        &self,
+        r: Request<proto::ReadStripeRequest>,
+    ) -> Result<Response<PieceStream>, Status> {
+        let r = r.into_inner();
+        let file = ino("ino", r.ino)?;
+        let data = self
+            .fs
+            .read_stripe(file, r.index)
+            .await
+            .map_err(|e| status("read stripe", e))?
+            .unwrap_or_default();
+        let len = data.len() as u64;
+        let mut pieces: Vec<Result<proto::StripePiece, Status>> = data
+            .chunks(PIECE_SIZE)
+            .enumerate()
+            .map(|(i, piece)| {
+                Ok(proto::StripePiece {
+                    ino: file.0,
+                    index: r.index,
+                    stripe_len: len,
+                    offset: (i * PIECE_SIZE) as u64,
+                    data: piece.to_vec(),
+                })
+            })
+            .collect();
+        if pieces.is_empty() {
+            pieces.push(Ok(proto::StripePiece {
+                ino: file.0,
+                index: r.index,
+                stripe_len: 0,
+                offset: 0,
+                data: Vec::new(),
+            }));
+        }
+        Ok(Response::new(Box::pin(tokio_stream::iter(pieces))))
+    }
+
+    async fn write_stripes(
+        &self,
+        r: Request<Streaming<proto::StripePiece>>,
+    ) -> Result<Response<proto::AttrReply>, Status> {
+        let mut stream = r.into_inner();
+        let mut current: Option<(u64, u64, u64, Vec<u8>)> = None; // (ino, index, len, bytes)
+        let mut last = None;
+        while let Some(piece) = stream.message().await? {
+            let file = ino("ino", piece.ino)?;
+            let (f, index, len, buf) = current
+                .get_or_insert_with(|| (piece.ino, piece.index, piece.stripe_len, Vec::new()));
+            if (*f, *index, *len) != (piece.ino, piece.index, piece.stripe_len) {
+                return Err(invalid(
+                    "index",
+                    "a stripe's pieces must all name the same file, stripe and length",
+                ));
+            }
+            if piece.offset != buf.len() as u64 {
+                return Err(invalid(
+                    "offset",
+                    format!("expected {}, got {}", buf.len(), piece.offset),
+                ));
+            }
+            if *len == 0
+                || *len > crate::policy::MAX_STRIPE_SIZE
+                || buf.len() as u64 + piece.data.len() as u64 > *len
+            {
+                return Err(invalid(
+                    "stripe_len",
+                    format!("{} bytes is not a stripe length that fits its pieces", *len),
+                ));
+            }
+            buf.extend_from_slice(&piece.data);
+            if buf.len() as u64 == *len {
+                let (_, index, _, data) = current.take().expect("just filled");
+                let attr = self
+                    .fs
+                    .write_stripe(file, index, data)
+                    .await
+                    .map_err(|e| status("write stripe", e))?;
+                last = Some(attr);
+            }
+        }
+        if current.is_some() {
+            return Err(invalid(
+                "stripe_len",
+                "the stream ended in the middle of a stripe",
+            ));
+        }
+        let attr = required("pieces", last)?;
+        Ok(attr_reply(&attr))
+    }
+
+    async fn set_storage_policy(
+        &self,
+        r: Request<proto::SetPolicyRequest>,
+    ) -> Result<Response<proto::Empty>, Status> {
+        let r = r.into_inner();
+        let norm = crate::policy::normalize_path(&r.path).map_err(|e| invalid("path", e))?;
+        let attr = self
+            .fs
+            .meta()
+            .lookup_path(&norm)
+            .map_err(|e| status("set policy", e.into()))?
+            .ok_or_else(|| {
+                status_with_errno(crate::errno::ENOENT, format!("{norm}: no such directory"))
+            })?;
+        let policy = (!r.policy.is_empty()).then_some(r.policy.as_str());
+        self.fs
+            .set_dir_policy(attr.ino, policy)
+            .await
+            .map_err(|e| status("set policy", e))?;
+        Ok(Response::new(proto::Empty {}))
+    }
+
+    async fn get_storage_policy(
+        &self,
+        r: Request<proto::PathRequest>,
+    ) -> Result<Response<proto::PolicyReply>, Status> {
+        let norm =
+            crate::policy::normalize_path(&r.into_inner().path).map_err(|e| invalid("path", e))?;
+        let attr = self
+            .fs
+            .meta()
+            .lookup_path(&norm)
+            .map_err(|e| status("get policy", e.into()))?
+            .ok_or_else(|| {
+                status_with_errno(
+                    crate::errno::ENOENT,
+                    format!("{norm}: no such file or directory"),
+                )
+            })?;
+        let v = self
+            .fs
+            .policy_of_inode(attr.ino)
+            .map_err(|e| status("get policy", e))?;
+        Ok(Response::new(proto::PolicyReply {
+            name: v.name,
+            k: u32::from(v.policy.k),
+            m: u32::from(v.policy.m),
+            stripe_size: v.policy.stripe_size,
+            source: v.source.to_owned(),
+        }))
+    }
+
+    async fn get_cluster_status(
+        &self,
+        _r: Request<proto::Empty>,
+    ) -> Result<Response<proto::ClusterStatusReply>, Status> {
+        let fs = &self.fs;
+        let disks = fs.store().disks().map_err(|e| status("status", e.into()))?;
+        let last_applied = fs
+            .meta()
+            .last_applied()
+            .map_err(|e| status("status", e.into()))?;
+        let (files, bytes) = fs.meta().usage().map_err(|e| status("status", e.into()))?;
+        let node = proto::NodeStatus {
+            id: fs.node().to_string(),
+            address: self.address.clone(),
+            state: "online".into(),
+            role: "master".into(),
+            last_heartbeat: Timestamp::now().0,
+            disks: disks.iter().map(disk_status).collect(),
+        };
+        Ok(Response::new(proto::ClusterStatusReply {
+            nodes: vec![node],
+            master: fs.node().to_string(),
+            last_applied,
+            default_policy: fs.policies().default_name().to_owned(),
+            policies: fs
+                .policies()
+                .named()
+                .iter()
+                .map(|(n, p)| proto::PolicyInfo {
+                    name: n.clone(),
+                    k: u32::from(p.k),
+                    m: u32::from(p.m),
+                    stripe_size: p.stripe_size,
+                })
+                .collect(),
+            files,
+            bytes,
+        }))
+    }
+
+    async fn get_node_health(
+        &self,
+        _r: Request<proto::Empty>,
+    ) -> Result<Response<proto::NodeHealthReply>, Status> {
+        let disks = self
+            .fs
+            .store()
+            .disks()
+            .map_err(|e| status("health", e.into()))?;
+        let last_applied = self
+            .fs
+            .meta()
+            .last_applied()
+            .map_err(|e| status("health", e.into()))?;
+        Ok(Response::new(proto::NodeHealthReply {
+            node: self.fs.node().to_string(),
+            healthy: disks.iter().all(|d| d.healthy),
+            version: crate::VERSION.to_owned(),
+            last_applied,
+            disks: disks.iter().map(disk_status).collect(),
+        }))
+    }
+
+    async fn get_file_layout(
+        &self,
+        r: Request<proto::PathRequest>,
+    ) -> Result<Response<proto::FileLayoutReply>, Status> {
+        let path = r.into_inner().path;
+        let (attr, stripes) = self
+            .fs
+            .file_layout(&path)
+            .map_err(|e| status("file layout", e))?;
+        let stripe_size = attr.layout.as_ref().map_or(0, |l| l.stripe_size);
+        let folder = attr.layout.as_ref().map(|l| l.folder.clone());
+        let stripes = stripes
+            .into_iter()
+            .map(|s| proto::StripeLayout {
+                index: s.index,
+                generation: s.generation,
+                start: s.index * stripe_size,
+                len: s.len,
+                crc: s.crc,
+                chunks: s
+                    .chunks
+                    .iter()
+                    .map(|c| {
+                        let path = folder
+                            .as_ref()
+                            .and_then(|f| {
+                                let addr = crate::store::ChunkAddr {
+                                    folder: f.clone(),
+                                    key: crate::ids::ChunkKey {
+                                        file: attr.ino,
+                                        stripe: s.index,
+                                        generation: s.generation,
+                                        index: c.index,
+                                    },
+                                };
+                                self.fs.chunk_path(&c.disk, &addr)
+                            })
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default();
+                        proto::ChunkLayout {
+                            index: u32::from(c.index),
+                            node: c.node.to_string(),
+                            disk: c.disk.to_string(),
+                            path,
+                            size: c.size,
+                            state: match c.state {
+                                ChunkState::Ok => "ok",
+                                ChunkState::Missing => "missing",
+                                ChunkState::Corrupt => "corrupt",
+                            }
+                            .into(),
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(proto::FileLayoutReply {
+            path,
+            attr: Some(attr_to_proto(&attr)),
+            stripes,
+        }))
+    }
+}
