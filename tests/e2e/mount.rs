@@ -302,3 +302,27 @@ fn xattrs_symlinks_modes_and_policies() {
         Some(libc::ENOENT)
     );
 }
+
+#[test]
+fn a_policy_wider_than_the_disks_is_refused() {
+    let w = World::start(3, "");
+    fs::create_dir(w.path("d")).unwrap();
+    let e = setxattr(&w.path("d"), "user.wormfs.policy", b"media").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+    let out = std::process::Command::new(super::fixture::BIN)
+        .args([
+            "--node",
+            &w.addr,
+            "policy",
+            "set",
+            w.path("d").to_str().unwrap(),
+            "media",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("needs 6 disks, but the cluster has 3"),
+        "{err}"
+    );
+}

@@ -60,8 +60,8 @@ enum Command {
         /// Where the disks, metadata and mount point go.
         #[arg(long)]
         dir: PathBuf,
-        /// How many disk directories to create.
-        #[arg(long, default_value_t = 3)]
+        /// How many disk directories to create (6 fit every built-in policy).
+        #[arg(long, default_value_t = 6)]
         disks: usize,
         /// Address the node listens on.
         #[arg(long, default_value = "127.0.0.1:7070")]

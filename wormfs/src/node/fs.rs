@@ -430,7 +430,16 @@ impl NodeFs {
             ));
         }
         if let Some(p) = policy {
-            self.policies.check_name(p, super::POLICY_XATTR)?;
+            let layout = self.policies.check_name(p, super::POLICY_XATTR)?;
+            let disks = self.store.disks()?.iter().filter(|d| d.healthy).count();
+            if layout.width() > disks {
+                return Err(FsError::Invalid(format!(
+                    "policy `{p}` ({}+{}) needs {} disks, but the cluster has {disks} usable; add disks or choose a narrower policy",
+                    layout.k,
+                    layout.m,
+                    layout.width()
+                )));
+            }
         }
         self.submit(MetadataOp::SetDirPolicy {
             ino,

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# The mount against a plain directory on the same disk, in the same run.
+#
+#   bench/fuse.sh [SIZE_MIB] [SMALL_FILES]      (defaults: 1024 and 5000)
+#
+# A release node over 6 disk directories with the `media` policy (4+2, 4 MiB stripes) as
+# the default, mounted with `wormfs mount`. For the plain directory and for the mount:
+# sequential write of SIZE_MIB including the final fsync, sequential read with the page
+# cache dropped (and a fresh mount, so the stripe cache is empty too), 4 KiB random reads,
+# and create / stat / read / delete of SMALL_FILES files of 4 KiB. Then the CPU seconds the
+# node and the mount used per GiB written and read. Prints a Markdown table of ratios.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE_MIB=${1:-1024}
+FILES=${2:-5000}
+BIN=target/release/wormfs
+[ -x "$BIN" ] || cargo build --release -p wormfs-cli
+WORK=${BENCH_DIR:-$PWD/target/bench-fuse}
+rm -rf "$WORK"
+mkdir -p "$WORK/plain" "$WORK/mnt"
+for i in 0 1 2 3 4 5; do mkdir -p "$WORK/disk$i"; done
+cat > "$WORK/node.toml" <<TOML
+listen = "127.0.0.1:0"
+data_dir = "meta"
+[[disks]]
+path = "disk0"
+[[disks]]
+path = "disk1"
+[[disks]]
+path = "disk2"
+[[disks]]
+path = "disk3"
+[[disks]]
+path = "disk4"
+[[disks]]
+path = "disk5"
+[policies]
+default = "media"
+TOML
+
+NODE_PID= ; MOUNT_PID=
+cleanup() {
+    [ -n "$MOUNT_PID" ] && kill -TERM "$MOUNT_PID" 2>/dev/null && wait "$MOUNT_PID" 2>/dev/null || true
+    mountpoint -q "$WORK/mnt" && umount -l "$WORK/mnt" || true
+    [ -n "$NODE_PID" ] && kill -TERM "$NODE_PID" 2>/dev/null && wait "$NODE_PID" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+wait_for_line() { # file pattern
+    for _ in $(seq 1 300); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
+    echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; exit 1
+}
+
+RUST_LOG=warn "$BIN" serve --config "$WORK/node.toml" > "$WORK/node.out" 2> "$WORK/node.log" &
+NODE_PID=$!
+wait_for_line "$WORK/node.out" "listening on"
+ADDR=$(sed -n 's/^wormfs-node listening on //p' "$WORK/node.out")
+
+start_mount() {
+    RUST_LOG=warn "$BIN" --node "$ADDR" mount "$WORK/mnt" > "$WORK/mount.out" 2>> "$WORK/mount.log" &
+    MOUNT_PID=$!
+    for _ in $(seq 1 300); do mountpoint -q "$WORK/mnt" && return 0; sleep 0.1; done
+    echo "mount did not appear" >&2; exit 1
+}
+stop_mount() { kill -TERM "$MOUNT_PID"; wait "$MOUNT_PID" || true; MOUNT_PID=; }
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime in clock ticks
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || echo "(cannot drop caches)" >&2; }
+start_mount
+
+SRC=/dev/shm/wormfs-bench-src
+head -c "$((SIZE_MIB << 20))" /dev/urandom > "$SRC"
+trap 'cleanup; rm -f "$SRC"' EXIT
+HZ=$(getconf CLK_TCK)
+
+seconds() { python3 -c 'import sys,time; t=time.perf_counter(); import subprocess; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); print(f"{time.perf_counter()-t:.3f}")' "$@"; }
+
+declare -A R
+for target in plain mnt; do
+    dir="$WORK/$target"
+    n0=$(cpu "$NODE_PID"); m0=$(cpu "$MOUNT_PID")
+    R[$target.write]=$(seconds dd if="$SRC" of="$dir/big" bs=4M conv=fsync)
+    n1=$(cpu "$NODE_PID"); m1=$(cpu "$MOUNT_PID")
+    drop_caches
+    if [ "$target" = mnt ]; then stop_mount; start_mount; m1=$(cpu "$MOUNT_PID"); fi
+    R[$target.read]=$(seconds dd if="$dir/big" of=/dev/null bs=4M)
+    n2=$(cpu "$NODE_PID"); m2=$(cpu "$MOUNT_PID")
+    if [ "$target" = mnt ]; then
+        R[cpu.write]=$(python3 -c "print(f'{(($n1-$n0)+($m1-$m0))/$HZ/($SIZE_MIB/1024):.2f}')")
+        R[cpu.read]=$(python3 -c "print(f'{(($n2-$n1)+($m2))/$HZ/($SIZE_MIB/1024):.2f}')")
+    fi
+    drop_caches
+    R[$target.rand]=$(python3 - "$dir/big" <<'PY'
+import os, random, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY); size = os.fstat(fd).st_size
+random.seed(7); offs = [random.randrange(0, size // 4096) * 4096 for _ in range(2000)]
+t = time.perf_counter()
+for o in offs: os.pread(fd, 4096, o)
+print(f"{len(offs) / (time.perf_counter() - t):.0f}")
+PY
+)
+    R[$target.small]=$(python3 - "$dir/small" "$FILES" <<'PY'
+import os, sys, time
+d, n = sys.argv[1], int(sys.argv[2]); os.makedirs(d); data = os.urandom(4096); out = []
+t = time.perf_counter()
+for i in range(n):
+    with open(f"{d}/f{i}", "wb") as f: f.write(data)
+out.append(n / (time.perf_counter() - t)); t = time.perf_counter()
+for i in range(n): os.stat(f"{d}/f{i}")
+out.append(n / (time.perf_counter() - t)); t = time.perf_counter()
+for i in range(n):
+    with open(f"{d}/f{i}", "rb") as f: f.read()
+out.append(n / (time.perf_counter() - t)); t = time.perf_counter()
+for i in range(n): os.unlink(f"{d}/f{i}")
+out.append(n / (time.perf_counter() - t))
+print(" ".join(f"{x:.0f}" for x in out))
+PY
+)
+done
+
+mbps() { python3 -c "print(f'{$SIZE_MIB/$1:.0f}')"; }
+ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
+pw=$(mbps "${R[plain.write]}"); mw=$(mbps "${R[mnt.write]}")
+pr=$(mbps "${R[plain.read]}"); mr=$(mbps "${R[mnt.read]}")
+read -r pc ps pre pd <<< "${R[plain.small]}"
+read -r mc ms mre md <<< "${R[mnt.small]}"
+echo "| measure | plain dir | WormFS mount | mount ÷ plain |"
+echo "|---|---|---|---|"
+echo "| sequential write ${SIZE_MIB} MiB + fsync (MiB/s) | $pw | $mw | $(ratio "$mw" "$pw")× |"
+echo "| sequential read, caches dropped (MiB/s) | $pr | $mr | $(ratio "$mr" "$pr")× |"
+echo "| 4 KiB random reads (IOPS) | ${R[plain.rand]} | ${R[mnt.rand]} | $(ratio "${R[mnt.rand]}" "${R[plain.rand]}")× |"
+echo "| create 4 KiB files (files/s) | $pc | $mc | $(ratio "$mc" "$pc")× |"
+echo "| stat (files/s) | $ps | $ms | $(ratio "$ms" "$ps")× |"
+echo "| read 4 KiB files (files/s) | $pre | $mre | $(ratio "$mre" "$pre")× |"
+echo "| delete (files/s) | $pd | $md | $(ratio "$md" "$pd")× |"
+echo
+echo "CPU seconds (node + mount) per GiB: write ${R[cpu.write]}, read ${R[cpu.read]}"
