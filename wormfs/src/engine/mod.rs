@@ -98,3 +98,84 @@ pub fn next_generation() -> u64 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::DiskId;
+    use crate::meta::FileLayout;
+    use crate::placement::SpreadPlacement;
+    use crate::store::{ChunkFolder, MemoryChunkStore};
+
+    fn layout() -> FileLayout {
+        FileLayout {
+            policy: "t".into(),
+            k: 2,
+            m: 1,
+            stripe_size: 8192,
+            folder: ChunkFolder::for_path("/f"),
+        }
+    }
+
+    fn store(n: usize) -> MemoryChunkStore {
+        MemoryChunkStore::new(
+            &(0..n)
+                .map(|i| (DiskId(format!("d{i}")), 1 << 20))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    fn write(
+        s: &MemoryChunkStore,
+        view: &ClusterView,
+        l: &FileLayout,
+        data: &[u8],
+    ) -> Result<crate::meta::StripeRecord, EngineError> {
+        let w = StripeWrite {
+            file: FileId(7),
+            path: "/f",
+            layout: l,
+            index: 0,
+            generation: 1,
+            data,
+        };
+        write_stripe(s, &NodeId("n".into()), &SpreadPlacement, view, w)
+    }
+
+    #[test]
+    fn a_failing_disk_gets_its_chunk_moved_elsewhere() {
+        let s = store(4);
+        let node = NodeId("n".into());
+        let view = local_view(&node, &s).unwrap(); // taken before the disk dies
+        s.fail_disk(&DiskId("d0".into()));
+        let l = layout();
+        let data = vec![5u8; 5000];
+        let rec = write(&s, &view, &l, &data).unwrap();
+        let disks: Vec<_> = rec.chunks.iter().map(|c| c.disk.0.as_str()).collect();
+        assert!(!disks.contains(&"d0"), "{disks:?}");
+        let mut sorted = disks.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 3, "still one chunk per disk: {disks:?}");
+        assert_eq!(read_stripe(&s, FileId(7), &l, &rec).unwrap().data, data);
+    }
+
+    #[test]
+    fn no_disk_left_fails_and_leaves_nothing_behind() {
+        let s = store(3);
+        let node = NodeId("n".into());
+        let view = local_view(&node, &s).unwrap();
+        s.fail_disk(&DiskId("d1".into()));
+        let err = write(&s, &view, &layout(), &[1u8; 100]).unwrap_err();
+        assert!(
+            matches!(err, EngineError::ChunkWrite { chunk: 1, .. }),
+            "{err}"
+        );
+        for d in ["d0", "d2"] {
+            assert!(
+                s.scan(&DiskId(d.into())).unwrap().is_empty(),
+                "chunks left on {d}"
+            );
+        }
+    }
+}

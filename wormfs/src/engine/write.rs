@@ -6,7 +6,7 @@ use crate::ids::{ChunkKey, FileId, NodeId};
 use crate::meta::{ChunkRecord, ChunkState, FileLayout, StripeRecord};
 use crate::placement::{ClusterView, DiskRef, PlacementPolicy};
 use crate::policy::StoragePolicy;
-use crate::store::ChunkStore;
+use crate::store::{ChunkStore, StoreError, StoredChunk};
 use crate::stripe::ErasureCodec;
 
 /// One stripe to write.
@@ -57,62 +57,84 @@ pub fn write_stripe(
     let start = w.index * l.stripe_size;
     let end = start + w.data.len() as u64;
 
-    let mut records: Vec<ChunkRecord> = Vec::with_capacity(targets.len());
-    let mut failed: Vec<DiskRef> = Vec::new();
-    let result = (|| {
-        for (i, shard) in enc.shards.into_iter().enumerate() {
+    let chunks: Vec<ChunkFile> = enc
+        .shards
+        .into_iter()
+        .enumerate()
+        .map(|(i, shard)| {
             let key = ChunkKey {
                 file: w.file,
                 stripe: w.index,
                 generation: w.generation,
                 index: i as u16,
             };
-            let chunk = ChunkFile::new(key, start, end, l.k, l.m, enc.stripe_crc, shard);
-            let mut target = targets[i].clone();
+            ChunkFile::new(key, start, end, l.k, l.m, enc.stripe_crc, shard)
+        })
+        .collect();
+    // First attempt: every chunk to its disk at once, so the disks' fsyncs overlap.
+    let first: Vec<Result<StoredChunk, StoreError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .iter()
+            .zip(&targets)
+            .map(|(chunk, target)| {
+                scope.spawn(move || store.put_chunk(&target.disk, &l.folder, w.path, chunk))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("chunk writer panicked"))
+            .collect()
+    });
+    let record = |stored: StoredChunk, index: u16| ChunkRecord {
+        index,
+        node: node.clone(),
+        disk: stored.disk,
+        size: stored.size,
+        crc: stored.checksum,
+        state: ChunkState::Ok,
+    };
+    let mut records: Vec<ChunkRecord> = Vec::with_capacity(targets.len());
+    let mut retry: Vec<(usize, StoreError)> = Vec::new();
+    for (i, r) in first.into_iter().enumerate() {
+        match r {
+            Ok(stored) => records.push(record(stored, i as u16)),
+            Err(e) => retry.push((i, e)),
+        }
+    }
+    // Then each failed chunk, one at a time, on another disk: not one that failed, not one
+    // holding (or meant for) a chunk of this stripe.
+    let mut failed: Vec<DiskRef> = retry.iter().map(|(i, _)| targets[*i].clone()).collect();
+    let result = (|| {
+        for (i, mut last) in retry {
             loop {
-                match store.put_chunk(&target.disk, &l.folder, w.path, &chunk) {
+                let mut exclude = failed.clone();
+                exclude.extend(targets.iter().cloned());
+                exclude.extend(records.iter().map(|r| DiskRef {
+                    node: r.node.clone(),
+                    disk: r.disk.clone(),
+                }));
+                let one = StoragePolicy {
+                    k: 1,
+                    m: 0,
+                    stripe_size: policy.stripe_size,
+                };
+                let Ok(mut t) = placement.place(&l.policy, &one, chunk_size, view, &exclude) else {
+                    return Err(EngineError::ChunkWrite {
+                        file: w.file,
+                        stripe: w.index,
+                        chunk: i as u16,
+                        last,
+                    });
+                };
+                let target = t.remove(0);
+                match store.put_chunk(&target.disk, &l.folder, w.path, &chunks[i]) {
                     Ok(stored) => {
-                        records.push(ChunkRecord {
-                            index: key.index,
-                            node: node.clone(),
-                            disk: stored.disk,
-                            size: stored.size,
-                            crc: stored.checksum,
-                            state: ChunkState::Ok,
-                        });
+                        records.push(record(stored, i as u16));
                         break;
                     }
-                    Err(last) => {
-                        failed.push(target.clone());
-                        // Another disk: not one that failed, not one holding a chunk of this stripe.
-                        let mut exclude = failed.clone();
-                        exclude.extend(
-                            targets
-                                .iter()
-                                .enumerate()
-                                .filter(|(j, _)| *j != i)
-                                .map(|(_, t)| t.clone()),
-                        );
-                        exclude.extend(records.iter().map(|r| DiskRef {
-                            node: r.node.clone(),
-                            disk: r.disk.clone(),
-                        }));
-                        let one = StoragePolicy {
-                            k: 1,
-                            m: 0,
-                            stripe_size: policy.stripe_size,
-                        };
-                        match placement.place(&l.policy, &one, chunk_size, view, &exclude) {
-                            Ok(mut t) => target = t.remove(0),
-                            Err(_) => {
-                                return Err(EngineError::ChunkWrite {
-                                    file: w.file,
-                                    stripe: w.index,
-                                    chunk: key.index,
-                                    last,
-                                })
-                            }
-                        }
+                    Err(e) => {
+                        failed.push(target);
+                        last = e;
                     }
                 }
             }
@@ -134,6 +156,7 @@ pub fn write_stripe(
         }
         return Err(e);
     }
+    records.sort_by_key(|r| r.index);
     Ok(StripeRecord {
         index: w.index,
         generation: w.generation,
