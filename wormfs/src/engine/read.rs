@@ -46,10 +46,7 @@ pub fn read_stripe(
     let mut shards: Vec<Option<Vec<u8>>> = vec![None; k + m];
     let mut damaged = Vec::new();
     let mut good = 0;
-    for c in order {
-        if good == k {
-            break;
-        }
+    let read = |c: &ChunkRecord| {
         let addr = ChunkAddr {
             folder: layout.folder.clone(),
             key: ChunkKey {
@@ -59,7 +56,23 @@ pub fn read_stripe(
                 index: c.index,
             },
         };
-        match store.read_chunk(&c.disk, &addr) {
+        store.read_chunk(&c.disk, &addr)
+    };
+    // The first k chunks (the data chunks when all are there) are read at once, from their
+    // disks in parallel; each missing or bad one is replaced by the next chunk in order.
+    let (first, rest) = order.split_at(k.min(order.len()));
+    let first_reads: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = first.iter().map(|c| scope.spawn(move || read(c))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("chunk reader panicked"))
+            .collect()
+    });
+    let mut results: Vec<(&ChunkRecord, Result<crate::chunk::ChunkFile, StoreError>)> =
+        first.iter().copied().zip(first_reads).collect();
+    let mut rest = rest.iter();
+    while let Some((c, r)) = results.pop() {
+        match r {
             Ok(chunk) if usize::from(c.index) < k + m => {
                 shards[usize::from(c.index)] = Some(chunk.data);
                 good += 1;
@@ -79,6 +92,11 @@ pub fn read_stripe(
                     state,
                     reason: e.to_string(),
                 })
+            }
+        }
+        if good + results.len() < k {
+            if let Some(next) = rest.next() {
+                results.push((next, read(next)));
             }
         }
     }
