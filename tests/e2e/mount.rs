@@ -326,3 +326,50 @@ fn a_policy_wider_than_the_disks_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn an_unlinked_open_file_lives_until_closed() {
+    use std::os::unix::fs::FileExt;
+    let w = World::start(3, "");
+    let p = w.path("tmpfile");
+    let mut f = File::options()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&p)
+        .unwrap();
+    f.write_all(b"still here").unwrap();
+    fs::remove_file(&p).unwrap();
+    assert!(!p.exists());
+    assert_eq!(
+        f.metadata().unwrap().nlink(),
+        0,
+        "fstat of an unlinked file"
+    );
+    f.write_all_at(b"STILL", 0).unwrap();
+    f.sync_all().unwrap();
+    let mut back = [0u8; 10];
+    f.read_exact_at(&mut back, 0).unwrap();
+    assert_eq!(&back, b"STILL here");
+    assert!(
+        fs::read_dir(&w.mnt)
+            .unwrap()
+            .all(|e| e.unwrap().file_name() != ".wormfs-orphans"),
+        "the orphan directory is hidden"
+    );
+    drop(f);
+    // after the last close (the kernel sends the release after close returns) the file is
+    // gone: the hidden directory empties
+    super::fixture::wait_for(
+        "the unlinked file to be removed",
+        std::time::Duration::from_secs(10),
+        || {
+            fs::read_dir(w.path(".wormfs-orphans"))
+                .unwrap()
+                .next()
+                .is_none()
+                .then_some(())
+        },
+    );
+}

@@ -53,6 +53,9 @@ enum Command {
         /// Kernel request threads.
         #[arg(long, default_value_t = 4)]
         threads: usize,
+        /// Let users other than the one mounting use the mount.
+        #[arg(long)]
+        allow_other: bool,
     },
     /// Start a node over N disk directories under DIR and mount it at DIR/mnt, in the
     /// foreground until Ctrl-C.
@@ -66,6 +69,9 @@ enum Command {
         /// Address the node listens on.
         #[arg(long, default_value = "127.0.0.1:7070")]
         listen: String,
+        /// Let users other than the one mounting use the mount.
+        #[arg(long)]
+        allow_other: bool,
     },
 }
 
@@ -113,9 +119,11 @@ fn main() -> ExitCode {
         Command::Mount {
             mountpoint,
             threads,
+            allow_other,
         } => {
             let opts = wormfs_fuse::MountOptions {
                 threads: *threads,
+                allow_other: *allow_other,
                 ..Default::default()
             };
             return match wormfs_fuse::mount_foreground(&cli.node, mountpoint, &opts) {
@@ -146,7 +154,12 @@ fn main() -> ExitCode {
         Command::File {
             action: FileAction::Info { path },
         } => rt.block_on(commands::file_info(&cli.node, &path, cli.json)),
-        Command::Quickstart { dir, disks, listen } => quickstart::run(&rt, &dir, disks, &listen),
+        Command::Quickstart {
+            dir,
+            disks,
+            listen,
+            allow_other,
+        } => quickstart::run(&rt, &dir, disks, &listen, allow_other),
         Command::Serve { .. } | Command::Mount { .. } => unreachable!("handled above"),
     };
     match result {

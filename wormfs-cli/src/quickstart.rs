@@ -10,6 +10,7 @@ pub fn run(
     dir: &Path,
     disks: usize,
     listen: &str,
+    allow_other: bool,
 ) -> anyhow::Result<()> {
     if disks == 0 {
         anyhow::bail!("`--disks` must be at least 1");
@@ -70,7 +71,10 @@ pub fn run(
         client,
         rt.handle().clone(),
         &mnt,
-        &wormfs_fuse::MountOptions::default(),
+        &wormfs_fuse::MountOptions {
+            allow_other,
+            ..Default::default()
+        },
     )?;
     println!("WormFS is running:");
     println!(

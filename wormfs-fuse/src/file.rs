@@ -1,7 +1,15 @@
 //! Per-open-file state: the file's size as this mount sees it and its dirty stripes.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+
+/// A version never used before in this mount. Versions are global, not per file, so a file
+/// reopened after its state was dropped never matches stripes cached under an old version.
+pub fn next_version() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
 
 /// An open regular file. Shared by every handle of one inode.
 pub struct OpenFile {
@@ -26,6 +34,9 @@ pub struct FileInner {
     pub seen: (u64, i64),
     /// Where the last read ended, to detect sequential reading.
     pub read_end: u64,
+    /// When this mount last wrote to the file (nanoseconds), so `stat` shows buffered
+    /// writes' times before they reach the node.
+    pub local_mtime: Option<i64>,
 }
 
 impl OpenFile {
@@ -37,9 +48,10 @@ impl OpenFile {
                 size,
                 dirty: BTreeMap::new(),
                 opens: 0,
-                version: 1,
+                version: next_version(),
                 seen: (size, mtime),
                 read_end: u64::MAX,
+                local_mtime: None,
             }),
         }
     }

@@ -5,8 +5,8 @@
 //! truncate send the rest and return only when the node has made it durable. A failure is
 //! returned to the application with its errno and logged with its cause.
 
-use crate::cache::StripeCache;
-use crate::file::{FileInner, OpenFile};
+use crate::fetch::Fetcher;
+use crate::file::{next_version, FileInner, OpenFile};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
@@ -23,6 +23,9 @@ use wormfs::ids::FileId;
 use wormfs::meta::{Attr, DirEntry, FileKind, Timestamp, XattrMode};
 use wormfs::rpc::client::{Client, ClientError, SetAttr};
 use wormfs::rpc::proto;
+
+/// Where files unlinked while open live until their last close (hidden from listings).
+pub const ORPHAN_DIR: &str = ".wormfs-orphans";
 
 /// How long the kernel may trust attributes and names.
 const TTL: Duration = Duration::from_secs(1);
@@ -46,7 +49,9 @@ pub struct WormFuse {
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: std::sync::atomic::AtomicU64,
-    cache: Arc<Mutex<StripeCache>>,
+    stripes: Arc<Fetcher>,
+    /// Files unlinked while open here: inode → names in the orphan directory.
+    orphans: Mutex<HashMap<u64, Vec<String>>>,
 }
 
 enum Handle {
@@ -150,7 +155,7 @@ fn fuse_attr(a: &Attr) -> FileAttr {
 impl WormFuse {
     /// A file system that talks to the node behind `client`, running calls on `rt`.
     pub fn new(client: Client, rt: tokio::runtime::Handle, opts: FsOptions) -> WormFuse {
-        let cache = Arc::new(Mutex::new(StripeCache::new(opts.cache_bytes)));
+        let stripes = Arc::new(Fetcher::new(client.clone(), opts.cache_bytes));
         WormFuse {
             client,
             rt,
@@ -158,7 +163,8 @@ impl WormFuse {
             files: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             next_fh: std::sync::atomic::AtomicU64::new(1),
-            cache,
+            stripes,
+            orphans: Mutex::new(HashMap::new()),
         }
     }
 
@@ -177,7 +183,20 @@ impl WormFuse {
     /// Attributes as this mount sees them: the node's, with the size of buffered writes.
     fn with_local_size(&self, mut a: Attr) -> Attr {
         if let Some(f) = self.open_file(a.ino.0) {
-            a.size = f.lock().size;
+            let inner = f.lock();
+            a.size = inner.size;
+            if let Some(t) = inner.local_mtime.filter(|t| *t > a.mtime.0) {
+                a.mtime = Timestamp(t);
+                a.ctime = Timestamp(t);
+            }
+        }
+        if self
+            .orphans
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&a.ino.0)
+        {
+            a.nlink = a.nlink.saturating_sub(1); // its only remaining name is the orphan one
         }
         a
     }
@@ -220,11 +239,8 @@ impl WormFuse {
         if inner.opens == 0 || (inner.dirty.is_empty() && inner.seen != (attr.size, attr.mtime.0)) {
             // Changed elsewhere since we last looked: forget cached stripes (close-to-open).
             if inner.seen != (attr.size, attr.mtime.0) {
-                inner.version += 1;
-                self.cache
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .forget_file(attr.ino.0);
+                inner.version = next_version();
+                self.stripes.forget_file(attr.ino.0);
             }
             if inner.dirty.is_empty() {
                 inner.size = attr.size;
@@ -239,52 +255,18 @@ impl WormFuse {
     /// Fetches a stripe (cache first). Returns the stored bytes (shorter than the stripe
     /// or empty for a hole).
     fn fetch(&self, ino: u64, index: u64, version: u64) -> Result<Arc<Vec<u8>>> {
-        if let Some(hit) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(ino, index, version)
-        {
-            return Ok(hit);
-        }
-        let data = Arc::new(self.block(self.client.read_stripe(FileId(ino), index))?);
-        self.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(
-            ino,
-            index,
-            version,
-            data.clone(),
-        );
-        Ok(data)
+        self.stripes.get(&self.rt, ino, index, version)
     }
 
     fn read_ahead(&self, ino: u64, from: u64, to: u64, version: u64) {
         for index in from..to {
-            if self
-                .cache
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(ino, index, version)
-            {
-                continue;
-            }
-            let client = self.client.clone();
-            let cache = self.cache.clone();
-            self.rt.spawn(async move {
-                if let Ok(data) = client.read_stripe(FileId(ino), index).await {
-                    cache.lock().unwrap_or_else(|e| e.into_inner()).insert(
-                        ino,
-                        index,
-                        version,
-                        Arc::new(data),
-                    );
-                }
-            });
+            self.stripes.prefetch(&self.rt, ino, index, version);
         }
     }
 
     /// Sends every dirty stripe of a file; on failure they stay dirty and the error is
     /// returned (the data is not stored).
-    fn flush_file(&self, ino: u64, file: &OpenFile, inner: &mut FileInner) -> Result<()> {
+    fn flush_file(&self, ino: u64, inner: &mut FileInner) -> Result<()> {
         if inner.dirty.is_empty() {
             return Ok(());
         }
@@ -295,10 +277,10 @@ impl WormFuse {
             .collect();
         let attr = self.block(self.client.write_stripes(stripes))?;
         inner.dirty.clear();
-        inner.version += 1;
+        inner.version = next_version();
         inner.seen = (attr.size, attr.mtime.0);
         inner.size = inner.size.max(attr.size);
-        let _ = file;
+        inner.local_mtime = None; // the node's times now include these writes
         Ok(())
     }
 
@@ -340,11 +322,9 @@ impl WormFuse {
             pos += take as u64;
         }
         inner.size = inner.size.max(end);
-        inner.version += 1;
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .forget_file(ino);
+        inner.local_mtime = Some(Timestamp::now().0);
+        inner.version = next_version();
+        self.stripes.forget_file(ino);
         // Send full stripes now; everything when too much is buffered.
         let full: Vec<u64> = inner
             .dirty
@@ -461,6 +441,71 @@ impl WormFuse {
         self.block(self.client.create(request))
     }
 
+    /// The directory holding files unlinked while open here, created when first needed.
+    fn orphan_dir(&self) -> Result<FileId> {
+        match self.block(self.client.lookup(FileId::ROOT, ORPHAN_DIR)) {
+            Ok(a) => Ok(a.ino),
+            Err(e) if e.errno == errno::ENOENT => {
+                let req = proto::CreateRequest {
+                    parent: FileId::ROOT.0,
+                    name: ORPHAN_DIR.to_owned(),
+                    kind: proto::FileKind::Directory as i32,
+                    perm: 0o700,
+                    ..Default::default()
+                };
+                match self.block(self.client.create(req)) {
+                    Ok(a) => Ok(a.ino),
+                    Err(e) if e.errno == errno::EEXIST => Ok(self
+                        .block(self.client.lookup(FileId::ROOT, ORPHAN_DIR))?
+                        .ino),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// When `ino` is open here, moves `parent/name` into the orphan directory instead of
+    /// removing it, so open handles keep reading and writing (POSIX keeps an unlinked file
+    /// until its last close); the last release removes it. Returns whether it did.
+    fn hide_if_open(&self, parent: u64, name: &str, ino: u64) -> Result<bool> {
+        let open = self.open_file(ino).is_some_and(|f| f.lock().opens > 0);
+        if !open {
+            return Ok(false);
+        }
+        let dir = self.orphan_dir()?;
+        let hidden = format!("{ino}.{}", next_version());
+        self.block(self.client.rename(FileId(parent), name, dir, &hidden, true))?;
+        self.orphans
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(ino)
+            .or_default()
+            .push(hidden);
+        Ok(true)
+    }
+
+    /// Removes the orphan names of `ino` after its last close.
+    fn reap_orphan(&self, ino: u64) {
+        let Some(names) = self
+            .orphans
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&ino)
+        else {
+            return;
+        };
+        let dir = match self.orphan_dir() {
+            Ok(d) => d,
+            Err(e) => return self.log_err("remove unlinked file", &e),
+        };
+        for n in names {
+            if let Err(e) = self.block(self.client.unlink(dir, &n)) {
+                self.log_err("remove unlinked file", &e);
+            }
+        }
+    }
+
     /// Sends all buffered writes of every open file (at unmount).
     pub fn flush_all(&self) {
         let files: Vec<(u64, Arc<OpenFile>)> = self
@@ -472,7 +517,7 @@ impl WormFuse {
             .collect();
         for (ino, f) in files {
             let mut inner = f.lock();
-            if let Err(e) = self.flush_file(ino, &f, &mut inner) {
+            if let Err(e) = self.flush_file(ino, &mut inner) {
                 self.log_err("flush at unmount", &e);
             }
         }
@@ -535,31 +580,30 @@ impl Filesystem for WormFuse {
             atime: atime.map(|t| stamp(t).0),
             mtime: mtime.map(|t| stamp(t).0),
         };
-        let r = match (size, self.open_file(ino.0)) {
-            (Some(new_size), Some(file)) => {
-                // Truncate with buffered writes: send them first, then cut.
+        let changes_data = size.is_some() || mtime.is_some();
+        let r = match (changes_data, self.open_file(ino.0)) {
+            (true, Some(file)) => {
+                // Buffered writes go first, so they neither survive a truncate nor override
+                // an explicit modification time when they are sent later.
                 let mut inner = file.lock();
-                self.flush_file(ino.0, &file, &mut inner).and_then(|()| {
+                self.flush_file(ino.0, &mut inner).and_then(|()| {
                     let a = self.block(self.client.setattr(request))?;
-                    inner.size = new_size;
-                    inner.version += 1;
+                    if let Some(new_size) = size {
+                        inner.size = new_size;
+                        inner.version = next_version();
+                        self.stripes.forget_file(ino.0);
+                    }
+                    inner.local_mtime = None;
                     inner.seen = (a.size, a.mtime.0);
-                    self.cache
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .forget_file(ino.0);
                     Ok(a)
                 })
             }
-            (Some(_), None) => {
+            (true, None) => {
                 let r = self.block(self.client.setattr(request));
-                self.cache
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .forget_file(ino.0);
+                self.stripes.forget_file(ino.0);
                 r
             }
-            _ => self.block(self.client.setattr(request)),
+            (false, _) => self.block(self.client.setattr(request)),
         };
         match r {
             Ok(a) => reply.attr(&TTL, &fuse_attr(&self.with_local_size(a))),
@@ -629,7 +673,13 @@ impl Filesystem for WormFuse {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = name_str(name).and_then(|n| self.block(self.client.unlink(FileId(parent.0), n)));
+        let r = name_str(name).and_then(|n| {
+            let target = self.block(self.client.lookup(FileId(parent.0), n))?;
+            if self.hide_if_open(parent.0, n, target.ino.0)? {
+                return Ok(());
+            }
+            self.block(self.client.unlink(FileId(parent.0), n))
+        });
         self.empty(reply, r, "unlink")
     }
 
@@ -679,6 +729,15 @@ impl Filesystem for WormFuse {
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         let r = name_str(name).and_then(|n| {
             let nn = name_str(newname)?;
+            if !no_replace {
+                // A file replaced while open here lives on until its last close.
+                let src = self.block(self.client.lookup(FileId(parent.0), n))?;
+                if let Ok(dest) = self.block(self.client.lookup(FileId(newparent.0), nn)) {
+                    if dest.ino != src.ino && dest.kind == FileKind::File {
+                        self.hide_if_open(newparent.0, nn, dest.ino.0)?;
+                    }
+                }
+            }
             self.block(
                 self.client
                     .rename(FileId(parent.0), n, FileId(newparent.0), nn, no_replace),
@@ -798,7 +857,7 @@ impl Filesystem for WormFuse {
         let r = match self.open_file(ino.0) {
             Some(f) => {
                 let mut inner = f.lock();
-                self.flush_file(ino.0, &f, &mut inner)
+                self.flush_file(ino.0, &mut inner)
             }
             None => Ok(()),
         };
@@ -833,14 +892,18 @@ impl Filesystem for WormFuse {
         let mut r = Ok(());
         if let Some(f) = self.open_file(ino.0) {
             let mut inner = f.lock();
-            r = self.flush_file(ino.0, &f, &mut inner);
+            r = self.flush_file(ino.0, &mut inner);
             inner.opens = inner.opens.saturating_sub(1);
-            if inner.opens == 0 && inner.dirty.is_empty() {
+            let last = inner.opens == 0;
+            if last && inner.dirty.is_empty() {
                 drop(inner);
                 self.files
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&ino.0);
+            }
+            if last {
+                self.reap_orphan(ino.0);
             }
         }
         self.empty(reply, r, "release")
@@ -876,9 +939,11 @@ impl Filesystem for WormFuse {
             (ino.0, FileType::Directory, "."),
             (ino.0, FileType::Directory, ".."),
         ];
+        let hide = ino == INodeNo::ROOT;
         let all = dots.iter().map(|(i, k, n)| (*i, *k, *n)).chain(
             entries
                 .iter()
+                .filter(|e| !(hide && e.name == ORPHAN_DIR))
                 .map(|e| (e.ino.0, file_type(e.kind), e.name.as_str())),
         );
         for (i, (ino, kind, name)) in all.enumerate().skip(offset as usize) {

@@ -1,6 +1,7 @@
 //! `wormfs-fuse`: mounts a WormFS storage node as a local directory.
 
 mod cache;
+mod fetch;
 mod file;
 mod fs;
 

@@ -57,8 +57,9 @@ pub async fn run(
     ready(addr);
     tonic::transport::Server::builder()
         .add_service(service)
+        // Small replies must not wait for Nagle's algorithm and the peer's delayed ACK.
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
         .await

@@ -39,6 +39,7 @@ pub enum FileKind {
     BlockDevice,
 }
 
+#[cfg(feature = "local")]
 impl FileKind {
     pub(crate) fn code(self) -> i64 {
         match self {
@@ -134,6 +135,7 @@ pub enum ChunkState {
     Corrupt,
 }
 
+#[cfg(feature = "local")]
 impl ChunkState {
     pub(crate) fn code(self) -> i64 {
         match self {

@@ -8,6 +8,7 @@
 use crate::checksum::crc32;
 use crate::ids::{ChunkKey, FileId};
 use serde::{Deserialize, Serialize};
+#[cfg(any(feature = "local", test))]
 use std::collections::BTreeMap;
 
 /// The index file's name inside each chunk folder.
@@ -69,6 +70,7 @@ impl IndexRecord {
 }
 
 /// A chunk as the index lists it, before the disk and folder are attached.
+#[cfg(any(feature = "local", test))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct FoldedChunk {
     pub path: String,
@@ -80,6 +82,7 @@ pub(crate) struct FoldedChunk {
     pub m: u16,
 }
 
+#[cfg(any(feature = "local", test))]
 /// Folds an index file's text into its live chunks; returns them and the count of damaged
 /// lines skipped.
 pub(crate) fn fold(text: &str) -> (BTreeMap<ChunkKey, FoldedChunk>, usize) {
