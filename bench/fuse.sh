@@ -86,9 +86,10 @@ for target in plain mnt; do
     n2=$(cpu "$NODE_PID"); m2=$(cpu "$MOUNT_PID")
     if [ "$target" = mnt ]; then
         R[cpu.write]=$(python3 -c "print(f'{(($n1-$n0)+($m1-$m0))/$HZ/($SIZE_MIB/1024):.2f}')")
-        R[cpu.read]=$(python3 -c "print(f'{(($n2-$n1)+($m2))/$HZ/($SIZE_MIB/1024):.2f}')")
+        R[cpu.read]=$(python3 -c "print(f'{(($n2-$n1)+($m2-$m1))/$HZ/($SIZE_MIB/1024):.2f}')")
     fi
     drop_caches
+    if [ "$target" = mnt ]; then stop_mount; start_mount; fi # an empty stripe cache too
     R[$target.rand]=$(python3 - "$dir/big" <<'PY'
 import os, random, sys, time
 fd = os.open(sys.argv[1], os.O_RDONLY); size = os.fstat(fd).st_size
