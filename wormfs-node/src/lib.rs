@@ -56,6 +56,10 @@ pub async fn run(
     tracing::info!(node = %config.node_id, %addr, disks = config.disks.len(), "node serving");
     ready(addr);
     tonic::transport::Server::builder()
+        // Whole stripes travel in 1 MiB pieces: HTTP/2's 64 KiB default windows would make
+        // every piece wait for window updates.
+        .initial_stream_window_size(Some(wormfs::rpc::WINDOW_SIZE))
+        .initial_connection_window_size(Some(4 * wormfs::rpc::WINDOW_SIZE))
         .add_service(service)
         // Small replies must not wait for Nagle's algorithm and the peer's delayed ACK.
         .serve_with_incoming_shutdown(

@@ -69,7 +69,9 @@ impl Client {
         let endpoint = Endpoint::from_shared(url)
             .map_err(|e| bad(&e))?
             .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            .initial_stream_window_size(Some(super::WINDOW_SIZE))
+            .initial_connection_window_size(Some(4 * super::WINDOW_SIZE));
         let channel = endpoint.connect().await.map_err(|e| ClientError {
             errno: errno::EIO,
             message: format!(
