@@ -61,6 +61,26 @@ enum Handle {
 
 type Result<T> = std::result::Result<T, ClientError>;
 
+/// The reply types, answered the same way on failure.
+trait Fail {
+    fn fail(self, e: Errno);
+}
+
+macro_rules! fail_by_error {
+    ($($t:ty),*) => { $(impl Fail for $t { fn fail(self, e: Errno) { self.error(e) } })* };
+}
+fail_by_error!(
+    ReplyAttr,
+    ReplyCreate,
+    ReplyData,
+    ReplyEmpty,
+    ReplyEntry,
+    ReplyOpen,
+    ReplyStatfs,
+    ReplyWrite,
+    ReplyXattr
+);
+
 /// What to create, for [`WormFuse::create_node`].
 struct NodeSpec {
     kind: proto::FileKind,
@@ -400,24 +420,25 @@ impl WormFuse {
         Ok(out)
     }
 
-    fn entry(&self, reply: ReplyEntry, r: Result<Attr>, op: &str) {
+    /// Answers a request: `ok` with the value, or the error's errno, logged with its cause.
+    fn answer<R: Fail, T>(&self, op: &str, reply: R, r: Result<T>, ok: impl FnOnce(R, T)) {
         match r {
-            Ok(a) => reply.entry(&TTL, &fuse_attr(&self.with_local_size(a)), Generation(0)),
+            Ok(v) => ok(reply, v),
             Err(e) => {
                 self.log_err(op, &e);
-                reply.error(errno_of(&e))
+                reply.fail(errno_of(&e))
             }
         }
     }
 
+    fn entry(&self, reply: ReplyEntry, r: Result<Attr>, op: &str) {
+        self.answer(op, reply, r, |reply, a| {
+            reply.entry(&TTL, &fuse_attr(&self.with_local_size(a)), Generation(0))
+        })
+    }
+
     fn empty(&self, reply: ReplyEmpty, r: Result<()>, op: &str) {
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => {
-                self.log_err(op, &e);
-                reply.error(errno_of(&e))
-            }
-        }
+        self.answer(op, reply, r, |reply, ()| reply.ok())
     }
 
     fn create_node(
@@ -544,13 +565,12 @@ impl Filesystem for WormFuse {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.block(self.client.getattr(FileId(ino.0))) {
-            Ok(a) => reply.attr(&TTL, &fuse_attr(&self.with_local_size(a))),
-            Err(e) => {
-                self.log_err("getattr", &e);
-                reply.error(errno_of(&e))
-            }
-        }
+        self.answer(
+            "getattr",
+            reply,
+            self.block(self.client.getattr(FileId(ino.0))),
+            |reply, a| reply.attr(&TTL, &fuse_attr(&self.with_local_size(a))),
+        )
     }
 
     fn setattr(
@@ -605,23 +625,18 @@ impl Filesystem for WormFuse {
             }
             (false, _) => self.block(self.client.setattr(request)),
         };
-        match r {
-            Ok(a) => reply.attr(&TTL, &fuse_attr(&self.with_local_size(a))),
-            Err(e) => {
-                self.log_err("setattr", &e);
-                reply.error(errno_of(&e))
-            }
-        }
+        self.answer("setattr", reply, r, |reply, a| {
+            reply.attr(&TTL, &fuse_attr(&self.with_local_size(a)))
+        })
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.block(self.client.readlink(FileId(ino.0))) {
-            Ok(t) => reply.data(t.as_bytes()),
-            Err(e) => {
-                self.log_err("readlink", &e);
-                reply.error(errno_of(&e))
-            }
-        }
+        self.answer(
+            "readlink",
+            reply,
+            self.block(self.client.readlink(FileId(ino.0))),
+            |reply, t| reply.data(t.as_bytes()),
+        )
     }
 
     fn mknod(
@@ -763,13 +778,9 @@ impl Filesystem for WormFuse {
         let r = self
             .block(self.client.getattr(FileId(ino.0)))
             .and_then(|a| self.open_regular(&a));
-        match r {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
-            Err(e) => {
-                self.log_err("open", &e);
-                reply.error(errno_of(&e))
-            }
-        }
+        self.answer("open", reply, r, |reply, fh| {
+            reply.opened(FileHandle(fh), FopenFlags::empty())
+        })
     }
 
     fn create(
@@ -790,19 +801,15 @@ impl Filesystem for WormFuse {
                 NodeSpec::new(proto::FileKind::File, mode, umask),
             )
             .and_then(|a| self.open_regular(&a).map(|fh| (a, fh)));
-        match r {
-            Ok((a, fh)) => reply.created(
+        self.answer("create", reply, r, |reply, (a, fh)| {
+            reply.created(
                 &TTL,
                 &fuse_attr(&a),
                 Generation(0),
                 FileHandle(fh),
                 FopenFlags::empty(),
-            ),
-            Err(e) => {
-                self.log_err("create", &e);
-                reply.error(errno_of(&e))
-            }
-        }
+            )
+        })
     }
 
     fn read(
@@ -816,13 +823,12 @@ impl Filesystem for WormFuse {
         _lock: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.do_read(ino.0, offset, size) {
-            Ok(data) => reply.data(&data),
-            Err(e) => {
-                self.log_err("read", &e);
-                reply.error(errno_of(&e))
-            }
-        }
+        self.answer(
+            "read",
+            reply,
+            self.do_read(ino.0, offset, size),
+            |reply, data| reply.data(&data),
+        )
     }
 
     fn write(
@@ -837,13 +843,12 @@ impl Filesystem for WormFuse {
         _lock: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.do_write(ino.0, offset, data) {
-            Ok(n) => reply.written(n),
-            Err(e) => {
-                self.log_err("write", &e);
-                reply.error(errno_of(&e))
-            }
-        }
+        self.answer(
+            "write",
+            reply,
+            self.do_write(ino.0, offset, data),
+            |reply, n| reply.written(n),
+        )
     }
 
     fn flush(
@@ -910,16 +915,11 @@ impl Filesystem for WormFuse {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.block(self.client.readdir(FileId(ino.0))) {
-            Ok(entries) => {
-                let fh = self.new_handle(Handle::Dir(entries));
-                reply.opened(FileHandle(fh), FopenFlags::empty())
-            }
-            Err(e) => {
-                self.log_err("opendir", &e);
-                reply.error(errno_of(&e))
-            }
-        }
+        let r = self.block(self.client.readdir(FileId(ino.0)));
+        self.answer("opendir", reply, r, |reply, entries| {
+            let fh = self.new_handle(Handle::Dir(entries));
+            reply.opened(FileHandle(fh), FopenFlags::empty())
+        })
     }
 
     fn readdir(
@@ -970,25 +970,20 @@ impl Filesystem for WormFuse {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        match self.block(self.client.statfs()) {
-            Ok(s) => {
-                let bs = u64::from(s.block_size.max(512));
-                reply.statfs(
-                    s.total_bytes / bs,
-                    s.free_bytes / bs,
-                    s.free_bytes / bs,
-                    s.files,
-                    u64::from(u32::MAX),
-                    bs as u32,
-                    s.max_name_len,
-                    bs as u32,
-                )
-            }
-            Err(e) => {
-                self.log_err("statfs", &e);
-                reply.error(errno_of(&e))
-            }
-        }
+        let r = self.block(self.client.statfs());
+        self.answer("statfs", reply, r, |reply, s| {
+            let bs = u64::from(s.block_size.max(512));
+            reply.statfs(
+                s.total_bytes / bs,
+                s.free_bytes / bs,
+                s.free_bytes / bs,
+                s.files,
+                u64::from(u32::MAX),
+                bs as u32,
+                s.max_name_len,
+                bs as u32,
+            )
+        })
     }
 
     fn setxattr(
@@ -1015,38 +1010,33 @@ impl Filesystem for WormFuse {
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let r = name_str(name).and_then(|n| self.block(self.client.getxattr(FileId(ino.0), n)));
-        match r {
-            Ok(v) if size == 0 => reply.size(v.len() as u32),
-            Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
-            Ok(v) => reply.data(&v),
-            Err(e) => {
-                self.log_err("getxattr", &e);
-                reply.error(errno_of(&e))
+        self.answer("getxattr", reply, r, |reply, v| {
+            if size == 0 {
+                reply.size(v.len() as u32)
+            } else if v.len() > size as usize {
+                reply.error(Errno::ERANGE)
+            } else {
+                reply.data(&v)
             }
-        }
+        })
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.block(self.client.listxattr(FileId(ino.0))) {
-            Ok(names) => {
-                let mut buf = Vec::new();
-                for n in names {
-                    buf.extend_from_slice(n.as_bytes());
-                    buf.push(0);
-                }
-                if size == 0 {
-                    reply.size(buf.len() as u32)
-                } else if buf.len() > size as usize {
-                    reply.error(Errno::ERANGE)
-                } else {
-                    reply.data(&buf)
-                }
+        let r = self.block(self.client.listxattr(FileId(ino.0)));
+        self.answer("listxattr", reply, r, |reply, names| {
+            let mut buf = Vec::new();
+            for n in names {
+                buf.extend_from_slice(n.as_bytes());
+                buf.push(0);
             }
-            Err(e) => {
-                self.log_err("listxattr", &e);
-                reply.error(errno_of(&e))
+            if size == 0 {
+                reply.size(buf.len() as u32)
+            } else if buf.len() > size as usize {
+                reply.error(Errno::ERANGE)
+            } else {
+                reply.data(&buf)
             }
-        }
+        })
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
