@@ -9,6 +9,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let proto = "../proto/wormfs.proto";
         println!("cargo:rerun-if-changed={proto}");
         tonic_prost_build::configure()
+            // Stripe pieces are sliced from and into buffers without copying.
+            .bytes(".wormfs.v1.StripePiece.data")
             .build_server(true)
             .build_client(true)
             .compile_protos(&[proto], &["../proto"])?;

@@ -101,6 +101,7 @@ enum FileAction {
 }
 
 fn main() -> ExitCode {
+    wormfs::process::keep_stripe_buffers();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

@@ -25,6 +25,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    wormfs::process::keep_stripe_buffers();
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

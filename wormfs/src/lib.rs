@@ -41,6 +41,7 @@ pub mod net;
 pub mod node;
 pub mod placement;
 pub mod policy;
+pub mod process;
 #[cfg(feature = "rpc")]
 pub mod rpc;
 pub mod size;

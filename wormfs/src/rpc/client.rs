@@ -318,14 +318,15 @@ impl Client {
     ) -> Result<Attr, ClientError> {
         let mut pieces = Vec::new();
         for (ino, index, data) in stripes {
-            let len = data.len() as u64;
-            for (i, chunk) in data.chunks(PIECE_SIZE).enumerate() {
+            let len = data.len();
+            let data = prost::bytes::Bytes::from(data);
+            for at in (0..len).step_by(PIECE_SIZE) {
                 pieces.push(proto::StripePiece {
                     ino: ino.0,
                     index,
-                    stripe_len: len,
-                    offset: (i * PIECE_SIZE) as u64,
-                    data: chunk.to_vec(),
+                    stripe_len: len as u64,
+                    offset: at as u64,
+                    data: data.slice(at..(at + PIECE_SIZE).min(len)),
                 });
             }
         }

@@ -330,17 +330,17 @@ impl WormFs for WormFsService {
             .await
             .map_err(|e| status("read stripe", e))?
             .unwrap_or_default();
-        let len = data.len() as u64;
-        let mut pieces: Vec<Result<proto::StripePiece, Status>> = data
-            .chunks(PIECE_SIZE)
-            .enumerate()
-            .map(|(i, piece)| {
+        let len = data.len();
+        let data = prost::bytes::Bytes::from(data);
+        let mut pieces: Vec<Result<proto::StripePiece, Status>> = (0..len)
+            .step_by(PIECE_SIZE)
+            .map(|at| {
                 Ok(proto::StripePiece {
                     ino: file.0,
                     index: r.index,
-                    stripe_len: len,
-                    offset: (i * PIECE_SIZE) as u64,
-                    data: piece.to_vec(),
+                    stripe_len: len as u64,
+                    offset: at as u64,
+                    data: data.slice(at..(at + PIECE_SIZE).min(len)),
                 })
             })
             .collect();
@@ -350,7 +350,7 @@ impl WormFs for WormFsService {
                 index: r.index,
                 stripe_len: 0,
                 offset: 0,
-                data: Vec::new(),
+                data: prost::bytes::Bytes::new(),
             }));
         }
         Ok(Response::new(Box::pin(tokio_stream::iter(pieces))))
