@@ -110,3 +110,15 @@ fn bad_configs_stop_the_node_with_the_field_named() {
         "{err}"
     );
 }
+
+#[test]
+fn writes_the_node_never_stored_fail_at_fsync_and_close() {
+    let mut w = World::start(3, "");
+    let mut f = fs::File::create(w.path("doomed")).unwrap();
+    w.kill_node();
+    // Full stripes go to the node in the background, so write() may still succeed here;
+    // what it accepted and could not store must fail fsync.
+    let _ = f.write_all(&bytes(3 << 20, 1));
+    let err = f.sync_all().unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+}

@@ -1,8 +1,11 @@
 //! Per-open-file state: the file's size as this mount sees it and its dirty stripes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::sync::Mutex;
+use wormfs::meta::Attr;
+use wormfs::rpc::client::ClientError;
 
 /// A version never used before in this mount. Versions are global, not per file, so a file
 /// reopened after its state was dropped never matches stripes cached under an old version.
@@ -37,6 +40,18 @@ pub struct FileInner {
     /// When this mount last wrote to the file (nanoseconds), so `stat` shows buffered
     /// writes' times before they reach the node.
     pub local_mtime: Option<i64>,
+    /// Full stripes sent in the background and not yet confirmed, by index.
+    pub sending: BTreeMap<u64, Arc<Vec<u8>>>,
+    /// The background sends, oldest first, with the stripes each carries.
+    pub pending: VecDeque<Pending>,
+}
+
+/// One background send of full stripes.
+pub struct Pending {
+    /// The stripes it carries.
+    pub stripes: Vec<(u64, Arc<Vec<u8>>)>,
+    /// Its outcome.
+    pub task: tokio::task::JoinHandle<Result<Attr, ClientError>>,
 }
 
 impl OpenFile {
@@ -52,6 +67,8 @@ impl OpenFile {
                 seen: (size, mtime),
                 read_end: u64::MAX,
                 local_mtime: None,
+                sending: BTreeMap::new(),
+                pending: VecDeque::new(),
             }),
         }
     }
@@ -63,6 +80,15 @@ impl OpenFile {
 }
 
 impl FileInner {
+    /// The bytes of stripe `index` written here and not yet confirmed by the node: the
+    /// buffered ones, else the ones being sent.
+    pub fn local_stripe(&self, index: u64) -> Option<Arc<Vec<u8>>> {
+        match self.dirty.get(&index) {
+            Some(d) => Some(Arc::new(d.clone())),
+            None => self.sending.get(&index).cloned(),
+        }
+    }
+
     /// Copies `data` into the dirty stripe `index` at `at` (bytes from the stripe start),
     /// growing it with zeros as needed.
     pub fn apply(stripe: &mut Vec<u8>, at: usize, data: &[u8]) {

@@ -33,6 +33,8 @@ const TTL: Duration = Duration::from_secs(1);
 const READ_AHEAD: u64 = 2;
 /// Dirty stripes a file may hold before they are sent.
 const MAX_DIRTY: usize = 8;
+/// Background sends of full stripes a file may have on their way at once.
+const MAX_SENDING: usize = 2;
 
 /// Settings of a mount.
 #[derive(Clone, Debug)]
@@ -256,13 +258,17 @@ impl WormFuse {
                 .clone()
         };
         let mut inner = file.lock();
-        if inner.opens == 0 || (inner.dirty.is_empty() && inner.seen != (attr.size, attr.mtime.0)) {
+        if inner.opens == 0
+            || (inner.dirty.is_empty()
+                && inner.pending.is_empty()
+                && inner.seen != (attr.size, attr.mtime.0))
+        {
             // Changed elsewhere since we last looked: forget cached stripes (close-to-open).
             if inner.seen != (attr.size, attr.mtime.0) {
                 inner.version = next_version();
                 self.stripes.forget_file(attr.ino.0);
             }
-            if inner.dirty.is_empty() {
+            if inner.dirty.is_empty() && inner.pending.is_empty() {
                 inner.size = attr.size;
             }
             inner.seen = (attr.size, attr.mtime.0);
@@ -286,7 +292,90 @@ impl WormFuse {
 
     /// Sends every dirty stripe of a file; on failure they stay dirty and the error is
     /// returned (the data is not stored).
+    /// Waits for the oldest background send. A failed one puts its stripes back in the
+    /// buffer (unless rewritten since), so the next flush sends them again, and returns
+    /// the error.
+    fn wait_oldest(&self, inner: &mut FileInner) -> Result<()> {
+        let Some(p) = inner.pending.pop_front() else {
+            return Ok(());
+        };
+        let outcome = self.block(p.task).unwrap_or_else(|e| {
+            Err(ClientError {
+                errno: errno::EIO,
+                message: format!("background send failed: {e}"),
+            })
+        });
+        for (index, data) in &p.stripes {
+            if inner
+                .sending
+                .get(index)
+                .is_some_and(|d| Arc::ptr_eq(d, data))
+            {
+                inner.sending.remove(index);
+            }
+        }
+        match outcome {
+            Ok(attr) => {
+                inner.seen = (attr.size, attr.mtime.0);
+                Ok(())
+            }
+            Err(e) => {
+                for (index, data) in p.stripes {
+                    inner
+                        .dirty
+                        .entry(index)
+                        .or_insert_with(|| data.as_ref().clone());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits for every background send; the first error, if any.
+    fn wait_all(&self, inner: &mut FileInner) -> Result<()> {
+        let mut first = Ok(());
+        while !inner.pending.is_empty() {
+            let r = self.wait_oldest(inner);
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+
+    /// Sends full stripes in the background, at most [`MAX_SENDING`] sends at a time, and
+    /// in order for any one stripe.
+    fn send_behind(&self, ino: u64, inner: &mut FileInner, indexes: Vec<u64>) -> Result<()> {
+        if indexes.iter().any(|i| inner.sending.contains_key(i)) {
+            self.wait_all(inner)?; // an older version of one of them is still on its way
+        }
+        let stripes: Vec<(u64, Arc<Vec<u8>>)> = indexes
+            .into_iter()
+            .filter_map(|i| inner.dirty.remove(&i).map(|d| (i, Arc::new(d))))
+            .collect();
+        for (i, d) in &stripes {
+            inner.sending.insert(*i, d.clone());
+        }
+        let payload: Vec<(FileId, u64, Vec<u8>)> = stripes
+            .iter()
+            .map(|(i, d)| (FileId(ino), *i, d.as_ref().clone()))
+            .collect();
+        let client = self.client.clone();
+        let task = self
+            .rt
+            .spawn(async move { client.write_stripes(payload).await });
+        inner
+            .pending
+            .push_back(crate::file::Pending { stripes, task });
+        while inner.pending.len() > MAX_SENDING {
+            self.wait_oldest(inner)?;
+        }
+        Ok(())
+    }
+
     fn flush_file(&self, ino: u64, inner: &mut FileInner) -> Result<()> {
+        // Failed background sends are back in `dirty` and go again below.
+        let _ = self.wait_all(inner);
         if inner.dirty.is_empty() {
             return Ok(());
         }
@@ -328,7 +417,10 @@ impl WormFuse {
                 // Read-modify-write: start from what the stripe holds now.
                 let mut base = Vec::new();
                 if start < inner.size && !(pos == start && take as u64 == s) {
-                    let stored = self.fetch(ino, index, inner.version)?;
+                    let stored = match inner.sending.get(&index) {
+                        Some(d) => d.clone(),
+                        None => self.fetch(ino, index, inner.version)?,
+                    };
                     base.extend_from_slice(&stored);
                     let want = (inner.size - start).min(s) as usize;
                     if base.len() < want {
@@ -345,28 +437,20 @@ impl WormFuse {
         inner.local_mtime = Some(Timestamp::now().0);
         inner.version = next_version();
         self.stripes.forget_file(ino);
-        // Send full stripes now; everything when too much is buffered.
-        let full: Vec<u64> = inner
-            .dirty
-            .iter()
-            .filter(|(_, d)| d.len() as u64 == s)
-            .map(|(i, _)| *i)
-            .collect();
-        if !full.is_empty() || inner.dirty.len() > MAX_DIRTY {
-            let send: Vec<u64> = if inner.dirty.len() > MAX_DIRTY {
-                inner.dirty.keys().copied().collect()
-            } else {
-                full
-            };
-            let stripes: Vec<(FileId, u64, Vec<u8>)> = send
+        // Full stripes go to the node in the background; when too much is buffered,
+        // everything is sent and waited for.
+        if inner.dirty.len() > MAX_DIRTY {
+            self.flush_file(ino, &mut inner)?;
+        } else {
+            let full: Vec<u64> = inner
+                .dirty
                 .iter()
-                .map(|i| (FileId(ino), *i, inner.dirty[i].clone()))
+                .filter(|(_, d)| d.len() as u64 == s)
+                .map(|(i, _)| *i)
                 .collect();
-            let attr = self.block(self.client.write_stripes(stripes))?;
-            for i in send {
-                inner.dirty.remove(&i);
+            if !full.is_empty() {
+                self.send_behind(ino, &mut inner, full)?;
             }
-            inner.seen = (attr.size, attr.mtime.0);
         }
         Ok(data.len() as u32)
     }
@@ -386,10 +470,8 @@ impl WormFuse {
             inner.read_end = end;
             let first = offset / s;
             let last = end.div_ceil(s);
-            let dirty: HashMap<u64, Vec<u8>> = inner
-                .dirty
-                .range(first..last)
-                .map(|(i, d)| (*i, d.clone()))
+            let dirty: HashMap<u64, Arc<Vec<u8>>> = (first..last)
+                .filter_map(|i| inner.local_stripe(i).map(|d| (i, d)))
                 .collect();
             (inner.size, inner.version, sequential, dirty)
         };
@@ -404,7 +486,7 @@ impl WormFuse {
             let lo = offset.max(start) - start;
             let hi = end.min(start + s) - start;
             let stored: Arc<Vec<u8>> = match dirty.get(&index) {
-                Some(d) => Arc::new(d.clone()),
+                Some(d) => d.clone(),
                 None => self.fetch(ino, index, version)?,
             };
             let have = (stored.len() as u64).min(hi);
@@ -900,7 +982,7 @@ impl Filesystem for WormFuse {
             r = self.flush_file(ino.0, &mut inner);
             inner.opens = inner.opens.saturating_sub(1);
             let last = inner.opens == 0;
-            if last && inner.dirty.is_empty() {
+            if last && inner.dirty.is_empty() && inner.pending.is_empty() {
                 drop(inner);
                 self.files
                     .lock()
