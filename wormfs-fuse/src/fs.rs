@@ -242,6 +242,13 @@ impl WormFuse {
         fh
     }
 
+    fn drop_handle(&self, fh: FileHandle) {
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh.0);
+    }
+
     /// Registers an open of a regular file and returns its handle.
     fn open_regular(&self, attr: &Attr) -> Result<u64> {
         let layout = attr
@@ -972,10 +979,7 @@ impl Filesystem for WormFuse {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.handles
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&fh.0);
+        self.drop_handle(fh);
         let mut r = Ok(());
         if let Some(f) = self.open_file(ino.0) {
             let mut inner = f.lock();
@@ -1044,10 +1048,7 @@ impl Filesystem for WormFuse {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.handles
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&fh.0);
+        self.drop_handle(fh);
         reply.ok()
     }
 
