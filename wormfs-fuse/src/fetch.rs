@@ -111,6 +111,11 @@ impl Fetcher {
         }
     }
 
+    /// The stripe, when it is cached for this version.
+    pub fn cached(&self, ino: u64, index: u64, version: u64) -> Option<Arc<Vec<u8>>> {
+        lock(&self.cache).get(ino, index, version)
+    }
+
     /// Drops every cached stripe of a file.
     pub fn forget_file(&self, ino: u64) {
         lock(&self.cache).forget_file(ino);

@@ -494,7 +494,25 @@ impl WormFuse {
             let hi = end.min(start + s) - start;
             let stored: Arc<Vec<u8>> = match dirty.get(&index) {
                 Some(d) => d.clone(),
-                None => self.fetch(ino, index, version)?,
+                None if sequential => self.fetch(ino, index, version)?,
+                // A jump: fetch only the bytes asked for, unless the stripe is cached.
+                None => match self.stripes.cached(ino, index, version) {
+                    Some(hit) => hit,
+                    None => {
+                        let bytes = self.block(self.client.read_stripe_range(
+                            FileId(ino),
+                            index,
+                            lo,
+                            hi - lo,
+                        ))?;
+                        out.extend_from_slice(&bytes);
+                        out.resize(
+                            out.len() + (hi - lo) as usize - bytes.len().min((hi - lo) as usize),
+                            0,
+                        );
+                        continue;
+                    }
+                },
             };
             let have = (stored.len() as u64).min(hi);
             if lo < have {

@@ -8,7 +8,7 @@
 mod read;
 mod write;
 
-pub use read::{read_stripe, DamagedChunk, StripeRead};
+pub use read::{read_stripe, read_stripe_range, DamagedChunk, StripeRead};
 pub use write::{write_stripe, StripeWrite};
 
 use crate::ids::{FileId, NodeId};
@@ -177,5 +177,60 @@ mod tests {
                 "chunks left on {d}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod range_tests {
+    use super::*;
+    use crate::ids::DiskId;
+    use crate::meta::FileLayout;
+    use crate::placement::SpreadPlacement;
+    use crate::store::{ChunkFolder, MemoryChunkStore};
+
+    #[test]
+    fn ranges_match_the_whole_stripe() {
+        let s = MemoryChunkStore::new(
+            &(0..6)
+                .map(|i| (DiskId(format!("d{i}")), 1 << 24))
+                .collect::<Vec<_>>(),
+        );
+        let node = NodeId("n".into());
+        let view = local_view(&node, &s).unwrap();
+        let l = FileLayout {
+            policy: "t".into(),
+            k: 4,
+            m: 2,
+            stripe_size: 1 << 20,
+            folder: ChunkFolder::for_path("/r"),
+        };
+        let data: Vec<u8> = (0..1_000_003u32).map(|i| (i % 253) as u8).collect();
+        let w = StripeWrite {
+            file: FileId(3),
+            path: "/r",
+            layout: &l,
+            index: 0,
+            generation: 1,
+            data: &data,
+        };
+        let rec = write_stripe(&s, &node, &SpreadPlacement, &view, w).unwrap();
+        for (off, len) in [
+            (0u64, 4096u64),
+            (250_000, 10),
+            (249_990, 30),
+            (999_999, 100),
+            (0, 1_000_003),
+            (1_000_003, 5),
+        ] {
+            let got = read_stripe_range(&s, FileId(3), &l, &rec, off, len).unwrap();
+            let lo = (off as usize).min(data.len());
+            let hi = ((off + len) as usize).min(data.len());
+            assert_eq!(got, &data[lo..hi], "{off}+{len}");
+        }
+        s.fail_disk(&rec.chunks[1].disk);
+        assert!(
+            read_stripe_range(&s, FileId(3), &l, &rec, 250_001, 10).is_err(),
+            "a lost data chunk is an error, for the caller to decode"
+        );
     }
 }

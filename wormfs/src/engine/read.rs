@@ -129,3 +129,53 @@ pub fn read_stripe(
         })?;
     Ok(StripeRead { data, damaged })
 }
+
+/// Reads bytes `offset..offset + len` of stripe `s` (clipped to the stripe) from the data
+/// chunks that hold them, verifying only the blocks read. Any missing or damaged chunk is an
+/// error: the caller then reads the whole stripe with [`read_stripe`], which decodes around
+/// it and reports it.
+pub fn read_stripe_range(
+    store: &dyn ChunkStore,
+    file: FileId,
+    layout: &FileLayout,
+    s: &StripeRecord,
+    offset: u64,
+    len: u64,
+) -> Result<Vec<u8>, crate::store::StoreError> {
+    let k = u64::from(s.k.max(1));
+    let shard_len = s.len.div_ceil(k).max(1);
+    let end = offset.saturating_add(len).min(s.len);
+    let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+    let mut pos = offset;
+    while pos < end {
+        let index = (pos / shard_len) as u16;
+        let within = pos % shard_len;
+        let take = (shard_len - within).min(end - pos);
+        let chunk = s.chunks.iter().find(|c| c.index == index);
+        let addr = ChunkAddr {
+            folder: layout.folder.clone(),
+            key: ChunkKey {
+                file,
+                stripe: s.index,
+                generation: s.generation,
+                index,
+            },
+        };
+        let Some(chunk) = chunk else {
+            return Err(StoreError::NotFound {
+                disk: crate::ids::DiskId(String::new()),
+                key: addr.key,
+            });
+        };
+        let bytes = store.read_chunk_range(&chunk.disk, &addr, within, take)?;
+        if bytes.len() as u64 != take {
+            return Err(StoreError::NotFound {
+                disk: chunk.disk.clone(),
+                key: addr.key,
+            });
+        }
+        out.extend_from_slice(&bytes);
+        pos += take;
+    }
+    Ok(out)
+}

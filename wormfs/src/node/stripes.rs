@@ -76,6 +76,41 @@ impl NodeFs {
         }
     }
 
+    /// Reads bytes `offset..offset + len` of stripe `index` (clipped to it) from the data
+    /// chunks that hold them; when one of those is missing or damaged, reads the whole
+    /// stripe (decoding around it and recording the damage) and cuts the range out. `None`
+    /// for a hole.
+    pub async fn read_range(
+        &self,
+        ino: FileId,
+        index: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<Option<Vec<u8>>, FsError> {
+        let (_, layout) = self.file_layout_of(ino)?;
+        let Some(record) = self.meta.stripe(ino, index)? else {
+            return Ok(None);
+        };
+        let store = self.store.clone();
+        let fast = tokio::task::spawn_blocking(move || {
+            engine::read_stripe_range(store.as_ref(), ino, &layout, &record, offset, len)
+        })
+        .await
+        .map_err(|e| FsError::Internal(e.to_string()))?;
+        match fast {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) => {
+                tracing::debug!(file = %ino, stripe = index, error = %e, "range read falls back to the whole stripe");
+                let whole = self.read_stripe(ino, index).await?;
+                Ok(whole.map(|d| {
+                    let lo = (offset as usize).min(d.len());
+                    let hi = (offset.saturating_add(len) as usize).min(d.len());
+                    d[lo..hi].to_vec()
+                }))
+            }
+        }
+    }
+
     /// Codes and stores `data` as stripe `index` of a file (replacing what was there) and
     /// commits it; the file grows to cover it. Returns when the chunks are durable and the
     /// metadata committed.

@@ -287,11 +287,37 @@ impl Client {
 
     /// Reads a whole stripe; empty for a hole.
     pub async fn read_stripe(&self, ino: FileId, index: u64) -> Result<Vec<u8>, ClientError> {
-        let mut stream = self
-            .raw()
-            .read_stripe(proto::ReadStripeRequest { ino: ino.0, index })
-            .await?
-            .into_inner();
+        self.read_pieces(proto::ReadStripeRequest {
+            ino: ino.0,
+            index,
+            offset: 0,
+            len: 0,
+        })
+        .await
+    }
+
+    /// Reads bytes `offset..offset + len` of a stripe (clipped to it); empty for a hole.
+    pub async fn read_stripe_range(
+        &self,
+        ino: FileId,
+        index: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, ClientError> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        self.read_pieces(proto::ReadStripeRequest {
+            ino: ino.0,
+            index,
+            offset,
+            len,
+        })
+        .await
+    }
+
+    async fn read_pieces(&self, req: proto::ReadStripeRequest) -> Result<Vec<u8>, ClientError> {
+        let mut stream = self.raw().read_stripe(req).await?.into_inner();
         let mut out = Vec::new();
         while let Some(piece) = stream.message().await? {
             if piece.offset != out.len() as u64

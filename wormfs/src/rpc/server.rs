@@ -324,12 +324,13 @@ impl WormFs for WormFsService {
     ) -> Result<Response<PieceStream>, Status> {
         let r = r.into_inner();
         let file = ino("ino", r.ino)?;
-        let data = self
-            .fs
-            .read_stripe(file, r.index)
-            .await
-            .map_err(|e| status("read stripe", e))?
-            .unwrap_or_default();
+        let data = if r.len > 0 {
+            self.fs.read_range(file, r.index, r.offset, r.len).await
+        } else {
+            self.fs.read_stripe(file, r.index).await
+        }
+        .map_err(|e| status("read stripe", e))?
+        .unwrap_or_default();
         let len = data.len();
         let data = prost::bytes::Bytes::from(data);
         let mut pieces: Vec<Result<proto::StripePiece, Status>> = (0..len)

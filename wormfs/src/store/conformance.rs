@@ -47,6 +47,7 @@ fn addr(path: &str, c: &ChunkFile) -> ChunkAddr {
 
 pub(crate) fn run(s: &Subject<'_>) {
     put_read_check_delete(s);
+    ranges_read_exactly_what_was_asked(s);
     missing_and_unknown(s);
     rename_and_scan(s);
     corruption_is_detected(s);
@@ -93,6 +94,51 @@ fn put_read_check_delete(s: &Subject<'_>) {
             .unwrap(),
         &chunks[1]
     );
+}
+
+fn ranges_read_exactly_what_was_asked(s: &Subject<'_>) {
+    let path = "/conf/ranges";
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    let c = &chunks_of(14, 0, &data)[0]; // a 150 000-byte shard: three 64 KiB blocks
+    let disk = &s.disks[3];
+    let stored = s
+        .store
+        .put_chunk(disk, &ChunkFolder::for_path(path), path, c)
+        .unwrap();
+    for (offset, len) in [
+        (0u64, 10u64),
+        (65_530, 20),
+        (100, 140_000),
+        (149_990, 100),
+        (0, 150_000),
+        (150_000, 5),
+        (7, 0),
+    ] {
+        let got = s
+            .store
+            .read_chunk_range(disk, &stored.addr, offset, len)
+            .unwrap();
+        let lo = (offset as usize).min(c.data.len());
+        let hi = ((offset + len) as usize).min(c.data.len());
+        assert_eq!(got, &c.data[lo..hi], "range {offset}+{len}");
+    }
+    (s.corrupt)(disk, &stored.addr); // flips a byte near the start of the data
+    let err = s
+        .store
+        .read_chunk_range(disk, &stored.addr, 0, 10)
+        .unwrap_err();
+    assert!(err.is_chunk_damage(), "{err}");
+    let missing = ChunkAddr {
+        folder: stored.addr.folder.clone(),
+        key: ChunkKey {
+            index: 9,
+            ..stored.addr.key
+        },
+    };
+    assert!(matches!(
+        s.store.read_chunk_range(disk, &missing, 0, 1),
+        Err(StoreError::NotFound { .. })
+    ));
 }
 
 fn missing_and_unknown(s: &Subject<'_>) {

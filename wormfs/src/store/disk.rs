@@ -171,6 +171,21 @@ impl DiskChunkStore {
     }
 }
 
+/// Reads up to `buf.len()` bytes at `offset`; fewer at the end of the file.
+fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
 /// Checks or writes the marker of disk `id` at `root`.
 fn claim(id: &DiskId, root: &Path) -> Result<(), StoreError> {
     let marker = root.join(MARKER_FILE_NAME);
@@ -326,6 +341,71 @@ impl ChunkStore for DiskChunkStore {
             }));
         }
         Ok(chunk)
+    }
+
+    fn read_chunk_range(
+        &self,
+        disk: &DiskId,
+        addr: &ChunkAddr,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, StoreError> {
+        use std::os::unix::fs::FileExt;
+        let path = self.chunk_path(disk, addr)?;
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound {
+                    disk: disk.clone(),
+                    key: addr.key,
+                })
+            }
+            Err(e) => return Err(io_err("open chunk", &path)(e)),
+        };
+        let corrupt = |source| StoreError::Corrupt {
+            disk: disk.clone(),
+            key: addr.key,
+            source,
+        };
+        let file_len = file.metadata().map_err(io_err("stat chunk", &path))?.len();
+        // The fixed header, then the whole header once its length is known.
+        let mut head = vec![0u8; crate::chunk::FIXED_HEADER_LEN + 4];
+        let got = read_at_most(&file, &mut head, 0).map_err(io_err("read chunk", &path))?;
+        head.truncate(got);
+        let header_len = if head.len() >= 12 {
+            usize::from(u16::from_le_bytes([head[10], head[11]]))
+        } else {
+            head.len()
+        };
+        if header_len as u64 <= file_len && header_len > head.len() {
+            head.resize(header_len, 0);
+            let got = read_at_most(&file, &mut head, 0).map_err(io_err("read chunk", &path))?;
+            head.truncate(got);
+        }
+        let header = crate::chunk::ChunkHeader::parse(&head, file_len).map_err(corrupt)?;
+        if header.key != addr.key {
+            return Err(corrupt(crate::chunk::ChunkFormatError::BadField {
+                field: "chunk key",
+                reason: format!("file `{}` holds chunk ({})", path.display(), header.key),
+            }));
+        }
+        let end = offset.saturating_add(len).min(header.data_len);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        let bs = u64::from(header.block_size);
+        let (first_block, block_end) = (offset / bs, end.div_ceil(bs) * bs);
+        let block_end = block_end.min(header.data_len);
+        let mut blocks = vec![0u8; (block_end - first_block * bs) as usize];
+        file.read_exact_at(&mut blocks, header.encoded_len() as u64 + first_block * bs)
+            .map_err(io_err("read chunk", &path))?;
+        header
+            .verify_blocks(first_block as usize, &blocks)
+            .map_err(corrupt)?;
+        let from = (offset - first_block * bs) as usize;
+        blocks.truncate(from + (end - offset) as usize);
+        blocks.drain(..from);
+        Ok(blocks)
     }
 
     fn check_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<Option<u64>, StoreError> {

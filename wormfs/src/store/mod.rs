@@ -171,6 +171,22 @@ pub trait ChunkStore: Send + Sync {
     /// Reads a chunk and verifies every checksum in it.
     fn read_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<ChunkFile, StoreError>;
 
+    /// Reads `len` bytes of a chunk's data from data offset `offset` (clipped to the data),
+    /// verified by the header checksum and the checksums of the blocks they lie in, without
+    /// reading the rest of the chunk where the store can avoid it.
+    fn read_chunk_range(
+        &self,
+        disk: &DiskId,
+        addr: &ChunkAddr,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, StoreError> {
+        let chunk = self.read_chunk(disk, addr)?;
+        let start = (offset as usize).min(chunk.data.len());
+        let end = (offset.saturating_add(len) as usize).min(chunk.data.len());
+        Ok(chunk.data[start..end].to_vec())
+    }
+
     /// A cheap presence check (a stat): the chunk file's size, or `None` when it is missing.
     fn check_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<Option<u64>, StoreError>;
 
