@@ -4,8 +4,8 @@ use super::index::{fold, IndexRecord, INDEX_FILE_NAME};
 use super::{
     ChunkAddr, ChunkFolder, ChunkStore, DiskStatus, IndexedChunk, StoreError, StoredChunk,
 };
-use crate::chunk::ChunkFile;
-use crate::ids::{DiskId, FileId};
+use crate::chunk::{ChunkFile, ChunkFormatError};
+use crate::ids::{ChunkKey, DiskId, FileId};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -171,6 +171,51 @@ impl DiskChunkStore {
     }
 }
 
+/// An I/O error on a chunk file: a missing file is the chunk missing, anything else the
+/// store failing.
+fn chunk_io<'a>(
+    disk: &'a DiskId,
+    addr: &'a ChunkAddr,
+    action: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |e| match e.kind() {
+        io::ErrorKind::NotFound => StoreError::NotFound {
+            disk: disk.clone(),
+            key: addr.key,
+        },
+        _ => io_err(action, path)(e),
+    }
+}
+
+/// A chunk that fails verification.
+fn corrupt<'a>(
+    disk: &'a DiskId,
+    addr: &'a ChunkAddr,
+) -> impl FnOnce(ChunkFormatError) -> StoreError + 'a {
+    move |source| StoreError::Corrupt {
+        disk: disk.clone(),
+        key: addr.key,
+        source,
+    }
+}
+
+/// A chunk file must hold the chunk its name says.
+fn check_key(
+    disk: &DiskId,
+    addr: &ChunkAddr,
+    path: &Path,
+    found: ChunkKey,
+) -> Result<(), StoreError> {
+    if found == addr.key {
+        return Ok(());
+    }
+    Err(corrupt(disk, addr)(ChunkFormatError::BadField {
+        field: "chunk key",
+        reason: format!("file `{}` holds chunk ({found})", path.display()),
+    }))
+}
+
 /// Reads up to `buf.len()` bytes at `offset`; fewer at the end of the file.
 fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
     use std::os::unix::fs::FileExt;
@@ -314,32 +359,9 @@ impl ChunkStore for DiskChunkStore {
 
     fn read_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<ChunkFile, StoreError> {
         let path = self.chunk_path(disk, addr)?;
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(StoreError::NotFound {
-                    disk: disk.clone(),
-                    key: addr.key,
-                })
-            }
-            Err(e) => return Err(io_err("read chunk", &path)(e)),
-        };
-        let corrupt = |source| StoreError::Corrupt {
-            disk: disk.clone(),
-            key: addr.key,
-            source,
-        };
-        let chunk = ChunkFile::decode(&bytes).map_err(corrupt)?;
-        if chunk.header.key != addr.key {
-            return Err(corrupt(crate::chunk::ChunkFormatError::BadField {
-                field: "chunk key",
-                reason: format!(
-                    "file `{}` holds chunk ({})",
-                    path.display(),
-                    chunk.header.key
-                ),
-            }));
-        }
+        let bytes = fs::read(&path).map_err(chunk_io(disk, addr, "read chunk", &path))?;
+        let chunk = ChunkFile::decode(&bytes).map_err(corrupt(disk, addr))?;
+        check_key(disk, addr, &path, chunk.header.key)?;
         Ok(chunk)
     }
 
@@ -352,21 +374,7 @@ impl ChunkStore for DiskChunkStore {
     ) -> Result<Vec<u8>, StoreError> {
         use std::os::unix::fs::FileExt;
         let path = self.chunk_path(disk, addr)?;
-        let file = match File::open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(StoreError::NotFound {
-                    disk: disk.clone(),
-                    key: addr.key,
-                })
-            }
-            Err(e) => return Err(io_err("open chunk", &path)(e)),
-        };
-        let corrupt = |source| StoreError::Corrupt {
-            disk: disk.clone(),
-            key: addr.key,
-            source,
-        };
+        let file = File::open(&path).map_err(chunk_io(disk, addr, "open chunk", &path))?;
         let file_len = file.metadata().map_err(io_err("stat chunk", &path))?.len();
         // The fixed header, then the whole header once its length is known.
         let mut head = vec![0u8; crate::chunk::FIXED_HEADER_LEN + 4];
@@ -382,13 +390,9 @@ impl ChunkStore for DiskChunkStore {
             let got = read_at_most(&file, &mut head, 0).map_err(io_err("read chunk", &path))?;
             head.truncate(got);
         }
-        let header = crate::chunk::ChunkHeader::parse(&head, file_len).map_err(corrupt)?;
-        if header.key != addr.key {
-            return Err(corrupt(crate::chunk::ChunkFormatError::BadField {
-                field: "chunk key",
-                reason: format!("file `{}` holds chunk ({})", path.display(), header.key),
-            }));
-        }
+        let header =
+            crate::chunk::ChunkHeader::parse(&head, file_len).map_err(corrupt(disk, addr))?;
+        check_key(disk, addr, &path, header.key)?;
         let end = offset.saturating_add(len).min(header.data_len);
         if offset >= end {
             return Ok(Vec::new());
@@ -401,7 +405,7 @@ impl ChunkStore for DiskChunkStore {
             .map_err(io_err("read chunk", &path))?;
         header
             .verify_blocks(first_block as usize, &blocks)
-            .map_err(corrupt)?;
+            .map_err(corrupt(disk, addr))?;
         let from = (offset - first_block * bs) as usize;
         blocks.truncate(from + (end - offset) as usize);
         blocks.drain(..from);
