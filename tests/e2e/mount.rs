@@ -286,6 +286,16 @@ fn xattrs_symlinks_modes_and_policies() {
         (Some("media"), Some(4), Some("inherited"))
     );
 
+    for (path, source) in [
+        ("films", "directory"),
+        ("", "default"),
+        ("notes.txt", "file"),
+    ] {
+        let out = w.cli(&["policy", "get", "--json", w.path(path).to_str().unwrap()]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["source"].as_str(), Some(source), "{path}: {out}");
+    }
+
     // fifos, and errors with the right errno
     let fifo = std::ffi::CString::new(w.path("pipe").to_str().unwrap()).unwrap();
     // SAFETY: a valid C string.

@@ -155,6 +155,14 @@ impl NodeFs {
             .ok_or_else(|| Refusal::NotFound(format!("inode {ino}")).into())
     }
 
+    /// The inode at absolute path `path`.
+    pub fn attr_at(&self, path: &str) -> Result<Attr, FsError> {
+        let norm = crate::policy::normalize_path(path).map_err(FsError::Invalid)?;
+        self.meta
+            .lookup_path(&norm)?
+            .ok_or_else(|| Refusal::NotFound(format!("{norm}: no such file or directory")).into())
+    }
+
     /// The inode `name` in directory `parent`.
     pub fn lookup(&self, parent: FileId, name: &str) -> Result<Attr, FsError> {
         self.meta
@@ -468,49 +476,25 @@ impl NodeFs {
             .meta
             .path_of(ino)?
             .ok_or_else(|| Refusal::NotFound(format!("inode {ino}")))?;
-        let own = if attr.kind == FileKind::Directory {
-            self.meta.dir_policy(ino)?
-        } else {
-            None
-        };
-        let config_own = self.policies.directories().get(&path).cloned();
         // A new file in this directory: resolve as for a child.
         let probe = if path == "/" {
             "/x".to_owned()
         } else {
             format!("{path}/x")
         };
-        let (name, policy) = self
+        let (name, policy, origin) = self
             .policies
-            .resolve(&probe, |d| self.meta.dir_policy_at(d).ok().flatten())?;
-        let source = if own.is_some() || config_own.is_some() {
-            "directory"
-        } else if name == self.policies.default_name() && !self.any_override_above(&path) {
-            "default"
-        } else {
-            "inherited"
+            .resolve_with_origin(&probe, |d| self.meta.dir_policy_at(d).ok().flatten())?;
+        let source = match origin {
+            Some(dir) if dir == path => "directory",
+            Some(_) => "inherited",
+            None => "default",
         };
         Ok(PolicyView {
             name,
             policy,
             source,
         })
-    }
-
-    fn any_override_above(&self, path: &str) -> bool {
-        let mut p = path.to_owned();
-        while let Some(i) = p.rfind('/') {
-            p.truncate(i.max(1));
-            if self.policies.directories().contains_key(&p)
-                || self.meta.dir_policy_at(&p).ok().flatten().is_some()
-            {
-                return true;
-            }
-            if p == "/" {
-                break;
-            }
-        }
-        false
     }
 
     /// File-system wide figures.

@@ -244,11 +244,7 @@ impl NodeFs {
 
     /// The file at `path` with every stripe and chunk, for `wormfs file info`.
     pub fn file_layout(&self, path: &str) -> Result<(Attr, Vec<StripeRecord>), FsError> {
-        let norm = crate::policy::normalize_path(path).map_err(FsError::Invalid)?;
-        let attr = self
-            .meta
-            .lookup_path(&norm)?
-            .ok_or_else(|| Refusal::NotFound(norm.clone()))?;
+        let attr = self.attr_at(path)?;
         let stripes = self.meta.stripes(attr.ino)?;
         Ok((attr, stripes))
     }

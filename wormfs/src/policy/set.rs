@@ -130,18 +130,29 @@ impl PolicySet {
         path: &str,
         dynamic: impl Fn(&str) -> Option<String>,
     ) -> Result<(String, StoragePolicy), PolicyError> {
+        self.resolve_with_origin(path, dynamic)
+            .map(|(name, policy, _)| (name, policy))
+    }
+
+    /// [`PolicySet::resolve`], also naming the directory whose override decided (`None`
+    /// when the default did).
+    pub fn resolve_with_origin(
+        &self,
+        path: &str,
+        dynamic: impl Fn(&str) -> Option<String>,
+    ) -> Result<(String, StoragePolicy, Option<String>), PolicyError> {
         let mut dir = parent(path);
-        let name = loop {
+        let (name, origin) = loop {
             let Some(d) = dir else {
-                break self.default.clone();
+                break (self.default.clone(), None);
             };
             if let Some(name) = dynamic(d).or_else(|| self.directories.get(d).cloned()) {
-                break name;
+                break (name, Some(d.to_owned()));
             }
             dir = parent(d);
         };
         let policy = *self.check_name(&name, &format!("policy of {path}"))?;
-        Ok((name, policy))
+        Ok((name, policy, origin))
     }
 }
 
@@ -224,6 +235,17 @@ mod tests {
         );
         let dynamic = |d: &str| (d == "/media").then(|| "archive".to_string());
         assert_eq!(set.resolve("/media/x", dynamic).unwrap().0, "archive");
+        assert_eq!(
+            set.resolve_with_origin("/media/keep/a/b", |_| None)
+                .unwrap()
+                .2
+                .as_deref(),
+            Some("/media/keep")
+        );
+        assert_eq!(
+            set.resolve_with_origin("/other/x", |_| None).unwrap().2,
+            None
+        );
     }
 
     #[test]

@@ -418,12 +418,8 @@ impl WormFs for WormFsService {
         let norm = crate::policy::normalize_path(&r.path).map_err(|e| invalid("path", e))?;
         let attr = self
             .fs
-            .meta()
-            .lookup_path(&norm)
-            .map_err(|e| status("set policy", e.into()))?
-            .ok_or_else(|| {
-                status_with_errno(crate::errno::ENOENT, format!("{norm}: no such directory"))
-            })?;
+            .attr_at(&norm)
+            .map_err(|e| status("set policy", e))?;
         let policy = (!r.policy.is_empty()).then_some(r.policy.as_str());
         self.fs
             .set_dir_policy(attr.ino, policy)
@@ -440,15 +436,8 @@ impl WormFs for WormFsService {
             crate::policy::normalize_path(&r.into_inner().path).map_err(|e| invalid("path", e))?;
         let attr = self
             .fs
-            .meta()
-            .lookup_path(&norm)
-            .map_err(|e| status("get policy", e.into()))?
-            .ok_or_else(|| {
-                status_with_errno(
-                    crate::errno::ENOENT,
-                    format!("{norm}: no such file or directory"),
-                )
-            })?;
+            .attr_at(&norm)
+            .map_err(|e| status("get policy", e))?;
         let v = self
             .fs
             .policy_of_inode(attr.ino)
