@@ -23,6 +23,7 @@ use wormfs::ids::FileId;
 use wormfs::meta::{Attr, DirEntry, FileKind, Timestamp, XattrMode};
 use wormfs::rpc::client::{Client, ClientError, SetAttr};
 use wormfs::rpc::proto;
+use wormfs::rpc::proto_bytes::Bytes;
 
 /// Where files unlinked while open live until their last close (hidden from listings).
 pub const ORPHAN_DIR: &str = ".wormfs-orphans";
@@ -62,6 +63,15 @@ enum Handle {
 }
 
 type Result<T> = std::result::Result<T, ClientError>;
+
+/// A stripe buffer shared between the mount's state and a send in flight.
+struct SharedStripe(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for SharedStripe {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
 
 /// The reply types, answered the same way on failure.
 trait Fail {
@@ -363,9 +373,9 @@ impl WormFuse {
         for (i, d) in &stripes {
             inner.sending.insert(*i, d.clone());
         }
-        let payload: Vec<(FileId, u64, Vec<u8>)> = stripes
+        let payload: Vec<(FileId, u64, Bytes)> = stripes
             .iter()
-            .map(|(i, d)| (FileId(ino), *i, d.as_ref().clone()))
+            .map(|(i, d)| (FileId(ino), *i, Bytes::from_owner(SharedStripe(d.clone()))))
             .collect();
         let client = self.client.clone();
         let task = self
@@ -386,13 +396,25 @@ impl WormFuse {
         if inner.dirty.is_empty() {
             return Ok(());
         }
-        let stripes: Vec<(FileId, u64, Vec<u8>)> = inner
-            .dirty
+        // The buffers go out as they are and come back only if the send fails.
+        let dirty = std::mem::take(&mut inner.dirty);
+        let shared: Vec<(u64, Arc<Vec<u8>>)> =
+            dirty.into_iter().map(|(i, d)| (i, Arc::new(d))).collect();
+        let stripes: Vec<(FileId, u64, Bytes)> = shared
             .iter()
-            .map(|(i, d)| (FileId(ino), *i, d.clone()))
+            .map(|(i, d)| (FileId(ino), *i, Bytes::from_owner(SharedStripe(d.clone()))))
             .collect();
-        let attr = self.block(self.client.write_stripes(stripes))?;
-        inner.dirty.clear();
+        let sent = self.block(self.client.write_stripes(stripes));
+        let attr = match sent {
+            Ok(attr) => attr,
+            Err(e) => {
+                inner.dirty = shared
+                    .into_iter()
+                    .map(|(i, d)| (i, Arc::try_unwrap(d).unwrap_or_else(|d| d.as_ref().clone())))
+                    .collect();
+                return Err(e);
+            }
+        };
         inner.version = next_version();
         inner.seen = (attr.size, attr.mtime.0);
         inner.size = inner.size.max(attr.size);

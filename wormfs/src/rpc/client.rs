@@ -337,15 +337,15 @@ impl Client {
     }
 
     /// Writes whole stripes `(file, index, bytes)` and returns the file's attributes after
-    /// the last one. Each stripe is durable and committed when this returns `Ok`.
+    /// the last one. Each stripe is durable and committed when this returns `Ok`. The bytes
+    /// are sent as they are, without a copy (`Bytes::from(vec)` or `Bytes::from_owner`).
     pub async fn write_stripes(
         &self,
-        stripes: Vec<(FileId, u64, Vec<u8>)>,
+        stripes: Vec<(FileId, u64, prost::bytes::Bytes)>,
     ) -> Result<Attr, ClientError> {
         let mut pieces = Vec::new();
         for (ino, index, data) in stripes {
             let len = data.len();
-            let data = prost::bytes::Bytes::from(data);
             for at in (0..len).step_by(PIECE_SIZE) {
                 pieces.push(proto::StripePiece {
                     ino: ino.0,

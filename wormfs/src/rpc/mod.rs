@@ -16,6 +16,9 @@ pub mod proto {
     tonic::include_proto!("wormfs.v1");
 }
 
+/// The byte buffers stripe pieces travel in.
+pub use prost::bytes as proto_bytes;
+
 /// The status metadata entry holding the errno of a failed call.
 pub const ERRNO_METADATA: &str = "x-errno";
 
