@@ -3,8 +3,12 @@
 //! ([`InProcessHub`]) for tests. The libp2p implementation comes with the cluster.
 
 mod local;
+#[cfg(feature = "cluster")]
+pub mod p2p;
 
 pub use local::{InProcessHub, InProcessTransport};
+#[cfg(feature = "cluster")]
+pub use p2p::{P2pConfig, P2pTransport};
 
 use crate::chunk::ChunkFile;
 use crate::ids::{ChunkKey, DiskId, NodeId};

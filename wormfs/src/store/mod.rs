@@ -26,7 +26,7 @@ use crate::ids::{ChunkKey, DiskId, FileId};
 use std::path::PathBuf;
 
 /// Where a chunk lives on its disk: its chunk folder and its key.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ChunkAddr {
     /// The chunk folder of the chunk's file.
     pub folder: ChunkFolder,
@@ -75,7 +75,7 @@ pub struct IndexedChunk {
 }
 
 /// What a store says about a chunk after storing it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StoredChunk {
     /// The disk it went to.
     pub disk: DiskId,

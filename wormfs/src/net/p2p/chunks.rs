@@ -1,0 +1,186 @@
+//! The chunk protocol: one libp2p stream per chunk operation, straight to the node owning
+//! the disk. A frame is `u32 LE` header length, the JSON header, `u64 LE` payload length,
+//! the payload (the encoded chunk file for a put or a read, empty otherwise).
+
+use crate::chunk::ChunkFile;
+use crate::ids::{DiskId, NodeId};
+use crate::net::TransportError;
+use crate::store::{ChunkAddr, ChunkFolder, ChunkStore, StoreError, StoredChunk};
+use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p::{PeerId, Stream, StreamProtocol};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// The chunk protocol's name.
+pub(crate) const CHUNK_PROTOCOL: StreamProtocol = StreamProtocol::new("/wormfs/chunk/1");
+
+/// Largest header accepted.
+const MAX_HEADER: u32 = 64 * 1024;
+/// Largest chunk file accepted (a stripe is at most 64 MiB, so a chunk is far smaller).
+pub(crate) const MAX_PAYLOAD: u64 = 256 * 1024 * 1024;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ChunkRequest {
+    Put {
+        disk: DiskId,
+        folder: ChunkFolder,
+        path: String,
+    },
+    Read {
+        disk: DiskId,
+        addr: ChunkAddr,
+    },
+    Check {
+        disk: DiskId,
+        addr: ChunkAddr,
+    },
+    Delete {
+        disk: DiskId,
+        addr: ChunkAddr,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ChunkResponse {
+    Stored(StoredChunk),
+    /// The chunk file follows as the payload.
+    Chunk,
+    Checked(Option<u64>),
+    Deleted(bool),
+    /// Missing or corrupt on the peer.
+    Damaged(String),
+    /// Anything else the peer's store said.
+    Failed(String),
+}
+
+fn proto_err(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+}
+
+pub(crate) async fn write_frame<T: Serialize>(
+    stream: &mut Stream,
+    header: &T,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    let json = serde_json::to_vec(header).map_err(proto_err)?;
+    let mut head = Vec::with_capacity(json.len() + 12);
+    head.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    head.extend_from_slice(&json);
+    head.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    stream.write_all(&head).await?;
+    stream.write_all(payload).await?;
+    stream.flush().await
+}
+
+pub(crate) async fn read_frame<T: for<'de> Deserialize<'de>>(
+    stream: &mut Stream,
+) -> std::io::Result<(T, Vec<u8>)> {
+    let mut len4 = [0u8; 4];
+    stream.read_exact(&mut len4).await?;
+    let hlen = u32::from_le_bytes(len4);
+    if hlen > MAX_HEADER {
+        return Err(proto_err(format!(
+            "frame header of {hlen} bytes is over the {MAX_HEADER} limit"
+        )));
+    }
+    let mut json = vec![0u8; hlen as usize];
+    stream.read_exact(&mut json).await?;
+    let header = serde_json::from_slice(&json).map_err(proto_err)?;
+    let mut len8 = [0u8; 8];
+    stream.read_exact(&mut len8).await?;
+    let plen = u64::from_le_bytes(len8);
+    if plen > MAX_PAYLOAD {
+        return Err(proto_err(format!(
+            "payload of {plen} bytes is over the {MAX_PAYLOAD} limit"
+        )));
+    }
+    let mut payload = vec![0u8; plen as usize];
+    stream.read_exact(&mut payload).await?;
+    Ok((header, payload))
+}
+
+fn store_reply(e: StoreError) -> ChunkResponse {
+    if e.is_chunk_damage() {
+        ChunkResponse::Damaged(e.to_string())
+    } else {
+        ChunkResponse::Failed(e.to_string())
+    }
+}
+
+/// Serves one inbound chunk stream against the local store.
+pub(crate) async fn serve_stream(store: Arc<dyn ChunkStore>, peer: PeerId, mut stream: Stream) {
+    let result = async {
+        let (request, payload): (ChunkRequest, Vec<u8>) = read_frame(&mut stream).await?;
+        let (reply, out) =
+            tokio::task::spawn_blocking(move || run_local(&*store, request, payload))
+                .await
+                .map_err(|e| proto_err(format!("chunk task failed: {e}")))?;
+        write_frame(&mut stream, &reply, &out).await?;
+        stream.close().await
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::debug!(%peer, "chunk stream failed: {e}");
+    }
+}
+
+/// Runs a chunk request on the local store (blocking).
+pub(crate) fn run_local(
+    store: &dyn ChunkStore,
+    request: ChunkRequest,
+    payload: Vec<u8>,
+) -> (ChunkResponse, Vec<u8>) {
+    match request {
+        ChunkRequest::Put { disk, folder, path } => match ChunkFile::decode(&payload) {
+            Ok(chunk) => match store.put_chunk(&disk, &folder, &path, &chunk) {
+                Ok(stored) => (ChunkResponse::Stored(stored), Vec::new()),
+                Err(e) => (store_reply(e), Vec::new()),
+            },
+            Err(e) => (
+                ChunkResponse::Failed(format!("the chunk arrived damaged: {e}")),
+                Vec::new(),
+            ),
+        },
+        ChunkRequest::Read { disk, addr } => match store.read_chunk(&disk, &addr) {
+            Ok(chunk) => (ChunkResponse::Chunk, chunk.encode()),
+            Err(e) => (store_reply(e), Vec::new()),
+        },
+        ChunkRequest::Check { disk, addr } => match store.check_chunk(&disk, &addr) {
+            Ok(size) => (ChunkResponse::Checked(size), Vec::new()),
+            Err(e) => (store_reply(e), Vec::new()),
+        },
+        ChunkRequest::Delete { disk, addr } => match store.delete_chunk(&disk, &addr) {
+            Ok(gone) => (ChunkResponse::Deleted(gone), Vec::new()),
+            Err(e) => (store_reply(e), Vec::new()),
+        },
+    }
+}
+
+/// Turns a reply into what the caller asked for, or the error it means.
+pub(crate) fn reply_error(
+    node: &NodeId,
+    key_of: Option<&ChunkAddr>,
+    reply: ChunkResponse,
+) -> TransportError {
+    match reply {
+        ChunkResponse::Damaged(reason) => match key_of {
+            Some(addr) => TransportError::ChunkDamaged {
+                node: node.clone(),
+                key: addr.key,
+                reason,
+            },
+            None => TransportError::Remote {
+                node: node.clone(),
+                reason,
+            },
+        },
+        ChunkResponse::Failed(reason) => TransportError::Remote {
+            node: node.clone(),
+            reason,
+        },
+        other => TransportError::Remote {
+            node: node.clone(),
+            reason: format!("unexpected chunk reply {other:?}"),
+        },
+    }
+}

@@ -1,0 +1,995 @@
+//! [`P2pTransport`]: the [`Transport`] between storage nodes over libp2p (TCP + noise +
+//! yamux).
+//!
+//! - **Identity**: each node's ed25519 key lives in its data directory
+//!   ([`load_or_create_identity`]); its peer ID is what other nodes pin.
+//! - **Pinning**: the [`PeerBook`] lists the peers' addresses and the ID pinned for each. A
+//!   connection to a listed address that presents another ID is refused and recorded (see
+//!   [`P2pTransport::refusals`]); an inbound connection from an ID not in the book is refused.
+//! - **Requests** ([`Transport::request`]): request-response with CBOR, for Raft and
+//!   heartbeats. Each connection starts with a hello that tells each side the other's node
+//!   name.
+//! - **Chunks**: one libp2p stream per chunk operation straight to the owning node, served
+//!   by a dedicated accept loop; opening a stream is retried, since a busy peer may reset it.
+
+mod book;
+mod chunks;
+mod identity;
+
+pub use book::{BookEntry, PeerBook, PEER_BOOK_FILE_NAME};
+pub use identity::{load_or_create_identity, KEY_FILE_NAME};
+
+use crate::chunk::ChunkFile;
+use crate::ids::{DiskId, NodeId};
+use crate::net::{Transport, TransportError};
+use crate::store::{ChunkAddr, ChunkFolder, ChunkStore, StoredChunk};
+use async_trait::async_trait;
+use chunks::{ChunkRequest, ChunkResponse, CHUNK_PROTOCOL};
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use libp2p::core::transport::PortUse;
+use libp2p::core::Endpoint;
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, cbor, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::{
+    dummy, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, SwarmEvent, THandler,
+    THandlerInEvent, THandlerOutEvent, ToSwarm,
+};
+use libp2p::{noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, oneshot};
+
+/// Why the transport could not start or be configured.
+#[derive(Debug, thiserror::Error)]
+pub enum P2pError {
+    /// The node's key file cannot be used.
+    #[error("node identity `{}`: {reason}", path.display())]
+    Identity {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The peer book failed.
+    #[error("peer book: {0}")]
+    PeerBook(String),
+    /// libp2p could not be set up or listen.
+    #[error("libp2p: {0}")]
+    Network(String),
+}
+
+/// Handles requests for one protocol: gets the caller's node name and the body, answers
+/// with a body or an error text.
+pub type RequestHandler =
+    Arc<dyn Fn(NodeId, Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, String>> + Send + Sync>;
+
+/// What a [`P2pTransport`] needs to start.
+pub struct P2pConfig {
+    /// This node's name.
+    pub node: NodeId,
+    /// This node's key.
+    pub keypair: Keypair,
+    /// Where to listen (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// The peer pins.
+    pub book: Arc<PeerBook>,
+    /// The local disks, served to peers.
+    pub store: Arc<dyn ChunkStore>,
+    /// How often unconnected peers are dialled again.
+    pub redial_interval: Duration,
+    /// How long a request may wait for its answer.
+    pub request_timeout: Duration,
+}
+
+/// A refused connection, kept for `wormfs status` and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// The address of the peer.
+    pub addr: String,
+    /// The ID pinned there, if any.
+    pub expected: Option<PeerId>,
+    /// The ID the peer presented.
+    pub presented: PeerId,
+    /// When.
+    pub at: SystemTime,
+}
+
+/// A peer as the transport sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// Its node name, once its hello has arrived.
+    pub node: Option<NodeId>,
+    /// Its peer ID.
+    pub peer_id: PeerId,
+    /// Whether a connection is open.
+    pub connected: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum WireRequest {
+    Hello {
+        node: NodeId,
+    },
+    Call {
+        protocol: String,
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum WireResponse {
+    Hello { node: NodeId },
+    Reply(#[serde(with = "serde_bytes")] Vec<u8>),
+    Failed(String),
+    NoHandler,
+}
+
+const RPC_PROTOCOL: StreamProtocol = StreamProtocol::new("/wormfs/rpc/1");
+/// Largest request or response on the request protocol (Raft batches stay well under it).
+const MAX_MESSAGE: u64 = 32 * 1024 * 1024;
+const REFUSALS_KEPT: usize = 32;
+const OPEN_ATTEMPTS: u32 = 5;
+
+enum Command {
+    Request {
+        peer: PeerId,
+        request: WireRequest,
+        reply: oneshot::Sender<Result<WireResponse, String>>,
+    },
+    Respond {
+        channel: ResponseChannel<WireResponse>,
+        response: WireResponse,
+    },
+    Redial,
+}
+
+#[derive(Default)]
+struct Names {
+    by_node: HashMap<NodeId, PeerId>,
+    by_peer: HashMap<PeerId, NodeId>,
+}
+
+struct Shared {
+    node: NodeId,
+    peer_id: PeerId,
+    listen: SocketAddr,
+    commands: mpsc::UnboundedSender<Command>,
+    control: libp2p_stream::Control,
+    names: RwLock<Names>,
+    connected: RwLock<HashSet<PeerId>>,
+    handlers: RwLock<HashMap<String, RequestHandler>>,
+    store: Arc<dyn ChunkStore>,
+    book: Arc<PeerBook>,
+    refusals: Arc<Mutex<VecDeque<Refusal>>>,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        for t in self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+    }
+}
+
+/// The libp2p transport of one node. Cheap to clone; the network stops when the last clone
+/// is dropped (or at [`P2pTransport::shutdown`]).
+#[derive(Clone)]
+pub struct P2pTransport {
+    shared: Arc<Shared>,
+}
+
+/// The connection gate: pins outbound connections to the book's IDs (trusting an `auto`
+/// peer's first ID) and admits inbound connections only from pinned IDs.
+struct Gate {
+    book: Arc<PeerBook>,
+    refusals: Arc<Mutex<VecDeque<Refusal>>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Denied(String);
+
+fn socket_addr(addr: &Multiaddr) -> Option<SocketAddr> {
+    let mut ip: Option<IpAddr> = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::Ip4(a) => ip = Some(a.into()),
+            Protocol::Ip6(a) => ip = Some(a.into()),
+            Protocol::Tcp(port) => return ip.map(|ip| SocketAddr::new(ip, port)),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn multiaddr(addr: SocketAddr) -> Multiaddr {
+    Multiaddr::empty()
+        .with(match addr.ip() {
+            IpAddr::V4(a) => Protocol::Ip4(a),
+            IpAddr::V6(a) => Protocol::Ip6(a),
+        })
+        .with(Protocol::Tcp(addr.port()))
+}
+
+impl Gate {
+    fn refuse(&self, addr: String, expected: Option<PeerId>, presented: PeerId) {
+        let mut r = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        let repeat = r
+            .back()
+            .is_some_and(|last| last.addr == addr && last.presented == presented);
+        if repeat {
+            tracing::debug!(%addr, ?expected, %presented, "refused again");
+        } else {
+            match expected {
+                Some(expected) => tracing::error!(
+                    "refusing the node at {addr}: its peer ID is pinned to {expected} but it \
+                     presented {presented}; if the node was really reinstalled, re-pin it with \
+                     `wormfs node add {addr} --peer-id {presented}`"
+                ),
+                None => tracing::warn!(
+                    "refusing a connection from {addr}: peer ID {presented} is not in this \
+                     node's peer list; add it with `wormfs node add ADDR --peer-id {presented}`"
+                ),
+            }
+        }
+        r.push_back(Refusal {
+            addr,
+            expected,
+            presented,
+            at: SystemTime::now(),
+        });
+        while r.len() > REFUSALS_KEPT {
+            r.pop_front();
+        }
+    }
+
+    fn check_outbound(&self, peer: PeerId, addr: &Multiaddr) -> Result<(), ConnectionDenied> {
+        let deny = |why: String| Err(ConnectionDenied::new(Denied(why)));
+        let Some(sa) = socket_addr(addr) else {
+            return deny(format!("{addr} is not a TCP address"));
+        };
+        let entry = match self.book.get(sa) {
+            Ok(e) => e,
+            Err(e) => return deny(e.to_string()),
+        };
+        match entry {
+            Some(e) => {
+                let expected = match e.peer_id {
+                    Some(id) => id,
+                    None => match self.book.pin_first_seen(sa, peer) {
+                        Ok(id) => {
+                            if id == peer {
+                                tracing::info!(%sa, %peer, "pinned the peer ID first seen at this address");
+                            }
+                            id
+                        }
+                        Err(e) => return deny(e.to_string()),
+                    },
+                };
+                if expected == peer {
+                    Ok(())
+                } else {
+                    self.refuse(sa.to_string(), Some(expected), peer);
+                    deny(format!(
+                        "{sa} presented peer ID {peer}, pinned is {expected}"
+                    ))
+                }
+            }
+            None => match self.book.knows(&peer) {
+                Ok(true) => Ok(()),
+                Ok(false) => {
+                    self.refuse(sa.to_string(), None, peer);
+                    deny(format!("peer {peer} at {sa} is not in the peer list"))
+                }
+                Err(e) => deny(e.to_string()),
+            },
+        }
+    }
+}
+
+impl NetworkBehaviour for Gate {
+    type ConnectionHandler = dummy::ConnectionHandler;
+    type ToSwarm = std::convert::Infallible;
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        _id: ConnectionId,
+        peer: PeerId,
+        _local: &Multiaddr,
+        remote: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        match self.book.knows(&peer) {
+            Ok(true) => Ok(dummy::ConnectionHandler),
+            Ok(false) => {
+                let addr =
+                    socket_addr(remote).map_or_else(|| remote.to_string(), |a| a.to_string());
+                self.refuse(addr.clone(), None, peer);
+                Err(ConnectionDenied::new(Denied(format!(
+                    "peer {peer} from {addr} is not in the peer list"
+                ))))
+            }
+            Err(e) => Err(ConnectionDenied::new(Denied(e.to_string()))),
+        }
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        _id: ConnectionId,
+        peer: PeerId,
+        addr: &Multiaddr,
+        _role: Endpoint,
+        _port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.check_outbound(peer, addr)?;
+        Ok(dummy::ConnectionHandler)
+    }
+
+    fn on_swarm_event(&mut self, _event: FromSwarm) {}
+
+    fn on_connection_handler_event(
+        &mut self,
+        _peer: PeerId,
+        _id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        match event {}
+    }
+
+    fn poll(
+        &mut self,
+        _cx: &mut Context<'_>,
+    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
+        Poll::Pending
+    }
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    gate: Gate,
+    rpc: cbor::Behaviour<WireRequest, WireResponse>,
+    streams: libp2p_stream::Behaviour,
+}
+
+enum Pending {
+    Caller(oneshot::Sender<Result<WireResponse, String>>),
+    Hello,
+}
+
+impl P2pTransport {
+    /// Starts listening and dialling the book's peers. Returns once the listener is bound.
+    pub async fn start(config: P2pConfig) -> Result<P2pTransport, P2pError> {
+        let P2pConfig {
+            node,
+            keypair,
+            listen,
+            book,
+            store,
+            redial_interval,
+            request_timeout,
+        } = config;
+        let peer_id = keypair.public().to_peer_id();
+        let refusals = Arc::new(Mutex::new(VecDeque::new()));
+        let gate = Gate {
+            book: book.clone(),
+            refusals: refusals.clone(),
+        };
+        let net = |e: &dyn std::fmt::Display| P2pError::Network(e.to_string());
+        let mut swarm = SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| net(&e))?
+            .with_behaviour(|_| Behaviour {
+                gate,
+                rpc: cbor::Behaviour::with_codec(
+                    cbor::codec::Codec::default()
+                        .set_request_size_maximum(MAX_MESSAGE)
+                        .set_response_size_maximum(MAX_MESSAGE),
+                    [(RPC_PROTOCOL, ProtocolSupport::Full)],
+                    request_response::Config::default().with_request_timeout(request_timeout),
+                ),
+                streams: libp2p_stream::Behaviour::new(),
+            })
+            .map_err(|e| net(&e))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(3600)))
+            .build();
+        swarm
+            .listen_on(multiaddr(listen))
+            .map_err(|e| P2pError::Network(format!("cannot listen on {listen}: {e}")))?;
+        // wait for the listener to be bound, so the caller knows the real port
+        let bound = loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::NewListenAddr { address, .. } => {
+                    if let Some(a) = socket_addr(&address) {
+                        break a;
+                    }
+                }
+                SwarmEvent::ListenerError { error, .. }
+                | SwarmEvent::ListenerClosed {
+                    reason: Err(error), ..
+                } => {
+                    return Err(P2pError::Network(format!(
+                        "cannot listen on {listen}: {error}"
+                    )));
+                }
+                _ => {}
+            }
+        };
+        let mut control = swarm.behaviour().streams.new_control();
+        let incoming = control.accept(CHUNK_PROTOCOL).map_err(|e| net(&e))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            node,
+            peer_id,
+            listen: bound,
+            commands: tx,
+            control,
+            names: RwLock::new(Names::default()),
+            connected: RwLock::new(HashSet::new()),
+            handlers: RwLock::new(HashMap::new()),
+            store,
+            book,
+            refusals,
+            tasks: Mutex::new(Vec::new()),
+        });
+        let weak = Arc::downgrade(&shared);
+        let swarm_task = tokio::spawn(run_swarm(swarm, rx, weak.clone()));
+        let accept_task = tokio::spawn(accept_chunks(incoming, weak.clone()));
+        let redial_task = tokio::spawn({
+            let commands = shared.commands.clone();
+            async move {
+                let mut tick = tokio::time::interval(redial_interval);
+                loop {
+                    tick.tick().await;
+                    if commands.send(Command::Redial).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        shared
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend([swarm_task, accept_task, redial_task]);
+        Ok(P2pTransport { shared })
+    }
+
+    /// This node's peer ID.
+    pub fn peer_id(&self) -> PeerId {
+        self.shared.peer_id
+    }
+
+    /// The bound listen address.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.shared.listen
+    }
+
+    /// The peer book.
+    pub fn book(&self) -> &Arc<PeerBook> {
+        &self.shared.book
+    }
+
+    /// Serves `protocol` with `handler`, replacing an earlier handler.
+    pub fn serve(&self, protocol: &str, handler: RequestHandler) {
+        self.shared
+            .handlers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(protocol.to_owned(), handler);
+    }
+
+    /// Adds a peer to the book (`None`: trust its first ID) and dials it.
+    pub fn add_peer(&self, addr: SocketAddr, peer_id: Option<PeerId>) -> Result<(), P2pError> {
+        self.shared.book.add(addr, peer_id)?;
+        let _ = self.shared.commands.send(Command::Redial);
+        Ok(())
+    }
+
+    /// Every peer seen, connected or not.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        let names = self.shared.names.read().unwrap_or_else(|e| e.into_inner());
+        let connected = self
+            .shared
+            .connected
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut ids: HashSet<PeerId> = connected.iter().copied().collect();
+        ids.extend(names.by_peer.keys().copied());
+        let mut out: Vec<PeerStatus> = ids
+            .into_iter()
+            .map(|p| PeerStatus {
+                node: names.by_peer.get(&p).cloned(),
+                peer_id: p,
+                connected: connected.contains(&p),
+            })
+            .collect();
+        out.sort_by(|a, b| a.node.cmp(&b.node).then(a.peer_id.cmp(&b.peer_id)));
+        out
+    }
+
+    /// True when a connection to `node` is open and its hello has arrived.
+    pub fn is_connected(&self, node: &NodeId) -> bool {
+        self.peer_of(node).is_ok()
+    }
+
+    /// Recent refused connections, oldest first.
+    pub fn refusals(&self) -> Vec<Refusal> {
+        self.shared
+            .refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Stops the network tasks; calls fail afterwards.
+    pub fn shutdown(&self) {
+        for t in self
+            .shared
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+    }
+
+    fn peer_of(&self, node: &NodeId) -> Result<PeerId, TransportError> {
+        let names = self.shared.names.read().unwrap_or_else(|e| e.into_inner());
+        let peer = names.by_node.get(node).copied();
+        drop(names);
+        match peer {
+            Some(p)
+                if self
+                    .shared
+                    .connected
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&p) =>
+            {
+                Ok(p)
+            }
+            Some(_) => Err(TransportError::Unreachable {
+                node: node.clone(),
+                reason: "not connected".into(),
+            }),
+            None => Err(TransportError::Unreachable {
+                node: node.clone(),
+                reason: "no connection to this node yet (it has not said hello)".into(),
+            }),
+        }
+    }
+
+    async fn call(
+        &self,
+        node: &NodeId,
+        request: WireRequest,
+    ) -> Result<WireResponse, TransportError> {
+        let peer = self.peer_of(node)?;
+        let (tx, rx) = oneshot::channel();
+        let gone = || TransportError::Unreachable {
+            node: node.clone(),
+            reason: "the transport has stopped".into(),
+        };
+        self.shared
+            .commands
+            .send(Command::Request {
+                peer,
+                request,
+                reply: tx,
+            })
+            .map_err(|_| gone())?;
+        rx.await
+            .map_err(|_| gone())?
+            .map_err(|reason| TransportError::Unreachable {
+                node: node.clone(),
+                reason,
+            })
+    }
+
+    /// Runs one chunk operation on `node`: locally for this node, else on a fresh stream.
+    async fn chunk_op(
+        &self,
+        node: &NodeId,
+        request: ChunkRequest,
+        payload: Vec<u8>,
+    ) -> Result<(ChunkResponse, Vec<u8>), TransportError> {
+        if *node == self.shared.node {
+            let store = self.shared.store.clone();
+            return tokio::task::spawn_blocking(move || {
+                chunks::run_local(&*store, request, payload)
+            })
+            .await
+            .map_err(|e| TransportError::Remote {
+                node: node.clone(),
+                reason: format!("local chunk task failed: {e}"),
+            });
+        }
+        let peer = self.peer_of(node)?;
+        let unreachable = |reason: String| TransportError::Unreachable {
+            node: node.clone(),
+            reason,
+        };
+        let mut control = self.shared.control.clone();
+        let mut attempt = 0;
+        let mut stream = loop {
+            match control.open_stream(peer, CHUNK_PROTOCOL).await {
+                Ok(s) => break s,
+                Err(e) => {
+                    attempt += 1;
+                    if attempt >= OPEN_ATTEMPTS {
+                        return Err(unreachable(format!(
+                            "cannot open a chunk stream after {attempt} attempts: {e}"
+                        )));
+                    }
+                    tracing::debug!(%node, "chunk stream open failed (attempt {attempt}): {e}");
+                    tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+                }
+            }
+        };
+        chunks::write_frame(&mut stream, &request, &payload)
+            .await
+            .map_err(|e| unreachable(format!("sending the chunk request: {e}")))?;
+        let (reply, data) = chunks::read_frame::<ChunkResponse>(&mut stream)
+            .await
+            .map_err(|e| unreachable(format!("reading the chunk reply: {e}")))?;
+        Ok((reply, data))
+    }
+}
+
+async fn accept_chunks(
+    mut incoming: libp2p_stream::IncomingStreams,
+    shared: std::sync::Weak<Shared>,
+) {
+    while let Some((peer, stream)) = incoming.next().await {
+        let Some(s) = shared.upgrade() else { break };
+        tokio::spawn(chunks::serve_stream(s.store.clone(), peer, stream));
+    }
+}
+
+async fn run_swarm(
+    mut swarm: Swarm<Behaviour>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    shared: std::sync::Weak<Shared>,
+) {
+    let mut pending: HashMap<OutboundRequestId, Pending> = HashMap::new();
+    let mut counts: HashMap<PeerId, u32> = HashMap::new();
+    loop {
+        tokio::select! {
+            cmd = commands.recv() => {
+                let Some(cmd) = cmd else { break };
+                match cmd {
+                    Command::Request { peer, request, reply } => {
+                        let id = swarm.behaviour_mut().rpc.send_request(&peer, request);
+                        pending.insert(id, Pending::Caller(reply));
+                    }
+                    Command::Respond { channel, response } => {
+                        let _ = swarm.behaviour_mut().rpc.send_response(channel, response);
+                    }
+                    Command::Redial => {
+                        let Some(s) = shared.upgrade() else { break };
+                        redial(&mut swarm, &s, &counts);
+                    }
+                }
+            }
+            event = swarm.select_next_some() => {
+                let Some(s) = shared.upgrade() else { break };
+                on_event(&mut swarm, &s, event, &mut pending, &mut counts);
+            }
+        }
+    }
+}
+
+fn redial(swarm: &mut Swarm<Behaviour>, shared: &Shared, counts: &HashMap<PeerId, u32>) {
+    let entries = match shared.book.entries() {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!("cannot read the peer book: {e}");
+            return;
+        }
+    };
+    for e in entries {
+        if e.addr == shared.listen {
+            continue;
+        }
+        if let Some(id) = e.peer_id {
+            if id == shared.peer_id || counts.contains_key(&id) {
+                continue;
+            }
+            swarm.add_peer_address(id, multiaddr(e.addr));
+        }
+        if let Err(err) = swarm.dial(multiaddr(e.addr)) {
+            tracing::debug!(addr = %e.addr, "dial failed: {err}");
+        }
+    }
+}
+
+fn learn_name(shared: &Shared, peer: PeerId, node: NodeId) {
+    let mut names = shared.names.write().unwrap_or_else(|e| e.into_inner());
+    if let Some(old) = names.by_node.insert(node.clone(), peer) {
+        if old != peer {
+            names.by_peer.remove(&old);
+        }
+    }
+    names.by_peer.insert(peer, node);
+}
+
+fn on_event(
+    swarm: &mut Swarm<Behaviour>,
+    shared: &Arc<Shared>,
+    event: SwarmEvent<BehaviourEvent>,
+    pending: &mut HashMap<OutboundRequestId, Pending>,
+    counts: &mut HashMap<PeerId, u32>,
+) {
+    match event {
+        SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+            let n = counts.entry(peer_id).or_insert(0);
+            *n += 1;
+            if *n == 1 {
+                shared
+                    .connected
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(peer_id);
+                let id = swarm.behaviour_mut().rpc.send_request(
+                    &peer_id,
+                    WireRequest::Hello {
+                        node: shared.node.clone(),
+                    },
+                );
+                pending.insert(id, Pending::Hello);
+            }
+        }
+        SwarmEvent::ConnectionClosed {
+            peer_id,
+            num_established,
+            ..
+        } => {
+            if num_established == 0 {
+                counts.remove(&peer_id);
+                shared
+                    .connected
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&peer_id);
+            } else {
+                counts.insert(peer_id, num_established);
+            }
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Rpc(ev)) => match ev {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => match request {
+                    WireRequest::Hello { node } => {
+                        learn_name(shared, peer, node);
+                        let _ = swarm.behaviour_mut().rpc.send_response(
+                            channel,
+                            WireResponse::Hello {
+                                node: shared.node.clone(),
+                            },
+                        );
+                    }
+                    WireRequest::Call { protocol, body } => {
+                        let handler = shared
+                            .handlers
+                            .read()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get(&protocol)
+                            .cloned();
+                        let Some(handler) = handler else {
+                            let _ = swarm
+                                .behaviour_mut()
+                                .rpc
+                                .send_response(channel, WireResponse::NoHandler);
+                            return;
+                        };
+                        let caller = shared
+                            .names
+                            .read()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .by_peer
+                            .get(&peer)
+                            .cloned()
+                            .unwrap_or_else(|| NodeId(peer.to_string()));
+                        let commands = shared.commands.clone();
+                        tokio::spawn(async move {
+                            let response = match handler(caller, body).await {
+                                Ok(b) => WireResponse::Reply(b),
+                                Err(e) => WireResponse::Failed(e),
+                            };
+                            let _ = commands.send(Command::Respond { channel, response });
+                        });
+                    }
+                },
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => match pending.remove(&request_id) {
+                    Some(Pending::Caller(tx)) => {
+                        let _ = tx.send(Ok(response));
+                    }
+                    Some(Pending::Hello) => {
+                        if let WireResponse::Hello { node } = response {
+                            learn_name(shared, peer, node);
+                        }
+                    }
+                    None => {}
+                },
+            },
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => match pending.remove(&request_id) {
+                Some(Pending::Caller(tx)) => {
+                    let _ = tx.send(Err(error.to_string()));
+                }
+                Some(Pending::Hello) => {
+                    tracing::debug!("hello failed: {error}");
+                }
+                None => {}
+            },
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, "inbound request failed: {error}");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        },
+        SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+            tracing::debug!(?peer_id, "outgoing connection failed: {error}");
+        }
+        SwarmEvent::IncomingConnectionError { error, .. } => {
+            tracing::debug!("incoming connection failed: {error}");
+        }
+        _ => {}
+    }
+}
+
+#[async_trait]
+impl Transport for P2pTransport {
+    fn local_node(&self) -> &NodeId {
+        &self.shared.node
+    }
+
+    async fn put_chunk(
+        &self,
+        node: &NodeId,
+        disk: &DiskId,
+        folder: &ChunkFolder,
+        path: &str,
+        chunk: ChunkFile,
+    ) -> Result<StoredChunk, TransportError> {
+        let request = ChunkRequest::Put {
+            disk: disk.clone(),
+            folder: folder.clone(),
+            path: path.to_owned(),
+        };
+        match self.chunk_op(node, request, chunk.encode()).await? {
+            (ChunkResponse::Stored(s), _) => Ok(s),
+            (other, _) => Err(chunks::reply_error(node, None, other)),
+        }
+    }
+
+    async fn read_chunk(
+        &self,
+        node: &NodeId,
+        disk: &DiskId,
+        addr: &ChunkAddr,
+    ) -> Result<ChunkFile, TransportError> {
+        let request = ChunkRequest::Read {
+            disk: disk.clone(),
+            addr: addr.clone(),
+        };
+        match self.chunk_op(node, request, Vec::new()).await? {
+            (ChunkResponse::Chunk, bytes) => {
+                ChunkFile::decode(&bytes).map_err(|e| TransportError::ChunkDamaged {
+                    node: node.clone(),
+                    key: addr.key,
+                    reason: format!("arrived damaged: {e}"),
+                })
+            }
+            (other, _) => Err(chunks::reply_error(node, Some(addr), other)),
+        }
+    }
+
+    async fn check_chunk(
+        &self,
+        node: &NodeId,
+        disk: &DiskId,
+        addr: &ChunkAddr,
+    ) -> Result<Option<u64>, TransportError> {
+        let request = ChunkRequest::Check {
+            disk: disk.clone(),
+            addr: addr.clone(),
+        };
+        match self.chunk_op(node, request, Vec::new()).await? {
+            (ChunkResponse::Checked(size), _) => Ok(size),
+            (other, _) => Err(chunks::reply_error(node, Some(addr), other)),
+        }
+    }
+
+    async fn delete_chunk(
+        &self,
+        node: &NodeId,
+        disk: &DiskId,
+        addr: &ChunkAddr,
+    ) -> Result<bool, TransportError> {
+        let request = ChunkRequest::Delete {
+            disk: disk.clone(),
+            addr: addr.clone(),
+        };
+        match self.chunk_op(node, request, Vec::new()).await? {
+            (ChunkResponse::Deleted(gone), _) => Ok(gone),
+            (other, _) => Err(chunks::reply_error(node, Some(addr), other)),
+        }
+    }
+
+    async fn request(
+        &self,
+        node: &NodeId,
+        protocol: &str,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, TransportError> {
+        if *node == self.shared.node {
+            let handler = self
+                .shared
+                .handlers
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(protocol)
+                .cloned();
+            let Some(handler) = handler else {
+                return Err(TransportError::NoHandler {
+                    node: node.clone(),
+                    protocol: protocol.to_owned(),
+                });
+            };
+            return handler(node.clone(), body)
+                .await
+                .map_err(|reason| TransportError::Remote {
+                    node: node.clone(),
+                    reason,
+                });
+        }
+        let request = WireRequest::Call {
+            protocol: protocol.to_owned(),
+            body,
+        };
+        match self.call(node, request).await? {
+            WireResponse::Reply(body) => Ok(body),
+            WireResponse::Failed(reason) => Err(TransportError::Remote {
+                node: node.clone(),
+                reason,
+            }),
+            WireResponse::NoHandler => Err(TransportError::NoHandler {
+                node: node.clone(),
+                protocol: protocol.to_owned(),
+            }),
+            WireResponse::Hello { .. } => Err(TransportError::Remote {
+                node: node.clone(),
+                reason: "answered a call with a hello".into(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,256 @@
+use super::*;
+use crate::ids::{ChunkKey, FileId};
+use crate::store::MemoryChunkStore;
+
+struct Node {
+    transport: P2pTransport,
+    _dir: tempfile::TempDir,
+}
+
+async fn start(
+    name: &str,
+    listen: SocketAddr,
+    keypair: Option<Keypair>,
+    peers: &[SocketAddr],
+) -> Node {
+    let dir = tempfile::tempdir().unwrap();
+    let book = Arc::new(PeerBook::open(&dir.path().join(PEER_BOOK_FILE_NAME)).unwrap());
+    for p in peers {
+        book.add(*p, None).unwrap();
+    }
+    let store = Arc::new(MemoryChunkStore::new(&[(
+        DiskId(format!("{name}-d0")),
+        1 << 30,
+    )]));
+    let transport = P2pTransport::start(P2pConfig {
+        node: NodeId(name.into()),
+        keypair: keypair.unwrap_or_else(Keypair::generate_ed25519),
+        listen,
+        book,
+        store,
+        redial_interval: Duration::from_millis(100),
+        request_timeout: Duration::from_secs(5),
+    })
+    .await
+    .unwrap();
+    Node {
+        transport,
+        _dir: dir,
+    }
+}
+
+async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn any_port() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+fn chunk() -> ChunkFile {
+    let data = b"stripe bytes".to_vec();
+    let key = ChunkKey {
+        file: FileId(7),
+        stripe: 0,
+        generation: 1,
+        index: 2,
+    };
+    ChunkFile::new(
+        key,
+        0,
+        data.len() as u64,
+        1,
+        2,
+        crate::checksum::crc32(&data),
+        data,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_peers_exchange_chunks_and_requests() {
+    let a = start("a", any_port(), None, &[]).await;
+    let b = start("b", any_port(), None, &[a.transport.listen_addr()]).await;
+    a.transport
+        .add_peer(b.transport.listen_addr(), None)
+        .unwrap();
+    let (na, nb) = (NodeId("a".into()), NodeId("b".into()));
+    wait_for("a and b to connect", || {
+        a.transport.is_connected(&nb) && b.transport.is_connected(&na)
+    })
+    .await;
+    // each pinned the other's first ID, durably
+    let pinned = a
+        .transport
+        .book()
+        .get(b.transport.listen_addr())
+        .unwrap()
+        .unwrap();
+    assert_eq!(pinned.peer_id, Some(b.transport.peer_id()));
+
+    let disk = DiskId("b-d0".into());
+    let folder = ChunkFolder::for_path("/movie.mkv");
+    let c = chunk();
+    let stored = a
+        .transport
+        .put_chunk(&nb, &disk, &folder, "/movie.mkv", c.clone())
+        .await
+        .unwrap();
+    assert_eq!(stored.disk, disk);
+    assert_eq!(
+        a.transport
+            .read_chunk(&nb, &disk, &stored.addr)
+            .await
+            .unwrap(),
+        c
+    );
+    assert_eq!(
+        a.transport
+            .check_chunk(&nb, &disk, &stored.addr)
+            .await
+            .unwrap(),
+        Some(stored.size)
+    );
+    // a disk the peer does not have is the peer failing, not the chunk
+    let err = a
+        .transport
+        .put_chunk(&nb, &DiskId("nope".into()), &folder, "/x", c.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Remote { .. }), "{err}");
+    assert!(a
+        .transport
+        .delete_chunk(&nb, &disk, &stored.addr)
+        .await
+        .unwrap());
+    let err = a
+        .transport
+        .read_chunk(&nb, &disk, &stored.addr)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::ChunkDamaged { .. }), "{err}");
+
+    b.transport.serve(
+        "echo",
+        Arc::new(|caller: NodeId, body: Vec<u8>| {
+            Box::pin(async move {
+                let mut out = caller.0.into_bytes();
+                out.extend(body.into_iter().rev());
+                Ok(out)
+            })
+        }),
+    );
+    assert_eq!(
+        a.transport
+            .request(&nb, "echo", vec![1, 2, 3])
+            .await
+            .unwrap(),
+        b"a\x03\x02\x01".to_vec()
+    );
+    assert!(matches!(
+        a.transport.request(&nb, "raft", vec![]).await,
+        Err(TransportError::NoHandler { .. })
+    ));
+    // a large body travels too
+    let big = vec![7u8; 3 << 20];
+    assert_eq!(
+        a.transport
+            .request(&nb, "echo", big.clone())
+            .await
+            .unwrap()
+            .len(),
+        big.len() + 1
+    );
+    // the local node is served without the network
+    let local = DiskId("a-d0".into());
+    let s = a
+        .transport
+        .put_chunk(&na, &local, &folder, "/m", c.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        a.transport.read_chunk(&na, &local, &s.addr).await.unwrap(),
+        c
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_identity_at_a_pinned_address_is_refused() {
+    let a = start("a", any_port(), None, &[]).await;
+    let b = start("b", any_port(), None, &[a.transport.listen_addr()]).await;
+    let b_addr = b.transport.listen_addr();
+    let old_id = b.transport.peer_id();
+    a.transport.add_peer(b_addr, None).unwrap();
+    let nb = NodeId("b".into());
+    wait_for("a to reach b", || a.transport.is_connected(&nb)).await;
+
+    b.transport.shutdown();
+    drop(b);
+    wait_for("a to see b go", || !a.transport.is_connected(&nb)).await;
+    // an impostor (a new key) takes b's address
+    let mut impostor = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while impostor.is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let book = Arc::new(PeerBook::open_in_memory().unwrap());
+        book.add(a.transport.listen_addr(), None).unwrap();
+        match P2pTransport::start(P2pConfig {
+            node: nb.clone(),
+            keypair: Keypair::generate_ed25519(),
+            listen: b_addr,
+            book,
+            store: Arc::new(MemoryChunkStore::new(&[(DiskId("b-d0".into()), 1 << 20)])),
+            redial_interval: Duration::from_millis(100),
+            request_timeout: Duration::from_secs(5),
+        })
+        .await
+        {
+            Ok(t) => impostor = Some((t, dir)),
+            Err(e) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "port not free again: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    let (impostor, _dir) = impostor.unwrap();
+    let new_id = impostor.peer_id();
+    wait_for("a to refuse the impostor", || {
+        a.transport.refusals().iter().any(|r| {
+            r.addr == b_addr.to_string() && r.expected == Some(old_id) && r.presented == new_id
+        })
+    })
+    .await;
+    assert!(!a.transport.is_connected(&nb));
+    let err = a.transport.request(&nb, "echo", vec![]).await.unwrap_err();
+    assert!(matches!(err, TransportError::Unreachable { .. }), "{err}");
+    // the pin survived in the book
+    assert_eq!(
+        a.transport.book().get(b_addr).unwrap().unwrap().peer_id,
+        Some(old_id)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_not_in_the_book_is_refused() {
+    let a = start("a", any_port(), None, &[]).await;
+    let c = start("c", any_port(), None, &[a.transport.listen_addr()]).await;
+    let c_id = c.transport.peer_id();
+    wait_for("a to refuse c", || {
+        a.transport
+            .refusals()
+            .iter()
+            .any(|r| r.presented == c_id && r.expected.is_none())
+    })
+    .await;
+    assert!(!c.transport.is_connected(&NodeId("a".into())));
+    assert!(!a.transport.is_connected(&NodeId("c".into())));
+}
