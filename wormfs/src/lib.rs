@@ -42,6 +42,8 @@ pub mod node;
 pub mod placement;
 pub mod policy;
 pub mod process;
+#[cfg(feature = "cluster")]
+pub mod raft;
 #[cfg(feature = "rpc")]
 pub mod rpc;
 pub mod size;

@@ -101,7 +101,16 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (ino, owner)
     ) WITHOUT ROWID;
     ",
+    // 2: the replicated log's bookkeeping (last applied log id, last membership), written in
+    // the same transaction as the ops it describes.
+    "
+    CREATE TABLE raft_state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+    ",
 ];
+
+/// The first schema version with the `raft_state` table (a database copy older than this
+/// cannot be a Raft snapshot).
+pub const RAFT_STATE_VERSION: u32 = 2;
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;

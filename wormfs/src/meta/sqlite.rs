@@ -98,18 +98,125 @@ impl MetaStore {
         if seq <= last_applied {
             return Err(MetaError::OutOfOrder { seq, last_applied });
         }
-        let reply = {
-            let sp = tx.savepoint().map_err(sql("savepoint"))?;
-            let reply = apply_op(&sp, op)?;
-            if reply.is_ok() {
-                sp.commit().map_err(sql("release savepoint"))?;
-            }
-            // a dropped savepoint rolls back: a refusal changes nothing
-            reply
-        };
+        let reply = apply_in(&mut tx, op)?;
         set_meta_value(&tx, "last_applied", seq)?;
         tx.commit().map_err(sql("commit"))?;
         Ok(reply)
+    }
+
+    /// Applies a batch of numbered entries in ONE transaction, together with `state`
+    /// (key/value pairs written to the `raft_state` table, e.g. the replicated log's last
+    /// applied log id and membership). Either all of it is committed or none of it.
+    ///
+    /// Each entry is `(seq, op)`; an entry without an op (a Raft blank or membership entry)
+    /// only advances [`MetaStore::last_applied`]. Sequence numbers must increase, starting
+    /// above the last applied one; the one exception is sequence 0 without an op on a store
+    /// that has applied nothing (Raft's first log entry has index 0 and carries membership).
+    /// The reply of each entry is `None` for an entry without an op.
+    pub fn apply_batch(
+        &self,
+        entries: &[(u64, Option<&MetadataOp>)],
+        state: &[(&str, &str)],
+    ) -> Result<Vec<Option<OpReply>>, MetaError> {
+        let mut conn = self.conn();
+        let mut tx = conn.transaction().map_err(sql("begin"))?;
+        let mut last_applied = meta_value(&tx, "last_applied")?;
+        let mut replies = Vec::with_capacity(entries.len());
+        for &(seq, op) in entries {
+            let first_blank = seq == 0 && last_applied == 0 && op.is_none();
+            if seq <= last_applied && !first_blank {
+                return Err(MetaError::OutOfOrder { seq, last_applied });
+            }
+            replies.push(match op {
+                Some(op) => Some(apply_in(&mut tx, op)?),
+                None => None,
+            });
+            last_applied = seq;
+        }
+        if !entries.is_empty() {
+            set_meta_value(&tx, "last_applied", last_applied)?;
+        }
+        for (key, value) in state {
+            tx.execute(
+                "INSERT INTO raft_state (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map_err(sql("write raft state"))?;
+        }
+        tx.commit().map_err(sql("commit"))?;
+        Ok(replies)
+    }
+
+    /// One value of the `raft_state` table written by [`MetaStore::apply_batch`].
+    pub fn raft_state(&self, key: &str) -> Result<Option<String>, MetaError> {
+        self.conn()
+            .query_row("SELECT value FROM raft_state WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sql("read raft state"))
+    }
+
+    /// Writes a consistent copy of the whole database to `dest` (`VACUUM INTO`), which must
+    /// not exist yet. No op is applied while the copy is made. SQLite does not fsync the
+    /// copy: the caller syncs it before relying on it.
+    pub fn copy_into(&self, dest: &Path) -> Result<(), MetaError> {
+        let dest = dest.to_str().ok_or_else(|| {
+            MetaError::Schema(format!(
+                "snapshot path {} is not valid UTF-8",
+                dest.display()
+            ))
+        })?;
+        self.conn()
+            .execute("VACUUM INTO ?1", [dest])
+            .map(drop)
+            .map_err(sql("copy database (VACUUM INTO)"))
+    }
+
+    /// Replaces the whole content of this database with the database file at `src` (a copy
+    /// made by [`MetaStore::copy_into`], possibly on another node), atomically: SQLite's
+    /// online backup copies every page in one write transaction, so a crash leaves the old
+    /// content or the new one, never a mix. The copy is checked first (integrity, schema
+    /// version) and migrated to this build's schema afterwards.
+    pub fn replace_from(&self, src: &Path) -> Result<(), MetaError> {
+        let source = open_copy(src)?;
+        let mut conn = self.conn();
+        {
+            let backup = rusqlite::backup::Backup::new(&source, &mut conn)
+                .map_err(sql("start restoring database copy"))?;
+            match backup
+                .step(-1)
+                .map_err(sql("restore database copy"))?
+            {
+                rusqlite::backup::StepResult::Done => {}
+                other => {
+                    return Err(MetaError::Schema(format!(
+                        "restoring {} did not finish in one step ({other:?}); the database is unchanged",
+                        src.display()
+                    )))
+                }
+            }
+        }
+        drop(source);
+        conn.flush_prepared_statement_cache();
+        schema::migrate(&mut conn).map_err(MetaError::Schema)
+    }
+
+    /// The `raft_state` table of a database copy at `src` (see [`MetaStore::copy_into`]),
+    /// after checking the copy's integrity and schema version.
+    pub fn raft_state_of_copy(
+        src: &Path,
+    ) -> Result<std::collections::BTreeMap<String, String>, MetaError> {
+        let conn = open_copy(src)?;
+        let mut stmt = conn
+            .prepare("SELECT key, value FROM raft_state")
+            .map_err(sql("read raft state of database copy"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(sql("read raft state of database copy"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(sql("read raft state of database copy"))
     }
 
     /// An inode's attributes.
@@ -303,6 +410,48 @@ impl MetaStore {
             })
             .map_err(sql("count usage"))
     }
+}
+
+/// Applies `op` inside `tx` under a savepoint: a refusal rolls back whatever the op wrote.
+fn apply_in(tx: &mut rusqlite::Transaction<'_>, op: &MetadataOp) -> Result<OpReply, MetaError> {
+    let sp = tx.savepoint().map_err(sql("savepoint"))?;
+    let reply = apply_op(&sp, op)?;
+    if reply.is_ok() {
+        sp.commit().map_err(sql("release savepoint"))?;
+    }
+    // a dropped savepoint rolls back: a refusal changes nothing
+    Ok(reply)
+}
+
+/// Opens a database copy read-only and checks it: a whole, uncorrupted SQLite file whose
+/// schema this build can read (and that has the `raft_state` table).
+fn open_copy(src: &Path) -> Result<Connection, MetaError> {
+    let conn = Connection::open_with_flags(
+        src,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sql("open database copy"))?;
+    let check: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(sql("check database copy"))?;
+    if check != "ok" {
+        return Err(MetaError::Corrupt(format!(
+            "database copy {} fails its integrity check: {check}",
+            src.display()
+        )));
+    }
+    let version: u32 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sql("read schema version of database copy"))?;
+    if version > schema::SCHEMA_VERSION || version < schema::RAFT_STATE_VERSION {
+        return Err(MetaError::Schema(format!(
+            "database copy {} has schema version {version}; this build reads {}..={}",
+            src.display(),
+            schema::RAFT_STATE_VERSION,
+            schema::SCHEMA_VERSION
+        )));
+    }
+    Ok(conn)
 }
 
 pub(crate) fn meta_value(conn: &Connection, key: &str) -> Result<u64, MetaError> {

@@ -1,0 +1,318 @@
+//! The Raft log, the vote and the log pointers in their own SQLite file.
+
+use super::error::{blocking, json, sql, RaftStoreError};
+use super::types::{Entry, LogId, LogState, StorageError, TypeConfig, Vote};
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The log database's schema version (`PRAGMA user_version`).
+const LOG_SCHEMA_VERSION: u32 = 1;
+
+const LOG_SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS log (
+        idx INTEGER PRIMARY KEY,
+        term INTEGER NOT NULL,
+        log_id TEXT NOT NULL,
+        entry TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS store (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+";
+
+const VOTE: &str = "vote";
+const COMMITTED: &str = "committed";
+const LAST_PURGED: &str = "last_purged";
+
+/// The Raft log store over SQLite (`raft-log.db`, WAL, `synchronous = FULL`): entries by
+/// index (serde_json), the vote, the committed log id and the last purged log id.
+///
+/// Cheap to clone: clones share one connection, which also makes a clone the log reader
+/// openraft's replication tasks use.
+#[derive(Clone)]
+pub struct SqliteLogStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl SqliteLogStore {
+    /// Opens (creating if needed) the log database at `path`.
+    pub fn open(path: &Path) -> Result<SqliteLogStore, RaftStoreError> {
+        let conn = Connection::open(path).map_err(sql("open"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql("enable WAL"))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(sql("set synchronous"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(sql("set busy timeout"))?;
+        let version: u32 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(sql("read schema version"))?;
+        if version > LOG_SCHEMA_VERSION {
+            return Err(RaftStoreError::LogSchema {
+                found: version,
+                supported: LOG_SCHEMA_VERSION,
+            });
+        }
+        conn.execute_batch(LOG_SCHEMA)
+            .map_err(sql("create tables"))?;
+        conn.pragma_update(None, "user_version", LOG_SCHEMA_VERSION)
+            .map_err(sql("record schema version"))?;
+        Ok(SqliteLogStore {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                conn: Mutex::new(conn),
+            }),
+        })
+    }
+
+    /// The log database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` on the connection in a blocking task.
+    async fn with_conn<T, F>(&self, action: &'static str, f: F) -> Result<T, RaftStoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, RaftStoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        blocking(action, move || f(&mut inner.lock())).await
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn read_value<T: serde::de::DeserializeOwned>(
+    conn: &Connection,
+    key: &str,
+    what: &'static str,
+) -> Result<Option<T>, RaftStoreError> {
+    let text: Option<String> = conn
+        .query_row("SELECT value FROM store WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(sql(what))?;
+    text.map(|t| serde_json::from_str(&t).map_err(json(what)))
+        .transpose()
+}
+
+fn write_value<T: serde::Serialize>(
+    conn: &Connection,
+    key: &str,
+    value: &T,
+    what: &'static str,
+) -> Result<(), RaftStoreError> {
+    let text = serde_json::to_string(value).map_err(json(what))?;
+    conn.execute(
+        "INSERT INTO store (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, text],
+    )
+    .map(drop)
+    .map_err(sql(what))
+}
+
+/// A log index as SQLite's signed integer (indexes beyond `i64::MAX` do not occur).
+fn sql_index(index: u64) -> i64 {
+    i64::try_from(index).unwrap_or(i64::MAX)
+}
+
+/// The inclusive SQL bounds of a range of log indexes; `None` when it is empty.
+fn sql_bounds(range: &impl RangeBounds<u64>) -> Option<(i64, i64)> {
+    let lo = match range.start_bound() {
+        Bound::Included(&s) => s,
+        Bound::Excluded(&s) => s.checked_add(1)?,
+        Bound::Unbounded => 0,
+    };
+    let hi = match range.end_bound() {
+        Bound::Included(&e) => e,
+        Bound::Excluded(&e) => e.checked_sub(1)?,
+        Bound::Unbounded => u64::MAX,
+    };
+    (lo <= hi).then(|| (sql_index(lo), sql_index(hi)))
+}
+
+fn read_entries(conn: &Connection, lo: i64, hi: i64) -> Result<Vec<Entry>, RaftStoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT entry FROM log WHERE idx >= ?1 AND idx <= ?2 ORDER BY idx")
+        .map_err(sql("read log entries"))?;
+    let rows = stmt
+        .query_map(params![lo, hi], |r| r.get::<_, String>(0))
+        .map_err(sql("read log entries"))?;
+    rows.map(|row| {
+        let text = row.map_err(sql("read log entries"))?;
+        serde_json::from_str(&text).map_err(json("decode log entry"))
+    })
+    .collect()
+}
+
+fn log_state(conn: &Connection) -> Result<LogState, RaftStoreError> {
+    let last_purged: Option<LogId> = read_value(conn, LAST_PURGED, "read last purged log id")?;
+    let last: Option<String> = conn
+        .query_row(
+            "SELECT log_id FROM log ORDER BY idx DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql("read last log id"))?;
+    let last = last
+        .map(|t| serde_json::from_str::<LogId>(&t).map_err(json("decode last log id")))
+        .transpose()?;
+    Ok(LogState {
+        last_log_id: last.or(last_purged),
+        last_purged_log_id: last_purged,
+    })
+}
+
+fn append_entries(conn: &mut Connection, entries: &[Entry]) -> Result<(), RaftStoreError> {
+    let tx = conn.transaction().map_err(sql("begin append"))?;
+    {
+        let mut stmt = tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO log (idx, term, log_id, entry) VALUES (?1, ?2, ?3, ?4)",
+            )
+            .map_err(sql("append log entries"))?;
+        for entry in entries {
+            let log_id = serde_json::to_string(&entry.log_id).map_err(json("encode log id"))?;
+            let text = serde_json::to_string(entry).map_err(json("encode log entry"))?;
+            stmt.execute(params![
+                sql_index(entry.log_id.index),
+                sql_index(entry.log_id.leader_id.term),
+                log_id,
+                text
+            ])
+            .map_err(sql("append log entries"))?;
+        }
+    }
+    tx.commit().map_err(sql("commit appended entries"))
+}
+
+fn logs_err(verb: ErrorVerb) -> impl FnOnce(RaftStoreError) -> StorageError {
+    move |e| e.into_storage(ErrorSubject::Logs, verb)
+}
+
+fn vote_err(verb: ErrorVerb) -> impl FnOnce(RaftStoreError) -> StorageError {
+    move |e| e.into_storage(ErrorSubject::Vote, verb)
+}
+
+impl RaftLogReader<TypeConfig> for SqliteLogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        let Some((lo, hi)) = sql_bounds(&range) else {
+            return Ok(Vec::new());
+        };
+        self.with_conn("read log entries", move |c| read_entries(c, lo, hi))
+            .await
+            .map_err(logs_err(ErrorVerb::Read))
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for SqliteLogStore {
+    type LogReader = SqliteLogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState, StorageError> {
+        self.with_conn("read log state", |c| log_state(c))
+            .await
+            .map_err(logs_err(ErrorVerb::Read))
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        let vote = *vote;
+        self.with_conn("save vote", move |c| {
+            write_value(c, VOTE, &vote, "save vote")
+        })
+        .await
+        .map_err(vote_err(ErrorVerb::Write))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        self.with_conn("read vote", |c| read_value(c, VOTE, "read vote"))
+            .await
+            .map_err(vote_err(ErrorVerb::Read))
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        self.with_conn("save committed log id", move |c| {
+            write_value(c, COMMITTED, &committed, "save committed log id")
+        })
+        .await
+        .map_err(|e| e.into_storage(ErrorSubject::Store, ErrorVerb::Write))
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        self.with_conn("read committed log id", |c| {
+            Ok(read_value::<Option<LogId>>(c, COMMITTED, "read committed log id")?.flatten())
+        })
+        .await
+        .map_err(|e| e.into_storage(ErrorSubject::Store, ErrorVerb::Read))
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let result = self
+            .with_conn("append log entries", move |c| append_entries(c, &entries))
+            .await;
+        match result {
+            Ok(()) => {
+                // committed with synchronous = FULL: durable now
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(e.into_storage(ErrorSubject::Logs, ErrorVerb::Write))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.with_conn("truncate log", move |c| {
+            c.execute("DELETE FROM log WHERE idx >= ?1", [sql_index(log_id.index)])
+                .map(drop)
+                .map_err(sql("truncate log"))
+        })
+        .await
+        .map_err(|e| e.into_storage(ErrorSubject::Log(log_id), ErrorVerb::Delete))
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.with_conn("purge log", move |c| {
+            let tx = c.transaction().map_err(sql("begin purge"))?;
+            write_value(&tx, LAST_PURGED, &log_id, "save last purged log id")?;
+            tx.execute("DELETE FROM log WHERE idx <= ?1", [sql_index(log_id.index)])
+                .map_err(sql("purge log"))?;
+            tx.commit().map_err(sql("commit purge"))
+        })
+        .await
+        .map_err(|e| e.into_storage(ErrorSubject::Log(log_id), ErrorVerb::Delete))
+    }
+}

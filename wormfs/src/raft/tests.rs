@@ -1,0 +1,304 @@
+//! openraft's storage suite on the SQLite stores, and tests of what WormFS relies on.
+
+use super::*;
+use crate::ids::FileId;
+use crate::meta::{MetaStore, MetadataOp, NewKind, Refusal, Timestamp};
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::{CommittedLeaderId, RaftLogReader, RaftSnapshotBuilder};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use tempfile::TempDir;
+
+struct Builder;
+
+impl StoreBuilder<TypeConfig, SqliteLogStore, SqliteStateMachine, TempDir> for Builder {
+    async fn build(&self) -> Result<(TempDir, SqliteLogStore, SqliteStateMachine), StorageError> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (log, sm) = open(&dir);
+        Ok((dir, log, sm))
+    }
+}
+
+fn open(dir: &TempDir) -> (SqliteLogStore, SqliteStateMachine) {
+    let store = Arc::new(MetaStore::open(&dir.path().join("meta.sqlite")).expect("meta store"));
+    open_storage(dir.path(), store).expect("raft storage")
+}
+
+#[test]
+fn openraft_storage_suite() {
+    Suite::test_all(Builder).expect("openraft storage suite");
+}
+
+fn log_id(term: u64, index: u64) -> LogId {
+    LogId::new(CommittedLeaderId::new(term, 1), index)
+}
+
+fn op_entry(term: u64, index: u64, op: MetadataOp) -> Entry {
+    Entry {
+        log_id: log_id(term, index),
+        payload: EntryPayload::Normal(op),
+    }
+}
+
+fn membership_entry(term: u64, index: u64) -> Entry {
+    let members: BTreeMap<RaftNodeId, Member> = [(
+        1,
+        Member {
+            name: "node-a".into(),
+            p2p_addr: "/ip4/127.0.0.1/tcp/4001".into(),
+            rpc_addr: "127.0.0.1:7001".into(),
+            peer_id: "12D3KooWexample".into(),
+        },
+    )]
+    .into();
+    Entry {
+        log_id: log_id(term, index),
+        payload: EntryPayload::Membership(Membership::new(vec![BTreeSet::from([1])], members)),
+    }
+}
+
+fn mkdir(name: &str) -> MetadataOp {
+    MetadataOp::Create {
+        parent: FileId::ROOT,
+        name: name.into(),
+        kind: NewKind::Directory,
+        perm: 0o755,
+        uid: 1000,
+        gid: 1000,
+        time: Timestamp(1_700_000_000_000_000_000),
+    }
+}
+
+#[tokio::test]
+async fn a_refusal_is_a_reply_and_the_store_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm) = open(&dir);
+    let replies = sm
+        .apply([
+            membership_entry(1, 0),
+            op_entry(1, 1, mkdir("photos")),
+            op_entry(1, 2, mkdir("photos")),
+        ])
+        .await
+        .expect("a refusal is not a storage error");
+    assert_eq!(replies.len(), 3);
+    assert_eq!(replies[0], Ok(crate::meta::Applied::default()));
+    assert!(replies[1].as_ref().is_ok_and(|a| a.attr.is_some()));
+    assert!(
+        matches!(&replies[2], Err(Refusal::Exists(_))),
+        "{:?}",
+        replies[2]
+    );
+
+    let replies = sm
+        .apply([op_entry(2, 3, mkdir("music"))])
+        .await
+        .expect("the store goes on after a refusal");
+    assert!(replies[0].is_ok());
+    let (applied, membership) = sm.applied_state().await.unwrap();
+    assert_eq!(applied, Some(log_id(2, 3)));
+    assert_eq!(membership.log_id(), &Some(log_id(1, 0)));
+    assert_eq!(sm.store().last_applied().unwrap(), 3);
+    assert!(sm.store().lookup(FileId::ROOT, "music").unwrap().is_some());
+}
+
+#[tokio::test]
+async fn applying_an_entry_twice_is_a_storage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_log, mut sm) = open(&dir);
+    sm.apply([op_entry(1, 1, mkdir("a"))]).await.unwrap();
+    let err = sm.apply([op_entry(1, 1, mkdir("b"))]).await;
+    assert!(err.is_err(), "{err:?}");
+    assert!(sm.store().lookup(FileId::ROOT, "b").unwrap().is_none());
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(1, 1)));
+}
+
+/// Copies the current snapshot of `from` into a receiving file of `to`, as the network does.
+async fn transfer(from: &mut SqliteStateMachine, to: &mut SqliteStateMachine) -> SnapshotMeta {
+    let mut snap = from
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .expect("a snapshot");
+    let mut incoming = to.begin_receiving_snapshot().await.unwrap();
+    tokio::io::copy(&mut *snap.snapshot, &mut *incoming)
+        .await
+        .unwrap();
+    to.install_snapshot(&snap.meta, incoming).await.unwrap();
+    snap.meta
+}
+
+#[tokio::test]
+async fn a_snapshot_installed_on_a_fresh_store_gives_the_same_metadata() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let (_log, mut leader) = open(&leader_dir);
+    leader
+        .apply([
+            membership_entry(1, 0),
+            op_entry(1, 1, mkdir("photos")),
+            op_entry(1, 2, mkdir("music")),
+        ])
+        .await
+        .unwrap();
+    let built = leader
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert_eq!(built.meta.last_log_id, Some(log_id(1, 2)));
+    // applies after the snapshot do not leak into it
+    leader
+        .apply([op_entry(1, 3, mkdir("later"))])
+        .await
+        .unwrap();
+
+    let follower_dir = tempfile::tempdir().unwrap();
+    let (_log, mut follower) = open(&follower_dir);
+    follower
+        .apply([op_entry(1, 1, mkdir("stale"))])
+        .await
+        .unwrap();
+    let meta = transfer(&mut leader, &mut follower).await;
+    assert_eq!(meta, built.meta);
+
+    let store = Arc::clone(follower.store());
+    assert_eq!(
+        store.lookup(FileId::ROOT, "photos").unwrap(),
+        leader.store().lookup(FileId::ROOT, "photos").unwrap()
+    );
+    assert!(store.lookup(FileId::ROOT, "music").unwrap().is_some());
+    assert!(store.lookup(FileId::ROOT, "stale").unwrap().is_none());
+    assert!(store.lookup(FileId::ROOT, "later").unwrap().is_none());
+    assert_eq!(store.last_applied().unwrap(), 2);
+    assert_eq!(
+        follower.applied_state().await.unwrap(),
+        (Some(log_id(1, 2)), built.meta.last_membership.clone())
+    );
+    let current = follower.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(current.meta, built.meta);
+
+    // the follower goes on applying after the install
+    follower
+        .apply([op_entry(1, 3, mkdir("later"))])
+        .await
+        .unwrap();
+    assert_eq!(store.last_applied().unwrap(), 3);
+
+    // only the current snapshot's files are left
+    let files: Vec<_> = std::fs::read_dir(follower.snapshot_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+}
+
+#[tokio::test]
+async fn a_snapshot_whose_data_disagrees_with_its_meta_is_refused() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let (_log, mut leader) = open(&leader_dir);
+    leader
+        .apply([membership_entry(1, 0), op_entry(1, 1, mkdir("photos"))])
+        .await
+        .unwrap();
+    let mut snap = leader
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let follower_dir = tempfile::tempdir().unwrap();
+    let (_log, mut follower) = open(&follower_dir);
+    follower
+        .apply([op_entry(1, 1, mkdir("mine"))])
+        .await
+        .unwrap();
+    let mut incoming = follower.begin_receiving_snapshot().await.unwrap();
+    tokio::io::copy(&mut *snap.snapshot, &mut *incoming)
+        .await
+        .unwrap();
+    let mut meta = snap.meta.clone();
+    meta.last_log_id = Some(log_id(1, 7));
+    assert!(follower.install_snapshot(&meta, incoming).await.is_err());
+    assert!(follower
+        .store()
+        .lookup(FileId::ROOT, "mine")
+        .unwrap()
+        .is_some());
+    assert!(follower
+        .store()
+        .lookup(FileId::ROOT, "photos")
+        .unwrap()
+        .is_none());
+    assert!(follower.get_current_snapshot().await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn reopening_keeps_vote_log_applied_state_and_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let vote = Vote::new(3, 1);
+    let snapshot_meta;
+    {
+        let (mut log, mut sm) = open(&dir);
+        log.save_vote(&vote).await.unwrap();
+        log.blocking_append([
+            membership_entry(1, 0),
+            op_entry(1, 1, mkdir("a")),
+            op_entry(3, 2, mkdir("b")),
+        ])
+        .await
+        .unwrap();
+        log.save_committed(Some(log_id(3, 2))).await.unwrap();
+        log.purge(log_id(1, 0)).await.unwrap();
+        let entries = log.try_get_log_entries(1..3).await.unwrap();
+        sm.apply(entries).await.unwrap();
+        snapshot_meta = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap()
+            .meta;
+    }
+    let (mut log, mut sm) = open(&dir);
+    assert_eq!(log.read_vote().await.unwrap(), Some(vote));
+    assert_eq!(log.read_committed().await.unwrap(), Some(log_id(3, 2)));
+    let state = log.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 0)));
+    assert_eq!(state.last_log_id, Some(log_id(3, 2)));
+    let entries = log.try_get_log_entries(0..10).await.unwrap();
+    assert_eq!(
+        entries.iter().map(|e| e.log_id).collect::<Vec<_>>(),
+        vec![log_id(1, 1), log_id(3, 2)]
+    );
+    assert!(matches!(&entries[1].payload, EntryPayload::Normal(op) if *op == mkdir("b")));
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(3, 2)));
+    assert_eq!(sm.store().last_applied().unwrap(), 2);
+    assert!(sm.store().lookup(FileId::ROOT, "b").unwrap().is_some());
+    let current = sm
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .expect("snapshot kept");
+    assert_eq!(current.meta, snapshot_meta);
+}
+
+#[tokio::test]
+async fn truncate_removes_the_tail_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _sm) = open(&dir);
+    log.blocking_append((1..=5).map(|i| op_entry(1, i, mkdir(&format!("d{i}")))))
+        .await
+        .unwrap();
+    log.truncate(log_id(1, 3)).await.unwrap();
+    let entries = log.try_get_log_entries(..).await.unwrap();
+    assert_eq!(
+        entries.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert_eq!(
+        log.get_log_state().await.unwrap().last_log_id,
+        Some(log_id(1, 2))
+    );
+}
