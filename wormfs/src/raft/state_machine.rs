@@ -207,7 +207,7 @@ fn scan_snapshots(dir: &Path) -> Result<Option<(SnapshotMeta, PathBuf)>, RaftSto
             others.push(path);
         }
     }
-    found.sort_by(|a, b| a.0.last_log_id.cmp(&b.0.last_log_id));
+    found.sort_by_key(|(meta, _)| meta.last_log_id);
     let current = found.pop();
     for (meta, db) in found {
         let (_, meta_file) = snapshot_files(dir, &meta.snapshot_id);

@@ -185,6 +185,8 @@ async fn a_snapshot_installed_on_a_fresh_store_gives_the_same_metadata() {
         .await
         .unwrap();
     assert_eq!(store.last_applied().unwrap(), 3);
+    // the installed database is still in WAL mode (the backup keeps the live journal mode)
+    assert!(follower_dir.path().join("meta.sqlite-wal").exists());
 
     // only the current snapshot's files are left
     let files: Vec<_> = std::fs::read_dir(follower.snapshot_dir())
