@@ -4,6 +4,8 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+use wormfs::cluster::ClusterSettings;
 use wormfs::ids::{DiskId, NodeId};
 use wormfs::policy::{PolicyConfig, PolicySet};
 
@@ -25,6 +27,50 @@ pub struct RawConfig {
     /// Storage policies.
     #[serde(default)]
     pub policies: PolicyConfig,
+    /// Cluster membership; absent for a node on its own.
+    #[serde(default)]
+    pub cluster: Option<RawCluster>,
+}
+
+/// The `[cluster]` table.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// Address the node-to-node (libp2p) listener binds (default `127.0.0.1:7100`).
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Form the cluster from this node and every peer on first start (one node only).
+    #[serde(default)]
+    pub bootstrap: bool,
+    /// The other nodes.
+    #[serde(default)]
+    pub peers: Vec<RawPeer>,
+    /// Heartbeat interval in milliseconds (default 1000).
+    #[serde(default)]
+    pub heartbeat_ms: Option<u64>,
+    /// Missed heartbeats before a peer shows offline (default 30).
+    #[serde(default)]
+    pub offline_after: Option<u32>,
+    /// Raft election timeout in milliseconds (default 10000).
+    #[serde(default)]
+    pub election_timeout_ms: Option<u64>,
+    /// Log entries between snapshots (default 5000).
+    #[serde(default)]
+    pub snapshot_after: Option<u64>,
+    /// Log entries kept after a snapshot (default 1000).
+    #[serde(default)]
+    pub keep_log_entries: Option<u64>,
+}
+
+/// One `[[cluster.peers]]` entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPeer {
+    /// The peer's libp2p address, `IP:PORT`.
+    pub addr: String,
+    /// Its peer ID, or `auto` to trust the first ID it presents (default `auto`).
+    #[serde(default)]
+    pub peer_id: Option<String>,
 }
 
 /// One `[[disks]]` entry.
@@ -51,7 +97,12 @@ pub struct NodeConfig {
     pub disks: Vec<(DiskId, PathBuf)>,
     /// The policies.
     pub policies: PolicySet,
+    /// The cluster settings, when the node is part of one.
+    pub cluster: Option<ClusterSettings>,
 }
+
+/// The default libp2p listen address.
+pub const DEFAULT_P2P_LISTEN: &str = "127.0.0.1:7100";
 
 /// The default gRPC listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -75,6 +126,7 @@ impl NodeConfig {
             data_dir,
             disks,
             policies,
+            cluster,
         } = raw;
         let node_id = node_id.unwrap_or_else(|| "node1".into());
         if node_id.is_empty()
@@ -116,6 +168,7 @@ impl NodeConfig {
             checked.push((id, path));
         }
         let policies = policies.build()?;
+        let cluster = cluster.map(check_cluster).transpose()?;
         let width_check = |name: &str, field: &str| -> anyhow::Result<()> {
             let p = policies
                 .get(name)
@@ -131,9 +184,12 @@ impl NodeConfig {
             }
             Ok(())
         };
-        width_check(policies.default_name(), "policies.default")?;
-        for (dir, name) in policies.directories() {
-            width_check(name, &format!("policies.directory {dir}"))?;
+        // in a cluster, policies are checked against the whole cluster's disks at write time
+        if cluster.is_none() {
+            width_check(policies.default_name(), "policies.default")?;
+            for (dir, name) in policies.directories() {
+                width_check(name, &format!("policies.directory {dir}"))?;
+            }
         }
         Ok(NodeConfig {
             node_id: NodeId(node_id),
@@ -141,8 +197,64 @@ impl NodeConfig {
             data_dir,
             disks: checked,
             policies,
+            cluster,
         })
     }
+}
+
+fn check_cluster(raw: RawCluster) -> anyhow::Result<ClusterSettings> {
+    let listen_text = raw.listen.unwrap_or_else(|| DEFAULT_P2P_LISTEN.into());
+    let p2p_listen: SocketAddr = listen_text.parse().map_err(|e| {
+        anyhow::anyhow!(
+            "`cluster.listen`: `{listen_text}` is not an address like 127.0.0.1:7100 ({e})"
+        )
+    })?;
+    let mut peers = Vec::new();
+    for (i, p) in raw.peers.iter().enumerate() {
+        let addr: SocketAddr = p.addr.parse().map_err(|e| {
+            anyhow::anyhow!(
+                "`cluster.peers[{i}].addr`: `{}` is not an address like 127.0.0.1:7101 ({e})",
+                p.addr
+            )
+        })?;
+        if addr == p2p_listen {
+            bail!("`cluster.peers[{i}].addr`: `{addr}` is this node's own `cluster.listen`");
+        }
+        if peers.iter().any(|(a, _)| *a == addr) {
+            bail!("`cluster.peers[{i}].addr`: `{addr}` is listed twice");
+        }
+        let id = match p.peer_id.as_deref() {
+            None | Some("auto") => None,
+            Some(text) => Some(text.parse().map_err(|e| {
+                anyhow::anyhow!(
+                    "`cluster.peers[{i}].peer_id`: `{text}` is not a peer ID (use the ID `wormfs status` shows, or `auto`): {e}"
+                )
+            })?),
+        };
+        peers.push((addr, id));
+    }
+    let ms = |v: Option<u64>, default: u64, field: &str| -> anyhow::Result<Duration> {
+        match v.unwrap_or(default) {
+            0 => bail!("`cluster.{field}` must be above 0"),
+            n => Ok(Duration::from_millis(n)),
+        }
+    };
+    let heartbeat_interval = ms(raw.heartbeat_ms, 1000, "heartbeat_ms")?;
+    let election_timeout = ms(raw.election_timeout_ms, 10_000, "election_timeout_ms")?;
+    let offline_after = raw.offline_after.unwrap_or(30);
+    if offline_after == 0 {
+        bail!("`cluster.offline_after` must be above 0");
+    }
+    Ok(ClusterSettings {
+        p2p_listen,
+        peers,
+        bootstrap: raw.bootstrap,
+        heartbeat_interval,
+        offline_after,
+        election_timeout,
+        snapshot_after: raw.snapshot_after.unwrap_or(5000).max(1),
+        keep_log_entries: raw.keep_log_entries.unwrap_or(1000),
+    })
 }
 
 #[cfg(test)]

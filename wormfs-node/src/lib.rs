@@ -9,11 +9,19 @@ use config::NodeConfig;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use wormfs::cluster::{Cluster, ClusterStore};
 use wormfs::meta::{DiskInfo, LocalLog, MetaStore, MetadataLog, MetadataOp, NodeInfo};
 use wormfs::node::NodeFs;
 use wormfs::placement::SpreadPlacement;
 use wormfs::rpc::server::WormFsService;
 use wormfs::store::{ChunkStore, DiskChunkStore};
+
+/// The chunk store, the metadata log and the cluster (if any) a node serves with.
+type Parts = (
+    Arc<dyn ChunkStore>,
+    Arc<dyn MetadataLog>,
+    Option<Arc<Cluster>>,
+);
 
 /// The metadata database's file name in the data directory.
 pub const META_FILE: &str = "meta.sqlite";
@@ -28,10 +36,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("create data_dir `{}`", config.data_dir.display()))?;
-    let store = Arc::new(DiskChunkStore::open(&config.disks).context("open disks")?);
+    let local: Arc<dyn ChunkStore> =
+        Arc::new(DiskChunkStore::open(&config.disks).context("open disks")?);
     let meta =
         Arc::new(MetaStore::open(&config.data_dir.join(META_FILE)).context("open metadata")?);
-    let log = Arc::new(LocalLog::new(meta.clone()).context("open metadata log")?);
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -42,7 +50,54 @@ pub async fn run(
             )
         })?;
     let addr = listener.local_addr().context("read the bound address")?;
-    record_self(&config, &addr, store.as_ref(), log.as_ref()).await?;
+
+    let (store, log, cluster): Parts = match &config.cluster {
+        None => {
+            let log = Arc::new(LocalLog::new(meta.clone()).context("open metadata log")?);
+            record_self(&config, &addr, local.as_ref(), log.as_ref()).await?;
+            (local.clone(), log, None)
+        }
+        Some(settings) => {
+            let cluster = Cluster::start(
+                config.node_id.clone(),
+                addr.to_string(),
+                &config.data_dir,
+                meta.clone(),
+                local.clone(),
+                settings.clone(),
+            )
+            .await
+            .context("join the cluster")?;
+            tracing::info!(
+                node = %config.node_id,
+                p2p = %cluster.transport.listen_addr(),
+                peer_id = %cluster.transport.peer_id(),
+                "node-to-node listener up"
+            );
+            let store = Arc::new(ClusterStore::new(
+                config.node_id.clone(),
+                local.clone(),
+                Arc::new(cluster.transport.clone()),
+                cluster.heartbeats.clone(),
+                meta.clone(),
+            ));
+            let log: Arc<dyn MetadataLog> = Arc::new(cluster.log());
+            // The node and its disks go into the metadata once a master takes them.
+            let (cfg, l, lg) = (config.clone(), local.clone(), log.clone());
+            tokio::spawn(async move {
+                loop {
+                    match record_self(&cfg, &addr, l.as_ref(), lg.as_ref()).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::info!("cannot record this node in the metadata yet: {e:#}");
+                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+            });
+            (store, log, Some(Arc::new(cluster)))
+        }
+    };
 
     let fs = Arc::new(NodeFs::new(
         config.node_id.clone(),
@@ -52,7 +107,11 @@ pub async fn run(
         config.policies.clone(),
         Arc::new(SpreadPlacement),
     ));
-    let service = WormFsService::new(fs, addr.to_string()).into_server();
+    let mut service = WormFsService::new(fs, addr.to_string());
+    if let Some(c) = &cluster {
+        service = service.with_cluster(c.clone());
+    }
+    let service = service.into_server();
     tracing::info!(node = %config.node_id, %addr, disks = config.disks.len(), "node serving");
     ready(addr);
     tonic::transport::Server::builder()
@@ -68,6 +127,9 @@ pub async fn run(
         )
         .await
         .context("serve gRPC")?;
+    if let Some(c) = cluster {
+        c.shutdown().await;
+    }
     tracing::info!("node stopped: requests drained, metadata closed");
     Ok(())
 }

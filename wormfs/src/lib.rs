@@ -32,6 +32,8 @@
 pub mod archive;
 pub mod checksum;
 pub mod chunk;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod engine;
 pub mod errno;
 pub mod ids;

@@ -328,7 +328,7 @@ impl LocalArchive {
                 generation: engine::next_generation(),
                 data: &buf[..len],
             };
-            let record = engine::write_stripe(&self.store, &self.node, &self.placement, &view, w)?;
+            let record = engine::write_stripe(&self.store, &self.placement, &view, w)?;
             let size = index * layout.stripe_size + len as u64;
             let commit = MetadataOp::CommitStripe {
                 ino,

@@ -66,11 +66,15 @@ pub enum EngineError {
     Store(StoreError),
 }
 
-/// The disks of one node's store as placement sees them.
+/// The disks of `store` as placement sees them (see [`ChunkStore::placement_view`]).
 pub fn local_view(node: &NodeId, store: &dyn ChunkStore) -> Result<ClusterView, StoreError> {
-    Ok(ClusterView {
-        disks: store
-            .disks()?
+    store.placement_view(node)
+}
+
+/// Disks that all sit on `node`, as placement sees them.
+pub fn view_of(node: &NodeId, disks: Vec<crate::store::DiskStatus>) -> ClusterView {
+    ClusterView {
+        disks: disks
             .into_iter()
             .map(|d| DiskView {
                 node: node.clone(),
@@ -80,7 +84,7 @@ pub fn local_view(node: &NodeId, store: &dyn ChunkStore) -> Result<ClusterView, 
                 usable: d.healthy,
             })
             .collect(),
-    })
+    }
 }
 
 /// A new stripe generation: the wall clock in nanoseconds, made strictly increasing within
@@ -139,7 +143,7 @@ mod tests {
             generation: 1,
             data,
         };
-        write_stripe(s, &NodeId("n".into()), &SpreadPlacement, view, w)
+        write_stripe(s, &SpreadPlacement, view, w)
     }
 
     #[test]
@@ -213,7 +217,7 @@ mod range_tests {
             generation: 1,
             data: &data,
         };
-        let rec = write_stripe(&s, &node, &SpreadPlacement, &view, w).unwrap();
+        let rec = write_stripe(&s, &SpreadPlacement, &view, w).unwrap();
         for (off, len) in [
             (0u64, 4096u64),
             (250_000, 10),

@@ -26,13 +26,11 @@ pub struct StripeWrite<'a> {
     pub data: &'a [u8],
 }
 
-/// Codes `w.data`, places its chunks over the disks of `view` (all on `node`, whose disks
-/// `store` holds), stores each durably and returns the stripe's record, ready to commit. A
+/// Codes `w.data`, places its chunks over the disks of `view` (which `store` reaches), stores each durably and returns the stripe's record, ready to commit. A
 /// chunk that fails to store is placed on another disk; the write fails only when no disk
 /// is left for it. On failure, the chunks already stored are removed again.
 pub fn write_stripe(
     store: &dyn ChunkStore,
-    node: &NodeId,
     placement: &dyn PlacementPolicy,
     view: &ClusterView,
     w: StripeWrite<'_>,
@@ -85,9 +83,9 @@ pub fn write_stripe(
             .map(|h| h.join().expect("chunk writer panicked"))
             .collect()
     });
-    let record = |stored: StoredChunk, index: u16| ChunkRecord {
+    let record = |stored: StoredChunk, index: u16, on: &NodeId| ChunkRecord {
         index,
-        node: node.clone(),
+        node: on.clone(),
         disk: stored.disk,
         size: stored.size,
         crc: stored.checksum,
@@ -97,7 +95,7 @@ pub fn write_stripe(
     let mut retry: Vec<(usize, StoreError)> = Vec::new();
     for (i, r) in first.into_iter().enumerate() {
         match r {
-            Ok(stored) => records.push(record(stored, i as u16)),
+            Ok(stored) => records.push(record(stored, i as u16, &targets[i].node)),
             Err(e) => retry.push((i, e)),
         }
     }
@@ -129,7 +127,7 @@ pub fn write_stripe(
                 let target = t.remove(0);
                 match store.put_chunk(&target.disk, &l.folder, w.path, &chunks[i]) {
                     Ok(stored) => {
-                        records.push(record(stored, i as u16));
+                        records.push(record(stored, i as u16, &target.node));
                         break;
                     }
                     Err(e) => {

@@ -177,7 +177,7 @@ impl NodeFs {
                 generation: engine::next_generation(),
                 data: &data,
             };
-            engine::write_stripe(store.as_ref(), &node, placement.as_ref(), &view, w)
+            engine::write_stripe(store.as_ref(), placement.as_ref(), &view, w)
                 .map_err(FsError::from)
         })
         .await

@@ -15,12 +15,48 @@ use tonic::{Request, Response, Status, Streaming};
 pub struct WormFsService {
     fs: Arc<NodeFs>,
     address: String,
+    cluster: Option<Arc<dyn ClusterInfo>>,
+}
+
+/// One node as `GetClusterStatus` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberRow {
+    /// The node's name.
+    pub id: String,
+    /// Its gRPC address.
+    pub address: String,
+    /// `online` or `offline`.
+    pub state: String,
+    /// `master` or `follower`.
+    pub role: String,
+    /// When its last heartbeat arrived (Unix nanoseconds; now for this node).
+    pub last_heartbeat: i64,
+    /// Its disks.
+    pub disks: Vec<crate::store::DiskStatus>,
+}
+
+/// What the status call needs from the cluster, when the node is part of one.
+pub trait ClusterInfo: Send + Sync {
+    /// Every member.
+    fn members(&self) -> Vec<MemberRow>;
+    /// The master's name, empty while an election runs.
+    fn master(&self) -> String;
 }
 
 impl WormFsService {
     /// A service over `fs`, announcing `address` as this node's.
     pub fn new(fs: Arc<NodeFs>, address: String) -> WormFsService {
-        WormFsService { fs, address }
+        WormFsService {
+            fs,
+            address,
+            cluster: None,
+        }
+    }
+
+    /// Reports the cluster's members and master in `GetClusterStatus`.
+    pub fn with_cluster(mut self, cluster: Arc<dyn ClusterInfo>) -> WormFsService {
+        self.cluster = Some(cluster);
+        self
     }
 
     /// The tonic server for this service, with WormFS's message size limits.
@@ -456,23 +492,40 @@ impl WormFs for WormFsService {
         _r: Request<proto::Empty>,
     ) -> Result<Response<proto::ClusterStatusReply>, Status> {
         let fs = &self.fs;
-        let disks = fs.store().disks().map_err(|e| status("status", e.into()))?;
         let last_applied = fs
             .meta()
             .last_applied()
             .map_err(|e| status("status", e.into()))?;
         let (files, bytes) = fs.meta().usage().map_err(|e| status("status", e.into()))?;
-        let node = proto::NodeStatus {
-            id: fs.node().to_string(),
-            address: self.address.clone(),
-            state: "online".into(),
-            role: "master".into(),
-            last_heartbeat: Timestamp::now().0,
-            disks: disks.iter().map(disk_status).collect(),
+        let (rows, master) = match &self.cluster {
+            Some(c) => (c.members(), c.master()),
+            None => {
+                let disks = fs.store().disks().map_err(|e| status("status", e.into()))?;
+                let row = MemberRow {
+                    id: fs.node().to_string(),
+                    address: self.address.clone(),
+                    state: "online".into(),
+                    role: "master".into(),
+                    last_heartbeat: Timestamp::now().0,
+                    disks,
+                };
+                (vec![row], fs.node().to_string())
+            }
         };
+        let nodes = rows
+            .into_iter()
+            .map(|r| proto::NodeStatus {
+                id: r.id,
+                address: r.address,
+                state: r.state,
+                role: r.role,
+                last_heartbeat: r.last_heartbeat,
+                disks: r.disks.iter().map(disk_status).collect(),
+            })
+            .collect();
         Ok(Response::new(proto::ClusterStatusReply {
-            nodes: vec![node],
-            master: fs.node().to_string(),
+            nodes,
+            master,
             last_applied,
             default_policy: fs.policies().default_name().to_owned(),
             policies: fs

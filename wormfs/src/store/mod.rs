@@ -125,6 +125,16 @@ pub enum StoreError {
     /// A disk directory that is not the disk the config says.
     #[error("{0}")]
     DiskSetup(String),
+    /// The disk is on another node that could not be reached or failed the call.
+    #[error("disk `{disk}` on node {node}: {reason}")]
+    Remote {
+        /// The node holding the disk.
+        node: crate::ids::NodeId,
+        /// The disk.
+        disk: DiskId,
+        /// What went wrong.
+        reason: String,
+    },
     /// An I/O error, with what was being done and where.
     #[error("{action} `{}`: {source}", path.display())]
     Io {
@@ -156,6 +166,15 @@ impl StoreError {
 pub trait ChunkStore: Send + Sync {
     /// Every disk with its space.
     fn disks(&self) -> Result<Vec<DiskStatus>, StoreError>;
+
+    /// The disks placement may use, each with the node holding it. A store of one node's
+    /// disks puts them all on `node`; a store spanning the cluster names each disk's node.
+    fn placement_view(
+        &self,
+        node: &crate::ids::NodeId,
+    ) -> Result<crate::placement::ClusterView, StoreError> {
+        Ok(crate::engine::view_of(node, self.disks()?))
+    }
 
     /// Stores `chunk` durably in chunk folder `folder` of `disk` and records it in the
     /// folder's index under the file path `path`. Returns only when the chunk file and its

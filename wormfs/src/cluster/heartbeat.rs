@@ -1,0 +1,165 @@
+//! Liveness, apart from Raft: every node announces itself to each connected peer once per
+//! interval with its card (names and addresses) and its disks' space and health. A peer
+//! not heard from for `offline_after` intervals is offline.
+
+use crate::ids::{DiskId, NodeId};
+use crate::store::DiskStatus;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Protocol of heartbeats.
+pub const HEARTBEAT: &str = "cluster/heartbeat";
+
+/// One disk in a heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskBeat {
+    /// The disk.
+    pub id: DiskId,
+    /// Capacity in bytes.
+    pub total: u64,
+    /// Free bytes.
+    pub free: u64,
+    /// The disk answers and carries its marker.
+    pub healthy: bool,
+}
+
+impl From<&DiskStatus> for DiskBeat {
+    fn from(d: &DiskStatus) -> DiskBeat {
+        DiskBeat {
+            id: d.disk.clone(),
+            total: d.total,
+            free: d.free,
+            healthy: d.healthy,
+        }
+    }
+}
+
+/// What a node announces.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Beat {
+    /// The node's name.
+    pub node: NodeId,
+    /// Its gRPC address.
+    pub rpc_addr: String,
+    /// Its libp2p address.
+    pub p2p_addr: String,
+    /// Its peer ID.
+    pub peer_id: String,
+    /// Its Raft node id.
+    pub raft_id: u64,
+    /// Its disks.
+    pub disks: Vec<DiskBeat>,
+    /// Sender's clock, milliseconds since the Unix epoch.
+    pub sent_ms: u64,
+}
+
+/// The last heartbeat of a peer and how long ago it came.
+#[derive(Clone, Debug)]
+pub struct PeerBeat {
+    /// The heartbeat.
+    pub beat: Beat,
+    /// When it arrived (this node's wall clock, ms since the epoch).
+    pub received_ms: u64,
+    /// Time since then.
+    pub age: Duration,
+    /// False after `offline_after` missed intervals.
+    pub online: bool,
+}
+
+/// The heartbeats received, by node.
+pub struct Heartbeats {
+    interval: Duration,
+    offline_after: u32,
+    table: RwLock<HashMap<NodeId, (Beat, Instant, u64)>>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Heartbeats {
+    /// A table where a peer is offline after `offline_after` missed `interval`s.
+    pub fn new(interval: Duration, offline_after: u32) -> Heartbeats {
+        Heartbeats {
+            interval,
+            offline_after,
+            table: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Records a heartbeat.
+    pub fn record(&self, beat: Beat) {
+        self.table
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(beat.node.clone(), (beat, Instant::now(), now_ms()));
+    }
+
+    /// Forgets a node (removed from the cluster).
+    pub fn forget(&self, node: &NodeId) {
+        self.table
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(node);
+    }
+
+    /// Every peer heard from.
+    pub fn peers(&self) -> Vec<PeerBeat> {
+        let limit = self.interval * self.offline_after;
+        let mut out: Vec<PeerBeat> = self
+            .table
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|(beat, at, received_ms)| {
+                let age = at.elapsed();
+                PeerBeat {
+                    beat: beat.clone(),
+                    received_ms: *received_ms,
+                    age,
+                    online: age <= limit,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.beat.node.cmp(&b.beat.node));
+        out
+    }
+
+    /// The last heartbeat of `node`.
+    pub fn get(&self, node: &NodeId) -> Option<PeerBeat> {
+        self.peers().into_iter().find(|p| &p.beat.node == node)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_goes_offline_after_the_missed_beats() {
+        let hb = Heartbeats::new(Duration::from_millis(10), 3);
+        hb.record(Beat {
+            node: NodeId("b".into()),
+            rpc_addr: "127.0.0.1:1".into(),
+            p2p_addr: "127.0.0.1:2".into(),
+            peer_id: "x".into(),
+            raft_id: 2,
+            disks: vec![],
+            sent_ms: now_ms(),
+        });
+        assert!(hb.get(&NodeId("b".into())).unwrap().online);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while hb.get(&NodeId("b".into())).unwrap().online {
+            assert!(Instant::now() < deadline, "never went offline");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(hb.get(&NodeId("b".into())).unwrap().age >= Duration::from_millis(30));
+        hb.forget(&NodeId("b".into()));
+        assert!(hb.peers().is_empty());
+    }
+}

@@ -1,0 +1,637 @@
+//! The cluster (feature `cluster`): the metadata log replicated by openraft over the libp2p
+//! [`P2pTransport`], heartbeats, and the [`ClusterStore`] that spreads chunks over every
+//! node's disks.
+//!
+//! Roles: every storage node is a Raft voter and applies the log to its own SQLite copy, so
+//! any node answers metadata reads and coordinates stripe reads and writes. The Raft leader
+//! is the *master*: every metadata change is ordered by it and commits only on a majority.
+//! [`RaftLog`] is the [`MetadataLog`] a node uses: on the master it writes through Raft,
+//! elsewhere it forwards the op to the master.
+
+mod heartbeat;
+mod network;
+mod store;
+
+pub use heartbeat::{now_ms, Beat, DiskBeat, Heartbeats, PeerBeat, HEARTBEAT};
+pub use network::{serve_raft, RaftNet, RaftPeer};
+pub use store::ClusterStore;
+
+use crate::ids::NodeId;
+use crate::meta::{LogError, MetaStore, MetadataLog, MetadataOp, OpReply};
+use crate::net::p2p::{
+    load_or_create_identity, P2pConfig, P2pError, PeerBook, PEER_BOOK_FILE_NAME,
+};
+use crate::net::{P2pTransport, Transport};
+use crate::raft::{open_storage, Member, Raft, RaftNodeId};
+use crate::store::ChunkStore;
+use async_trait::async_trait;
+use libp2p::PeerId;
+use openraft::error::{ClientWriteError, RaftError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Protocol on which followers forward metadata ops to the master.
+pub const SUBMIT: &str = "meta/submit";
+
+/// How a node takes part in the cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterSettings {
+    /// The libp2p listen address.
+    pub p2p_listen: SocketAddr,
+    /// The peers' libp2p addresses and pinned IDs (`None`: trust the first seen).
+    pub peers: Vec<(SocketAddr, Option<PeerId>)>,
+    /// Forms the cluster from this node and every configured peer on first start.
+    pub bootstrap: bool,
+    /// Heartbeat interval.
+    pub heartbeat_interval: Duration,
+    /// Missed heartbeats before a peer shows offline.
+    pub offline_after: u32,
+    /// Raft's election timeout (the low end; the high end is 1.5×).
+    pub election_timeout: Duration,
+    /// Log entries since the last snapshot that trigger a new snapshot (and compaction).
+    pub snapshot_after: u64,
+    /// Log entries kept after a snapshot, for followers slightly behind.
+    pub keep_log_entries: u64,
+}
+
+/// Why the cluster part of a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The network.
+    #[error(transparent)]
+    P2p(#[from] P2pError),
+    /// Raft storage.
+    #[error("raft storage: {0}")]
+    Storage(String),
+    /// Raft itself.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// A node's Raft id, derived from its peer ID (FNV-1a of its bytes), so it needs no
+/// configuration and cannot collide in practice.
+pub fn raft_id(peer: &PeerId) -> RaftNodeId {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in peer.to_bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h.max(1)
+}
+
+/// The running cluster part of a node.
+pub struct Cluster {
+    /// This node's name.
+    pub node: NodeId,
+    /// The Raft node.
+    pub raft: Raft,
+    /// The network.
+    pub transport: P2pTransport,
+    /// This node's card in the membership.
+    pub me: Member,
+    /// This node's Raft id.
+    pub raft_id: RaftNodeId,
+    /// Heartbeats received.
+    pub heartbeats: Arc<Heartbeats>,
+    /// The local metadata copy.
+    pub meta: Arc<MetaStore>,
+    local: Arc<dyn ChunkStore>,
+    settings: ClusterSettings,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+enum SubmitAnswer {
+    /// The reply and the op's log index.
+    Done(OpReply, u64),
+    NotLeader,
+    Unavailable(String),
+}
+
+impl Cluster {
+    /// Starts the network, Raft and heartbeats. `local` is this node's own disks, `rpc_addr`
+    /// its gRPC address.
+    pub async fn start(
+        node: NodeId,
+        rpc_addr: String,
+        data_dir: &Path,
+        meta: Arc<MetaStore>,
+        local: Arc<dyn ChunkStore>,
+        settings: ClusterSettings,
+    ) -> Result<Cluster, ClusterError> {
+        let keypair = load_or_create_identity(data_dir)?;
+        let book = Arc::new(PeerBook::open(&data_dir.join(PEER_BOOK_FILE_NAME))?);
+        for (addr, id) in &settings.peers {
+            book.add(*addr, *id)?;
+        }
+        let transport = P2pTransport::start(P2pConfig {
+            node: node.clone(),
+            keypair,
+            listen: settings.p2p_listen,
+            book,
+            store: local.clone(),
+            redial_interval: (settings.heartbeat_interval / 2).max(Duration::from_millis(50)),
+            request_timeout: (settings.election_timeout * 2).max(Duration::from_secs(5)),
+        })
+        .await?;
+        let raft_id = raft_id(&transport.peer_id());
+        let me = Member {
+            name: node.0.clone(),
+            p2p_addr: transport.listen_addr().to_string(),
+            rpc_addr: rpc_addr.clone(),
+            peer_id: transport.peer_id().to_string(),
+        };
+        let (log_store, state_machine) = open_storage(data_dir, meta.clone())
+            .map_err(|e| ClusterError::Storage(e.to_string()))?;
+        let et = settings.election_timeout.as_millis() as u64;
+        let config = openraft::Config {
+            cluster_name: "wormfs".into(),
+            heartbeat_interval: (et / 5).max(20),
+            election_timeout_min: et,
+            election_timeout_max: et + et / 2,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(settings.snapshot_after),
+            max_in_snapshot_log_to_keep: settings.keep_log_entries,
+            purge_batch_size: 256,
+            ..Default::default()
+        };
+        let config = Arc::new(
+            config
+                .validate()
+                .map_err(|e| ClusterError::Raft(e.to_string()))?,
+        );
+        let transport_dyn: Arc<dyn Transport> = Arc::new(transport.clone());
+        let raft = Raft::new(
+            raft_id,
+            config,
+            RaftNet::new(transport_dyn),
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        serve_raft(&transport, raft.clone());
+
+        let heartbeats = Arc::new(Heartbeats::new(
+            settings.heartbeat_interval,
+            settings.offline_after,
+        ));
+        let hb = heartbeats.clone();
+        transport.serve(
+            HEARTBEAT,
+            Arc::new(move |_caller, body| {
+                let hb = hb.clone();
+                Box::pin(async move {
+                    let beat: Beat = serde_json::from_slice(&body)
+                        .map_err(|e| format!("malformed heartbeat: {e}"))?;
+                    hb.record(beat);
+                    Ok(Vec::new())
+                })
+            }),
+        );
+        let r = raft.clone();
+        let write_timeout = write_timeout(&settings);
+        transport.serve(
+            SUBMIT,
+            Arc::new(move |_caller, body| {
+                let r = r.clone();
+                Box::pin(async move {
+                    let op: MetadataOp = serde_json::from_slice(&body)
+                        .map_err(|e| format!("malformed metadata op: {e}"))?;
+                    let answer = match tokio::time::timeout(write_timeout, r.client_write(op)).await
+                    {
+                        Ok(Ok(resp)) => SubmitAnswer::Done(resp.data, resp.log_id.index),
+                        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                            SubmitAnswer::NotLeader
+                        }
+                        Ok(Err(e)) => SubmitAnswer::Unavailable(e.to_string()),
+                        Err(_) => SubmitAnswer::Unavailable(format!(
+                            "no majority confirmed the change within {write_timeout:?}"
+                        )),
+                    };
+                    serde_json::to_vec(&answer).map_err(|e| e.to_string())
+                })
+            }),
+        );
+
+        let mut cluster = Cluster {
+            node,
+            raft,
+            transport,
+            me,
+            raft_id,
+            heartbeats,
+            meta,
+            local: local.clone(),
+            settings,
+            tasks: Vec::new(),
+        };
+        cluster.tasks.push(tokio::spawn(send_heartbeats(
+            cluster.transport.clone(),
+            cluster.me.clone(),
+            raft_id,
+            local,
+            cluster.settings.heartbeat_interval,
+        )));
+        cluster.tasks.push(tokio::spawn(pin_members(
+            cluster.raft.clone(),
+            cluster.transport.clone(),
+        )));
+        if cluster.settings.bootstrap {
+            cluster.tasks.push(tokio::spawn(bootstrap(
+                cluster.raft.clone(),
+                cluster.transport.clone(),
+                cluster.heartbeats.clone(),
+                cluster.me.clone(),
+                raft_id,
+                cluster.settings.peers.len(),
+            )));
+        }
+        Ok(cluster)
+    }
+
+    /// The [`MetadataLog`] of this node.
+    pub fn log(&self) -> RaftLog {
+        RaftLog {
+            raft: self.raft.clone(),
+            transport: self.transport.clone(),
+            meta: self.meta.clone(),
+            node: self.node.clone(),
+            write_timeout: write_timeout(&self.settings),
+        }
+    }
+
+    /// The current master's name, if one is known.
+    pub fn leader(&self) -> Option<Member> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        m.membership_config.membership().get_node(&id).cloned()
+    }
+
+    /// Every member of the metadata group.
+    pub fn members(&self) -> Vec<(RaftNodeId, Member)> {
+        let m = self.raft.metrics().borrow().clone();
+        m.membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.clone()))
+            .collect()
+    }
+
+    /// Waits until a master is known, up to `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<Member> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.leader() {
+                return Some(l);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops Raft and the network.
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+        self.transport.shutdown();
+    }
+}
+
+fn write_timeout(s: &ClusterSettings) -> Duration {
+    s.election_timeout * 3 + Duration::from_secs(5)
+}
+
+async fn send_heartbeats(
+    transport: P2pTransport,
+    me: Member,
+    raft_id: RaftNodeId,
+    local: Arc<dyn ChunkStore>,
+    interval: Duration,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let store = local.clone();
+        let disks = match tokio::task::spawn_blocking(move || store.disks()).await {
+            Ok(Ok(d)) => d.iter().map(DiskBeat::from).collect(),
+            Ok(Err(e)) => {
+                tracing::warn!("cannot inspect the disks for the heartbeat: {e}");
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
+        };
+        let beat = Beat {
+            node: NodeId(me.name.clone()),
+            rpc_addr: me.rpc_addr.clone(),
+            p2p_addr: me.p2p_addr.clone(),
+            peer_id: me.peer_id.clone(),
+            raft_id,
+            disks,
+            sent_ms: now_ms(),
+        };
+        let Ok(body) = serde_json::to_vec(&beat) else {
+            continue;
+        };
+        for p in transport.peers() {
+            let (Some(node), true) = (p.node, p.connected) else {
+                continue;
+            };
+            let t = transport.clone();
+            let body = body.clone();
+            tokio::spawn(async move {
+                if let Err(e) =
+                    tokio::time::timeout(interval * 2, t.request(&node, HEARTBEAT, body)).await
+                {
+                    tracing::debug!(%node, "heartbeat not answered: {e}");
+                }
+            });
+        }
+    }
+}
+
+/// Keeps the peer book in step with the membership: every member is pinned to the peer ID
+/// the membership records, so members reach each other even when not configured as peers.
+async fn pin_members(raft: Raft, transport: P2pTransport) {
+    let mut metrics = raft.metrics();
+    loop {
+        let members: Vec<Member> = metrics
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(_, n)| n.clone())
+            .collect();
+        for m in members {
+            if m.peer_id == transport.peer_id().to_string() {
+                continue;
+            }
+            let (Ok(addr), Ok(id)) = (
+                m.p2p_addr.parse::<SocketAddr>(),
+                m.peer_id.parse::<PeerId>(),
+            ) else {
+                continue;
+            };
+            let known = transport.book().get(addr).ok().flatten();
+            if known.and_then(|k| k.peer_id) != Some(id) {
+                if let Err(e) = transport.add_peer(addr, Some(id)) {
+                    tracing::warn!(member = %m.name, "cannot pin the member: {e}");
+                }
+            }
+        }
+        if metrics.changed().await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Forms the cluster on first start: waits for a heartbeat from every configured peer,
+/// then initializes Raft with all of them as voters.
+async fn bootstrap(
+    raft: Raft,
+    transport: P2pTransport,
+    heartbeats: Arc<Heartbeats>,
+    me: Member,
+    my_id: RaftNodeId,
+    peers: usize,
+) {
+    match raft.is_initialized().await {
+        Ok(true) => return,
+        Ok(false) => {}
+        Err(e) => {
+            tracing::error!("cannot tell whether the cluster was formed: {e}");
+            return;
+        }
+    }
+    let mut last_log = std::time::Instant::now() - Duration::from_secs(60);
+    loop {
+        let book: Vec<String> = transport
+            .book()
+            .entries()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|e| e.peer_id.map(|p| p.to_string()))
+            .collect();
+        let beats: Vec<Beat> = heartbeats
+            .peers()
+            .into_iter()
+            .filter(|p| p.online && book.contains(&p.beat.peer_id))
+            .map(|p| p.beat)
+            .collect();
+        if beats.len() >= peers {
+            let mut members = BTreeMap::new();
+            members.insert(my_id, me.clone());
+            for b in beats {
+                members.insert(
+                    b.raft_id,
+                    Member {
+                        name: b.node.0.clone(),
+                        p2p_addr: b.p2p_addr.clone(),
+                        rpc_addr: b.rpc_addr.clone(),
+                        peer_id: b.peer_id.clone(),
+                    },
+                );
+            }
+            let names: Vec<String> = members.values().map(|m| m.name.clone()).collect();
+            match raft.initialize(members).await {
+                Ok(()) => tracing::info!(?names, "formed the cluster"),
+                Err(e) => tracing::info!("cluster already formed: {e}"),
+            }
+            return;
+        }
+        if last_log.elapsed() > Duration::from_secs(5) {
+            tracing::info!(
+                heard = beats.len(),
+                expected = peers,
+                "waiting to hear from every configured peer before forming the cluster"
+            );
+            last_log = std::time::Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The [`MetadataLog`] over Raft: writes through Raft on the master, forwards to the master
+/// elsewhere, and reads nothing itself (reads go to the local [`MetaStore`]).
+#[derive(Clone)]
+pub struct RaftLog {
+    raft: Raft,
+    transport: P2pTransport,
+    meta: Arc<MetaStore>,
+    node: NodeId,
+    write_timeout: Duration,
+}
+
+#[async_trait]
+impl MetadataLog for RaftLog {
+    async fn submit(&self, op: MetadataOp) -> Result<OpReply, LogError> {
+        let deadline = tokio::time::Instant::now() + self.write_timeout;
+        let unavailable = |why: String| LogError::Unavailable(why);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(unavailable(format!(
+                    "no master confirmed the change within {:?}",
+                    self.write_timeout
+                )));
+            }
+            let leader = match tokio::time::timeout(left, self.raft.client_write(op.clone())).await
+            {
+                Ok(Ok(resp)) => return Ok(resp.data),
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => f.leader_node,
+                Ok(Err(RaftError::Fatal(e))) => return Err(LogError::Store(e.to_string())),
+                Ok(Err(e)) => return Err(unavailable(e.to_string())),
+                Err(_) => {
+                    return Err(unavailable(format!(
+                        "no majority confirmed the change within {:?}",
+                        self.write_timeout
+                    )))
+                }
+            };
+            let Some(leader) = leader.filter(|l| l.name != self.node.0) else {
+                // an election is running: wait for its outcome
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let master = NodeId(leader.name.clone());
+            if !self.transport.is_connected(&master) {
+                // nothing was sent: safe to wait and try again
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            let body = serde_json::to_vec(&op).map_err(|e| unavailable(e.to_string()))?;
+            let answer = self
+                .transport
+                .request(&master, SUBMIT, body)
+                .await
+                .map_err(|e| {
+                    unavailable(format!(
+                        "the master {master} did not confirm the change (it may or may not be applied): {e}"
+                    ))
+                })?;
+            match serde_json::from_slice::<SubmitAnswer>(&answer) {
+                Ok(SubmitAnswer::Done(reply, index)) => {
+                    self.wait_applied(index).await;
+                    return Ok(reply);
+                }
+                Ok(SubmitAnswer::NotLeader) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Ok(SubmitAnswer::Unavailable(why)) => return Err(unavailable(why)),
+                Err(e) => return Err(unavailable(format!("malformed answer from {master}: {e}"))),
+            }
+        }
+    }
+
+    fn last_applied(&self) -> Result<u64, LogError> {
+        self.meta
+            .last_applied()
+            .map_err(|e| LogError::Store(e.to_string()))
+    }
+}
+
+impl RaftLog {
+    /// After the master applied a forwarded op, waits (briefly) until this node applied it
+    /// too, so the caller reads its own write from the local copy.
+    async fn wait_applied(&self, index: u64) {
+        let mut metrics = self.raft.metrics();
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            loop {
+                if metrics.borrow().last_applied.map_or(0, |l| l.index) >= index {
+                    return;
+                }
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+impl crate::rpc::server::ClusterInfo for Cluster {
+    fn members(&self) -> Vec<crate::rpc::server::MemberRow> {
+        use crate::rpc::server::MemberRow;
+        let leader = self.leader().map(|l| l.name);
+        let role = |name: &str| {
+            if leader.as_deref() == Some(name) {
+                "master"
+            } else {
+                "follower"
+            }
+        };
+        let mut rows = Vec::new();
+        for (_, m) in self.members() {
+            if m.name == self.node.0 {
+                rows.push(MemberRow {
+                    id: m.name.clone(),
+                    address: m.rpc_addr.clone(),
+                    state: "online".into(),
+                    role: role(&m.name).into(),
+                    last_heartbeat: crate::meta::Timestamp::now().0,
+                    disks: self.local.disks().unwrap_or_default(),
+                });
+                continue;
+            }
+            let row = match self.heartbeats.get(&NodeId(m.name.clone())) {
+                Some(p) => MemberRow {
+                    id: m.name.clone(),
+                    address: m.rpc_addr.clone(),
+                    state: if p.online { "online" } else { "offline" }.into(),
+                    role: role(&m.name).into(),
+                    last_heartbeat: (p.received_ms as i64).saturating_mul(1_000_000),
+                    disks: p
+                        .beat
+                        .disks
+                        .iter()
+                        .map(|d| crate::store::DiskStatus {
+                            disk: d.id.clone(),
+                            path: None,
+                            total: d.total,
+                            free: d.free,
+                            healthy: d.healthy,
+                        })
+                        .collect(),
+                },
+                None => MemberRow {
+                    id: m.name.clone(),
+                    address: m.rpc_addr.clone(),
+                    state: "offline".into(),
+                    role: role(&m.name).into(),
+                    last_heartbeat: 0,
+                    disks: Vec::new(),
+                },
+            };
+            rows.push(row);
+        }
+        if rows.is_empty() {
+            // not formed yet: show this node alone
+            rows.push(MemberRow {
+                id: self.node.0.clone(),
+                address: self.me.rpc_addr.clone(),
+                state: "online".into(),
+                role: "joining".into(),
+                last_heartbeat: crate::meta::Timestamp::now().0,
+                disks: self.local.disks().unwrap_or_default(),
+            });
+        }
+        rows
+    }
+
+    fn master(&self) -> String {
+        self.leader().map(|l| l.name).unwrap_or_default()
+    }
+}

@@ -1,0 +1,160 @@
+//! Raft RPCs over the [`Transport`]: each Raft message is JSON in a request on one of three
+//! protocols, answered with the receiving Raft's JSON result.
+
+use crate::ids::NodeId;
+use crate::net::{Transport, TransportError};
+use crate::raft::{Member, Raft, RaftNodeId, TypeConfig};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// Protocol of AppendEntries.
+pub const APPEND: &str = "raft/append";
+/// Protocol of RequestVote.
+pub const VOTE: &str = "raft/vote";
+/// Protocol of InstallSnapshot chunks.
+pub const SNAPSHOT: &str = "raft/snapshot";
+
+/// Makes a [`RaftPeer`] per target.
+#[derive(Clone)]
+pub struct RaftNet {
+    transport: Arc<dyn Transport>,
+}
+
+impl RaftNet {
+    /// Raft networking over `transport`.
+    pub fn new(transport: Arc<dyn Transport>) -> RaftNet {
+        RaftNet { transport }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for RaftNet {
+    type Network = RaftPeer;
+
+    async fn new_client(&mut self, target: RaftNodeId, node: &Member) -> RaftPeer {
+        RaftPeer {
+            transport: self.transport.clone(),
+            target,
+            node: node.clone(),
+        }
+    }
+}
+
+/// Raft's connection to one peer.
+pub struct RaftPeer {
+    transport: Arc<dyn Transport>,
+    target: RaftNodeId,
+    node: Member,
+}
+
+type Rpc<E> = RPCError<RaftNodeId, Member, E>;
+
+impl RaftPeer {
+    async fn call<Req: Serialize, Resp: DeserializeOwned, E>(
+        &self,
+        protocol: &str,
+        req: &Req,
+    ) -> Result<Resp, Rpc<E>>
+    where
+        E: std::error::Error + DeserializeOwned,
+    {
+        let body = serde_json::to_vec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let name = NodeId(self.node.name.clone());
+        let answer = self
+            .transport
+            .request(&name, protocol, body)
+            .await
+            .map_err(|e| match e {
+                TransportError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+                other => RPCError::Network(NetworkError::new(&other)),
+            })?;
+        let result: Result<Resp, E> = serde_json::from_slice(&answer)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| {
+            RPCError::RemoteError(RemoteError::new_with_node(
+                self.target,
+                self.node.clone(),
+                e,
+            ))
+        })
+    }
+}
+
+impl RaftNetwork<TypeConfig> for RaftPeer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<RaftNodeId>, Rpc<RaftError<RaftNodeId>>> {
+        self.call(APPEND, &rpc).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<RaftNodeId>, Rpc<RaftError<RaftNodeId, InstallSnapshotError>>>
+    {
+        self.call(SNAPSHOT, &rpc).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<RaftNodeId>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<RaftNodeId>, Rpc<RaftError<RaftNodeId>>> {
+        self.call(VOTE, &rpc).await
+    }
+}
+
+fn answer<T: Serialize>(result: &T) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(result).map_err(|e| format!("encode the Raft answer: {e}"))
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("malformed Raft message: {e}"))
+}
+
+/// Answers the three Raft protocols on `transport` with `raft`.
+pub fn serve_raft(transport: &crate::net::P2pTransport, raft: Raft) {
+    let r = raft.clone();
+    transport.serve(
+        APPEND,
+        Arc::new(move |_caller, body| {
+            let r = r.clone();
+            Box::pin(async move {
+                let req: AppendEntriesRequest<TypeConfig> = parse(&body)?;
+                answer(&r.append_entries(req).await)
+            })
+        }),
+    );
+    let r = raft.clone();
+    transport.serve(
+        VOTE,
+        Arc::new(move |_caller, body| {
+            let r = r.clone();
+            Box::pin(async move {
+                let req: VoteRequest<RaftNodeId> = parse(&body)?;
+                answer(&r.vote(req).await)
+            })
+        }),
+    );
+    transport.serve(
+        SNAPSHOT,
+        Arc::new(move |_caller, body| {
+            let r = raft.clone();
+            Box::pin(async move {
+                let req: InstallSnapshotRequest<TypeConfig> = parse(&body)?;
+                answer(&r.install_snapshot(req).await)
+            })
+        }),
+    );
+}

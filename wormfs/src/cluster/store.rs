@@ -1,0 +1,245 @@
+//! [`ClusterStore`]: the [`ChunkStore`] of the whole cluster as one node sees it. Local
+//! disks are used directly; a disk of another node is reached over the [`Transport`]. The
+//! stripe engine runs over it unchanged.
+
+use super::heartbeat::Heartbeats;
+use crate::chunk::ChunkFile;
+use crate::ids::{DiskId, NodeId};
+use crate::net::{Transport, TransportError};
+use crate::placement::{ClusterView, DiskView};
+use crate::store::{
+    ChunkAddr, ChunkFolder, ChunkStore, DiskStatus, IndexedChunk, StoreError, StoredChunk,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// Chunks on every node's disks.
+pub struct ClusterStore {
+    node: NodeId,
+    local: Arc<dyn ChunkStore>,
+    transport: Arc<dyn Transport>,
+    heartbeats: Arc<Heartbeats>,
+    meta: Arc<crate::meta::MetaStore>,
+    routes: RwLock<HashMap<DiskId, NodeId>>,
+    handle: tokio::runtime::Handle,
+}
+
+impl ClusterStore {
+    /// The cluster's chunks for `node`, whose own disks are `local`. Must be created inside
+    /// the Tokio runtime; its methods block and must run on blocking threads.
+    pub fn new(
+        node: NodeId,
+        local: Arc<dyn ChunkStore>,
+        transport: Arc<dyn Transport>,
+        heartbeats: Arc<Heartbeats>,
+        meta: Arc<crate::meta::MetaStore>,
+    ) -> ClusterStore {
+        ClusterStore {
+            node,
+            local,
+            transport,
+            heartbeats,
+            meta,
+            routes: RwLock::new(HashMap::new()),
+            handle: tokio::runtime::Handle::current(),
+        }
+    }
+
+    /// The disks placement may use: this node's, and those of every peer heard from
+    /// recently (a disk is usable when its node is online and it reports healthy).
+    pub fn view(&self) -> Result<ClusterView, StoreError> {
+        let mut disks: Vec<DiskView> = self
+            .local
+            .disks()?
+            .into_iter()
+            .map(|d| DiskView {
+                node: self.node.clone(),
+                disk: d.disk,
+                total: d.total,
+                free: d.free,
+                usable: d.healthy,
+            })
+            .collect();
+        for p in self.heartbeats.peers() {
+            if p.beat.node == self.node {
+                continue;
+            }
+            for d in &p.beat.disks {
+                if disks.iter().any(|x| x.disk == d.id) {
+                    tracing::warn!(disk = %d.id, node = %p.beat.node, "disk id is used by two nodes; not placing chunks on the second");
+                    continue;
+                }
+                disks.push(DiskView {
+                    node: p.beat.node.clone(),
+                    disk: d.id.clone(),
+                    total: d.total,
+                    free: d.free,
+                    usable: p.online && d.healthy,
+                });
+            }
+        }
+        Ok(ClusterView { disks })
+    }
+
+    fn is_local(&self, disk: &DiskId) -> Result<bool, StoreError> {
+        Ok(self.local.disks()?.iter().any(|d| &d.disk == disk))
+    }
+
+    /// The node holding `disk`: from heartbeats, else from the metadata's disk table.
+    fn node_of(&self, disk: &DiskId) -> Result<NodeId, StoreError> {
+        if let Some(n) = self
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(disk)
+        {
+            return Ok(n.clone());
+        }
+        let from_beats = self
+            .heartbeats
+            .peers()
+            .into_iter()
+            .find(|p| p.beat.disks.iter().any(|d| &d.id == disk))
+            .map(|p| p.beat.node);
+        let node = match from_beats {
+            Some(n) => Some(n),
+            None => self
+                .meta
+                .disks()
+                .map_err(|e| StoreError::DiskSetup(format!("read the disk table: {e}")))?
+                .into_iter()
+                .find(|d| &d.id == disk)
+                .map(|d| d.node),
+        };
+        let node = node.ok_or_else(|| StoreError::UnknownDisk(disk.clone()))?;
+        self.routes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(disk.clone(), node.clone());
+        Ok(node)
+    }
+
+    fn remote_err(
+        node: &NodeId,
+        disk: &DiskId,
+        key: Option<crate::ids::ChunkKey>,
+        e: TransportError,
+    ) -> StoreError {
+        match (e, key) {
+            (TransportError::ChunkDamaged { .. }, Some(key)) => StoreError::NotFound {
+                disk: disk.clone(),
+                key,
+            },
+            (other, _) => StoreError::Remote {
+                node: node.clone(),
+                disk: disk.clone(),
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+impl ChunkStore for ClusterStore {
+    fn placement_view(&self, _node: &NodeId) -> Result<ClusterView, StoreError> {
+        self.view()
+    }
+
+    fn disks(&self) -> Result<Vec<DiskStatus>, StoreError> {
+        Ok(self
+            .view()?
+            .disks
+            .into_iter()
+            .map(|d| DiskStatus {
+                disk: d.disk,
+                path: None,
+                total: d.total,
+                free: d.free,
+                healthy: d.usable,
+            })
+            .collect())
+    }
+
+    fn put_chunk(
+        &self,
+        disk: &DiskId,
+        folder: &ChunkFolder,
+        path: &str,
+        chunk: &ChunkFile,
+    ) -> Result<StoredChunk, StoreError> {
+        if self.is_local(disk)? {
+            return self.local.put_chunk(disk, folder, path, chunk);
+        }
+        let node = self.node_of(disk)?;
+        self.handle
+            .block_on(
+                self.transport
+                    .put_chunk(&node, disk, folder, path, chunk.clone()),
+            )
+            .map_err(|e| Self::remote_err(&node, disk, None, e))
+    }
+
+    fn read_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<ChunkFile, StoreError> {
+        if self.is_local(disk)? {
+            return self.local.read_chunk(disk, addr);
+        }
+        let node = self.node_of(disk)?;
+        self.handle
+            .block_on(self.transport.read_chunk(&node, disk, addr))
+            .map_err(|e| Self::remote_err(&node, disk, Some(addr.key), e))
+    }
+
+    fn read_chunk_range(
+        &self,
+        disk: &DiskId,
+        addr: &ChunkAddr,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, StoreError> {
+        if self.is_local(disk)? {
+            return self.local.read_chunk_range(disk, addr, offset, len);
+        }
+        let chunk = self.read_chunk(disk, addr)?;
+        let start = (offset as usize).min(chunk.data.len());
+        let end = (offset.saturating_add(len) as usize).min(chunk.data.len());
+        Ok(chunk.data[start..end].to_vec())
+    }
+
+    fn check_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<Option<u64>, StoreError> {
+        if self.is_local(disk)? {
+            return self.local.check_chunk(disk, addr);
+        }
+        let node = self.node_of(disk)?;
+        self.handle
+            .block_on(self.transport.check_chunk(&node, disk, addr))
+            .map_err(|e| Self::remote_err(&node, disk, Some(addr.key), e))
+    }
+
+    fn delete_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<bool, StoreError> {
+        if self.is_local(disk)? {
+            return self.local.delete_chunk(disk, addr);
+        }
+        let node = self.node_of(disk)?;
+        self.handle
+            .block_on(self.transport.delete_chunk(&node, disk, addr))
+            .map_err(|e| Self::remote_err(&node, disk, Some(addr.key), e))
+    }
+
+    fn rename_file(
+        &self,
+        disk: &DiskId,
+        folder: &ChunkFolder,
+        file: crate::ids::FileId,
+        path: &str,
+    ) -> Result<(), StoreError> {
+        if self.is_local(disk)? {
+            return self.local.rename_file(disk, folder, file, path);
+        }
+        // Not yet told to other nodes: their index files keep the path at creation until
+        // the scrubber reconciles them (the metadata is authoritative).
+        Ok(())
+    }
+
+    fn scan(&self, disk: &DiskId) -> Result<Vec<IndexedChunk>, StoreError> {
+        self.local.scan(disk)
+    }
+}
