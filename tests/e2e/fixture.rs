@@ -22,7 +22,7 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
-fn is_mounted(path: &Path) -> bool {
+pub fn is_mounted(path: &Path) -> bool {
     let text = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     text.lines()
         .any(|l| l.split_whitespace().nth(1) == Some(path.to_str().unwrap()))
@@ -30,7 +30,7 @@ fn is_mounted(path: &Path) -> bool {
 
 /// Spawns `wormfs ARGS`, waits for a stdout line starting with `marker`, and returns the
 /// child and that line. Stderr goes to `log`.
-fn spawn_until(args: &[&str], log: &Path, marker: &str) -> (Child, String) {
+pub fn spawn_until(args: &[&str], log: &Path, marker: &str) -> (Child, String) {
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -38,7 +38,7 @@ fn spawn_until(args: &[&str], log: &Path, marker: &str) -> (Child, String) {
         .unwrap();
     let mut child = Command::new(BIN)
         .args(args)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "info,openraft=warn,wormfs=debug")
         .stdout(Stdio::piped())
         .stderr(log_file)
         .spawn()
@@ -73,7 +73,7 @@ fn spawn_until(args: &[&str], log: &Path, marker: &str) -> (Child, String) {
     }
 }
 
-fn sigterm(child: &mut Child) {
+pub fn sigterm(child: &mut Child) {
     // SAFETY: kill(2) with a pid we spawned.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
 }

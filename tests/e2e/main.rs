@@ -1,6 +1,7 @@
 //! End-to-end tests: real `wormfs serve` node processes on loopback ports, real FUSE mounts
 //! (`wormfs mount`), real files. Needs `/dev/fuse` and root (or fuse3); CI has both.
 
+mod cluster;
 mod fixture;
 mod mount;
 mod node;
