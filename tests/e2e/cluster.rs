@@ -26,6 +26,7 @@ pub struct Cluster {
     pub tmp: tempfile::TempDir,
     pub nodes: Vec<Option<Child>>,
     pub addrs: Vec<String>,
+    pub p2p_ports: Vec<u16>,
     pub mount: Option<Child>,
     pub mnt: PathBuf,
 }
@@ -67,6 +68,7 @@ impl Cluster {
             tmp,
             nodes: (0..n).map(|_| None).collect(),
             addrs: vec![String::new(); n],
+            p2p_ports: ports,
             mount: None,
             mnt,
         };
@@ -97,6 +99,42 @@ impl Cluster {
             .trim()
             .to_owned();
         self.nodes[i] = Some(child);
+    }
+
+    /// SIGTERM, and waits for a clean exit.
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].take() {
+            sigterm(&mut c);
+            let status = c.wait().unwrap();
+            assert!(status.success(), "node{} exited with {status}", i + 1);
+        }
+    }
+
+    /// Sends `sig` (e.g. SIGSTOP, SIGCONT) to node `i`.
+    pub fn signal(&self, i: usize, sig: i32) {
+        let pid = self.nodes[i].as_ref().unwrap().id() as i32;
+        // SAFETY: kill(2) with a pid we spawned.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+    }
+
+    /// Waits until node `via` shows every node online.
+    pub fn wait_all_online(&self, via: usize) {
+        let n = self.nodes.len();
+        wait_for("every node online", Duration::from_secs(20), || {
+            let s = self.status(via)?;
+            let nodes = s["nodes"].as_array()?;
+            (nodes.len() == n && nodes.iter().all(|x| x["state"] == "online")).then_some(())
+        });
+    }
+
+    /// The state node `via` shows for node `name`.
+    pub fn state_of(&self, via: usize, name: &str) -> Option<String> {
+        let s = self.status(via)?;
+        s["nodes"]
+            .as_array()?
+            .iter()
+            .find(|x| x["id"] == name)
+            .and_then(|x| x["state"].as_str().map(str::to_owned))
     }
 
     /// SIGKILL: no chance to clean up.
@@ -201,11 +239,7 @@ fn three_nodes_spread_chunks_and_survive_the_death_of_the_master() {
     let master = c.wait_master(0, Duration::from_secs(30), None);
     let m = c.index_of(&master);
     let via = (m + 1) % 3; // the mount talks to a follower: its writes are forwarded
-    wait_for("every node online", Duration::from_secs(15), || {
-        let s = c.status(via)?;
-        let nodes = s["nodes"].as_array()?;
-        (nodes.len() == 3 && nodes.iter().all(|n| n["state"] == "online")).then_some(())
-    });
+    c.wait_all_online(via);
     c.mount(via);
 
     // general is 2+1 with 1 MiB stripes: every stripe's 3 chunks on 3 different nodes
@@ -290,4 +324,105 @@ fn three_nodes_spread_chunks_and_survive_the_death_of_the_master() {
             "w{i}.bin differs"
         );
     }
+}
+
+#[test]
+fn a_node_behind_the_compacted_log_catches_up_by_snapshot_and_serves_new_files() {
+    let mut c = Cluster::start(3, 2, "snapshot_after = 20\nkeep_log_entries = 5\n");
+    let master = c.wait_master(0, Duration::from_secs(30), None);
+    let m = c.index_of(&master);
+    let (lag, via) = ((m + 1) % 3, (m + 2) % 3);
+    c.wait_all_online(via);
+    c.stop(lag);
+    c.mount(via);
+    // each file is several log entries: far more than the 5 kept after a snapshot
+    let files: Vec<Vec<u8>> = (0..40).map(|i| bytes(5000 + i, 77 + i as u64)).collect();
+    for (i, data) in files.iter().enumerate() {
+        write_synced(&c.path(&format!("s{i}.bin")), data).unwrap();
+    }
+    let target = c.status(via).unwrap()["last_applied"].as_u64().unwrap();
+    c.start_node(lag);
+    wait_for(
+        "the restarted node to catch up",
+        Duration::from_secs(30),
+        || {
+            let applied = c.status(lag)?["last_applied"].as_u64()?;
+            (applied >= target).then_some(())
+        },
+    );
+    let log = c.log(lag);
+    assert!(
+        log.contains("installed a metadata snapshot"),
+        "the node caught up by snapshot:\n{log}"
+    );
+    // it serves the new files
+    c.unmount();
+    c.mount(lag);
+    for (i, data) in files.iter().enumerate() {
+        let got = fs::read(c.path(&format!("s{i}.bin"))).unwrap();
+        assert!(
+            got == *data,
+            "s{i}.bin differs when read through the caught-up node"
+        );
+    }
+}
+
+#[test]
+fn a_node_with_a_new_identity_at_a_pinned_address_is_refused() {
+    let mut c = Cluster::start(3, 1, "");
+    c.wait_master(0, Duration::from_secs(30), None);
+    c.wait_all_online(0);
+    c.stop(2);
+    fs::remove_file(c.dir(2).join("meta/node.key")).unwrap();
+    c.start_node(2);
+    let addr = format!("127.0.0.1:{}", c.p2p_ports[2]);
+    wait_for(
+        "node1 to refuse the new identity",
+        Duration::from_secs(20),
+        || {
+            let log = c.log(0);
+            log.lines()
+                .any(|l| {
+                    l.contains(&format!(
+                        "refusing the node at {addr}: its peer ID is pinned to"
+                    )) && l.contains("but it presented")
+                })
+                .then_some(())
+        },
+    );
+    wait_for("node3 to show offline", Duration::from_secs(20), || {
+        (c.state_of(0, "node3")? == "offline").then_some(())
+    });
+}
+
+#[test]
+fn a_minority_cannot_commit_and_the_majority_can() {
+    let mut c = Cluster::start(5, 1, "");
+    let master = c.wait_master(0, Duration::from_secs(30), None);
+    let m = c.index_of(&master);
+    c.wait_all_online(m);
+    c.mount(m);
+    let others: Vec<usize> = (0..5).filter(|&i| i != m).collect();
+
+    // two of five frozen: the other three are a majority and commit
+    c.signal(others[0], libc::SIGSTOP);
+    c.signal(others[1], libc::SIGSTOP);
+    let a = bytes(200_000, 1);
+    write_synced(&c.path("majority.bin"), &a).unwrap();
+
+    // three of five frozen: the master and one follower cannot commit
+    c.signal(others[2], libc::SIGSTOP);
+    let err = write_synced(&c.path("minority.bin"), &bytes(1000, 2)).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+
+    // thawed, the cluster commits again
+    for &i in &others[..3] {
+        c.signal(i, libc::SIGCONT);
+    }
+    let b = bytes(300_000, 3);
+    wait_for("a write after the thaw", Duration::from_secs(30), || {
+        write_synced(&c.path("after.bin"), &b).ok()
+    });
+    assert!(fs::read(c.path("majority.bin")).unwrap() == a);
+    assert!(fs::read(c.path("after.bin")).unwrap() == b);
 }

@@ -163,7 +163,7 @@ impl Cluster {
             election_timeout_max: et + et / 2,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(settings.snapshot_after),
             max_in_snapshot_log_to_keep: settings.keep_log_entries,
-            purge_batch_size: 256,
+            purge_batch_size: (settings.snapshot_after / 4).clamp(1, 256),
             ..Default::default()
         };
         let config = Arc::new(

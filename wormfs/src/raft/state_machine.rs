@@ -444,6 +444,13 @@ impl RaftStateMachine<TypeConfig> for SqliteStateMachine {
             result
         })
         .await;
+        if installed.is_ok() {
+            tracing::info!(
+                last_log_id = ?meta_.last_log_id,
+                snapshot = %meta_.snapshot_id,
+                "installed a metadata snapshot from the master"
+            );
+        }
         installed.map_err(err())
     }
 

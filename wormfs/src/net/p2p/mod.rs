@@ -168,6 +168,7 @@ struct Shared {
     handlers: RwLock<HashMap<String, RequestHandler>>,
     store: Arc<dyn ChunkStore>,
     book: Arc<PeerBook>,
+    request_timeout: Duration,
     refusals: Arc<Mutex<VecDeque<Refusal>>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -446,6 +447,7 @@ impl P2pTransport {
             handlers: RwLock::new(HashMap::new()),
             store,
             book,
+            request_timeout,
             refusals,
             tasks: Mutex::new(Vec::new()),
         });
@@ -626,6 +628,27 @@ impl P2pTransport {
             });
         }
         let peer = self.peer_of(node)?;
+        let unreachable = |reason: String| TransportError::Unreachable {
+            node: node.clone(),
+            reason,
+        };
+        // A frozen peer keeps its connection open but never answers: bound the whole call.
+        let timeout = self.shared.request_timeout;
+        match tokio::time::timeout(timeout, self.chunk_stream(node, peer, request, payload)).await {
+            Ok(r) => r,
+            Err(_) => Err(unreachable(format!(
+                "no answer to a chunk request within {timeout:?}"
+            ))),
+        }
+    }
+
+    async fn chunk_stream(
+        &self,
+        node: &NodeId,
+        peer: PeerId,
+        request: ChunkRequest,
+        payload: Vec<u8>,
+    ) -> Result<(ChunkResponse, Vec<u8>), TransportError> {
         let unreachable = |reason: String| TransportError::Unreachable {
             node: node.clone(),
             reason,
