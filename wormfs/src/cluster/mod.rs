@@ -36,6 +36,8 @@ use std::time::Duration;
 
 /// Protocol on which followers forward metadata ops to the master.
 pub const SUBMIT: &str = "meta/submit";
+/// Protocol on which membership changes are forwarded to the master.
+pub const ADMIN: &str = "cluster/admin";
 
 /// How a node takes part in the cluster.
 #[derive(Clone, Debug)]
@@ -100,6 +102,7 @@ pub struct Cluster {
     /// The local metadata copy.
     pub meta: Arc<MetaStore>,
     local: Arc<dyn ChunkStore>,
+    admin: Admin,
     settings: ClusterSettings,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -225,6 +228,26 @@ impl Cluster {
             }),
         );
 
+        let admin = Admin {
+            raft: raft.clone(),
+            transport: transport.clone(),
+            heartbeats: heartbeats.clone(),
+            raft_id,
+        };
+        let a = admin.clone();
+        transport.serve(
+            ADMIN,
+            Arc::new(move |_caller, body| {
+                let a = a.clone();
+                Box::pin(async move {
+                    let req: AdminRequest = serde_json::from_slice(&body)
+                        .map_err(|e| format!("malformed membership request: {e}"))?;
+                    let answer = a.apply(req).await;
+                    serde_json::to_vec(&answer).map_err(|e| e.to_string())
+                })
+            }),
+        );
+
         let mut cluster = Cluster {
             node,
             raft,
@@ -233,6 +256,7 @@ impl Cluster {
             raft_id,
             heartbeats,
             meta,
+            admin,
             local: local.clone(),
             settings,
             tasks: Vec::new(),
@@ -633,5 +657,223 @@ impl crate::rpc::server::ClusterInfo for Cluster {
 
     fn master(&self) -> String {
         self.leader().map(|l| l.name).unwrap_or_default()
+    }
+
+    fn add_node(
+        &self,
+        addr: String,
+        peer_id: Option<String>,
+    ) -> crate::rpc::server::AdminFuture<(String, String)> {
+        let admin = self.admin.clone();
+        Box::pin(async move {
+            match admin.run(AdminRequest::Add { addr, peer_id }).await? {
+                AdminAnswer::Added { node, peer_id } => Ok((node, peer_id)),
+                other => Err(format!("unexpected answer {other:?}")),
+            }
+        })
+    }
+
+    fn remove_node(&self, id: String) -> crate::rpc::server::AdminFuture<()> {
+        let admin = self.admin.clone();
+        Box::pin(async move {
+            match admin.run(AdminRequest::Remove { id }).await? {
+                AdminAnswer::Removed => Ok(()),
+                other => Err(format!("unexpected answer {other:?}")),
+            }
+        })
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+enum AdminRequest {
+    Add {
+        addr: String,
+        peer_id: Option<String>,
+    },
+    Remove {
+        id: String,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum AdminAnswer {
+    Added { node: String, peer_id: String },
+    Removed,
+    NotLeader,
+    Failed(String),
+}
+
+/// Membership changes: carried out by the master, forwarded to it from anywhere else.
+#[derive(Clone)]
+struct Admin {
+    raft: Raft,
+    transport: P2pTransport,
+    heartbeats: Arc<Heartbeats>,
+    raft_id: RaftNodeId,
+}
+
+/// How long a new node has to announce itself after `node add`.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Admin {
+    async fn run(&self, req: AdminRequest) -> Result<AdminAnswer, String> {
+        let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT + Duration::from_secs(10);
+        loop {
+            let (leader, member) = {
+                let m = self.raft.metrics().borrow().clone();
+                let leader = m.current_leader;
+                let member =
+                    leader.and_then(|id| m.membership_config.membership().get_node(&id).cloned());
+                (leader, member)
+            };
+            let answer = match (leader, member) {
+                (Some(id), _) if id == self.raft_id => self.apply(req.clone()).await,
+                (Some(_), Some(m)) if self.transport.is_connected(&NodeId(m.name.clone())) => {
+                    let body = serde_json::to_vec(&req).map_err(|e| e.to_string())?;
+                    let answer = self
+                        .transport
+                        .request(&NodeId(m.name.clone()), ADMIN, body)
+                        .await
+                        .map_err(|e| format!("the master {} did not answer: {e}", m.name))?;
+                    serde_json::from_slice(&answer)
+                        .map_err(|e| format!("malformed answer from {}: {e}", m.name))?
+                }
+                _ => AdminAnswer::NotLeader,
+            };
+            match answer {
+                AdminAnswer::NotLeader if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                AdminAnswer::NotLeader => return Err("no master is elected; try again".into()),
+                AdminAnswer::Failed(why) => return Err(why),
+                done => return Ok(done),
+            }
+        }
+    }
+
+    /// Carries out `req` on this node, which must be the master.
+    async fn apply(&self, req: AdminRequest) -> AdminAnswer {
+        let not_leader = |e: &RaftError<RaftNodeId, ClientWriteError<RaftNodeId, Member>>| {
+            matches!(e, RaftError::APIError(ClientWriteError::ForwardToLeader(_)))
+        };
+        match req {
+            AdminRequest::Add { addr, peer_id } => {
+                let sa: SocketAddr = match addr.parse() {
+                    Ok(a) => a,
+                    Err(e) => return AdminAnswer::Failed(format!("`{addr}` is not IP:PORT: {e}")),
+                };
+                let pid = match peer_id.as_deref().map(str::parse::<PeerId>).transpose() {
+                    Ok(p) => p,
+                    Err(e) => return AdminAnswer::Failed(format!("bad peer ID: {e}")),
+                };
+                if let Err(e) = self.transport.add_peer(sa, pid) {
+                    return AdminAnswer::Failed(e.to_string());
+                }
+                // the node must announce itself: that gives its name, addresses and Raft id
+                let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+                let beat = loop {
+                    let found = self.heartbeats.peers().into_iter().find(|p| {
+                        p.online
+                            && p.beat.p2p_addr == sa.to_string()
+                            && pid.is_none_or(|id| p.beat.peer_id == id.to_string())
+                    });
+                    if let Some(p) = found {
+                        break p.beat;
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return AdminAnswer::Failed(format!(
+                            "no node announced itself from {sa} within {JOIN_TIMEOUT:?}: is it \
+                             running with this address as `cluster.listen`, and does its config \
+                             list this cluster's nodes as peers?"
+                        ));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                };
+                let member = Member {
+                    name: beat.node.0.clone(),
+                    p2p_addr: beat.p2p_addr.clone(),
+                    rpc_addr: beat.rpc_addr.clone(),
+                    peer_id: beat.peer_id.clone(),
+                };
+                let existing = self
+                    .raft
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .clone();
+                if existing
+                    .nodes()
+                    .any(|(_, m)| m.name == member.name && m.peer_id != member.peer_id)
+                {
+                    return AdminAnswer::Failed(format!(
+                        "a member is already named {}; remove it first",
+                        member.name
+                    ));
+                }
+                if let Err(e) = self.raft.add_learner(beat.raft_id, member, true).await {
+                    return if not_leader(&e) {
+                        AdminAnswer::NotLeader
+                    } else {
+                        AdminAnswer::Failed(format!("adding {} as a learner: {e}", beat.node))
+                    };
+                }
+                let ids: std::collections::BTreeSet<RaftNodeId> = [beat.raft_id].into();
+                if let Err(e) = self
+                    .raft
+                    .change_membership(openraft::ChangeMembers::AddVoterIds(ids), false)
+                    .await
+                {
+                    return if not_leader(&e) {
+                        AdminAnswer::NotLeader
+                    } else {
+                        AdminAnswer::Failed(format!("making {} a voter: {e}", beat.node))
+                    };
+                }
+                tracing::info!(node = %beat.node, %sa, "added a node to the cluster");
+                AdminAnswer::Added {
+                    node: beat.node.0,
+                    peer_id: beat.peer_id,
+                }
+            }
+            AdminRequest::Remove { id } => {
+                let membership = self
+                    .raft
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .clone();
+                let Some((rid, _)) = membership.nodes().find(|(_, m)| m.name == id) else {
+                    let names: Vec<String> =
+                        membership.nodes().map(|(_, m)| m.name.clone()).collect();
+                    return AdminAnswer::Failed(format!(
+                        "no member is named {id}; the members are {}",
+                        names.join(", ")
+                    ));
+                };
+                let rid = *rid;
+                if rid == self.raft_id {
+                    return AdminAnswer::Failed(format!(
+                        "{id} is the master; stop it so another node takes over, then remove it"
+                    ));
+                }
+                let ids: std::collections::BTreeSet<RaftNodeId> = [rid].into();
+                if let Err(e) = self
+                    .raft
+                    .change_membership(openraft::ChangeMembers::RemoveVoters(ids), false)
+                    .await
+                {
+                    return if not_leader(&e) {
+                        AdminAnswer::NotLeader
+                    } else {
+                        AdminAnswer::Failed(format!("removing {id}: {e}"))
+                    };
+                }
+                self.heartbeats.forget(&NodeId(id.clone()));
+                tracing::info!(node = %id, "removed a node from the cluster; its chunks are not rebuilt");
+                AdminAnswer::Removed
+            }
+        }
     }
 }

@@ -41,7 +41,16 @@ pub trait ClusterInfo: Send + Sync {
     fn members(&self) -> Vec<MemberRow>;
     /// The master's name, empty while an election runs.
     fn master(&self) -> String;
+    /// Adds the node at libp2p address `addr` (pinned to `peer_id` when given) as a voter;
+    /// returns its name and peer ID.
+    fn add_node(&self, addr: String, peer_id: Option<String>) -> AdminFuture<(String, String)>;
+    /// Removes the node named `id` from the membership.
+    fn remove_node(&self, id: String) -> AdminFuture<()>;
 }
+
+/// The answer of a membership change: a value, or what went wrong.
+pub type AdminFuture<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, String>> + Send>>;
 
 impl WormFsService {
     /// A service over `fs`, announcing `address` as this node's.
@@ -565,6 +574,50 @@ impl WormFs for WormFsService {
             last_applied,
             disks: disks.iter().map(disk_status).collect(),
         }))
+    }
+
+    async fn add_node(
+        &self,
+        r: Request<proto::AddNodeRequest>,
+    ) -> Result<Response<proto::AddNodeReply>, Status> {
+        let r = r.into_inner();
+        let Some(cluster) = &self.cluster else {
+            return Err(Status::failed_precondition(
+                "this node runs on its own: add a [cluster] table to its config first",
+            ));
+        };
+        if r.addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(Status::invalid_argument(format!(
+                "addr: `{}` is not an IP:PORT node-to-node address",
+                r.addr
+            )));
+        }
+        let peer_id = (!r.peer_id.is_empty()).then_some(r.peer_id);
+        let (node, peer_id) = cluster
+            .add_node(r.addr, peer_id)
+            .await
+            .map_err(Status::failed_precondition)?;
+        Ok(Response::new(proto::AddNodeReply { node, peer_id }))
+    }
+
+    async fn remove_node(
+        &self,
+        r: Request<proto::RemoveNodeRequest>,
+    ) -> Result<Response<proto::Empty>, Status> {
+        let r = r.into_inner();
+        let Some(cluster) = &self.cluster else {
+            return Err(Status::failed_precondition(
+                "this node runs on its own: there is no membership to change",
+            ));
+        };
+        if r.id.is_empty() {
+            return Err(Status::invalid_argument("id: name the node to remove"));
+        }
+        cluster
+            .remove_node(r.id)
+            .await
+            .map_err(Status::failed_precondition)?;
+        Ok(Response::new(proto::Empty {}))
     }
 
     async fn get_file_layout(
