@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# A 3-node cluster on this machine against a plain directory on the same disk, same run.
+#
+#   bench/cluster.sh [SIZE_MIB] [SMALL_FILES]      (defaults: 512 and 1000)
+#
+# Three release `wormfs serve` processes on loopback, two disk directories each, the
+# default policy (general: 2+1, 1 MiB stripes, one chunk per node), mounted through a
+# follower (so metadata writes are forwarded to the master). Measures sequential write of
+# SIZE_MIB including the final fsync, sequential read with caches dropped and a fresh mount,
+# and create / stat / read / delete of SMALL_FILES 4 KiB files, then the failover time:
+# SIGKILL of the master until another node reports a new master. Prints a Markdown table.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE_MIB=${1:-512}
+FILES=${2:-1000}
+ELECTION_MS=${ELECTION_MS:-1500}
+BIN=target/release/wormfs
+[ -x "$BIN" ] || cargo build --release -p wormfs-cli
+WORK=${BENCH_DIR:-$PWD/target/bench-cluster}
+rm -rf "$WORK"
+mkdir -p "$WORK/plain" "$WORK/mnt"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+P=( "$(free_port)" "$(free_port)" "$(free_port)" )
+PIDS=() ; ADDRS=() ; MOUNT_PID=
+cleanup() {
+    [ -n "$MOUNT_PID" ] && kill -TERM "$MOUNT_PID" 2>/dev/null && wait "$MOUNT_PID" 2>/dev/null || true
+    mountpoint -q "$WORK/mnt" && umount -l "$WORK/mnt" || true
+    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+    rm -f "${SRC:-}"
+}
+trap cleanup EXIT
+for i in 0 1 2; do
+    n=node$((i + 1)); d="$WORK/$n"; mkdir -p "$d/disk0" "$d/disk1"
+    {
+        echo "node_id = \"$n\""; echo 'listen = "127.0.0.1:0"'; echo 'data_dir = "meta"'
+        echo "[[disks]]"; echo "id = \"$n-d0\""; echo 'path = "disk0"'
+        echo "[[disks]]"; echo "id = \"$n-d1\""; echo 'path = "disk1"'
+        echo "[cluster]"; echo "listen = \"127.0.0.1:${P[$i]}\""
+        [ "$i" = 0 ] && echo "bootstrap = true"
+        echo "heartbeat_ms = 200"; echo "offline_after = 10"; echo "election_timeout_ms = $ELECTION_MS"
+        for j in 0 1 2; do [ "$j" != "$i" ] && printf '[[cluster.peers]]\naddr = "127.0.0.1:%s"\n' "${P[$j]}"; done
+    } > "$d/node.toml"
+    RUST_LOG=warn "$BIN" serve --config "$d/node.toml" > "$d/node.out" 2> "$d/node.log" &
+    PIDS+=($!)
+done
+for i in 0 1 2; do
+    f="$WORK/node$((i + 1))/node.out"
+    for _ in $(seq 1 300); do grep -q "listening on" "$f" 2>/dev/null && break; sleep 0.1; done
+    ADDRS+=("$(sed -n 's/^wormfs-node listening on //p' "$f")")
+done
+master() { "$BIN" --node "$1" status --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["master"])' 2>/dev/null || true; }
+M=""
+for _ in $(seq 1 300); do M=$(master "${ADDRS[0]}"); [ -n "$M" ] && break; sleep 0.1; done
+[ -n "$M" ] || { echo "no master" >&2; exit 1; }
+MI=$(( ${M#node} - 1 )); VIA=$(( (MI + 1) % 3 ))
+sleep 1 # a few heartbeats, so every node's disks are known
+start_mount() {
+    RUST_LOG=warn "$BIN" --node "${ADDRS[$VIA]}" mount "$WORK/mnt" > /dev/null 2>> "$WORK/mount.log" &
+    MOUNT_PID=$!
+    for _ in $(seq 1 300); do mountpoint -q "$WORK/mnt" && return 0; sleep 0.1; done
+    echo "mount did not appear" >&2; exit 1
+}
+stop_mount() { kill -TERM "$MOUNT_PID"; wait "$MOUNT_PID" || true; MOUNT_PID=; }
+drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || echo "(cannot drop caches)" >&2; }
+seconds() { python3 -c 'import sys,time,subprocess; t=time.perf_counter(); subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); print(f"{time.perf_counter()-t:.3f}")' "$@"; }
+start_mount
+SRC=/dev/shm/wormfs-bench-cluster-src
+head -c "$((SIZE_MIB << 20))" /dev/urandom > "$SRC"
+declare -A R
+for target in plain mnt; do
+    dir="$WORK/$target"
+    R[$target.write]=$(seconds dd if="$SRC" of="$dir/big" bs=4M conv=fsync)
+    drop_caches
+    if [ "$target" = mnt ]; then stop_mount; start_mount; fi
+    R[$target.read]=$(seconds dd if="$dir/big" of=/dev/null bs=4M)
+    R[$target.small]=$(python3 - "$dir/small" "$FILES" <<'PY'
+import os, sys, time
+d, n = sys.argv[1], int(sys.argv[2]); os.makedirs(d); data = os.urandom(4096); out = []
+t = time.perf_counter()
+for i in range(n):
+    with open(f"{d}/f{i}", "wb") as f: f.write(data)
+out.append(n / (time.perf_counter() - t)); t = time.perf_counter()
+for i in range(n): os.stat(f"{d}/f{i}")
+out.append(n / (time.perf_counter() - t)); t = time.perf_counter()
+for i in range(n):
+    with open(f"{d}/f{i}", "rb") as f: f.read()
+out.append(n / (time.perf_counter() - t)); t = time.perf_counter()
+for i in range(n): os.unlink(f"{d}/f{i}")
+out.append(n / (time.perf_counter() - t))
+print(" ".join(f"{x:.0f}" for x in out))
+PY
+)
+done
+# failover: SIGKILL the master, time until the mount's node names another one
+T0=$(date +%s.%N)
+kill -KILL "${PIDS[$MI]}"
+NEW=""
+for _ in $(seq 1 600); do NEW=$(master "${ADDRS[$VIA]}"); [ -n "$NEW" ] && [ "$NEW" != "$M" ] && break; sleep 0.05; done
+T1=$(date +%s.%N)
+FAILOVER=$(python3 -c "print(f'{$T1-$T0:.2f}')")
+
+mbps() { python3 -c "print(f'{$SIZE_MIB/$1:.0f}')"; }
+ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
+pw=$(mbps "${R[plain.write]}"); mw=$(mbps "${R[mnt.write]}")
+pr=$(mbps "${R[plain.read]}"); mr=$(mbps "${R[mnt.read]}")
+read -r pc ps pre pd <<< "${R[plain.small]}"
+read -r mc ms mre md <<< "${R[mnt.small]}"
+echo "| measure | plain dir | 3-node mount | mount ÷ plain |"
+echo "|---|---|---|---|"
+echo "| sequential write ${SIZE_MIB} MiB + fsync (MiB/s) | $pw | $mw | $(ratio "$mw" "$pw")× |"
+echo "| sequential read, caches dropped (MiB/s) | $pr | $mr | $(ratio "$mr" "$pr")× |"
+echo "| create 4 KiB files (files/s) | $pc | $mc | $(ratio "$mc" "$pc")× |"
+echo "| stat (files/s) | $ps | $ms | $(ratio "$ms" "$ps")× |"
+echo "| read 4 KiB files (files/s) | $pre | $mre | $(ratio "$mre" "$pre")× |"
+echo "| delete (files/s) | $pd | $md | $(ratio "$md" "$pd")× |"
+echo
+echo "Failover: master $M SIGKILLed, $NEW named master ${FAILOVER} s later (election timeout ${ELECTION_MS} ms)."
