@@ -150,7 +150,14 @@ impl NodeConfig {
         let mut checked: Vec<(DiskId, PathBuf)> = Vec::new();
         let mut canonical: Vec<PathBuf> = Vec::new();
         for (i, d) in disks.iter().enumerate() {
-            let id = DiskId(d.id.clone().unwrap_or_else(|| format!("disk{i}")));
+            // in a cluster, disk ids must be unique across nodes: default to NODE-diskN
+            let id = DiskId(d.id.clone().unwrap_or_else(|| {
+                if cluster.is_some() {
+                    format!("{node_id}-disk{i}")
+                } else {
+                    format!("disk{i}")
+                }
+            }));
             let path = base.join(&d.path);
             let real = std::fs::canonicalize(&path).map_err(|e| {
                 anyhow::anyhow!("`disks[{i}].path`: `{}` cannot be used ({e}); create the directory or fix the path", path.display())
@@ -227,7 +234,7 @@ fn check_cluster(raw: RawCluster) -> anyhow::Result<ClusterSettings> {
             None | Some("auto") => None,
             Some(text) => Some(text.parse().map_err(|e| {
                 anyhow::anyhow!(
-                    "`cluster.peers[{i}].peer_id`: `{text}` is not a peer ID (use the ID `wormfs status` shows, or `auto`): {e}"
+                    "`cluster.peers[{i}].peer_id`: `{text}` is not a peer ID (use the ID the node logs at start, `node-to-node listener up ... peer_id=...`, or `auto`): {e}"
                 )
             })?),
         };
@@ -241,6 +248,9 @@ fn check_cluster(raw: RawCluster) -> anyhow::Result<ClusterSettings> {
     };
     let heartbeat_interval = ms(raw.heartbeat_ms, 1000, "heartbeat_ms")?;
     let election_timeout = ms(raw.election_timeout_ms, 10_000, "election_timeout_ms")?;
+    if election_timeout < Duration::from_millis(100) {
+        bail!("`cluster.election_timeout_ms` must be at least 100 (Raft heartbeats go at a fifth of it)");
+    }
     let offline_after = raw.offline_after.unwrap_or(30);
     if offline_after == 0 {
         bail!("`cluster.offline_after` must be above 0");

@@ -73,6 +73,7 @@ async fn node(name: &str, peers: &[SocketAddr]) -> P2pTransport {
         )])),
         redial_interval: Duration::from_millis(100),
         request_timeout: Duration::from_secs(30),
+        chunk_timeout: Duration::from_secs(30),
     })
     .await
     .unwrap()

@@ -146,7 +146,9 @@ impl Cluster {
             book,
             store: local.clone(),
             redial_interval: (settings.heartbeat_interval / 2).max(Duration::from_millis(50)),
-            request_timeout: (settings.election_timeout * 2).max(Duration::from_secs(5)),
+            // a forwarded write may wait as long as the master does
+            request_timeout: write_timeout(&settings) + Duration::from_secs(2),
+            chunk_timeout: (settings.election_timeout * 2).max(Duration::from_secs(5)),
         })
         .await?;
         let raft_id = raft_id(&transport.peer_id());
@@ -572,7 +574,7 @@ impl RaftLog {
     /// too, so the caller reads its own write from the local copy.
     async fn wait_applied(&self, index: u64) {
         let mut metrics = self.raft.metrics();
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = tokio::time::timeout(self.write_timeout, async {
             loop {
                 if metrics.borrow().last_applied.map_or(0, |l| l.index) >= index {
                     return;

@@ -22,6 +22,7 @@ pub struct ClusterStore {
     meta: Arc<crate::meta::MetaStore>,
     routes: RwLock<HashMap<DiskId, NodeId>>,
     handle: tokio::runtime::Handle,
+    membership: Option<crate::raft::Raft>,
 }
 
 impl ClusterStore {
@@ -42,7 +43,15 @@ impl ClusterStore {
             meta,
             routes: RwLock::new(HashMap::new()),
             handle: tokio::runtime::Handle::current(),
+            membership: None,
         }
+    }
+
+    /// Places chunks only on the disks of `raft`'s members (a removed node that still
+    /// runs and announces itself gets no new chunks).
+    pub fn with_membership(mut self, raft: crate::raft::Raft) -> ClusterStore {
+        self.membership = Some(raft);
+        self
     }
 
     /// The disks placement may use: this node's, and those of every peer heard from
@@ -60,8 +69,23 @@ impl ClusterStore {
                 usable: d.healthy,
             })
             .collect();
+        let members: Option<Vec<String>> = self.membership.as_ref().map(|r| {
+            r.metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(_, m)| m.name.clone())
+                .collect()
+        });
         for p in self.heartbeats.peers() {
             if p.beat.node == self.node {
+                continue;
+            }
+            if members
+                .as_ref()
+                .is_some_and(|m| !m.contains(&p.beat.node.0))
+            {
                 continue;
             }
             for d in &p.beat.disks {

@@ -25,6 +25,9 @@ pub struct DamagedChunk {
     pub state: ChunkState,
     /// What the store said.
     pub reason: String,
+    /// False when the chunk could not be asked for (its node unreachable): it may be fine,
+    /// so it is not recorded as damaged.
+    pub recordable: bool,
 }
 
 /// Reads `k` good chunks of stripe `s` of `file` (data chunks first), verifies each chunk's
@@ -81,6 +84,7 @@ pub fn read_stripe(
                 chunk: c.clone(),
                 state: ChunkState::Corrupt,
                 reason: format!("chunk index {} is outside the code", c.index),
+                recordable: true,
             }),
             Err(e) => {
                 let state = match e {
@@ -90,6 +94,7 @@ pub fn read_stripe(
                 damaged.push(DamagedChunk {
                     chunk: c.clone(),
                     state,
+                    recordable: !matches!(e, StoreError::Remote { .. }),
                     reason: e.to_string(),
                 })
             }

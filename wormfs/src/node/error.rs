@@ -39,6 +39,12 @@ pub enum FsError {
 }
 
 impl FsError {
+    /// True when the change may or may not have been made: the metadata log could not
+    /// confirm it (no majority, master unreachable). Nothing it wrote may be undone.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, FsError::Log(LogError::Unavailable(_)))
+    }
+
     /// The errno a POSIX file system returns for this error.
     pub fn errno(&self) -> i32 {
         match self {

@@ -137,9 +137,9 @@ impl NodeFs {
             return;
         }
         let store = self.store.clone();
-        let node = self.node.clone();
+        // the store reaches every chunk it knows the disk of (a cluster store: every node's)
         let _ = tokio::task::spawn_blocking(move || {
-            for g in garbage.iter().filter(|g| g.node == node) {
+            for g in garbage.iter() {
                 if let Err(e) = store.delete_chunk(&g.disk, &g.addr()) {
                     tracing::warn!(chunk = %g.key, disk = %g.disk, error = %e, "could not delete a garbage chunk");
                 }

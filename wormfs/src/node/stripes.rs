@@ -45,6 +45,10 @@ impl NodeFs {
                 Ok(read) => {
                     for d in read.damaged {
                         tracing::warn!(file = %ino, stripe = index, chunk = d.chunk.index, disk = %d.chunk.disk, reason = %d.reason, "damaged chunk found on read");
+                        if !d.recordable {
+                            // its node did not answer: the chunk may be fine
+                            continue;
+                        }
                         let op = MetadataOp::SetChunkState {
                             ino,
                             stripe: index,
@@ -52,9 +56,14 @@ impl NodeFs {
                             chunk: d.chunk.index,
                             state: d.state,
                         };
-                        if let Err(e) = self.log.submit(op).await {
-                            tracing::warn!(error = %e, "could not record a damaged chunk");
-                        }
+                        // Recorded in the background: a read never waits for a metadata
+                        // write (which needs a majority).
+                        let log = self.log.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = log.submit(op).await {
+                                tracing::warn!(error = %e, "could not record a damaged chunk");
+                            }
+                        });
                     }
                     return Ok(Some(read.data));
                 }
@@ -145,8 +154,12 @@ impl NodeFs {
         match self.submit(op).await {
             Ok(applied) => Ok(applied.attr.expect("commit returns the inode")),
             Err(e) => {
-                // Not committed: the chunks just written belong to nothing.
-                self.drop_chunks(ino, &layout, &record).await;
+                // Refused: the chunks just written belong to nothing. An unconfirmed commit
+                // (the log unavailable) may still land: then the chunks are the stripe, so
+                // they stay (at worst as orphans for the scrubber).
+                if !e.outcome_unknown() {
+                    self.drop_chunks(ino, &layout, &record).await;
+                }
                 Err(e)
             }
         }
@@ -234,7 +247,7 @@ impl NodeFs {
         match self.submit(op).await {
             Ok(applied) => Ok(applied.attr.expect("truncate returns the inode")),
             Err(e) => {
-                if let Some(t) = tail {
+                if let Some(t) = tail.filter(|_| !e.outcome_unknown()) {
                     self.drop_chunks(ino, &layout, &t).await;
                 }
                 Err(e)

@@ -86,6 +86,8 @@ pub struct P2pConfig {
     pub redial_interval: Duration,
     /// How long a request may wait for its answer.
     pub request_timeout: Duration,
+    /// How long a chunk operation may take, all told.
+    pub chunk_timeout: Duration,
 }
 
 /// A refused connection, kept for `wormfs status` and tests.
@@ -168,7 +170,7 @@ struct Shared {
     handlers: RwLock<HashMap<String, RequestHandler>>,
     store: Arc<dyn ChunkStore>,
     book: Arc<PeerBook>,
-    request_timeout: Duration,
+    chunk_timeout: Duration,
     refusals: Arc<Mutex<VecDeque<Refusal>>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -229,17 +231,18 @@ fn multiaddr(addr: SocketAddr) -> Multiaddr {
 impl Gate {
     fn refuse(&self, addr: String, expected: Option<PeerId>, presented: PeerId) {
         let mut r = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
-        let repeat = r
-            .back()
-            .is_some_and(|last| last.addr == addr && last.presented == presented);
+        let repeat = r.back().is_some_and(|last| {
+            last.addr == addr && last.presented == presented && last.expected == expected
+        });
         if repeat {
             tracing::debug!(%addr, ?expected, %presented, "refused again");
         } else {
             match expected {
                 Some(expected) => tracing::error!(
                     "refusing the node at {addr}: its peer ID is pinned to {expected} but it \
-                     presented {presented}; if the node was really reinstalled, re-pin it with \
-                     `wormfs node add {addr} --peer-id {presented}`"
+                     presented {presented}; if the node was really reinstalled, remove it \
+                     (`wormfs node remove NAME`) and add it again (`wormfs node add {addr} \
+                     --peer-id {presented}`)"
                 ),
                 None => tracing::warn!(
                     "refusing a connection from {addr}: peer ID {presented} is not in this \
@@ -316,9 +319,13 @@ impl NetworkBehaviour for Gate {
         match self.book.knows(&peer) {
             Ok(true) => Ok(dummy::ConnectionHandler),
             Ok(false) => {
-                let addr =
-                    socket_addr(remote).map_or_else(|| remote.to_string(), |a| a.to_string());
-                self.refuse(addr.clone(), None, peer);
+                let sa = socket_addr(remote);
+                let addr = sa.map_or_else(|| remote.to_string(), |a| a.to_string());
+                // a known address (the peer dials from its listen port) names the pinned ID
+                let expected = sa
+                    .and_then(|a| self.book.get(a).ok().flatten())
+                    .and_then(|e| e.peer_id);
+                self.refuse(addr.clone(), expected, peer);
                 Err(ConnectionDenied::new(Denied(format!(
                     "peer {peer} from {addr} is not in the peer list"
                 ))))
@@ -381,6 +388,7 @@ impl P2pTransport {
             store,
             redial_interval,
             request_timeout,
+            chunk_timeout,
         } = config;
         let peer_id = keypair.public().to_peer_id();
         let refusals = Arc::new(Mutex::new(VecDeque::new()));
@@ -447,7 +455,7 @@ impl P2pTransport {
             handlers: RwLock::new(HashMap::new()),
             store,
             book,
-            request_timeout,
+            chunk_timeout,
             refusals,
             tasks: Mutex::new(Vec::new()),
         });
@@ -633,7 +641,7 @@ impl P2pTransport {
             reason,
         };
         // A frozen peer keeps its connection open but never answers: bound the whole call.
-        let timeout = self.shared.request_timeout;
+        let timeout = self.shared.chunk_timeout;
         match tokio::time::timeout(timeout, self.chunk_stream(node, peer, request, payload)).await {
             Ok(r) => r,
             Err(_) => Err(unreachable(format!(

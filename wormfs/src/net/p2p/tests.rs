@@ -30,6 +30,7 @@ async fn start(
         store,
         redial_interval: Duration::from_millis(100),
         request_timeout: Duration::from_secs(5),
+        chunk_timeout: Duration::from_secs(5),
     })
     .await
     .unwrap();
@@ -208,6 +209,7 @@ async fn a_new_identity_at_a_pinned_address_is_refused() {
             store: Arc::new(MemoryChunkStore::new(&[(DiskId("b-d0".into()), 1 << 20)])),
             redial_interval: Duration::from_millis(100),
             request_timeout: Duration::from_secs(5),
+            chunk_timeout: Duration::from_secs(5),
         })
         .await
         {
