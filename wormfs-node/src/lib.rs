@@ -80,7 +80,8 @@ pub async fn run(
                 Arc::new(cluster.transport.clone()),
                 cluster.heartbeats.clone(),
                 meta.clone(),
-            ));
+            )
+            .with_membership(cluster.raft.clone()));
             let log: Arc<dyn MetadataLog> = Arc::new(cluster.log());
             // The node and its disks go into the metadata once a master takes them.
             let (cfg, l, lg) = (config.clone(), local.clone(), log.clone());
