@@ -1,11 +1,14 @@
 //! A typed client of a storage node: domain types in, domain types out, errors with errno.
 
 use super::convert::attr_from_proto;
+use super::nodes::{self, log_warn};
 use super::proto::{self, worm_fs_client::WormFsClient};
 use super::{errno_of, PIECE_SIZE};
 use crate::errno;
 use crate::ids::FileId;
 use crate::meta::{Attr, DirEntry, Timestamp, XattrMode};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
@@ -47,54 +50,465 @@ fn proto_err(e: tonic::Status) -> ClientError {
 /// Attribute changes for [`Client::setattr`].
 pub type SetAttr = proto::SetAttrRequest;
 
-/// A connection to one storage node. Cheap to clone; clones share the connection.
+/// How long [`Client::connect`] waits for one address (TCP and HTTP/2 handshake), and for
+/// the node list it asks for after connecting.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How a [`Client`] connects and where it caches the node list.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    /// Where the node list is cached (see [`nodes::cache_path`]); `None`: no cache.
+    pub cache: Option<PathBuf>,
+    /// How long to wait for one address.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    /// The cache at [`nodes::cache_path`] and [`CONNECT_TIMEOUT`].
+    fn default() -> Self {
+        ConnectOptions {
+            cache: nodes::cache_path(),
+            connect_timeout: CONNECT_TIMEOUT,
+        }
+    }
+}
+
+/// Whether a call may be sent again after its node stopped answering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Retry {
+    /// Reads, lookups and whole-stripe writes: repeating them changes nothing more.
+    Safe,
+    /// Metadata changes: repeated only when the request surely never left the client.
+    OnlyUnsent,
+}
+
+/// The node a client talks to now.
+#[derive(Debug)]
+struct State {
+    /// Every known node's address; `nodes[current]` is the one in use.
+    nodes: Vec<String>,
+    current: usize,
+    conn: WormFsClient<Channel>,
+    /// Bumped at each failover, so that calls failing together move only once.
+    generation: u64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    first: String,
+    opts: ConnectOptions,
+    state: Mutex<State>,
+    failover: tokio::sync::Mutex<()>,
+}
+
+/// A connection to a WormFS cluster through one node at a time. Cheap to clone; clones
+/// share the connection and the node list.
+///
+/// It knows every node of the cluster (asked with `GetClusterStatus` after connecting, and
+/// cached in [`nodes::cache_path`]). When the node in use stops answering (connection
+/// refused or broken, timeouts: not the errors a node returns with an errno), the client
+/// moves to the next node that answers, and:
+/// - repeats reads, lookups and whole-stripe writes there;
+/// - for a metadata change that may have reached the dead node, returns `EIO` saying the
+///   change could not be confirmed (it is repeated only when it was never sent).
+///
+/// Later calls go to the new node. See `docs/client.md`.
 #[derive(Clone, Debug)]
 pub struct Client {
-    inner: WormFsClient<Channel>,
-    address: String,
+    shared: Arc<Shared>,
+}
+
+/// True when `s` says the node could not be reached or the call broke on the way, rather
+/// than the node's own answer (which always carries an errno).
+fn is_unreachable(s: &tonic::Status) -> bool {
+    use tonic::Code;
+    s.metadata().get(super::ERRNO_METADATA).is_none()
+        && matches!(
+            s.code(),
+            Code::Unavailable
+                | Code::Unknown
+                | Code::Cancelled
+                | Code::DeadlineExceeded
+                | Code::Aborted
+                | Code::Internal
+        )
+}
+
+/// True when `s` is a failure to open the connection, so the request never left.
+fn never_sent(s: &tonic::Status) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(s);
+    let mut texts = vec![s.message().to_owned()];
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        texts.push(e.to_string());
+        cur = e.source();
+    }
+    texts.iter().any(|t| {
+        let t = t.to_ascii_lowercase();
+        t.contains("tcp connect error")
+            || t.contains("error trying to connect")
+            || t.contains("connection refused")
+    })
+}
+
+fn endpoint(address: &str, opts: &ConnectOptions) -> Result<Endpoint, ClientError> {
+    let url = if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("http://{address}")
+    };
+    let bad = |e: &dyn std::fmt::Display| ClientError {
+        errno: errno::EINVAL,
+        message: format!("`{address}` is not a node address: {e}"),
+    };
+    Ok(Endpoint::from_shared(url)
+        .map_err(|e| bad(&e))?
+        .connect_timeout(opts.connect_timeout)
+        .tcp_nodelay(true)
+        // A node that vanishes without closing the connection is noticed by these pings.
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .initial_stream_window_size(Some(super::WINDOW_SIZE))
+        .initial_connection_window_size(Some(4 * super::WINDOW_SIZE)))
+}
+
+/// Opens a connection to `address`.
+async fn open(address: &str, opts: &ConnectOptions) -> Result<WormFsClient<Channel>, ClientError> {
+    let endpoint = endpoint(address, opts)?;
+    let unreachable = |e: &dyn std::fmt::Display| ClientError {
+        errno: errno::EIO,
+        message: format!("cannot reach the node at {address}: {e}; is wormfs-node running there?"),
+    };
+    let channel = match tokio::time::timeout(2 * opts.connect_timeout, endpoint.connect()).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return Err(unreachable(&e)),
+        Err(_) => return Err(unreachable(&"timed out")),
+    };
+    Ok(WormFsClient::new(channel)
+        .max_decoding_message_size(super::MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(super::MAX_MESSAGE_SIZE))
 }
 
 impl Client {
-    /// Connects to the node at `address` (`host:port` or a `http://` URL).
+    /// Connects to the node at `address` (`host:port` or a `http://` URL), then learns the
+    /// cluster's other nodes and caches them. When `address` does not answer and the cached
+    /// node list holds it, the other cached nodes are tried.
     pub async fn connect(address: &str) -> Result<Client, ClientError> {
-        let url = if address.contains("://") {
-            address.to_owned()
-        } else {
-            format!("http://{address}")
+        Self::connect_with(&[address.to_owned()], ConnectOptions::default()).await
+    }
+
+    /// Connects to the first of `addresses` that answers (in order), then as
+    /// [`Client::connect`].
+    pub async fn connect_any(addresses: &[String]) -> Result<Client, ClientError> {
+        Self::connect_with(addresses, ConnectOptions::default()).await
+    }
+
+    /// [`Client::connect_any`] with explicit options (cache location, timeout).
+    pub async fn connect_with(
+        addresses: &[String],
+        opts: ConnectOptions,
+    ) -> Result<Client, ClientError> {
+        if addresses.is_empty() {
+            return Err(ClientError {
+                errno: errno::EINVAL,
+                message: "no node address to connect to".into(),
+            });
+        }
+        for a in addresses {
+            endpoint(a, &opts)?;
+        }
+        let mut tried: Vec<String> = Vec::new();
+        let mut errors: Vec<ClientError> = Vec::new();
+        let mut found = None;
+        for a in addresses {
+            tried.push(a.clone());
+            match open(a, &opts).await {
+                Ok(conn) => {
+                    found = Some((a.clone(), conn));
+                    break;
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        if found.is_none() {
+            // The cached list stands in only for the cluster it was written for.
+            let cached = match &opts.cache {
+                Some(p) => nodes::read_cache(p).unwrap_or_else(|e| {
+                    log_warn!("ignoring the node cache {}: {e}", p.display());
+                    None
+                }),
+                None => None,
+            }
+            .unwrap_or_default();
+            let known = |a: &String| {
+                cached
+                    .iter()
+                    .any(|c| nodes::normalize(c) == nodes::normalize(a))
+            };
+            if addresses.iter().any(known) {
+                for a in &cached {
+                    if tried
+                        .iter()
+                        .any(|t| nodes::normalize(t) == nodes::normalize(a))
+                        || endpoint(a, &opts).is_err()
+                    {
+                        continue;
+                    }
+                    tried.push(a.clone());
+                    match open(a, &opts).await {
+                        Ok(conn) => {
+                            log_warn!(
+                                "{} did not answer; using {a} from the node cache",
+                                addresses.join(", ")
+                            );
+                            found = Some((a.clone(), conn));
+                            break;
+                        }
+                        Err(e) => errors.push(e),
+                    }
+                }
+            }
+        }
+        let Some((address, conn)) = found else {
+            if errors.len() == 1 {
+                return Err(errors.remove(0));
+            }
+            return Err(ClientError {
+                errno: errno::EIO,
+                message: format!(
+                    "cannot reach any node of {}: {}; is wormfs-node running there?",
+                    tried.join(", "),
+                    errors
+                        .iter()
+                        .map(|e| e.message.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            });
         };
-        let bad = |e: &dyn std::fmt::Display| ClientError {
-            errno: errno::EINVAL,
-            message: format!("`{address}` is not a node address: {e}"),
+        let mut nodes = vec![address.clone()];
+        for a in addresses.iter().chain(&tried) {
+            if !nodes
+                .iter()
+                .any(|n| nodes::normalize(n) == nodes::normalize(a))
+            {
+                nodes.push(a.clone());
+            }
+        }
+        let client = Client {
+            shared: Arc::new(Shared {
+                first: address,
+                opts,
+                state: Mutex::new(State {
+                    nodes,
+                    current: 0,
+                    conn,
+                    generation: 0,
+                }),
+                failover: tokio::sync::Mutex::new(()),
+            }),
         };
-        let endpoint = Endpoint::from_shared(url)
-            .map_err(|e| bad(&e))?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .initial_stream_window_size(Some(super::WINDOW_SIZE))
-            .initial_connection_window_size(Some(4 * super::WINDOW_SIZE));
-        let channel = endpoint.connect().await.map_err(|e| ClientError {
+        client.refresh_nodes().await;
+        Ok(client)
+    }
+
+    /// The address this client first connected to (see [`Client::current_address`] for the
+    /// node in use now).
+    pub fn address(&self) -> &str {
+        &self.shared.first
+    }
+
+    /// The address of the node calls go to now.
+    pub fn current_address(&self) -> String {
+        let s = self.lock();
+        s.nodes[s.current].clone()
+    }
+
+    /// Every known node's address, the one in use first.
+    pub fn nodes(&self) -> Vec<String> {
+        let s = self.lock();
+        let mut out = Vec::with_capacity(s.nodes.len());
+        out.push(s.nodes[s.current].clone());
+        out.extend(
+            s.nodes
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != s.current)
+                .map(|(_, n)| n.clone()),
+        );
+        out
+    }
+
+    /// The generated client of the node in use, for calls without a typed wrapper. Calls
+    /// made through it do not fail over.
+    pub fn raw(&self) -> WormFsClient<Channel> {
+        self.lock().conn.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Asks the node in use for the cluster's members, makes them the node list (the node
+    /// in use first, online nodes before offline ones) and writes the cache. Failures keep
+    /// the list as it is.
+    async fn refresh_nodes(&self) {
+        let (conn, via) = {
+            let s = self.lock();
+            (s.conn.clone(), s.nodes[s.current].clone())
+        };
+        let mut conn = conn;
+        let reply = tokio::time::timeout(
+            self.shared.opts.connect_timeout,
+            conn.get_cluster_status(proto::Empty {}),
+        )
+        .await;
+        let status = match reply {
+            Ok(Ok(r)) => r.into_inner(),
+            Ok(Err(e)) => {
+                log_warn!(
+                    "cannot list the cluster's nodes through {via}: {}",
+                    e.message()
+                );
+                return;
+            }
+            Err(_) => {
+                log_warn!("cannot list the cluster's nodes through {via}: timed out");
+                return;
+            }
+        };
+        let mut members: Vec<(bool, String)> = status
+            .nodes
+            .iter()
+            .filter(|n| !n.address.trim().is_empty())
+            .map(|n| (n.state != "online", nodes::fill_host(&n.address, &via)))
+            .collect();
+        members.sort_by_key(|(offline, _)| *offline);
+        let nodes = {
+            let mut s = self.lock();
+            let current = s.nodes[s.current].clone();
+            let mut list = vec![current];
+            for (_, a) in members {
+                if !list
+                    .iter()
+                    .any(|n| nodes::normalize(n) == nodes::normalize(&a))
+                {
+                    list.push(a);
+                }
+            }
+            s.nodes = list.clone();
+            s.current = 0;
+            list
+        };
+        if let Some(path) = &self.shared.opts.cache {
+            if let Err(e) = nodes::write_cache(path, &nodes) {
+                log_warn!("cannot write the node cache {}: {e}", path.display());
+            }
+        }
+    }
+
+    /// Moves to the next node that answers, unless another call already moved away from
+    /// the connection of `generation`. Tries every other node, then the failed one again.
+    async fn fail_over(&self, generation: u64) -> Result<(), ClientError> {
+        let _one_at_a_time = self.shared.failover.lock().await;
+        let (nodes, current) = {
+            let s = self.lock();
+            if s.generation != generation {
+                return Ok(());
+            }
+            (s.nodes.clone(), s.current)
+        };
+        let mut errors = Vec::new();
+        for step in 1..=nodes.len() {
+            let i = (current + step) % nodes.len();
+            match open(&nodes[i], &self.shared.opts).await {
+                Ok(conn) => {
+                    {
+                        let mut s = self.lock();
+                        s.current = i;
+                        s.conn = conn;
+                        s.generation += 1;
+                    }
+                    if i != current {
+                        log_warn!(
+                            "node {} stopped answering; now using {}",
+                            nodes[current],
+                            nodes[i]
+                        );
+                    }
+                    self.refresh_nodes().await;
+                    return Ok(());
+                }
+                Err(e) => errors.push(e.message),
+            }
+        }
+        Err(ClientError {
             errno: errno::EIO,
             message: format!(
-                "cannot reach the node at {address}: {e}; is wormfs-node running there?"
+                "no node of the cluster answers ({}): {}",
+                nodes.join(", "),
+                errors.join("; ")
             ),
-        })?;
-        let inner = WormFsClient::new(channel)
-            .max_decoding_message_size(super::MAX_MESSAGE_SIZE)
-            .max_encoding_message_size(super::MAX_MESSAGE_SIZE);
-        Ok(Client {
-            inner,
-            address: address.to_owned(),
         })
     }
 
-    /// The address this client talks to.
-    pub fn address(&self) -> &str {
-        &self.address
-    }
-
-    /// The generated client, for calls without a typed wrapper.
-    pub fn raw(&self) -> WormFsClient<Channel> {
-        self.inner.clone()
+    /// Runs `call` on the node in use, failing over as the type says (see [`Client`]).
+    async fn call<T, F, Fut>(&self, what: &str, retry: Retry, call: F) -> Result<T, ClientError>
+    where
+        F: Fn(WormFsClient<Channel>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+    {
+        let mut attempts = 0;
+        loop {
+            let (conn, generation, address, known) = {
+                let s = self.lock();
+                (
+                    s.conn.clone(),
+                    s.generation,
+                    s.nodes[s.current].clone(),
+                    s.nodes.len(),
+                )
+            };
+            let status = match call(conn).await {
+                Ok(v) => return Ok(v),
+                Err(s) => s,
+            };
+            if !is_unreachable(&status) {
+                return Err(status.into());
+            }
+            attempts += 1;
+            let unsent = never_sent(&status);
+            let moved = self.fail_over(generation).await;
+            if retry == Retry::OnlyUnsent && !unsent {
+                return Err(ClientError {
+                    errno: errno::EIO,
+                    message: format!(
+                        "{what}: the node at {address} stopped answering during the call ({}: {}), \
+                         so the change could not be confirmed: it may or may not have been made",
+                        status.code(),
+                        status.message()
+                    ),
+                });
+            }
+            moved?;
+            if attempts > known {
+                return Err(ClientError {
+                    errno: errno::EIO,
+                    message: format!(
+                        "{what}: no node answered after {attempts} attempts; the last, {address}, said: {} ({:?})",
+                        status.message(),
+                        status.code()
+                    ),
+                });
+            }
+        }
     }
 
     fn attr(reply: proto::AttrReply) -> Result<Attr, ClientError> {
@@ -106,11 +520,14 @@ impl Client {
 
     /// Looks `name` up in `parent`.
     pub async fn lookup(&self, parent: FileId, name: &str) -> Result<Attr, ClientError> {
+        let req = proto::EntryRequest {
+            parent: parent.0,
+            name: name.to_owned(),
+        };
         let r = self
-            .raw()
-            .lookup(proto::EntryRequest {
-                parent: parent.0,
-                name: name.to_owned(),
+            .call("lookup", Retry::Safe, |mut c| {
+                let req = req.clone();
+                async move { c.lookup(req).await }
             })
             .await?;
         Self::attr(r.into_inner())
@@ -118,25 +535,38 @@ impl Client {
 
     /// An inode's attributes.
     pub async fn getattr(&self, ino: FileId) -> Result<Attr, ClientError> {
-        Self::attr(
-            self.raw()
-                .get_attr(proto::InoRequest { ino: ino.0 })
-                .await?
-                .into_inner(),
-        )
+        let r = self
+            .call("getattr", Retry::Safe, |mut c| async move {
+                c.get_attr(proto::InoRequest { ino: ino.0 }).await
+            })
+            .await?;
+        Self::attr(r.into_inner())
     }
 
-    /// Changes attributes (size included).
+    /// Changes attributes (size included). Not repeated on another node once sent.
     pub async fn setattr(&self, req: SetAttr) -> Result<Attr, ClientError> {
-        Self::attr(self.raw().set_attr(req).await?.into_inner())
+        let r = self
+            .call("setattr", Retry::OnlyUnsent, |mut c| {
+                let req = req.clone();
+                async move { c.set_attr(req).await }
+            })
+            .await?;
+        Self::attr(r.into_inner())
     }
 
-    /// Creates an object; see [`proto::CreateRequest`].
+    /// Creates an object; see [`proto::CreateRequest`]. Not repeated on another node once
+    /// sent.
     pub async fn create(&self, req: proto::CreateRequest) -> Result<Attr, ClientError> {
-        Self::attr(self.raw().create(req).await?.into_inner())
+        let r = self
+            .call("create", Retry::OnlyUnsent, |mut c| {
+                let req = req.clone();
+                async move { c.create(req).await }
+            })
+            .await?;
+        Self::attr(r.into_inner())
     }
 
-    /// Adds a hard link.
+    /// Adds a hard link. Not repeated on another node once sent.
     pub async fn link(
         &self,
         ino: FileId,
@@ -148,32 +578,44 @@ impl Client {
             new_parent: new_parent.0,
             new_name: new_name.to_owned(),
         };
-        Self::attr(self.raw().link(req).await?.into_inner())
+        let r = self
+            .call("link", Retry::OnlyUnsent, |mut c| {
+                let req = req.clone();
+                async move { c.link(req).await }
+            })
+            .await?;
+        Self::attr(r.into_inner())
     }
 
-    /// Removes a non-directory.
+    /// Removes a non-directory. Not repeated on another node once sent.
     pub async fn unlink(&self, parent: FileId, name: &str) -> Result<(), ClientError> {
-        self.raw()
-            .unlink(proto::EntryRequest {
-                parent: parent.0,
-                name: name.to_owned(),
-            })
-            .await?;
+        let req = proto::EntryRequest {
+            parent: parent.0,
+            name: name.to_owned(),
+        };
+        self.call("unlink", Retry::OnlyUnsent, |mut c| {
+            let req = req.clone();
+            async move { c.unlink(req).await }
+        })
+        .await?;
         Ok(())
     }
 
-    /// Removes an empty directory.
+    /// Removes an empty directory. Not repeated on another node once sent.
     pub async fn rmdir(&self, parent: FileId, name: &str) -> Result<(), ClientError> {
-        self.raw()
-            .rmdir(proto::EntryRequest {
-                parent: parent.0,
-                name: name.to_owned(),
-            })
-            .await?;
+        let req = proto::EntryRequest {
+            parent: parent.0,
+            name: name.to_owned(),
+        };
+        self.call("rmdir", Retry::OnlyUnsent, |mut c| {
+            let req = req.clone();
+            async move { c.rmdir(req).await }
+        })
+        .await?;
         Ok(())
     }
 
-    /// Renames.
+    /// Renames. Not repeated on another node once sent.
     pub async fn rename(
         &self,
         parent: FileId,
@@ -189,15 +631,20 @@ impl Client {
             new_name: new_name.to_owned(),
             no_replace,
         };
-        self.raw().rename(req).await?;
+        self.call("rename", Retry::OnlyUnsent, |mut c| {
+            let req = req.clone();
+            async move { c.rename(req).await }
+        })
+        .await?;
         Ok(())
     }
 
     /// A directory's entries.
     pub async fn readdir(&self, ino: FileId) -> Result<Vec<DirEntry>, ClientError> {
         let r = self
-            .raw()
-            .read_dir(proto::InoRequest { ino: ino.0 })
+            .call("readdir", Retry::Safe, |mut c| async move {
+                c.read_dir(proto::InoRequest { ino: ino.0 }).await
+            })
             .await?
             .into_inner();
         r.entries
@@ -216,8 +663,9 @@ impl Client {
     /// A symlink's target.
     pub async fn readlink(&self, ino: FileId) -> Result<String, ClientError> {
         Ok(self
-            .raw()
-            .read_link(proto::InoRequest { ino: ino.0 })
+            .call("readlink", Retry::Safe, |mut c| async move {
+                c.read_link(proto::InoRequest { ino: ino.0 }).await
+            })
             .await?
             .into_inner()
             .target)
@@ -225,18 +673,21 @@ impl Client {
 
     /// An extended attribute.
     pub async fn getxattr(&self, ino: FileId, name: &str) -> Result<Vec<u8>, ClientError> {
+        let req = proto::XattrRequest {
+            ino: ino.0,
+            name: name.to_owned(),
+        };
         Ok(self
-            .raw()
-            .get_xattr(proto::XattrRequest {
-                ino: ino.0,
-                name: name.to_owned(),
+            .call("getxattr", Retry::Safe, |mut c| {
+                let req = req.clone();
+                async move { c.get_xattr(req).await }
             })
             .await?
             .into_inner()
             .value)
     }
 
-    /// Sets an extended attribute.
+    /// Sets an extended attribute. Not repeated on another node once sent.
     pub async fn setxattr(
         &self,
         ino: FileId,
@@ -255,34 +706,47 @@ impl Client {
             value: value.to_vec(),
             mode,
         };
-        self.raw().set_xattr(req).await?;
+        self.call("setxattr", Retry::OnlyUnsent, |mut c| {
+            let req = req.clone();
+            async move { c.set_xattr(req).await }
+        })
+        .await?;
         Ok(())
     }
 
     /// Extended attribute names.
     pub async fn listxattr(&self, ino: FileId) -> Result<Vec<String>, ClientError> {
         Ok(self
-            .raw()
-            .list_xattr(proto::InoRequest { ino: ino.0 })
+            .call("listxattr", Retry::Safe, |mut c| async move {
+                c.list_xattr(proto::InoRequest { ino: ino.0 }).await
+            })
             .await?
             .into_inner()
             .names)
     }
 
-    /// Removes an extended attribute.
+    /// Removes an extended attribute. Not repeated on another node once sent.
     pub async fn removexattr(&self, ino: FileId, name: &str) -> Result<(), ClientError> {
-        self.raw()
-            .remove_xattr(proto::XattrRequest {
-                ino: ino.0,
-                name: name.to_owned(),
-            })
-            .await?;
+        let req = proto::XattrRequest {
+            ino: ino.0,
+            name: name.to_owned(),
+        };
+        self.call("removexattr", Retry::OnlyUnsent, |mut c| {
+            let req = req.clone();
+            async move { c.remove_xattr(req).await }
+        })
+        .await?;
         Ok(())
     }
 
     /// File-system figures.
     pub async fn statfs(&self) -> Result<proto::StatFsReply, ClientError> {
-        Ok(self.raw().stat_fs(proto::Empty {}).await?.into_inner())
+        Ok(self
+            .call("statfs", Retry::Safe, |mut c| async move {
+                c.stat_fs(proto::Empty {}).await
+            })
+            .await?
+            .into_inner())
     }
 
     /// Reads a whole stripe; empty for a hole.
@@ -316,29 +780,40 @@ impl Client {
         .await
     }
 
+    /// Reads a stripe's pieces; a stream broken half-way is read again from the start on
+    /// the next node.
     async fn read_pieces(&self, req: proto::ReadStripeRequest) -> Result<Vec<u8>, ClientError> {
-        let mut stream = self.raw().read_stripe(req).await?.into_inner();
-        let mut out = Vec::new();
-        while let Some(piece) = stream.message().await? {
-            if piece.offset != out.len() as u64
-                || out.len() as u64 + piece.data.len() as u64
-                    > piece.stripe_len.max(piece.data.len() as u64)
-            {
-                return Err(proto_err(tonic::Status::invalid_argument(
-                    "stripe pieces out of order",
-                )));
+        self.call("read_stripe", Retry::Safe, |mut c| {
+            let req = req.clone();
+            async move {
+                let mut stream = c.read_stripe(req).await?.into_inner();
+                let mut out = Vec::new();
+                while let Some(piece) = stream.message().await? {
+                    if piece.offset != out.len() as u64
+                        || out.len() as u64 + piece.data.len() as u64
+                            > piece.stripe_len.max(piece.data.len() as u64)
+                    {
+                        return Err(super::status_with_errno(
+                            errno::EIO,
+                            "the node sent an invalid reply: stripe pieces out of order",
+                        ));
+                    }
+                    if out.capacity() == 0 {
+                        out.reserve_exact(piece.stripe_len as usize);
+                    }
+                    out.extend_from_slice(&piece.data);
+                }
+                Ok(out)
             }
-            if out.capacity() == 0 {
-                out.reserve_exact(piece.stripe_len as usize);
-            }
-            out.extend_from_slice(&piece.data);
-        }
-        Ok(out)
+        })
+        .await
     }
 
     /// Writes whole stripes `(file, index, bytes)` and returns the file's attributes after
     /// the last one. Each stripe is durable and committed when this returns `Ok`. The bytes
     /// are sent as they are, without a copy (`Bytes::from(vec)` or `Bytes::from_owner`).
+    /// When the node stops answering, the stripes are sent again to the next node: a
+    /// repeated stripe write stores the same bytes again.
     pub async fn write_stripes(
         &self,
         stripes: Vec<(FileId, u64, prost::bytes::Bytes)>,
@@ -356,26 +831,40 @@ impl Client {
                 });
             }
         }
-        let r = self.raw().write_stripes(tokio_stream::iter(pieces)).await?;
+        let r = self
+            .call("write_stripes", Retry::Safe, |mut c| {
+                // Clones share the bytes.
+                let pieces = pieces.clone();
+                async move { c.write_stripes(tokio_stream::iter(pieces)).await }
+            })
+            .await?;
         Self::attr(r.into_inner())
     }
 
-    /// Sets (or with `None` clears) the policy of the directory at `path`.
+    /// Sets (or with `None` clears) the policy of the directory at `path`. Not repeated on
+    /// another node once sent.
     pub async fn set_policy(&self, path: &str, policy: Option<&str>) -> Result<(), ClientError> {
         let req = proto::SetPolicyRequest {
             path: path.to_owned(),
             policy: policy.unwrap_or_default().to_owned(),
         };
-        self.raw().set_storage_policy(req).await?;
+        self.call("set_policy", Retry::OnlyUnsent, |mut c| {
+            let req = req.clone();
+            async move { c.set_storage_policy(req).await }
+        })
+        .await?;
         Ok(())
     }
 
     /// The policy of the object at `path`.
     pub async fn get_policy(&self, path: &str) -> Result<proto::PolicyReply, ClientError> {
+        let req = proto::PathRequest {
+            path: path.to_owned(),
+        };
         Ok(self
-            .raw()
-            .get_storage_policy(proto::PathRequest {
-                path: path.to_owned(),
+            .call("get_policy", Retry::Safe, |mut c| {
+                let req = req.clone();
+                async move { c.get_storage_policy(req).await }
             })
             .await?
             .into_inner())
@@ -384,18 +873,32 @@ impl Client {
     /// The cluster's status.
     pub async fn cluster_status(&self) -> Result<proto::ClusterStatusReply, ClientError> {
         Ok(self
-            .raw()
-            .get_cluster_status(proto::Empty {})
+            .call("cluster_status", Retry::Safe, |mut c| async move {
+                c.get_cluster_status(proto::Empty {}).await
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// The health of the node in use.
+    pub async fn node_health(&self) -> Result<proto::NodeHealthReply, ClientError> {
+        Ok(self
+            .call("node_health", Retry::Safe, |mut c| async move {
+                c.get_node_health(proto::Empty {}).await
+            })
             .await?
             .into_inner())
     }
 
     /// The file at `path` with its stripes and chunks.
     pub async fn file_layout(&self, path: &str) -> Result<proto::FileLayoutReply, ClientError> {
+        let req = proto::PathRequest {
+            path: path.to_owned(),
+        };
         Ok(self
-            .raw()
-            .get_file_layout(proto::PathRequest {
-                path: path.to_owned(),
+            .call("file_layout", Retry::Safe, |mut c| {
+                let req = req.clone();
+                async move { c.get_file_layout(req).await }
             })
             .await?
             .into_inner())
@@ -415,5 +918,471 @@ impl Client {
             ..Default::default()
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Failover against fake nodes: each fake is a tonic server behind a TCP proxy owned by
+    //! the test, so that "killing" a node closes its listener (later connections are
+    //! refused) and cuts every open connection (calls in flight break).
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::task::JoinHandle;
+    use tonic::{Request, Response, Status};
+
+    /// What a fake node does and has seen.
+    #[derive(Default)]
+    struct Fake {
+        /// Answers carry this inode number, to tell which node answered.
+        id: u64,
+        /// The addresses `GetClusterStatus` lists.
+        members: Mutex<Vec<String>>,
+        /// When set, `Create` and `WriteStripes` report on this channel and never answer.
+        hang: Mutex<Option<tokio::sync::mpsc::UnboundedSender<&'static str>>>,
+        creates: AtomicUsize,
+        writes: AtomicUsize,
+    }
+
+    impl Fake {
+        fn attr(&self) -> proto::AttrReply {
+            proto::AttrReply {
+                attr: Some(proto::Attr {
+                    ino: self.id,
+                    kind: proto::FileKind::File as i32,
+                    perm: 0o644,
+                    nlink: 1,
+                    ..Default::default()
+                }),
+            }
+        }
+
+        async fn maybe_hang(&self, what: &'static str) {
+            let hang = self.hang.lock().unwrap().clone();
+            if let Some(tx) = hang {
+                let _ = tx.send(what);
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    impl Fake {
+        async fn lookup(&self, r: proto::EntryRequest) -> Result<proto::AttrReply, Status> {
+            if r.name == "missing" {
+                return Err(crate::rpc::status_with_errno(
+                    errno::ENOENT,
+                    "no such entry",
+                ));
+            }
+            Ok(self.attr())
+        }
+
+        async fn create(&self, _: proto::CreateRequest) -> Result<proto::AttrReply, Status> {
+            self.creates.fetch_add(1, Ordering::SeqCst);
+            self.maybe_hang("create").await;
+            Ok(self.attr())
+        }
+
+        async fn write_stripes(
+            &self,
+            mut stream: tonic::Streaming<proto::StripePiece>,
+        ) -> Result<proto::AttrReply, Status> {
+            while stream.message().await?.is_some() {}
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            self.maybe_hang("write").await;
+            Ok(self.attr())
+        }
+
+        fn cluster_status(&self) -> proto::ClusterStatusReply {
+            let nodes = self
+                .members
+                .lock()
+                .unwrap()
+                .iter()
+                .enumerate()
+                .map(|(i, a)| proto::NodeStatus {
+                    id: format!("node{}", i + 1),
+                    address: a.clone(),
+                    state: "online".into(),
+                    ..Default::default()
+                })
+                .collect();
+            proto::ClusterStatusReply {
+                nodes,
+                master: "node1".into(),
+                ..Default::default()
+            }
+        }
+    }
+
+    /// The fake as a raw gRPC service of the `wormfs.v1.WormFs` methods the tests use (the
+    /// others answer `Unimplemented`), so that methods added to the API need no change here.
+    #[derive(Clone)]
+    struct FakeService(Arc<Fake>);
+
+    impl tonic::server::NamedService for FakeService {
+        const NAME: &'static str = "wormfs.v1.WormFs";
+    }
+
+    type HttpResponse = tonic::codegen::http::Response<tonic::body::Body>;
+    type BoxFut<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+    type Handler<Req, Resp> = fn(Arc<Fake>, Req) -> BoxFut<Result<Resp, Status>>;
+
+    /// A method (unary, or client-streaming with `Req` a stream) as a function of the
+    /// request.
+    struct Method<Req, Resp>(Arc<Fake>, Handler<Req, Resp>);
+
+    impl<Req, Resp: 'static> tonic::server::UnaryService<Req> for Method<Req, Resp> {
+        type Response = Resp;
+        type Future = BoxFut<Result<Response<Resp>, Status>>;
+        fn call(&mut self, request: Request<Req>) -> Self::Future {
+            let f = (self.1)(self.0.clone(), request.into_inner());
+            Box::pin(async move { f.await.map(Response::new) })
+        }
+    }
+
+    impl<Req, Resp: 'static> tonic::server::ClientStreamingService<Req>
+        for Method<tonic::Streaming<Req>, Resp>
+    {
+        type Response = Resp;
+        type Future = BoxFut<Result<Response<Resp>, Status>>;
+        fn call(&mut self, request: Request<tonic::Streaming<Req>>) -> Self::Future {
+            let f = (self.1)(self.0.clone(), request.into_inner());
+            Box::pin(async move { f.await.map(Response::new) })
+        }
+    }
+
+    fn grpc<Req, Resp>() -> tonic::server::Grpc<tonic_prost::ProstCodec<Resp, Req>>
+    where
+        Req: prost::Message + Default + Send + 'static,
+        Resp: prost::Message + Send + 'static,
+    {
+        tonic::server::Grpc::new(tonic_prost::ProstCodec::default())
+    }
+
+    impl tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>> for FakeService {
+        type Response = HttpResponse;
+        type Error = std::convert::Infallible;
+        type Future = BoxFut<Result<HttpResponse, std::convert::Infallible>>;
+
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, req: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
+            let fake = self.0.clone();
+            let method = req.uri().path().rsplit('/').next().unwrap_or("").to_owned();
+            Box::pin(async move {
+                Ok(match method.as_str() {
+                    "Lookup" => {
+                        let m: Handler<proto::EntryRequest, _> =
+                            |f, r| Box::pin(async move { f.lookup(r).await });
+                        grpc().unary(Method(fake, m), req).await
+                    }
+                    "GetAttr" => {
+                        let m: Handler<proto::InoRequest, _> =
+                            |f, _| Box::pin(async move { Ok(f.attr()) });
+                        grpc().unary(Method(fake, m), req).await
+                    }
+                    "Create" => {
+                        let m: Handler<proto::CreateRequest, _> =
+                            |f, r| Box::pin(async move { f.create(r).await });
+                        grpc().unary(Method(fake, m), req).await
+                    }
+                    "WriteStripes" => {
+                        let m: Handler<tonic::Streaming<proto::StripePiece>, _> =
+                            |f, s| Box::pin(async move { f.write_stripes(s).await });
+                        grpc().client_streaming(Method(fake, m), req).await
+                    }
+                    "GetClusterStatus" => {
+                        let m: Handler<proto::Empty, _> =
+                            |f, _| Box::pin(async move { Ok(f.cluster_status()) });
+                        grpc().unary(Method(fake, m), req).await
+                    }
+                    _ => Status::unimplemented("not in the fake").into_http(),
+                })
+            })
+        }
+    }
+
+    /// Copies bytes one way until either side closes.
+    async fn pump(from: tokio::net::tcp::OwnedReadHalf, to: tokio::net::tcp::OwnedWriteHalf) {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            if from.readable().await.is_err() {
+                return;
+            }
+            let n = match from.try_read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(_) => return,
+            };
+            let mut at = 0;
+            while at < n {
+                if to.writable().await.is_err() {
+                    return;
+                }
+                match to.try_write(&buf[at..n]) {
+                    Ok(k) => at += k,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
+        }
+    }
+
+    /// A fake node reachable at `address` through a proxy the test can kill.
+    struct Node {
+        address: String,
+        fake: Arc<Fake>,
+        proxy: JoinHandle<()>,
+        links: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    }
+
+    impl Node {
+        async fn start(id: u64) -> Node {
+            let fake = Arc::new(Fake {
+                id,
+                ..Default::default()
+            });
+            let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let backend_addr = backend.local_addr().unwrap();
+            let svc = FakeService(fake.clone());
+            tokio::spawn(async move {
+                let _ = tonic::transport::Server::builder()
+                    .add_service(svc)
+                    .serve_with_incoming(tonic::transport::server::TcpIncoming::from(backend))
+                    .await;
+            });
+            let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let address = front.local_addr().unwrap().to_string();
+            let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+            let links2 = links.clone();
+            let proxy = tokio::spawn(async move {
+                while let Ok((client, _)) = front.accept().await {
+                    let Ok(server) = TcpStream::connect(backend_addr).await else {
+                        continue;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    let mut l = links2.lock().unwrap();
+                    l.push(tokio::spawn(pump(cr, sw)));
+                    l.push(tokio::spawn(pump(sr, cw)));
+                }
+            });
+            Node {
+                address,
+                fake,
+                proxy,
+                links,
+            }
+        }
+
+        /// The node dies: its port refuses connections and open ones are cut.
+        async fn kill(&self) {
+            self.proxy.abort();
+            for l in self.links.lock().unwrap().drain(..) {
+                l.abort();
+            }
+            // Let the aborted tasks drop their sockets.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Two fake nodes that list each other, and options caching in `dir`.
+    async fn cluster(dir: &std::path::Path) -> (Node, Node, ConnectOptions) {
+        let a = Node::start(1).await;
+        let b = Node::start(2).await;
+        let members = vec![a.address.clone(), b.address.clone()];
+        *a.fake.members.lock().unwrap() = members.clone();
+        *b.fake.members.lock().unwrap() = members;
+        let opts = ConnectOptions {
+            cache: Some(dir.join("nodes.json")),
+            connect_timeout: Duration::from_secs(2),
+        };
+        (a, b, opts)
+    }
+
+    fn create_req() -> proto::CreateRequest {
+        proto::CreateRequest {
+            parent: 1,
+            name: "f".into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn connecting_learns_and_caches_the_node_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, opts) = cluster(dir.path()).await;
+        let client = Client::connect_with(&[a.address.clone()], opts.clone())
+            .await
+            .unwrap();
+        assert_eq!(client.nodes(), vec![a.address.clone(), b.address.clone()]);
+        assert_eq!(client.address(), a.address);
+        let cached = nodes::read_cache(opts.cache.as_ref().unwrap()).unwrap();
+        assert_eq!(cached, Some(vec![a.address.clone(), b.address.clone()]));
+    }
+
+    #[tokio::test]
+    async fn a_lookup_moves_to_the_next_node_when_the_first_dies() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, opts) = cluster(dir.path()).await;
+        let client = Client::connect_with(&[a.address.clone()], opts)
+            .await
+            .unwrap();
+        assert_eq!(
+            client.lookup(FileId::ROOT, "x").await.unwrap().ino,
+            FileId(1)
+        );
+        // A domain error is the node's answer: no failover.
+        let e = client.lookup(FileId::ROOT, "missing").await.unwrap_err();
+        assert_eq!(e.errno, errno::ENOENT);
+        assert_eq!(client.current_address(), a.address);
+
+        a.kill().await;
+        let attr = client.lookup(FileId::ROOT, "x").await.unwrap();
+        assert_eq!(attr.ino, FileId(2), "answered by the second node");
+        assert_eq!(client.current_address(), b.address);
+        assert_eq!(client.nodes()[0], b.address);
+        // Clones share the move.
+        assert_eq!(
+            client.clone().getattr(FileId(5)).await.unwrap().ino,
+            FileId(2)
+        );
+
+        b.kill().await;
+        let e = client.lookup(FileId::ROOT, "x").await.unwrap_err();
+        assert_eq!(e.errno, errno::EIO);
+        assert!(e.message.contains("no node of the cluster answers"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_create_cut_off_mid_call_is_eio_and_not_repeated() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, opts) = cluster(dir.path()).await;
+        let client = Client::connect_with(&[a.address.clone()], opts)
+            .await
+            .unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        *a.fake.hang.lock().unwrap() = Some(tx);
+        let call = tokio::spawn({
+            let client = client.clone();
+            async move { client.create(create_req()).await }
+        });
+        // The create reached the node; the node dies before answering.
+        assert_eq!(rx.recv().await, Some("create"));
+        a.kill().await;
+        let e = tokio::time::timeout(Duration::from_secs(20), call)
+            .await
+            .expect("the broken call returns")
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(e.errno, errno::EIO);
+        assert!(e.message.contains("could not be confirmed"), "{e}");
+        assert_eq!(b.fake.creates.load(Ordering::SeqCst), 0, "not repeated");
+        // Later calls use the next node.
+        assert_eq!(client.current_address(), b.address);
+        assert_eq!(
+            client.lookup(FileId::ROOT, "x").await.unwrap().ino,
+            FileId(2)
+        );
+        assert_eq!(client.create(create_req()).await.unwrap().ino, FileId(2));
+    }
+
+    #[tokio::test]
+    async fn a_create_refused_before_it_was_sent_is_sent_to_the_next_node() {
+        // The node is dead before the call: its connection is refused, so the request never
+        // left the client and sending it to the next node is safe.
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, opts) = cluster(dir.path()).await;
+        let client = Client::connect_with(&[a.address.clone()], opts)
+            .await
+            .unwrap();
+        a.kill().await;
+        // Let the client's connection see the close, so the call reconnects (and is refused)
+        // instead of being written into the dead connection.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let attr = client.create(create_req()).await.unwrap();
+        assert_eq!(attr.ino, FileId(2));
+        assert_eq!(b.fake.creates.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stripe_write_cut_off_mid_call_is_sent_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, opts) = cluster(dir.path()).await;
+        let client = Client::connect_with(&[a.address.clone()], opts)
+            .await
+            .unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        *a.fake.hang.lock().unwrap() = Some(tx);
+        let data = prost::bytes::Bytes::from(vec![7u8; 3 * PIECE_SIZE + 5]);
+        let call = tokio::spawn({
+            let client = client.clone();
+            async move { client.write_stripes(vec![(FileId(9), 0, data)]).await }
+        });
+        assert_eq!(rx.recv().await, Some("write"));
+        a.kill().await;
+        let attr = tokio::time::timeout(Duration::from_secs(20), call)
+            .await
+            .expect("the write returns")
+            .unwrap()
+            .unwrap();
+        assert_eq!(attr.ino, FileId(2));
+        assert_eq!(b.fake.writes.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_dead_first_address_falls_back_to_the_cached_nodes_of_its_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b, opts) = cluster(dir.path()).await;
+        drop(
+            Client::connect_with(&[a.address.clone()], opts.clone())
+                .await
+                .unwrap(),
+        );
+        a.kill().await;
+        let client = Client::connect_with(&[a.address.clone()], opts.clone())
+            .await
+            .unwrap();
+        assert_eq!(client.current_address(), b.address);
+        assert_eq!(
+            client.lookup(FileId::ROOT, "x").await.unwrap().ino,
+            FileId(2)
+        );
+        // An address the cache does not know is another cluster: no hopping to ours.
+        let stranger = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().to_string()
+        };
+        let e = Client::connect_with(&[stranger.clone()], opts.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(e.errno, errno::EIO);
+        assert!(e.message.contains(&stranger), "{e}");
+        // connect_any skips addresses that do not answer.
+        let client = Client::connect_with(&[stranger, b.address.clone()], opts)
+            .await
+            .unwrap();
+        assert_eq!(client.current_address(), b.address);
+    }
+
+    #[tokio::test]
+    async fn a_bad_address_is_einval() {
+        let e = Client::connect_with(&["not a url::".to_owned()], ConnectOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.errno, errno::EINVAL);
+        let e = Client::connect_with(&[], ConnectOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(e.errno, errno::EINVAL);
     }
 }

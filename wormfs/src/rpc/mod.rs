@@ -6,7 +6,9 @@
 //! a FUSE client returns exactly the errno the node decided.
 
 pub mod client;
+pub mod client_config;
 pub mod convert;
+pub mod nodes;
 #[cfg(feature = "node")]
 pub mod server;
 
