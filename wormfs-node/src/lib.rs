@@ -74,14 +74,16 @@ pub async fn run(
                 peer_id = %cluster.transport.peer_id(),
                 "node-to-node listener up"
             );
-            let store = Arc::new(ClusterStore::new(
-                config.node_id.clone(),
-                local.clone(),
-                Arc::new(cluster.transport.clone()),
-                cluster.heartbeats.clone(),
-                meta.clone(),
-            )
-            .with_membership(cluster.raft.clone()));
+            let store = Arc::new(
+                ClusterStore::new(
+                    config.node_id.clone(),
+                    local.clone(),
+                    Arc::new(cluster.transport.clone()),
+                    cluster.heartbeats.clone(),
+                    meta.clone(),
+                )
+                .with_membership(cluster.raft.clone()),
+            );
             let log: Arc<dyn MetadataLog> = Arc::new(cluster.log());
             // The node and its disks go into the metadata once a master takes them.
             let (cfg, l, lg) = (config.clone(), local.clone(), log.clone());
