@@ -4,8 +4,18 @@ use anyhow::Context;
 use serde_json::json;
 use wormfs::rpc::client::Client;
 
+/// Connects to `node` (`--node` / `WORMFS_NODE`); when it is empty, to the nodes of the
+/// client config file, else of the node cache, else 127.0.0.1:7070 (docs/client.md).
 async fn connect(node: &str) -> anyhow::Result<Client> {
-    Ok(Client::connect(node).await?)
+    use wormfs::rpc::client_config::{resolve, SeedSource};
+    let seeds = resolve(Some(node))?;
+    let client = Client::connect_any(&seeds.nodes).await;
+    Ok(match seeds.source {
+        SeedSource::Explicit | SeedSource::Default => client?,
+        SeedSource::Config(p) | SeedSource::Cache(p) => {
+            client.with_context(|| format!("connect to the nodes listed in {}", p.display()))?
+        }
+    })
 }
 
 fn human(bytes: u64) -> String {

@@ -11,14 +11,10 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(version, name = "wormfs")]
 struct Cli {
-    /// A node's gRPC address.
-    #[arg(
-        long,
-        global = true,
-        env = "WORMFS_NODE",
-        default_value = "127.0.0.1:7070"
-    )]
-    node: String,
+    /// A node's gRPC address. Without it (or WORMFS_NODE): the nodes of the client config
+    /// file, then the cached node list, then 127.0.0.1:7070 (see docs/client.md).
+    #[arg(long, global = true, env = "WORMFS_NODE")]
+    node: Option<String>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -46,7 +42,7 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Mount the node given by --node at MOUNTPOINT in the foreground (what `wormfs-fuse` does).
+    /// Mount the cluster (through the node given by --node) at MOUNTPOINT in the foreground (what `wormfs-fuse` does).
     Mount {
         /// An empty directory.
         mountpoint: PathBuf,
@@ -127,7 +123,7 @@ fn main() -> ExitCode {
                 allow_other: *allow_other,
                 ..Default::default()
             };
-            return match wormfs_fuse::mount_foreground(&cli.node, mountpoint, &opts) {
+            return match wormfs_fuse::mount_foreground(cli.node.as_deref(), mountpoint, &opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("wormfs: {e:#}");
@@ -144,17 +140,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Empty: not given, `commands` finds the nodes.
+    let node = cli.node.clone().unwrap_or_default();
     let result = match cli.command {
-        Command::Status => rt.block_on(commands::status(&cli.node, cli.json)),
+        Command::Status => rt.block_on(commands::status(&node, cli.json)),
         Command::Policy {
             action: PolicyAction::Get { path },
-        } => rt.block_on(commands::policy_get(&cli.node, &path, cli.json)),
+        } => rt.block_on(commands::policy_get(&node, &path, cli.json)),
         Command::Policy {
             action: PolicyAction::Set { path, policy },
-        } => rt.block_on(commands::policy_set(&cli.node, &path, &policy, cli.json)),
+        } => rt.block_on(commands::policy_set(&node, &path, &policy, cli.json)),
         Command::File {
             action: FileAction::Info { path },
-        } => rt.block_on(commands::file_info(&cli.node, &path, cli.json)),
+        } => rt.block_on(commands::file_info(&node, &path, cli.json)),
         Command::Quickstart {
             dir,
             disks,

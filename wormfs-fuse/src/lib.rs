@@ -149,17 +149,35 @@ fn lazy_unmount(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Connects to `node`, mounts it at `mountpoint`, prints `wormfs-fuse mounted ...` on
-/// stdout, and serves until SIGTERM, SIGINT or an unmount from outside; then unmounts. The
-/// body of `wormfs-fuse` and of `wormfs mount`.
-pub fn mount_foreground(node: &str, mountpoint: &Path, opts: &MountOptions) -> anyhow::Result<()> {
+/// Connects to the cluster through `node` (or, when `None` or empty, the nodes of the
+/// client config file, else of the node cache, else 127.0.0.1:7070; see
+/// [`wormfs::rpc::client_config::resolve`]), mounts it at `mountpoint`, prints
+/// `wormfs-fuse mounted ...` on stdout, and serves until SIGTERM, SIGINT or an unmount from
+/// outside; then unmounts. The body of `wormfs-fuse` and of `wormfs mount`. The mount fails
+/// over to another node of the cluster when the one in use stops answering.
+pub fn mount_foreground(
+    node: Option<&str>,
+    mountpoint: &Path,
+    opts: &MountOptions,
+) -> anyhow::Result<()> {
     use std::time::Duration;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("start the async runtime")?;
-    let client = rt.block_on(Client::connect(node))?;
+    let seeds = wormfs::rpc::client_config::resolve(node)?;
+    let client = rt
+        .block_on(Client::connect_any(&seeds.nodes))
+        .with_context(|| match &seeds.source {
+            wormfs::rpc::client_config::SeedSource::Config(p)
+            | wormfs::rpc::client_config::SeedSource::Cache(p) => {
+                format!("connect to the nodes listed in {}", p.display())
+            }
+            _ => "connect to the cluster".to_owned(),
+        })?;
+    let node = client.current_address();
+    tracing::info!(nodes = ?client.nodes(), "connected to {node}");
     let mounted = mount(client, rt.handle().clone(), mountpoint, opts)?;
     {
         use std::io::Write;

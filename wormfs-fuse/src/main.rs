@@ -1,4 +1,4 @@
-//! `wormfs-fuse --node ADDR MOUNTPOINT`: mount a WormFS node.
+//! `wormfs-fuse [--node ADDR] MOUNTPOINT`: mount a WormFS cluster.
 
 use clap::Parser;
 use std::path::PathBuf;
@@ -8,9 +8,10 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// The node's gRPC address, e.g. 127.0.0.1:7070.
-    #[arg(long)]
-    node: String,
+    /// A node's gRPC address, e.g. 127.0.0.1:7070. Without it (or WORMFS_NODE): the nodes
+    /// of the client config file, then the cached node list, then 127.0.0.1:7070.
+    #[arg(long, env = "WORMFS_NODE")]
+    node: Option<String>,
     /// An empty directory to mount on.
     mountpoint: PathBuf,
     /// Kernel request threads.
@@ -38,7 +39,7 @@ fn main() -> ExitCode {
         cache_bytes: args.cache_mib << 20,
         allow_other: args.allow_other,
     };
-    match wormfs_fuse::mount_foreground(&args.node, &args.mountpoint, &opts) {
+    match wormfs_fuse::mount_foreground(args.node.as_deref(), &args.mountpoint, &opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("wormfs-fuse: {e:#}");
