@@ -641,8 +641,29 @@ impl P2pTransport {
             reason,
         };
         // A frozen peer keeps its connection open but never answers: bound the whole call.
+        // A stream that breaks is tried again on a fresh one when that cannot store a chunk
+        // twice: always before the request went out, and for anything but a put after.
         let timeout = self.shared.chunk_timeout;
-        match tokio::time::timeout(timeout, self.chunk_stream(node, peer, request, payload)).await {
+        let idempotent = !matches!(request, ChunkRequest::Put { .. });
+        let request = Arc::new(request);
+        let payload = Arc::new(payload);
+        let attempt_all = async {
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match self.chunk_stream(node, peer, &request, &payload).await {
+                    Ok(r) => return Ok(r),
+                    Err((sent, e)) => {
+                        if attempt >= OPEN_ATTEMPTS || (sent && !idempotent) {
+                            return Err(e);
+                        }
+                        tracing::debug!(%node, "chunk call failed (attempt {attempt}), trying again: {e}");
+                        tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, attempt_all).await {
             Ok(r) => r,
             Err(_) => Err(unreachable(format!(
                 "no answer to a chunk request within {timeout:?}"
@@ -650,41 +671,29 @@ impl P2pTransport {
         }
     }
 
+    /// One chunk call on one fresh stream; the error says whether the request went out.
     async fn chunk_stream(
         &self,
         node: &NodeId,
         peer: PeerId,
-        request: ChunkRequest,
-        payload: Vec<u8>,
-    ) -> Result<(ChunkResponse, Vec<u8>), TransportError> {
+        request: &ChunkRequest,
+        payload: &[u8],
+    ) -> Result<(ChunkResponse, Vec<u8>), (bool, TransportError)> {
         let unreachable = |reason: String| TransportError::Unreachable {
             node: node.clone(),
             reason,
         };
         let mut control = self.shared.control.clone();
-        let mut attempt = 0;
-        let mut stream = loop {
-            match control.open_stream(peer, CHUNK_PROTOCOL).await {
-                Ok(s) => break s,
-                Err(e) => {
-                    attempt += 1;
-                    if attempt >= OPEN_ATTEMPTS {
-                        return Err(unreachable(format!(
-                            "cannot open a chunk stream after {attempt} attempts: {e}"
-                        )));
-                    }
-                    tracing::debug!(%node, "chunk stream open failed (attempt {attempt}): {e}");
-                    tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
-                }
-            }
-        };
-        chunks::write_frame(&mut stream, &request, &payload)
+        let mut stream = control
+            .open_stream(peer, CHUNK_PROTOCOL)
             .await
-            .map_err(|e| unreachable(format!("sending the chunk request: {e}")))?;
-        let (reply, data) = chunks::read_frame::<ChunkResponse>(&mut stream)
+            .map_err(|e| (false, unreachable(format!("cannot open a chunk stream: {e}"))))?;
+        chunks::write_frame(&mut stream, request, payload)
             .await
-            .map_err(|e| unreachable(format!("reading the chunk reply: {e}")))?;
-        Ok((reply, data))
+            .map_err(|e| (true, unreachable(format!("sending the chunk request: {e}"))))?;
+        chunks::read_frame::<ChunkResponse>(&mut stream)
+            .await
+            .map_err(|e| (true, unreachable(format!("reading the chunk reply: {e}"))))
     }
 }
 
