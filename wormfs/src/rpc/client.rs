@@ -546,9 +546,8 @@ impl Client {
     /// Changes attributes (size included). Not repeated on another node once sent.
     pub async fn setattr(&self, req: SetAttr) -> Result<Attr, ClientError> {
         let r = self
-            .call("setattr", Retry::OnlyUnsent, |mut c| {
-                let req = req.clone();
-                async move { c.set_attr(req).await }
+            .call("setattr", Retry::OnlyUnsent, |mut c| async move {
+                c.set_attr(req).await
             })
             .await?;
         Self::attr(r.into_inner())
@@ -783,28 +782,25 @@ impl Client {
     /// Reads a stripe's pieces; a stream broken half-way is read again from the start on
     /// the next node.
     async fn read_pieces(&self, req: proto::ReadStripeRequest) -> Result<Vec<u8>, ClientError> {
-        self.call("read_stripe", Retry::Safe, |mut c| {
-            let req = req.clone();
-            async move {
-                let mut stream = c.read_stripe(req).await?.into_inner();
-                let mut out = Vec::new();
-                while let Some(piece) = stream.message().await? {
-                    if piece.offset != out.len() as u64
-                        || out.len() as u64 + piece.data.len() as u64
-                            > piece.stripe_len.max(piece.data.len() as u64)
-                    {
-                        return Err(super::status_with_errno(
-                            errno::EIO,
-                            "the node sent an invalid reply: stripe pieces out of order",
-                        ));
-                    }
-                    if out.capacity() == 0 {
-                        out.reserve_exact(piece.stripe_len as usize);
-                    }
-                    out.extend_from_slice(&piece.data);
+        self.call("read_stripe", Retry::Safe, |mut c| async move {
+            let mut stream = c.read_stripe(req).await?.into_inner();
+            let mut out = Vec::new();
+            while let Some(piece) = stream.message().await? {
+                if piece.offset != out.len() as u64
+                    || out.len() as u64 + piece.data.len() as u64
+                        > piece.stripe_len.max(piece.data.len() as u64)
+                {
+                    return Err(super::status_with_errno(
+                        errno::EIO,
+                        "the node sent an invalid reply: stripe pieces out of order",
+                    ));
                 }
-                Ok(out)
+                if out.capacity() == 0 {
+                    out.reserve_exact(piece.stripe_len as usize);
+                }
+                out.extend_from_slice(&piece.data);
             }
+            Ok(out)
         })
         .await
     }
@@ -1221,7 +1217,7 @@ mod tests {
     async fn connecting_learns_and_caches_the_node_list() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b, opts) = cluster(dir.path()).await;
-        let client = Client::connect_with(&[a.address.clone()], opts.clone())
+        let client = Client::connect_with(std::slice::from_ref(&a.address), opts.clone())
             .await
             .unwrap();
         assert_eq!(client.nodes(), vec![a.address.clone(), b.address.clone()]);
@@ -1234,7 +1230,7 @@ mod tests {
     async fn a_lookup_moves_to_the_next_node_when_the_first_dies() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b, opts) = cluster(dir.path()).await;
-        let client = Client::connect_with(&[a.address.clone()], opts)
+        let client = Client::connect_with(std::slice::from_ref(&a.address), opts)
             .await
             .unwrap();
         assert_eq!(
@@ -1267,7 +1263,7 @@ mod tests {
     async fn a_create_cut_off_mid_call_is_eio_and_not_repeated() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b, opts) = cluster(dir.path()).await;
-        let client = Client::connect_with(&[a.address.clone()], opts)
+        let client = Client::connect_with(std::slice::from_ref(&a.address), opts)
             .await
             .unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -1302,7 +1298,7 @@ mod tests {
         // left the client and sending it to the next node is safe.
         let dir = tempfile::tempdir().unwrap();
         let (a, b, opts) = cluster(dir.path()).await;
-        let client = Client::connect_with(&[a.address.clone()], opts)
+        let client = Client::connect_with(std::slice::from_ref(&a.address), opts)
             .await
             .unwrap();
         a.kill().await;
@@ -1318,7 +1314,7 @@ mod tests {
     async fn a_stripe_write_cut_off_mid_call_is_sent_again() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b, opts) = cluster(dir.path()).await;
-        let client = Client::connect_with(&[a.address.clone()], opts)
+        let client = Client::connect_with(std::slice::from_ref(&a.address), opts)
             .await
             .unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -1344,12 +1340,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (a, b, opts) = cluster(dir.path()).await;
         drop(
-            Client::connect_with(&[a.address.clone()], opts.clone())
+            Client::connect_with(std::slice::from_ref(&a.address), opts.clone())
                 .await
                 .unwrap(),
         );
         a.kill().await;
-        let client = Client::connect_with(&[a.address.clone()], opts.clone())
+        let client = Client::connect_with(std::slice::from_ref(&a.address), opts.clone())
             .await
             .unwrap();
         assert_eq!(client.current_address(), b.address);
@@ -1362,7 +1358,7 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().to_string()
         };
-        let e = Client::connect_with(&[stranger.clone()], opts.clone())
+        let e = Client::connect_with(std::slice::from_ref(&stranger), opts.clone())
             .await
             .unwrap_err();
         assert_eq!(e.errno, errno::EIO);
