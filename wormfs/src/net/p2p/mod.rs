@@ -641,10 +641,9 @@ impl P2pTransport {
             reason,
         };
         // A frozen peer keeps its connection open but never answers: bound the whole call.
-        // A stream that breaks is tried again on a fresh one when that cannot store a chunk
-        // twice: always before the request went out, and for anything but a put after.
+        // A stream that breaks is tried again on a fresh one: every chunk call may run twice
+        // (a chunk key is never reused, so a repeated put stores the same bytes again).
         let timeout = self.shared.chunk_timeout;
-        let idempotent = !matches!(request, ChunkRequest::Put { .. });
         let request = Arc::new(request);
         let payload = Arc::new(payload);
         let attempt_all = async {
@@ -654,10 +653,10 @@ impl P2pTransport {
                 match self.chunk_stream(node, peer, &request, &payload).await {
                     Ok(r) => return Ok(r),
                     Err((sent, e)) => {
-                        if attempt >= OPEN_ATTEMPTS || (sent && !idempotent) {
+                        if attempt >= OPEN_ATTEMPTS {
                             return Err(e);
                         }
-                        tracing::debug!(%node, "chunk call failed (attempt {attempt}), trying again: {e}");
+                        tracing::debug!(%node, sent, "chunk call failed (attempt {attempt}), trying again: {e}");
                         tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
                     }
                 }
