@@ -33,7 +33,15 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(n: usize, disks: usize, extra: &str) -> Cluster {
+        Self::start_some(n, n, disks, extra)
+    }
+
+    /// `n` configured nodes of which the first `initial` form the cluster and run; the
+    /// others list those as peers and wait to be started and added.
+    pub fn start_some(n: usize, initial: usize, disks: usize, extra: &str) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
+        // the clients this test starts keep their node list here, not in the user's cache
+        std::env::set_var("WORMFS_NODE_CACHE", tmp.path().join("nodes.json"));
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         for i in 0..n {
             let dir = tmp.path().join(format!("node{}", i + 1));
@@ -55,7 +63,7 @@ impl Cluster {
                 ports[i],
                 i == 0
             ));
-            for (j, p) in ports.iter().enumerate() {
+            for (j, p) in ports.iter().enumerate().take(initial) {
                 if j != i {
                     config.push_str(&format!("[[cluster.peers]]\naddr = \"127.0.0.1:{p}\"\n"));
                 }
@@ -72,7 +80,7 @@ impl Cluster {
             mount: None,
             mnt,
         };
-        for i in 0..n {
+        for i in 0..initial {
             c.start_node(i);
         }
         c
@@ -119,7 +127,7 @@ impl Cluster {
 
     /// Waits until node `via` shows every node online.
     pub fn wait_all_online(&self, via: usize) {
-        let n = self.nodes.len();
+        let n = self.nodes.iter().filter(|c| c.is_some()).count();
         wait_for("every node online", Duration::from_secs(20), || {
             let s = self.status(via)?;
             let nodes = s["nodes"].as_array()?;
@@ -142,6 +150,20 @@ impl Cluster {
         if let Some(mut c) = self.nodes[i].take() {
             c.kill().unwrap();
             c.wait().unwrap();
+        }
+    }
+
+    /// `wormfs --node ADDR ARGS` through node `i`: stdout, or the failure's stderr.
+    pub fn cli(&self, i: usize, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(BIN)
+            .args(["--node", &self.addrs[i]])
+            .args(args)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
         }
     }
 
@@ -425,4 +447,172 @@ fn a_minority_cannot_commit_and_the_majority_can() {
     });
     assert!(fs::read(c.path("majority.bin")).unwrap() == a);
     assert!(fs::read(c.path("after.bin")).unwrap() == b);
+}
+
+#[test]
+fn nodes_join_and_leave_with_node_add_and_remove() {
+    let mut c = Cluster::start_some(4, 3, 1, "");
+    c.wait_master(0, Duration::from_secs(30), None);
+    c.wait_all_online(0);
+    c.start_node(3);
+    let addr = format!("127.0.0.1:{}", c.p2p_ports[3]);
+    let out = c.cli(1, &["node", "add", &addr]).unwrap(); // asked of any node
+    assert!(out.contains("added node4"), "{out}");
+    c.wait_all_online(0);
+    let s = c.status(0).unwrap();
+    assert_eq!(s["nodes"].as_array().unwrap().len(), 4, "{s}");
+    // the new node serves: a mount through it writes and reads
+    c.mount(3);
+    let data = bytes(2 << 20, 9);
+    write_synced(&c.path("via-node4.bin"), &data).unwrap();
+    assert!(fs::read(c.path("via-node4.bin")).unwrap() == data);
+    c.unmount();
+    // unknown names and the master itself are refused with the reason
+    let err = c.cli(0, &["node", "remove", "node9"]).unwrap_err();
+    assert!(err.contains("no member is named node9"), "{err}");
+    let out = c.cli(0, &["node", "remove", "node4"]).unwrap();
+    assert!(out.contains("removed node4"), "{out}");
+    wait_for("node4 to leave the status", Duration::from_secs(20), || {
+        let s = c.status(0)?;
+        let names: Vec<&str> = s["nodes"]
+            .as_array()?
+            .iter()
+            .filter_map(|n| n["id"].as_str())
+            .collect();
+        (names.len() == 3 && !names.contains(&"node4")).then_some(())
+    });
+}
+
+#[test]
+fn quickstart_runs_a_cluster_that_wormfs_finds_through_the_client_config() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let home = tmp.path().join("home");
+    fs::create_dir(&home).unwrap();
+    // a free base port with room above it for 3 gRPC and 3 node-to-node ports
+    let base = free_port();
+    let log = tmp.path().join("quickstart.log");
+    let mut child = Command::new(BIN)
+        .args(["quickstart", "--dir", dir.to_str().unwrap(), "--nodes", "3"])
+        .args([
+            "--disks-per-node",
+            "2",
+            "--listen",
+            &format!("127.0.0.1:{base}"),
+        ])
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .env("RUST_LOG", "warn")
+        .stdout(fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let guard = scopeguard(child.id());
+    wait_for("the quickstart cluster", Duration::from_secs(60), || {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "quickstart exited with {status}:\n{}",
+                fs::read_to_string(&log).unwrap()
+            );
+        }
+        let text = fs::read_to_string(&log).ok()?;
+        text.contains("Stop with Ctrl-C").then_some(())
+    });
+    let text = fs::read_to_string(&log).unwrap();
+    for n in ["node1", "node2", "node3"] {
+        assert!(text.contains(n), "{text}");
+    }
+    // `wormfs status` without --node finds the cluster through client.toml
+    let out = Command::new(BIN)
+        .args(["status", "--json"])
+        .env_remove("WORMFS_NODE")
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["nodes"].as_array().unwrap().len(), 3, "{s}");
+    assert!(!s["master"].as_str().unwrap().is_empty());
+    // the mount works, and every stripe of a file spans three nodes
+    let data = bytes(1 << 20, 5);
+    write_synced(&dir.join("mnt/hello.bin"), &data).unwrap();
+    assert!(fs::read(dir.join("mnt/hello.bin")).unwrap() == data);
+    // Ctrl-C (SIGTERM here) unmounts and stops every node cleanly
+    // SAFETY: kill(2) with a pid we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    std::mem::forget(guard);
+    assert!(status.success(), "{}", fs::read_to_string(&log).unwrap());
+    assert!(fs::read_to_string(&log)
+        .unwrap()
+        .contains("stopped cleanly"));
+    assert!(!is_mounted(&dir.join("mnt")));
+}
+
+/// Kills the quickstart process group's leader if the test fails before stopping it.
+struct Guard(u32);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) with a pid we spawned.
+        unsafe { libc::kill(self.0 as i32, libc::SIGTERM) };
+    }
+}
+
+fn scopeguard(pid: u32) -> Guard {
+    Guard(pid)
+}
+
+#[test]
+fn a_mount_started_with_one_address_survives_that_nodes_death() {
+    let mut c = Cluster::start(3, 2, "");
+    let master = c.wait_master(0, Duration::from_secs(30), None);
+    let m = c.index_of(&master);
+    let via = (m + 1) % 3; // a follower: the cluster keeps its master when it dies
+    c.wait_all_online(via);
+    c.mount(via);
+    let files: Vec<Vec<u8>> = (0..3)
+        .map(|i| bytes(1_500_000 + i, 40 + i as u64))
+        .collect();
+    for (i, data) in files.iter().enumerate() {
+        write_synced(&c.path(&format!("early{i}.bin")), data).unwrap();
+    }
+    c.kill(via);
+    // lookups and reads move to another node
+    let err = fs::metadata(c.path("not-there")).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
+    for (i, data) in files.iter().enumerate() {
+        let got = fs::read(c.path(&format!("early{i}.bin"))).unwrap();
+        assert!(
+            got == *data,
+            "early{i}.bin differs after the mount's node died"
+        );
+    }
+    // and so do writes (one that could not be confirmed may fail with EIO, never silently)
+    let late = bytes(700_000, 99);
+    wait_for(
+        "a write after the node died",
+        Duration::from_secs(30),
+        || match write_synced(&c.path("late.bin"), &late) {
+            Ok(()) => Some(()),
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+                None
+            }
+        },
+    );
+    assert!(fs::read(c.path("late.bin")).unwrap() == late);
+    // a new mount given only the dead address starts from the cached node list
+    c.unmount();
+    c.mount(via);
+    for (i, data) in files.iter().enumerate() {
+        let got = fs::read(c.path(&format!("early{i}.bin"))).unwrap();
+        assert!(got == *data, "early{i}.bin differs through the remount");
+    }
+    assert!(fs::read(c.path("late.bin")).unwrap() == late);
 }

@@ -6,7 +6,7 @@ use wormfs::rpc::client::Client;
 
 /// Connects to `node` (`--node` / `WORMFS_NODE`); when it is empty, to the nodes of the
 /// client config file, else of the node cache, else 127.0.0.1:7070 (docs/client.md).
-async fn connect(node: &str) -> anyhow::Result<Client> {
+pub(crate) async fn connect(node: &str) -> anyhow::Result<Client> {
     use wormfs::rpc::client_config::{resolve, SeedSource};
     let seeds = resolve(Some(node))?;
     let client = Client::connect_any(&seeds.nodes).await;

@@ -1,6 +1,7 @@
 //! `wormfs`: the admin command of a WormFS cluster.
 
 mod commands;
+mod membership;
 mod quickstart;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +32,11 @@ enum Command {
         #[command(subcommand)]
         action: PolicyAction,
     },
+    /// Cluster membership.
+    Node {
+        #[command(subcommand)]
+        action: NodeAction,
+    },
     /// Files.
     File {
         #[command(subcommand)]
@@ -59,15 +65,41 @@ enum Command {
         /// Where the disks, metadata and mount point go.
         #[arg(long)]
         dir: PathBuf,
-        /// How many disk directories to create (6 fit every built-in policy).
+        /// How many disk directories to create for a single node (6 fit every built-in
+        /// policy).
         #[arg(long, default_value_t = 6)]
         disks: usize,
+        /// Start this many node processes as one cluster (2 or more; 1 is a single node).
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
+        /// Disk directories per node in a cluster.
+        #[arg(long, default_value_t = 2)]
+        disks_per_node: usize,
         /// Address the node listens on.
         #[arg(long, default_value = "127.0.0.1:7070")]
         listen: String,
         /// Let users other than the one mounting use the mount.
         #[arg(long)]
         allow_other: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeAction {
+    /// Add the node listening (node-to-node) at ADDR to the cluster as a voting member. The
+    /// node must be running with ADDR as its `cluster.listen` and this cluster's nodes as
+    /// its peers.
+    Add {
+        /// The node's node-to-node address, IP:PORT.
+        addr: String,
+        /// Pin it to this peer ID (default: trust the first ID it presents).
+        #[arg(long)]
+        peer_id: Option<String>,
+    },
+    /// Remove the node named ID from the cluster (its chunks are not rebuilt yet).
+    Remove {
+        /// The node's name, as `wormfs status` shows it.
+        id: String,
     },
 }
 
@@ -156,9 +188,23 @@ fn main() -> ExitCode {
         Command::Quickstart {
             dir,
             disks,
+            nodes,
+            disks_per_node,
             listen,
             allow_other,
-        } => quickstart::run(&rt, &dir, disks, &listen, allow_other),
+        } => {
+            if nodes > 1 {
+                quickstart::run_cluster(&rt, &dir, nodes, disks_per_node, &listen, allow_other)
+            } else {
+                quickstart::run(&rt, &dir, disks, &listen, allow_other)
+            }
+        }
+        Command::Node {
+            action: NodeAction::Add { addr, peer_id },
+        } => rt.block_on(membership::add(&node, &addr, peer_id.as_deref(), cli.json)),
+        Command::Node {
+            action: NodeAction::Remove { id },
+        } => rt.block_on(membership::remove(&node, &id, cli.json)),
         Command::Serve { .. } | Command::Mount { .. } => unreachable!("handled above"),
     };
     match result {

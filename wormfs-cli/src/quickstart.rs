@@ -107,3 +107,253 @@ pub fn run(
     println!("stopped cleanly");
     Ok(())
 }
+
+/// A node process started by the cluster quickstart.
+struct NodeProcess {
+    name: String,
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Starts `wormfs serve --config CONFIG` and waits for its "listening on" line.
+fn spawn_node(name: &str, config: &Path, log: &Path) -> anyhow::Result<NodeProcess> {
+    use std::io::BufRead;
+    let exe = std::env::current_exe().context("find the wormfs executable")?;
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("open `{}`", log.display()))?;
+    let mut child = std::process::Command::new(exe)
+        .arg("serve")
+        .arg("--config")
+        .arg(config)
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(log_file)
+        .spawn()
+        .with_context(|| format!("start {name}"))?;
+    let stdout = child.stdout.take().context("node stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(addr) = line.strip_prefix("wormfs-node listening on ") {
+                let _ = tx.send(addr.trim().to_owned());
+            }
+        }
+    });
+    let addr = match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+        Ok(a) => a,
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!(
+                "{name} did not start; its log `{}` says:\n{}",
+                log.display(),
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+    };
+    Ok(NodeProcess {
+        name: name.to_owned(),
+        child,
+        addr,
+    })
+}
+
+/// `wormfs quickstart --nodes N`: N node processes on loopback ports, each with its own data
+/// directory and disks, formed into a cluster; mounted at `dir/mnt` through the first node.
+/// The default policy (general, 2+1) puts each stripe's three chunks on three nodes, so the
+/// files survive the loss of any one node when there are three or more.
+pub fn run_cluster(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    nodes: usize,
+    disks_per_node: usize,
+    listen: &str,
+    allow_other: bool,
+) -> anyhow::Result<()> {
+    if nodes < 2 {
+        anyhow::bail!("`--nodes` must be at least 2 for a cluster (leave it out for one node)");
+    }
+    if disks_per_node == 0 {
+        anyhow::bail!("`--disks-per-node` must be at least 1");
+    }
+    let base: std::net::SocketAddr = listen
+        .parse()
+        .with_context(|| format!("`--listen`: `{listen}` is not an address like 127.0.0.1:7070"))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("create `{}`", dir.display()))?;
+    let dir = std::fs::canonicalize(dir).with_context(|| format!("resolve `{}`", dir.display()))?;
+    let mnt = dir.join("mnt");
+    std::fs::create_dir_all(&mnt).with_context(|| format!("create `{}`", mnt.display()))?;
+    let total_disks = nodes * disks_per_node;
+    let port = |i: usize, offset: u16| -> anyhow::Result<u16> {
+        base.port()
+            .checked_add(offset + i as u16)
+            .context("`--listen` port too high for this many nodes")
+    };
+    let mut procs = Vec::new();
+    for i in 0..nodes {
+        let name = format!("node{}", i + 1);
+        let ndir = dir.join(&name);
+        let mut config = format!(
+            "node_id = \"{name}\"\nlisten = \"{}:{}\"\ndata_dir = \"meta\"\n\n",
+            base.ip(),
+            port(i, 0)?
+        );
+        for d in 0..disks_per_node {
+            let p = ndir.join(format!("disk{d}"));
+            std::fs::create_dir_all(&p).with_context(|| format!("create `{}`", p.display()))?;
+            config.push_str(&format!(
+                "[[disks]]\nid = \"{name}-disk{d}\"\npath = \"disk{d}\"\n\n"
+            ));
+        }
+        if total_disks < 3 || nodes < 3 {
+            // general (2+1) wants three nodes; a smaller cluster mirrors (1+1)
+            config.push_str(
+                "[policies]\ndefault = \"mirror\"\n\n[policies.named.mirror]\nk = 1\nm = 1\nstripe_size = \"1MiB\"\n\n",
+            );
+        }
+        config.push_str(&format!(
+            "[cluster]\nlisten = \"{}:{}\"\nbootstrap = {}\n",
+            base.ip(),
+            port(i, 30)?,
+            i == 0
+        ));
+        for j in (0..nodes).filter(|&j| j != i) {
+            config.push_str(&format!(
+                "\n[[cluster.peers]]\naddr = \"{}:{}\"\n",
+                base.ip(),
+                port(j, 30)?
+            ));
+        }
+        let config_path = ndir.join("node.toml");
+        if !config_path.exists() {
+            std::fs::write(&config_path, &config)
+                .with_context(|| format!("write `{}`", config_path.display()))?;
+        }
+        procs.push(spawn_node(&name, &config_path, &ndir.join("node.log"))?);
+    }
+    // wait for a master
+    let first = procs[0].addr.clone();
+    let master = rt.block_on(async {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Ok(c) = wormfs::rpc::client::Client::connect(&first).await {
+                if let Ok(s) = c.cluster_status().await {
+                    if !s.master.is_empty() {
+                        return Ok(s.master);
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                anyhow::bail!(
+                    "no master was elected within 60 s; see the node logs under {}",
+                    dir.display()
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })?;
+    let addrs: Vec<String> = procs.iter().map(|p| p.addr.clone()).collect();
+    let client_config = write_client_config(&addrs);
+    let client = rt.block_on(wormfs::rpc::client::Client::connect(&first))?;
+    let mounted = wormfs_fuse::mount(
+        client,
+        rt.handle().clone(),
+        &mnt,
+        &wormfs_fuse::MountOptions {
+            allow_other,
+            ..Default::default()
+        },
+    )?;
+    println!("WormFS cluster is running ({nodes} nodes, master {master}):");
+    for p in &procs {
+        println!(
+            "  {:<7} at {}, {disks_per_node} disks, data and log under {}",
+            p.name,
+            p.addr,
+            dir.join(&p.name).display()
+        );
+    }
+    println!("  mount   {} (through node1)", mnt.display());
+    if let Some(path) = client_config {
+        println!(
+            "  client  {} lists the nodes for `wormfs` and mounts",
+            path.display()
+        );
+    }
+    println!(
+        "Try: cp -r ~/Pictures {0}/ ; wormfs status ; wormfs file info {0}/<file>",
+        mnt.display()
+    );
+    println!("Stop with Ctrl-C (unmounts, then stops every node).");
+    rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        anyhow::Ok(())
+    })?;
+    println!("stopping: unmounting {}", mnt.display());
+    let unmounted = mounted.unmount();
+    for p in &mut procs {
+        // SAFETY: kill(2) with a pid we spawned.
+        unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
+    }
+    let mut clean = true;
+    for p in &mut procs {
+        match p.child.wait() {
+            Ok(s) if s.success() => {}
+            Ok(s) => {
+                eprintln!("{} exited with {s}", p.name);
+                clean = false;
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", p.name);
+                clean = false;
+            }
+        }
+    }
+    unmounted?;
+    if !clean {
+        anyhow::bail!("a node did not stop cleanly; see its log");
+    }
+    println!("stopped cleanly");
+    Ok(())
+}
+
+/// Writes the client config file listing `nodes`, so `wormfs` finds the cluster without
+/// `--node`. Returns its path, or `None` (with a warning) when it cannot be written.
+fn write_client_config(nodes: &[String]) -> Option<std::path::PathBuf> {
+    use wormfs::rpc::client_config;
+    let Some(path) = client_config::path() else {
+        eprintln!("warning: no HOME or XDG_CONFIG_HOME: the client config file was not written");
+        return None;
+    };
+    match client_config::write(&path, nodes) {
+        Ok(()) => Some(path),
+        Err(e) => {
+            eprintln!("warning: cannot write {}: {e}", path.display());
+            None
+        }
+    }
+}
