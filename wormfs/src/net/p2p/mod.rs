@@ -686,7 +686,12 @@ impl P2pTransport {
         let mut stream = control
             .open_stream(peer, CHUNK_PROTOCOL)
             .await
-            .map_err(|e| (false, unreachable(format!("cannot open a chunk stream: {e}"))))?;
+            .map_err(|e| {
+                (
+                    false,
+                    unreachable(format!("cannot open a chunk stream: {e}")),
+                )
+            })?;
         chunks::write_frame(&mut stream, request, payload)
             .await
             .map_err(|e| (true, unreachable(format!("sending the chunk request: {e}"))))?;
