@@ -466,6 +466,16 @@ fn nodes_join_and_leave_with_node_add_and_remove() {
     let data = bytes(2 << 20, 9);
     write_synced(&c.path("via-node4.bin"), &data).unwrap();
     assert!(fs::read(c.path("via-node4.bin")).unwrap() == data);
+    // a policy wider than the cluster's four disks is refused, naming it and the disks
+    fs::create_dir(c.path("wide")).unwrap();
+    let wide = c.path("wide");
+    let err = c
+        .cli(3, &["policy", "set", wide.to_str().unwrap(), "media"])
+        .unwrap_err();
+    assert!(
+        err.contains("policy `media` (4+2) needs 6 disks, but the cluster has 4 usable"),
+        "{err}"
+    );
     c.unmount();
     // unknown names and the master itself are refused with the reason
     let err = c.cli(0, &["node", "remove", "node9"]).unwrap_err();
