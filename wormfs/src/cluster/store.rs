@@ -23,6 +23,8 @@ pub struct ClusterStore {
     routes: RwLock<HashMap<DiskId, NodeId>>,
     handle: tokio::runtime::Handle,
     membership: Option<crate::raft::Raft>,
+    /// This node's disk ids (the config's; they do not change while the node runs).
+    local_ids: Vec<DiskId>,
 }
 
 impl ClusterStore {
@@ -44,7 +46,17 @@ impl ClusterStore {
             routes: RwLock::new(HashMap::new()),
             handle: tokio::runtime::Handle::current(),
             membership: None,
+            local_ids: Vec::new(),
         }
+        .with_local_ids()
+    }
+
+    fn with_local_ids(mut self) -> ClusterStore {
+        match self.local.disks() {
+            Ok(d) => self.local_ids = d.into_iter().map(|d| d.disk).collect(),
+            Err(e) => tracing::error!("cannot list this node's disks: {e}"),
+        }
+        self
     }
 
     /// Places chunks only on the disks of `raft`'s members (a removed node that still
@@ -105,8 +117,8 @@ impl ClusterStore {
         Ok(ClusterView { disks })
     }
 
-    fn is_local(&self, disk: &DiskId) -> Result<bool, StoreError> {
-        Ok(self.local.disks()?.iter().any(|d| &d.disk == disk))
+    fn holds_locally(&self, disk: &DiskId) -> Result<bool, StoreError> {
+        Ok(self.local_ids.contains(disk))
     }
 
     /// The node holding `disk`: from heartbeats, else from the metadata's disk table.
@@ -168,6 +180,10 @@ impl ChunkStore for ClusterStore {
         self.view()
     }
 
+    fn is_local(&self, disk: &DiskId) -> bool {
+        self.holds_locally(disk).unwrap_or(false)
+    }
+
     fn disks(&self) -> Result<Vec<DiskStatus>, StoreError> {
         Ok(self
             .view()?
@@ -190,7 +206,7 @@ impl ChunkStore for ClusterStore {
         path: &str,
         chunk: &ChunkFile,
     ) -> Result<StoredChunk, StoreError> {
-        if self.is_local(disk)? {
+        if self.holds_locally(disk)? {
             return self.local.put_chunk(disk, folder, path, chunk);
         }
         let node = self.node_of(disk)?;
@@ -203,7 +219,7 @@ impl ChunkStore for ClusterStore {
     }
 
     fn read_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<ChunkFile, StoreError> {
-        if self.is_local(disk)? {
+        if self.holds_locally(disk)? {
             return self.local.read_chunk(disk, addr);
         }
         let node = self.node_of(disk)?;
@@ -219,7 +235,7 @@ impl ChunkStore for ClusterStore {
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, StoreError> {
-        if self.is_local(disk)? {
+        if self.holds_locally(disk)? {
             return self.local.read_chunk_range(disk, addr, offset, len);
         }
         let chunk = self.read_chunk(disk, addr)?;
@@ -229,7 +245,7 @@ impl ChunkStore for ClusterStore {
     }
 
     fn check_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<Option<u64>, StoreError> {
-        if self.is_local(disk)? {
+        if self.holds_locally(disk)? {
             return self.local.check_chunk(disk, addr);
         }
         let node = self.node_of(disk)?;
@@ -239,7 +255,7 @@ impl ChunkStore for ClusterStore {
     }
 
     fn delete_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<bool, StoreError> {
-        if self.is_local(disk)? {
+        if self.holds_locally(disk)? {
             return self.local.delete_chunk(disk, addr);
         }
         let node = self.node_of(disk)?;
@@ -255,7 +271,7 @@ impl ChunkStore for ClusterStore {
         file: crate::ids::FileId,
         path: &str,
     ) -> Result<(), StoreError> {
-        if self.is_local(disk)? {
+        if self.holds_locally(disk)? {
             return self.local.rename_file(disk, folder, file, path);
         }
         // Not yet told to other nodes: their index files keep the path at creation until

@@ -30,7 +30,7 @@ pub struct DamagedChunk {
     pub recordable: bool,
 }
 
-/// Reads `k` good chunks of stripe `s` of `file` (data chunks first), verifies each chunk's
+/// Reads `k` good chunks of stripe `s` of `file` (data chunks first, then local ones), verifies each chunk's
 /// checksums, decodes when a data chunk is missing or bad, and checks the stripe checksum.
 pub fn read_stripe(
     store: &dyn ChunkStore,
@@ -45,7 +45,8 @@ pub fn read_stripe(
         source,
     })?;
     let mut order: Vec<&ChunkRecord> = s.chunks.iter().collect();
-    order.sort_by_key(|c| c.index); // data shards (0..k) first
+    // data shards (0..k) first; then parity chunks on this node's own disks
+    order.sort_by_key(|c| (usize::from(c.index) >= k, !store.is_local(&c.disk), c.index));
     let mut shards: Vec<Option<Vec<u8>>> = vec![None; k + m];
     let mut damaged = Vec::new();
     let mut good = 0;

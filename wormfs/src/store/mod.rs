@@ -167,6 +167,13 @@ pub trait ChunkStore: Send + Sync {
     /// Every disk with its space.
     fn disks(&self) -> Result<Vec<DiskStatus>, StoreError>;
 
+    /// True when `disk` is on this machine (reading it costs no network). A store of one
+    /// node's disks is all local.
+    fn is_local(&self, disk: &DiskId) -> bool {
+        let _ = disk;
+        true
+    }
+
     /// The disks placement may use, each with the node holding it. A store of one node's
     /// disks puts them all on `node`; a store spanning the cluster names each disk's node.
     fn placement_view(
