@@ -88,16 +88,7 @@ pub fn run(
         mnt.display()
     );
     println!("Stop with Ctrl-C (unmounts, then stops the node).");
-    rt.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
-        }
-        anyhow::Ok(())
-    })?;
+    wait_for_stop(rt)?;
     println!("stopping: unmounting {}", mnt.display());
     let unmounted = mounted.unmount();
     let _ = stop_tx.send(());
@@ -303,16 +294,7 @@ pub fn run_cluster(
         mnt.display()
     );
     println!("Stop with Ctrl-C (unmounts, then stops every node).");
-    rt.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
-        }
-        anyhow::Ok(())
-    })?;
+    wait_for_stop(rt)?;
     println!("stopping: unmounting {}", mnt.display());
     let unmounted = mounted.unmount();
     for p in &mut procs {
@@ -356,4 +338,18 @@ fn write_client_config(nodes: &[String]) -> Option<std::path::PathBuf> {
             None
         }
     }
+}
+
+/// Waits for Ctrl-C (SIGINT) or SIGTERM.
+fn wait_for_stop(rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        anyhow::Ok(())
+    })
 }

@@ -13,7 +13,7 @@ mod network;
 mod store;
 
 pub use heartbeat::{now_ms, Beat, DiskBeat, Heartbeats, PeerBeat, HEARTBEAT};
-pub use network::{serve_raft, RaftNet, RaftPeer};
+pub use network::{serve_json, serve_raft, RaftNet, RaftPeer};
 pub use store::ClusterStore;
 
 use crate::ids::NodeId;
@@ -193,43 +193,27 @@ impl Cluster {
             settings.offline_after,
         ));
         let hb = heartbeats.clone();
-        transport.serve(
-            HEARTBEAT,
-            Arc::new(move |_caller, body| {
-                let hb = hb.clone();
-                Box::pin(async move {
-                    let beat: Beat = serde_json::from_slice(&body)
-                        .map_err(|e| format!("malformed heartbeat: {e}"))?;
-                    hb.record(beat);
-                    Ok(Vec::new())
-                })
-            }),
-        );
+        serve_json(&transport, HEARTBEAT, "heartbeat", move |beat: Beat| {
+            hb.record(beat);
+            async {}
+        });
         let r = raft.clone();
         let write_timeout = write_timeout(&settings);
-        transport.serve(
-            SUBMIT,
-            Arc::new(move |_caller, body| {
-                let r = r.clone();
-                Box::pin(async move {
-                    let op: MetadataOp = serde_json::from_slice(&body)
-                        .map_err(|e| format!("malformed metadata op: {e}"))?;
-                    let answer = match tokio::time::timeout(write_timeout, r.client_write(op)).await
-                    {
-                        Ok(Ok(resp)) => SubmitAnswer::Done(resp.data, resp.log_id.index),
-                        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                            SubmitAnswer::NotLeader
-                        }
-                        Ok(Err(e)) => SubmitAnswer::Unavailable(e.to_string()),
-                        Err(_) => SubmitAnswer::Unavailable(format!(
-                            "no majority confirmed the change within {write_timeout:?}"
-                        )),
-                    };
-                    serde_json::to_vec(&answer).map_err(|e| e.to_string())
-                })
-            }),
-        );
-
+        serve_json(&transport, SUBMIT, "metadata op", move |op: MetadataOp| {
+            let r = r.clone();
+            async move {
+                match tokio::time::timeout(write_timeout, r.client_write(op)).await {
+                    Ok(Ok(resp)) => SubmitAnswer::Done(resp.data, resp.log_id.index),
+                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                        SubmitAnswer::NotLeader
+                    }
+                    Ok(Err(e)) => SubmitAnswer::Unavailable(e.to_string()),
+                    Err(_) => SubmitAnswer::Unavailable(format!(
+                        "no majority confirmed the change within {write_timeout:?}"
+                    )),
+                }
+            }
+        });
         let admin = Admin {
             raft: raft.clone(),
             transport: transport.clone(),
@@ -237,17 +221,14 @@ impl Cluster {
             raft_id,
         };
         let a = admin.clone();
-        transport.serve(
+        serve_json(
+            &transport,
             ADMIN,
-            Arc::new(move |_caller, body| {
+            "membership request",
+            move |req: AdminRequest| {
                 let a = a.clone();
-                Box::pin(async move {
-                    let req: AdminRequest = serde_json::from_slice(&body)
-                        .map_err(|e| format!("malformed membership request: {e}"))?;
-                    let answer = a.apply(req).await;
-                    serde_json::to_vec(&answer).map_err(|e| e.to_string())
-                })
-            }),
+                async move { a.apply(req).await }
+            },
         );
 
         let mut cluster = Cluster {

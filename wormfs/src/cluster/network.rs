@@ -115,46 +115,63 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
     }
 }
 
-fn answer<T: Serialize>(result: &T) -> Result<Vec<u8>, String> {
-    serde_json::to_vec(result).map_err(|e| format!("encode the Raft answer: {e}"))
-}
-
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
-    serde_json::from_slice(body).map_err(|e| format!("malformed Raft message: {e}"))
+/// Serves `protocol` on `transport` with JSON in and out: `f` answers each decoded request
+/// (`what` names the request in the error a malformed one gets).
+pub fn serve_json<Req, Resp, F, Fut>(
+    transport: &crate::net::P2pTransport,
+    protocol: &str,
+    what: &'static str,
+    f: F,
+) where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize,
+    F: Fn(Req) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Resp> + Send + 'static,
+{
+    let f = Arc::new(f);
+    transport.serve(
+        protocol,
+        Arc::new(move |_caller, body| {
+            let f = f.clone();
+            Box::pin(async move {
+                let req: Req =
+                    serde_json::from_slice(&body).map_err(|e| format!("malformed {what}: {e}"))?;
+                let resp = f(req).await;
+                serde_json::to_vec(&resp).map_err(|e| format!("encode the answer to a {what}: {e}"))
+            })
+        }),
+    );
 }
 
 /// Answers the three Raft protocols on `transport` with `raft`.
 pub fn serve_raft(transport: &crate::net::P2pTransport, raft: Raft) {
     let r = raft.clone();
-    transport.serve(
+    serve_json(
+        transport,
         APPEND,
-        Arc::new(move |_caller, body| {
+        "Raft message",
+        move |req: AppendEntriesRequest<TypeConfig>| {
             let r = r.clone();
-            Box::pin(async move {
-                let req: AppendEntriesRequest<TypeConfig> = parse(&body)?;
-                answer(&r.append_entries(req).await)
-            })
-        }),
+            async move { r.append_entries(req).await }
+        },
     );
     let r = raft.clone();
-    transport.serve(
+    serve_json(
+        transport,
         VOTE,
-        Arc::new(move |_caller, body| {
+        "Raft message",
+        move |req: VoteRequest<RaftNodeId>| {
             let r = r.clone();
-            Box::pin(async move {
-                let req: VoteRequest<RaftNodeId> = parse(&body)?;
-                answer(&r.vote(req).await)
-            })
-        }),
+            async move { r.vote(req).await }
+        },
     );
-    transport.serve(
+    serve_json(
+        transport,
         SNAPSHOT,
-        Arc::new(move |_caller, body| {
+        "Raft message",
+        move |req: InstallSnapshotRequest<TypeConfig>| {
             let r = raft.clone();
-            Box::pin(async move {
-                let req: InstallSnapshotRequest<TypeConfig> = parse(&body)?;
-                answer(&r.install_snapshot(req).await)
-            })
-        }),
+            async move { r.install_snapshot(req).await }
+        },
     );
 }
