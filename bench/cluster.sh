@@ -73,23 +73,7 @@ for target in plain mnt; do
     drop_caches
     if [ "$target" = mnt ]; then stop_mount; start_mount; fi
     R[$target.read]=$(seconds dd if="$dir/big" of=/dev/null bs=4M)
-    R[$target.small]=$(python3 - "$dir/small" "$FILES" <<'PY'
-import os, sys, time
-d, n = sys.argv[1], int(sys.argv[2]); os.makedirs(d); data = os.urandom(4096); out = []
-t = time.perf_counter()
-for i in range(n):
-    with open(f"{d}/f{i}", "wb") as f: f.write(data)
-out.append(n / (time.perf_counter() - t)); t = time.perf_counter()
-for i in range(n): os.stat(f"{d}/f{i}")
-out.append(n / (time.perf_counter() - t)); t = time.perf_counter()
-for i in range(n):
-    with open(f"{d}/f{i}", "rb") as f: f.read()
-out.append(n / (time.perf_counter() - t)); t = time.perf_counter()
-for i in range(n): os.unlink(f"{d}/f{i}")
-out.append(n / (time.perf_counter() - t))
-print(" ".join(f"{x:.0f}" for x in out))
-PY
-)
+    R[$target.small]=$(python3 bench/small-files.py "$dir/small" "$FILES")
 done
 # failover: SIGKILL the master, time until the mount's node names another one
 T0=$(date +%s.%N)

@@ -99,23 +99,7 @@ for o in offs: os.pread(fd, 4096, o)
 print(f"{len(offs) / (time.perf_counter() - t):.0f}")
 PY
 )
-    R[$target.small]=$(python3 - "$dir/small" "$FILES" <<'PY'
-import os, sys, time
-d, n = sys.argv[1], int(sys.argv[2]); os.makedirs(d); data = os.urandom(4096); out = []
-t = time.perf_counter()
-for i in range(n):
-    with open(f"{d}/f{i}", "wb") as f: f.write(data)
-out.append(n / (time.perf_counter() - t)); t = time.perf_counter()
-for i in range(n): os.stat(f"{d}/f{i}")
-out.append(n / (time.perf_counter() - t)); t = time.perf_counter()
-for i in range(n):
-    with open(f"{d}/f{i}", "rb") as f: f.read()
-out.append(n / (time.perf_counter() - t)); t = time.perf_counter()
-for i in range(n): os.unlink(f"{d}/f{i}")
-out.append(n / (time.perf_counter() - t))
-print(" ".join(f"{x:.0f}" for x in out))
-PY
-)
+    R[$target.small]=$(python3 bench/small-files.py "$dir/small" "$FILES")
 done
 
 mbps() { python3 -c "print(f'{$SIZE_MIB/$1:.0f}')"; }

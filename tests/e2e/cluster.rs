@@ -1,7 +1,9 @@
 //! Clusters of real node processes on loopback: Raft-replicated metadata, chunks spread
 //! over nodes, failover of the master.
 
-use super::fixture::{bytes, is_mounted, sigterm, spawn_until, wait_for, BIN};
+use super::fixture::{
+    bytes, is_mounted, sigterm, spawn_until, start_mount, stop_mount, wait_for, BIN,
+};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -193,23 +195,13 @@ impl Cluster {
     }
 
     pub fn mount(&mut self, via: usize) {
-        let mnt = self.mnt.to_str().unwrap().to_owned();
-        let (child, _) = spawn_until(
-            &["--node", &self.addrs[via], "mount", &mnt],
-            &self.tmp.path().join("mount.log"),
-            "wormfs-fuse mounted",
-        );
-        wait_for("the mount to appear", Duration::from_secs(10), || {
-            is_mounted(&self.mnt).then_some(())
-        });
-        self.mount = Some(child);
+        let log = self.tmp.path().join("mount.log");
+        self.mount = Some(start_mount(&self.addrs[via], &self.mnt, &log));
     }
 
     pub fn unmount(&mut self) {
-        if let Some(mut c) = self.mount.take() {
-            sigterm(&mut c);
-            let status = c.wait().unwrap();
-            assert!(status.success(), "mount exited with {status}");
+        if let Some(c) = self.mount.take() {
+            stop_mount(c, &self.mnt);
         }
     }
 

@@ -78,6 +78,30 @@ pub fn sigterm(child: &mut Child) {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
 }
 
+/// Starts `wormfs --node ADDR mount MNT` (stderr to `log`) and waits for the mount.
+pub fn start_mount(addr: &str, mnt: &Path, log: &Path) -> Child {
+    let (child, _) = spawn_until(
+        &["--node", addr, "mount", mnt.to_str().unwrap()],
+        log,
+        "wormfs-fuse mounted",
+    );
+    wait_for("the mount to appear", Duration::from_secs(10), || {
+        is_mounted(mnt).then_some(())
+    });
+    child
+}
+
+/// Unmounts with SIGTERM and checks for a clean exit and the mount gone.
+pub fn stop_mount(mut child: Child, mnt: &Path) {
+    sigterm(&mut child);
+    let status = child.wait().unwrap();
+    assert!(status.success(), "mount exited with {status}");
+    assert!(
+        !is_mounted(mnt),
+        "still mounted after the mount process exited"
+    );
+}
+
 /// A node over `disks` directories and a mount of it.
 pub struct World {
     pub tmp: tempfile::TempDir,
@@ -140,28 +164,17 @@ impl World {
     }
 
     pub fn start_mount(&mut self) {
-        let mnt = self.mnt.to_str().unwrap().to_owned();
-        let (child, _) = spawn_until(
-            &["--node", &self.addr, "mount", &mnt],
+        self.mount = Some(start_mount(
+            &self.addr,
+            &self.mnt,
             &self.tmp.path().join("mount.log"),
-            "wormfs-fuse mounted",
-        );
-        wait_for("the mount to appear", Duration::from_secs(10), || {
-            is_mounted(&self.mnt).then_some(())
-        });
-        self.mount = Some(child);
+        ));
     }
 
     /// Unmounts with SIGTERM and waits for a clean exit.
     pub fn stop_mount(&mut self) {
-        if let Some(mut c) = self.mount.take() {
-            sigterm(&mut c);
-            let status = c.wait().unwrap();
-            assert!(status.success(), "mount exited with {status}");
-            assert!(
-                !is_mounted(&self.mnt),
-                "still mounted after the mount process exited"
-            );
+        if let Some(c) = self.mount.take() {
+            stop_mount(c, &self.mnt);
         }
     }
 

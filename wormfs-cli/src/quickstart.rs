@@ -66,16 +66,7 @@ pub fn run(
                 .unwrap_or_else(|| anyhow::anyhow!("the node did not start")));
         }
     };
-    let client = rt.block_on(wormfs::rpc::client::Client::connect(&addr.to_string()))?;
-    let mounted = wormfs_fuse::mount(
-        client,
-        rt.handle().clone(),
-        &mnt,
-        &wormfs_fuse::MountOptions {
-            allow_other,
-            ..Default::default()
-        },
-    )?;
+    let mounted = mount_at(rt, &addr.to_string(), &mnt, allow_other)?;
     println!("WormFS is running:");
     println!(
         "  node    node1 at {addr}, {disks} disks under {}",
@@ -263,16 +254,7 @@ pub fn run_cluster(
     })?;
     let addrs: Vec<String> = procs.iter().map(|p| p.addr.clone()).collect();
     let client_config = write_client_config(&addrs);
-    let client = rt.block_on(wormfs::rpc::client::Client::connect(&first))?;
-    let mounted = wormfs_fuse::mount(
-        client,
-        rt.handle().clone(),
-        &mnt,
-        &wormfs_fuse::MountOptions {
-            allow_other,
-            ..Default::default()
-        },
-    )?;
+    let mounted = mount_at(rt, &first, &mnt, allow_other)?;
     println!("WormFS cluster is running ({nodes} nodes, master {master}):");
     for p in &procs {
         println!(
@@ -352,4 +334,23 @@ fn wait_for_stop(rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })
+}
+
+/// Mounts the file system served at `addr` on `mnt`, inside this process.
+fn mount_at(
+    rt: &tokio::runtime::Runtime,
+    addr: &str,
+    mnt: &Path,
+    allow_other: bool,
+) -> anyhow::Result<wormfs_fuse::Mounted> {
+    let client = rt.block_on(wormfs::rpc::client::Client::connect(addr))?;
+    wormfs_fuse::mount(
+        client,
+        rt.handle().clone(),
+        mnt,
+        &wormfs_fuse::MountOptions {
+            allow_other,
+            ..Default::default()
+        },
+    )
 }
