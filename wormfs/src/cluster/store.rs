@@ -69,18 +69,7 @@ impl ClusterStore {
     /// The disks placement may use: this node's, and those of every peer heard from
     /// recently (a disk is usable when its node is online and it reports healthy).
     pub fn view(&self) -> Result<ClusterView, StoreError> {
-        let mut disks: Vec<DiskView> = self
-            .local
-            .disks()?
-            .into_iter()
-            .map(|d| DiskView {
-                node: self.node.clone(),
-                disk: d.disk,
-                total: d.total,
-                free: d.free,
-                usable: d.healthy,
-            })
-            .collect();
+        let mut disks = crate::engine::view_of(&self.node, self.local.disks()?).disks;
         let members: Option<Vec<String>> = self.membership.as_ref().map(|r| {
             r.metrics()
                 .borrow()
@@ -117,8 +106,8 @@ impl ClusterStore {
         Ok(ClusterView { disks })
     }
 
-    fn holds_locally(&self, disk: &DiskId) -> Result<bool, StoreError> {
-        Ok(self.local_ids.contains(disk))
+    fn holds_locally(&self, disk: &DiskId) -> bool {
+        self.local_ids.contains(disk)
     }
 
     /// The node holding `disk`: from heartbeats, else from the metadata's disk table.
@@ -181,7 +170,7 @@ impl ChunkStore for ClusterStore {
     }
 
     fn is_local(&self, disk: &DiskId) -> bool {
-        self.holds_locally(disk).unwrap_or(false)
+        self.holds_locally(disk)
     }
 
     fn disks(&self) -> Result<Vec<DiskStatus>, StoreError> {
@@ -206,7 +195,7 @@ impl ChunkStore for ClusterStore {
         path: &str,
         chunk: &ChunkFile,
     ) -> Result<StoredChunk, StoreError> {
-        if self.holds_locally(disk)? {
+        if self.holds_locally(disk) {
             return self.local.put_chunk(disk, folder, path, chunk);
         }
         let node = self.node_of(disk)?;
@@ -219,7 +208,7 @@ impl ChunkStore for ClusterStore {
     }
 
     fn read_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<ChunkFile, StoreError> {
-        if self.holds_locally(disk)? {
+        if self.holds_locally(disk) {
             return self.local.read_chunk(disk, addr);
         }
         let node = self.node_of(disk)?;
@@ -235,7 +224,7 @@ impl ChunkStore for ClusterStore {
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, StoreError> {
-        if self.holds_locally(disk)? {
+        if self.holds_locally(disk) {
             return self.local.read_chunk_range(disk, addr, offset, len);
         }
         let chunk = self.read_chunk(disk, addr)?;
@@ -245,7 +234,7 @@ impl ChunkStore for ClusterStore {
     }
 
     fn check_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<Option<u64>, StoreError> {
-        if self.holds_locally(disk)? {
+        if self.holds_locally(disk) {
             return self.local.check_chunk(disk, addr);
         }
         let node = self.node_of(disk)?;
@@ -255,7 +244,7 @@ impl ChunkStore for ClusterStore {
     }
 
     fn delete_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<bool, StoreError> {
-        if self.holds_locally(disk)? {
+        if self.holds_locally(disk) {
             return self.local.delete_chunk(disk, addr);
         }
         let node = self.node_of(disk)?;
@@ -271,7 +260,7 @@ impl ChunkStore for ClusterStore {
         file: crate::ids::FileId,
         path: &str,
     ) -> Result<(), StoreError> {
-        if self.holds_locally(disk)? {
+        if self.holds_locally(disk) {
             return self.local.rename_file(disk, folder, file, path);
         }
         // Not yet told to other nodes: their index files keep the path at creation until
