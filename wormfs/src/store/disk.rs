@@ -1,5 +1,6 @@
 //! [`ChunkStore`] over directories of a local file system, one directory per disk.
 
+use super::durable::FsSync;
 use super::index::{fold, IndexRecord, INDEX_FILE_NAME};
 use super::{
     ChunkAddr, ChunkFolder, ChunkStore, DiskStatus, IndexedChunk, StoreError, StoredChunk,
@@ -9,9 +10,10 @@ use crate::ids::{ChunkKey, DiskId, FileId};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The marker file at the root of every disk directory.
 pub const MARKER_FILE_NAME: &str = "wormfs-disk.toml";
@@ -20,6 +22,8 @@ struct Disk {
     root: PathBuf,
     /// Serialises appends to index files on this disk.
     index_lock: Mutex<()>,
+    /// Durability for the file system the disk is on (shared with the other disks on it).
+    sync: Arc<FsSync>,
 }
 
 /// Chunks stored as files under one directory per disk.
@@ -47,7 +51,8 @@ fn fsync_dir(dir: &Path) -> Result<(), StoreError> {
         .map_err(io_err("sync directory", dir))
 }
 
-/// Creates `dir` (and its parent) if missing, making each new entry durable.
+/// Creates `dir` (and its parent) if missing. The new entries become durable with the
+/// next [`Disk::durable`].
 fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
     if dir.is_dir() {
         return Ok(());
@@ -55,9 +60,18 @@ fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
     let parent = dir.parent().expect("chunk folders have parents");
     ensure_dir(parent)?;
     match fs::create_dir(dir) {
-        Ok(()) => fsync_dir(parent),
+        Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(io_err("create directory", dir)(e)),
+    }
+}
+
+impl Disk {
+    /// Makes every write this thread made on the disk durable (one shared `syncfs`).
+    fn durable(&self) -> Result<(), StoreError> {
+        self.sync
+            .durable()
+            .map_err(io_err("sync the file system of", self.sync.path()))
     }
 }
 
@@ -80,6 +94,7 @@ impl DiskChunkStore {
     pub fn open(disks: &[(DiskId, PathBuf)]) -> Result<DiskChunkStore, StoreError> {
         let mut map = BTreeMap::new();
         let mut seen: BTreeMap<PathBuf, DiskId> = BTreeMap::new();
+        let mut syncs: BTreeMap<u64, Arc<FsSync>> = BTreeMap::new();
         for (id, root) in disks {
             let canonical = fs::canonicalize(root).map_err(|e| {
                 StoreError::DiskSetup(format!(
@@ -105,11 +120,25 @@ impl DiskChunkStore {
                 )));
             }
             claim(id, &canonical)?;
+            let device = fs::metadata(&canonical)
+                .map_err(io_err("inspect disk directory", &canonical))?
+                .dev();
+            let sync = match syncs.get(&device) {
+                Some(s) => s.clone(),
+                None => {
+                    let s = Arc::new(
+                        FsSync::open(&canonical).map_err(io_err("open disk directory", &canonical))?,
+                    );
+                    syncs.insert(device, s.clone());
+                    s
+                }
+            };
             map.insert(
                 id.clone(),
                 Disk {
                     root: canonical,
                     index_lock: Mutex::new(()),
+                    sync,
                 },
             );
         }
@@ -142,7 +171,6 @@ impl DiskChunkStore {
     ) -> Result<(), StoreError> {
         let path = folder.join(INDEX_FILE_NAME);
         let _guard = disk.index_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let existed = path.exists();
         let mut f = OpenOptions::new()
             .read(true)
             .create(true)
@@ -161,13 +189,9 @@ impl DiskChunkStore {
                 line.insert(0, '\n');
             }
         }
+        // durable with the caller's next `Disk::durable`
         f.write_all(line.as_bytes())
-            .map_err(io_err("append to index", &path))?;
-        f.sync_data().map_err(io_err("sync index", &path))?;
-        if !existed {
-            fsync_dir(folder)?;
-        }
-        Ok(())
+            .map_err(io_err("append to index", &path))
     }
 }
 
@@ -327,12 +351,13 @@ impl ChunkStore for DiskChunkStore {
             .open(&tmp)
             .map_err(io_err("create chunk", &tmp))?;
         f.write_all(&bytes).map_err(io_err("write chunk", &tmp))?;
-        f.sync_all().map_err(io_err("sync chunk", &tmp))?;
         drop(f);
+        // Installed under its name at once, made durable below with its folder and index
+        // line: until its stripe's metadata commits nothing refers to it, so after a crash
+        // in between it is garbage, never a damaged chunk of a file.
         let dest = dir.join(&name);
         fs::rename(&tmp, &dest).map_err(io_err("install chunk", &dest))?;
         guard.0 = None;
-        fsync_dir(&dir)?;
         let checksum = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
         let h = &chunk.header;
         let record = IndexRecord::Put {
@@ -346,6 +371,7 @@ impl ChunkStore for DiskChunkStore {
             m: h.m,
         };
         self.append_index(disk, &dir, &record)?;
+        disk.durable()?;
         Ok(StoredChunk {
             disk: disk_id.clone(),
             addr: ChunkAddr {
@@ -429,12 +455,9 @@ impl ChunkStore for DiskChunkStore {
             Err(e) => return Err(io_err("delete chunk", &path)(e)),
         }
         let dir = path.parent().expect("chunk files are in folders");
-        fsync_dir(dir)?;
-        self.append_index(
-            self.disk(disk_id)?,
-            dir,
-            &IndexRecord::Delete { key: addr.key },
-        )?;
+        let disk = self.disk(disk_id)?;
+        self.append_index(disk, dir, &IndexRecord::Delete { key: addr.key })?;
+        disk.durable()?;
         Ok(true)
     }
 
@@ -457,7 +480,8 @@ impl ChunkStore for DiskChunkStore {
                 file,
                 path: path.to_owned(),
             },
-        )
+        )?;
+        disk.durable()
     }
 
     fn scan(&self, disk_id: &DiskId) -> Result<Vec<IndexedChunk>, StoreError> {

@@ -8,6 +8,8 @@
 
 #[cfg(feature = "local")]
 mod disk;
+#[cfg(feature = "local")]
+mod durable;
 mod folder;
 mod index;
 mod memory;
