@@ -136,7 +136,8 @@ fn overwrite_truncate_append_and_remount() {
 #[test]
 fn rename_over_existing_like_an_editor() {
     let w = World::start(3, "");
-    fs::write(w.path("doc.txt"), b"version 1").unwrap();
+    // larger than policies.inline_max, so the file has chunk files
+    fs::write(w.path("doc.txt"), bytes(10_000, 1)).unwrap();
     let old_layout = w.layout("doc.txt");
     let old_chunk = old_layout["stripes"][0]["chunks"][0]["path"]
         .as_str()

@@ -85,7 +85,7 @@ fn a_write_the_node_cannot_store_fails_with_an_errno() {
 #[test]
 fn cli_status_and_file_info() {
     let w = World::start(3, "");
-    fs::write(w.path("a"), bytes(10, 1)).unwrap();
+    fs::write(w.path("a"), bytes(10_000, 1)).unwrap(); // past policies.inline_max
     let status: serde_json::Value = serde_json::from_str(&w.cli(&["status", "--json"])).unwrap();
     assert_eq!(status["master"].as_str(), Some("node1"));
     assert_eq!(status["nodes"][0]["disks"].as_array().unwrap().len(), 3);
@@ -131,4 +131,72 @@ fn writes_the_node_never_stored_fail_at_fsync_and_close() {
     let _ = f.write_all(&bytes(3 << 20, 1));
     let err = f.sync_all().unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+}
+
+#[test]
+fn small_files_are_kept_in_the_metadata_and_survive_a_kill() {
+    let mut w = World::start(3, ""); // policies.inline_max: 4 KiB by default
+    let files: Vec<(String, Vec<u8>)> = [1usize, 4096, 4097, (1 << 20) + 100]
+        .iter()
+        .map(|&n| (format!("f{n}"), bytes(n, n as u64)))
+        .collect();
+    for (name, data) in &files {
+        let mut f = fs::File::create(w.path(name)).unwrap();
+        f.write_all(data).unwrap();
+        f.sync_all().unwrap();
+    }
+    let inline_of = |w: &World, name: &str| -> Vec<(bool, usize)> {
+        w.layout(name)["stripes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["inline"].as_bool().unwrap(),
+                    s["chunks"].as_array().unwrap().len(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(inline_of(&w, "f1"), vec![(true, 0)]);
+    assert_eq!(inline_of(&w, "f4096"), vec![(true, 0)]);
+    assert_eq!(inline_of(&w, "f4097"), vec![(false, 3)]);
+    // a large file's short last stripe is kept in the metadata too
+    assert_eq!(inline_of(&w, "f1048676"), vec![(false, 3), (true, 0)]);
+    let text = w.cli(&["file", "info", w.path("f1").to_str().unwrap()]);
+    assert!(text.contains("kept in the metadata"), "{text}");
+
+    // acknowledged (fsync) means committed: a SIGKILL of the node loses none of it
+    w.kill_node();
+    w.stop_mount();
+    w.start_node();
+    w.start_mount();
+    for (name, data) in &files {
+        assert!(&fs::read(w.path(name)).unwrap() == data, "{name}");
+    }
+    // growing a small file turns it into chunks; shrinking it back keeps it in metadata
+    let mut grown = files[0].1.clone();
+    grown.extend(bytes(9000, 9));
+    fs::write(w.path("f1"), &grown).unwrap();
+    assert_eq!(inline_of(&w, "f1"), vec![(false, 3)]);
+    assert!(fs::read(w.path("f1")).unwrap() == grown);
+    fs::File::options()
+        .write(true)
+        .open(w.path("f1"))
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+    assert_eq!(inline_of(&w, "f1"), vec![(true, 0)]);
+    assert!(fs::read(w.path("f1")).unwrap() == grown[..100]);
+}
+
+#[test]
+fn inline_max_zero_codes_every_stripe() {
+    let w = World::start(3, "[policies]\ninline_max = 0\n");
+    fs::write(w.path("tiny"), b"x").unwrap();
+    let layout = w.layout("tiny");
+    let s = &layout["stripes"][0];
+    assert_eq!(s["inline"].as_bool(), Some(false));
+    assert_eq!(s["chunks"].as_array().unwrap().len(), 3);
+    assert_eq!(fs::read(w.path("tiny")).unwrap(), b"x");
 }

@@ -207,7 +207,7 @@ pub async fn file_info(node: &str, path: &str, as_json: bool) -> anyhow::Result<
             .iter()
             .map(|s| {
                 json!({
-                    "index": s.index, "generation": s.generation, "start": s.start, "len": s.len, "crc": s.crc,
+                    "index": s.index, "generation": s.generation, "start": s.start, "len": s.len, "crc": s.crc, "inline": s.inline,
                     "chunks": s.chunks.iter().map(|c| json!({"index": c.index, "node": c.node, "disk": c.disk, "path": c.path, "size": c.size, "state": c.state})).collect::<Vec<_>>(),
                 })
             })
@@ -237,6 +237,9 @@ pub async fn file_info(node: &str, path: &str, as_json: bool) -> anyhow::Result<
             s.start + s.len,
             s.generation
         );
+        if s.inline {
+            println!("  kept in the metadata (no chunk files: at most policies.inline_max bytes)");
+        }
         for c in &s.chunks {
             println!(
                 "  chunk {:>2} {:>8} on {}/{} {}  {}",

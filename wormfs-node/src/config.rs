@@ -293,6 +293,7 @@ mod tests {
             (format!("data_dir = \"m\"\n{disks3}[policies]\ndefault = \"gold\"\n"), "no policy is named `gold`"),
             (format!("data_dir = \"m\"\n{disks3}[policies.named.x]\nk = 0\nm = 1\nstripe_size = \"1MiB\"\n"), "`policies.named.x.k`"),
             (format!("data_dir = \"m\"\ncolour = 1\n{disks3}"), "unknown field `colour`"),
+            (format!("data_dir = \"m\"\n{disks3}[policies]\ninline_max = \"1MiB\"\n"), "`policies.inline_max`"),
         ];
         for (text, want) in cases {
             let e = err(&text, base);

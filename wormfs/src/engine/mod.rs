@@ -61,6 +61,16 @@ pub enum EngineError {
         #[source]
         source: CodecError,
     },
+    /// A stripe kept in the metadata does not match its own length or checksum.
+    #[error("stripe {stripe} of file {file}, kept in the metadata, is damaged: {reason}")]
+    InlineDamaged {
+        /// The file.
+        file: FileId,
+        /// The stripe.
+        stripe: u64,
+        /// What does not match.
+        reason: String,
+    },
     /// The store failed in a way that is not about one chunk.
     #[error(transparent)]
     Store(StoreError),

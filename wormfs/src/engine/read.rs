@@ -38,6 +38,12 @@ pub fn read_stripe(
     layout: &FileLayout,
     s: &StripeRecord,
 ) -> Result<StripeRead, EngineError> {
+    if let Some(data) = &s.inline {
+        return Ok(StripeRead {
+            data: inline_bytes(file, s, data)?.to_vec(),
+            damaged: Vec::new(),
+        });
+    }
     let (k, m) = (usize::from(s.k), usize::from(s.m));
     let codec = ErasureCodec::new(k, m).map_err(|source| EngineError::Decode {
         file,
@@ -136,6 +142,27 @@ pub fn read_stripe(
     Ok(StripeRead { data, damaged })
 }
 
+/// The bytes of a stripe kept in the metadata, checked against its length and checksum.
+fn inline_bytes<'a>(
+    file: FileId,
+    s: &StripeRecord,
+    data: &'a [u8],
+) -> Result<&'a [u8], EngineError> {
+    if data.len() as u64 != s.len || crate::checksum::crc32(data) != s.crc {
+        return Err(EngineError::InlineDamaged {
+            file,
+            stripe: s.index,
+            reason: format!(
+                "{} bytes where the record says {} bytes with checksum {:08x}",
+                data.len(),
+                s.len,
+                s.crc
+            ),
+        });
+    }
+    Ok(data)
+}
+
 /// Reads bytes `offset..offset + len` of stripe `s` (clipped to the stripe) from the data
 /// chunks that hold them, verifying only the blocks read. Any missing or damaged chunk is an
 /// error: the caller then reads the whole stripe with [`read_stripe`], which decodes around
@@ -148,6 +175,24 @@ pub fn read_stripe_range(
     offset: u64,
     len: u64,
 ) -> Result<Vec<u8>, crate::store::StoreError> {
+    if let Some(data) = &s.inline {
+        // Checked when read back from the metadata store's pages; a mismatch here falls
+        // back to `read_stripe`, which reports it.
+        if data.len() as u64 != s.len {
+            return Err(StoreError::NotFound {
+                disk: crate::ids::DiskId(String::new()),
+                key: ChunkKey {
+                    file,
+                    stripe: s.index,
+                    generation: s.generation,
+                    index: 0,
+                },
+            });
+        }
+        let lo = offset.min(s.len) as usize;
+        let hi = offset.saturating_add(len).min(s.len) as usize;
+        return Ok(data[lo..hi].to_vec());
+    }
     let k = u64::from(s.k.max(1));
     let shard_len = s.len.div_ceil(k).max(1);
     let end = offset.saturating_add(len).min(s.len);

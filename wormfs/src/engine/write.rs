@@ -163,5 +163,6 @@ pub fn write_stripe(
         k: l.k,
         m: l.m,
         chunks: records,
+        inline: None,
     })
 }

@@ -531,7 +531,8 @@ fn file(c: &Connection, ino: FileId) -> Result<Result<Attr, Refusal>, MetaError>
 
 fn put_stripe(c: &Connection, ino: FileId, s: &StripeRecord) -> Result<(), MetaError> {
     c.execute(
-        "INSERT OR REPLACE INTO stripes VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT OR REPLACE INTO stripes (ino, idx, generation, len, crc, k, m, data)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             ino.0 as i64,
             s.index as i64,
@@ -539,7 +540,8 @@ fn put_stripe(c: &Connection, ino: FileId, s: &StripeRecord) -> Result<(), MetaE
             s.len as i64,
             i64::from(s.crc),
             i64::from(s.k),
-            i64::from(s.m)
+            i64::from(s.m),
+            s.inline.as_deref()
         ],
     )
     .map_err(sql("record stripe"))?;
@@ -588,6 +590,20 @@ fn check_stripe(attr: &Attr, s: &StripeRecord) -> Result<(), Refusal> {
             "{} bytes does not fit stripes of {}",
             s.len, l.stripe_size
         ));
+    }
+    if let Some(data) = &s.inline {
+        if data.len() as u64 != s.len || !s.chunks.is_empty() {
+            return invalid(format!(
+                "an inline stripe holds its {} bytes and no chunks (got {} bytes, {} chunks)",
+                s.len,
+                data.len(),
+                s.chunks.len()
+            ));
+        }
+        if crate::checksum::crc32(data) != s.crc {
+            return invalid("inline bytes do not match the stripe checksum".into());
+        }
+        return Ok(());
     }
     let width = usize::from(l.k + l.m);
     let mut seen = vec![false; width];

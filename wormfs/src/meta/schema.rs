@@ -106,6 +106,10 @@ const MIGRATIONS: &[&str] = &[
     "
     CREATE TABLE raft_state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
     ",
+    // 3: small stripes kept in the metadata itself (NULL for stripes stored as chunks).
+    "
+    ALTER TABLE stripes ADD COLUMN data BLOB;
+    ",
 ];
 
 /// The first schema version with the `raft_state` table (a database copy older than this

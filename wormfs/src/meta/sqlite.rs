@@ -597,7 +597,7 @@ pub(crate) fn read_stripes(
 ) -> Result<Vec<StripeRecord>, MetaError> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT idx, generation, len, crc, k, m FROM stripes WHERE ino = ?1 AND (?2 IS NULL OR idx = ?2) ORDER BY idx",
+            "SELECT idx, generation, len, crc, k, m, data FROM stripes WHERE ino = ?1 AND (?2 IS NULL OR idx = ?2) ORDER BY idx",
         )
         .map_err(sql("list stripes"))?;
     let mut stripes: Vec<StripeRecord> = stmt
@@ -610,6 +610,7 @@ pub(crate) fn read_stripes(
                 k: r.get::<_, i64>(4)? as u16,
                 m: r.get::<_, i64>(5)? as u16,
                 chunks: Vec::new(),
+                inline: r.get(6)?,
             })
         })
         .map_err(sql("list stripes"))?

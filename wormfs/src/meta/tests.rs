@@ -95,6 +95,7 @@ fn stripe(index: u64, generation: u64, len: u64, disks: [&str; 3]) -> StripeReco
                 state: ChunkState::Ok,
             })
             .collect(),
+        inline: None,
     }
 }
 
@@ -557,4 +558,59 @@ async fn local_log_through_the_trait() {
         .unwrap();
     assert!(reply.is_ok());
     assert_eq!(log.last_applied().unwrap(), 1);
+}
+
+fn inline(index: u64, generation: u64, data: &[u8]) -> StripeRecord {
+    StripeRecord {
+        index,
+        generation,
+        len: data.len() as u64,
+        crc: crate::checksum::crc32(data),
+        k: 2,
+        m: 1,
+        chunks: Vec::new(),
+        inline: Some(data.to_vec()),
+    }
+}
+
+#[test]
+fn inline_stripes_are_stored_checked_and_replace_chunks() {
+    let f = fixture();
+    let ino = f.mkfile(FileId::ROOT, "small");
+    // chunks first, then the same stripe rewritten small: its chunks become garbage
+    f.ok(commit(ino, stripe(0, 1, 8192, ["d1", "d2", "d3"]), 8192));
+    let rw = f.ok(commit(ino, inline(0, 2, b"tiny"), 8192));
+    assert_eq!(rw.garbage.len(), 3, "the coded stripe's chunks are freed");
+    let back = f.store().stripe(ino, 0).unwrap().unwrap();
+    assert_eq!(back.inline.as_deref(), Some(&b"tiny"[..]));
+    assert!(back.chunks.is_empty());
+    // and back to chunks: nothing to free
+    let rw = f.ok(commit(ino, stripe(0, 3, 8192, ["d1", "d2", "d3"]), 8192));
+    assert!(rw.garbage.is_empty());
+    assert_eq!(f.store().stripe(ino, 0).unwrap().unwrap().inline, None);
+
+    // bytes that do not match the record, or an inline stripe with chunks, are refused
+    let mut bad = inline(1, 1, b"abcd");
+    bad.crc ^= 1;
+    let r = f.refused(commit(ino, bad, 8192 * 2));
+    assert!(r.to_string().contains("checksum"), "{r}");
+    let mut both = stripe(1, 1, 4, ["d1", "d2", "d3"]);
+    both.inline = Some(b"abcd".to_vec());
+    let r = f.refused(commit(ino, both, 8192 * 2));
+    assert!(r.to_string().contains("no chunks"), "{r}");
+}
+
+#[test]
+fn inline_bytes_travel_as_hex_in_json_and_as_bytes_elsewhere() {
+    let op = commit(FileId(3), inline(0, 1, &[0, 1, 0xab, 0xff]), 4);
+    let text = serde_json::to_string(&op).unwrap();
+    assert!(text.contains("\"inline\":\"0001abff\""), "{text}");
+    assert_eq!(serde_json::from_str::<MetadataOp>(&text).unwrap(), op);
+    // a record without the field (written before inline stripes existed) still reads
+    let old =
+        serde_json::to_string(&commit(FileId(3), stripe(0, 1, 10, ["a", "b", "c"]), 10)).unwrap();
+    assert!(!old.contains("inline"));
+    assert!(serde_json::from_str::<MetadataOp>(&old).is_ok());
+    let bad = text.replace("0001abff", "0001abf");
+    assert!(serde_json::from_str::<MetadataOp>(&bad).is_err());
 }

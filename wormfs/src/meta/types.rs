@@ -186,8 +186,103 @@ pub struct StripeRecord {
     pub k: u16,
     /// Parity shards.
     pub m: u16,
-    /// The chunks, one per shard index present.
+    /// The chunks, one per shard index present; none when the stripe is kept inline.
     pub chunks: Vec<ChunkRecord>,
+    /// The stripe's bytes, when it is small enough to be kept in the metadata itself
+    /// instead of as `k + m` chunk files (see [`crate::policy::PolicySet::inline_max`]).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "inline_bytes"
+    )]
+    pub inline: Option<Vec<u8>>,
+}
+
+/// Inline stripe bytes: a hex string in human-readable formats (the replicated log is
+/// JSON, where a byte array would take four characters a byte), raw bytes elsewhere.
+mod inline_bytes {
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::Serializer;
+    use std::fmt;
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            None => s.serialize_none(),
+            Some(b) if s.is_human_readable() => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                let text: String = b
+                    .iter()
+                    .flat_map(|x| [HEX[usize::from(x >> 4)], HEX[usize::from(x & 15)]])
+                    .map(char::from)
+                    .collect();
+                s.serialize_some(&text)
+            }
+            Some(b) => s.serialize_some(&Bytes(b)),
+        }
+    }
+
+    struct Bytes<'a>(&'a [u8]);
+    impl serde::Serialize for Bytes<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(self.0)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        d.deserialize_option(OptionVisitor)
+    }
+
+    struct OptionVisitor;
+    impl<'de> Visitor<'de> for OptionVisitor {
+        type Value = Option<Vec<u8>>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("inline stripe bytes (hex string or bytes) or nothing")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_any(BytesVisitor).map(Some)
+        }
+    }
+
+    struct BytesVisitor;
+    impl<'de> Visitor<'de> for BytesVisitor {
+        type Value = Vec<u8>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a hex string or bytes")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<u8>, E> {
+            let digit = |c: u8| match c {
+                b'0'..=b'9' => Ok(c - b'0'),
+                b'a'..=b'f' => Ok(c - b'a' + 10),
+                _ => Err(E::custom("inline stripe bytes: not a lowercase hex digit")),
+            };
+            if v.len() % 2 != 0 {
+                return Err(E::custom("inline stripe bytes: odd number of hex digits"));
+            }
+            v.as_bytes()
+                .chunks(2)
+                .map(|p| Ok(digit(p[0])? << 4 | digit(p[1])?))
+                .collect()
+        }
+        fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+        fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut out = Vec::new();
+            while let Some(b) = seq.next_element::<u8>()? {
+                out.push(b);
+            }
+            Ok(out)
+        }
+    }
 }
 
 /// A chunk's full address in the cluster: node, disk, folder and key.

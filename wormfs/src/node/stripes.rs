@@ -67,7 +67,11 @@ impl NodeFs {
                     }
                     return Ok(Some(read.data));
                 }
-                Err(e @ (EngineError::Unreadable { .. } | EngineError::Decode { .. })) => {
+                Err(
+                    e @ (EngineError::Unreadable { .. }
+                    | EngineError::Decode { .. }
+                    | EngineError::InlineDamaged { .. }),
+                ) => {
                     // A concurrent rewrite may have replaced the stripe and deleted the chunks
                     // just read: try again with the new record.
                     let now = self.meta.stripe(ino, index)?;
@@ -172,6 +176,19 @@ impl NodeFs {
         index: u64,
         data: Vec<u8>,
     ) -> Result<StripeRecord, FsError> {
+        if data.len() as u64 <= self.policies.inline_max() {
+            // Small enough to keep in the metadata: no chunk files, one commit.
+            return Ok(StripeRecord {
+                index,
+                generation: engine::next_generation(),
+                len: data.len() as u64,
+                crc: crate::checksum::crc32(&data),
+                k: layout.k,
+                m: layout.m,
+                chunks: Vec::new(),
+                inline: Some(data),
+            });
+        }
         let path = self
             .meta
             .path_of(ino)?

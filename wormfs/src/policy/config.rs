@@ -35,6 +35,10 @@ pub struct PolicyConfig {
     /// Per-directory overrides.
     #[serde(default)]
     pub directory: Vec<DirectoryPolicyConfig>,
+    /// Stripes of at most this size are kept in the metadata, not as chunk files (default
+    /// one block, `"4KiB"`; `0` turns it off). See [`PolicySet::inline_max`].
+    #[serde(default)]
+    pub inline_max: Option<ByteSize>,
 }
 
 /// One named policy as written in TOML.
@@ -82,6 +86,9 @@ impl PolicyConfig {
         }
         if let Some(default) = &self.default {
             set.set_default(default, "policies.default")?;
+        }
+        if let Some(max) = self.inline_max {
+            set.set_inline_max(max.0, "policies.inline_max")?;
         }
         for (i, dir) in self.directory.iter().enumerate() {
             let field = format!("policies.directory[{i}]");

@@ -8,7 +8,7 @@ mod config;
 mod set;
 
 pub use config::{DirectoryPolicyConfig, PolicyConfig, PolicyDefinition};
-pub use set::{normalize_path, PolicySet};
+pub use set::{normalize_path, PolicySet, DEFAULT_INLINE_MAX, INLINE_MAX_LIMIT};
 
 use serde::{Deserialize, Serialize};
 

@@ -639,6 +639,7 @@ impl WormFs for WormFsService {
                 start: s.index * stripe_size,
                 len: s.len,
                 crc: s.crc,
+                inline: s.inline.is_some(),
                 chunks: s
                     .chunks
                     .iter()

@@ -127,7 +127,8 @@ impl DiskChunkStore {
                 Some(s) => s.clone(),
                 None => {
                     let s = Arc::new(
-                        FsSync::open(&canonical).map_err(io_err("open disk directory", &canonical))?,
+                        FsSync::open(&canonical)
+                            .map_err(io_err("open disk directory", &canonical))?,
                     );
                     syncs.insert(device, s.clone());
                     s

@@ -142,13 +142,15 @@ mod tests {
         {
             let mut s = sync.state.lock().unwrap();
             // as if tickets 2..=3 were covered by a sync that failed
-            s.failed.push((1, 3, io::ErrorKind::Other, "EIO on write-back".into()));
+            s.failed
+                .push((1, 3, io::ErrorKind::Other, "EIO on write-back".into()));
             s.issued = 1;
         }
         let e = sync.durable().unwrap_err();
         assert!(e.to_string().contains("EIO on write-back"), "{e}");
         let e = sync.durable().unwrap_err();
         assert!(e.to_string().contains("EIO on write-back"), "{e}");
-        sync.durable().expect("ticket 4 is past the failure: a fresh sync covers it");
+        sync.durable()
+            .expect("ticket 4 is past the failure: a fresh sync covers it");
     }
 }
