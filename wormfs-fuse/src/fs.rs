@@ -28,6 +28,9 @@ use wormfs::rpc::proto_bytes::Bytes;
 /// Where files unlinked while open live until their last close (hidden from listings).
 pub const ORPHAN_DIR: &str = ".wormfs-orphans";
 
+/// File capabilities: not kept (see `getxattr`).
+const CAPABILITY_XATTR: &str = "security.capability";
+
 /// How long the kernel may trust attributes and names.
 const TTL: Duration = Duration::from_secs(1);
 /// Stripes read ahead of a sequential reader.
@@ -1126,12 +1129,25 @@ impl Filesystem for WormFuse {
         } else {
             XattrMode::Any
         };
-        let r = name_str(name)
-            .and_then(|n| self.block(self.client.setxattr(FileId(ino.0), n, value, mode)));
+        let r = name_str(name).and_then(|n| {
+            if n == CAPABILITY_XATTR {
+                return Err(ClientError {
+                    errno: errno::EOPNOTSUPP,
+                    message: format!("{CAPABILITY_XATTR}: WormFS does not keep file capabilities"),
+                });
+            }
+            self.block(self.client.setxattr(FileId(ino.0), n, value, mode))
+        });
         self.empty(reply, r, "setxattr")
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        if name == CAPABILITY_XATTR {
+            // The kernel asks before every write(); no file here has one (setxattr refuses
+            // it), so the answer needs no round trip to the node.
+            reply.error(Errno::from_i32(errno::ENODATA));
+            return;
+        }
         let r = name_str(name).and_then(|n| self.block(self.client.getxattr(FileId(ino.0), n)));
         self.answer("getxattr", reply, r, |reply, v| {
             if size == 0 {

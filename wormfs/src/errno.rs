@@ -33,3 +33,5 @@ pub const ENOSYS: i32 = 38;
 pub const ENOTEMPTY: i32 = 39;
 /// No data (no such extended attribute).
 pub const ENODATA: i32 = 61;
+/// Operation not supported.
+pub const EOPNOTSUPP: i32 = 95;
