@@ -217,6 +217,18 @@ impl ChunkStore for ClusterStore {
             .map_err(|e| Self::remote_err(&node, disk, Some(addr.key), e))
     }
 
+    fn read_chunk_into(
+        &self,
+        disk: &DiskId,
+        addr: &ChunkAddr,
+        dest: &mut [u8],
+    ) -> Result<(), StoreError> {
+        if self.holds_locally(disk) {
+            return self.local.read_chunk_into(disk, addr, dest);
+        }
+        crate::store::copy_data_into(&self.read_chunk(disk, addr)?, disk, addr, dest)
+    }
+
     fn read_chunk_range(
         &self,
         disk: &DiskId,

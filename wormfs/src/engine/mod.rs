@@ -247,4 +247,54 @@ mod range_tests {
             "a lost data chunk is an error, for the caller to decode"
         );
     }
+
+    #[test]
+    fn a_bad_data_chunk_leaves_the_direct_path_for_decoding_and_is_reported() {
+        let s = MemoryChunkStore::new(
+            &(0..6)
+                .map(|i| (DiskId(format!("d{i}")), 1 << 24))
+                .collect::<Vec<_>>(),
+        );
+        let view = local_view(&NodeId("n".into()), &s).unwrap();
+        let l = FileLayout {
+            policy: "t".into(),
+            k: 4,
+            m: 2,
+            stripe_size: 1 << 20,
+            folder: ChunkFolder::for_path("/d"),
+        };
+        let data: Vec<u8> = (0..777_777u32).map(|i| (i % 251) as u8).collect();
+        let w = StripeWrite {
+            file: FileId(4),
+            path: "/d",
+            layout: &l,
+            index: 0,
+            generation: 1,
+            data: &data,
+        };
+        let rec = write_stripe(&s, &SpreadPlacement, &view, w).unwrap();
+        let clean = read_stripe(&s, FileId(4), &l, &rec).unwrap();
+        assert!(clean.data == data && clean.damaged.is_empty());
+        // rot in data chunk 2: the stripe still reads exact, decoded from parity
+        let bad = rec.chunks.iter().find(|c| c.index == 2).unwrap();
+        let addr = crate::store::ChunkAddr {
+            folder: l.folder.clone(),
+            key: crate::ids::ChunkKey {
+                file: FileId(4),
+                stripe: 0,
+                generation: 1,
+                index: 2,
+            },
+        };
+        assert!(s.corrupt(&bad.disk, &addr, 500));
+        let read = read_stripe(&s, FileId(4), &l, &rec).unwrap();
+        assert!(read.data == data);
+        assert_eq!(
+            read.damaged
+                .iter()
+                .map(|d| (d.chunk.index, d.state))
+                .collect::<Vec<_>>(),
+            vec![(2, crate::meta::ChunkState::Corrupt)]
+        );
+    }
 }

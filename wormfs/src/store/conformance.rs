@@ -65,6 +65,18 @@ fn put_read_check_delete(s: &Subject<'_>) {
         assert_eq!(stored.size, c.encoded_len());
         assert_eq!(stored.checksum, c.checksum());
         assert_eq!(&s.store.read_chunk(disk, &stored.addr).unwrap(), c);
+        // into a stripe buffer: all of the data, a prefix of it, never more than it has
+        let mut whole = vec![0u8; c.data.len()];
+        s.store.read_chunk_into(disk, &stored.addr, &mut whole).unwrap();
+        assert_eq!(whole, c.data);
+        let mut part = vec![0u8; c.data.len() - 7];
+        s.store.read_chunk_into(disk, &stored.addr, &mut part).unwrap();
+        assert_eq!(part, c.data[..part.len()]);
+        let mut over = vec![0u8; c.data.len() + 1];
+        assert!(matches!(
+            s.store.read_chunk_into(disk, &stored.addr, &mut over),
+            Err(StoreError::Corrupt { .. })
+        ));
         assert_eq!(
             s.store.check_chunk(disk, &stored.addr).unwrap(),
             Some(c.encoded_len())
@@ -201,6 +213,11 @@ fn corruption_is_detected(s: &Subject<'_>) {
     match s.store.read_chunk(disk, &stored.addr) {
         Err(e @ StoreError::Corrupt { .. }) => assert!(e.is_chunk_damage()),
         other => panic!("corrupt chunk read as {other:?}"),
+    }
+    let mut dest = vec![0u8; c.data.len()];
+    match s.store.read_chunk_into(disk, &stored.addr, &mut dest) {
+        Err(e @ StoreError::Corrupt { .. }) => assert!(e.is_chunk_damage()),
+        other => panic!("corrupt chunk read into a buffer as {other:?}"),
     }
     // a stat does not read data: the chunk is still "present"
     assert!(s.store.check_chunk(disk, &stored.addr).unwrap().is_some());

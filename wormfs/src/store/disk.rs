@@ -164,6 +164,37 @@ impl DiskChunkStore {
             .join(addr.key.file_name()))
     }
 
+    /// Opens a chunk file and reads and checks its header (not the data). Returns the
+    /// file, its path, the header and the header's bytes.
+    fn open_chunk(
+        &self,
+        disk: &DiskId,
+        addr: &ChunkAddr,
+    ) -> Result<(File, PathBuf, crate::chunk::ChunkHeader, Vec<u8>), StoreError> {
+        let path = self.chunk_path(disk, addr)?;
+        let file = File::open(&path).map_err(chunk_io(disk, addr, "open chunk", &path))?;
+        let file_len = file.metadata().map_err(io_err("stat chunk", &path))?.len();
+        // The fixed header, then the whole header once its length is known.
+        let mut head = vec![0u8; crate::chunk::FIXED_HEADER_LEN + 4];
+        let got = read_at_most(&file, &mut head, 0).map_err(io_err("read chunk", &path))?;
+        head.truncate(got);
+        let header_len = if head.len() >= 12 {
+            usize::from(u16::from_le_bytes([head[10], head[11]]))
+        } else {
+            head.len()
+        };
+        if header_len as u64 <= file_len && header_len > head.len() {
+            head.resize(header_len, 0);
+            let got = read_at_most(&file, &mut head, 0).map_err(io_err("read chunk", &path))?;
+            head.truncate(got);
+        }
+        let header =
+            crate::chunk::ChunkHeader::parse(&head, file_len).map_err(corrupt(disk, addr))?;
+        check_key(disk, addr, &path, header.key)?;
+        head.truncate(header.encoded_len());
+        Ok((file, path, header, head))
+    }
+
     fn append_index(
         &self,
         disk: &Disk,
@@ -400,26 +431,7 @@ impl ChunkStore for DiskChunkStore {
         len: u64,
     ) -> Result<Vec<u8>, StoreError> {
         use std::os::unix::fs::FileExt;
-        let path = self.chunk_path(disk, addr)?;
-        let file = File::open(&path).map_err(chunk_io(disk, addr, "open chunk", &path))?;
-        let file_len = file.metadata().map_err(io_err("stat chunk", &path))?.len();
-        // The fixed header, then the whole header once its length is known.
-        let mut head = vec![0u8; crate::chunk::FIXED_HEADER_LEN + 4];
-        let got = read_at_most(&file, &mut head, 0).map_err(io_err("read chunk", &path))?;
-        head.truncate(got);
-        let header_len = if head.len() >= 12 {
-            usize::from(u16::from_le_bytes([head[10], head[11]]))
-        } else {
-            head.len()
-        };
-        if header_len as u64 <= file_len && header_len > head.len() {
-            head.resize(header_len, 0);
-            let got = read_at_most(&file, &mut head, 0).map_err(io_err("read chunk", &path))?;
-            head.truncate(got);
-        }
-        let header =
-            crate::chunk::ChunkHeader::parse(&head, file_len).map_err(corrupt(disk, addr))?;
-        check_key(disk, addr, &path, header.key)?;
+        let (file, path, header, _) = self.open_chunk(disk, addr)?;
         let end = offset.saturating_add(len).min(header.data_len);
         if offset >= end {
             return Ok(Vec::new());
@@ -437,6 +449,39 @@ impl ChunkStore for DiskChunkStore {
         blocks.truncate(from + (end - offset) as usize);
         blocks.drain(..from);
         Ok(blocks)
+    }
+
+    fn read_chunk_into(
+        &self,
+        disk: &DiskId,
+        addr: &ChunkAddr,
+        dest: &mut [u8],
+    ) -> Result<(), StoreError> {
+        use std::os::unix::fs::FileExt;
+        let (file, path, header, head) = self.open_chunk(disk, addr)?;
+        if dest.len() as u64 > header.data_len {
+            return Err(super::short_chunk(disk, addr, header.data_len, dest.len()));
+        }
+        let start = head.len() as u64;
+        file.read_exact_at(dest, start)
+            .map_err(io_err("read chunk", &path))?;
+        let mut rest = vec![0u8; (header.data_len - dest.len() as u64) as usize];
+        file.read_exact_at(&mut rest, start + dest.len() as u64)
+            .map_err(io_err("read chunk", &path))?;
+        // The whole-chunk checksum covers every byte after itself: header and data.
+        let mut h = crc32fast::Hasher::new();
+        h.update(&head[4..]);
+        h.update(dest);
+        h.update(&rest);
+        let computed = h.finalize();
+        let stored = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
+        if stored != computed {
+            return Err(corrupt(disk, addr)(ChunkFormatError::ChunkChecksum {
+                stored,
+                computed,
+            }));
+        }
+        Ok(())
     }
 
     fn check_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<Option<u64>, StoreError> {

@@ -161,6 +161,33 @@ impl StoreError {
     }
 }
 
+/// Copies the first `dest.len()` data bytes of `chunk` into `dest`, for
+/// [`ChunkStore::read_chunk_into`]; a chunk with fewer is corrupt.
+pub(crate) fn copy_data_into(
+    chunk: &ChunkFile,
+    disk: &DiskId,
+    addr: &ChunkAddr,
+    dest: &mut [u8],
+) -> Result<(), StoreError> {
+    if chunk.data.len() < dest.len() {
+        return Err(short_chunk(disk, addr, chunk.data.len() as u64, dest.len()));
+    }
+    dest.copy_from_slice(&chunk.data[..dest.len()]);
+    Ok(())
+}
+
+/// A chunk holding fewer data bytes than its stripe needs from it.
+pub(crate) fn short_chunk(disk: &DiskId, addr: &ChunkAddr, has: u64, needed: usize) -> StoreError {
+    StoreError::Corrupt {
+        disk: disk.clone(),
+        key: addr.key,
+        source: ChunkFormatError::BadField {
+            field: "data_len",
+            reason: format!("{has} data bytes, but the stripe needs {needed} from this chunk"),
+        },
+    }
+}
+
 /// The chunks on one node's disks.
 ///
 /// Every method is blocking (disk I/O); async callers run them on a blocking thread.
@@ -198,6 +225,19 @@ pub trait ChunkStore: Send + Sync {
 
     /// Reads a chunk and verifies every checksum in it.
     fn read_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<ChunkFile, StoreError>;
+
+    /// Reads a chunk, verifies every checksum in it and copies the first `dest.len()`
+    /// bytes of its data into `dest` (the chunk's place in a stripe buffer). A chunk with
+    /// fewer data bytes is corrupt. Stores that can read straight into `dest` do, saving
+    /// a copy of the chunk.
+    fn read_chunk_into(
+        &self,
+        disk: &DiskId,
+        addr: &ChunkAddr,
+        dest: &mut [u8],
+    ) -> Result<(), StoreError> {
+        copy_data_into(&self.read_chunk(disk, addr)?, disk, addr, dest)
+    }
 
     /// Reads `len` bytes of a chunk's data from data offset `offset` (clipped to the data),
     /// verified by the header checksum and the checksums of the blocks they lie in, without
