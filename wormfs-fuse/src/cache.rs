@@ -2,9 +2,10 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use wormfs::rpc::client::StripePieces;
 
 struct Entry {
-    data: Arc<Vec<u8>>,
+    data: Arc<StripePieces>,
     version: u64,
     used: u64,
 }
@@ -30,7 +31,7 @@ impl StripeCache {
     }
 
     /// The stripe, if cached for this version of the file.
-    pub fn get(&mut self, ino: u64, index: u64, version: u64) -> Option<Arc<Vec<u8>>> {
+    pub fn get(&mut self, ino: u64, index: u64, version: u64) -> Option<Arc<StripePieces>> {
         self.tick += 1;
         let tick = self.tick;
         let e = self.entries.get_mut(&(ino, index))?;
@@ -49,7 +50,7 @@ impl StripeCache {
     }
 
     /// Caches a stripe read at `version`, evicting the least recently used ones to fit.
-    pub fn insert(&mut self, ino: u64, index: u64, version: u64, data: Arc<Vec<u8>>) {
+    pub fn insert(&mut self, ino: u64, index: u64, version: u64, data: Arc<StripePieces>) {
         if data.len() > self.limit {
             return;
         }
@@ -91,14 +92,18 @@ impl StripeCache {
 mod tests {
     use super::*;
 
+    fn piece(v: Vec<u8>) -> Arc<StripePieces> {
+        Arc::new(StripePieces::from(v))
+    }
+
     #[test]
     fn evicts_least_recently_used_and_respects_versions() {
         let mut c = StripeCache::new(30);
-        c.insert(1, 0, 1, Arc::new(vec![0; 10]));
-        c.insert(1, 1, 1, Arc::new(vec![1; 10]));
-        c.insert(2, 0, 1, Arc::new(vec![2; 10]));
+        c.insert(1, 0, 1, piece(vec![0; 10]));
+        c.insert(1, 1, 1, piece(vec![1; 10]));
+        c.insert(2, 0, 1, piece(vec![2; 10]));
         assert!(c.get(1, 0, 1).is_some()); // 1/0 is now the most recent
-        c.insert(3, 0, 1, Arc::new(vec![3; 10])); // evicts 1/1
+        c.insert(3, 0, 1, piece(vec![3; 10])); // evicts 1/1
         assert!(c.get(1, 1, 1).is_none());
         assert!(c.get(1, 0, 1).is_some());
         assert!(
@@ -108,7 +113,7 @@ mod tests {
         c.forget_file(1);
         assert!(!c.contains(1, 0, 1));
         assert!(c.contains(2, 0, 1));
-        c.insert(9, 9, 1, Arc::new(vec![0; 31]));
+        c.insert(9, 9, 1, piece(vec![0; 31]));
         assert!(
             !c.contains(9, 9, 1),
             "larger than the whole cache: not kept"

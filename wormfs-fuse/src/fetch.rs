@@ -7,10 +7,10 @@ use crate::cache::StripeCache;
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
 use wormfs::ids::FileId;
-use wormfs::rpc::client::{Client, ClientError};
+use wormfs::rpc::client::{Client, ClientError, StripePieces};
 
 type Key = (u64, u64, u64); // (inode, stripe, version)
-type Outcome = Result<Arc<Vec<u8>>, ClientError>;
+type Outcome = Result<Arc<StripePieces>, ClientError>;
 
 #[derive(Default)]
 struct Slot {
@@ -76,7 +76,7 @@ impl Fetcher {
             };
             if leader {
                 let outcome = rt
-                    .block_on(self.client.read_stripe(FileId(ino), index))
+                    .block_on(self.client.read_stripe_pieces(FileId(ino), index))
                     .map(Arc::new);
                 self.finish(key, &slot, outcome.clone());
                 return outcome;
@@ -103,7 +103,7 @@ impl Fetcher {
             rt.spawn(async move {
                 let outcome = me
                     .client
-                    .read_stripe(FileId(ino), index)
+                    .read_stripe_pieces(FileId(ino), index)
                     .await
                     .map(Arc::new);
                 me.finish(key, &slot, outcome);
@@ -112,7 +112,7 @@ impl Fetcher {
     }
 
     /// The stripe, when it is cached for this version.
-    pub fn cached(&self, ino: u64, index: u64, version: u64) -> Option<Arc<Vec<u8>>> {
+    pub fn cached(&self, ino: u64, index: u64, version: u64) -> Option<Arc<StripePieces>> {
         lock(&self.cache).get(ino, index, version)
     }
 

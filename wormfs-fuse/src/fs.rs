@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use wormfs::errno;
 use wormfs::ids::FileId;
 use wormfs::meta::{Attr, DirEntry, FileKind, Timestamp, XattrMode};
-use wormfs::rpc::client::{Client, ClientError, SetAttr};
+use wormfs::rpc::client::{Client, ClientError, SetAttr, StripePieces};
 use wormfs::rpc::proto;
 use wormfs::rpc::proto_bytes::Bytes;
 
@@ -39,6 +39,28 @@ const READ_AHEAD: u64 = 2;
 const MAX_DIRTY: usize = 8;
 /// Background sends of full stripes a file may have on their way at once.
 const MAX_SENDING: usize = 2;
+
+/// A stripe's bytes as a read finds them: written here and not yet committed, or fetched.
+enum Held {
+    Local(Arc<Vec<u8>>),
+    Fetched(Arc<StripePieces>),
+}
+
+impl Held {
+    fn len(&self) -> usize {
+        match self {
+            Held::Local(d) => d.len(),
+            Held::Fetched(p) => p.len(),
+        }
+    }
+
+    fn slice(&self, lo: usize, hi: usize) -> Bytes {
+        match self {
+            Held::Local(d) => Bytes::copy_from_slice(&d[lo..hi.min(d.len())]),
+            Held::Fetched(p) => p.slice(lo, hi),
+        }
+    }
+}
 
 /// Settings of a mount.
 #[derive(Clone, Debug)]
@@ -300,7 +322,7 @@ impl WormFuse {
 
     /// Fetches a stripe (cache first). Returns the stored bytes (shorter than the stripe
     /// or empty for a hole).
-    fn fetch(&self, ino: u64, index: u64, version: u64) -> Result<Arc<Vec<u8>>> {
+    fn fetch(&self, ino: u64, index: u64, version: u64) -> Result<Arc<StripePieces>> {
         self.stripes.get(&self.rt, ino, index, version)
     }
 
@@ -449,11 +471,10 @@ impl WormFuse {
                 // Read-modify-write: start from what the stripe holds now.
                 let mut base = Vec::new();
                 if start < inner.size && !(pos == start && take as u64 == s) {
-                    let stored = match inner.sending.get(&index) {
-                        Some(d) => d.clone(),
-                        None => self.fetch(ino, index, inner.version)?,
-                    };
-                    base.extend_from_slice(&stored);
+                    match inner.sending.get(&index) {
+                        Some(d) => base.extend_from_slice(d),
+                        None => base = self.fetch(ino, index, inner.version)?.to_vec(),
+                    }
                     let want = (inner.size - start).min(s) as usize;
                     if base.len() < want {
                         base.resize(want, 0);
@@ -487,7 +508,7 @@ impl WormFuse {
         Ok(data.len() as u32)
     }
 
-    fn do_read(&self, ino: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+    fn do_read(&self, ino: u64, offset: u64, size: u32) -> Result<Bytes> {
         let Some(file) = self.open_file(ino) else {
             return Err(ClientError {
                 errno: errno::EIO,
@@ -509,20 +530,22 @@ impl WormFuse {
         };
         let end = offset.saturating_add(u64::from(size)).min(file_size);
         if offset >= end {
-            return Ok(Vec::new());
+            return Ok(Bytes::new());
         }
-        let mut out = Vec::with_capacity((end - offset) as usize);
+        // The answer in parts; a read inside one fetched piece is answered from it as is.
+        let mut parts: Vec<Bytes> = Vec::new();
+        let zeros = |n: u64| Bytes::from(vec![0u8; n as usize]); // holes read as zeros
         let (first, last) = (offset / s, end.div_ceil(s));
         for index in first..last {
             let start = index * s;
             let lo = offset.max(start) - start;
             let hi = end.min(start + s) - start;
-            let stored: Arc<Vec<u8>> = match dirty.get(&index) {
-                Some(d) => d.clone(),
-                None if sequential => self.fetch(ino, index, version)?,
+            let held = match dirty.get(&index) {
+                Some(d) => Held::Local(d.clone()),
+                None if sequential => Held::Fetched(self.fetch(ino, index, version)?),
                 // A jump: fetch only the bytes asked for, unless the stripe is cached.
                 None => match self.stripes.cached(ino, index, version) {
-                    Some(hit) => hit,
+                    Some(hit) => Held::Fetched(hit),
                     None => {
                         let bytes = self.block(self.client.read_stripe_range(
                             FileId(ino),
@@ -530,26 +553,37 @@ impl WormFuse {
                             lo,
                             hi - lo,
                         ))?;
-                        out.extend_from_slice(&bytes);
-                        out.resize(
-                            out.len() + (hi - lo) as usize - bytes.len().min((hi - lo) as usize),
-                            0,
-                        );
+                        let got = (bytes.len() as u64).min(hi - lo);
+                        parts.push(Bytes::from(bytes));
+                        if got < hi - lo {
+                            parts.push(zeros(hi - lo - got));
+                        }
                         continue;
                     }
                 },
             };
-            let have = (stored.len() as u64).min(hi);
+            let have = (held.len() as u64).min(hi);
             if lo < have {
-                out.extend_from_slice(&stored[lo as usize..have as usize]);
+                parts.push(held.slice(lo as usize, have as usize));
             }
-            out.resize(out.len() + (hi - lo.max(have)) as usize, 0); // holes read as zeros
+            if hi > lo.max(have) {
+                parts.push(zeros(hi - lo.max(have)));
+            }
         }
         if sequential {
             let stripes = file_size.div_ceil(s);
             self.read_ahead(ino, last, (last + READ_AHEAD).min(stripes), version);
         }
-        Ok(out)
+        Ok(match parts.len() {
+            1 => parts.pop().expect("one part"),
+            _ => {
+                let mut out = Vec::with_capacity((end - offset) as usize);
+                for p in &parts {
+                    out.extend_from_slice(p);
+                }
+                Bytes::from(out)
+            }
+        })
     }
 
     /// Answers a request: `ok` with the value, or the error's errno, logged with its cause.

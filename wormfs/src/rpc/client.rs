@@ -7,10 +7,83 @@ use super::{errno_of, PIECE_SIZE};
 use crate::errno;
 use crate::ids::FileId;
 use crate::meta::{Attr, DirEntry, Timestamp, XattrMode};
+use prost::bytes::Bytes;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
+
+/// A stripe's bytes as they arrived from the node: its pieces in order, never copied into
+/// one buffer. An aligned read of up to [`super::READ_PIECE_SIZE`] lies in one piece.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StripePieces {
+    pieces: Vec<Bytes>,
+    len: usize,
+}
+
+impl StripePieces {
+    /// The stripe's length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True for an empty stripe (a hole).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends a piece.
+    pub fn push(&mut self, piece: Bytes) {
+        if !piece.is_empty() {
+            self.len += piece.len();
+            self.pieces.push(piece);
+        }
+    }
+
+    /// Bytes `lo..hi`, clipped to the stripe: a view into one piece when they lie in one,
+    /// otherwise a copy.
+    pub fn slice(&self, lo: usize, hi: usize) -> Bytes {
+        let hi = hi.min(self.len);
+        if lo >= hi {
+            return Bytes::new();
+        }
+        let mut start = 0;
+        let mut out: Option<Vec<u8>> = None;
+        for p in &self.pieces {
+            let end = start + p.len();
+            if end > lo && start < hi {
+                let (a, b) = (lo.max(start) - start, hi.min(end) - start);
+                if out.is_none() && lo >= start && hi <= end {
+                    return p.slice(a..b);
+                }
+                out.get_or_insert_with(|| Vec::with_capacity(hi - lo))
+                    .extend_from_slice(&p[a..b]);
+            }
+            if end >= hi {
+                break;
+            }
+            start = end;
+        }
+        out.map(Bytes::from).unwrap_or_default()
+    }
+
+    /// The whole stripe in one buffer (a copy).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len);
+        for p in &self.pieces {
+            v.extend_from_slice(p);
+        }
+        v
+    }
+}
+
+impl From<Vec<u8>> for StripePieces {
+    fn from(v: Vec<u8>) -> StripePieces {
+        let mut s = StripePieces::default();
+        s.push(Bytes::from(v));
+        s
+    }
+}
 
 /// A failed call: the errno to return to an application, and what happened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -750,6 +823,16 @@ impl Client {
 
     /// Reads a whole stripe; empty for a hole.
     pub async fn read_stripe(&self, ino: FileId, index: u64) -> Result<Vec<u8>, ClientError> {
+        Ok(self.read_stripe_pieces(ino, index).await?.to_vec())
+    }
+
+    /// Reads a whole stripe (empty for a hole) as the pieces it arrived in, without
+    /// copying them into one buffer.
+    pub async fn read_stripe_pieces(
+        &self,
+        ino: FileId,
+        index: u64,
+    ) -> Result<StripePieces, ClientError> {
         self.read_pieces(proto::ReadStripeRequest {
             ino: ino.0,
             index,
@@ -770,21 +853,26 @@ impl Client {
         if len == 0 {
             return Ok(Vec::new());
         }
-        self.read_pieces(proto::ReadStripeRequest {
-            ino: ino.0,
-            index,
-            offset,
-            len,
-        })
-        .await
+        Ok(self
+            .read_pieces(proto::ReadStripeRequest {
+                ino: ino.0,
+                index,
+                offset,
+                len,
+            })
+            .await?
+            .to_vec())
     }
 
     /// Reads a stripe's pieces; a stream broken half-way is read again from the start on
     /// the next node.
-    async fn read_pieces(&self, req: proto::ReadStripeRequest) -> Result<Vec<u8>, ClientError> {
+    async fn read_pieces(
+        &self,
+        req: proto::ReadStripeRequest,
+    ) -> Result<StripePieces, ClientError> {
         self.call("read_stripe", Retry::Safe, |mut c| async move {
             let mut stream = c.read_stripe(req).await?.into_inner();
-            let mut out = Vec::new();
+            let mut out = StripePieces::default();
             while let Some(piece) = stream.message().await? {
                 if piece.offset != out.len() as u64
                     || out.len() as u64 + piece.data.len() as u64
@@ -795,10 +883,7 @@ impl Client {
                         "the node sent an invalid reply: stripe pieces out of order",
                     ));
                 }
-                if out.capacity() == 0 {
-                    out.reserve_exact(piece.stripe_len as usize);
-                }
-                out.extend_from_slice(&piece.data);
+                out.push(piece.data);
             }
             Ok(out)
         })
@@ -1380,5 +1465,39 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(e.errno, errno::EINVAL);
+    }
+}
+
+#[cfg(test)]
+mod piece_tests {
+    use super::*;
+
+    #[test]
+    fn slices_are_views_within_a_piece_and_copies_across_pieces() {
+        let whole: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        let mut s = StripePieces::default();
+        for c in whole.chunks(300) {
+            s.push(Bytes::copy_from_slice(c));
+        }
+        s.push(Bytes::new()); // empty pieces are ignored
+        assert_eq!(s.len(), 1000);
+        assert_eq!(s.to_vec(), whole);
+        for (lo, hi) in [
+            (0, 300),
+            (10, 20),
+            (299, 301),
+            (0, 1000),
+            (650, 2000),
+            (999, 1000),
+            (5, 5),
+            (1200, 1300),
+        ] {
+            let want = &whole[lo.min(1000)..hi.min(1000).max(lo.min(1000))];
+            assert_eq!(&s.slice(lo, hi)[..], want, "{lo}..{hi}");
+        }
+        // a range inside the second piece shares its memory
+        let view = s.slice(310, 320);
+        assert_eq!(view.as_ptr(), s.pieces[1][10..].as_ptr());
+        assert_eq!(StripePieces::from(whole.clone()).slice(0, 1000), whole);
     }
 }

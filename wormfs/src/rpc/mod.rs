@@ -29,6 +29,10 @@ pub const ERRNO_METADATA: &str = "x-errno";
 /// memory (1 MiB pieces cost twice the CPU per GiB written).
 pub const PIECE_SIZE: usize = 64 << 10;
 
+/// The largest piece of a stripe a node sends back on a read: the kernel's read size
+/// (128 KiB), so a mount answers an aligned read from one piece without copying it.
+pub const READ_PIECE_SIZE: usize = 128 << 10;
+
 /// The HTTP/2 flow-control window of each stream (the connection's is four times it): room
 /// for a few pieces in flight.
 pub const WINDOW_SIZE: u32 = 8 << 20;

@@ -3,7 +3,7 @@
 
 use super::convert::{attr_to_proto, ino, invalid, kind_to_proto, name, required};
 use super::proto::{self, worm_fs_server::WormFs};
-use super::{status_with_errno, PIECE_SIZE};
+use super::{status_with_errno, READ_PIECE_SIZE};
 use crate::meta::{ChunkState, Timestamp, XattrMode};
 use crate::node::{CreateKind, FsError, NodeFs, SetAttrArgs};
 use std::pin::Pin;
@@ -379,14 +379,14 @@ impl WormFs for WormFsService {
         let len = data.len();
         let data = prost::bytes::Bytes::from(data);
         let mut pieces: Vec<Result<proto::StripePiece, Status>> = (0..len)
-            .step_by(PIECE_SIZE)
+            .step_by(READ_PIECE_SIZE)
             .map(|at| {
                 Ok(proto::StripePiece {
                     ino: file.0,
                     index: r.index,
                     stripe_len: len as u64,
                     offset: at as u64,
-                    data: data.slice(at..(at + PIECE_SIZE).min(len)),
+                    data: data.slice(at..(at + READ_PIECE_SIZE).min(len)),
                 })
             })
             .collect();

@@ -67,10 +67,14 @@ fn put_read_check_delete(s: &Subject<'_>) {
         assert_eq!(&s.store.read_chunk(disk, &stored.addr).unwrap(), c);
         // into a stripe buffer: all of the data, a prefix of it, never more than it has
         let mut whole = vec![0u8; c.data.len()];
-        s.store.read_chunk_into(disk, &stored.addr, &mut whole).unwrap();
+        s.store
+            .read_chunk_into(disk, &stored.addr, &mut whole)
+            .unwrap();
         assert_eq!(whole, c.data);
         let mut part = vec![0u8; c.data.len() - 7];
-        s.store.read_chunk_into(disk, &stored.addr, &mut part).unwrap();
+        s.store
+            .read_chunk_into(disk, &stored.addr, &mut part)
+            .unwrap();
         assert_eq!(part, c.data[..part.len()]);
         let mut over = vec![0u8; c.data.len() + 1];
         assert!(matches!(
