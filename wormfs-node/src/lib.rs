@@ -122,6 +122,7 @@ pub async fn run(
         // every piece wait for window updates.
         .initial_stream_window_size(Some(wormfs::rpc::WINDOW_SIZE))
         .initial_connection_window_size(Some(4 * wormfs::rpc::WINDOW_SIZE))
+        .max_frame_size(Some(wormfs::rpc::MAX_FRAME_SIZE))
         .add_service(service)
         // Small replies must not wait for Nagle's algorithm and the peer's delayed ACK.
         .serve_with_incoming_shutdown(

@@ -246,7 +246,8 @@ fn endpoint(address: &str, opts: &ConnectOptions) -> Result<Endpoint, ClientErro
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20))
         .initial_stream_window_size(Some(super::WINDOW_SIZE))
-        .initial_connection_window_size(Some(4 * super::WINDOW_SIZE)))
+        .initial_connection_window_size(Some(4 * super::WINDOW_SIZE))
+        .max_frame_size(Some(super::MAX_FRAME_SIZE)))
 }
 
 /// Opens a connection to `address`.

@@ -33,6 +33,10 @@ pub const PIECE_SIZE: usize = 64 << 10;
 /// (128 KiB), so a mount answers an aligned read from one piece without copying it.
 pub const READ_PIECE_SIZE: usize = 128 << 10;
 
+/// The largest HTTP/2 frame each side accepts: a whole read piece fits in one frame
+/// (HTTP/2's default is 16 KiB, eight frames a piece).
+pub const MAX_FRAME_SIZE: u32 = 256 << 10;
+
 /// The HTTP/2 flow-control window of each stream (the connection's is four times it): room
 /// for a few pieces in flight.
 pub const WINDOW_SIZE: u32 = 8 << 20;
