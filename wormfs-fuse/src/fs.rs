@@ -73,6 +73,9 @@ pub struct FsOptions {
 pub struct WormFuse {
     client: Client,
     rt: tokio::runtime::Handle,
+    /// Each FUSE thread's own runtime and connection (see [`WormFuse::rpc`]); `None` when
+    /// the thread could not get them and uses the shared ones.
+    threads: Mutex<HashMap<std::thread::ThreadId, Option<Arc<OwnDriver>>>>,
     opts: FsOptions,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     handles: Mutex<HashMap<u64, Handle>>,
@@ -80,6 +83,27 @@ pub struct WormFuse {
     stripes: Arc<Fetcher>,
     /// Files unlinked while open here: inode → names in the orphan directory.
     orphans: Mutex<HashMap<u64, Vec<String>>>,
+}
+
+/// A FUSE thread's own runtime, driving its own connection.
+struct OwnDriver {
+    rt: tokio::runtime::Runtime,
+    client: Client,
+}
+
+/// What runs a call's future: the thread's own runtime, or the mount's shared one.
+enum Driver<'a> {
+    Own(&'a tokio::runtime::Runtime),
+    Shared(&'a tokio::runtime::Handle),
+}
+
+impl Driver<'_> {
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        match self {
+            Driver::Own(rt) => rt.block_on(f),
+            Driver::Shared(h) => h.block_on(f),
+        }
+    }
 }
 
 enum Handle {
@@ -137,6 +161,10 @@ impl NodeSpec {
             target: String::new(),
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn errno_of(e: &ClientError) -> Errno {
@@ -222,11 +250,47 @@ impl WormFuse {
             next_fh: std::sync::atomic::AtomicU64::new(1),
             stripes,
             orphans: Mutex::new(HashMap::new()),
+            threads: Mutex::new(HashMap::new()),
         }
     }
 
     fn block<F: std::future::Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
+    }
+
+    /// Makes a call to the node from a FUSE thread. Each FUSE thread has its own
+    /// single-threaded runtime and connection, so a request's round trip stays on the
+    /// thread that serves it: no hand-off to the shared runtime's workers and back, which
+    /// costs more than the call itself on a small machine.
+    fn rpc<T>(&self, call: impl FnOnce(&Client, &Driver<'_>) -> T) -> T {
+        match self.own_driver() {
+            Some(own) => call(&own.client, &Driver::Own(&own.rt)),
+            None => call(&self.client, &Driver::Shared(&self.rt)),
+        }
+    }
+
+    fn own_driver(&self) -> Option<Arc<OwnDriver>> {
+        let id = std::thread::current().id();
+        if let Some(d) = lock(&self.threads).get(&id) {
+            return d.clone();
+        }
+        let made = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|rt| {
+                let client = rt.block_on(self.client.fork()).map_err(|e| e.message)?;
+                Ok(Arc::new(OwnDriver { rt, client }))
+            });
+        let own = match made {
+            Ok(own) => Some(own),
+            Err(e) => {
+                tracing::warn!(error = %e, "a FUSE thread could not open its own connection; it shares the mount's");
+                None
+            }
+        };
+        lock(&self.threads).insert(id, own.clone());
+        own
     }
 
     fn open_file(&self, ino: u64) -> Option<Arc<OpenFile>> {
@@ -429,7 +493,7 @@ impl WormFuse {
             .iter()
             .map(|(i, d)| (FileId(ino), *i, Bytes::from_owner(SharedStripe(d.clone()))))
             .collect();
-        let sent = self.block(self.client.write_stripes(stripes));
+        let sent = self.rpc(|c, d| d.block_on(c.write_stripes(stripes)));
         let attr = match sent {
             Ok(attr) => attr,
             Err(e) => {
@@ -547,12 +611,9 @@ impl WormFuse {
                 None => match self.stripes.cached(ino, index, version) {
                     Some(hit) => Held::Fetched(hit),
                     None => {
-                        let bytes = self.block(self.client.read_stripe_range(
-                            FileId(ino),
-                            index,
-                            lo,
-                            hi - lo,
-                        ))?;
+                        let bytes = self.rpc(|c, d| {
+                            d.block_on(c.read_stripe_range(FileId(ino), index, lo, hi - lo))
+                        })?;
                         let got = (bytes.len() as u64).min(hi - lo);
                         parts.push(Bytes::from(bytes));
                         if got < hi - lo {
@@ -625,12 +686,12 @@ impl WormFuse {
             rdev: spec.rdev,
             symlink_target: spec.target,
         };
-        self.block(self.client.create(request))
+        self.rpc(|c, d| d.block_on(c.create(request)))
     }
 
     /// The directory holding files unlinked while open here, created when first needed.
     fn orphan_dir(&self) -> Result<FileId> {
-        match self.block(self.client.lookup(FileId::ROOT, ORPHAN_DIR)) {
+        match self.rpc(|c, d| d.block_on(c.lookup(FileId::ROOT, ORPHAN_DIR))) {
             Ok(a) => Ok(a.ino),
             Err(e) if e.errno == errno::ENOENT => {
                 let req = proto::CreateRequest {
@@ -640,7 +701,7 @@ impl WormFuse {
                     perm: 0o700,
                     ..Default::default()
                 };
-                match self.block(self.client.create(req)) {
+                match self.rpc(|c, d| d.block_on(c.create(req))) {
                     Ok(a) => Ok(a.ino),
                     Err(e) if e.errno == errno::EEXIST => Ok(self
                         .block(self.client.lookup(FileId::ROOT, ORPHAN_DIR))?
@@ -662,7 +723,7 @@ impl WormFuse {
         }
         let dir = self.orphan_dir()?;
         let hidden = format!("{ino}.{}", next_version());
-        self.block(self.client.rename(FileId(parent), name, dir, &hidden, true))?;
+        self.rpc(|c, d| d.block_on(c.rename(FileId(parent), name, dir, &hidden, true)))?;
         self.orphans
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -687,7 +748,7 @@ impl WormFuse {
             Err(e) => return self.log_err("remove unlinked file", &e),
         };
         for n in names {
-            if let Err(e) = self.block(self.client.unlink(dir, &n)) {
+            if let Err(e) = self.rpc(|c, d| d.block_on(c.unlink(dir, &n))) {
                 self.log_err("remove unlinked file", &e);
             }
         }
@@ -726,7 +787,8 @@ impl Filesystem for WormFuse {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let r = name_str(name).and_then(|n| self.block(self.client.lookup(FileId(parent.0), n)));
+        let r =
+            name_str(name).and_then(|n| self.rpc(|c, d| d.block_on(c.lookup(FileId(parent.0), n))));
         self.entry(reply, r, "lookup")
     }
 
@@ -734,7 +796,7 @@ impl Filesystem for WormFuse {
         self.answer(
             "getattr",
             reply,
-            self.block(self.client.getattr(FileId(ino.0))),
+            self.rpc(|c, d| d.block_on(c.getattr(FileId(ino.0)))),
             |reply, a| reply.attr(&TTL, &fuse_attr(&self.with_local_size(a))),
         )
     }
@@ -773,7 +835,7 @@ impl Filesystem for WormFuse {
                 // an explicit modification time when they are sent later.
                 let mut inner = file.lock();
                 self.flush_file(ino.0, &mut inner).and_then(|()| {
-                    let a = self.block(self.client.setattr(request))?;
+                    let a = self.rpc(|c, d| d.block_on(c.setattr(request)))?;
                     if let Some(new_size) = size {
                         inner.size = new_size;
                         inner.version = next_version();
@@ -785,11 +847,11 @@ impl Filesystem for WormFuse {
                 })
             }
             (true, None) => {
-                let r = self.block(self.client.setattr(request));
+                let r = self.rpc(|c, d| d.block_on(c.setattr(request)));
                 self.stripes.forget_file(ino.0);
                 r
             }
-            (false, _) => self.block(self.client.setattr(request)),
+            (false, _) => self.rpc(|c, d| d.block_on(c.setattr(request))),
         };
         self.answer("setattr", reply, r, |reply, a| {
             reply.attr(&TTL, &fuse_attr(&self.with_local_size(a)))
@@ -800,7 +862,7 @@ impl Filesystem for WormFuse {
         self.answer(
             "readlink",
             reply,
-            self.block(self.client.readlink(FileId(ino.0))),
+            self.rpc(|c, d| d.block_on(c.readlink(FileId(ino.0)))),
             |reply, t| reply.data(t.as_bytes()),
         )
     }
@@ -855,17 +917,18 @@ impl Filesystem for WormFuse {
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let r = name_str(name).and_then(|n| {
-            let target = self.block(self.client.lookup(FileId(parent.0), n))?;
+            let target = self.rpc(|c, d| d.block_on(c.lookup(FileId(parent.0), n)))?;
             if self.hide_if_open(parent.0, n, target.ino.0)? {
                 return Ok(());
             }
-            self.block(self.client.unlink(FileId(parent.0), n))
+            self.rpc(|c, d| d.block_on(c.unlink(FileId(parent.0), n)))
         });
         self.empty(reply, r, "unlink")
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = name_str(name).and_then(|n| self.block(self.client.rmdir(FileId(parent.0), n)));
+        let r =
+            name_str(name).and_then(|n| self.rpc(|c, d| d.block_on(c.rmdir(FileId(parent.0), n))));
         self.empty(reply, r, "rmdir")
     }
 
@@ -912,17 +975,16 @@ impl Filesystem for WormFuse {
             let nn = name_str(newname)?;
             if !no_replace {
                 // A file replaced while open here lives on until its last close.
-                let src = self.block(self.client.lookup(FileId(parent.0), n))?;
-                if let Ok(dest) = self.block(self.client.lookup(FileId(newparent.0), nn)) {
+                let src = self.rpc(|c, d| d.block_on(c.lookup(FileId(parent.0), n)))?;
+                if let Ok(dest) = self.rpc(|c, d| d.block_on(c.lookup(FileId(newparent.0), nn))) {
                     if dest.ino != src.ino && dest.kind == FileKind::File {
                         self.hide_if_open(newparent.0, nn, dest.ino.0)?;
                     }
                 }
             }
-            self.block(
-                self.client
-                    .rename(FileId(parent.0), n, FileId(newparent.0), nn, no_replace),
-            )
+            self.rpc(|c, d| {
+                d.block_on(c.rename(FileId(parent.0), n, FileId(newparent.0), nn, no_replace))
+            })
         });
         self.empty(reply, r, "rename")
     }
@@ -935,8 +997,9 @@ impl Filesystem for WormFuse {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let r = name_str(newname)
-            .and_then(|n| self.block(self.client.link(FileId(ino.0), FileId(newparent.0), n)));
+        let r = name_str(newname).and_then(|n| {
+            self.rpc(|c, d| d.block_on(c.link(FileId(ino.0), FileId(newparent.0), n)))
+        });
         self.entry(reply, r, "link")
     }
 
@@ -1078,7 +1141,7 @@ impl Filesystem for WormFuse {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let r = self.block(self.client.readdir(FileId(ino.0)));
+        let r = self.rpc(|c, d| d.block_on(c.readdir(FileId(ino.0))));
         self.answer("opendir", reply, r, |reply, entries| {
             let fh = self.new_handle(Handle::Dir(entries));
             reply.opened(FileHandle(fh), FopenFlags::empty())
@@ -1130,7 +1193,7 @@ impl Filesystem for WormFuse {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let r = self.block(self.client.statfs());
+        let r = self.rpc(|c, d| d.block_on(c.statfs()));
         self.answer("statfs", reply, r, |reply, s| {
             let bs = u64::from(s.block_size.max(512));
             reply.statfs(
@@ -1170,7 +1233,7 @@ impl Filesystem for WormFuse {
                     message: format!("{CAPABILITY_XATTR}: WormFS does not keep file capabilities"),
                 });
             }
-            self.block(self.client.setxattr(FileId(ino.0), n, value, mode))
+            self.rpc(|c, d| d.block_on(c.setxattr(FileId(ino.0), n, value, mode)))
         });
         self.empty(reply, r, "setxattr")
     }
@@ -1182,7 +1245,8 @@ impl Filesystem for WormFuse {
             reply.error(Errno::from_i32(errno::ENODATA));
             return;
         }
-        let r = name_str(name).and_then(|n| self.block(self.client.getxattr(FileId(ino.0), n)));
+        let r =
+            name_str(name).and_then(|n| self.rpc(|c, d| d.block_on(c.getxattr(FileId(ino.0), n))));
         self.answer("getxattr", reply, r, |reply, v| {
             if size == 0 {
                 reply.size(v.len() as u32)
@@ -1195,7 +1259,7 @@ impl Filesystem for WormFuse {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let r = self.block(self.client.listxattr(FileId(ino.0)));
+        let r = self.rpc(|c, d| d.block_on(c.listxattr(FileId(ino.0))));
         self.answer("listxattr", reply, r, |reply, names| {
             let mut buf = Vec::new();
             for n in names {
@@ -1213,7 +1277,8 @@ impl Filesystem for WormFuse {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = name_str(name).and_then(|n| self.block(self.client.removexattr(FileId(ino.0), n)));
+        let r = name_str(name)
+            .and_then(|n| self.rpc(|c, d| d.block_on(c.removexattr(FileId(ino.0), n))));
         self.empty(reply, r, "removexattr")
     }
 }

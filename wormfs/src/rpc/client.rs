@@ -390,6 +390,31 @@ impl Client {
         Ok(client)
     }
 
+    /// A client with its own connection to the node this one uses now, and its own copy of
+    /// the node list. Its connection's tasks run on the runtime this is awaited on: a
+    /// thread that drives a runtime of its own makes its calls without handing them to
+    /// other threads.
+    pub async fn fork(&self) -> Result<Client, ClientError> {
+        let (nodes, current) = {
+            let s = self.lock();
+            (s.nodes.clone(), s.current)
+        };
+        let conn = open(&nodes[current], &self.shared.opts).await?;
+        Ok(Client {
+            shared: Arc::new(Shared {
+                first: self.shared.first.clone(),
+                opts: self.shared.opts.clone(),
+                state: Mutex::new(State {
+                    nodes,
+                    current,
+                    conn,
+                    generation: 0,
+                }),
+                failover: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
     /// The address this client first connected to (see [`Client::current_address`] for the
     /// node in use now).
     pub fn address(&self) -> &str {
