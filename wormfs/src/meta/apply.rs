@@ -8,7 +8,36 @@ use super::sqlite::{
 };
 use super::types::{Attr, ChunkLocation, FileKind, StripeRecord, Timestamp};
 use crate::ids::FileId;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, Params, Row};
+
+/// Statements run through SQLite's statement cache: an op runs the same few statements
+/// again and again, and parsing them each time cost more than running them.
+pub(crate) trait Cached {
+    /// [`Connection::execute`] with a cached statement.
+    fn exec<P: Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    /// [`Connection::query_row`] with a cached statement.
+    fn query_row_cached<T, P: Params, F: FnOnce(&Row<'_>) -> rusqlite::Result<T>>(
+        &self,
+        sql: &str,
+        params: P,
+        f: F,
+    ) -> rusqlite::Result<T>;
+}
+
+impl Cached for Connection {
+    fn exec<P: Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn query_row_cached<T, P: Params, F: FnOnce(&Row<'_>) -> rusqlite::Result<T>>(
+        &self,
+        sql: &str,
+        params: P,
+        f: F,
+    ) -> rusqlite::Result<T> {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+}
 
 type Res = Result<OpReply, MetaError>;
 
@@ -57,7 +86,7 @@ pub(crate) fn apply_op(c: &Connection, op: &MetadataOp) -> Res {
             let Some(_) = read_attr(c, *ino)? else {
                 refuse!(NotFound, "inode {ino}")
             };
-            c.execute(
+            c.exec(
                 "UPDATE inodes SET perm = COALESCE(?2, perm), uid = COALESCE(?3, uid), gid = COALESCE(?4, gid),
                  atime = COALESCE(?5, atime), mtime = COALESCE(?6, mtime), ctime = ?7 WHERE ino = ?1",
                 params![
@@ -96,7 +125,7 @@ pub(crate) fn apply_op(c: &Connection, op: &MetadataOp) -> Res {
                 refuse!(NotFound, "inode {ino}")
             };
             let exists = c
-                .query_row(
+                .query_row_cached(
                     "SELECT 1 FROM xattrs WHERE ino = ?1 AND name = ?2",
                     params![ino.0 as i64, name],
                     |_| Ok(()),
@@ -107,7 +136,7 @@ pub(crate) fn apply_op(c: &Connection, op: &MetadataOp) -> Res {
                 (XattrMode::Replace, false) => refuse!(NoAttr, "attribute {name} of inode {ino}"),
                 _ => {}
             }
-            c.execute(
+            c.exec(
                 "INSERT OR REPLACE INTO xattrs VALUES (?1, ?2, ?3)",
                 params![ino.0 as i64, name, value],
             )
@@ -117,7 +146,7 @@ pub(crate) fn apply_op(c: &Connection, op: &MetadataOp) -> Res {
         }
         MetadataOp::RemoveXattr { ino, name, time } => {
             let n = c
-                .execute(
+                .exec(
                     "DELETE FROM xattrs WHERE ino = ?1 AND name = ?2",
                     params![ino.0 as i64, name],
                 )
@@ -135,11 +164,11 @@ pub(crate) fn apply_op(c: &Connection, op: &MetadataOp) -> Res {
                 Some(_) => {}
             }
             match policy {
-                Some(p) => c.execute(
+                Some(p) => c.exec(
                     "INSERT OR REPLACE INTO dir_policies VALUES (?1, ?2)",
                     params![ino.0 as i64, p],
                 ),
-                None => c.execute("DELETE FROM dir_policies WHERE ino = ?1", [ino.0 as i64]),
+                None => c.exec("DELETE FROM dir_policies WHERE ino = ?1", [ino.0 as i64]),
             }
             .map_err(sql("set directory policy"))?;
             done()
@@ -151,7 +180,7 @@ pub(crate) fn apply_op(c: &Connection, op: &MetadataOp) -> Res {
             chunk,
             state,
         } => {
-            c.execute(
+            c.exec(
                 "UPDATE chunks SET state = ?5 WHERE ino = ?1 AND stripe = ?2 AND generation = ?3 AND chunk = ?4",
                 params![ino.0 as i64, *stripe as i64, *generation as i64, i64::from(*chunk), state.code()],
             )
@@ -159,7 +188,7 @@ pub(crate) fn apply_op(c: &Connection, op: &MetadataOp) -> Res {
             done()
         }
         MetadataOp::UpsertNode(n) => {
-            c.execute(
+            c.exec(
                 "INSERT OR REPLACE INTO nodes VALUES (?1, ?2)",
                 params![n.id.0, n.address],
             )
@@ -167,14 +196,14 @@ pub(crate) fn apply_op(c: &Connection, op: &MetadataOp) -> Res {
             done()
         }
         MetadataOp::RemoveNode(id) => {
-            c.execute("DELETE FROM nodes WHERE id = ?1", [&id.0])
+            c.exec("DELETE FROM nodes WHERE id = ?1", [&id.0])
                 .map_err(sql("remove node"))?;
-            c.execute("DELETE FROM disks WHERE node = ?1", [&id.0])
+            c.exec("DELETE FROM disks WHERE node = ?1", [&id.0])
                 .map_err(sql("remove node's disks"))?;
             done()
         }
         MetadataOp::UpsertDisk(d) => {
-            c.execute(
+            c.exec(
                 "INSERT OR REPLACE INTO disks VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![d.id.0, d.node.0, d.path, d.total as i64, d.free as i64],
             )
@@ -182,7 +211,7 @@ pub(crate) fn apply_op(c: &Connection, op: &MetadataOp) -> Res {
             done()
         }
         MetadataOp::RemoveDisk(id) => {
-            c.execute("DELETE FROM disks WHERE id = ?1", [&id.0])
+            c.exec("DELETE FROM disks WHERE id = ?1", [&id.0])
                 .map_err(sql("remove disk"))?;
             done()
         }
@@ -231,7 +260,7 @@ fn touch(
     mtime: Option<Timestamp>,
     ctime: Timestamp,
 ) -> Result<(), MetaError> {
-    c.execute(
+    c.exec(
         "UPDATE inodes SET mtime = COALESCE(?2, mtime), ctime = ?3 WHERE ino = ?1",
         params![ino.0 as i64, mtime.map(|t| t.0), ctime.0],
     )
@@ -240,7 +269,7 @@ fn touch(
 }
 
 fn add_nlink(c: &Connection, ino: FileId, delta: i64) -> Result<(), MetaError> {
-    c.execute(
+    c.exec(
         "UPDATE inodes SET nlink = nlink + ?2 WHERE ino = ?1",
         params![ino.0 as i64, delta],
     )
@@ -286,7 +315,7 @@ fn create(
         NewKind::CharDevice(d) => (FileKind::CharDevice, *d, None, None, 1, 0),
         NewKind::BlockDevice(d) => (FileKind::BlockDevice, *d, None, None, 1, 0),
     };
-    c.execute(
+    c.exec(
         "INSERT INTO inodes (ino, kind, perm, nlink, uid, gid, size, rdev, atime, mtime, ctime, crtime, target,
                              policy, k, m, stripe_size, folder)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?9, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
@@ -309,7 +338,7 @@ fn create(
         ],
     )
     .map_err(sql("create inode"))?;
-    c.execute(
+    c.exec(
         "INSERT INTO dentries VALUES (?1, ?2, ?3)",
         params![parent.0 as i64, name, ino.0 as i64],
     )
@@ -338,7 +367,7 @@ fn link(c: &Connection, ino: FileId, new_parent: FileId, new_name: &str, time: T
     if lookup_ino(c, new_parent, new_name)?.is_some() {
         refuse!(Exists, "`{new_name}` in directory {new_parent}");
     }
-    c.execute(
+    c.exec(
         "INSERT INTO dentries VALUES (?1, ?2, ?3)",
         params![new_parent.0 as i64, new_name, ino.0 as i64],
     )
@@ -358,7 +387,7 @@ fn drop_link(
     time: Timestamp,
 ) -> Result<Vec<ChunkLocation>, MetaError> {
     let remaining: i64 = c
-        .query_row(
+        .query_row_cached(
             "SELECT COUNT(*) FROM dentries WHERE ino = ?1",
             [ino.0 as i64],
             |r| r.get(0),
@@ -378,7 +407,7 @@ fn drop_link(
         "locks",
         "inodes",
     ] {
-        c.execute(
+        c.exec(
             &format!("DELETE FROM {table} WHERE ino = ?1"),
             [ino.0 as i64],
         )
@@ -388,7 +417,7 @@ fn drop_link(
 }
 
 fn is_empty_dir(c: &Connection, ino: FileId) -> Result<bool, MetaError> {
-    c.query_row(
+    c.query_row_cached(
         "SELECT NOT EXISTS (SELECT 1 FROM dentries WHERE parent = ?1)",
         [ino.0 as i64],
         |r| r.get(0),
@@ -412,7 +441,7 @@ fn remove(c: &Connection, parent: FileId, name: &str, want_dir: bool, time: Time
         (true, true) if !is_empty_dir(c, ino)? => refuse!(NotEmpty, "`{name}`"),
         _ => {}
     }
-    c.execute(
+    c.exec(
         "DELETE FROM dentries WHERE parent = ?1 AND name = ?2",
         params![parent.0 as i64, name],
     )
@@ -462,7 +491,7 @@ fn rename(
                 break;
             }
             let up: i64 = c
-                .query_row(
+                .query_row_cached(
                     "SELECT parent FROM dentries WHERE ino = ?1",
                     [cur.0 as i64],
                     |r| r.get(0),
@@ -489,7 +518,7 @@ fn rename(
             (true, true) if !is_empty_dir(c, dest)? => refuse!(NotEmpty, "`{new_name}`"),
             _ => {}
         }
-        c.execute(
+        c.exec(
             "DELETE FROM dentries WHERE parent = ?1 AND name = ?2",
             params![new_parent.0 as i64, new_name],
         )
@@ -499,7 +528,7 @@ fn rename(
             add_nlink(c, new_parent, -1)?;
         }
     }
-    c.execute(
+    c.exec(
         "UPDATE dentries SET parent = ?3, name = ?4 WHERE parent = ?1 AND name = ?2",
         params![parent.0 as i64, name, new_parent.0 as i64, new_name],
     )
@@ -530,7 +559,7 @@ fn file(c: &Connection, ino: FileId) -> Result<Result<Attr, Refusal>, MetaError>
 }
 
 fn put_stripe(c: &Connection, ino: FileId, s: &StripeRecord) -> Result<(), MetaError> {
-    c.execute(
+    c.exec(
         "INSERT OR REPLACE INTO stripes (ino, idx, generation, len, crc, k, m, data)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
@@ -545,13 +574,13 @@ fn put_stripe(c: &Connection, ino: FileId, s: &StripeRecord) -> Result<(), MetaE
         ],
     )
     .map_err(sql("record stripe"))?;
-    c.execute(
+    c.exec(
         "DELETE FROM chunks WHERE ino = ?1 AND stripe = ?2",
         params![ino.0 as i64, s.index as i64],
     )
     .map_err(sql("replace chunks"))?;
     for ch in &s.chunks {
-        c.execute(
+        c.exec(
             "INSERT INTO chunks VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 ino.0 as i64,
@@ -662,7 +691,7 @@ fn commit_stripe(c: &Connection, ino: FileId, s: &StripeRecord, size: u64, time:
     }
     let garbage = replaced(c, ino, s.index, Some(s))?;
     put_stripe(c, ino, s)?;
-    c.execute(
+    c.exec(
         "UPDATE inodes SET size = MAX(size, ?2) WHERE ino = ?1",
         params![ino.0 as i64, size as i64],
     )
@@ -719,12 +748,12 @@ fn truncate(
     let mut garbage = Vec::new();
     for s in stripes.iter().filter(|s| s.index * stripe_size >= size) {
         garbage.extend(replaced(c, ino, s.index, None)?);
-        c.execute(
+        c.exec(
             "DELETE FROM chunks WHERE ino = ?1 AND stripe = ?2",
             params![ino.0 as i64, s.index as i64],
         )
         .map_err(sql("drop chunks"))?;
-        c.execute(
+        c.exec(
             "DELETE FROM stripes WHERE ino = ?1 AND idx = ?2",
             params![ino.0 as i64, s.index as i64],
         )
@@ -734,7 +763,7 @@ fn truncate(
         garbage.extend(replaced(c, ino, t.index, Some(t))?);
         put_stripe(c, ino, t)?;
     }
-    c.execute(
+    c.exec(
         "UPDATE inodes SET size = ?2 WHERE ino = ?1",
         params![ino.0 as i64, size as i64],
     )

@@ -1,7 +1,7 @@
 //! The SQLite metadata store: applies [`MetadataOp`]s, one transaction each, and answers
 //! reads.
 
-use super::apply::apply_op;
+use super::apply::{apply_op, Cached};
 use super::op::{MetadataOp, OpReply};
 use super::schema;
 use super::types::{
@@ -73,6 +73,8 @@ impl MetaStore {
             .map_err(sql("set synchronous"))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(sql("set busy timeout"))?;
+        // Room for every statement an op runs (see `apply::Cached`).
+        conn.set_prepared_statement_cache_capacity(256);
         schema::migrate(&mut conn).map_err(MetaError::Schema)?;
         Ok(MetaStore {
             conn: Mutex::new(conn),
@@ -291,7 +293,7 @@ impl MetaStore {
     /// One extended attribute's value.
     pub fn xattr(&self, ino: FileId, name: &str) -> Result<Option<Vec<u8>>, MetaError> {
         self.conn()
-            .query_row(
+            .query_row_cached(
                 "SELECT value FROM xattrs WHERE ino = ?1 AND name = ?2",
                 params![ino.0 as i64, name],
                 |r| r.get(0),
@@ -455,7 +457,7 @@ fn open_copy(src: &Path) -> Result<Connection, MetaError> {
 }
 
 pub(crate) fn meta_value(conn: &Connection, key: &str) -> Result<u64, MetaError> {
-    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
+    conn.query_row_cached("SELECT value FROM meta WHERE key = ?1", [key], |r| {
         r.get::<_, i64>(0)
     })
     .map(|v| v as u64)
@@ -463,7 +465,7 @@ pub(crate) fn meta_value(conn: &Connection, key: &str) -> Result<u64, MetaError>
 }
 
 pub(crate) fn set_meta_value(conn: &Connection, key: &str, value: u64) -> Result<(), MetaError> {
-    conn.execute(
+    conn.exec(
         "UPDATE meta SET value = ?2 WHERE key = ?1",
         params![key, value as i64],
     )
