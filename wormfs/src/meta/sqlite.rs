@@ -445,7 +445,7 @@ fn open_copy(src: &Path) -> Result<Connection, MetaError> {
     let version: u32 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .map_err(sql("read schema version of database copy"))?;
-    if version > schema::SCHEMA_VERSION || version < schema::RAFT_STATE_VERSION {
+    if !(schema::RAFT_STATE_VERSION..=schema::SCHEMA_VERSION).contains(&version) {
         return Err(MetaError::Schema(format!(
             "database copy {} has schema version {version}; this build reads {}..={}",
             src.display(),
