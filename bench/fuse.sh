@@ -9,6 +9,8 @@
 # cache dropped (and a fresh mount, so the stripe cache is empty too), 4 KiB random reads,
 # and create / stat / read / delete of SMALL_FILES files of 4 KiB. Then the CPU seconds the
 # node and the mount used per GiB written and read. Prints a Markdown table of ratios.
+# INLINE_MAX=0 bench/fuse.sh codes even the smallest files into chunks (the node's
+# `policies.inline_max`; its default keeps stripes of up to 4 KiB in the metadata).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MIB=${1:-1024}
@@ -36,6 +38,7 @@ path = "disk4"
 path = "disk5"
 [policies]
 default = "media"
+${INLINE_MAX:+inline_max = $INLINE_MAX}
 TOML
 
 NODE_PID= ; MOUNT_PID=
