@@ -202,32 +202,47 @@ mod range_tests {
     use crate::placement::SpreadPlacement;
     use crate::store::{ChunkFolder, MemoryChunkStore};
 
-    #[test]
-    fn ranges_match_the_whole_stripe() {
+    /// Six disks in memory and stripe 0 of `file` at `path` (4+2, 1 MiB stripes) written
+    /// with `len` patterned bytes.
+    fn written(
+        file: FileId,
+        path: &str,
+        len: u32,
+    ) -> (
+        MemoryChunkStore,
+        FileLayout,
+        Vec<u8>,
+        crate::meta::StripeRecord,
+    ) {
         let s = MemoryChunkStore::new(
             &(0..6)
                 .map(|i| (DiskId(format!("d{i}")), 1 << 24))
                 .collect::<Vec<_>>(),
         );
-        let node = NodeId("n".into());
-        let view = local_view(&node, &s).unwrap();
+        let view = local_view(&NodeId("n".into()), &s).unwrap();
         let l = FileLayout {
             policy: "t".into(),
             k: 4,
             m: 2,
             stripe_size: 1 << 20,
-            folder: ChunkFolder::for_path("/r"),
+            folder: ChunkFolder::for_path(path),
         };
-        let data: Vec<u8> = (0..1_000_003u32).map(|i| (i % 253) as u8).collect();
+        let data: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
         let w = StripeWrite {
-            file: FileId(3),
-            path: "/r",
+            file,
+            path,
             layout: &l,
             index: 0,
             generation: 1,
             data: &data,
         };
         let rec = write_stripe(&s, &SpreadPlacement, &view, w).unwrap();
+        (s, l, data, rec)
+    }
+
+    #[test]
+    fn ranges_match_the_whole_stripe() {
+        let (s, l, data, rec) = written(FileId(3), "/r", 1_000_003);
         for (off, len) in [
             (0u64, 4096u64),
             (250_000, 10),
@@ -250,29 +265,7 @@ mod range_tests {
 
     #[test]
     fn a_bad_data_chunk_leaves_the_direct_path_for_decoding_and_is_reported() {
-        let s = MemoryChunkStore::new(
-            &(0..6)
-                .map(|i| (DiskId(format!("d{i}")), 1 << 24))
-                .collect::<Vec<_>>(),
-        );
-        let view = local_view(&NodeId("n".into()), &s).unwrap();
-        let l = FileLayout {
-            policy: "t".into(),
-            k: 4,
-            m: 2,
-            stripe_size: 1 << 20,
-            folder: ChunkFolder::for_path("/d"),
-        };
-        let data: Vec<u8> = (0..777_777u32).map(|i| (i % 251) as u8).collect();
-        let w = StripeWrite {
-            file: FileId(4),
-            path: "/d",
-            layout: &l,
-            index: 0,
-            generation: 1,
-            data: &data,
-        };
-        let rec = write_stripe(&s, &SpreadPlacement, &view, w).unwrap();
+        let (s, l, data, rec) = written(FileId(4), "/d", 777_777);
         let clean = read_stripe(&s, FileId(4), &l, &rec).unwrap();
         assert!(clean.data == data && clean.damaged.is_empty());
         // rot in data chunk 2: the stripe still reads exact, decoded from parity

@@ -63,15 +63,7 @@ pub fn read_stripe(
     let mut damaged = Vec::new();
     let mut good = 0;
     let read = |c: &ChunkRecord| {
-        let addr = ChunkAddr {
-            folder: layout.folder.clone(),
-            key: ChunkKey {
-                file,
-                stripe: s.index,
-                generation: s.generation,
-                index: c.index,
-            },
-        };
+        let addr = chunk_addr(file, layout, s, c.index);
         store.read_chunk(&c.disk, &addr)
     };
     // The first k chunks (the data chunks when all are there) are read at once, from their
@@ -148,6 +140,19 @@ pub fn read_stripe(
     Ok(StripeRead { data, damaged })
 }
 
+/// Where chunk `index` of stripe `s` of `file` lives on its disk.
+fn chunk_addr(file: FileId, layout: &FileLayout, s: &StripeRecord, index: u16) -> ChunkAddr {
+    ChunkAddr {
+        folder: layout.folder.clone(),
+        key: ChunkKey {
+            file,
+            stripe: s.index,
+            generation: s.generation,
+            index,
+        },
+    }
+}
+
 /// The common case: every data chunk is there, sound and on this node. Each is read straight into its
 /// place in the stripe buffer (no shard buffers, no decoding), the k reads in parallel.
 /// `None` when any data chunk is missing, marked damaged or fails its checks, or the
@@ -184,15 +189,7 @@ fn read_data_chunks(
             .chunks_mut(shard_len)
             .zip(&data_chunks)
             .map(|(dest, c)| {
-                let addr = ChunkAddr {
-                    folder: layout.folder.clone(),
-                    key: ChunkKey {
-                        file,
-                        stripe: s.index,
-                        generation: s.generation,
-                        index: c.index,
-                    },
-                };
+                let addr = chunk_addr(file, layout, s, c.index);
                 scope.spawn(move || store.read_chunk_into(&c.disk, &addr, dest).is_ok())
             })
             .collect();
@@ -264,15 +261,7 @@ pub fn read_stripe_range(
         let within = pos % shard_len;
         let take = (shard_len - within).min(end - pos);
         let chunk = s.chunks.iter().find(|c| c.index == index);
-        let addr = ChunkAddr {
-            folder: layout.folder.clone(),
-            key: ChunkKey {
-                file,
-                stripe: s.index,
-                generation: s.generation,
-                index,
-            },
-        };
+        let addr = chunk_addr(file, layout, s, index);
         let Some(chunk) = chunk else {
             return Err(StoreError::NotFound {
                 disk: crate::ids::DiskId(String::new()),
