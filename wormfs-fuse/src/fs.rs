@@ -5,7 +5,7 @@
 //! truncate send the rest and return only when the node has made it durable. A failure is
 //! returned to the application with its errno and logged with its cause.
 
-use crate::fetch::Fetcher;
+use crate::fetch::{lock, Fetcher};
 use crate::file::{next_version, FileInner, OpenFile};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -161,10 +161,6 @@ impl NodeSpec {
             target: String::new(),
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn errno_of(e: &ClientError) -> Errno {

@@ -234,19 +234,14 @@ pub fn read_stripe_range(
     len: u64,
 ) -> Result<Vec<u8>, crate::store::StoreError> {
     if let Some(data) = &s.inline {
-        // Checked when read back from the metadata store's pages; a mismatch here falls
-        // back to `read_stripe`, which reports it.
-        if data.len() as u64 != s.len {
+        // Bytes that fail their checks are an error here: the caller falls back to
+        // `read_stripe`, which reports them as damaged.
+        let Ok(data) = inline_bytes(file, s, data) else {
             return Err(StoreError::NotFound {
                 disk: crate::ids::DiskId(String::new()),
-                key: ChunkKey {
-                    file,
-                    stripe: s.index,
-                    generation: s.generation,
-                    index: 0,
-                },
+                key: chunk_addr(file, layout, s, 0).key,
             });
-        }
+        };
         let lo = offset.min(s.len) as usize;
         let hi = offset.saturating_add(len).min(s.len) as usize;
         return Ok(data[lo..hi].to_vec());
