@@ -1,12 +1,15 @@
 //! [`ChunkStore`] over directories of a local file system, one directory per disk.
 
+use super::chunk_file::{
+    check_key, chunk_io, corrupt, io_err, open_chunk_file, read_chunk_file_into,
+};
 use super::durable::FsSync;
 use super::index::{fold, IndexRecord, INDEX_FILE_NAME};
 use super::{
     ChunkAddr, ChunkFolder, ChunkStore, DiskStatus, IndexedChunk, StoreError, StoredChunk,
 };
-use crate::chunk::{ChunkFile, ChunkFormatError};
-use crate::ids::{ChunkKey, DiskId, FileId};
+use crate::chunk::ChunkFile;
+use crate::ids::{DiskId, FileId};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -34,14 +37,6 @@ struct Disk {
 pub struct DiskChunkStore {
     disks: BTreeMap<DiskId, Disk>,
     temp_counter: AtomicU64,
-}
-
-fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    }
 }
 
 /// Flushes a directory's entries (new, renamed or removed files) to stable storage.
@@ -172,26 +167,7 @@ impl DiskChunkStore {
         addr: &ChunkAddr,
     ) -> Result<(File, PathBuf, crate::chunk::ChunkHeader, Vec<u8>), StoreError> {
         let path = self.chunk_path(disk, addr)?;
-        let file = File::open(&path).map_err(chunk_io(disk, addr, "open chunk", &path))?;
-        let file_len = file.metadata().map_err(io_err("stat chunk", &path))?.len();
-        // The fixed header, then the whole header once its length is known.
-        let mut head = vec![0u8; crate::chunk::FIXED_HEADER_LEN + 4];
-        let got = read_at_most(&file, &mut head, 0).map_err(io_err("read chunk", &path))?;
-        head.truncate(got);
-        let header_len = if head.len() >= 12 {
-            usize::from(u16::from_le_bytes([head[10], head[11]]))
-        } else {
-            head.len()
-        };
-        if header_len as u64 <= file_len && header_len > head.len() {
-            head.resize(header_len, 0);
-            let got = read_at_most(&file, &mut head, 0).map_err(io_err("read chunk", &path))?;
-            head.truncate(got);
-        }
-        let header =
-            crate::chunk::ChunkHeader::parse(&head, file_len).map_err(corrupt(disk, addr))?;
-        check_key(disk, addr, &path, header.key)?;
-        head.truncate(header.encoded_len());
+        let (file, header, head) = open_chunk_file(&path, disk, addr.key)?;
         Ok((file, path, header, head))
     }
 
@@ -225,66 +201,6 @@ impl DiskChunkStore {
         f.write_all(line.as_bytes())
             .map_err(io_err("append to index", &path))
     }
-}
-
-/// An I/O error on a chunk file: a missing file is the chunk missing, anything else the
-/// store failing.
-fn chunk_io<'a>(
-    disk: &'a DiskId,
-    addr: &'a ChunkAddr,
-    action: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(io::Error) -> StoreError + 'a {
-    move |e| match e.kind() {
-        io::ErrorKind::NotFound => StoreError::NotFound {
-            disk: disk.clone(),
-            key: addr.key,
-        },
-        _ => io_err(action, path)(e),
-    }
-}
-
-/// A chunk that fails verification.
-fn corrupt<'a>(
-    disk: &'a DiskId,
-    addr: &'a ChunkAddr,
-) -> impl FnOnce(ChunkFormatError) -> StoreError + 'a {
-    move |source| StoreError::Corrupt {
-        disk: disk.clone(),
-        key: addr.key,
-        source,
-    }
-}
-
-/// A chunk file must hold the chunk its name says.
-fn check_key(
-    disk: &DiskId,
-    addr: &ChunkAddr,
-    path: &Path,
-    found: ChunkKey,
-) -> Result<(), StoreError> {
-    if found == addr.key {
-        return Ok(());
-    }
-    Err(corrupt(disk, addr)(ChunkFormatError::BadField {
-        field: "chunk key",
-        reason: format!("file `{}` holds chunk ({found})", path.display()),
-    }))
-}
-
-/// Reads up to `buf.len()` bytes at `offset`; fewer at the end of the file.
-fn read_at_most(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-    use std::os::unix::fs::FileExt;
-    let mut done = 0;
-    while done < buf.len() {
-        match file.read_at(&mut buf[done..], offset + done as u64) {
-            Ok(0) => break,
-            Ok(n) => done += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(done)
 }
 
 /// Checks or writes the marker of disk `id` at `root`.
@@ -417,9 +333,9 @@ impl ChunkStore for DiskChunkStore {
 
     fn read_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<ChunkFile, StoreError> {
         let path = self.chunk_path(disk, addr)?;
-        let bytes = fs::read(&path).map_err(chunk_io(disk, addr, "read chunk", &path))?;
-        let chunk = ChunkFile::decode(&bytes).map_err(corrupt(disk, addr))?;
-        check_key(disk, addr, &path, chunk.header.key)?;
+        let bytes = fs::read(&path).map_err(chunk_io(disk, addr.key, "read chunk", &path))?;
+        let chunk = ChunkFile::decode(&bytes).map_err(corrupt(disk, addr.key))?;
+        check_key(disk, addr.key, &path, chunk.header.key)?;
         Ok(chunk)
     }
 
@@ -444,7 +360,7 @@ impl ChunkStore for DiskChunkStore {
             .map_err(io_err("read chunk", &path))?;
         header
             .verify_blocks(first_block as usize, &blocks)
-            .map_err(corrupt(disk, addr))?;
+            .map_err(corrupt(disk, addr.key))?;
         let from = (offset - first_block * bs) as usize;
         blocks.truncate(from + (end - offset) as usize);
         blocks.drain(..from);
@@ -457,31 +373,7 @@ impl ChunkStore for DiskChunkStore {
         addr: &ChunkAddr,
         dest: &mut [u8],
     ) -> Result<(), StoreError> {
-        use std::os::unix::fs::FileExt;
-        let (file, path, header, head) = self.open_chunk(disk, addr)?;
-        if dest.len() as u64 > header.data_len {
-            return Err(super::short_chunk(disk, addr, header.data_len, dest.len()));
-        }
-        let start = head.len() as u64;
-        file.read_exact_at(dest, start)
-            .map_err(io_err("read chunk", &path))?;
-        let mut rest = vec![0u8; (header.data_len - dest.len() as u64) as usize];
-        file.read_exact_at(&mut rest, start + dest.len() as u64)
-            .map_err(io_err("read chunk", &path))?;
-        // The whole-chunk checksum covers every byte after itself: header and data.
-        let mut h = crc32fast::Hasher::new();
-        h.update(&head[4..]);
-        h.update(dest);
-        h.update(&rest);
-        let computed = h.finalize();
-        let stored = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
-        if stored != computed {
-            return Err(corrupt(disk, addr)(ChunkFormatError::ChunkChecksum {
-                stored,
-                computed,
-            }));
-        }
-        Ok(())
+        read_chunk_file_into(&self.chunk_path(disk, addr)?, disk, addr.key, dest)
     }
 
     fn check_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<Option<u64>, StoreError> {

@@ -6,6 +6,7 @@
 //! creation. Each chunk folder has an index file from which the disk's chunk metadata can
 //! be rebuilt without SQLite.
 
+mod chunk_file;
 #[cfg(feature = "local")]
 mod disk;
 #[cfg(feature = "local")]
@@ -17,6 +18,7 @@ mod memory;
 #[cfg(test)]
 mod conformance;
 
+pub use chunk_file::read_chunk_file_into;
 #[cfg(feature = "local")]
 pub use disk::DiskChunkStore;
 pub use folder::ChunkFolder;
@@ -181,10 +183,15 @@ pub(crate) fn short_chunk(disk: &DiskId, addr: &ChunkAddr, has: u64, needed: usi
     StoreError::Corrupt {
         disk: disk.clone(),
         key: addr.key,
-        source: ChunkFormatError::BadField {
-            field: "data_len",
-            reason: format!("{has} data bytes, but the stripe needs {needed} from this chunk"),
-        },
+        source: short_data(has, needed),
+    }
+}
+
+/// A chunk with fewer data bytes than a stripe needs from it.
+pub(crate) fn short_data(has: u64, needed: usize) -> ChunkFormatError {
+    ChunkFormatError::BadField {
+        field: "data_len",
+        reason: format!("{has} data bytes, but the stripe needs {needed} from this chunk"),
     }
 }
 
