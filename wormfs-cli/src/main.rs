@@ -58,6 +58,9 @@ enum Command {
         /// Let users other than the one mounting use the mount.
         #[arg(long)]
         allow_other: bool,
+        /// Always read through the node, even when its chunk files are on this machine.
+        #[arg(long)]
+        no_local_reads: bool,
     },
     /// Start a node over N disk directories under DIR and mount it at DIR/mnt, in the
     /// foreground until Ctrl-C.
@@ -149,10 +152,12 @@ fn main() -> ExitCode {
             mountpoint,
             threads,
             allow_other,
+            no_local_reads,
         } => {
             let opts = wormfs_fuse::MountOptions {
                 threads: *threads,
                 allow_other: *allow_other,
+                local_reads: !*no_local_reads,
                 ..Default::default()
             };
             return match wormfs_fuse::mount_foreground(cli.node.as_deref(), mountpoint, &opts) {

@@ -2,12 +2,23 @@
 //!
 //! A stripe being fetched (by a reader or by read-ahead) is not fetched again: later
 //! readers of it wait for the first fetch and share its result.
+//!
+//! When the node runs on this machine, a stripe whose data chunks are all on the node's
+//! disks is read from the chunk files themselves (`wormfs::rpc::local`): the node only says
+//! where they are. Anything that goes wrong there falls back to reading through the node,
+//! which decodes around damaged chunks and records them.
 
 use crate::cache::StripeCache;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use wormfs::ids::FileId;
 use wormfs::rpc::client::{Client, ClientError, StripePieces};
+use wormfs::rpc::local::{read_located, LocalReadError};
+
+/// Local reads that fail in a row (files unreadable to this process, say) before the mount
+/// stops trying them.
+const LOCAL_FAILURES_BEFORE_OFF: u32 = 16;
 
 type Key = (u64, u64, u64); // (inode, stripe, version)
 type Outcome = Result<Arc<StripePieces>, ClientError>;
@@ -23,6 +34,28 @@ pub struct Fetcher {
     client: Client,
     cache: Mutex<StripeCache>,
     inflight: Mutex<HashMap<Key, Arc<Slot>>>,
+    local: LocalReads,
+}
+
+/// The state of local reads.
+#[derive(Default)]
+struct LocalReads {
+    /// Still worth trying.
+    on: AtomicBool,
+    /// Local reads that failed in a row.
+    failed_in_a_row: AtomicU32,
+    /// Stripes read from chunk files.
+    from_files: AtomicU64,
+    /// Stripes read through the node.
+    through_node: AtomicU64,
+}
+
+impl LocalReads {
+    fn off(&self, why: &str) {
+        if self.on.swap(false, Ordering::Relaxed) {
+            tracing::info!("stripes are read through the node from now on: {why}");
+        }
+    }
 }
 
 /// Locks `m`, taking the data over from a thread that panicked while holding it.
@@ -31,13 +64,82 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Fetcher {
-    /// A fetcher over `client` with a cache of `cache_bytes`.
-    pub fn new(client: Client, cache_bytes: usize) -> Fetcher {
+    /// A fetcher over `client` with a cache of `cache_bytes`; with `local_reads`, stripes
+    /// are read from the node's chunk files when the node runs on this machine.
+    pub fn new(client: Client, cache_bytes: usize, local_reads: bool) -> Fetcher {
+        let local = LocalReads::default();
+        local.on.store(local_reads, Ordering::Relaxed);
         Fetcher {
             client,
             cache: Mutex::new(StripeCache::new(cache_bytes)),
             inflight: Mutex::new(HashMap::new()),
+            local,
         }
+    }
+
+    /// Reads a stripe: from its chunk files when it can, else through the node. Blocks;
+    /// not for the runtime's own threads.
+    fn load(&self, rt: &tokio::runtime::Handle, ino: u64, index: u64) -> Outcome {
+        if self.local.on.load(Ordering::Relaxed) {
+            if let Some(data) = self.load_local(rt, ino, index) {
+                self.local.from_files.fetch_add(1, Ordering::Relaxed);
+                return Ok(Arc::new(StripePieces::from(data)));
+            }
+        }
+        self.local.through_node.fetch_add(1, Ordering::Relaxed);
+        rt.block_on(self.client.read_stripe_pieces(FileId(ino), index))
+            .map(Arc::new)
+    }
+
+    /// The stripe read from its chunk files (empty for a hole), or `None` when it must be
+    /// read through the node.
+    fn load_local(&self, rt: &tokio::runtime::Handle, ino: u64, index: u64) -> Option<Vec<u8>> {
+        let loc = match rt.block_on(self.client.locate_stripe(FileId(ino), index)) {
+            Ok(loc) => loc,
+            Err(e) if e.errno == wormfs::errno::ENOSYS => {
+                self.local
+                    .off("the node cannot locate stripes (an older version)");
+                return None;
+            }
+            Err(e) => {
+                tracing::debug!(ino, stripe = index, error = %e.message, "cannot locate the stripe; reading it through the node");
+                return None;
+            }
+        };
+        if !loc.found {
+            return Some(Vec::new());
+        }
+        let file = FileId(ino);
+        let error = match read_located(file, index, &loc) {
+            Ok(data) => {
+                self.local.failed_in_a_row.store(0, Ordering::Relaxed);
+                return Some(data);
+            }
+            Err(LocalReadError::Elsewhere) => {
+                self.local.off("the node runs on another machine");
+                return None;
+            }
+            // The normal reasons to read through the node: nothing is wrong.
+            Err(LocalReadError::NoChunks | LocalReadError::NotHere(_)) => return None,
+            Err(e) => e,
+        };
+        tracing::debug!(%file, stripe = index, error = %error, "local read failed; reading the stripe through the node");
+        let failed = self.local.failed_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+        if failed >= LOCAL_FAILURES_BEFORE_OFF {
+            self.local.off(&format!(
+                "{failed} local reads failed in a row, the last with: {error}"
+            ));
+        }
+        None
+    }
+
+    /// Logs how many stripes were read from chunk files and through the node.
+    pub fn log_summary(&self) {
+        tracing::info!(
+            from_chunk_files = self.local.from_files.load(Ordering::Relaxed),
+            through_node = self.local.through_node.load(Ordering::Relaxed),
+            "stripes read"
+        );
     }
 
     /// Starts fetching `key` unless it is cached or already being fetched; returns the slot
@@ -76,9 +178,7 @@ impl Fetcher {
                 continue;
             };
             if leader {
-                let outcome = rt
-                    .block_on(self.client.read_stripe_pieces(FileId(ino), index))
-                    .map(Arc::new);
+                let outcome = self.load(rt, ino, index);
                 self.finish(key, &slot, outcome.clone());
                 return outcome;
             }
@@ -101,6 +201,15 @@ impl Fetcher {
         let key = (ino, index, version);
         if let Some((slot, true)) = self.claim(key) {
             let me = self.clone();
+            if self.local.on.load(Ordering::Relaxed) {
+                let handle = rt.clone();
+                rt.spawn_blocking(move || {
+                    let outcome = me.load(&handle, ino, index);
+                    me.finish(key, &slot, outcome);
+                });
+                return;
+            }
+            self.local.through_node.fetch_add(1, Ordering::Relaxed);
             rt.spawn(async move {
                 let outcome = me
                     .client

@@ -67,6 +67,8 @@ impl Held {
 pub struct FsOptions {
     /// Bytes of stripes kept in the read cache.
     pub cache_bytes: usize,
+    /// Read stripes from the node's chunk files when the node runs on this machine.
+    pub local_reads: bool,
 }
 
 /// The file system a mount serves.
@@ -236,7 +238,11 @@ fn fuse_attr(a: &Attr) -> FileAttr {
 impl WormFuse {
     /// A file system that talks to the node behind `client`, running calls on `rt`.
     pub fn new(client: Client, rt: tokio::runtime::Handle, opts: FsOptions) -> WormFuse {
-        let stripes = Arc::new(Fetcher::new(client.clone(), opts.cache_bytes));
+        let stripes = Arc::new(Fetcher::new(
+            client.clone(),
+            opts.cache_bytes,
+            opts.local_reads,
+        ));
         WormFuse {
             client,
             rt,
@@ -780,6 +786,7 @@ impl Filesystem for WormFuse {
 
     fn destroy(&mut self) {
         self.flush_all();
+        self.stripes.log_summary();
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {

@@ -20,6 +20,9 @@ pub struct MountOptions {
     pub cache_bytes: usize,
     /// Let users other than the one mounting use the mount.
     pub allow_other: bool,
+    /// Read stripes straight from the node's chunk files when the node runs on this
+    /// machine and this process can read them (the node only says where they are).
+    pub local_reads: bool,
 }
 
 impl Default for MountOptions {
@@ -28,6 +31,7 @@ impl Default for MountOptions {
             threads: 4,
             cache_bytes: 256 << 20,
             allow_other: false,
+            local_reads: true,
         }
     }
 }
@@ -51,6 +55,7 @@ pub fn mount(
         rt,
         FsOptions {
             cache_bytes: opts.cache_bytes,
+            local_reads: opts.local_reads,
         },
     );
     let mut cfg = fuser::Config::default();

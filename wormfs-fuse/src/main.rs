@@ -23,6 +23,9 @@ struct Args {
     /// Let other users use the mount.
     #[arg(long)]
     allow_other: bool,
+    /// Always read through the node, even when its chunk files are on this machine.
+    #[arg(long)]
+    no_local_reads: bool,
 }
 
 fn main() -> ExitCode {
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         threads: args.threads,
         cache_bytes: args.cache_mib << 20,
         allow_other: args.allow_other,
+        local_reads: !args.no_local_reads,
     };
     match wormfs_fuse::mount_foreground(args.node.as_deref(), &args.mountpoint, &opts) {
         Ok(()) => ExitCode::SUCCESS,

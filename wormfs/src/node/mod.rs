@@ -8,4 +8,4 @@ mod stripes;
 
 pub use error::FsError;
 pub use fs::{CreateKind, NodeFs, PolicyView, SetAttrArgs, StatFs};
-pub use stripes::POLICY_XATTR;
+pub use stripes::{StripeLocation, POLICY_XATTR};

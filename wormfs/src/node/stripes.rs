@@ -279,6 +279,57 @@ impl NodeFs {
         Ok((attr, stripes))
     }
 
+    /// Where stripe `index` of a file lies on this node's disks, for a client on this
+    /// machine that reads the chunk files itself. `None` for a hole.
+    pub fn locate_stripe(
+        &self,
+        ino: FileId,
+        index: u64,
+    ) -> Result<Option<StripeLocation>, FsError> {
+        let (_, layout) = self.file_layout_of(ino)?;
+        let Some(s) = self.meta.stripe(ino, index)? else {
+            return Ok(None);
+        };
+        let k = usize::from(s.k);
+        let mut data = Vec::new();
+        if s.inline.is_none() {
+            let roots: Vec<(crate::ids::DiskId, std::path::PathBuf)> = self
+                .store
+                .disks()
+                .map_err(|e| FsError::Internal(e.to_string()))?
+                .into_iter()
+                .filter_map(|d| Some((d.disk, d.path?)))
+                .collect();
+            data = (0..s.k)
+                .map(|i| {
+                    let c = s
+                        .chunks
+                        .iter()
+                        .find(|c| c.index == i && c.state == crate::meta::ChunkState::Ok)?;
+                    let root = roots.iter().find(|(d, _)| d == &c.disk)?;
+                    let key = crate::ids::ChunkKey {
+                        file: ino,
+                        stripe: index,
+                        generation: s.generation,
+                        index: i,
+                    };
+                    let path = root
+                        .1
+                        .join(layout.folder.relative_path())
+                        .join(key.file_name());
+                    Some((c.disk.clone(), path))
+                })
+                .collect();
+        }
+        Ok(Some(StripeLocation {
+            generation: s.generation,
+            len: s.len,
+            crc: s.crc,
+            shard_len: s.len.div_ceil(k.max(1) as u64).max(1),
+            data,
+        }))
+    }
+
     /// The local path of a chunk file, when the chunk is on this node and its store is a
     /// disk store.
     pub fn chunk_path(
@@ -293,4 +344,22 @@ impl NodeFs {
                 .join(addr.key.file_name()),
         )
     }
+}
+
+/// Where a stripe's data chunks lie on a node's disks (see [`NodeFs::locate_stripe`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StripeLocation {
+    /// The stripe's write generation, part of each chunk's key.
+    pub generation: u64,
+    /// The stripe's length in bytes.
+    pub len: u64,
+    /// CRC32 of the stripe's bytes.
+    pub crc: u32,
+    /// Bytes each data chunk holds: data chunk `i` holds the stripe's bytes from
+    /// `i × shard_len`.
+    pub shard_len: u64,
+    /// The `k` data chunks in order: the disk and the chunk file's path, or `None` when the
+    /// chunk is not on this node or is known to be damaged. Empty for a stripe kept in the
+    /// metadata.
+    pub data: Vec<Option<(crate::ids::DiskId, std::path::PathBuf)>>,
 }

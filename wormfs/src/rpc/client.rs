@@ -868,6 +868,28 @@ impl Client {
         .await
     }
 
+    /// Where stripe `index` of `ino` lies on the node's disks, for reading its chunk files
+    /// on this machine (see [`super::local`]). A node too old to answer gives `ENOSYS`.
+    pub async fn locate_stripe(
+        &self,
+        ino: FileId,
+        index: u64,
+    ) -> Result<proto::StripeLocation, ClientError> {
+        let req = proto::LocateStripeRequest { ino: ino.0, index };
+        Ok(self
+            .call("locate_stripe", Retry::Safe, |mut c| async move {
+                c.locate_stripe(req).await.map_err(|s| {
+                    if s.code() == tonic::Code::Unimplemented {
+                        super::status_with_errno(errno::ENOSYS, "the node cannot locate stripes")
+                    } else {
+                        s
+                    }
+                })
+            })
+            .await?
+            .into_inner())
+    }
+
     /// Reads bytes `offset..offset + len` of a stripe (clipped to it); empty for a hole.
     pub async fn read_stripe_range(
         &self,

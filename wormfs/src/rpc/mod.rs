@@ -8,6 +8,7 @@
 pub mod client;
 pub mod client_config;
 pub mod convert;
+pub mod local;
 pub mod nodes;
 #[cfg(feature = "node")]
 pub mod server;

@@ -402,6 +402,44 @@ impl WormFs for WormFsService {
         Ok(Response::new(Box::pin(tokio_stream::iter(pieces))))
     }
 
+    async fn locate_stripe(
+        &self,
+        r: Request<proto::LocateStripeRequest>,
+    ) -> Result<Response<proto::StripeLocation>, Status> {
+        let r = r.into_inner();
+        let file = ino("ino", r.ino)?;
+        let loc = self
+            .fs
+            .locate_stripe(file, r.index)
+            .map_err(|e| status("locate stripe", e))?;
+        let boot_id = super::local::boot_id().unwrap_or_default().to_owned();
+        let Some(loc) = loc else {
+            return Ok(Response::new(proto::StripeLocation {
+                boot_id,
+                ..Default::default()
+            }));
+        };
+        Ok(Response::new(proto::StripeLocation {
+            found: true,
+            generation: loc.generation,
+            len: loc.len,
+            crc: loc.crc,
+            shard_len: loc.shard_len,
+            data: loc
+                .data
+                .into_iter()
+                .map(|c| {
+                    c.map(|(disk, path)| proto::DataChunkPlace {
+                        disk: disk.0,
+                        path: path.display().to_string(),
+                    })
+                    .unwrap_or_default()
+                })
+                .collect(),
+            boot_id,
+        }))
+    }
+
     async fn write_stripes(
         &self,
         r: Request<Streaming<proto::StripePiece>>,

@@ -10,6 +10,7 @@ use crate::chunk::{ChunkFormatError, ChunkHeader, FIXED_HEADER_LEN};
 use crate::ids::{ChunkKey, DiskId};
 use std::fs::File;
 use std::io;
+use std::mem::MaybeUninit;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -112,9 +113,10 @@ pub(crate) fn open_chunk_file(
     Ok((file, header, head))
 }
 
-/// Reads the first `dest.len()` data bytes of the chunk file at `path` into `dest`. The file
-/// must hold chunk `key` (of disk `disk`, named in errors), with at least that many data
-/// bytes, and pass its whole-chunk checksum, which is computed over every byte of the file.
+/// Reads the first `dest.len()` data bytes of the chunk file at `path` into `dest` and
+/// returns their CRC32. The file must hold chunk `key` (of disk `disk`, named in errors),
+/// with at least that many data bytes, and pass its whole-chunk checksum, which is computed
+/// over every byte of the file.
 ///
 /// A missing file is [`StoreError::NotFound`]; a file that fails a check is
 /// [`StoreError::Corrupt`]; `dest` is then in an unspecified state.
@@ -123,7 +125,22 @@ pub fn read_chunk_file_into(
     disk: &DiskId,
     key: ChunkKey,
     dest: &mut [u8],
-) -> Result<(), StoreError> {
+) -> Result<u32, StoreError> {
+    // SAFETY: `u8` and `MaybeUninit<u8>` have the same layout, and the reader below only
+    // ever writes initialised bytes (from the kernel) into the buffer.
+    let dest = unsafe { &mut *(std::ptr::from_mut::<[u8]>(dest) as *mut [MaybeUninit<u8>]) };
+    read_chunk_file_uninit(path, disk, key, dest)
+}
+
+/// [`read_chunk_file_into`] into a buffer that need not be initialised (a vector's spare
+/// capacity, which saves clearing a stripe buffer only to overwrite it). On success every
+/// byte of `dest` is initialised.
+pub fn read_chunk_file_uninit(
+    path: &Path,
+    disk: &DiskId,
+    key: ChunkKey,
+    dest: &mut [MaybeUninit<u8>],
+) -> Result<u32, StoreError> {
     let (file, header, head) = open_chunk_file(path, disk, key)?;
     if dest.len() as u64 > header.data_len {
         return Err(StoreError::Corrupt {
@@ -133,23 +150,52 @@ pub fn read_chunk_file_into(
         });
     }
     let start = head.len() as u64;
-    file.read_exact_at(dest, start)
+    pread_exact(&file, dest, start).map_err(io_err("read chunk", path))?;
+    // SAFETY: `pread_exact` succeeded, so the kernel wrote every byte of `dest`.
+    let data: &[u8] = unsafe { std::slice::from_raw_parts(dest.as_ptr().cast(), dest.len()) };
+    let mut rest = vec![0u8; (header.data_len - data.len() as u64) as usize];
+    file.read_exact_at(&mut rest, start + data.len() as u64)
         .map_err(io_err("read chunk", path))?;
-    let mut rest = vec![0u8; (header.data_len - dest.len() as u64) as usize];
-    file.read_exact_at(&mut rest, start + dest.len() as u64)
-        .map_err(io_err("read chunk", path))?;
-    // The whole-chunk checksum covers every byte after itself: header and data.
-    let mut h = crc32fast::Hasher::new();
-    h.update(&head[4..]);
-    h.update(dest);
-    h.update(&rest);
-    let computed = h.finalize();
+    // The whole-chunk checksum covers every byte after itself: header and data. The data's
+    // own CRC is kept apart on the way, for the caller.
+    let mut data_crc = crc32fast::Hasher::new();
+    data_crc.update(data);
+    let mut whole = crc32fast::Hasher::new();
+    whole.update(&head[4..]);
+    whole.combine(&data_crc);
+    whole.update(&rest);
+    let computed = whole.finalize();
     let stored = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
     if stored != computed {
         return Err(corrupt(disk, key)(ChunkFormatError::ChunkChecksum {
             stored,
             computed,
         }));
+    }
+    Ok(data_crc.finalize())
+}
+
+/// Fills `buf` from `file` at `offset`; a file that ends first is `UnexpectedEof`.
+fn pread_exact(file: &File, buf: &mut [MaybeUninit<u8>], offset: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        let at = libc::off_t::try_from(offset + done as u64)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+        // SAFETY: the pointer is valid for writes of `rest.len()` bytes, and the kernel
+        // writes at most that many.
+        let n = unsafe { libc::pread(file.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len(), at) };
+        match n {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n if n > 0 => done += n as usize,
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
     }
     Ok(())
 }

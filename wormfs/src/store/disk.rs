@@ -373,7 +373,7 @@ impl ChunkStore for DiskChunkStore {
         addr: &ChunkAddr,
         dest: &mut [u8],
     ) -> Result<(), StoreError> {
-        read_chunk_file_into(&self.chunk_path(disk, addr)?, disk, addr.key, dest)
+        read_chunk_file_into(&self.chunk_path(disk, addr)?, disk, addr.key, dest).map(|_| ())
     }
 
     fn check_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<Option<u64>, StoreError> {

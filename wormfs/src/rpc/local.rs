@@ -1,0 +1,141 @@
+//! Local reads: a client on a node's machine reads a stripe's data chunk files itself.
+//!
+//! A stripe fetched through the node is copied about seven times on its way (the chunk
+//! file into the node's stripe buffer, into gRPC messages, through a socket, into the
+//! client's decoder…). A client on the same machine can instead ask the node where the data
+//! chunks lie ([`Client::locate_stripe`](super::client::Client::locate_stripe)) and read
+//! the files into its own buffer: one copy, and no work for the node.
+//!
+//! Nothing read this way is trusted on its path alone. Each chunk file must hold exactly
+//! the chunk asked for (file, stripe, generation and index, from its header) and pass its
+//! whole-chunk checksum, and the stripe must match its checksum. Any failure, including a
+//! file that is gone because the stripe was rewritten meanwhile, makes [`read_located`]
+//! fail; the caller then reads through the node, which decodes around damaged chunks and
+//! records them.
+
+use super::proto;
+use crate::ids::{ChunkKey, DiskId, FileId};
+use std::mem::MaybeUninit;
+use std::path::Path;
+use std::sync::OnceLock;
+
+/// This machine's boot id (`/proc/sys/kernel/random/boot_id`), which tells a client whether
+/// a node runs on the same machine; `None` where the kernel does not have one.
+pub fn boot_id() -> Option<&'static str> {
+    static ID: OnceLock<Option<String>> = OnceLock::new();
+    ID.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+    })
+    .as_deref()
+}
+
+/// Why a stripe could not be read from its chunk files.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalReadError {
+    /// The node runs on another machine (or either side has no boot id).
+    #[error("the node runs on another machine")]
+    Elsewhere,
+    /// The stripe has no chunk files (it is kept in the metadata).
+    #[error("the stripe has no chunk files")]
+    NoChunks,
+    /// A data chunk is not on the node's disks, or is known to be damaged.
+    #[error("data chunk {0} cannot be read on this machine")]
+    NotHere(usize),
+    /// The node's answer does not describe a stripe that can be read.
+    #[error("the node's stripe location is inconsistent: {0}")]
+    Inconsistent(String),
+    /// A chunk file is missing, unreadable or fails its checks.
+    #[error(transparent)]
+    Chunk(#[from] crate::store::StoreError),
+    /// Every chunk passed, but the stripe does not match its checksum.
+    #[error("the stripe read from chunk files fails its checksum")]
+    StripeChecksum,
+}
+
+/// Reads stripe `index` of `file` from the chunk files `loc` names (see the module's
+/// documentation). `loc` must be a found stripe.
+pub fn read_located(
+    file: FileId,
+    index: u64,
+    loc: &proto::StripeLocation,
+) -> Result<Vec<u8>, LocalReadError> {
+    match boot_id() {
+        Some(mine) if mine == loc.boot_id => {}
+        _ => return Err(LocalReadError::Elsewhere),
+    }
+    if loc.data.is_empty() {
+        return Err(LocalReadError::NoChunks);
+    }
+    if let Some(i) = loc.data.iter().position(|c| c.path.is_empty()) {
+        return Err(LocalReadError::NotHere(i));
+    }
+    let len = usize::try_from(loc.len)
+        .map_err(|_| LocalReadError::Inconsistent(format!("stripe length {}", loc.len)))?;
+    let shard_len = usize::try_from(loc.shard_len).unwrap_or(usize::MAX);
+    let k = loc.data.len();
+    if shard_len == 0 || len > shard_len.saturating_mul(k) || len <= shard_len * (k - 1) {
+        return Err(LocalReadError::Inconsistent(format!(
+            "{k} data chunks of {shard_len} bytes cannot hold a stripe of {len} bytes"
+        )));
+    }
+    let chunk_index = |i: usize| {
+        u16::try_from(i).map_err(|_| LocalReadError::Inconsistent(format!("{k} data chunks")))
+    };
+    // The stripe buffer is not cleared first: every byte of it is read from a chunk file
+    // before it is used.
+    let mut out: Vec<u8> = Vec::with_capacity(len);
+    let mut jobs = Vec::with_capacity(k);
+    for (i, (dest, place)) in out.spare_capacity_mut()[..len]
+        .chunks_mut(shard_len)
+        .zip(&loc.data)
+        .enumerate()
+    {
+        let key = ChunkKey {
+            file,
+            stripe: index,
+            generation: loc.generation,
+            index: chunk_index(i)?,
+        };
+        jobs.push((dest, place, key));
+    }
+    let read = |(dest, place, key): (&mut [MaybeUninit<u8>], &proto::DataChunkPlace, ChunkKey)| {
+        let n = dest.len() as u64;
+        crate::store::read_chunk_file_uninit(
+            Path::new(&place.path),
+            &DiskId(place.disk.clone()),
+            key,
+            dest,
+        )
+        .map(|crc| crc32fast::Hasher::new_with_initial_len(crc, n))
+        .map_err(LocalReadError::from)
+    };
+    // The chunks are read side by side: on a real disk each read waits for its own seek.
+    let parts = std::thread::scope(|scope| {
+        let mut jobs = jobs.into_iter();
+        let first = jobs.next();
+        let others: Vec<_> = jobs.map(|j| scope.spawn(move || read(j))).collect();
+        let mut parts = vec![first.map_or_else(|| Ok(crc32fast::Hasher::new()), read)];
+        for h in others {
+            parts.push(h.join().unwrap_or_else(|_| {
+                Err(LocalReadError::Inconsistent(
+                    "a chunk reader panicked".into(),
+                ))
+            }));
+        }
+        parts.into_iter().collect::<Result<Vec<_>, _>>()
+    })?;
+    // SAFETY: the k reads succeeded, and their buffers tile the first `len` bytes.
+    unsafe { out.set_len(len) };
+    // The stripe's checksum, from the data CRCs the chunk reads computed on the way.
+    let mut crc = crc32fast::Hasher::new();
+    for part in &parts {
+        crc.combine(part);
+    }
+    if crc.finalize() != loc.crc {
+        return Err(LocalReadError::StripeChecksum);
+    }
+    Ok(out)
+}
