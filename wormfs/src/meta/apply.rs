@@ -402,6 +402,7 @@ fn drop_link(
     for table in [
         "chunks",
         "stripes",
+        "stripe_data",
         "xattrs",
         "dir_policies",
         "locks",
@@ -560,8 +561,8 @@ fn file(c: &Connection, ino: FileId) -> Result<Result<Attr, Refusal>, MetaError>
 
 fn put_stripe(c: &Connection, ino: FileId, s: &StripeRecord) -> Result<(), MetaError> {
     c.exec(
-        "INSERT OR REPLACE INTO stripes (ino, idx, generation, len, crc, k, m, data)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT OR REPLACE INTO stripes (ino, idx, generation, len, crc, k, m)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
             ino.0 as i64,
             s.index as i64,
@@ -570,9 +571,19 @@ fn put_stripe(c: &Connection, ino: FileId, s: &StripeRecord) -> Result<(), MetaE
             i64::from(s.crc),
             i64::from(s.k),
             i64::from(s.m),
-            s.inline.as_deref()
         ],
     )
+    .map_err(sql("record stripe"))?;
+    match &s.inline {
+        Some(data) => c.exec(
+            "INSERT OR REPLACE INTO stripe_data (ino, idx, data) VALUES (?1, ?2, ?3)",
+            params![ino.0 as i64, s.index as i64, data],
+        ),
+        None => c.exec(
+            "DELETE FROM stripe_data WHERE ino = ?1 AND idx = ?2",
+            params![ino.0 as i64, s.index as i64],
+        ),
+    }
     .map_err(sql("record stripe"))?;
     c.exec(
         "DELETE FROM chunks WHERE ino = ?1 AND stripe = ?2",
@@ -753,11 +764,13 @@ fn truncate(
             params![ino.0 as i64, s.index as i64],
         )
         .map_err(sql("drop chunks"))?;
-        c.exec(
+        for sql_text in [
             "DELETE FROM stripes WHERE ino = ?1 AND idx = ?2",
-            params![ino.0 as i64, s.index as i64],
-        )
-        .map_err(sql("drop stripe"))?;
+            "DELETE FROM stripe_data WHERE ino = ?1 AND idx = ?2",
+        ] {
+            c.exec(sql_text, params![ino.0 as i64, s.index as i64])
+                .map_err(sql("drop stripe"))?;
+        }
     }
     if let Some(t) = tail {
         garbage.extend(replaced(c, ino, t.index, Some(t))?);

@@ -599,7 +599,9 @@ pub(crate) fn read_stripes(
 ) -> Result<Vec<StripeRecord>, MetaError> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT idx, generation, len, crc, k, m, data FROM stripes WHERE ino = ?1 AND (?2 IS NULL OR idx = ?2) ORDER BY idx",
+            "SELECT s.idx, s.generation, s.len, s.crc, s.k, s.m, d.data FROM stripes s
+             LEFT JOIN stripe_data d ON d.ino = s.ino AND d.idx = s.idx
+             WHERE s.ino = ?1 AND (?2 IS NULL OR s.idx = ?2) ORDER BY s.idx",
         )
         .map_err(sql("list stripes"))?;
     let mut stripes: Vec<StripeRecord> = stmt

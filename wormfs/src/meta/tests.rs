@@ -542,6 +542,44 @@ fn newer_schema_is_refused() {
 }
 
 #[test]
+fn small_stripes_written_before_migration_4_keep_their_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.sqlite");
+    {
+        // A database as schema version 3 left it, with one stripe in the metadata and one
+        // in chunks.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for (i, script) in super::schema::MIGRATIONS[..3].iter().enumerate() {
+            conn.execute_batch(script).unwrap();
+            conn.pragma_update(None, "user_version", i + 1).unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO stripes (ino, idx, generation, len, crc, k, m, data)
+                 VALUES (7, 0, 1, 4, 0, 4, 2, x'74696e79');
+             INSERT INTO stripes (ino, idx, generation, len, crc, k, m, data)
+                 VALUES (7, 1, 1, 9, 0, 4, 2, NULL);",
+        )
+        .unwrap();
+    }
+    let store = MetaStore::open(&path).unwrap();
+    let first = store.stripe(FileId(7), 0).unwrap().unwrap();
+    assert_eq!(first.inline.as_deref(), Some(&b"tiny"[..]));
+    assert_eq!((first.generation, first.len), (1, 4));
+    let second = store.stripe(FileId(7), 1).unwrap().unwrap();
+    assert_eq!((second.inline, second.len), (None, 9));
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('stripes')")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(!columns.iter().any(|c| c == "data"), "{columns:?}");
+}
+
+#[test]
 fn ops_travel_as_json() {
     let op = commit(FileId(3), stripe(0, 1, 10, ["d1", "d2", "d3"]), 10);
     let text = serde_json::to_string(&op).unwrap();
@@ -598,6 +636,32 @@ fn inline_stripes_are_stored_checked_and_replace_chunks() {
     both.inline = Some(b"abcd".to_vec());
     let r = f.refused(commit(ino, both, 8192 * 2));
     assert!(r.to_string().contains("no chunks"), "{r}");
+
+    // the bytes go with their stripe: truncated away, or with the file
+    let rows = |f: &Fixture| -> i64 {
+        rusqlite::Connection::open(&f.path)
+            .unwrap()
+            .query_row("SELECT count(*) FROM stripe_data", [], |r| r.get(0))
+            .unwrap()
+    };
+    f.ok(commit(ino, inline(1, 4, b"more"), 8192 + 4));
+    assert_eq!(rows(&f), 1);
+    f.ok(commit(ino, inline(0, 5, b"tiny"), 8192 + 4));
+    assert_eq!(rows(&f), 2);
+    f.ok(MetadataOp::Truncate {
+        ino,
+        size: 100,
+        tail: None,
+        time: t(20),
+    });
+    assert_eq!(rows(&f), 1, "stripe 1 is truncated away");
+    assert!(f.store().stripe(ino, 1).unwrap().is_none());
+    f.ok(MetadataOp::Unlink {
+        parent: FileId::ROOT,
+        name: "small".into(),
+        time: t(21),
+    });
+    assert_eq!(rows(&f), 0, "the file's last stripe goes with it");
 }
 
 #[test]
