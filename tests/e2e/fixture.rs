@@ -80,11 +80,14 @@ pub fn sigterm(child: &mut Child) {
 
 /// Starts `wormfs --node ADDR mount MNT` (stderr to `log`) and waits for the mount.
 pub fn start_mount(addr: &str, mnt: &Path, log: &Path) -> Child {
-    let (child, _) = spawn_until(
-        &["--node", addr, "mount", mnt.to_str().unwrap()],
-        log,
-        "wormfs-fuse mounted",
-    );
+    start_mount_with(addr, mnt, log, &[])
+}
+
+/// [`start_mount`] with more arguments for `wormfs mount`.
+pub fn start_mount_with(addr: &str, mnt: &Path, log: &Path, extra: &[&str]) -> Child {
+    let mut args = vec!["--node", addr, "mount", mnt.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let (child, _) = spawn_until(&args, log, "wormfs-fuse mounted");
     wait_for("the mount to appear", Duration::from_secs(10), || {
         is_mounted(mnt).then_some(())
     });
@@ -164,11 +167,21 @@ impl World {
     }
 
     pub fn start_mount(&mut self) {
-        self.mount = Some(start_mount(
+        self.start_mount_with(&[]);
+    }
+
+    /// Mounts with more arguments for `wormfs mount`.
+    pub fn start_mount_with(&mut self, extra: &[&str]) {
+        self.mount = Some(start_mount_with(
             &self.addr,
             &self.mnt,
             &self.tmp.path().join("mount.log"),
+            extra,
         ));
+    }
+
+    pub fn mount_log(&self) -> String {
+        std::fs::read_to_string(self.tmp.path().join("mount.log")).unwrap_or_default()
     }
 
     /// Unmounts with SIGTERM and waits for a clean exit.

@@ -1,9 +1,10 @@
 //! Faults, durability, the CLI and the node's config checks.
 
-use super::fixture::{bytes, World, BIN};
+use super::fixture::{bytes, wait_for, World, BIN};
 use std::fs;
 use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
 #[test]
 fn losing_m_chunks_reads_exact_and_losing_more_is_eio_naming_the_stripe() {
@@ -199,4 +200,82 @@ fn inline_max_zero_codes_every_stripe() {
     assert_eq!(s["inline"].as_bool(), Some(false));
     assert_eq!(s["chunks"].as_array().unwrap().len(), 3);
     assert_eq!(fs::read(w.path("tiny")).unwrap(), b"x");
+}
+
+/// The counts of the mount's last "stripes read" line: (from chunk files, through the node).
+fn stripes_read(w: &World) -> (u64, u64) {
+    let log = w.mount_log();
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("stripes read"))
+        .unwrap_or_else(|| panic!("the mount logs no 'stripes read' line:\n{log}"));
+    let field = |name: &str| -> u64 {
+        let at = line
+            .find(name)
+            .unwrap_or_else(|| panic!("{name} in {line}"))
+            + name.len();
+        line[at..]
+            .trim_start_matches('=')
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("a number after {name} in {line}"))
+    };
+    (field("from_chunk_files"), field("through_node"))
+}
+
+#[test]
+fn a_mount_beside_the_node_reads_chunk_files_and_falls_back_on_damage() {
+    let mut w = World::start(3, ""); // general: 2+1, 1 MiB stripes
+    let data = bytes((3 << 20) + 10_000, 11); // 4 stripes, the last one short (but coded)
+    fs::write(w.path("f.bin"), &data).unwrap();
+    w.stop_mount();
+    w.start_mount();
+    assert!(fs::read(w.path("f.bin")).unwrap() == data);
+    let layout = w.layout("f.bin");
+    w.stop_mount();
+    let (files, node) = stripes_read(&w);
+    assert!(
+        files >= 4 && node == 0,
+        "read {files} stripes from chunk files, {node} through the node"
+    );
+
+    // a flipped byte in a data chunk: the local read refuses the chunk, the node decodes
+    // around it, records it, and the bytes are still exact
+    let path = layout["stripes"][1]["chunks"][0]["path"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut chunk = fs::read(&path).unwrap();
+    let last = chunk.len() - 1;
+    chunk[last] ^= 0x5a;
+    fs::write(&path, &chunk).unwrap();
+    w.start_mount();
+    assert!(fs::read(w.path("f.bin")).unwrap() == data);
+    // (recorded in the background: a read does not wait for a metadata write)
+    wait_for(
+        "the node to record the damaged chunk",
+        Duration::from_secs(10),
+        || {
+            let layout = w.layout("f.bin");
+            (layout["stripes"][1]["chunks"][0]["state"].as_str() == Some("corrupt")).then_some(())
+        },
+    );
+    w.stop_mount();
+    let (files, node) = stripes_read(&w);
+    assert!(
+        files >= 3 && node >= 1,
+        "read {files} stripes from chunk files, {node} through the node"
+    );
+
+    // --no-local-reads: everything through the node
+    w.start_mount_with(&["--no-local-reads"]);
+    assert!(fs::read(w.path("f.bin")).unwrap() == data);
+    w.stop_mount();
+    let (files, node) = stripes_read(&w);
+    assert!(
+        files == 0 && node >= 4,
+        "read {files} stripes from chunk files, {node} through the node"
+    );
 }

@@ -139,3 +139,157 @@ pub fn read_located(
     }
     Ok(out)
 }
+
+#[cfg(all(test, feature = "local"))]
+mod tests {
+    use super::*;
+    use crate::engine::{local_view, write_stripe, StripeWrite};
+    use crate::ids::NodeId;
+    use crate::meta::{FileLayout, StripeRecord};
+    use crate::placement::SpreadPlacement;
+    use crate::store::{ChunkAddr, ChunkFolder, DiskChunkStore};
+
+    struct Setup {
+        _dir: tempfile::TempDir,
+        store: DiskChunkStore,
+        layout: FileLayout,
+        record: StripeRecord,
+        data: Vec<u8>,
+    }
+
+    /// A 2+1 stripe of 10,001 bytes written to three disk directories.
+    fn setup() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let disks: Vec<_> = (0..3)
+            .map(|i| {
+                let p = dir.path().join(format!("d{i}"));
+                std::fs::create_dir(&p).unwrap();
+                (DiskId(format!("d{i}")), p)
+            })
+            .collect();
+        let store = DiskChunkStore::open(&disks).unwrap();
+        let layout = FileLayout {
+            policy: "t".into(),
+            k: 2,
+            m: 1,
+            stripe_size: 1 << 20,
+            folder: ChunkFolder::for_path("/f"),
+        };
+        let data: Vec<u8> = (0..10_001u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let view = local_view(&NodeId("n".into()), &store).unwrap();
+        let w = StripeWrite {
+            file: FileId(9),
+            path: "/f",
+            layout: &layout,
+            index: 3,
+            generation: 5,
+            data: &data,
+        };
+        let record = write_stripe(&store, &SpreadPlacement, &view, w).unwrap();
+        Setup {
+            _dir: dir,
+            store,
+            layout,
+            record,
+            data,
+        }
+    }
+
+    /// What the node answers for the stripe (see `NodeFs::locate_stripe`).
+    fn located(s: &Setup) -> proto::StripeLocation {
+        let data = (0..s.record.k)
+            .map(|i| {
+                let c = s.record.chunks.iter().find(|c| c.index == i).unwrap();
+                let addr = ChunkAddr {
+                    folder: s.layout.folder.clone(),
+                    key: ChunkKey {
+                        file: FileId(9),
+                        stripe: 3,
+                        generation: 5,
+                        index: i,
+                    },
+                };
+                proto::DataChunkPlace {
+                    disk: c.disk.0.clone(),
+                    path: s
+                        .store
+                        .chunk_path(&c.disk, &addr)
+                        .unwrap()
+                        .display()
+                        .to_string(),
+                }
+            })
+            .collect();
+        proto::StripeLocation {
+            found: true,
+            generation: 5,
+            len: s.record.len,
+            crc: s.record.crc,
+            shard_len: s.record.len.div_ceil(2),
+            data,
+            boot_id: boot_id().unwrap_or_default().to_owned(),
+        }
+    }
+
+    #[test]
+    fn reads_a_stripe_from_its_chunk_files() {
+        let s = setup();
+        let loc = located(&s);
+        assert_eq!(read_located(FileId(9), 3, &loc).unwrap(), s.data);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_trust() {
+        let s = setup();
+        let loc = located(&s);
+        let refused = |loc: &proto::StripeLocation, index: u64| {
+            read_located(FileId(9), index, loc).unwrap_err()
+        };
+        // another machine
+        let mut other = loc.clone();
+        other.boot_id = "another machine".into();
+        assert!(matches!(refused(&other, 3), LocalReadError::Elsewhere));
+        // a chunk that is not here
+        let mut missing = loc.clone();
+        missing.data[1].path.clear();
+        assert!(matches!(refused(&missing, 3), LocalReadError::NotHere(1)));
+        // the files hold stripe 3, not stripe 4: the key in the header says so
+        let e = refused(&loc, 4);
+        assert!(e.to_string().contains("chunk key"), "{e}");
+        // a stale generation
+        let mut stale = loc.clone();
+        stale.generation = 4;
+        assert!(matches!(refused(&stale, 3), LocalReadError::Chunk(_)));
+        // a shape that cannot be right
+        let mut wrong = loc.clone();
+        wrong.shard_len = 10;
+        assert!(matches!(
+            refused(&wrong, 3),
+            LocalReadError::Inconsistent(_)
+        ));
+        // a stripe checksum that does not match
+        let mut crc = loc.clone();
+        crc.crc ^= 1;
+        assert!(matches!(refused(&crc, 3), LocalReadError::StripeChecksum));
+        // a flipped byte in a chunk file
+        let path = &loc.data[0].path;
+        let mut bytes = std::fs::read(path).unwrap();
+        let at = bytes.len() - 10;
+        bytes[at] ^= 1;
+        std::fs::write(path, &bytes).unwrap();
+        let e = refused(&loc, 3);
+        assert!(
+            matches!(
+                &e,
+                LocalReadError::Chunk(crate::store::StoreError::Corrupt { .. })
+            ),
+            "{e}"
+        );
+        // and a missing file
+        std::fs::remove_file(path).unwrap();
+        assert!(matches!(
+            refused(&loc, 3),
+            LocalReadError::Chunk(crate::store::StoreError::NotFound { .. })
+        ));
+    }
+}
