@@ -76,10 +76,39 @@ pub fn mount(
             mountpoint.display()
         )
     })?;
+    raise_read_ahead(mountpoint);
     Ok(Mounted {
         session: Some(session),
         mountpoint: mountpoint.to_owned(),
     })
+}
+
+/// The kernel's read-ahead for a mount, in KiB. Its default, 128 KiB, makes every 128 KiB
+/// of a sequential read one FUSE request; at 1 MiB (the largest request FUSE sends) a
+/// request carries eight times as much.
+const READ_AHEAD_KIB: u32 = 1024;
+
+/// Sets the mount's read-ahead (`/sys/class/bdi/MAJOR:MINOR/read_ahead_kb`, which only root
+/// may write) to [`READ_AHEAD_KIB`]. Without it the mount works the same, with smaller
+/// requests.
+fn raise_read_ahead(mountpoint: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let dev = match std::fs::metadata(mountpoint) {
+        Ok(m) => m.dev(),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot stat the mount point to set its read-ahead");
+            return;
+        }
+    };
+    let path = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        libc::major(dev),
+        libc::minor(dev)
+    );
+    match std::fs::write(&path, READ_AHEAD_KIB.to_string()) {
+        Ok(()) => tracing::debug!(%path, kib = READ_AHEAD_KIB, "read-ahead raised"),
+        Err(e) => tracing::debug!(%path, error = %e, "read-ahead left as it is"),
+    }
 }
 
 impl Mounted {
