@@ -48,6 +48,8 @@ struct LocalReads {
     from_files: AtomicU64,
     /// Stripes read through the node.
     through_node: AtomicU64,
+    /// Reads that jumped and asked the node for just their bytes.
+    ranges: AtomicU64,
 }
 
 impl LocalReads {
@@ -133,11 +135,18 @@ impl Fetcher {
         None
     }
 
-    /// Logs how many stripes were read from chunk files and through the node.
+    /// Counts a read that jumped and asked the node for just its bytes.
+    pub fn note_range(&self) {
+        self.local.ranges.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Logs how many stripes were read from chunk files and through the node, and how many
+    /// reads jumped and asked the node for just their bytes.
     pub fn log_summary(&self) {
         tracing::info!(
             from_chunk_files = self.local.from_files.load(Ordering::Relaxed),
             through_node = self.local.through_node.load(Ordering::Relaxed),
+            ranges = self.local.ranges.load(Ordering::Relaxed),
             "stripes read"
         );
     }

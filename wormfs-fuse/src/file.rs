@@ -35,7 +35,8 @@ pub struct FileInner {
     pub version: u64,
     /// The node's `(size, mtime)` when last seen, to notice changes made elsewhere.
     pub seen: (u64, i64),
-    /// Where the last read ended, to detect sequential reading.
+    /// Where the last read ended, to detect sequential reading (`u64::MAX` before the
+    /// first read).
     pub read_end: u64,
     /// When this mount last wrote to the file (nanoseconds), so `stat` shows buffered
     /// writes' times before they reach the node.

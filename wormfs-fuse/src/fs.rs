@@ -35,6 +35,10 @@ const CAPABILITY_XATTR: &str = "security.capability";
 const TTL: Duration = Duration::from_secs(1);
 /// Stripes read ahead of a sequential reader.
 const READ_AHEAD: u64 = 2;
+/// How far a read may start from where the last one ended and still count as sequential
+/// (at least two stripes). The kernel sends a sequential reader's read-ahead as several
+/// requests at once, and the request threads take them in any order.
+const SEQUENTIAL_WINDOW: u64 = 8 << 20;
 /// Dirty stripes a file may hold before they are sent.
 const MAX_DIRTY: usize = 8;
 /// Background sends of full stripes a file may have on their way at once.
@@ -585,7 +589,12 @@ impl WormFuse {
         let (file_size, version, sequential, dirty) = {
             let mut inner = file.lock();
             let end = offset.saturating_add(u64::from(size)).min(inner.size);
-            let sequential = inner.read_end == offset;
+            // A file's first read counts as sequential when it starts at the beginning.
+            let sequential = if inner.read_end == u64::MAX {
+                offset == 0
+            } else {
+                offset.abs_diff(inner.read_end) <= SEQUENTIAL_WINDOW.max(2 * s)
+            };
             inner.read_end = end;
             let first = offset / s;
             let last = end.div_ceil(s);
@@ -613,6 +622,7 @@ impl WormFuse {
                 None => match self.stripes.cached(ino, index, version) {
                     Some(hit) => Held::Fetched(hit),
                     None => {
+                        self.stripes.note_range();
                         let bytes = self.rpc(|c, d| {
                             d.block_on(c.read_stripe_range(FileId(ino), index, lo, hi - lo))
                         })?;

@@ -11,6 +11,7 @@ use crate::store::{
     ChunkAddr, ChunkFolder, ChunkStore, DiskStatus, IndexedChunk, StoreError, StoredChunk,
 };
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 /// Chunks on every node's disks.
@@ -171,6 +172,14 @@ impl ChunkStore for ClusterStore {
 
     fn is_local(&self, disk: &DiskId) -> bool {
         self.holds_locally(disk)
+    }
+
+    fn chunk_file(&self, disk: &DiskId, addr: &ChunkAddr) -> Option<PathBuf> {
+        if self.holds_locally(disk) {
+            self.local.chunk_file(disk, addr)
+        } else {
+            None
+        }
     }
 
     fn disks(&self) -> Result<Vec<DiskStatus>, StoreError> {

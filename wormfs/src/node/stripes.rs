@@ -293,30 +293,22 @@ impl NodeFs {
         let k = usize::from(s.k);
         let mut data = Vec::new();
         if s.inline.is_none() {
-            let roots: Vec<(crate::ids::DiskId, std::path::PathBuf)> = self
-                .store
-                .disks()
-                .map_err(|e| FsError::Internal(e.to_string()))?
-                .into_iter()
-                .filter_map(|d| Some((d.disk, d.path?)))
-                .collect();
             data = (0..s.k)
                 .map(|i| {
                     let c = s
                         .chunks
                         .iter()
                         .find(|c| c.index == i && c.state == crate::meta::ChunkState::Ok)?;
-                    let root = roots.iter().find(|(d, _)| d == &c.disk)?;
-                    let key = crate::ids::ChunkKey {
-                        file: ino,
-                        stripe: index,
-                        generation: s.generation,
-                        index: i,
+                    let addr = crate::store::ChunkAddr {
+                        folder: layout.folder.clone(),
+                        key: crate::ids::ChunkKey {
+                            file: ino,
+                            stripe: index,
+                            generation: s.generation,
+                            index: i,
+                        },
                     };
-                    let path = root
-                        .1
-                        .join(layout.folder.relative_path())
-                        .join(key.file_name());
+                    let path = self.store.chunk_file(&c.disk, &addr)?;
                     Some((c.disk.clone(), path))
                 })
                 .collect();
@@ -330,19 +322,14 @@ impl NodeFs {
         }))
     }
 
-    /// The local path of a chunk file, when the chunk is on this node and its store is a
-    /// disk store.
+    /// The local path of a chunk file, when the chunk is on this node and its store keeps
+    /// chunks as files.
     pub fn chunk_path(
         &self,
         disk: &crate::ids::DiskId,
         addr: &crate::store::ChunkAddr,
     ) -> Option<std::path::PathBuf> {
-        let disks = self.store.disks().ok()?;
-        let root = disks.into_iter().find(|d| &d.disk == disk)?.path?;
-        Some(
-            root.join(addr.folder.relative_path())
-                .join(addr.key.file_name()),
-        )
+        self.store.chunk_file(disk, addr)
     }
 }
 

@@ -278,6 +278,10 @@ impl ChunkStore for DiskChunkStore {
             .collect())
     }
 
+    fn chunk_file(&self, disk: &DiskId, addr: &ChunkAddr) -> Option<PathBuf> {
+        self.chunk_path(disk, addr).ok()
+    }
+
     fn put_chunk(
         &self,
         disk_id: &DiskId,

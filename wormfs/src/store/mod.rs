@@ -210,6 +210,14 @@ pub trait ChunkStore: Send + Sync {
         true
     }
 
+    /// The path of a chunk's file on this machine, when the store keeps chunks as files
+    /// and `disk` is one of this machine's (for clients that read chunk files themselves;
+    /// see `rpc::local`). Whether the file exists is not checked.
+    fn chunk_file(&self, disk: &DiskId, addr: &ChunkAddr) -> Option<PathBuf> {
+        let _ = (disk, addr);
+        None
+    }
+
     /// The disks placement may use, each with the node holding it. A store of one node's
     /// disks puts them all on `node`; a store spanning the cluster names each disk's node.
     fn placement_view(
