@@ -589,9 +589,10 @@ impl WormFuse {
         let (file_size, version, sequential, dirty) = {
             let mut inner = file.lock();
             let end = offset.saturating_add(u64::from(size)).min(inner.size);
-            // A file's first read counts as sequential when it starts at the beginning.
+            // A file's first read counts as sequential when it starts at the beginning and
+            // more follows; a read of a whole small file asks for just its bytes.
             let sequential = if inner.read_end == u64::MAX {
-                offset == 0
+                offset == 0 && end < inner.size
             } else {
                 offset.abs_diff(inner.read_end) <= SEQUENTIAL_WINDOW.max(2 * s)
             };
