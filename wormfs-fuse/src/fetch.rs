@@ -34,12 +34,13 @@ pub struct Fetcher {
     client: Client,
     cache: Mutex<StripeCache>,
     inflight: Mutex<HashMap<Key, Arc<Slot>>>,
-    local: LocalReads,
+    local: Reads,
 }
 
-/// The state of local reads.
+/// How this mount reads stripes: whether local reads are still on, and the counts it logs
+/// when it stops.
 #[derive(Default)]
-struct LocalReads {
+struct Reads {
     /// Still worth trying.
     on: AtomicBool,
     /// Local reads that failed in a row.
@@ -52,7 +53,7 @@ struct LocalReads {
     ranges: AtomicU64,
 }
 
-impl LocalReads {
+impl Reads {
     fn off(&self, why: &str) {
         if self.on.swap(false, Ordering::Relaxed) {
             tracing::info!("stripes are read through the node from now on: {why}");
@@ -69,7 +70,7 @@ impl Fetcher {
     /// A fetcher over `client` with a cache of `cache_bytes`; with `local_reads`, stripes
     /// are read from the node's chunk files when the node runs on this machine.
     pub fn new(client: Client, cache_bytes: usize, local_reads: bool) -> Fetcher {
-        let local = LocalReads::default();
+        let local = Reads::default();
         local.on.store(local_reads, Ordering::Relaxed);
         Fetcher {
             client,

@@ -72,11 +72,18 @@ pub fn read_located(
     if let Some(i) = loc.data.iter().position(|c| c.path.is_empty()) {
         return Err(LocalReadError::NotHere(i));
     }
+    if loc.len > crate::policy::MAX_STRIPE_SIZE {
+        return Err(LocalReadError::Inconsistent(format!(
+            "a stripe of {} bytes, longer than any policy's",
+            loc.len
+        )));
+    }
     let len = usize::try_from(loc.len)
         .map_err(|_| LocalReadError::Inconsistent(format!("stripe length {}", loc.len)))?;
     let shard_len = usize::try_from(loc.shard_len).unwrap_or(usize::MAX);
     let k = loc.data.len();
-    if shard_len == 0 || len > shard_len.saturating_mul(k) || len <= shard_len * (k - 1) {
+    if shard_len == 0 || len > shard_len.saturating_mul(k) || len <= shard_len.saturating_mul(k - 1)
+    {
         return Err(LocalReadError::Inconsistent(format!(
             "{k} data chunks of {shard_len} bytes cannot hold a stripe of {len} bytes"
         )));
@@ -260,13 +267,15 @@ mod tests {
         let mut stale = loc.clone();
         stale.generation = 4;
         assert!(matches!(refused(&stale, 3), LocalReadError::Chunk(_)));
-        // a shape that cannot be right
-        let mut wrong = loc.clone();
-        wrong.shard_len = 10;
-        assert!(matches!(
-            refused(&wrong, 3),
-            LocalReadError::Inconsistent(_)
-        ));
+        // a shape that cannot be right, or a length no policy allows
+        for (len, shard_len) in [(loc.len, 10), (loc.len, u64::MAX), (u64::MAX, u64::MAX)] {
+            let mut wrong = loc.clone();
+            (wrong.len, wrong.shard_len) = (len, shard_len);
+            assert!(matches!(
+                refused(&wrong, 3),
+                LocalReadError::Inconsistent(_)
+            ));
+        }
         // a stripe checksum that does not match
         let mut crc = loc.clone();
         crc.crc ^= 1;
