@@ -8,7 +8,7 @@
 mod read;
 mod write;
 
-pub use read::{read_stripe, read_stripe_range, DamagedChunk, StripeRead};
+pub use read::{chunk_addr, read_stripe, read_stripe_range, DamagedChunk, StripeRead};
 pub use write::{write_stripe, StripeWrite};
 
 use crate::ids::{FileId, NodeId};

@@ -141,7 +141,7 @@ pub fn read_stripe(
 }
 
 /// Where chunk `index` of stripe `s` of `file` lives on its disk.
-fn chunk_addr(file: FileId, layout: &FileLayout, s: &StripeRecord, index: u16) -> ChunkAddr {
+pub fn chunk_addr(file: FileId, layout: &FileLayout, s: &StripeRecord, index: u16) -> ChunkAddr {
     ChunkAddr {
         folder: layout.folder.clone(),
         key: ChunkKey {

@@ -299,15 +299,7 @@ impl NodeFs {
                         .chunks
                         .iter()
                         .find(|c| c.index == i && c.state == crate::meta::ChunkState::Ok)?;
-                    let addr = crate::store::ChunkAddr {
-                        folder: layout.folder.clone(),
-                        key: crate::ids::ChunkKey {
-                            file: ino,
-                            stripe: index,
-                            generation: s.generation,
-                            index: i,
-                        },
-                    };
+                    let addr = engine::chunk_addr(ino, &layout, &s, i);
                     let path = self.store.chunk_file(&c.disk, &addr)?;
                     Some((c.disk.clone(), path))
                 })

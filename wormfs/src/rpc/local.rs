@@ -154,7 +154,7 @@ mod tests {
     use crate::ids::NodeId;
     use crate::meta::{FileLayout, StripeRecord};
     use crate::placement::SpreadPlacement;
-    use crate::store::{ChunkAddr, ChunkFolder, DiskChunkStore};
+    use crate::store::{ChunkFolder, DiskChunkStore};
 
     struct Setup {
         _dir: tempfile::TempDir,
@@ -207,15 +207,7 @@ mod tests {
         let data = (0..s.record.k)
             .map(|i| {
                 let c = s.record.chunks.iter().find(|c| c.index == i).unwrap();
-                let addr = ChunkAddr {
-                    folder: s.layout.folder.clone(),
-                    key: ChunkKey {
-                        file: FileId(9),
-                        stripe: 3,
-                        generation: 5,
-                        index: i,
-                    },
-                };
+                let addr = crate::engine::chunk_addr(FileId(9), &s.layout, &s.record, i);
                 proto::DataChunkPlace {
                     disk: c.disk.0.clone(),
                     path: s

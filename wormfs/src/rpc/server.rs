@@ -668,7 +668,6 @@ impl WormFs for WormFsService {
             .file_layout(&path)
             .map_err(|e| status("file layout", e))?;
         let stripe_size = attr.layout.as_ref().map_or(0, |l| l.stripe_size);
-        let folder = attr.layout.as_ref().map(|l| l.folder.clone());
         let stripes = stripes
             .into_iter()
             .map(|s| proto::StripeLayout {
@@ -682,18 +681,11 @@ impl WormFs for WormFsService {
                     .chunks
                     .iter()
                     .map(|c| {
-                        let path = folder
+                        let path = attr
+                            .layout
                             .as_ref()
-                            .and_then(|f| {
-                                let addr = crate::store::ChunkAddr {
-                                    folder: f.clone(),
-                                    key: crate::ids::ChunkKey {
-                                        file: attr.ino,
-                                        stripe: s.index,
-                                        generation: s.generation,
-                                        index: c.index,
-                                    },
-                                };
+                            .and_then(|l| {
+                                let addr = crate::engine::chunk_addr(attr.ino, l, &s, c.index);
                                 self.fs.chunk_path(&c.disk, &addr)
                             })
                             .map(|p| p.display().to_string())
