@@ -86,7 +86,7 @@ impl Fetcher {
         if self.local.on.load(Ordering::Relaxed) {
             if let Some(data) = self.load_local(rt, ino, index) {
                 self.local.from_files.fetch_add(1, Ordering::Relaxed);
-                return Ok(Arc::new(StripePieces::from(data)));
+                return Ok(Arc::new(data));
             }
         }
         self.local.through_node.fetch_add(1, Ordering::Relaxed);
@@ -96,7 +96,12 @@ impl Fetcher {
 
     /// The stripe read from its chunk files (empty for a hole), or `None` when it must be
     /// read through the node.
-    fn load_local(&self, rt: &tokio::runtime::Handle, ino: u64, index: u64) -> Option<Vec<u8>> {
+    fn load_local(
+        &self,
+        rt: &tokio::runtime::Handle,
+        ino: u64,
+        index: u64,
+    ) -> Option<StripePieces> {
         let loc = match rt.block_on(self.client.locate_stripe(FileId(ino), index)) {
             Ok(loc) => loc,
             Err(e) if e.errno == wormfs::errno::ENOSYS => {
@@ -110,7 +115,7 @@ impl Fetcher {
             }
         };
         if !loc.found {
-            return Some(Vec::new());
+            return Some(StripePieces::default());
         }
         let file = FileId(ino);
         let error = match read_located(file, index, &loc) {

@@ -608,10 +608,15 @@ impl WormFuse {
         if offset >= end {
             return Ok(Bytes::new());
         }
+        let (first, last) = (offset / s, end.div_ceil(s));
+        if sequential {
+            // The next stripes are fetched while this read waits for its own.
+            let stripes = file_size.div_ceil(s);
+            self.read_ahead(ino, last, (last + READ_AHEAD).min(stripes), version);
+        }
         // The answer in parts; a read inside one fetched piece is answered from it as is.
         let mut parts: Vec<Bytes> = Vec::new();
         let zeros = |n: u64| Bytes::from(vec![0u8; n as usize]); // holes read as zeros
-        let (first, last) = (offset / s, end.div_ceil(s));
         for index in first..last {
             let start = index * s;
             let lo = offset.max(start) - start;
@@ -643,10 +648,6 @@ impl WormFuse {
             if hi > lo.max(have) {
                 parts.push(zeros(hi - lo.max(have)));
             }
-        }
-        if sequential {
-            let stripes = file_size.div_ceil(s);
-            self.read_ahead(ino, last, (last + READ_AHEAD).min(stripes), version);
         }
         Ok(match parts.len() {
             1 => parts.pop().expect("one part"),

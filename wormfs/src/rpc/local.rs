@@ -13,10 +13,13 @@
 //! fail; the caller then reads through the node, which decodes around damaged chunks and
 //! records them.
 
+use super::client::StripePieces;
 use super::proto;
 use crate::ids::{ChunkKey, DiskId, FileId};
-use std::mem::MaybeUninit;
+use prost::bytes::Bytes;
 use std::path::Path;
+use std::sync::mpsc;
+use std::sync::Mutex;
 use std::sync::OnceLock;
 
 /// This machine's boot id (`/proc/sys/kernel/random/boot_id`), which tells a client whether
@@ -30,6 +33,51 @@ pub fn boot_id() -> Option<&'static str> {
             .filter(|s| !s.is_empty())
     })
     .as_deref()
+}
+
+/// A read of one chunk file, run by a chunk reader.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Threads that read chunk files for [`read_located`], kept between stripes: a stripe's
+/// chunks are read side by side, and starting threads for each stripe cost more than the
+/// reads (every thread start and exit maps and unmaps a stack).
+struct ChunkReaders {
+    jobs: mpsc::Sender<Job>,
+}
+
+/// Chunk readers at most; each waits on one file at a time.
+const CHUNK_READERS: usize = 8;
+
+impl ChunkReaders {
+    fn run(&self, job: Job) {
+        if let Err(mpsc::SendError(job)) = self.jobs.send(job) {
+            job(); // no reader left: read here
+        }
+    }
+}
+
+fn chunk_readers() -> &'static ChunkReaders {
+    static READERS: OnceLock<ChunkReaders> = OnceLock::new();
+    READERS.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = std::sync::Arc::new(Mutex::new(rx));
+        for i in 0..CHUNK_READERS {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("chunk-reader-{i}"))
+                .spawn(move || loop {
+                    let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                });
+            if spawned.is_err() {
+                break; // fewer readers; with none, `run` reads on the caller's thread
+            }
+        }
+        ChunkReaders { jobs: tx }
+    })
 }
 
 /// Why a stripe could not be read from its chunk files.
@@ -61,7 +109,7 @@ pub fn read_located(
     file: FileId,
     index: u64,
     loc: &proto::StripeLocation,
-) -> Result<Vec<u8>, LocalReadError> {
+) -> Result<StripePieces, LocalReadError> {
     match boot_id() {
         Some(mine) if mine == loc.boot_id => {}
         _ => return Err(LocalReadError::Elsewhere),
@@ -91,60 +139,66 @@ pub fn read_located(
     let chunk_index = |i: usize| {
         u16::try_from(i).map_err(|_| LocalReadError::Inconsistent(format!("{k} data chunks")))
     };
-    // The stripe buffer is not cleared first: every byte of it is read from a chunk file
-    // before it is used.
-    let mut out: Vec<u8> = Vec::with_capacity(len);
     let mut jobs = Vec::with_capacity(k);
-    for (i, (dest, place)) in out.spare_capacity_mut()[..len]
-        .chunks_mut(shard_len)
-        .zip(&loc.data)
-        .enumerate()
-    {
+    let mut left = len;
+    for (i, place) in loc.data.iter().enumerate() {
         let key = ChunkKey {
             file,
             stripe: index,
             generation: loc.generation,
             index: chunk_index(i)?,
         };
-        jobs.push((dest, place, key));
+        let want = left.min(shard_len);
+        left -= want;
+        jobs.push((want, place, key));
     }
-    let read = |(dest, place, key): (&mut [MaybeUninit<u8>], &proto::DataChunkPlace, ChunkKey)| {
-        let n = dest.len() as u64;
-        crate::store::read_chunk_file_uninit(
+    // The chunks are read side by side (on a real disk each read waits for its own seek):
+    // all but the first by the chunk readers, the first by this thread.
+    let (tx, rx) = mpsc::channel();
+    let mut jobs = jobs.into_iter();
+    let first = jobs.next();
+    let mut others = 0;
+    for (i, (want, place, key)) in jobs.enumerate() {
+        let (path, disk, tx) = (place.path.clone(), DiskId(place.disk.clone()), tx.clone());
+        others += 1;
+        chunk_readers().run(Box::new(move || {
+            let r =
+                crate::store::read_chunk_file_whole(Path::new(&path), &disk, key, want, shard_len);
+            // The reader stopped waiting only if it gave up on the stripe.
+            let _ = tx.send((i + 1, r));
+        }));
+    }
+    drop(tx);
+    let mut parts: Vec<Option<_>> = (0..k).map(|_| None).collect();
+    if let Some((want, place, key)) = first {
+        let disk = DiskId(place.disk.clone());
+        let r = crate::store::read_chunk_file_whole(
             Path::new(&place.path),
-            &DiskId(place.disk.clone()),
+            &disk,
             key,
-            dest,
-        )
-        .map(|crc| crc32fast::Hasher::new_with_initial_len(crc, n))
-        .map_err(LocalReadError::from)
-    };
-    // The chunks are read side by side: on a real disk each read waits for its own seek.
-    let parts = std::thread::scope(|scope| {
-        let mut jobs = jobs.into_iter();
-        let first = jobs.next();
-        let others: Vec<_> = jobs.map(|j| scope.spawn(move || read(j))).collect();
-        let mut parts = vec![first.map_or_else(|| Ok(crc32fast::Hasher::new()), read)];
-        for h in others {
-            parts.push(h.join().unwrap_or_else(|_| {
-                Err(LocalReadError::Inconsistent(
-                    "a chunk reader panicked".into(),
-                ))
-            }));
-        }
-        parts.into_iter().collect::<Result<Vec<_>, _>>()
-    })?;
-    // SAFETY: the k reads succeeded, and their buffers tile the first `len` bytes.
-    unsafe { out.set_len(len) };
+            want,
+            shard_len,
+        );
+        parts[0] = Some(r?);
+    }
+    for _ in 0..others {
+        let (i, r) = rx.recv().map_err(|_| {
+            LocalReadError::Inconsistent("a chunk reader stopped without an answer".into())
+        })?;
+        parts[i] = Some(r?);
+    }
     // The stripe's checksum, from the data CRCs the chunk reads computed on the way.
     let mut crc = crc32fast::Hasher::new();
-    for part in &parts {
-        crc.combine(part);
+    let mut stripe = StripePieces::default();
+    for (chunk, data_crc) in parts.into_iter().flatten() {
+        let n = chunk.as_ref().len() as u64;
+        crc.combine(&crc32fast::Hasher::new_with_initial_len(data_crc, n));
+        stripe.push(Bytes::from_owner(chunk));
     }
     if crc.finalize() != loc.crc {
         return Err(LocalReadError::StripeChecksum);
     }
-    Ok(out)
+    Ok(stripe)
 }
 
 #[cfg(all(test, feature = "local"))]
@@ -234,7 +288,37 @@ mod tests {
     fn reads_a_stripe_from_its_chunk_files() {
         let s = setup();
         let loc = located(&s);
-        assert_eq!(read_located(FileId(9), 3, &loc).unwrap(), s.data);
+        assert_eq!(read_located(FileId(9), 3, &loc).unwrap().to_vec(), s.data);
+    }
+
+    #[test]
+    fn reused_buffers_hold_each_read_s_own_bytes() {
+        let s = setup();
+        let loc = located(&s);
+        // Each read's chunk buffers go back to the pool when dropped and serve the next.
+        for _ in 0..20 {
+            let stripe = read_located(FileId(9), 3, &loc).unwrap();
+            assert_eq!(stripe.len(), s.data.len());
+            assert_eq!(stripe.to_vec(), s.data);
+        }
+        // Two stripes alive at once never share a buffer.
+        let (a, b) = (
+            read_located(FileId(9), 3, &loc).unwrap(),
+            read_located(FileId(9), 3, &loc).unwrap(),
+        );
+        assert_eq!((a.to_vec(), b.to_vec()), (s.data.clone(), s.data.clone()));
+    }
+
+    #[test]
+    fn a_chunk_file_longer_than_its_shard_can_be_is_refused() {
+        let s = setup();
+        let loc = located(&s);
+        let path = &loc.data[1].path;
+        let mut bytes = std::fs::read(path).unwrap();
+        bytes.resize(bytes.len() + usize::from(u16::MAX) + 1, 0);
+        std::fs::write(path, &bytes).unwrap();
+        let e = read_located(FileId(9), 3, &loc).unwrap_err();
+        assert!(e.to_string().contains("file length"), "{e}");
     }
 
     #[test]
