@@ -319,6 +319,17 @@ mod tests {
         std::fs::write(path, &bytes).unwrap();
         let e = read_located(FileId(9), 3, &loc).unwrap_err();
         assert!(e.to_string().contains("file length"), "{e}");
+        // A shard length no stripe can have neither overflows nor lets a bad file through.
+        let key = ChunkKey {
+            file: FileId(9),
+            stripe: 3,
+            generation: 5,
+            index: 1,
+        };
+        let disk = DiskId(loc.data[1].disk.clone());
+        let e = crate::store::read_chunk_file_whole(Path::new(path), &disk, key, 1, usize::MAX)
+            .unwrap_err();
+        assert!(e.to_string().contains("not the file length"), "{e}");
     }
 
     #[test]

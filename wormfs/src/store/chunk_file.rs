@@ -334,7 +334,8 @@ pub fn read_chunk_file_whole(
     let file = File::open(path).map_err(chunk_io(disk, key, "open chunk", path))?;
     let file_len = file.metadata().map_err(io_err("stat chunk", path))?.len();
     // The longest header there is (its length is 16 bits), then the data.
-    let most = (usize::from(u16::MAX) + shard_len) as u64;
+    // A shard is never longer than a stripe, whatever `shard_len` says.
+    let most = u64::from(u16::MAX) + (shard_len as u64).min(crate::policy::MAX_STRIPE_SIZE);
     if file_len > most {
         return Err(corrupt(disk, key)(ChunkFormatError::BadField {
             field: "file length",
