@@ -429,9 +429,13 @@ impl WormFs for WormFsService {
                 .data
                 .into_iter()
                 .map(|c| {
-                    c.map(|(disk, path)| proto::DataChunkPlace {
-                        disk: disk.0,
-                        path: path.display().to_string(),
+                    // A path that is not UTF-8 cannot be sent as it is: that chunk is then
+                    // read through the node, like one on another node's disk.
+                    c.and_then(|(disk, path)| {
+                        Some(proto::DataChunkPlace {
+                            disk: disk.0,
+                            path: path.into_os_string().into_string().ok()?,
+                        })
                     })
                     .unwrap_or_default()
                 })
