@@ -133,6 +133,45 @@ fn overwrite_truncate_append_and_remount() {
     );
 }
 
+/// Drops the kernel's cached pages of `f`, so the next read reaches the mount.
+fn drop_page_cache(f: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain call on an open descriptor.
+    let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(r, 0, "posix_fadvise");
+}
+
+#[test]
+fn a_stripe_read_ahead_while_its_new_bytes_were_sent_is_not_read_stale() {
+    use std::os::unix::fs::FileExt;
+    let w = World::start(3, "");
+    let p = w.path("rw.bin");
+    const S: usize = 1 << 20; // the stripe size
+    const N: usize = 6;
+    fs::write(&p, vec![0u8; S * (N + 2)]).unwrap();
+    let f = OpenOptions::new().read(true).write(true).open(&p).unwrap();
+    for i in 0..N {
+        // A whole stripe: the mount sends it to the node in the background.
+        let new = bytes(S, i as u64 + 10);
+        f.write_all_at(&new, ((i + 1) * S) as u64).unwrap();
+        // A sequential read of the stripe before it reads that stripe ahead, from the node,
+        // which may still hold the old bytes.
+        drop_page_cache(&f);
+        let mut some = vec![0u8; 64 << 10];
+        f.read_exact_at(&mut some, (i * S) as u64).unwrap();
+        // The background send is waited for and leaves the write buffer.
+        f.sync_all().unwrap();
+        drop_page_cache(&f);
+        let mut got = vec![0u8; S];
+        f.read_exact_at(&mut got, ((i + 1) * S) as u64).unwrap();
+        assert!(
+            got == new,
+            "stripe {} reads stale bytes after its write",
+            i + 1
+        );
+    }
+}
+
 #[test]
 fn rename_over_existing_like_an_editor() {
     let w = World::start(3, "");

@@ -428,6 +428,10 @@ impl WormFuse {
         }
         match outcome {
             Ok(attr) => {
+                // The sent stripes are read from the node from now on. A fetch of one of
+                // them that started before the node stored it (a read-ahead, say) holds
+                // the old bytes: a new version keeps it from being served.
+                inner.version = next_version();
                 inner.seen = (attr.size, attr.mtime.0);
                 Ok(())
             }
