@@ -105,6 +105,14 @@ pub fn stop_mount(mut child: Child, mnt: &Path) {
     );
 }
 
+/// Drops the kernel's cached pages of `f`, so the next read reaches the mount.
+pub fn drop_page_cache(f: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain call on an open descriptor.
+    let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(r, 0, "posix_fadvise");
+}
+
 /// A node over `disks` directories and a mount of it.
 pub struct World {
     pub tmp: tempfile::TempDir,

@@ -1,6 +1,6 @@
 //! Ordinary file work through the mount, checked byte for byte.
 
-use super::fixture::{bytes, World};
+use super::fixture::{bytes, drop_page_cache, World};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -131,14 +131,6 @@ fn overwrite_truncate_append_and_remount() {
         model,
         "after restarting node and mount"
     );
-}
-
-/// Drops the kernel's cached pages of `f`, so the next read reaches the mount.
-fn drop_page_cache(f: &File) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: a plain call on an open descriptor.
-    let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    assert_eq!(r, 0, "posix_fadvise");
 }
 
 #[test]

@@ -1,8 +1,8 @@
 //! Faults, durability, the CLI and the node's config checks.
 
-use super::fixture::{bytes, wait_for, World, BIN};
+use super::fixture::{bytes, drop_page_cache, start_mount, stop_mount, wait_for, World, BIN};
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
@@ -277,5 +277,66 @@ fn a_mount_beside_the_node_reads_chunk_files_and_falls_back_on_damage() {
     assert!(
         files == 0 && node >= 4,
         "read {files} stripes from chunk files, {node} through the node"
+    );
+}
+
+/// Reads `path` whole through a fresh open, after dropping the kernel's cached pages of it.
+fn read_uncached(path: &Path) -> Vec<u8> {
+    let mut f = fs::File::open(path).unwrap();
+    drop_page_cache(&f);
+    let mut got = Vec::new();
+    f.read_to_end(&mut got).unwrap();
+    got
+}
+
+#[test]
+fn a_reopened_file_is_read_from_the_mount_s_cache_until_it_changes() {
+    let mut w = World::start(3, ""); // 2+1, 1 MiB stripes
+    let data = bytes((2 << 20) + 5, 21); // 3 stripes
+    fs::write(w.path("f.bin"), &data).unwrap();
+    w.stop_mount();
+
+    // one read: how many stripes that takes
+    w.start_mount();
+    assert!(read_uncached(&w.path("f.bin")) == data);
+    w.stop_mount();
+    let (files, node) = stripes_read(&w);
+    let one_read = files + node;
+    assert!(one_read >= 3, "{one_read} stripes read");
+
+    // three reads, each its own open and close: the file did not change, so the second and
+    // third are answered from the mount's stripe cache
+    w.start_mount();
+    for _ in 0..3 {
+        assert!(read_uncached(&w.path("f.bin")) == data);
+    }
+
+    // another mount of the node changes the file; the next open here sees it
+    let other = w.tmp.path().join("other");
+    fs::create_dir(&other).unwrap();
+    let second = start_mount(&w.addr, &other, &w.tmp.path().join("other.log"));
+    let changed = bytes((2 << 20) + 5, 22);
+    fs::write(other.join("f.bin"), &changed).unwrap();
+    stop_mount(second, &other);
+    // (the kernel still holds this mount's pages of the old bytes: the open must drop them)
+    assert!(
+        fs::read(w.path("f.bin")).unwrap() == changed,
+        "a reopen after another mount's change reads the new bytes"
+    );
+    // and a truncate through this mount, by path, is seen at the next open too
+    fs::OpenOptions::new()
+        .write(true)
+        .open(w.path("f.bin"))
+        .unwrap()
+        .set_len(1000)
+        .unwrap();
+    assert!(read_uncached(&w.path("f.bin")) == changed[..1000]);
+    w.stop_mount();
+    let (files, node) = stripes_read(&w);
+    assert!(
+        files + node <= 2 * one_read + 1,
+        "{} stripes read: three reads of an unchanged file should take one read's {one_read}, \
+         and the changed file one more",
+        files + node
     );
 }

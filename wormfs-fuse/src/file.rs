@@ -8,10 +8,20 @@ use wormfs::meta::Attr;
 use wormfs::rpc::client::ClientError;
 
 /// A version never used before in this mount. Versions are global, not per file, so a file
-/// reopened after its state was dropped never matches stripes cached under an old version.
+/// reopened after its state was dropped matches stripes cached under an old version only
+/// when the mount hands that version back on purpose (see `WormFuse::open_regular`).
 pub fn next_version() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// What the node's attributes said of a file's contents: size, mtime and ctime. Every
+/// change of a file's bytes or times moves its ctime, which no one can set.
+pub type Seen = (u64, i64, i64);
+
+/// The [`Seen`] of `a`.
+pub fn seen(a: &Attr) -> Seen {
+    (a.size, a.mtime.0, a.ctime.0)
 }
 
 /// An open regular file. Shared by every handle of one inode.
@@ -31,10 +41,17 @@ pub struct FileInner {
     /// Open handles.
     pub opens: u32,
     /// Bumped on every change made through this mount, so cached stripes of older versions
-    /// are never served.
+    /// are never served; and whenever `seen` changes, so every stripe cached under this
+    /// version was fetched after `seen` was: if the node's attributes still match `seen`
+    /// at a reopen, the stripes are still the file's bytes.
     pub version: u64,
-    /// The node's `(size, mtime)` when last seen, to notice changes made elsewhere.
-    pub seen: (u64, i64),
+    /// The node's attributes when last seen, to notice changes made elsewhere.
+    pub seen: Seen,
+    /// Whether this mount changed the file's bytes, size or times since the state was
+    /// made. Such a file's cached stripes and pages are not kept past its last close: the
+    /// node's attributes after this mount's change cannot tell it from another mount's
+    /// change made at the same time.
+    pub changed_here: bool,
     /// Where the last read ended, to detect sequential reading (`u64::MAX` before the
     /// first read).
     pub read_end: u64,
@@ -56,16 +73,18 @@ pub struct Pending {
 }
 
 impl OpenFile {
-    /// State for a file of `size` bytes coded in stripes of `stripe_size`.
-    pub fn new(stripe_size: u64, size: u64, mtime: i64) -> OpenFile {
+    /// State for a file coded in stripes of `stripe_size`, as the node's attributes
+    /// `attr` describe it, with cached stripes of `version`.
+    pub fn new(stripe_size: u64, attr: &Attr, version: u64) -> OpenFile {
         OpenFile {
             stripe_size,
             inner: Mutex::new(FileInner {
-                size,
+                size: attr.size,
                 dirty: BTreeMap::new(),
                 opens: 0,
-                version: next_version(),
-                seen: (size, mtime),
+                version,
+                seen: seen(attr),
+                changed_here: false,
                 read_end: u64::MAX,
                 local_mtime: None,
                 sending: BTreeMap::new(),

@@ -6,7 +6,7 @@
 //! returned to the application with its errno and logged with its cause.
 
 use crate::fetch::{lock, Fetcher};
-use crate::file::{next_version, FileInner, OpenFile};
+use crate::file::{next_version, seen, FileInner, OpenFile, Seen};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
@@ -75,6 +75,17 @@ pub struct FsOptions {
     pub local_reads: bool,
 }
 
+/// A file closed here: the version its stripes were cached under and the node's
+/// attributes then. A reopen that finds the same attributes keeps both.
+struct Closed {
+    version: u64,
+    seen: Seen,
+}
+
+/// Closed files remembered at most; past that the record starts again (their stripes are
+/// then read again, nothing worse).
+const CLOSED_KEPT: usize = 4096;
+
 /// The file system a mount serves.
 pub struct WormFuse {
     client: Client,
@@ -84,6 +95,8 @@ pub struct WormFuse {
     threads: Mutex<HashMap<std::thread::ThreadId, Option<Arc<OwnDriver>>>>,
     opts: FsOptions,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    /// Files closed here, by inode: what their cached stripes and pages are good for.
+    closed: Mutex<HashMap<u64, Closed>>,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: std::sync::atomic::AtomicU64,
     stripes: Arc<Fetcher>,
@@ -252,6 +265,7 @@ impl WormFuse {
             rt,
             opts,
             files: Mutex::new(HashMap::new()),
+            closed: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             next_fh: std::sync::atomic::AtomicU64::new(1),
             stripes,
@@ -354,40 +368,54 @@ impl WormFuse {
             .remove(&fh.0);
     }
 
-    /// Registers an open of a regular file and returns its handle.
-    fn open_regular(&self, attr: &Attr) -> Result<u64> {
+    /// Registers an open of a regular file and returns its handle, and whether the
+    /// kernel may keep the pages it cached of the file before (it is unchanged since).
+    fn open_regular(&self, attr: &Attr) -> Result<(u64, bool)> {
         let layout = attr
             .layout
             .as_ref()
             .ok_or_else(|| invalid("not a regular file"))?;
+        let ino = attr.ino.0;
+        let mut unchanged = false;
         let file = {
             let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
             files
-                .entry(attr.ino.0)
+                .entry(ino)
                 .or_insert_with(|| {
-                    Arc::new(OpenFile::new(layout.stripe_size, attr.size, attr.mtime.0))
+                    // Close-to-open: what this mount cached of the file when it was last
+                    // closed is still good if the node's attributes have not moved since.
+                    let version = match lock(&self.closed).remove(&ino) {
+                        Some(c) if c.seen == seen(attr) => {
+                            unchanged = true;
+                            c.version
+                        }
+                        Some(_) => {
+                            self.stripes.forget_file(ino);
+                            next_version()
+                        }
+                        None => next_version(),
+                    };
+                    Arc::new(OpenFile::new(layout.stripe_size, attr, version))
                 })
                 .clone()
         };
         let mut inner = file.lock();
         if inner.opens == 0
-            || (inner.dirty.is_empty()
-                && inner.pending.is_empty()
-                && inner.seen != (attr.size, attr.mtime.0))
+            || (inner.dirty.is_empty() && inner.pending.is_empty() && inner.seen != seen(attr))
         {
             // Changed elsewhere since we last looked: forget cached stripes (close-to-open).
-            if inner.seen != (attr.size, attr.mtime.0) {
+            if inner.seen != seen(attr) {
                 inner.version = next_version();
-                self.stripes.forget_file(attr.ino.0);
+                self.stripes.forget_file(ino);
             }
             if inner.dirty.is_empty() && inner.pending.is_empty() {
                 inner.size = attr.size;
             }
-            inner.seen = (attr.size, attr.mtime.0);
+            inner.seen = seen(attr);
         }
         inner.opens += 1;
         drop(inner);
-        Ok(self.new_handle(Handle::File))
+        Ok((self.new_handle(Handle::File), unchanged))
     }
 
     /// Fetches a stripe (cache first). Returns the stored bytes (shorter than the stripe
@@ -432,7 +460,7 @@ impl WormFuse {
                 // them that started before the node stored it (a read-ahead, say) holds
                 // the old bytes: a new version keeps it from being served.
                 inner.version = next_version();
-                inner.seen = (attr.size, attr.mtime.0);
+                inner.seen = seen(&attr);
                 Ok(())
             }
             Err(e) => {
@@ -515,7 +543,7 @@ impl WormFuse {
             }
         };
         inner.version = next_version();
-        inner.seen = (attr.size, attr.mtime.0);
+        inner.seen = seen(&attr);
         inner.size = inner.size.max(attr.size);
         inner.local_mtime = None; // the node's times now include these writes
         Ok(())
@@ -563,6 +591,7 @@ impl WormFuse {
         inner.size = inner.size.max(end);
         inner.local_mtime = Some(Timestamp::now().0);
         inner.version = next_version();
+        inner.changed_here = true;
         self.stripes.forget_file(ino);
         // Full stripes go to the node in the background; when too much is buffered,
         // everything is sent and waited for.
@@ -853,20 +882,24 @@ impl Filesystem for WormFuse {
                 // Buffered writes go first, so they neither survive a truncate nor override
                 // an explicit modification time when they are sent later.
                 let mut inner = file.lock();
+                inner.changed_here = true;
                 self.flush_file(ino.0, &mut inner).and_then(|()| {
                     let a = self.rpc(|c, d| d.block_on(c.setattr(request)))?;
                     if let Some(new_size) = size {
                         inner.size = new_size;
-                        inner.version = next_version();
                         self.stripes.forget_file(ino.0);
                     }
                     inner.local_mtime = None;
-                    inner.seen = (a.size, a.mtime.0);
+                    // Stripes cached under a version were all fetched after its `seen`
+                    // (what lets a reopen keep them): a new `seen`, a new version.
+                    inner.version = next_version();
+                    inner.seen = seen(&a);
                     Ok(a)
                 })
             }
             (true, None) => {
                 let r = self.rpc(|c, d| d.block_on(c.setattr(request)));
+                lock(&self.closed).remove(&ino.0);
                 self.stripes.forget_file(ino.0);
                 r
             }
@@ -1026,8 +1059,13 @@ impl Filesystem for WormFuse {
         let r = self
             .block(self.client.getattr(FileId(ino.0)))
             .and_then(|a| self.open_regular(&a));
-        self.answer("open", reply, r, |reply, fh| {
-            reply.opened(FileHandle(fh), FopenFlags::empty())
+        self.answer("open", reply, r, |reply, (fh, unchanged)| {
+            let flags = if unchanged {
+                FopenFlags::FOPEN_KEEP_CACHE
+            } else {
+                FopenFlags::empty()
+            };
+            reply.opened(FileHandle(fh), flags)
         })
     }
 
@@ -1048,7 +1086,7 @@ impl Filesystem for WormFuse {
                 name,
                 NodeSpec::new(proto::FileKind::File, mode, umask),
             )
-            .and_then(|a| self.open_regular(&a).map(|fh| (a, fh)));
+            .and_then(|a| self.open_regular(&a).map(|(fh, _)| (a, fh)));
         self.answer("create", reply, r, |reply, (a, fh)| {
             reply.created(
                 &TTL,
@@ -1146,11 +1184,22 @@ impl Filesystem for WormFuse {
             inner.opens = inner.opens.saturating_sub(1);
             let last = inner.opens == 0;
             if last && inner.dirty.is_empty() && inner.pending.is_empty() {
+                let kept = (!inner.changed_here).then_some(Closed {
+                    version: inner.version,
+                    seen: inner.seen,
+                });
                 drop(inner);
                 self.files
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&ino.0);
+                if let Some(kept) = kept {
+                    let mut closed = lock(&self.closed);
+                    if closed.len() >= CLOSED_KEPT {
+                        closed.clear(); // their stripes are read again, nothing worse
+                    }
+                    closed.insert(ino.0, kept);
+                }
             }
             if last {
                 self.reap_orphan(ino.0);
