@@ -156,14 +156,25 @@ pub fn read_chunk_file_uninit(
     let mut rest = vec![0u8; (header.data_len - data.len() as u64) as usize];
     file.read_exact_at(&mut rest, start + data.len() as u64)
         .map_err(io_err("read chunk", path))?;
-    // The whole-chunk checksum covers every byte after itself: header and data. The data's
-    // own CRC is kept apart on the way, for the caller.
+    check_chunk_crc(disk, key, &head, data, &rest)
+}
+
+/// Checks the whole-chunk checksum, which covers every byte after itself: the rest of the
+/// header `head`, then the data, in two parts (`data`, whose own CRC32 is returned for the
+/// caller, and `rest`).
+fn check_chunk_crc(
+    disk: &DiskId,
+    key: ChunkKey,
+    head: &[u8],
+    data: &[u8],
+    rest: &[u8],
+) -> Result<u32, StoreError> {
     let mut data_crc = crc32fast::Hasher::new();
     data_crc.update(data);
     let mut whole = crc32fast::Hasher::new();
     whole.update(&head[4..]);
     whole.combine(&data_crc);
-    whole.update(&rest);
+    whole.update(rest);
     let computed = whole.finalize();
     let stored = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
     if stored != computed {
@@ -379,24 +390,15 @@ pub fn read_chunk_file_whole(
             io::ErrorKind::UnexpectedEof.into(),
         ));
     }
-    // The whole-chunk checksum covers every byte after itself; the data's own CRC is kept
-    // apart on the way, for the caller.
-    let mut data_crc = crc32fast::Hasher::new();
-    data_crc.update(&bytes[start..start + want]);
-    let mut whole = crc32fast::Hasher::new();
-    whole.update(&bytes[4..start]);
-    whole.combine(&data_crc);
-    whole.update(&bytes[start + want..end]);
-    let computed = whole.finalize();
-    let stored = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
-    if stored != computed {
-        return Err(corrupt(disk, key)(ChunkFormatError::ChunkChecksum {
-            stored,
-            computed,
-        }));
-    }
+    let data_crc = check_chunk_crc(
+        disk,
+        key,
+        &bytes[..start],
+        &bytes[start..start + want],
+        &bytes[start + want..end],
+    )?;
     chunk.data = start..start + want;
-    Ok((chunk, data_crc.finalize()))
+    Ok((chunk, data_crc))
 }
 
 /// Reads `file` from its start into the `cap` bytes at `ptr` until its end or the
