@@ -10,7 +10,6 @@ use crate::chunk::{ChunkFormatError, ChunkHeader, FIXED_HEADER_LEN};
 use crate::ids::{ChunkKey, DiskId};
 use std::fs::File;
 use std::io;
-use std::mem::MaybeUninit;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -126,21 +125,6 @@ pub fn read_chunk_file_into(
     key: ChunkKey,
     dest: &mut [u8],
 ) -> Result<u32, StoreError> {
-    // SAFETY: `u8` and `MaybeUninit<u8>` have the same layout, and the reader below only
-    // ever writes initialised bytes (from the kernel) into the buffer.
-    let dest = unsafe { &mut *(std::ptr::from_mut::<[u8]>(dest) as *mut [MaybeUninit<u8>]) };
-    read_chunk_file_uninit(path, disk, key, dest)
-}
-
-/// [`read_chunk_file_into`] into a buffer that need not be initialised (a vector's spare
-/// capacity, which saves clearing a stripe buffer only to overwrite it). On success every
-/// byte of `dest` is initialised.
-pub fn read_chunk_file_uninit(
-    path: &Path,
-    disk: &DiskId,
-    key: ChunkKey,
-    dest: &mut [MaybeUninit<u8>],
-) -> Result<u32, StoreError> {
     let (file, header, head) = open_chunk_file(path, disk, key)?;
     if dest.len() as u64 > header.data_len {
         return Err(StoreError::Corrupt {
@@ -150,13 +134,12 @@ pub fn read_chunk_file_uninit(
         });
     }
     let start = head.len() as u64;
-    pread_exact(&file, dest, start).map_err(io_err("read chunk", path))?;
-    // SAFETY: `pread_exact` succeeded, so the kernel wrote every byte of `dest`.
-    let data: &[u8] = unsafe { std::slice::from_raw_parts(dest.as_ptr().cast(), dest.len()) };
-    let mut rest = vec![0u8; (header.data_len - data.len() as u64) as usize];
-    file.read_exact_at(&mut rest, start + data.len() as u64)
+    file.read_exact_at(dest, start)
         .map_err(io_err("read chunk", path))?;
-    check_chunk_crc(disk, key, &head, data, &rest)
+    let mut rest = vec![0u8; (header.data_len - dest.len() as u64) as usize];
+    file.read_exact_at(&mut rest, start + dest.len() as u64)
+        .map_err(io_err("read chunk", path))?;
+    check_chunk_crc(disk, key, &head, dest, &rest)
 }
 
 /// Checks the whole-chunk checksum, which covers every byte after itself: the rest of the
@@ -184,31 +167,6 @@ fn check_chunk_crc(
         }));
     }
     Ok(data_crc.finalize())
-}
-
-/// Fills `buf` from `file` at `offset`; a file that ends first is `UnexpectedEof`.
-fn pread_exact(file: &File, buf: &mut [MaybeUninit<u8>], offset: u64) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let mut done = 0;
-    while done < buf.len() {
-        let rest = &mut buf[done..];
-        let at = libc::off_t::try_from(offset + done as u64)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
-        // SAFETY: the pointer is valid for writes of `rest.len()` bytes, and the kernel
-        // writes at most that many.
-        let n = unsafe { libc::pread(file.as_raw_fd(), rest.as_mut_ptr().cast(), rest.len(), at) };
-        match n {
-            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
-            n if n > 0 => done += n as usize,
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Whole-chunk buffers are page-aligned and a whole number of pages long, so that chunks

@@ -18,9 +18,7 @@ mod memory;
 #[cfg(test)]
 mod conformance;
 
-pub use chunk_file::{
-    read_chunk_file_into, read_chunk_file_uninit, read_chunk_file_whole, WholeChunk,
-};
+pub use chunk_file::{read_chunk_file_into, read_chunk_file_whole, WholeChunk};
 #[cfg(feature = "local")]
 pub use disk::DiskChunkStore;
 pub use folder::ChunkFolder;
