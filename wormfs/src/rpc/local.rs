@@ -139,6 +139,8 @@ pub fn read_located(
     let chunk_index = |i: usize| {
         u16::try_from(i).map_err(|_| LocalReadError::Inconsistent(format!("{k} data chunks")))
     };
+    // One read per data chunk: its path, disk, key and how many of its data bytes the
+    // stripe holds.
     let mut jobs = Vec::with_capacity(k);
     let mut left = len;
     for (i, place) in loc.data.iter().enumerate() {
@@ -150,36 +152,29 @@ pub fn read_located(
         };
         let want = left.min(shard_len);
         left -= want;
-        jobs.push((want, place, key));
+        jobs.push((place.path.clone(), DiskId(place.disk.clone()), key, want));
     }
+    let read = move |(path, disk, key, want): (String, DiskId, ChunkKey, usize)| {
+        crate::store::read_chunk_file_whole(Path::new(&path), &disk, key, want, shard_len)
+    };
     // The chunks are read side by side (on a real disk each read waits for its own seek):
     // all but the first by the chunk readers, the first by this thread.
     let (tx, rx) = mpsc::channel();
     let mut jobs = jobs.into_iter();
     let first = jobs.next();
     let mut others = 0;
-    for (i, (want, place, key)) in jobs.enumerate() {
-        let (path, disk, tx) = (place.path.clone(), DiskId(place.disk.clone()), tx.clone());
+    for (i, job) in jobs.enumerate() {
+        let tx = tx.clone();
         others += 1;
         chunk_readers().run(Box::new(move || {
-            let r =
-                crate::store::read_chunk_file_whole(Path::new(&path), &disk, key, want, shard_len);
             // The reader stopped waiting only if it gave up on the stripe.
-            let _ = tx.send((i + 1, r));
+            let _ = tx.send((i + 1, read(job)));
         }));
     }
     drop(tx);
     let mut parts: Vec<Option<_>> = (0..k).map(|_| None).collect();
-    if let Some((want, place, key)) = first {
-        let disk = DiskId(place.disk.clone());
-        let r = crate::store::read_chunk_file_whole(
-            Path::new(&place.path),
-            &disk,
-            key,
-            want,
-            shard_len,
-        );
-        parts[0] = Some(r?);
+    if let Some(job) = first {
+        parts[0] = Some(read(job)?);
     }
     for _ in 0..others {
         let (i, r) = rx.recv().map_err(|_| {
