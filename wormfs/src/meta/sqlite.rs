@@ -569,27 +569,78 @@ fn location_row(r: &Row<'_>) -> rusqlite::Result<Result<ChunkLocation, MetaError
     }))
 }
 
-/// The chunk locations of a file's stripes (all, or those with `idx >= from`, or exactly `only`).
+// The queries of one file's stripes and chunks come in two forms: for the whole file, and
+// for one stripe. One statement for both (`?2 IS NULL OR idx = ?2`) cannot use the key's
+// second column, so SQLite would visit every row of the file to find one stripe: every
+// stripe read and write of a file of n stripes would cost O(n).
+
+/// A file's chunk locations, all stripes.
+pub(crate) const FILE_CHUNK_LOCATIONS: &str =
+    "SELECT c.ino, c.stripe, c.chunk, c.generation, c.node, c.disk, i.folder
+     FROM chunks c JOIN inodes i ON i.ino = c.ino
+     WHERE c.ino = ?1 ORDER BY c.stripe, c.chunk";
+/// One stripe's chunk locations.
+pub(crate) const STRIPE_CHUNK_LOCATIONS: &str =
+    "SELECT c.ino, c.stripe, c.chunk, c.generation, c.node, c.disk, i.folder
+     FROM chunks c JOIN inodes i ON i.ino = c.ino
+     WHERE c.ino = ?1 AND c.stripe = ?2 ORDER BY c.chunk";
+/// A file's stripes.
+pub(crate) const FILE_STRIPES: &str =
+    "SELECT s.idx, s.generation, s.len, s.crc, s.k, s.m, d.data FROM stripes s
+     LEFT JOIN stripe_data d ON d.ino = s.ino AND d.idx = s.idx
+     WHERE s.ino = ?1 ORDER BY s.idx";
+/// One stripe.
+pub(crate) const ONE_STRIPE: &str =
+    "SELECT s.idx, s.generation, s.len, s.crc, s.k, s.m, d.data FROM stripes s
+     LEFT JOIN stripe_data d ON d.ino = s.ino AND d.idx = s.idx
+     WHERE s.ino = ?1 AND s.idx = ?2";
+/// A file's chunks.
+pub(crate) const FILE_CHUNKS: &str =
+    "SELECT stripe, chunk, node, disk, size, crc, state FROM chunks
+     WHERE ino = ?1 ORDER BY stripe, chunk";
+/// One stripe's chunks.
+pub(crate) const STRIPE_CHUNKS: &str =
+    "SELECT stripe, chunk, node, disk, size, crc, state FROM chunks
+     WHERE ino = ?1 AND stripe = ?2 ORDER BY chunk";
+
+/// Runs the whole-file form of a query, or its one-stripe form when `only` is given.
+fn query_file_or_stripe<T>(
+    conn: &Connection,
+    (file_sql, stripe_sql): (&str, &str),
+    ino: FileId,
+    only: Option<u64>,
+    what: &'static str,
+    row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, MetaError> {
+    let (sql_text, stripe) = match only {
+        Some(s) => (stripe_sql, Some(s as i64)),
+        None => (file_sql, None),
+    };
+    let mut stmt = conn.prepare_cached(sql_text).map_err(sql(what))?;
+    let rows = match stripe {
+        Some(s) => stmt.query_map(params![ino.0 as i64, s], row),
+        None => stmt.query_map(params![ino.0 as i64], row),
+    }
+    .map_err(sql(what))?;
+    rows.collect::<Result<_, _>>().map_err(sql(what))
+}
+
+/// The chunk locations of a file's stripes (all, or exactly stripe `only`).
 pub(crate) fn chunk_locations(
     conn: &Connection,
     ino: FileId,
-    stripe: Option<u64>,
+    only: Option<u64>,
 ) -> Result<Vec<ChunkLocation>, MetaError> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT c.ino, c.stripe, c.chunk, c.generation, c.node, c.disk, i.folder
-             FROM chunks c JOIN inodes i ON i.ino = c.ino
-             WHERE c.ino = ?1 AND (?2 IS NULL OR c.stripe = ?2) ORDER BY c.stripe, c.chunk",
-        )
-        .map_err(sql("list chunks of file"))?;
-    let rows = stmt
-        .query_map(
-            params![ino.0 as i64, stripe.map(|s| s as i64)],
-            location_row,
-        )
-        .map_err(sql("list chunks of file"))?;
-    rows.map(|r| r.map_err(sql("list chunks of file"))?)
-        .collect()
+    query_file_or_stripe(
+        conn,
+        (FILE_CHUNK_LOCATIONS, STRIPE_CHUNK_LOCATIONS),
+        ino,
+        only,
+        "list chunks of file",
+        location_row,
+    )?
+    .into_iter()
+    .collect()
 }
 
 pub(crate) fn read_stripes(
@@ -597,15 +648,13 @@ pub(crate) fn read_stripes(
     ino: FileId,
     only: Option<u64>,
 ) -> Result<Vec<StripeRecord>, MetaError> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT s.idx, s.generation, s.len, s.crc, s.k, s.m, d.data FROM stripes s
-             LEFT JOIN stripe_data d ON d.ino = s.ino AND d.idx = s.idx
-             WHERE s.ino = ?1 AND (?2 IS NULL OR s.idx = ?2) ORDER BY s.idx",
-        )
-        .map_err(sql("list stripes"))?;
-    let mut stripes: Vec<StripeRecord> = stmt
-        .query_map(params![ino.0 as i64, only.map(|s| s as i64)], |r| {
+    let mut stripes: Vec<StripeRecord> = query_file_or_stripe(
+        conn,
+        (FILE_STRIPES, ONE_STRIPE),
+        ino,
+        only,
+        "list stripes",
+        |r| {
             Ok(StripeRecord {
                 index: r.get::<_, i64>(0)? as u64,
                 generation: r.get::<_, i64>(1)? as u64,
@@ -616,18 +665,15 @@ pub(crate) fn read_stripes(
                 chunks: Vec::new(),
                 inline: r.get(6)?,
             })
-        })
-        .map_err(sql("list stripes"))?
-        .collect::<Result<_, _>>()
-        .map_err(sql("list stripes"))?;
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT stripe, chunk, node, disk, size, crc, state FROM chunks
-             WHERE ino = ?1 AND (?2 IS NULL OR stripe = ?2) ORDER BY stripe, chunk",
-        )
-        .map_err(sql("list chunks"))?;
-    let rows = stmt
-        .query_map(params![ino.0 as i64, only.map(|s| s as i64)], |r| {
+        },
+    )?;
+    let rows = query_file_or_stripe(
+        conn,
+        (FILE_CHUNKS, STRIPE_CHUNKS),
+        ino,
+        only,
+        "list chunks",
+        |r| {
             Ok((
                 r.get::<_, i64>(0)? as u64,
                 ChunkRecord {
@@ -639,11 +685,10 @@ pub(crate) fn read_stripes(
                     state: ChunkState::from_code(r.get(6)?),
                 },
             ))
-        })
-        .map_err(sql("list chunks"))?;
+        },
+    )?;
     let mut i = 0;
-    for row in rows {
-        let (stripe, chunk) = row.map_err(sql("list chunks"))?;
+    for (stripe, chunk) in rows {
         while i < stripes.len() && stripes[i].index < stripe {
             i += 1;
         }

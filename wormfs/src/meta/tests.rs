@@ -678,3 +678,51 @@ fn inline_bytes_travel_as_hex_in_json_and_as_bytes_elsewhere() {
     let bad = text.replace("0001abff", "0001abf");
     assert!(serde_json::from_str::<MetadataOp>(&bad).is_err());
 }
+
+/// SQLite's count of virtual-machine steps for reading stripe 1 of `ino` (the stripe and
+/// its chunks, as a read does; its chunk locations, as a rewrite does), on a connection of
+/// its own.
+fn steps_to_find_one_stripe(path: &std::path::Path, ino: FileId) -> i32 {
+    use rusqlite::StatementStatus::VmStep;
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let found = super::sqlite::read_stripes(&conn, ino, Some(1)).unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].chunks.len(), 3);
+    let located = super::sqlite::chunk_locations(&conn, ino, Some(1)).unwrap();
+    assert_eq!(located.len(), 3);
+    [
+        super::sqlite::ONE_STRIPE,
+        super::sqlite::STRIPE_CHUNKS,
+        super::sqlite::STRIPE_CHUNK_LOCATIONS,
+    ]
+    .iter()
+    .map(|q| conn.prepare_cached(q).unwrap().get_status(VmStep))
+    .sum()
+}
+
+#[test]
+fn finding_one_stripe_costs_the_same_in_a_file_of_3_or_300_stripes() {
+    let f = fixture();
+    let small = f.mkfile(FileId::ROOT, "small");
+    let big = f.mkfile(FileId::ROOT, "big");
+    for (ino, stripes) in [(small, 3), (big, 300)] {
+        for i in 0..stripes {
+            f.ok(commit(
+                ino,
+                stripe(i, 1, 8192, ["d1", "d2", "d3"]),
+                (i + 1) * 8192,
+            ));
+        }
+    }
+    let (few, many) = (
+        steps_to_find_one_stripe(&f.path, small),
+        steps_to_find_one_stripe(&f.path, big),
+    );
+    assert!(few > 0, "no steps counted");
+    // Searching the key visits the same rows; a scan of the file's rows would take
+    // hundreds of times more steps.
+    assert_eq!(
+        few, many,
+        "steps for one stripe of 3: {few}, of 300: {many}"
+    );
+}
