@@ -3,8 +3,10 @@
 use super::fixture::{bytes, drop_page_cache, start_mount, stop_mount, wait_for, World, BIN};
 use std::fs;
 use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
+use wormfs::ids::FileId;
 
 #[test]
 fn losing_m_chunks_reads_exact_and_losing_more_is_eio_naming_the_stripe() {
@@ -338,5 +340,113 @@ fn a_reopened_file_is_read_from_the_mount_s_cache_until_it_changes() {
         "{} stripes read: three reads of an unchanged file should take one read's {one_read}, \
          and the changed file one more",
         files + node
+    );
+}
+
+#[test]
+fn stripes_are_located_many_at_a_time_up_to_the_file_s_end() {
+    use std::os::unix::fs::FileExt;
+    use wormfs::rpc::client::{Client, ConnectOptions};
+    let w = World::start(3, ""); // 2+1, 1 MiB stripes
+                                 // stripes 0, 1, 3 and a short 4; stripe 2 is a hole
+    let f = fs::File::create(w.path("f.bin")).unwrap();
+    f.write_all_at(&bytes(2 << 20, 31), 0).unwrap();
+    f.write_all_at(&bytes((1 << 20) + 100_000, 32), 3 << 20)
+        .unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    let ino = fs::metadata(w.path("f.bin")).unwrap().ino();
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let opts = ConnectOptions {
+        cache: None,
+        ..ConnectOptions::default()
+    };
+    let client = rt
+        .block_on(Client::connect_with(std::slice::from_ref(&w.addr), opts))
+        .unwrap();
+    let locate = |first, count| rt.block_on(client.locate_stripes(FileId(ino), first, count));
+
+    let all = locate(0, 64).unwrap();
+    let found: Vec<bool> = all.iter().map(|l| l.found).collect();
+    assert_eq!(
+        found,
+        [true, true, false, true, true],
+        "one entry per stripe, to the end"
+    );
+    for (i, l) in all.iter().enumerate().filter(|(_, l)| l.found) {
+        assert_eq!(l.data.len(), 2, "stripe {i}: its two data chunks");
+        assert!(
+            l.data.iter().all(|c| Path::new(&c.path).is_file()),
+            "stripe {i}: {l:?}"
+        );
+    }
+    assert_eq!(all[4].len, 100_000);
+    // a window inside the file, one at its end, and one past it
+    assert_eq!(locate(1, 2).unwrap(), all[1..3]);
+    assert_eq!(locate(4, 10).unwrap(), all[4..]);
+    assert!(locate(5, 1).unwrap().is_empty());
+    // a count out of bounds names the field
+    for count in [0, 65] {
+        let e = locate(0, count).unwrap_err();
+        assert_eq!(e.errno, libc::EINVAL);
+        assert!(e.message.contains("field `count`"), "{}", e.message);
+    }
+}
+
+#[test]
+fn a_stripe_located_before_another_mount_rewrote_it_is_located_again_and_read_from_its_files() {
+    use std::os::unix::fs::FileExt;
+    let mut w = World::start(3, ""); // 2+1, 1 MiB stripes
+    let old = bytes(24 << 20, 41); // 24 stripes
+    fs::write(w.path("f.bin"), &old).unwrap();
+    w.stop_mount();
+    w.start_mount();
+
+    // this mount reads the first stripe, which locates the next ones too
+    let f = fs::File::open(w.path("f.bin")).unwrap();
+    drop_page_cache(&f);
+    let mut got = vec![0u8; 24 << 20];
+    f.read_exact_at(&mut got[..1 << 20], 0).unwrap();
+    assert!(got[..1 << 20] == old[..1 << 20]);
+
+    // another mount rewrites the whole file: every stripe gets a new generation, and its
+    // old chunk files are deleted
+    let other = w.tmp.path().join("other");
+    fs::create_dir(&other).unwrap();
+    let second = start_mount(&w.addr, &other, &w.tmp.path().join("other.log"));
+    let new = bytes(24 << 20, 42);
+    fs::write(other.join("f.bin"), &new).unwrap();
+    stop_mount(second, &other);
+
+    // the same open reads on: stripes fetched ahead before the rewrite may hold the old
+    // bytes (close-to-open), but each stripe is wholly old or wholly new, and every one
+    // is read from chunk files, none through the node
+    f.read_exact_at(&mut got[1 << 20..], 1 << 20).unwrap();
+    drop(f);
+    let mut newer = 0;
+    for (i, (g, (o, n))) in got
+        .chunks(1 << 20)
+        .zip(old.chunks(1 << 20).zip(new.chunks(1 << 20)))
+        .enumerate()
+    {
+        assert!(
+            g == o || g == n,
+            "stripe {i} is neither the old nor the new bytes"
+        );
+        newer += usize::from(g == n);
+    }
+    assert!(
+        newer >= 8,
+        "only {newer} of 24 stripes read after the rewrite are new"
+    );
+    w.stop_mount();
+    let (files, node) = stripes_read(&w);
+    assert!(
+        files >= 24 && node == 0,
+        "read {files} stripes from chunk files, {node} through the node"
     );
 }

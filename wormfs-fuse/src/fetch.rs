@@ -15,10 +15,18 @@ use std::sync::{Arc, Condvar, Mutex};
 use wormfs::ids::FileId;
 use wormfs::rpc::client::{Client, ClientError, StripePieces};
 use wormfs::rpc::local::{read_located, LocalReadError};
+use wormfs::rpc::proto::StripeLocation;
 
 /// Local reads that fail in a row (files unreadable to this process, say) before the mount
 /// stops trying them.
 const LOCAL_FAILURES_BEFORE_OFF: u32 = 16;
+
+/// Stripes located in one call: a sequential read asks the node once per this many.
+const LOCATE_AHEAD: u32 = 16;
+
+/// Locations kept for stripes not read yet; past it they are all dropped (a reader that
+/// jumps about leaves some unused).
+const LOCATIONS_KEPT: usize = 1024;
 
 type Key = (u64, u64, u64); // (inode, stripe, version)
 type Outcome = Result<Arc<StripePieces>, ClientError>;
@@ -35,6 +43,9 @@ pub struct Fetcher {
     cache: Mutex<StripeCache>,
     inflight: Mutex<HashMap<Key, Arc<Slot>>>,
     local: Reads,
+    /// Stripes located ahead of their reads, each used once at the version it was
+    /// located for.
+    located: Mutex<HashMap<Key, StripeLocation>>,
 }
 
 /// How this mount reads stripes: whether local reads are still on, and the counts it logs
@@ -77,14 +88,16 @@ impl Fetcher {
             cache: Mutex::new(StripeCache::new(cache_bytes)),
             inflight: Mutex::new(HashMap::new()),
             local,
+            located: Mutex::new(HashMap::new()),
         }
     }
 
     /// Reads a stripe: from its chunk files when it can, else through the node. Blocks;
     /// not for the runtime's own threads.
-    fn load(&self, rt: &tokio::runtime::Handle, ino: u64, index: u64) -> Outcome {
+    fn load(&self, rt: &tokio::runtime::Handle, key: Key) -> Outcome {
+        let (ino, index, _) = key;
         if self.local.on.load(Ordering::Relaxed) {
-            if let Some(data) = self.load_local(rt, ino, index) {
+            if let Some(data) = self.load_local(rt, key) {
                 self.local.from_files.fetch_add(1, Ordering::Relaxed);
                 return Ok(Arc::new(data));
             }
@@ -94,51 +107,84 @@ impl Fetcher {
             .map(Arc::new)
     }
 
-    /// The stripe read from its chunk files (empty for a hole), or `None` when it must be
-    /// read through the node.
-    fn load_local(
+    /// Where the stripe lies: located ahead by an earlier call, or located now together
+    /// with the next [`LOCATE_AHEAD`] − 1 stripes. The flag tells a location from earlier.
+    fn locate(
         &self,
         rt: &tokio::runtime::Handle,
-        ino: u64,
-        index: u64,
-    ) -> Option<StripePieces> {
-        let loc = match rt.block_on(self.client.locate_stripe(FileId(ino), index)) {
-            Ok(loc) => loc,
-            Err(e) if e.errno == wormfs::errno::ENOSYS => {
-                self.local
-                    .off("the node cannot locate stripes (an older version)");
-                return None;
-            }
-            Err(e) => {
-                tracing::debug!(ino, stripe = index, error = %e.message, "cannot locate the stripe; reading it through the node");
-                return None;
-            }
-        };
-        if !loc.found {
-            return Some(StripePieces::default());
+        key: Key,
+        ahead: u32,
+    ) -> Result<(StripeLocation, bool), ClientError> {
+        if let Some(loc) = lock(&self.located).remove(&key) {
+            return Ok((loc, true));
         }
-        let file = FileId(ino);
-        let error = match read_located(file, index, &loc) {
-            Ok(data) => {
-                self.local.failed_in_a_row.store(0, Ordering::Relaxed);
-                return Some(data);
-            }
-            Err(LocalReadError::Elsewhere) => {
-                self.local.off("the node runs on another machine");
-                return None;
-            }
-            // The normal reasons to read through the node: nothing is wrong.
-            Err(LocalReadError::NoChunks | LocalReadError::NotHere(_)) => return None,
-            Err(e) => e,
-        };
-        tracing::debug!(%file, stripe = index, error = %error, "local read failed; reading the stripe through the node");
-        let failed = self.local.failed_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
-        if failed >= LOCAL_FAILURES_BEFORE_OFF {
-            self.local.off(&format!(
-                "{failed} local reads failed in a row, the last with: {error}"
-            ));
+        let (ino, index, version) = key;
+        let mut found = rt
+            .block_on(self.client.locate_stripes(FileId(ino), index, ahead))?
+            .into_iter();
+        // No entry: the stripe lies past the file's end, as the node sees it.
+        let loc = found.next().unwrap_or_default();
+        let mut located = lock(&self.located);
+        if located.len() >= LOCATIONS_KEPT {
+            located.clear();
         }
-        None
+        located.extend(
+            (index + 1..)
+                .zip(found)
+                .map(|(i, l)| ((ino, i, version), l)),
+        );
+        Ok((loc, false))
+    }
+
+    /// The stripe read from its chunk files (empty for a hole), or `None` when it must be
+    /// read through the node.
+    fn load_local(&self, rt: &tokio::runtime::Handle, key: Key) -> Option<StripePieces> {
+        let (ino, index, _) = key;
+        let mut ahead = LOCATE_AHEAD;
+        loop {
+            let (loc, earlier) = match self.locate(rt, key, ahead) {
+                Ok(found) => found,
+                Err(e) if e.errno == wormfs::errno::ENOSYS => {
+                    self.local
+                        .off("the node cannot locate stripes (an older version)");
+                    return None;
+                }
+                Err(e) => {
+                    tracing::debug!(ino, stripe = index, error = %e.message, "cannot locate the stripe; reading it through the node");
+                    return None;
+                }
+            };
+            if !loc.found {
+                return Some(StripePieces::default());
+            }
+            let file = FileId(ino);
+            let error = match read_located(file, index, &loc) {
+                Ok(data) => {
+                    self.local.failed_in_a_row.store(0, Ordering::Relaxed);
+                    return Some(data);
+                }
+                Err(LocalReadError::Elsewhere) => {
+                    self.local.off("the node runs on another machine");
+                    return None;
+                }
+                // The normal reasons to read through the node: nothing is wrong.
+                Err(LocalReadError::NoChunks | LocalReadError::NotHere(_)) => return None,
+                Err(e) => e,
+            };
+            if earlier {
+                // The stripe may have been rewritten since it was located: ask again.
+                ahead = 1;
+                continue;
+            }
+            tracing::debug!(%file, stripe = index, error = %error, "local read failed; reading the stripe through the node");
+            let failed = self.local.failed_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+            if failed >= LOCAL_FAILURES_BEFORE_OFF {
+                self.local.off(&format!(
+                    "{failed} local reads failed in a row, the last with: {error}"
+                ));
+            }
+            return None;
+        }
     }
 
     /// Counts a read that jumped and asked the node for just its bytes.
@@ -193,7 +239,7 @@ impl Fetcher {
                 continue;
             };
             if leader {
-                let outcome = self.load(rt, ino, index);
+                let outcome = self.load(rt, key);
                 self.finish(key, &slot, outcome.clone());
                 return outcome;
             }
@@ -219,7 +265,7 @@ impl Fetcher {
             if self.local.on.load(Ordering::Relaxed) {
                 let handle = rt.clone();
                 rt.spawn_blocking(move || {
-                    let outcome = me.load(&handle, ino, index);
+                    let outcome = me.load(&handle, key);
                     me.finish(key, &slot, outcome);
                 });
                 return;
@@ -241,8 +287,9 @@ impl Fetcher {
         lock(&self.cache).get(ino, index, version)
     }
 
-    /// Drops every cached stripe of a file.
+    /// Drops every cached stripe of a file, and the locations of its stripes not read yet.
     pub fn forget_file(&self, ino: u64) {
         lock(&self.cache).forget_file(ino);
+        lock(&self.located).retain(|key, _| key.0 != ino);
     }
 }

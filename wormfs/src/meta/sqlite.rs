@@ -321,7 +321,16 @@ impl MetaStore {
 
     /// One stripe of a file.
     pub fn stripe(&self, ino: FileId, index: u64) -> Result<Option<StripeRecord>, MetaError> {
-        Ok(read_stripes(&self.conn(), ino, Some(index))?.pop())
+        Ok(read_stripes(&self.conn(), ino, Some(index..index.saturating_add(1)))?.pop())
+    }
+
+    /// A file's stripes whose index is in `range`, in order (holes are missing).
+    pub fn stripes_in(
+        &self,
+        ino: FileId,
+        range: std::ops::Range<u64>,
+    ) -> Result<Vec<StripeRecord>, MetaError> {
+        read_stripes(&self.conn(), ino, Some(range))
     }
 
     /// A path of an inode (the first, for an inode with several links); `None` when the
@@ -570,59 +579,61 @@ fn location_row(r: &Row<'_>) -> rusqlite::Result<Result<ChunkLocation, MetaError
 }
 
 // The queries of one file's stripes and chunks come in two forms: for the whole file, and
-// for one stripe. One statement for both (`?2 IS NULL OR idx = ?2`) cannot use the key's
-// second column, so SQLite would visit every row of the file to find one stripe: every
-// stripe read and write of a file of n stripes would cost O(n).
+// for a range of stripes. One statement for both (`?2 IS NULL OR idx = ?2`) cannot use the
+// key's second column, so SQLite would visit every row of the file to find one stripe:
+// every stripe read and write of a file of n stripes would cost O(n).
 
 /// A file's chunk locations, all stripes.
 pub(crate) const FILE_CHUNK_LOCATIONS: &str =
     "SELECT c.ino, c.stripe, c.chunk, c.generation, c.node, c.disk, i.folder
      FROM chunks c JOIN inodes i ON i.ino = c.ino
      WHERE c.ino = ?1 ORDER BY c.stripe, c.chunk";
-/// One stripe's chunk locations.
+/// A range of stripes' chunk locations.
 pub(crate) const STRIPE_CHUNK_LOCATIONS: &str =
     "SELECT c.ino, c.stripe, c.chunk, c.generation, c.node, c.disk, i.folder
      FROM chunks c JOIN inodes i ON i.ino = c.ino
-     WHERE c.ino = ?1 AND c.stripe = ?2 ORDER BY c.chunk";
+     WHERE c.ino = ?1 AND c.stripe >= ?2 AND c.stripe < ?3 ORDER BY c.stripe, c.chunk";
 /// A file's stripes.
 pub(crate) const FILE_STRIPES: &str =
     "SELECT s.idx, s.generation, s.len, s.crc, s.k, s.m, d.data FROM stripes s
      LEFT JOIN stripe_data d ON d.ino = s.ino AND d.idx = s.idx
      WHERE s.ino = ?1 ORDER BY s.idx";
-/// One stripe.
-pub(crate) const ONE_STRIPE: &str =
+/// A range of stripes.
+pub(crate) const STRIPE_RANGE: &str =
     "SELECT s.idx, s.generation, s.len, s.crc, s.k, s.m, d.data FROM stripes s
      LEFT JOIN stripe_data d ON d.ino = s.ino AND d.idx = s.idx
-     WHERE s.ino = ?1 AND s.idx = ?2";
+     WHERE s.ino = ?1 AND s.idx >= ?2 AND s.idx < ?3 ORDER BY s.idx";
 /// A file's chunks.
 pub(crate) const FILE_CHUNKS: &str =
     "SELECT stripe, chunk, node, disk, size, crc, state FROM chunks
      WHERE ino = ?1 ORDER BY stripe, chunk";
-/// One stripe's chunks.
+/// A range of stripes' chunks.
 pub(crate) const STRIPE_CHUNKS: &str =
     "SELECT stripe, chunk, node, disk, size, crc, state FROM chunks
-     WHERE ino = ?1 AND stripe = ?2 ORDER BY chunk";
+     WHERE ino = ?1 AND stripe >= ?2 AND stripe < ?3 ORDER BY stripe, chunk";
 
-/// Runs the whole-file form of a query, or its one-stripe form when `only` is given.
-fn query_file_or_stripe<T>(
+/// Runs the whole-file form of a query, or its form for a range of stripes.
+fn query_file_or_stripes<T>(
     conn: &Connection,
-    (file_sql, stripe_sql): (&str, &str),
+    (file_sql, range_sql): (&str, &str),
     ino: FileId,
-    only: Option<u64>,
+    range: Option<std::ops::Range<u64>>,
     what: &'static str,
     row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
 ) -> Result<Vec<T>, MetaError> {
-    let (sql_text, stripe) = match only {
-        Some(s) => (stripe_sql, Some(s as i64)),
-        None => (file_sql, None),
+    // Indices are stored as SQLite integers (i64); past i64::MAX there are none.
+    let int = |i: u64| i64::try_from(i).unwrap_or(i64::MAX);
+    let ino = int(ino.0);
+    let rows = match range {
+        Some(r) => conn.prepare_cached(range_sql).and_then(|mut stmt| {
+            stmt.query_map(params![ino, int(r.start), int(r.end)], row)?
+                .collect()
+        }),
+        None => conn
+            .prepare_cached(file_sql)
+            .and_then(|mut stmt| stmt.query_map(params![ino], row)?.collect()),
     };
-    let mut stmt = conn.prepare_cached(sql_text).map_err(sql(what))?;
-    let rows = match stripe {
-        Some(s) => stmt.query_map(params![ino.0 as i64, s], row),
-        None => stmt.query_map(params![ino.0 as i64], row),
-    }
-    .map_err(sql(what))?;
-    rows.collect::<Result<_, _>>().map_err(sql(what))
+    rows.map_err(sql(what))
 }
 
 /// The chunk locations of a file's stripes (all, or exactly stripe `only`).
@@ -631,11 +642,11 @@ pub(crate) fn chunk_locations(
     ino: FileId,
     only: Option<u64>,
 ) -> Result<Vec<ChunkLocation>, MetaError> {
-    query_file_or_stripe(
+    query_file_or_stripes(
         conn,
         (FILE_CHUNK_LOCATIONS, STRIPE_CHUNK_LOCATIONS),
         ino,
-        only,
+        only.map(|i| i..i.saturating_add(1)),
         "list chunks of file",
         location_row,
     )?
@@ -643,16 +654,17 @@ pub(crate) fn chunk_locations(
     .collect()
 }
 
+/// A file's stripes with their chunks: all, or those whose index is in `only`.
 pub(crate) fn read_stripes(
     conn: &Connection,
     ino: FileId,
-    only: Option<u64>,
+    only: Option<std::ops::Range<u64>>,
 ) -> Result<Vec<StripeRecord>, MetaError> {
-    let mut stripes: Vec<StripeRecord> = query_file_or_stripe(
+    let mut stripes: Vec<StripeRecord> = query_file_or_stripes(
         conn,
-        (FILE_STRIPES, ONE_STRIPE),
+        (FILE_STRIPES, STRIPE_RANGE),
         ino,
-        only,
+        only.clone(),
         "list stripes",
         |r| {
             Ok(StripeRecord {
@@ -667,7 +679,7 @@ pub(crate) fn read_stripes(
             })
         },
     )?;
-    let rows = query_file_or_stripe(
+    let rows = query_file_or_stripes(
         conn,
         (FILE_CHUNKS, STRIPE_CHUNKS),
         ino,

@@ -279,39 +279,61 @@ impl NodeFs {
         Ok((attr, stripes))
     }
 
-    /// Where stripe `index` of a file lies on this node's disks, for a client on this
-    /// machine that reads the chunk files itself. `None` for a hole.
-    pub fn locate_stripe(
+    /// Where stripes `first..first + count` of a file lie on this node's disks, for a
+    /// client on this machine that reads the chunk files itself: one entry per stripe, up
+    /// to the file's last (fewer near its end, none past it), `None` for a hole.
+    pub fn locate_stripes(
         &self,
         ino: FileId,
-        index: u64,
-    ) -> Result<Option<StripeLocation>, FsError> {
-        let (_, layout) = self.file_layout_of(ino)?;
-        let Some(s) = self.meta.stripe(ino, index)? else {
-            return Ok(None);
-        };
-        let k = usize::from(s.k);
-        let mut data = Vec::new();
-        if s.inline.is_none() {
-            data = (0..s.k)
-                .map(|i| {
-                    let c = s
-                        .chunks
-                        .iter()
-                        .find(|c| c.index == i && c.state == crate::meta::ChunkState::Ok)?;
-                    let addr = engine::chunk_addr(ino, &layout, &s, i);
-                    let path = self.store.chunk_file(&c.disk, &addr)?;
-                    Some((c.disk.clone(), path))
-                })
-                .collect();
+        first: u64,
+        count: u64,
+    ) -> Result<Vec<Option<StripeLocation>>, FsError> {
+        let (attr, layout) = self.file_layout_of(ino)?;
+        let end = attr
+            .size
+            .div_ceil(layout.stripe_size.max(1))
+            .min(first.saturating_add(count));
+        if first >= end {
+            return Ok(Vec::new());
         }
-        Ok(Some(StripeLocation {
-            generation: s.generation,
-            len: s.len,
-            crc: s.crc,
-            shard_len: s.len.div_ceil(k.max(1) as u64).max(1),
-            data,
-        }))
+        let mut found = self
+            .meta
+            .stripes_in(ino, first..end)?
+            .into_iter()
+            .peekable();
+        let mut out = Vec::with_capacity((end - first) as usize);
+        for index in first..end {
+            let s = match found.next_if(|s| s.index == index) {
+                Some(s) => s,
+                None => {
+                    out.push(None);
+                    continue;
+                }
+            };
+            let k = usize::from(s.k);
+            let mut data = Vec::new();
+            if s.inline.is_none() {
+                data = (0..s.k)
+                    .map(|i| {
+                        let c = s
+                            .chunks
+                            .iter()
+                            .find(|c| c.index == i && c.state == crate::meta::ChunkState::Ok)?;
+                        let addr = engine::chunk_addr(ino, &layout, &s, i);
+                        let path = self.store.chunk_file(&c.disk, &addr)?;
+                        Some((c.disk.clone(), path))
+                    })
+                    .collect();
+            }
+            out.push(Some(StripeLocation {
+                generation: s.generation,
+                len: s.len,
+                crc: s.crc,
+                shard_len: s.len.div_ceil(k.max(1) as u64).max(1),
+                data,
+            }));
+        }
+        Ok(out)
     }
 
     /// The local path of a chunk file, when the chunk is on this node and its store keeps
@@ -325,7 +347,7 @@ impl NodeFs {
     }
 }
 
-/// Where a stripe's data chunks lie on a node's disks (see [`NodeFs::locate_stripe`]).
+/// Where a stripe's data chunks lie on a node's disks (see [`NodeFs::locate_stripes`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StripeLocation {
     /// The stripe's write generation, part of each chunk's key.

@@ -868,17 +868,24 @@ impl Client {
         .await
     }
 
-    /// Where stripe `index` of `ino` lies on the node's disks, for reading its chunk files
-    /// on this machine (see [`super::local`]). A node too old to answer gives `ENOSYS`.
-    pub async fn locate_stripe(
+    /// Where stripes `first..first + count` of `ino` lie on the node's disks, for reading
+    /// their chunk files on this machine (see [`super::local`]): one location per stripe,
+    /// up to the file's last. `count` is 1 to [`MAX_LOCATE`](super::MAX_LOCATE). A node
+    /// too old to answer gives `ENOSYS`.
+    pub async fn locate_stripes(
         &self,
         ino: FileId,
-        index: u64,
-    ) -> Result<proto::StripeLocation, ClientError> {
-        let req = proto::LocateStripeRequest { ino: ino.0, index };
+        first: u64,
+        count: u32,
+    ) -> Result<Vec<proto::StripeLocation>, ClientError> {
+        let req = proto::LocateStripesRequest {
+            ino: ino.0,
+            first,
+            count,
+        };
         Ok(self
-            .call("locate_stripe", Retry::Safe, |mut c| async move {
-                c.locate_stripe(req).await.map_err(|s| {
+            .call("locate_stripes", Retry::Safe, |mut c| async move {
+                c.locate_stripes(req).await.map_err(|s| {
                     if s.code() == tonic::Code::Unimplemented {
                         super::status_with_errno(errno::ENOSYS, "the node cannot locate stripes")
                     } else {
@@ -887,7 +894,8 @@ impl Client {
                 })
             })
             .await?
-            .into_inner())
+            .into_inner()
+            .stripes)
     }
 
     /// Reads bytes `offset..offset + len` of a stripe (clipped to it); empty for a hole.

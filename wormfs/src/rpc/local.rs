@@ -3,15 +3,16 @@
 //! A stripe fetched through the node is copied about seven times on its way (the chunk
 //! file into the node's stripe buffer, into gRPC messages, through a socket, into the
 //! client's decoder…). A client on the same machine can instead ask the node where the data
-//! chunks lie ([`Client::locate_stripe`](super::client::Client::locate_stripe)) and read
-//! the files into its own buffer: one copy, and no work for the node.
+//! chunks lie ([`Client::locate_stripes`](super::client::Client::locate_stripes), several
+//! stripes a call) and read the files into its own buffer: one copy, and little work for
+//! the node.
 //!
 //! Nothing read this way is trusted on its path alone. Each chunk file must hold exactly
 //! the chunk asked for (file, stripe, generation and index, from its header) and pass its
 //! whole-chunk checksum, and the stripe must match its checksum. Any failure, including a
-//! file that is gone because the stripe was rewritten meanwhile, makes [`read_located`]
-//! fail; the caller then reads through the node, which decodes around damaged chunks and
-//! records them.
+//! file that is gone because the stripe was rewritten since it was located, makes
+//! [`read_located`] fail; the caller then locates the stripe again or reads through the
+//! node, which decodes around damaged chunks and records them.
 
 use super::client::StripePieces;
 use super::proto;
@@ -251,7 +252,7 @@ mod tests {
         }
     }
 
-    /// What the node answers for the stripe (see `NodeFs::locate_stripe`).
+    /// What the node answers for the stripe (see `NodeFs::locate_stripes`).
     fn located(s: &Setup) -> proto::StripeLocation {
         let data = (0..s.record.k)
             .map(|i| {

@@ -46,6 +46,9 @@ pub const WINDOW_SIZE: u32 = 8 << 20;
 /// directory listing).
 pub const MAX_MESSAGE_SIZE: usize = 16 << 20;
 
+/// The most stripes one `LocateStripes` call may ask for.
+pub const MAX_LOCATE: u32 = 64;
+
 /// A status with `errno` attached.
 pub fn status_with_errno(errno: i32, message: impl Into<String>) -> tonic::Status {
     use crate::errno as e;

@@ -3,7 +3,7 @@
 
 use super::convert::{attr_to_proto, ino, invalid, kind_to_proto, name, required};
 use super::proto::{self, worm_fs_server::WormFs};
-use super::{status_with_errno, READ_PIECE_SIZE};
+use super::{status_with_errno, MAX_LOCATE, READ_PIECE_SIZE};
 use crate::meta::{ChunkState, Timestamp, XattrMode};
 use crate::node::{CreateKind, FsError, NodeFs, SetAttrArgs};
 use std::pin::Pin;
@@ -402,46 +402,56 @@ impl WormFs for WormFsService {
         Ok(Response::new(Box::pin(tokio_stream::iter(pieces))))
     }
 
-    async fn locate_stripe(
+    async fn locate_stripes(
         &self,
-        r: Request<proto::LocateStripeRequest>,
-    ) -> Result<Response<proto::StripeLocation>, Status> {
+        r: Request<proto::LocateStripesRequest>,
+    ) -> Result<Response<proto::StripeLocations>, Status> {
         let r = r.into_inner();
         let file = ino("ino", r.ino)?;
-        let loc = self
+        if !(1..=MAX_LOCATE).contains(&r.count) {
+            return Err(invalid(
+                "count",
+                format!("{} stripes asked for; ask for 1 to {MAX_LOCATE}", r.count),
+            ));
+        }
+        let found = self
             .fs
-            .locate_stripe(file, r.index)
-            .map_err(|e| status("locate stripe", e))?;
+            .locate_stripes(file, r.first, u64::from(r.count))
+            .map_err(|e| status("locate stripes", e))?;
         let boot_id = super::local::boot_id().unwrap_or_default().to_owned();
-        let Some(loc) = loc else {
-            return Ok(Response::new(proto::StripeLocation {
-                boot_id,
-                ..Default::default()
-            }));
-        };
-        Ok(Response::new(proto::StripeLocation {
-            found: true,
-            generation: loc.generation,
-            len: loc.len,
-            crc: loc.crc,
-            shard_len: loc.shard_len,
-            data: loc
-                .data
-                .into_iter()
-                .map(|c| {
-                    // A path that is not UTF-8 cannot be sent as it is: that chunk is then
-                    // read through the node, like one on another node's disk.
-                    c.and_then(|(disk, path)| {
-                        Some(proto::DataChunkPlace {
-                            disk: disk.0,
-                            path: path.into_os_string().into_string().ok()?,
+        let stripes = found
+            .into_iter()
+            .map(|loc| match loc {
+                None => proto::StripeLocation {
+                    boot_id: boot_id.clone(),
+                    ..Default::default()
+                },
+                Some(loc) => proto::StripeLocation {
+                    found: true,
+                    generation: loc.generation,
+                    len: loc.len,
+                    crc: loc.crc,
+                    shard_len: loc.shard_len,
+                    data: loc
+                        .data
+                        .into_iter()
+                        .map(|c| {
+                            // A path that is not UTF-8 cannot be sent as it is: that chunk is
+                            // then read through the node, like one on another node's disk.
+                            c.and_then(|(disk, path)| {
+                                Some(proto::DataChunkPlace {
+                                    disk: disk.0,
+                                    path: path.into_os_string().into_string().ok()?,
+                                })
+                            })
+                            .unwrap_or_default()
                         })
-                    })
-                    .unwrap_or_default()
-                })
-                .collect(),
-            boot_id,
-        }))
+                        .collect(),
+                    boot_id: boot_id.clone(),
+                },
+            })
+            .collect();
+        Ok(Response::new(proto::StripeLocations { stripes }))
     }
 
     async fn write_stripes(
