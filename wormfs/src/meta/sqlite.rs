@@ -413,13 +413,14 @@ impl MetaStore {
         rows.collect::<Result<_, _>>().map_err(sql("list disks"))
     }
 
-    /// Number of inodes and bytes in regular files, for `statfs`.
+    /// Number of inodes and bytes in regular files, for `statfs`: two counters that
+    /// triggers keep (schema migration 5), not a count of the inodes.
     pub fn usage(&self) -> Result<(u64, u64), MetaError> {
-        self.conn()
-            .query_row("SELECT COUNT(*), COALESCE(SUM(CASE WHEN kind = 1 THEN size ELSE 0 END), 0) FROM inodes", [], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64))
-            })
-            .map_err(sql("count usage"))
+        let conn = self.conn();
+        Ok((
+            meta_value(&conn, "inodes")?,
+            meta_value(&conn, "file_bytes")?,
+        ))
     }
 }
 

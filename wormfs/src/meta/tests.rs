@@ -726,3 +726,110 @@ fn finding_one_stripe_costs_the_same_in_a_file_of_3_or_300_stripes() {
         "steps for one stripe of 3: {few}, of 300: {many}"
     );
 }
+
+/// The inode count and regular files' bytes, counted the slow way on a connection of its
+/// own.
+fn usage_counted(path: &std::path::Path) -> (u64, u64) {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN kind = 1 THEN size ELSE 0 END), 0)
+             FROM inodes",
+            [],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+        )
+        .unwrap()
+}
+
+#[test]
+fn usage_counters_follow_every_op_that_adds_removes_or_resizes_inodes() {
+    let f = fixture();
+    let check = |what: &str| {
+        assert_eq!(
+            f.store().usage().unwrap(),
+            usage_counted(&f.path),
+            "after {what}"
+        );
+    };
+    check("a fresh database");
+    let d = f.mkdir(FileId::ROOT, "d");
+    let a = f.mkfile(d, "a");
+    let b = f.mkfile(d, "b");
+    f.ok(create(d, "link", NewKind::Symlink("a".into())));
+    f.ok(create(d, "pipe", NewKind::Fifo));
+    check("creates");
+    f.ok(commit(a, stripe(0, 1, 8192, ["d1", "d2", "d3"]), 8192));
+    f.ok(commit(a, stripe(1, 1, 100, ["d1", "d2", "d3"]), 8292));
+    f.ok(commit(b, stripe(0, 1, 5000, ["d1", "d2", "d3"]), 5000));
+    check("stripe commits");
+    assert_eq!(f.store().usage().unwrap(), (6, 8292 + 5000));
+    f.ok(MetadataOp::Truncate {
+        ino: a,
+        size: 8192,
+        tail: None,
+        time: t(3),
+    });
+    f.ok(MetadataOp::Truncate {
+        ino: b,
+        size: 1 << 30,
+        tail: None,
+        time: t(3),
+    });
+    check("truncates down and up");
+    f.ok(MetadataOp::Link {
+        ino: a,
+        new_parent: FileId::ROOT,
+        new_name: "a2".into(),
+        time: t(4),
+    });
+    f.ok(MetadataOp::Unlink {
+        parent: d,
+        name: "a".into(),
+        time: t(4),
+    });
+    check("a link and an unlink of one of two names");
+    f.ok(MetadataOp::Rename {
+        parent: FileId::ROOT,
+        name: "a2".into(),
+        new_parent: d,
+        new_name: "b".into(),
+        no_replace: false,
+        time: t(5),
+    });
+    check("a rename over a file");
+    for name in ["b", "link", "pipe"] {
+        f.ok(MetadataOp::Unlink {
+            parent: d,
+            name: name.into(),
+            time: t(6),
+        });
+    }
+    f.ok(MetadataOp::Rmdir {
+        parent: FileId::ROOT,
+        name: "d".into(),
+        time: t(6),
+    });
+    check("removing everything");
+    assert_eq!(f.store().usage().unwrap(), (1, 0), "the root alone");
+}
+
+#[test]
+fn a_database_from_before_the_usage_counters_gets_them_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.sqlite");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for (i, script) in super::schema::MIGRATIONS[..4].iter().enumerate() {
+            conn.execute_batch(script).unwrap();
+            conn.pragma_update(None, "user_version", i + 1).unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO inodes (ino, kind, perm, nlink, uid, gid, size, atime, mtime, ctime, crtime)
+                 VALUES (2, 1, 420, 1, 0, 0, 1234, 0, 0, 0, 0),
+                        (3, 2, 493, 2, 0, 0, 4096, 0, 0, 0, 0);",
+        )
+        .unwrap();
+    }
+    let store = MetaStore::open(&path).unwrap();
+    assert_eq!(store.usage().unwrap(), (3, 1234));
+}
