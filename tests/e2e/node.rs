@@ -204,27 +204,29 @@ fn inline_max_zero_codes_every_stripe() {
     assert_eq!(fs::read(w.path("tiny")).unwrap(), b"x");
 }
 
-/// The counts of the mount's last "stripes read" line: (from chunk files, through the node).
-fn stripes_read(w: &World) -> (u64, u64) {
+/// A count of the mount's last "stripes read" line.
+fn read_count(w: &World, name: &str) -> u64 {
     let log = w.mount_log();
     let line = log
         .lines()
         .rev()
         .find(|l| l.contains("stripes read"))
         .unwrap_or_else(|| panic!("the mount logs no 'stripes read' line:\n{log}"));
-    let field = |name: &str| -> u64 {
-        let at = line
-            .find(name)
-            .unwrap_or_else(|| panic!("{name} in {line}"))
-            + name.len();
-        line[at..]
-            .trim_start_matches('=')
-            .split(|c: char| !c.is_ascii_digit())
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("a number after {name} in {line}"))
-    };
-    (field("from_chunk_files"), field("through_node"))
+    let key = format!("{name}=");
+    let at = line.find(&key).unwrap_or_else(|| panic!("{key} in {line}")) + key.len();
+    line[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("a number after {key} in {line}"))
+}
+
+/// The counts of the mount's last "stripes read" line: (from chunk files, through the node).
+fn stripes_read(w: &World) -> (u64, u64) {
+    (
+        read_count(w, "from_chunk_files"),
+        read_count(w, "through_node"),
+    )
 }
 
 #[test]
@@ -280,6 +282,53 @@ fn a_mount_beside_the_node_reads_chunk_files_and_falls_back_on_damage() {
         files == 0 && node >= 4,
         "read {files} stripes from chunk files, {node} through the node"
     );
+}
+
+#[test]
+fn reads_that_jump_are_read_from_chunk_files_too() {
+    use std::os::unix::fs::FileExt;
+    let mut w = World::start(3, ""); // 2+1, 1 MiB stripes
+    let data = bytes((40 << 20) + 300_000, 51); // 41 stripes, the last one short
+    fs::write(w.path("f.bin"), &data).unwrap();
+    w.stop_mount();
+    w.start_mount();
+    let f = fs::File::open(w.path("f.bin")).unwrap();
+    drop_page_cache(&f);
+    // each read lies more than the mount's sequential window (8 MiB) from the last one
+    let mib = 1u64 << 20;
+    for offset in [
+        30 * mib + 100,
+        5 * mib,
+        20 * mib - 10,      // across stripes 19 and 20
+        40 * mib + 299_000, // in the short last stripe, and past the end
+        10 * mib + 777,
+    ] {
+        let mut got = vec![0u8; 4096];
+        let n = f.read_at(&mut got, offset).unwrap();
+        let end = (offset as usize + 4096).min(data.len());
+        assert_eq!(n, end - offset as usize, "at {offset}");
+        assert!(got[..n] == data[offset as usize..end], "at {offset}");
+    }
+    drop(f);
+    w.stop_mount();
+    let (ranges, local) = (read_count(&w, "ranges"), read_count(&w, "ranges_local"));
+    assert!(
+        ranges >= 5 && local == ranges,
+        "{local} of {ranges} jumping reads were read from chunk files"
+    );
+    assert_eq!(read_count(&w, "through_node"), 0);
+
+    // with local reads off, they go through the node, with the same bytes
+    w.start_mount_with(&["--no-local-reads"]);
+    let f = fs::File::open(w.path("f.bin")).unwrap();
+    drop_page_cache(&f);
+    let mut got = vec![0u8; 4096];
+    f.read_exact_at(&mut got, 30 * mib + 100).unwrap();
+    assert!(got[..] == data[(30 * mib + 100) as usize..][..4096]);
+    drop(f);
+    w.stop_mount();
+    assert!(read_count(&w, "ranges") >= 1);
+    assert_eq!(read_count(&w, "ranges_local"), 0);
 }
 
 /// Reads `path` whole through a fresh open, after dropping the kernel's cached pages of it.

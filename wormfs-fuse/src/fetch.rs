@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use wormfs::ids::FileId;
 use wormfs::rpc::client::{Client, ClientError, StripePieces};
-use wormfs::rpc::local::{read_located, LocalReadError};
+use wormfs::rpc::local::{read_located, read_located_range, LocalReadError};
 use wormfs::rpc::proto::StripeLocation;
 
 /// Local reads that fail in a row (files unreadable to this process, say) before the mount
@@ -60,8 +60,10 @@ struct Reads {
     from_files: AtomicU64,
     /// Stripes read through the node.
     through_node: AtomicU64,
-    /// Reads that jumped and asked the node for just their bytes.
+    /// Reads that jumped and asked for just their bytes.
     ranges: AtomicU64,
+    /// Of those, the ones read from chunk files.
+    ranges_from_files: AtomicU64,
 }
 
 impl Reads {
@@ -140,7 +142,47 @@ impl Fetcher {
     /// read through the node.
     fn load_local(&self, rt: &tokio::runtime::Handle, key: Key) -> Option<StripePieces> {
         let (ino, index, _) = key;
-        let mut ahead = LOCATE_AHEAD;
+        self.read_local(rt, key, LOCATE_AHEAD, false, StripePieces::default, |loc| {
+            read_located(FileId(ino), index, loc)
+        })
+    }
+
+    /// Bytes `offset..offset + len` of a stripe (clipped to it; empty for a hole) read from
+    /// its chunk files, or `None` when they must be read through the node. The stripe's
+    /// location is kept for the next read in it.
+    pub fn read_range_local(
+        &self,
+        rt: &tokio::runtime::Handle,
+        key: Key,
+        offset: u64,
+        len: u64,
+    ) -> Option<Vec<u8>> {
+        if !self.local.on.load(Ordering::Relaxed) {
+            return None;
+        }
+        let (ino, index, _) = key;
+        let got = self.read_local(rt, key, 1, true, Vec::new, |loc| {
+            read_located_range(FileId(ino), index, loc, offset, len)
+        });
+        if got.is_some() {
+            self.local.ranges_from_files.fetch_add(1, Ordering::Relaxed);
+        }
+        got
+    }
+
+    /// Locates the stripe (with the next `ahead` − 1) and reads it from chunk files with
+    /// `read`; `hole` answers a stripe never written. `None`: read it through the node.
+    /// With `keep`, a location that served a read is kept for the next.
+    fn read_local<T>(
+        &self,
+        rt: &tokio::runtime::Handle,
+        key: Key,
+        mut ahead: u32,
+        keep: bool,
+        hole: impl Fn() -> T,
+        read: impl Fn(&StripeLocation) -> Result<T, LocalReadError>,
+    ) -> Option<T> {
+        let (ino, index, _) = key;
         loop {
             let (loc, earlier) = match self.locate(rt, key, ahead) {
                 Ok(found) => found,
@@ -154,13 +196,12 @@ impl Fetcher {
                     return None;
                 }
             };
-            if !loc.found {
-                return Some(StripePieces::default());
-            }
-            let file = FileId(ino);
-            let error = match read_located(file, index, &loc) {
+            let error = match if loc.found { read(&loc) } else { Ok(hole()) } {
                 Ok(data) => {
                     self.local.failed_in_a_row.store(0, Ordering::Relaxed);
+                    if keep {
+                        self.keep_location(key, loc);
+                    }
                     return Some(data);
                 }
                 Err(LocalReadError::Elsewhere) => {
@@ -176,7 +217,7 @@ impl Fetcher {
                 ahead = 1;
                 continue;
             }
-            tracing::debug!(%file, stripe = index, error = %error, "local read failed; reading the stripe through the node");
+            tracing::debug!(file = %FileId(ino), stripe = index, error = %error, "local read failed; reading through the node");
             let failed = self.local.failed_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
             if failed >= LOCAL_FAILURES_BEFORE_OFF {
                 self.local.off(&format!(
@@ -187,18 +228,28 @@ impl Fetcher {
         }
     }
 
-    /// Counts a read that jumped and asked the node for just its bytes.
+    fn keep_location(&self, key: Key, loc: StripeLocation) {
+        let mut located = lock(&self.located);
+        if located.len() >= LOCATIONS_KEPT {
+            located.clear();
+        }
+        located.insert(key, loc);
+    }
+
+    /// Counts a read that jumped and asked for just its bytes.
     pub fn note_range(&self) {
         self.local.ranges.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Logs how many stripes were read from chunk files and through the node, and how many
-    /// reads jumped and asked the node for just their bytes.
+    /// Logs how many stripes were read from chunk files and through the node, how many
+    /// reads jumped and asked for just their bytes, and how many of those were read from
+    /// chunk files.
     pub fn log_summary(&self) {
         tracing::info!(
             from_chunk_files = self.local.from_files.load(Ordering::Relaxed),
             through_node = self.local.through_node.load(Ordering::Relaxed),
             ranges = self.local.ranges.load(Ordering::Relaxed),
+            ranges_local = self.local.ranges_from_files.load(Ordering::Relaxed),
             "stripes read"
         );
     }

@@ -662,9 +662,18 @@ impl WormFuse {
                     Some(hit) => Held::Fetched(hit),
                     None => {
                         self.stripes.note_range();
-                        let bytes = self.rpc(|c, d| {
-                            d.block_on(c.read_stripe_range(FileId(ino), index, lo, hi - lo))
-                        })?;
+                        let local = self.stripes.read_range_local(
+                            &self.rt,
+                            (ino, index, version),
+                            lo,
+                            hi - lo,
+                        );
+                        let bytes = match local {
+                            Some(bytes) => bytes,
+                            None => self.rpc(|c, d| {
+                                d.block_on(c.read_stripe_range(FileId(ino), index, lo, hi - lo))
+                            })?,
+                        };
                         let got = (bytes.len() as u64).min(hi - lo);
                         parts.push(Bytes::from(bytes));
                         if got < hi - lo {

@@ -104,22 +104,15 @@ pub enum LocalReadError {
     StripeChecksum,
 }
 
-/// Reads stripe `index` of `file` from the chunk files `loc` names (see the module's
-/// documentation). `loc` must be a found stripe.
-pub fn read_located(
-    file: FileId,
-    index: u64,
-    loc: &proto::StripeLocation,
-) -> Result<StripePieces, LocalReadError> {
+/// Checks that `loc`, a found stripe, can be read from chunk files on this machine, and
+/// that its shape can be right. Returns the stripe's length and its shard length.
+fn check_location(loc: &proto::StripeLocation) -> Result<(usize, usize), LocalReadError> {
     match boot_id() {
         Some(mine) if mine == loc.boot_id => {}
         _ => return Err(LocalReadError::Elsewhere),
     }
     if loc.data.is_empty() {
         return Err(LocalReadError::NoChunks);
-    }
-    if let Some(i) = loc.data.iter().position(|c| c.path.is_empty()) {
-        return Err(LocalReadError::NotHere(i));
     }
     if loc.len > crate::policy::MAX_STRIPE_SIZE {
         return Err(LocalReadError::Inconsistent(format!(
@@ -137,20 +130,83 @@ pub fn read_located(
             "{k} data chunks of {shard_len} bytes cannot hold a stripe of {len} bytes"
         )));
     }
-    let chunk_index = |i: usize| {
-        u16::try_from(i).map_err(|_| LocalReadError::Inconsistent(format!("{k} data chunks")))
-    };
+    Ok((len, shard_len))
+}
+
+/// The key of data chunk `i` of a located stripe.
+fn data_chunk_key(
+    file: FileId,
+    index: u64,
+    loc: &proto::StripeLocation,
+    i: usize,
+) -> Result<ChunkKey, LocalReadError> {
+    Ok(ChunkKey {
+        file,
+        stripe: index,
+        generation: loc.generation,
+        index: u16::try_from(i)
+            .map_err(|_| LocalReadError::Inconsistent(format!("{} data chunks", loc.data.len())))?,
+    })
+}
+
+/// Reads bytes `offset..offset + len` of stripe `index` of `file` (clipped to the stripe)
+/// from the data chunk files `loc` names that hold them: only their 64 KiB blocks that
+/// hold the bytes, each checked against its CRC, as the node's own range read does (there
+/// is no stripe checksum to check a part against). `loc` must be a found stripe.
+pub fn read_located_range(
+    file: FileId,
+    index: u64,
+    loc: &proto::StripeLocation,
+    offset: u64,
+    len: u64,
+) -> Result<Vec<u8>, LocalReadError> {
+    let (stripe_len, shard_len) = check_location(loc)?;
+    let (stripe_len, shard_len) = (stripe_len as u64, shard_len as u64);
+    let end = offset.saturating_add(len).min(stripe_len);
+    let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
+    let mut at = offset;
+    while at < end {
+        let i = (at / shard_len) as usize;
+        let place = &loc.data[i];
+        if place.path.is_empty() {
+            return Err(LocalReadError::NotHere(i));
+        }
+        let chunk_end = (i as u64 + 1) * shard_len;
+        let (from, n) = (at - i as u64 * shard_len, end.min(chunk_end) - at);
+        let key = data_chunk_key(file, index, loc, i)?;
+        let disk = DiskId(place.disk.clone());
+        let bytes =
+            crate::store::read_chunk_file_range(Path::new(&place.path), &disk, key, from, n)?;
+        if bytes.len() as u64 != n {
+            return Err(LocalReadError::Inconsistent(format!(
+                "data chunk {i} holds {} of the {n} bytes from {from} the stripe needs",
+                bytes.len()
+            )));
+        }
+        out.extend_from_slice(&bytes);
+        at += n;
+    }
+    Ok(out)
+}
+
+/// Reads stripe `index` of `file` from the chunk files `loc` names (see the module's
+/// documentation). `loc` must be a found stripe.
+pub fn read_located(
+    file: FileId,
+    index: u64,
+    loc: &proto::StripeLocation,
+) -> Result<StripePieces, LocalReadError> {
+    let (len, shard_len) = check_location(loc)?;
+    if let Some(i) = loc.data.iter().position(|c| c.path.is_empty()) {
+        return Err(LocalReadError::NotHere(i));
+    }
+    let k = loc.data.len();
     // One read per data chunk: its path, disk, key and how many of its data bytes the
     // stripe holds.
     let mut jobs = Vec::with_capacity(k);
     let mut left = len;
     for (i, place) in loc.data.iter().enumerate() {
-        let key = ChunkKey {
-            file,
-            stripe: index,
-            generation: loc.generation,
-            index: chunk_index(i)?,
-        };
+        let key = data_chunk_key(file, index, loc, i)?;
         let want = left.min(shard_len);
         left -= want;
         jobs.push((place.path.clone(), DiskId(place.disk.clone()), key, want));
@@ -383,5 +439,70 @@ mod tests {
             refused(&loc, 3),
             LocalReadError::Chunk(crate::store::StoreError::NotFound { .. })
         ));
+    }
+
+    #[test]
+    fn reads_ranges_from_the_chunks_that_hold_them() {
+        let s = setup();
+        let loc = located(&s);
+        let half = loc.shard_len; // data chunk 1 starts here
+        let range = |offset: u64, len: u64| read_located_range(FileId(9), 3, &loc, offset, len);
+        let want = |offset: u64, len: u64| {
+            let end = (offset + len).min(s.data.len() as u64);
+            s.data[offset.min(end) as usize..end as usize].to_vec()
+        };
+        for (offset, len) in [
+            (0, 1),
+            (100, 4096),
+            (half - 5, 10), // across the two data chunks
+            (half, 3000),
+            (0, s.data.len() as u64),
+            (s.data.len() as u64 - 3, 100), // clipped to the stripe
+            (s.data.len() as u64 + 10, 5),  // past it: nothing
+        ] {
+            assert_eq!(
+                range(offset, len).unwrap(),
+                want(offset, len),
+                "{offset}+{len}"
+            );
+        }
+        // only the chunks a range needs must be here
+        let mut missing = loc.clone();
+        missing.data[1].path.clear();
+        assert_eq!(
+            read_located_range(FileId(9), 3, &missing, 10, 20).unwrap(),
+            want(10, 20)
+        );
+        assert!(matches!(
+            read_located_range(FileId(9), 3, &missing, half - 1, 2).unwrap_err(),
+            LocalReadError::NotHere(1)
+        ));
+        // another machine, and a stale generation
+        let mut other = loc.clone();
+        other.boot_id = "another machine".into();
+        assert!(matches!(
+            read_located_range(FileId(9), 3, &other, 0, 1).unwrap_err(),
+            LocalReadError::Elsewhere
+        ));
+        let mut stale = loc.clone();
+        stale.generation = 4;
+        assert!(matches!(
+            read_located_range(FileId(9), 3, &stale, 0, 1).unwrap_err(),
+            LocalReadError::Chunk(_)
+        ));
+        // a flipped byte fails its block's CRC
+        let path = &loc.data[1].path;
+        let mut bytes = std::fs::read(path).unwrap();
+        let at = bytes.len() - 10;
+        bytes[at] ^= 1;
+        std::fs::write(path, &bytes).unwrap();
+        let e = read_located_range(FileId(9), 3, &loc, half + 1, 10).unwrap_err();
+        assert!(
+            matches!(
+                &e,
+                LocalReadError::Chunk(crate::store::StoreError::Corrupt { .. })
+            ),
+            "{e}"
+        );
     }
 }

@@ -142,6 +142,39 @@ pub fn read_chunk_file_into(
     check_chunk_crc(disk, key, &head, dest, &rest)
 }
 
+/// Reads data bytes `offset..offset + len` of the chunk file at `path` (clipped to its data),
+/// which must hold chunk `key` (of disk `disk`, named in errors). Only the 64 KiB blocks
+/// holding them are read, each checked against its CRC in the header.
+///
+/// A missing file is [`StoreError::NotFound`]; a file that fails a check is
+/// [`StoreError::Corrupt`].
+pub fn read_chunk_file_range(
+    path: &Path,
+    disk: &DiskId,
+    key: ChunkKey,
+    offset: u64,
+    len: u64,
+) -> Result<Vec<u8>, StoreError> {
+    let (file, header, head) = open_chunk_file(path, disk, key)?;
+    let end = offset.saturating_add(len).min(header.data_len);
+    if offset >= end {
+        return Ok(Vec::new());
+    }
+    let bs = u64::from(header.block_size);
+    let first_block = offset / bs;
+    let block_end = (end.div_ceil(bs) * bs).min(header.data_len);
+    let mut blocks = vec![0u8; (block_end - first_block * bs) as usize];
+    file.read_exact_at(&mut blocks, head.len() as u64 + first_block * bs)
+        .map_err(io_err("read chunk", path))?;
+    header
+        .verify_blocks(first_block as usize, &blocks)
+        .map_err(corrupt(disk, key))?;
+    let from = (offset - first_block * bs) as usize;
+    blocks.truncate(from + (end - offset) as usize);
+    blocks.drain(..from);
+    Ok(blocks)
+}
+
 /// Checks the whole-chunk checksum, which covers every byte after itself: the rest of the
 /// header `head`, then the data, in two parts (`data`, whose own CRC32 is returned for the
 /// caller, and `rest`).

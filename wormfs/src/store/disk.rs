@@ -1,8 +1,6 @@
 //! [`ChunkStore`] over directories of a local file system, one directory per disk.
 
-use super::chunk_file::{
-    check_key, chunk_io, corrupt, io_err, open_chunk_file, read_chunk_file_into,
-};
+use super::chunk_file::{check_key, chunk_io, corrupt, io_err, read_chunk_file_into};
 use super::durable::FsSync;
 use super::index::{fold, IndexRecord, INDEX_FILE_NAME};
 use super::{
@@ -157,18 +155,6 @@ impl DiskChunkStore {
             .root
             .join(addr.folder.relative_path())
             .join(addr.key.file_name()))
-    }
-
-    /// Opens a chunk file and reads and checks its header (not the data). Returns the
-    /// file, its path, the header and the header's bytes.
-    fn open_chunk(
-        &self,
-        disk: &DiskId,
-        addr: &ChunkAddr,
-    ) -> Result<(File, PathBuf, crate::chunk::ChunkHeader, Vec<u8>), StoreError> {
-        let path = self.chunk_path(disk, addr)?;
-        let (file, header, head) = open_chunk_file(&path, disk, addr.key)?;
-        Ok((file, path, header, head))
     }
 
     fn append_index(
@@ -350,25 +336,8 @@ impl ChunkStore for DiskChunkStore {
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, StoreError> {
-        use std::os::unix::fs::FileExt;
-        let (file, path, header, _) = self.open_chunk(disk, addr)?;
-        let end = offset.saturating_add(len).min(header.data_len);
-        if offset >= end {
-            return Ok(Vec::new());
-        }
-        let bs = u64::from(header.block_size);
-        let (first_block, block_end) = (offset / bs, end.div_ceil(bs) * bs);
-        let block_end = block_end.min(header.data_len);
-        let mut blocks = vec![0u8; (block_end - first_block * bs) as usize];
-        file.read_exact_at(&mut blocks, header.encoded_len() as u64 + first_block * bs)
-            .map_err(io_err("read chunk", &path))?;
-        header
-            .verify_blocks(first_block as usize, &blocks)
-            .map_err(corrupt(disk, addr.key))?;
-        let from = (offset - first_block * bs) as usize;
-        blocks.truncate(from + (end - offset) as usize);
-        blocks.drain(..from);
-        Ok(blocks)
+        let path = self.chunk_path(disk, addr)?;
+        super::chunk_file::read_chunk_file_range(&path, disk, addr.key, offset, len)
     }
 
     fn read_chunk_into(

@@ -18,7 +18,9 @@ mod memory;
 #[cfg(test)]
 mod conformance;
 
-pub use chunk_file::{read_chunk_file_into, read_chunk_file_whole, WholeChunk};
+pub use chunk_file::{
+    read_chunk_file_into, read_chunk_file_range, read_chunk_file_whole, WholeChunk,
+};
 #[cfg(feature = "local")]
 pub use disk::DiskChunkStore;
 pub use folder::ChunkFolder;
