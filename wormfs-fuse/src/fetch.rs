@@ -5,8 +5,9 @@
 //!
 //! When the node runs on this machine, a stripe whose data chunks are all on the node's
 //! disks is read from the chunk files themselves (`wormfs::rpc::local`): the node only says
-//! where they are. Anything that goes wrong there falls back to reading through the node,
-//! which decodes around damaged chunks and records them.
+//! where they are, 16 stripes a call for a sequential read. A read that jumps reads just
+//! the blocks that hold its bytes the same way. Anything that goes wrong there falls back
+//! to reading through the node, which decodes around damaged chunks and records them.
 
 use crate::cache::StripeCache;
 use std::collections::HashMap;
@@ -43,8 +44,9 @@ pub struct Fetcher {
     cache: Mutex<StripeCache>,
     inflight: Mutex<HashMap<Key, Arc<Slot>>>,
     local: Reads,
-    /// Stripes located ahead of their reads, each used once at the version it was
-    /// located for.
+    /// Stripes located ahead of their reads, at the version they were located for: taken
+    /// by the stripe's read, and put back after a range read (the next read may fall in
+    /// the same stripe).
     located: Mutex<HashMap<Key, StripeLocation>>,
 }
 
@@ -126,15 +128,9 @@ impl Fetcher {
             .into_iter();
         // No entry: the stripe lies past the file's end, as the node sees it.
         let loc = found.next().unwrap_or_default();
-        let mut located = lock(&self.located);
-        if located.len() >= LOCATIONS_KEPT {
-            located.clear();
+        for (i, l) in (index + 1..).zip(found) {
+            self.keep_location((ino, i, version), l);
         }
-        located.extend(
-            (index + 1..)
-                .zip(found)
-                .map(|(i, l)| ((ino, i, version), l)),
-        );
         Ok((loc, false))
     }
 
@@ -228,6 +224,7 @@ impl Fetcher {
         }
     }
 
+    /// Keeps a location for a later read, within [`LOCATIONS_KEPT`].
     fn keep_location(&self, key: Key, loc: StripeLocation) {
         let mut located = lock(&self.located);
         if located.len() >= LOCATIONS_KEPT {
