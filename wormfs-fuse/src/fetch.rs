@@ -66,6 +66,8 @@ struct Reads {
     ranges: AtomicU64,
     /// Of those, the ones read from chunk files.
     ranges_from_files: AtomicU64,
+    /// `LocateStripes` calls.
+    locate_calls: AtomicU64,
 }
 
 impl Reads {
@@ -123,6 +125,7 @@ impl Fetcher {
             return Ok((loc, true));
         }
         let (ino, index, version) = key;
+        self.local.locate_calls.fetch_add(1, Ordering::Relaxed);
         let mut found = rt
             .block_on(self.client.locate_stripes(FileId(ino), index, ahead))?
             .into_iter();
@@ -239,14 +242,15 @@ impl Fetcher {
     }
 
     /// Logs how many stripes were read from chunk files and through the node, how many
-    /// reads jumped and asked for just their bytes, and how many of those were read from
-    /// chunk files.
+    /// reads jumped and asked for just their bytes, how many of those were read from chunk
+    /// files, and how many times the node was asked where stripes lie.
     pub fn log_summary(&self) {
         tracing::info!(
             from_chunk_files = self.local.from_files.load(Ordering::Relaxed),
             through_node = self.local.through_node.load(Ordering::Relaxed),
             ranges = self.local.ranges.load(Ordering::Relaxed),
             ranges_local = self.local.ranges_from_files.load(Ordering::Relaxed),
+            locate_calls = self.local.locate_calls.load(Ordering::Relaxed),
             "stripes read"
         );
     }

@@ -662,12 +662,20 @@ impl WormFuse {
                     Some(hit) => Held::Fetched(hit),
                     None => {
                         self.stripes.note_range();
-                        let local = self.stripes.read_range_local(
-                            &self.rt,
-                            (ino, index, version),
-                            lo,
-                            hi - lo,
-                        );
+                        // A stripe this short may be kept in the metadata: the node answers
+                        // it in one call, where a local read would first locate it only to
+                        // find no chunk files (a small file's read would cost two calls).
+                        let stored = file_size.saturating_sub(start).min(s);
+                        let local = (stored > wormfs::policy::INLINE_MAX_LIMIT)
+                            .then(|| {
+                                self.stripes.read_range_local(
+                                    &self.rt,
+                                    (ino, index, version),
+                                    lo,
+                                    hi - lo,
+                                )
+                            })
+                            .flatten();
                         let bytes = match local {
                             Some(bytes) => bytes,
                             None => self.rpc(|c, d| {
