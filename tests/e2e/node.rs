@@ -326,13 +326,18 @@ fn reads_that_jump_are_read_from_chunk_files_too() {
     w.stop_mount();
     let (ranges, local) = (read_count(&w, "ranges"), read_count(&w, "ranges_local"));
     assert!(
-        local >= 5 && ranges == local + small.len() as u64,
+        local >= 5 && ranges >= local + small.len() as u64,
         "{local} of {ranges} jumping reads were read from chunk files"
     );
-    let located = read_count(&w, "locate_calls");
+    // (a location serves every read of its stripe; one call locates up to 16 stripes for
+    // whole-stripe reads, should the kernel's read-ahead make any)
+    let (located, stripes) = (
+        read_count(&w, "locate_calls"),
+        read_count(&w, "from_chunk_files"),
+    );
     assert!(
-        located <= local,
-        "{located} locate calls for {local} reads from chunk files"
+        located <= local + stripes,
+        "{located} locate calls for {local} ranges and {stripes} stripes read from chunk files"
     );
     assert_eq!(read_count(&w, "through_node"), 0);
 
