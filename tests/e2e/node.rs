@@ -415,20 +415,9 @@ fn a_reopened_file_is_read_from_the_mount_s_cache_until_it_changes() {
     );
 }
 
-#[test]
-fn stripes_are_located_many_at_a_time_up_to_the_file_s_end() {
-    use std::os::unix::fs::FileExt;
+/// A gRPC client of the world's node, on a runtime of its own, with no node-list cache.
+fn connect(w: &World) -> (tokio::runtime::Runtime, wormfs::rpc::client::Client) {
     use wormfs::rpc::client::{Client, ConnectOptions};
-    let w = World::start(3, ""); // 2+1, 1 MiB stripes
-                                 // stripes 0, 1, 3 and a short 4; stripe 2 is a hole
-    let f = fs::File::create(w.path("f.bin")).unwrap();
-    f.write_all_at(&bytes(2 << 20, 31), 0).unwrap();
-    f.write_all_at(&bytes((1 << 20) + 100_000, 32), 3 << 20)
-        .unwrap();
-    f.sync_all().unwrap();
-    drop(f);
-    let ino = fs::metadata(w.path("f.bin")).unwrap().ino();
-
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -440,6 +429,57 @@ fn stripes_are_located_many_at_a_time_up_to_the_file_s_end() {
     let client = rt
         .block_on(Client::connect_with(std::slice::from_ref(&w.addr), opts))
         .unwrap();
+    (rt, client)
+}
+
+#[test]
+fn a_directory_is_listed_in_pages_that_go_on_after_the_last_name() {
+    let w = World::start(3, "");
+    fs::create_dir(w.path("d")).unwrap();
+    // names whose bytes sort differently from their characters' look: upper before lower,
+    // digits before letters, multi-byte UTF-8 after ASCII
+    let mut names: Vec<String> = (0..40).map(|i| format!("f{i:03}")).collect();
+    names.extend(["A", "Z", "a", "z", "0", "é", "ä", "日本", "x y", "-dash"].map(String::from));
+    for n in &names {
+        fs::write(w.path("d").join(n), n.as_bytes()).unwrap();
+    }
+    names.sort(); // bytewise, as the node orders the listing
+    let ino = fs::metadata(w.path("d")).unwrap().ino();
+    let (rt, client) = connect(&w);
+    let listed = |page| {
+        rt.block_on(client.readdir_in_pages(FileId(ino), page))
+            .unwrap()
+            .into_iter()
+            .map(|e| e.name)
+            .collect::<Vec<_>>()
+    };
+    for page in [1, 7, 49, 50, 51, 0, 1_000_000] {
+        assert_eq!(listed(page), names, "pages of {page}");
+    }
+    // the mount lists the same names
+    let mut seen: Vec<String> = fs::read_dir(w.path("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    seen.sort();
+    assert_eq!(seen, names);
+}
+
+#[test]
+fn stripes_are_located_many_at_a_time_up_to_the_file_s_end() {
+    use std::os::unix::fs::FileExt;
+    let w = World::start(3, ""); // 2+1, 1 MiB stripes
+
+    // stripes 0, 1, 3 and a short 4; stripe 2 is a hole
+    let f = fs::File::create(w.path("f.bin")).unwrap();
+    f.write_all_at(&bytes(2 << 20, 31), 0).unwrap();
+    f.write_all_at(&bytes((1 << 20) + 100_000, 32), 3 << 20)
+        .unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    let ino = fs::metadata(w.path("f.bin")).unwrap().ino();
+
+    let (rt, client) = connect(&w);
     let locate = |first, count| rt.block_on(client.locate_stripes(FileId(ino), first, count));
 
     let all = locate(0, 64).unwrap();

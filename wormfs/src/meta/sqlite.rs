@@ -250,15 +250,27 @@ impl MetaStore {
 
     /// The entries of a directory, by name (without `.` and `..`).
     pub fn readdir(&self, dir: FileId) -> Result<Vec<DirEntry>, MetaError> {
+        self.readdir_after(dir, "", u64::MAX)
+    }
+
+    /// At most `limit` entries of a directory whose names sort after `after` (bytewise, as
+    /// the listing is ordered; `""` for the first), by name.
+    pub fn readdir_after(
+        &self,
+        dir: FileId,
+        after: &str,
+        limit: u64,
+    ) -> Result<Vec<DirEntry>, MetaError> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare_cached(
                 "SELECT d.name, d.ino, i.kind FROM dentries d JOIN inodes i ON i.ino = d.ino
-                 WHERE d.parent = ?1 ORDER BY d.name",
+                 WHERE d.parent = ?1 AND d.name > ?2 ORDER BY d.name LIMIT ?3",
             )
             .map_err(sql("list directory"))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = stmt
-            .query_map([dir.0 as i64], |r| {
+            .query_map(params![dir.0 as i64, after, limit], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, i64>(1)?,

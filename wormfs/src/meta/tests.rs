@@ -833,3 +833,40 @@ fn a_database_from_before_the_usage_counters_gets_them_counted() {
     let store = MetaStore::open(&path).unwrap();
     assert_eq!(store.usage().unwrap(), (3, 1234));
 }
+
+#[test]
+fn a_directory_is_read_in_pages_after_a_name() {
+    let f = fixture();
+    let d = f.mkdir(FileId::ROOT, "d");
+    let mut names: Vec<String> = (0..10).map(|i| format!("n{i}")).collect();
+    names.push("Ä".into());
+    for n in &names {
+        f.mkfile(d, n);
+    }
+    names.sort();
+    let all: Vec<String> = f
+        .store()
+        .readdir(d)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(all, names);
+    let mut paged: Vec<String> = Vec::new();
+    loop {
+        let after = paged.last().cloned().unwrap_or_default();
+        let page = f.store().readdir_after(d, &after, 3).unwrap();
+        assert!(page.len() <= 3);
+        if page.is_empty() {
+            break;
+        }
+        paged.extend(page.into_iter().map(|e| e.name));
+    }
+    assert_eq!(paged, names);
+    assert!(f
+        .store()
+        .readdir_after(d, "n9", 3)
+        .unwrap()
+        .iter()
+        .all(|e| e.name == "Ä"));
+}

@@ -172,11 +172,23 @@ impl NodeFs {
 
     /// The entries of a directory.
     pub fn readdir(&self, dir: FileId) -> Result<Vec<DirEntry>, FsError> {
+        self.readdir_after(dir, "", u64::MAX)
+    }
+
+    /// At most `limit` entries of a directory whose names sort after `after` (`""` for
+    /// the first), by name: one page of a listing, which a client continues after the
+    /// last name it got.
+    pub fn readdir_after(
+        &self,
+        dir: FileId,
+        after: &str,
+        limit: u64,
+    ) -> Result<Vec<DirEntry>, FsError> {
         let attr = self.getattr(dir)?;
         if attr.kind != FileKind::Directory {
             return Err(Refusal::NotDir(format!("inode {dir}")).into());
         }
-        Ok(self.meta.readdir(dir)?)
+        Ok(self.meta.readdir_after(dir, after, limit)?)
     }
 
     /// A symlink's target.

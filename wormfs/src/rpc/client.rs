@@ -739,23 +739,51 @@ impl Client {
 
     /// A directory's entries.
     pub async fn readdir(&self, ino: FileId) -> Result<Vec<DirEntry>, ClientError> {
-        let r = self
-            .call("readdir", Retry::Safe, |mut c| async move {
-                c.read_dir(proto::InoRequest { ino: ino.0 }).await
-            })
-            .await?
-            .into_inner();
-        r.entries
-            .into_iter()
-            .map(|e| {
-                Ok(DirEntry {
+        self.readdir_in_pages(ino, 0).await
+    }
+
+    /// A directory's entries, asked for `page` at a time (0: as many as the node sends in
+    /// one reply), each page after the last name of the one before.
+    pub async fn readdir_in_pages(
+        &self,
+        ino: FileId,
+        page: u32,
+    ) -> Result<Vec<DirEntry>, ClientError> {
+        let mut entries: Vec<DirEntry> = Vec::new();
+        loop {
+            let req = proto::ReadDirRequest {
+                ino: ino.0,
+                after: entries.last().map(|e| e.name.clone()).unwrap_or_default(),
+                limit: page,
+            };
+            let r = self
+                .call("readdir", Retry::Safe, |mut c| {
+                    let req = req.clone();
+                    async move { c.read_dir(req).await }
+                })
+                .await?
+                .into_inner();
+            let got = r.entries.len();
+            for e in r.entries {
+                let entry = DirEntry {
                     name: e.name,
                     ino: super::convert::ino("entries.ino", e.ino).map_err(proto_err)?,
                     kind: super::convert::kind_from_proto("entries.kind", e.kind)
                         .map_err(proto_err)?,
-                })
-            })
-            .collect()
+                };
+                // Each page must go on after the last: a node that did not would loop us.
+                if entries.last().is_some_and(|last| last.name >= entry.name) {
+                    return Err(proto_err(super::convert::invalid(
+                        "entries.name",
+                        format!("{:?} is out of order in the listing", entry.name),
+                    )));
+                }
+                entries.push(entry);
+            }
+            if !r.more || got == 0 {
+                return Ok(entries);
+            }
+        }
     }
 
     /// A symlink's target.

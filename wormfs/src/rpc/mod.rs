@@ -49,6 +49,12 @@ pub const MAX_MESSAGE_SIZE: usize = 16 << 20;
 /// The most stripes one `LocateStripes` call may ask for.
 pub const MAX_LOCATE: u32 = 64;
 
+/// The most directory entries in one `ReadDir` reply. Even with names of 255 bytes a page
+/// stays far below [`MAX_MESSAGE_SIZE`], so a directory of any size can be listed.
+pub const READDIR_PAGE: u32 = 4096;
+
+const _: () = assert!(READDIR_PAGE as usize * (255 + 32) < MAX_MESSAGE_SIZE / 4);
+
 /// A status with `errno` attached.
 pub fn status_with_errno(errno: i32, message: impl Into<String>) -> tonic::Status {
     use crate::errno as e;

@@ -3,7 +3,7 @@
 
 use super::convert::{attr_to_proto, ino, invalid, kind_to_proto, name, required};
 use super::proto::{self, worm_fs_server::WormFs};
-use super::{status_with_errno, MAX_LOCATE, READ_PIECE_SIZE};
+use super::{status_with_errno, MAX_LOCATE, READDIR_PAGE, READ_PIECE_SIZE};
 use crate::meta::{ChunkState, Timestamp, XattrMode};
 use crate::node::{CreateKind, FsError, NodeFs, SetAttrArgs};
 use std::pin::Pin;
@@ -256,13 +256,23 @@ impl WormFs for WormFsService {
 
     async fn read_dir(
         &self,
-        r: Request<proto::InoRequest>,
+        r: Request<proto::ReadDirRequest>,
     ) -> Result<Response<proto::ReadDirReply>, Status> {
-        let entries = self
+        let r = r.into_inner();
+        let dir = ino("ino", r.ino)?;
+        let limit = match r.limit {
+            0 => READDIR_PAGE,
+            n => n.min(READDIR_PAGE),
+        };
+        // One more than the page, to tell whether more follow.
+        let mut entries = self
             .fs
-            .readdir(ino("ino", r.into_inner().ino)?)
+            .readdir_after(dir, &r.after, u64::from(limit) + 1)
             .map_err(|e| status("readdir", e))?;
+        let more = entries.len() > limit as usize;
+        entries.truncate(limit as usize);
         Ok(Response::new(proto::ReadDirReply {
+            more,
             entries: entries
                 .into_iter()
                 .map(|e| proto::DirEntry {
