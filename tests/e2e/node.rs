@@ -354,6 +354,40 @@ fn reads_that_jump_are_read_from_chunk_files_too() {
     assert_eq!(read_count(&w, "ranges_local"), 0);
 }
 
+#[test]
+fn a_read_does_not_fetch_ahead_the_stripes_this_mount_still_holds() {
+    use std::os::unix::fs::FileExt;
+    let mut w = World::start(3, ""); // 2+1, 1 MiB stripes
+    let mib = 1usize << 20;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(w.path("f.bin"))
+        .unwrap();
+    // three stripes, each written short of its end, so all stay in the write buffer
+    let mut want = vec![0u8; 2 * mib + mib / 2];
+    for (i, len) in [(0, mib - 1), (1, mib - 1), (2, mib / 2)] {
+        let data = bytes(len, 70 + i as u64);
+        f.write_all_at(&data, (i * mib) as u64).unwrap();
+        want[i * mib..i * mib + len].copy_from_slice(&data);
+    }
+    // a sequential read from the start through the same open file, past the kernel's pages
+    drop_page_cache(&f);
+    let mut got = vec![0u8; want.len()];
+    f.read_exact_at(&mut got, 0).unwrap();
+    assert!(got == want);
+    drop(f);
+    w.stop_mount();
+    let (files, node) = stripes_read(&w);
+    assert_eq!(
+        (files, node),
+        (0, 0),
+        "stripes fetched (from chunk files, through the node) while the mount held them all"
+    );
+}
+
 /// Reads `path` whole through a fresh open, after dropping the kernel's cached pages of it.
 fn read_uncached(path: &Path) -> Vec<u8> {
     let mut f = fs::File::open(path).unwrap();

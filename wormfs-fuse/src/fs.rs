@@ -424,8 +424,8 @@ impl WormFuse {
         self.stripes.get(&self.rt, ino, index, version)
     }
 
-    fn read_ahead(&self, ino: u64, from: u64, to: u64, version: u64) {
-        for index in from..to {
+    fn read_ahead(&self, ino: u64, stripes: &[u64], version: u64) {
+        for &index in stripes {
             self.stripes.prefetch(&self.rt, ino, index, version);
         }
     }
@@ -619,7 +619,7 @@ impl WormFuse {
             });
         };
         let s = file.stripe_size;
-        let (file_size, version, sequential, dirty) = {
+        let (file_size, version, sequential, dirty, ahead) = {
             let mut inner = file.lock();
             let end = offset.saturating_add(u64::from(size)).min(inner.size);
             // A file's first read counts as sequential when it starts at the beginning and
@@ -635,18 +635,24 @@ impl WormFuse {
             let dirty: HashMap<u64, Arc<Vec<u8>>> = (first..last)
                 .filter_map(|i| inner.local_stripe(i).map(|d| (i, d)))
                 .collect();
-            (inner.size, inner.version, sequential, dirty)
+            // The next stripes, to fetch while this read waits for its own; not those this
+            // mount holds itself (buffered or being sent): the node's copy is not served
+            // while the mount's is newer.
+            let ahead: Vec<u64> = if sequential {
+                (last..(last + READ_AHEAD).min(inner.size.div_ceil(s)))
+                    .filter(|i| !inner.dirty.contains_key(i) && !inner.sending.contains_key(i))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (inner.size, inner.version, sequential, dirty, ahead)
         };
         let end = offset.saturating_add(u64::from(size)).min(file_size);
         if offset >= end {
             return Ok(Bytes::new());
         }
         let (first, last) = (offset / s, end.div_ceil(s));
-        if sequential {
-            // The next stripes are fetched while this read waits for its own.
-            let stripes = file_size.div_ceil(s);
-            self.read_ahead(ino, last, (last + READ_AHEAD).min(stripes), version);
-        }
+        self.read_ahead(ino, &ahead, version);
         // The answer in parts; a read inside one fetched piece is answered from it as is.
         let mut parts: Vec<Bytes> = Vec::new();
         let zeros = |n: u64| Bytes::from(vec![0u8; n as usize]); // holes read as zeros
