@@ -355,6 +355,57 @@ fn reads_that_jump_are_read_from_chunk_files_too() {
 }
 
 #[test]
+fn a_stripe_with_a_damaged_chunk_is_located_once_for_all_its_jumping_reads() {
+    use std::os::unix::fs::FileExt;
+    let mut w = World::start(3, ""); // 2+1, 1 MiB stripes
+    let mib = 1u64 << 20;
+    let data = bytes(30 << 20, 81);
+    fs::write(w.path("f.bin"), &data).unwrap();
+    // damage a data chunk of stripe 5, and read it once so that the node records it
+    let layout = w.layout("f.bin");
+    let path = layout["stripes"][5]["chunks"][0]["path"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut chunk = fs::read(&path).unwrap();
+    let last = chunk.len() - 1;
+    chunk[last] ^= 0x5a;
+    fs::write(&path, &chunk).unwrap();
+    w.stop_mount();
+    w.start_mount();
+    assert!(fs::read(w.path("f.bin")).unwrap() == data);
+    wait_for(
+        "the node to record the damaged chunk",
+        Duration::from_secs(10),
+        || {
+            let layout = w.layout("f.bin");
+            (layout["stripes"][5]["chunks"][0]["state"].as_str() == Some("corrupt")).then_some(())
+        },
+    );
+    w.stop_mount();
+
+    // reads that jump between stripe 5 (read through the node: a chunk is damaged) and
+    // stripe 25 (from its chunk files): each stripe is located once
+    w.start_mount();
+    let f = fs::File::open(w.path("f.bin")).unwrap();
+    drop_page_cache(&f);
+    for offset in [
+        5 * mib + 100,
+        25 * mib + 100,
+        5 * mib + 5000,
+        25 * mib + 5000,
+        5 * mib + 9000,
+    ] {
+        let mut got = vec![0u8; 1000];
+        f.read_exact_at(&mut got, offset).unwrap();
+        assert!(got[..] == data[offset as usize..][..1000], "at {offset}");
+    }
+    drop(f);
+    w.stop_mount();
+    assert_eq!(read_count(&w, "locate_calls"), 2);
+}
+
+#[test]
 fn a_read_does_not_fetch_ahead_the_stripes_this_mount_still_holds() {
     use std::os::unix::fs::FileExt;
     let mut w = World::start(3, ""); // 2+1, 1 MiB stripes

@@ -171,7 +171,8 @@ impl Fetcher {
 
     /// Locates the stripe (with the next `ahead` − 1) and reads it from chunk files with
     /// `read`; `hole` answers a stripe never written. `None`: read it through the node.
-    /// With `keep`, a location that served a read is kept for the next.
+    /// With `keep`, a location that served a read, or that says the stripe has no chunk
+    /// files here, is kept for the next read.
     fn read_local<T>(
         &self,
         rt: &tokio::runtime::Handle,
@@ -207,8 +208,14 @@ impl Fetcher {
                     self.local.off("the node runs on another machine");
                     return None;
                 }
-                // The normal reasons to read through the node: nothing is wrong.
-                Err(LocalReadError::NoChunks | LocalReadError::NotHere(_)) => return None,
+                // The normal reasons to read through the node: nothing is wrong, and the
+                // next read in the stripe need not ask where it lies again.
+                Err(LocalReadError::NoChunks | LocalReadError::NotHere(_)) => {
+                    if keep {
+                        self.keep_location(key, loc);
+                    }
+                    return None;
+                }
                 Err(e) => e,
             };
             if earlier {
