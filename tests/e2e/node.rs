@@ -229,6 +229,32 @@ fn stripes_read(w: &World) -> (u64, u64) {
     )
 }
 
+/// Flips the last byte of the first data chunk file of `stripe`, in a file's `layout`.
+fn damage_data_chunk(layout: &serde_json::Value, stripe: usize) {
+    let path = layout["stripes"][stripe]["chunks"][0]["path"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut chunk = fs::read(&path).unwrap();
+    let last = chunk.len() - 1;
+    chunk[last] ^= 0x5a;
+    fs::write(&path, &chunk).unwrap();
+}
+
+/// Waits for the node to record the first data chunk of `stripe` of `rel` as damaged (a
+/// read records it in the background: it does not wait for a metadata write).
+fn wait_until_recorded_damaged(w: &World, rel: &str, stripe: usize) {
+    wait_for(
+        "the node to record the damaged chunk",
+        Duration::from_secs(10),
+        || {
+            let layout = w.layout(rel);
+            (layout["stripes"][stripe]["chunks"][0]["state"].as_str() == Some("corrupt"))
+                .then_some(())
+        },
+    );
+}
+
 #[test]
 fn a_mount_beside_the_node_reads_chunk_files_and_falls_back_on_damage() {
     let mut w = World::start(3, ""); // general: 2+1, 1 MiB stripes
@@ -247,25 +273,10 @@ fn a_mount_beside_the_node_reads_chunk_files_and_falls_back_on_damage() {
 
     // a flipped byte in a data chunk: the local read refuses the chunk, the node decodes
     // around it, records it, and the bytes are still exact
-    let path = layout["stripes"][1]["chunks"][0]["path"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut chunk = fs::read(&path).unwrap();
-    let last = chunk.len() - 1;
-    chunk[last] ^= 0x5a;
-    fs::write(&path, &chunk).unwrap();
+    damage_data_chunk(&layout, 1);
     w.start_mount();
     assert!(fs::read(w.path("f.bin")).unwrap() == data);
-    // (recorded in the background: a read does not wait for a metadata write)
-    wait_for(
-        "the node to record the damaged chunk",
-        Duration::from_secs(10),
-        || {
-            let layout = w.layout("f.bin");
-            (layout["stripes"][1]["chunks"][0]["state"].as_str() == Some("corrupt")).then_some(())
-        },
-    );
+    wait_until_recorded_damaged(&w, "f.bin", 1);
     w.stop_mount();
     let (files, node) = stripes_read(&w);
     assert!(
@@ -362,26 +373,11 @@ fn a_stripe_with_a_damaged_chunk_is_located_once_for_all_its_jumping_reads() {
     let data = bytes(30 << 20, 81);
     fs::write(w.path("f.bin"), &data).unwrap();
     // damage a data chunk of stripe 5, and read it once so that the node records it
-    let layout = w.layout("f.bin");
-    let path = layout["stripes"][5]["chunks"][0]["path"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let mut chunk = fs::read(&path).unwrap();
-    let last = chunk.len() - 1;
-    chunk[last] ^= 0x5a;
-    fs::write(&path, &chunk).unwrap();
+    damage_data_chunk(&w.layout("f.bin"), 5);
     w.stop_mount();
     w.start_mount();
     assert!(fs::read(w.path("f.bin")).unwrap() == data);
-    wait_for(
-        "the node to record the damaged chunk",
-        Duration::from_secs(10),
-        || {
-            let layout = w.layout("f.bin");
-            (layout["stripes"][5]["chunks"][0]["state"].as_str() == Some("corrupt")).then_some(())
-        },
-    );
+    wait_until_recorded_damaged(&w, "f.bin", 5);
     w.stop_mount();
 
     // reads that jump between stripe 5 (read through the node: a chunk is damaged) and
