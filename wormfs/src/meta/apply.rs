@@ -4,7 +4,7 @@
 use super::op::{Applied, MetadataOp, NewKind, OpReply, Refusal, XattrMode};
 use super::sqlite::{
     chunk_locations, lookup_ino, meta_value, read_attr, read_stripes, set_meta_value, sql,
-    MetaError,
+    MetaError, ALL_STRIPES,
 };
 use super::types::{Attr, ChunkLocation, FileKind, StripeRecord, Timestamp};
 use crate::ids::FileId;
@@ -398,7 +398,7 @@ fn drop_link(
         touch(c, ino, None, time)?;
         return Ok(Vec::new());
     }
-    let garbage = chunk_locations(c, ino, None)?;
+    let garbage = chunk_locations(c, ino, ALL_STRIPES)?;
     for table in [
         "chunks",
         "stripes",
@@ -669,7 +669,7 @@ fn replaced(
     index: u64,
     new: Option<&StripeRecord>,
 ) -> Result<Vec<ChunkLocation>, MetaError> {
-    let old = chunk_locations(c, ino, Some(index))?;
+    let old = chunk_locations(c, ino, index..index.saturating_add(1))?;
     Ok(old
         .into_iter()
         .filter(|o| {
@@ -723,7 +723,7 @@ fn truncate(
         Err(r) => return Ok(Err(r)),
     };
     let stripe_size = attr.layout.as_ref().expect("checked").stripe_size;
-    let stripes = read_stripes(c, ino, None)?;
+    let stripes = read_stripes(c, ino, ALL_STRIPES)?;
     let straddling = stripes.iter().find(|s| {
         let start = s.index * stripe_size;
         start < size && size < start + s.len

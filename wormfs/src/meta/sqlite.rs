@@ -328,12 +328,12 @@ impl MetaStore {
 
     /// Every stripe of a file with its chunks, in order.
     pub fn stripes(&self, ino: FileId) -> Result<Vec<StripeRecord>, MetaError> {
-        read_stripes(&self.conn(), ino, None)
+        read_stripes(&self.conn(), ino, ALL_STRIPES)
     }
 
     /// One stripe of a file.
     pub fn stripe(&self, ino: FileId, index: u64) -> Result<Option<StripeRecord>, MetaError> {
-        Ok(read_stripes(&self.conn(), ino, Some(index..index.saturating_add(1)))?.pop())
+        Ok(read_stripes(&self.conn(), ino, index..index.saturating_add(1))?.pop())
     }
 
     /// A file's stripes whose index is in `range`, in order (holes are missing).
@@ -342,7 +342,7 @@ impl MetaStore {
         ino: FileId,
         range: std::ops::Range<u64>,
     ) -> Result<Vec<StripeRecord>, MetaError> {
-        read_stripes(&self.conn(), ino, Some(range))
+        read_stripes(&self.conn(), ino, range)
     }
 
     /// A path of an inode (the first, for an inode with several links); `None` when the
@@ -591,75 +591,60 @@ fn location_row(r: &Row<'_>) -> rusqlite::Result<Result<ChunkLocation, MetaError
     }))
 }
 
-// The queries of one file's stripes and chunks come in two forms: for the whole file, and
-// for a range of stripes. One statement for both (`?2 IS NULL OR idx = ?2`) cannot use the
-// key's second column, so SQLite would visit every row of the file to find one stripe:
-// every stripe read and write of a file of n stripes would cost O(n).
+// The queries of a file's stripes and chunks name a range of stripe indices in the key
+// (`ino = ?1 AND idx >= ?2 AND idx < ?3`); the whole file is the range `ALL_STRIPES`. A
+// statement that tested an optional index (`?2 IS NULL OR idx = ?2`) could not use the
+// key's second column, so SQLite visited every row of the file to find one stripe: every
+// stripe read and write of a file of n stripes cost O(n).
 
-/// A file's chunk locations, all stripes.
-pub(crate) const FILE_CHUNK_LOCATIONS: &str =
-    "SELECT c.ino, c.stripe, c.chunk, c.generation, c.node, c.disk, i.folder
-     FROM chunks c JOIN inodes i ON i.ino = c.ino
-     WHERE c.ino = ?1 ORDER BY c.stripe, c.chunk";
+/// Every stripe index of a file.
+pub(crate) const ALL_STRIPES: std::ops::Range<u64> = 0..u64::MAX;
+
 /// A range of stripes' chunk locations.
 pub(crate) const STRIPE_CHUNK_LOCATIONS: &str =
     "SELECT c.ino, c.stripe, c.chunk, c.generation, c.node, c.disk, i.folder
      FROM chunks c JOIN inodes i ON i.ino = c.ino
      WHERE c.ino = ?1 AND c.stripe >= ?2 AND c.stripe < ?3 ORDER BY c.stripe, c.chunk";
-/// A file's stripes.
-pub(crate) const FILE_STRIPES: &str =
-    "SELECT s.idx, s.generation, s.len, s.crc, s.k, s.m, d.data FROM stripes s
-     LEFT JOIN stripe_data d ON d.ino = s.ino AND d.idx = s.idx
-     WHERE s.ino = ?1 ORDER BY s.idx";
 /// A range of stripes.
 pub(crate) const STRIPE_RANGE: &str =
     "SELECT s.idx, s.generation, s.len, s.crc, s.k, s.m, d.data FROM stripes s
      LEFT JOIN stripe_data d ON d.ino = s.ino AND d.idx = s.idx
      WHERE s.ino = ?1 AND s.idx >= ?2 AND s.idx < ?3 ORDER BY s.idx";
-/// A file's chunks.
-pub(crate) const FILE_CHUNKS: &str =
-    "SELECT stripe, chunk, node, disk, size, crc, state FROM chunks
-     WHERE ino = ?1 ORDER BY stripe, chunk";
 /// A range of stripes' chunks.
 pub(crate) const STRIPE_CHUNKS: &str =
     "SELECT stripe, chunk, node, disk, size, crc, state FROM chunks
      WHERE ino = ?1 AND stripe >= ?2 AND stripe < ?3 ORDER BY stripe, chunk";
 
-/// Runs the whole-file form of a query, or its form for a range of stripes.
-fn query_file_or_stripes<T>(
+/// Runs a query of the stripes of `ino` whose index is in `range`.
+fn query_stripes<T>(
     conn: &Connection,
-    (file_sql, range_sql): (&str, &str),
+    sql_text: &str,
     ino: FileId,
-    range: Option<std::ops::Range<u64>>,
+    range: std::ops::Range<u64>,
     what: &'static str,
     row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
 ) -> Result<Vec<T>, MetaError> {
     // Indices are stored as SQLite integers (i64); past i64::MAX there are none.
     let int = |i: u64| i64::try_from(i).unwrap_or(i64::MAX);
-    let ino = int(ino.0);
-    let rows = match range {
-        Some(r) => conn.prepare_cached(range_sql).and_then(|mut stmt| {
-            stmt.query_map(params![ino, int(r.start), int(r.end)], row)?
+    conn.prepare_cached(sql_text)
+        .and_then(|mut stmt| {
+            stmt.query_map(params![int(ino.0), int(range.start), int(range.end)], row)?
                 .collect()
-        }),
-        None => conn
-            .prepare_cached(file_sql)
-            .and_then(|mut stmt| stmt.query_map(params![ino], row)?.collect()),
-    };
-    rows.map_err(sql(what))
+        })
+        .map_err(sql(what))
 }
 
-/// The chunk locations of a file's stripes (all, or exactly stripe `only`).
+/// The chunk locations of a file's stripes whose index is in `range`.
 pub(crate) fn chunk_locations(
     conn: &Connection,
     ino: FileId,
-    only: Option<u64>,
+    range: std::ops::Range<u64>,
 ) -> Result<Vec<ChunkLocation>, MetaError> {
-    query_file_or_stripes(
+    query_stripes(
         conn,
-        (FILE_CHUNK_LOCATIONS, STRIPE_CHUNK_LOCATIONS),
+        STRIPE_CHUNK_LOCATIONS,
         ino,
-        only.map(|i| i..i.saturating_add(1)),
+        range,
         "list chunks of file",
         location_row,
     )?
@@ -667,17 +652,17 @@ pub(crate) fn chunk_locations(
     .collect()
 }
 
-/// A file's stripes with their chunks: all, or those whose index is in `only`.
+/// A file's stripes whose index is in `range`, with their chunks.
 pub(crate) fn read_stripes(
     conn: &Connection,
     ino: FileId,
-    only: Option<std::ops::Range<u64>>,
+    range: std::ops::Range<u64>,
 ) -> Result<Vec<StripeRecord>, MetaError> {
-    let mut stripes: Vec<StripeRecord> = query_file_or_stripes(
+    let mut stripes: Vec<StripeRecord> = query_stripes(
         conn,
-        (FILE_STRIPES, STRIPE_RANGE),
+        STRIPE_RANGE,
         ino,
-        only.clone(),
+        range.clone(),
         "list stripes",
         |r| {
             Ok(StripeRecord {
@@ -692,26 +677,19 @@ pub(crate) fn read_stripes(
             })
         },
     )?;
-    let rows = query_file_or_stripes(
-        conn,
-        (FILE_CHUNKS, STRIPE_CHUNKS),
-        ino,
-        only,
-        "list chunks",
-        |r| {
-            Ok((
-                r.get::<_, i64>(0)? as u64,
-                ChunkRecord {
-                    index: r.get::<_, i64>(1)? as u16,
-                    node: NodeId(r.get(2)?),
-                    disk: DiskId(r.get(3)?),
-                    size: r.get::<_, i64>(4)? as u64,
-                    crc: r.get::<_, i64>(5)? as u32,
-                    state: ChunkState::from_code(r.get(6)?),
-                },
-            ))
-        },
-    )?;
+    let rows = query_stripes(conn, STRIPE_CHUNKS, ino, range, "list chunks", |r| {
+        Ok((
+            r.get::<_, i64>(0)? as u64,
+            ChunkRecord {
+                index: r.get::<_, i64>(1)? as u16,
+                node: NodeId(r.get(2)?),
+                disk: DiskId(r.get(3)?),
+                size: r.get::<_, i64>(4)? as u64,
+                crc: r.get::<_, i64>(5)? as u32,
+                state: ChunkState::from_code(r.get(6)?),
+            },
+        ))
+    })?;
     let mut i = 0;
     for (stripe, chunk) in rows {
         while i < stripes.len() && stripes[i].index < stripe {

@@ -685,10 +685,10 @@ fn inline_bytes_travel_as_hex_in_json_and_as_bytes_elsewhere() {
 fn steps_to_find_one_stripe(path: &std::path::Path, ino: FileId) -> i32 {
     use rusqlite::StatementStatus::VmStep;
     let conn = rusqlite::Connection::open(path).unwrap();
-    let found = super::sqlite::read_stripes(&conn, ino, Some(1..2)).unwrap();
+    let found = super::sqlite::read_stripes(&conn, ino, 1..2).unwrap();
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].chunks.len(), 3);
-    let located = super::sqlite::chunk_locations(&conn, ino, Some(1)).unwrap();
+    let located = super::sqlite::chunk_locations(&conn, ino, 1..2).unwrap();
     assert_eq!(located.len(), 3);
     [
         super::sqlite::STRIPE_RANGE,

@@ -170,11 +170,6 @@ impl NodeFs {
             .ok_or_else(|| Refusal::NotFound(format!("`{name}` in directory {parent}")).into())
     }
 
-    /// The entries of a directory.
-    pub fn readdir(&self, dir: FileId) -> Result<Vec<DirEntry>, FsError> {
-        self.readdir_after(dir, "", u64::MAX)
-    }
-
     /// At most `limit` entries of a directory whose names sort after `after` (`""` for
     /// the first), by name: one page of a listing, which a client continues after the
     /// last name it got.
