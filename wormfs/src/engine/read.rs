@@ -248,13 +248,9 @@ pub fn read_stripe_range(
     }
     let k = u64::from(s.k.max(1));
     let shard_len = s.len.div_ceil(k).max(1);
-    let end = offset.saturating_add(len).min(s.len);
-    let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
-    let mut pos = offset;
-    while pos < end {
-        let index = (pos / shard_len) as u16;
-        let within = pos % shard_len;
-        let take = (shard_len - within).min(end - pos);
+    let mut out = Vec::with_capacity(len.min(s.len.saturating_sub(offset)) as usize);
+    for piece in crate::stripe::shard_pieces(s.len, shard_len, offset, len) {
+        let (index, within, take) = (piece.shard as u16, piece.offset, piece.len);
         let chunk = s.chunks.iter().find(|c| c.index == index);
         let addr = chunk_addr(file, layout, s, index);
         let Some(chunk) = chunk else {
@@ -271,7 +267,6 @@ pub fn read_stripe_range(
             });
         }
         out.extend_from_slice(&bytes);
-        pos += take;
     }
     Ok(out)
 }

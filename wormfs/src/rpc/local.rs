@@ -161,18 +161,13 @@ pub fn read_located_range(
     len: u64,
 ) -> Result<Vec<u8>, LocalReadError> {
     let (stripe_len, shard_len) = check_location(loc)?;
-    let (stripe_len, shard_len) = (stripe_len as u64, shard_len as u64);
-    let end = offset.saturating_add(len).min(stripe_len);
-    let mut out = Vec::with_capacity(end.saturating_sub(offset) as usize);
-    let mut at = offset;
-    while at < end {
-        let i = (at / shard_len) as usize;
+    let mut out = Vec::with_capacity(len.min((stripe_len as u64).saturating_sub(offset)) as usize);
+    for piece in crate::stripe::shard_pieces(stripe_len as u64, shard_len as u64, offset, len) {
+        let (i, from, n) = (piece.shard, piece.offset, piece.len);
         let place = &loc.data[i];
         if place.path.is_empty() {
             return Err(LocalReadError::NotHere(i));
         }
-        let chunk_end = (i as u64 + 1) * shard_len;
-        let (from, n) = (at - i as u64 * shard_len, end.min(chunk_end) - at);
         let key = data_chunk_key(file, index, loc, i)?;
         let disk = DiskId(place.disk.clone());
         let bytes =
@@ -184,7 +179,6 @@ pub fn read_located_range(
             )));
         }
         out.extend_from_slice(&bytes);
-        at += n;
     }
     Ok(out)
 }

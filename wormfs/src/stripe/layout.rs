@@ -71,6 +71,44 @@ impl Stripes {
     }
 }
 
+/// The part of one data shard that a byte range of a stripe covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShardPiece {
+    /// The data shard's index: it holds the stripe's bytes from `shard × shard_len`.
+    pub shard: usize,
+    /// The first byte of the piece, from the shard's start.
+    pub offset: u64,
+    /// The piece's length in bytes.
+    pub len: u64,
+}
+
+/// The pieces of the data shards (of `shard_len` bytes, at least 1) that hold bytes
+/// `offset..offset + len` of a stripe of `stripe_len` bytes, in order; the range is
+/// clipped to the stripe, so a range past its end has none.
+pub fn shard_pieces(
+    stripe_len: u64,
+    shard_len: u64,
+    offset: u64,
+    len: u64,
+) -> impl Iterator<Item = ShardPiece> {
+    let shard_len = shard_len.max(1);
+    let end = offset.saturating_add(len).min(stripe_len);
+    let mut pos = offset;
+    std::iter::from_fn(move || {
+        if pos >= end {
+            return None;
+        }
+        let within = pos % shard_len;
+        let piece = ShardPiece {
+            shard: (pos / shard_len) as usize,
+            offset: within,
+            len: (shard_len - within).min(end - pos),
+        };
+        pos += piece.len;
+        Some(piece)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +126,22 @@ mod tests {
     fn empty_file_has_no_stripes() {
         assert_eq!(Stripes::new(10, 0).count(), 0);
         assert_eq!(Stripes::new(10, 0).covering(0, 5), 0..0);
+    }
+
+    #[test]
+    fn shard_pieces_cover_a_range_and_stop_at_the_stripe_s_end() {
+        let pieces = |offset, len| {
+            shard_pieces(25, 10, offset, len)
+                .map(|p| (p.shard, p.offset, p.len))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(pieces(0, 25), [(0, 0, 10), (1, 0, 10), (2, 0, 5)]);
+        assert_eq!(pieces(8, 4), [(0, 8, 2), (1, 0, 2)]);
+        assert_eq!(pieces(12, 3), [(1, 2, 3)]);
+        assert_eq!(pieces(22, 100), [(2, 2, 3)]);
+        assert!(pieces(25, 5).is_empty());
+        assert!(pieces(3, 0).is_empty());
+        assert!(shard_pieces(10, 4, u64::MAX, u64::MAX).next().is_none());
     }
 
     #[test]

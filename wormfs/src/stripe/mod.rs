@@ -9,4 +9,4 @@ mod codec;
 mod layout;
 
 pub use codec::{CodecError, EncodedStripe, ErasureCodec, MAX_SHARDS};
-pub use layout::{StripeRange, Stripes};
+pub use layout::{shard_pieces, ShardPiece, StripeRange, Stripes};
