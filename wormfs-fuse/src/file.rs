@@ -100,6 +100,13 @@ impl OpenFile {
 }
 
 impl FileInner {
+    /// Whether this mount holds bytes of stripe `index` the node has not confirmed
+    /// (buffered or being sent): what [`FileInner::local_stripe`] would return, without
+    /// copying them.
+    pub fn holds(&self, index: u64) -> bool {
+        self.dirty.contains_key(&index) || self.sending.contains_key(&index)
+    }
+
     /// The bytes of stripe `index` written here and not yet confirmed by the node: the
     /// buffered ones, else the ones being sent.
     pub fn local_stripe(&self, index: u64) -> Option<Arc<Vec<u8>>> {

@@ -640,7 +640,7 @@ impl WormFuse {
             // while the mount's is newer.
             let ahead: Vec<u64> = if sequential {
                 (last..(last + READ_AHEAD).min(inner.size.div_ceil(s)))
-                    .filter(|i| !inner.dirty.contains_key(i) && !inner.sending.contains_key(i))
+                    .filter(|&i| !inner.holds(i))
                     .collect()
             } else {
                 Vec::new()
