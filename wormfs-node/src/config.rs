@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use wormfs::cluster::ClusterSettings;
+use wormfs::heal::HealSettings;
 use wormfs::ids::{DiskId, NodeId};
 use wormfs::policy::{PolicyConfig, PolicySet};
 
@@ -30,6 +31,33 @@ pub struct RawConfig {
     /// Cluster membership; absent for a node on its own.
     #[serde(default)]
     pub cluster: Option<RawCluster>,
+    /// Scrub and repair.
+    #[serde(default)]
+    pub heal: RawHeal,
+}
+
+/// The `[heal]` table: scrub and repair.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHeal {
+    /// Runs scrub and repair on the master (default true).
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// Time after a scrub finishes before the next shallow scrub (default `1h`; `off`).
+    #[serde(default)]
+    pub scrub_every: Option<String>,
+    /// Time after a deep scrub finishes before the next (default `30d`; `off`).
+    #[serde(default)]
+    pub deep_scrub_every: Option<String>,
+    /// How often repair looks for stripes to repair while it has none (default `30s`).
+    #[serde(default)]
+    pub repair_every: Option<String>,
+    /// I/O budget of each worker, bytes per second (default unlimited).
+    #[serde(default)]
+    pub bytes_per_sec: Option<wormfs::size::ByteSize>,
+    /// Budget in chunk operations per second (default unlimited).
+    #[serde(default)]
+    pub ops_per_sec: Option<u64>,
 }
 
 /// The `[cluster]` table.
@@ -99,6 +127,8 @@ pub struct NodeConfig {
     pub policies: PolicySet,
     /// The cluster settings, when the node is part of one.
     pub cluster: Option<ClusterSettings>,
+    /// Scrub and repair.
+    pub heal: HealSettings,
 }
 
 /// The default libp2p listen address.
@@ -127,6 +157,7 @@ impl NodeConfig {
             disks,
             policies,
             cluster,
+            heal,
         } = raw;
         let node_id = node_id.unwrap_or_else(|| "node1".into());
         if node_id.is_empty()
@@ -205,8 +236,62 @@ impl NodeConfig {
             disks: checked,
             policies,
             cluster,
+            heal: check_heal(heal)?,
         })
     }
+}
+
+/// Parses a duration like `250ms`, `90s`, `5m`, `1h` or `30d`; `off` is `None`.
+pub fn parse_duration(text: &str, field: &str) -> anyhow::Result<Option<Duration>> {
+    let t = text.trim();
+    if t == "off" {
+        return Ok(None);
+    }
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| {
+        anyhow::anyhow!("`{field}`: `{text}` is not a duration like 90s, 5m, 1h, 30d or off")
+    })?;
+    let ms = match unit.trim() {
+        "ms" => 1,
+        "s" | "" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        other => bail!("`{field}`: unknown unit `{other}` in `{text}`; use ms, s, m, h or d"),
+    };
+    Ok(Some(Duration::from_millis(n.saturating_mul(ms))))
+}
+
+fn check_heal(raw: RawHeal) -> anyhow::Result<HealSettings> {
+    let d = HealSettings::default();
+    let every = |v: &Option<String>, field: &str, default: Option<Duration>| match v {
+        Some(t) => parse_duration(t, field),
+        None => Ok(default),
+    };
+    let repair_every = every(&raw.repair_every, "heal.repair_every", Some(d.repair_every))?
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "`heal.repair_every` cannot be off; set `heal.enabled = false` to stop repair"
+            )
+        })?;
+    if repair_every.is_zero() {
+        bail!("`heal.repair_every` must be above 0");
+    }
+    Ok(HealSettings {
+        scrub_every: every(&raw.scrub_every, "heal.scrub_every", d.scrub_every)?,
+        deep_scrub_every: every(
+            &raw.deep_scrub_every,
+            "heal.deep_scrub_every",
+            d.deep_scrub_every,
+        )?,
+        repair_every,
+        budget: wormfs::worker::Budget {
+            bytes_per_sec: raw.bytes_per_sec.map_or(0, |b| b.0),
+            ops_per_sec: raw.ops_per_sec.unwrap_or(0),
+        },
+        enabled: raw.enabled.unwrap_or(true),
+    })
 }
 
 fn check_cluster(raw: RawCluster) -> anyhow::Result<ClusterSettings> {

@@ -10,11 +10,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use wormfs::cluster::{Cluster, ClusterStore};
+use wormfs::heal::{ClusterLiveness, HealContext, HealService, SoloNode};
 use wormfs::meta::{DiskInfo, LocalLog, MetaStore, MetadataLog, MetadataOp, NodeInfo};
 use wormfs::node::NodeFs;
 use wormfs::placement::SpreadPlacement;
 use wormfs::rpc::server::WormFsService;
-use wormfs::store::{ChunkStore, DiskChunkStore};
+use wormfs::store::{ChunkStore, DirLock, DiskChunkStore};
 
 /// The chunk store, the metadata log and the cluster (if any) a node serves with.
 type Parts = (
@@ -36,10 +37,18 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("create data_dir `{}`", config.data_dir.display()))?;
-    let local: Arc<dyn ChunkStore> =
-        Arc::new(DiskChunkStore::open(&config.disks).context("open disks")?);
+    // One node per data directory and per disk: held until the node stops.
+    let _data_lock = DirLock::acquire(&config.data_dir, "data directory")?;
     let meta =
         Arc::new(MetaStore::open(&config.data_dir.join(META_FILE)).context("open metadata")?);
+    let disks = DiskChunkStore::open_expecting(&config.disks, &|id| {
+        meta.has_chunks_on(id).unwrap_or(false)
+    })
+    .context("open disks")?;
+    for (disk, why) in disks.failed() {
+        tracing::error!(%disk, "disk failed: {why}");
+    }
+    let local: Arc<dyn ChunkStore> = Arc::new(disks);
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -102,14 +111,32 @@ pub async fn run(
         }
     };
 
-    let fs = Arc::new(NodeFs::new(
-        config.node_id.clone(),
-        store,
-        log,
-        meta,
-        config.policies.clone(),
-        Arc::new(SpreadPlacement),
-    ));
+    let liveness: Arc<dyn ClusterLiveness> = match &cluster {
+        Some(c) => c.clone(),
+        None => Arc::new(SoloNode(config.node_id.clone())),
+    };
+    let placement = Arc::new(SpreadPlacement);
+    // Scrub and repair run on the master (a node alone is its own master).
+    let heal = HealService::start(HealContext {
+        node: config.node_id.clone(),
+        store: store.clone(),
+        log: log.clone(),
+        meta: meta.clone(),
+        placement: placement.clone(),
+        liveness: liveness.clone(),
+        settings: config.heal.clone(),
+    });
+    let fs = Arc::new(
+        NodeFs::new(
+            config.node_id.clone(),
+            store,
+            log,
+            meta,
+            config.policies.clone(),
+            placement,
+        )
+        .with_liveness(liveness),
+    );
     let mut service = WormFsService::new(fs, addr.to_string());
     if let Some(c) = &cluster {
         service = service.with_cluster(c.clone());
@@ -131,6 +158,7 @@ pub async fn run(
         )
         .await
         .context("serve gRPC")?;
+    heal.shutdown().await;
     if let Some(c) = cluster {
         c.shutdown().await;
     }

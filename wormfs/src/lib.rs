@@ -36,6 +36,7 @@ pub mod chunk;
 pub mod cluster;
 pub mod engine;
 pub mod errno;
+pub mod heal;
 pub mod ids;
 pub mod meta;
 pub mod net;
@@ -51,6 +52,7 @@ pub mod rpc;
 pub mod size;
 pub mod store;
 pub mod stripe;
+pub mod worker;
 
 /// The version of this crate, as written in its manifest.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -95,6 +95,8 @@ pub struct LocalArchive {
     log: LocalLog,
     policies: PolicySet,
     placement: SpreadPlacement,
+    /// This archive's exclusive hold on its metadata directory.
+    _lock: crate::store::DirLock,
 }
 
 impl LocalArchive {
@@ -117,6 +119,7 @@ impl LocalArchive {
             .enumerate()
             .map(|(i, p)| (DiskId(format!("disk{i}")), p.clone()))
             .collect();
+        let lock = crate::store::DirLock::acquire(meta_dir, "archive metadata directory")?;
         let store = DiskChunkStore::open(&disks)?;
         let meta = Arc::new(MetaStore::open(&meta_dir.join(META_FILE_NAME))?);
         let log = LocalLog::new(meta)?;
@@ -126,6 +129,7 @@ impl LocalArchive {
             log,
             policies,
             placement: SpreadPlacement,
+            _lock: lock,
         })
     }
 

@@ -569,6 +569,23 @@ impl RaftLog {
     }
 }
 
+impl crate::heal::ClusterLiveness for Cluster {
+    fn is_master(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.raft_id)
+    }
+
+    fn node_online(&self, node: &NodeId) -> bool {
+        *node == self.node || self.heartbeats.get(node).is_some_and(|p| p.online)
+    }
+
+    fn members(&self) -> Vec<NodeId> {
+        Cluster::members(self)
+            .into_iter()
+            .map(|(_, m)| NodeId(m.name))
+            .collect()
+    }
+}
+
 impl crate::rpc::server::ClusterInfo for Cluster {
     fn members(&self) -> Vec<crate::rpc::server::MemberRow> {
         use crate::rpc::server::MemberRow;
@@ -854,7 +871,18 @@ impl Admin {
                     };
                 }
                 self.heartbeats.forget(&NodeId(id.clone()));
-                tracing::info!(node = %id, "removed a node from the cluster; its chunks are not rebuilt");
+                // Its node and disk records go too: its chunks now count as lost, and the
+                // repair worker rebuilds them elsewhere.
+                if let Err(e) = self
+                    .raft
+                    .client_write(MetadataOp::RemoveNode(NodeId(id.clone())))
+                    .await
+                {
+                    return AdminAnswer::Failed(format!(
+                        "{id} left the membership, but its records could not be removed ({e}); run the removal again"
+                    ));
+                }
+                tracing::info!(node = %id, "removed a node from the cluster; its chunks are rebuilt elsewhere");
                 AdminAnswer::Removed
             }
         }

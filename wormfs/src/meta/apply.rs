@@ -187,6 +187,29 @@ pub(crate) fn apply_op(c: &Connection, op: &MetadataOp) -> Res {
             .map_err(sql("set chunk state"))?;
             done()
         }
+        MetadataOp::ReplaceChunks {
+            ino,
+            stripe,
+            generation,
+            chunks,
+        } => super::apply_heal::replace_chunks(c, *ino, *stripe, *generation, chunks),
+        MetadataOp::MarkVerified { stripes, time } => {
+            for (ino, stripe, generation) in stripes {
+                c.exec(
+                    "UPDATE chunks SET verified = ?4
+                     WHERE ino = ?1 AND stripe = ?2 AND generation = ?3 AND state = 0",
+                    params![ino.0 as i64, *stripe as i64, *generation as i64, time.0],
+                )
+                .map_err(sql("mark chunks verified"))?;
+            }
+            done()
+        }
+        MetadataOp::SetWorkerControl { name, control } => {
+            super::apply_heal::set_worker(c, name, "control", control)
+        }
+        MetadataOp::SetWorkerStatus { name, status } => {
+            super::apply_heal::set_worker(c, name, "status", status)
+        }
         MetadataOp::UpsertNode(n) => {
             c.exec(
                 "INSERT OR REPLACE INTO nodes VALUES (?1, ?2)",
@@ -218,7 +241,7 @@ pub(crate) fn apply_op(c: &Connection, op: &MetadataOp) -> Res {
     }
 }
 
-fn done() -> Res {
+pub(super) fn done() -> Res {
     Ok(Ok(Applied::default()))
 }
 
@@ -592,7 +615,8 @@ fn put_stripe(c: &Connection, ino: FileId, s: &StripeRecord) -> Result<(), MetaE
     .map_err(sql("replace chunks"))?;
     for ch in &s.chunks {
         c.exec(
-            "INSERT INTO chunks VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO chunks (ino, stripe, chunk, generation, node, disk, size, crc, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 ino.0 as i64,
                 s.index as i64,

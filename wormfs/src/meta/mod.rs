@@ -9,6 +9,10 @@
 
 #[cfg(feature = "local")]
 mod apply;
+#[cfg(feature = "local")]
+mod apply_heal;
+#[cfg(feature = "local")]
+mod heal_queries;
 mod log;
 mod op;
 #[cfg(feature = "local")]
@@ -17,6 +21,8 @@ mod schema;
 mod sqlite;
 mod types;
 
+#[cfg(feature = "local")]
+pub use heal_queries::{StripePage, StripeRow};
 #[cfg(feature = "local")]
 pub use log::LocalLog;
 pub use log::{LogError, MetadataLog};

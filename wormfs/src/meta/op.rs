@@ -1,7 +1,8 @@
 //! Metadata changes as values: what a log carries and a state machine applies.
 
 use super::types::{
-    Attr, ChunkLocation, ChunkState, DiskInfo, FileLayout, NodeInfo, StripeRecord, Timestamp,
+    Attr, ChunkLocation, ChunkRecord, ChunkState, DiskInfo, FileLayout, NodeInfo, StripeRecord,
+    Timestamp,
 };
 use crate::ids::{DiskId, FileId, NodeId};
 use serde::{Deserialize, Serialize};
@@ -184,6 +185,41 @@ pub enum MetadataOp {
         chunk: u16,
         /// New state.
         state: ChunkState,
+    },
+    /// Puts rebuilt or moved chunks of a stripe in place of the records with the same
+    /// shard indices (repair). Refused when the stripe was rewritten since (another
+    /// generation): the new chunks then belong to nothing. The replaced copies are garbage.
+    ReplaceChunks {
+        /// The file.
+        ino: FileId,
+        /// Stripe index.
+        stripe: u64,
+        /// The generation the chunks were rebuilt from.
+        generation: u64,
+        /// The new chunk records.
+        chunks: Vec<ChunkRecord>,
+    },
+    /// Records that a deep scrub verified these stripes' good chunks at `time`.
+    MarkVerified {
+        /// `(file, stripe index, generation)` of each stripe verified.
+        stripes: Vec<(FileId, u64, u64)>,
+        /// When.
+        time: Timestamp,
+    },
+    /// Sets an operator's control of a background worker (pause, resume, a new run, rate).
+    SetWorkerControl {
+        /// The worker's name.
+        name: String,
+        /// The control.
+        control: crate::worker::WorkerControl,
+    },
+    /// Records a background worker's status and cursor (written by the master running it,
+    /// read by a new master to resume it).
+    SetWorkerStatus {
+        /// The worker's name.
+        name: String,
+        /// The status.
+        status: crate::worker::WorkerStatus,
     },
     /// Adds or updates a storage node.
     UpsertNode(NodeInfo),

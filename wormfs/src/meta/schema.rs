@@ -151,6 +151,16 @@ pub(crate) const MIGRATIONS: &[&str] = &[
             WHERE key = 'file_bytes';
     END;
     ",
+    // 6: background workers' control and status (JSON), and when each chunk was last
+    // verified by a deep scrub (Unix nanoseconds; 0 for never).
+    "
+    CREATE TABLE workers (
+        name TEXT PRIMARY KEY,
+        control TEXT NOT NULL DEFAULT '{}',
+        status TEXT NOT NULL DEFAULT '{}'
+    ) WITHOUT ROWID;
+    ALTER TABLE chunks ADD COLUMN verified INTEGER NOT NULL DEFAULT 0;
+    ",
 ];
 
 /// The first schema version with the `raft_state` table (a database copy older than this

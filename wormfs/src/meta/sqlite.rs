@@ -81,7 +81,7 @@ impl MetaStore {
         })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -370,6 +370,19 @@ impl MetaStore {
             Some(a) if a.kind == FileKind::Directory => self.dir_policy(a.ino),
             _ => Ok(None),
         }
+    }
+
+    /// True when metadata places at least one chunk on `disk`.
+    pub fn has_chunks_on(&self, disk: &DiskId) -> Result<bool, MetaError> {
+        self.conn()
+            .query_row(
+                "SELECT 1 FROM chunks WHERE disk = ?1 LIMIT 1",
+                [&disk.0],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(sql("look for chunks on a disk"))
     }
 
     /// Every chunk metadata places on `disk`: the disk → chunks reverse index.

@@ -80,6 +80,7 @@ pub struct NodeFs {
     pub(super) meta: Arc<MetaStore>,
     pub(super) policies: PolicySet,
     pub(super) placement: Arc<dyn PlacementPolicy>,
+    pub(super) liveness: Arc<dyn crate::heal::ClusterLiveness>,
 }
 
 impl NodeFs {
@@ -93,6 +94,7 @@ impl NodeFs {
         placement: Arc<dyn PlacementPolicy>,
     ) -> NodeFs {
         NodeFs {
+            liveness: Arc::new(crate::heal::SoloNode(node.clone())),
             node,
             store,
             log,
@@ -100,6 +102,28 @@ impl NodeFs {
             policies,
             placement,
         }
+    }
+
+    /// Takes who is master and online from `liveness` (a cluster's); a node alone is
+    /// always both.
+    pub fn with_liveness(mut self, liveness: Arc<dyn crate::heal::ClusterLiveness>) -> NodeFs {
+        self.liveness = liveness;
+        self
+    }
+
+    /// The placement policy.
+    pub fn placement(&self) -> &Arc<dyn PlacementPolicy> {
+        &self.placement
+    }
+
+    /// The metadata log.
+    pub fn log(&self) -> &Arc<dyn MetadataLog> {
+        &self.log
+    }
+
+    /// Who is master and online.
+    pub fn liveness(&self) -> &Arc<dyn crate::heal::ClusterLiveness> {
+        &self.liveness
     }
 
     /// This node's id.

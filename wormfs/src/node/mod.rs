@@ -4,8 +4,10 @@
 
 mod error;
 mod fs;
+mod heal;
 mod stripes;
 
 pub use error::FsError;
 pub use fs::{CreateKind, NodeFs, PolicyView, SetAttrArgs, StatFs};
+pub use heal::{FileRisk, RiskReport, StripeView};
 pub use stripes::{StripeLocation, POLICY_XATTR};

@@ -80,4 +80,28 @@ pub trait PlacementPolicy: Send + Sync {
         view: &ClusterView,
         exclude: &[DiskRef],
     ) -> Result<Vec<DiskRef>, PlacementError>;
+
+    /// Chooses `count` more disks for chunks of a stripe `policy.width()` chunks wide whose
+    /// other chunks stay where they are (`keep`), for repair: never a disk in `keep` or
+    /// `exclude`, and spread so the stripe's chunks end up on as many nodes as the usable
+    /// disks allow (nodes holding fewer of its chunks first).
+    fn place_more(
+        &self,
+        policy_name: &str,
+        policy: &StoragePolicy,
+        count: usize,
+        chunk_size: u64,
+        view: &ClusterView,
+        keep: &[DiskRef],
+        exclude: &[DiskRef],
+    ) -> Result<Vec<DiskRef>, PlacementError> {
+        let one = StoragePolicy {
+            k: count as u16,
+            m: 0,
+            stripe_size: policy.stripe_size,
+        };
+        let mut all = keep.to_vec();
+        all.extend_from_slice(exclude);
+        self.place(policy_name, &one, chunk_size, view, &all)
+    }
 }

@@ -87,6 +87,63 @@ impl PlacementPolicy for SpreadPlacement {
         }
         Ok(chosen)
     }
+
+    fn place_more(
+        &self,
+        policy_name: &str,
+        policy: &StoragePolicy,
+        count: usize,
+        chunk_size: u64,
+        view: &ClusterView,
+        keep: &[DiskRef],
+        exclude: &[DiskRef],
+    ) -> Result<Vec<DiskRef>, PlacementError> {
+        let taken = |d: &DiskView| {
+            keep.iter()
+                .chain(exclude)
+                .any(|x| x.node == d.node && x.disk == d.disk)
+        };
+        let mut candidates: Vec<&DiskView> = view
+            .disks
+            .iter()
+            .filter(|d| d.usable && d.free >= chunk_size && !taken(d))
+            .collect();
+        candidates.sort_by(|a, b| (&a.node, &a.disk).cmp(&(&b.node, &b.disk)));
+        candidates.dedup_by(|a, b| a.node == b.node && a.disk == b.disk);
+        if candidates.len() < count {
+            return Err(PlacementError::NotEnoughDisks {
+                policy: policy_name.to_owned(),
+                layout: *policy,
+                needed: count,
+                usable: candidates.len(),
+                total: view.disks.len(),
+                chunk_size,
+            });
+        }
+        candidates.sort_by(|a, b| fuller(a, b));
+        let mut per_node: BTreeMap<&NodeId, usize> = BTreeMap::new();
+        for k in keep {
+            *per_node.entry(&k.node).or_default() += 1;
+        }
+        let mut taken_now = vec![false; candidates.len()];
+        let mut chosen = Vec::with_capacity(count);
+        while chosen.len() < count {
+            // the least-full free disk on the node holding the fewest chunks of the stripe
+            let count_of = |d: &DiskView| per_node.get(&d.node).copied().unwrap_or(0);
+            let pick = (0..candidates.len())
+                .filter(|&i| !taken_now[i])
+                .min_by_key(|&i| (count_of(candidates[i]), i))
+                .expect("at least `count` candidates exist");
+            taken_now[pick] = true;
+            let d = candidates[pick];
+            *per_node.entry(&d.node).or_default() += 1;
+            chosen.push(DiskRef {
+                node: d.node.clone(),
+                disk: d.disk.clone(),
+            });
+        }
+        Ok(chosen)
+    }
 }
 
 #[cfg(test)]
@@ -132,6 +189,42 @@ mod tests {
             }
         }
         v
+    }
+
+    #[test]
+    fn more_chunks_go_to_the_nodes_holding_fewest_and_never_to_kept_or_excluded_disks() {
+        let v = cluster(3, 2);
+        let keep = vec![
+            DiskRef {
+                node: "n0".into(),
+                disk: "n0d0".into(),
+            },
+            DiskRef {
+                node: "n1".into(),
+                disk: "n1d0".into(),
+            },
+        ];
+        let exclude = vec![DiskRef {
+            node: "n2".into(),
+            disk: "n2d0".into(),
+        }];
+        let got = SpreadPlacement
+            .place_more("t", &policy(2, 1), 1, 1, &v, &keep, &exclude)
+            .unwrap();
+        assert_eq!(
+            got,
+            vec![DiskRef {
+                node: "n2".into(),
+                disk: "n2d1".into()
+            }]
+        );
+        let err = SpreadPlacement
+            .place_more("t", &policy(2, 1), 4, 1, &v, &keep, &exclude)
+            .unwrap_err();
+        assert!(
+            matches!(err, PlacementError::NotEnoughDisks { usable: 3, .. }),
+            "{err}"
+        );
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! Errors travel as gRPC statuses with the POSIX errno in the [`ERRNO_METADATA`] entry, so
 //! a FUSE client returns exactly the errno the node decided.
 
+#[cfg(feature = "node")]
+mod admin;
 pub mod client;
 pub mod client_config;
 pub mod convert;

@@ -4,7 +4,7 @@
 use super::convert::{attr_to_proto, ino, invalid, kind_to_proto, name, required};
 use super::proto::{self, worm_fs_server::WormFs};
 use super::{status_with_errno, MAX_LOCATE, READDIR_PAGE, READ_PIECE_SIZE};
-use crate::meta::{ChunkState, Timestamp, XattrMode};
+use crate::meta::{Timestamp, XattrMode};
 use crate::node::{CreateKind, FsError, NodeFs, SetAttrArgs};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -687,54 +687,42 @@ impl WormFs for WormFsService {
         r: Request<proto::PathRequest>,
     ) -> Result<Response<proto::FileLayoutReply>, Status> {
         let path = r.into_inner().path;
-        let (attr, stripes) = self
-            .fs
-            .file_layout(&path)
-            .map_err(|e| status("file layout", e))?;
-        let stripe_size = attr.layout.as_ref().map_or(0, |l| l.stripe_size);
-        let stripes = stripes
-            .into_iter()
-            .map(|s| proto::StripeLayout {
-                index: s.index,
-                generation: s.generation,
-                start: s.index * stripe_size,
-                len: s.len,
-                crc: s.crc,
-                inline: s.inline.is_some(),
-                chunks: s
-                    .chunks
-                    .iter()
-                    .map(|c| {
-                        let path = attr
-                            .layout
-                            .as_ref()
-                            .and_then(|l| {
-                                let addr = crate::engine::chunk_addr(attr.ino, l, &s, c.index);
-                                self.fs.chunk_path(&c.disk, &addr)
-                            })
-                            .map(|p| p.display().to_string())
-                            .unwrap_or_default();
-                        proto::ChunkLayout {
-                            index: u32::from(c.index),
-                            node: c.node.to_string(),
-                            disk: c.disk.to_string(),
-                            path,
-                            size: c.size,
-                            state: match c.state {
-                                ChunkState::Ok => "ok",
-                                ChunkState::Missing => "missing",
-                                ChunkState::Corrupt => "corrupt",
-                            }
-                            .into(),
-                        }
-                    })
-                    .collect(),
-            })
-            .collect();
-        Ok(Response::new(proto::FileLayoutReply {
-            path,
-            attr: Some(attr_to_proto(&attr)),
-            stripes,
-        }))
+        super::admin::file_layout(&self.fs, path)
+            .await
+            .map(Response::new)
+            .map_err(|e| status("file layout", e))
+    }
+
+    async fn list_workers(
+        &self,
+        _r: Request<proto::Empty>,
+    ) -> Result<Response<proto::WorkersReply>, Status> {
+        super::admin::workers(&self.fs)
+            .map(Response::new)
+            .map_err(|e| status("list workers", e))
+    }
+
+    async fn control_worker(
+        &self,
+        r: Request<proto::WorkerRequest>,
+    ) -> Result<Response<proto::WorkersReply>, Status> {
+        let r = r.into_inner();
+        self.fs
+            .control_worker(&r.name, &r.action, r.deep, r.bytes_per_sec, r.ops_per_sec)
+            .await
+            .map_err(|e| status("control worker", e))?;
+        super::admin::workers(&self.fs)
+            .map(Response::new)
+            .map_err(|e| status("list workers", e))
+    }
+
+    async fn get_risk(
+        &self,
+        r: Request<proto::RiskRequest>,
+    ) -> Result<Response<proto::RiskReply>, Status> {
+        super::admin::risk(&self.fs, r.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(|e| status("risk", e))
     }
 }

@@ -3,6 +3,7 @@
 use super::chunk_file::{check_key, chunk_io, corrupt, io_err, read_chunk_file_into};
 use super::durable::FsSync;
 use super::index::{fold, IndexRecord, INDEX_FILE_NAME};
+use super::lock::{DirLock, LOCK_FILE_NAME};
 use super::{
     ChunkAddr, ChunkFolder, ChunkStore, DiskStatus, IndexedChunk, StoreError, StoredChunk,
 };
@@ -21,6 +22,10 @@ pub const MARKER_FILE_NAME: &str = "wormfs-disk.toml";
 
 struct Disk {
     root: PathBuf,
+    /// Why the disk is failed (not written to, reported unhealthy), if it is.
+    failed: Option<String>,
+    /// This store's exclusive hold on the directory.
+    _lock: DirLock,
     /// Serialises appends to index files on this disk.
     index_lock: Mutex<()>,
     /// Durability for the file system the disk is on (shared with the other disks on it).
@@ -85,6 +90,19 @@ impl DiskChunkStore {
     /// name the same id; a non-empty directory without a marker is refused, so WormFS never
     /// mixes its chunks into someone else's files.
     pub fn open(disks: &[(DiskId, PathBuf)]) -> Result<DiskChunkStore, StoreError> {
+        Self::open_expecting(disks, &|_| false)
+    }
+
+    /// Like [`DiskChunkStore::open`], for a node whose metadata records chunks on some
+    /// disks (`holds_chunks`). A directory without a marker for such a disk was wiped, or
+    /// is an empty mount point of an unmounted disk: it is not claimed again but opened as
+    /// *failed* ([`DiskChunkStore::failed`]): reported unhealthy, never written to, so its
+    /// chunks count as lost and are rebuilt elsewhere. Every directory is locked for this
+    /// store ([`DirLock`]): a second store or node on the same disk is refused.
+    pub fn open_expecting(
+        disks: &[(DiskId, PathBuf)],
+        holds_chunks: &dyn Fn(&DiskId) -> bool,
+    ) -> Result<DiskChunkStore, StoreError> {
         let mut map = BTreeMap::new();
         let mut seen: BTreeMap<PathBuf, DiskId> = BTreeMap::new();
         let mut syncs: BTreeMap<u64, Arc<FsSync>> = BTreeMap::new();
@@ -112,7 +130,8 @@ impl DiskChunkStore {
                     "disk id `{id}` is listed twice"
                 )));
             }
-            claim(id, &canonical)?;
+            let lock = DirLock::acquire(&canonical, &format!("disk `{id}`"))?;
+            let failed = claim(id, &canonical, holds_chunks(id))?;
             let device = fs::metadata(&canonical)
                 .map_err(io_err("inspect disk directory", &canonical))?
                 .dev();
@@ -131,6 +150,8 @@ impl DiskChunkStore {
                 id.clone(),
                 Disk {
                     root: canonical,
+                    failed,
+                    _lock: lock,
                     index_lock: Mutex::new(()),
                     sync,
                 },
@@ -146,6 +167,14 @@ impl DiskChunkStore {
         self.disks
             .get(id)
             .ok_or_else(|| StoreError::UnknownDisk(id.clone()))
+    }
+
+    /// The disks opened as failed, each with why.
+    pub fn failed(&self) -> Vec<(DiskId, String)> {
+        self.disks
+            .iter()
+            .filter_map(|(id, d)| Some((id.clone(), d.failed.clone()?)))
+            .collect()
     }
 
     /// The path of a chunk file.
@@ -189,8 +218,9 @@ impl DiskChunkStore {
     }
 }
 
-/// Checks or writes the marker of disk `id` at `root`.
-fn claim(id: &DiskId, root: &Path) -> Result<(), StoreError> {
+/// Checks or writes the marker of disk `id` at `root`. Returns why the disk is failed
+/// when its marker is missing but it should hold chunks (`expected`).
+fn claim(id: &DiskId, root: &Path, expected: bool) -> Result<Option<String>, StoreError> {
     let marker = root.join(MARKER_FILE_NAME);
     match fs::read_to_string(&marker) {
         Ok(text) => {
@@ -199,7 +229,7 @@ fn claim(id: &DiskId, root: &Path) -> Result<(), StoreError> {
                 .find_map(|l| l.strip_prefix("disk_id = "))
                 .map(|v| v.trim().trim_matches('"').to_owned());
             match found {
-                Some(found) if found == id.0 => Ok(()),
+                Some(found) if found == id.0 => Ok(None),
                 Some(found) => Err(StoreError::DiskSetup(format!(
                     "directory `{}` holds disk `{found}`, but the config says disk `{id}` is there; \
                      a disk is mounted at the wrong place or the config names the wrong directory",
@@ -212,10 +242,19 @@ fn claim(id: &DiskId, root: &Path) -> Result<(), StoreError> {
             }
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if expected {
+                return Ok(Some(format!(
+                    "disk `{id}`: directory `{}` has no {MARKER_FILE_NAME} though the metadata \
+                     records chunks on this disk: it was wiped, or the disk is not mounted \
+                     there. It is marked failed (not claimed, not written to) and its chunks \
+                     are rebuilt elsewhere; mount the disk back and restart to use it again",
+                    root.display()
+                )));
+            }
             let occupied = fs::read_dir(root)
                 .map_err(io_err("list disk directory", root))?
                 .filter_map(Result::ok)
-                .any(|e| e.file_name() != "lost+found");
+                .any(|e| e.file_name() != "lost+found" && e.file_name() != LOCK_FILE_NAME);
             if occupied {
                 return Err(StoreError::DiskSetup(format!(
                     "directory `{}` for disk `{id}` is not empty and has no {MARKER_FILE_NAME}; \
@@ -232,7 +271,7 @@ fn claim(id: &DiskId, root: &Path) -> Result<(), StoreError> {
                 .and_then(|()| f.sync_all())
                 .map_err(io_err("write disk marker", &tmp))?;
             fs::rename(&tmp, &marker).map_err(io_err("install disk marker", &marker))?;
-            fsync_dir(root)
+            fsync_dir(root).map(|()| None)
         }
         Err(e) => Err(io_err("read disk marker", &marker)(e)),
     }
@@ -249,7 +288,7 @@ impl ChunkStore for DiskChunkStore {
                     Ok(s) => (
                         s.f_blocks * s.f_frsize,
                         s.f_bavail * s.f_frsize,
-                        d.root.join(MARKER_FILE_NAME).exists(),
+                        d.failed.is_none() && d.root.join(MARKER_FILE_NAME).exists(),
                     ),
                     Err(_) => (0, 0, false),
                 };
@@ -276,6 +315,9 @@ impl ChunkStore for DiskChunkStore {
         chunk: &ChunkFile,
     ) -> Result<StoredChunk, StoreError> {
         let disk = self.disk(disk_id)?;
+        if let Some(why) = &disk.failed {
+            return Err(StoreError::DiskSetup(why.clone()));
+        }
         let dir = disk.root.join(folder.relative_path());
         ensure_dir(&dir)?;
         let name = chunk.header.key.file_name();

@@ -13,6 +13,8 @@ mod disk;
 mod durable;
 mod folder;
 mod index;
+#[cfg(feature = "local")]
+mod lock;
 mod memory;
 
 #[cfg(test)]
@@ -25,6 +27,8 @@ pub use chunk_file::{
 pub use disk::DiskChunkStore;
 pub use folder::ChunkFolder;
 pub use index::{IndexRecord, INDEX_FILE_NAME};
+#[cfg(feature = "local")]
+pub use lock::{DirLock, LOCK_FILE_NAME};
 pub use memory::MemoryChunkStore;
 
 use crate::chunk::{ChunkFile, ChunkFormatError};

@@ -1,0 +1,27 @@
+//! Self-healing: how healthy each stripe is ([`assess`]), checking chunks ([`shallow_check`],
+//! [`deep_check`]), rebuilding and re-spreading them ([`repair_stripe`]), and (feature
+//! `node`) the scrub and repair workers a master runs over every stripe
+//! ([`HealService`]).
+//!
+//! The rules: a chunk on an offline node is not rebuilt (the node may come back; an operator
+//! removes it first), but it is never counted as good either. A chunk that is missing,
+//! corrupt, on a removed node or on a failed or removed disk is rebuilt, the riskiest
+//! stripes first. A stripe whose chunks crowd on one node (written while nodes were
+//! missing) is re-spread once the cluster has room. New locations are committed through the
+//! metadata log before the copies they replace are deleted.
+
+mod assess;
+mod check;
+mod repair;
+#[cfg(feature = "node")]
+mod service;
+#[cfg(feature = "node")]
+mod workers;
+
+pub use assess::{assess, ChunkHealth, Liveness, StripeHealth};
+pub use check::{deep_check, shallow_check, Finding, StripeCheck};
+pub use repair::{repair_stripe, Rebuilt, RepairError};
+#[cfg(feature = "node")]
+pub use service::{observe, ClusterLiveness, HealContext, HealService, HealSettings, SoloNode};
+#[cfg(feature = "node")]
+pub use workers::{RepairWorker, ScrubWorker};

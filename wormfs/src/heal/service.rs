@@ -1,0 +1,230 @@
+//! The heal service of a node: on the master it runs the scrub and repair workers, and it
+//! stops them when the node stops being the master (the next master resumes them from the
+//! status recorded in the metadata).
+
+use super::assess::Liveness;
+use crate::ids::NodeId;
+use crate::meta::{MetaStore, MetadataLog};
+use crate::placement::PlacementPolicy;
+use crate::store::ChunkStore;
+use crate::worker::{run_worker, Budget, Worker, WorkerHost};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+
+/// What the heal service needs to know of the cluster.
+pub trait ClusterLiveness: Send + Sync {
+    /// True while this node is the master (runs the cluster-wide workers).
+    fn is_master(&self) -> bool;
+    /// True when `node` is online now.
+    fn node_online(&self, node: &NodeId) -> bool;
+    /// The current members (a node that is neither a member nor recorded in the metadata
+    /// has been removed).
+    fn members(&self) -> Vec<NodeId>;
+}
+
+/// A node on its own: always the master, the only member, always online.
+#[derive(Clone, Debug)]
+pub struct SoloNode(pub NodeId);
+
+impl ClusterLiveness for SoloNode {
+    fn is_master(&self) -> bool {
+        true
+    }
+    fn node_online(&self, node: &NodeId) -> bool {
+        *node == self.0
+    }
+    fn members(&self) -> Vec<NodeId> {
+        vec![self.0.clone()]
+    }
+}
+
+/// How the heal workers behave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealSettings {
+    /// Runs a shallow scrub this long after the last scrub finished (`None`: only on
+    /// command).
+    pub scrub_every: Option<Duration>,
+    /// Runs a deep scrub this long after the last deep scrub finished (`None`: only on
+    /// command).
+    pub deep_scrub_every: Option<Duration>,
+    /// Looks for stripes to repair this often while there is nothing to repair.
+    pub repair_every: Duration,
+    /// The I/O budget of each worker when the operator sets none.
+    pub budget: Budget,
+    /// Runs no worker at all (repair and scrub only on a later start).
+    pub enabled: bool,
+}
+
+impl Default for HealSettings {
+    fn default() -> Self {
+        HealSettings {
+            scrub_every: Some(Duration::from_secs(3600)),
+            deep_scrub_every: Some(Duration::from_secs(30 * 24 * 3600)),
+            repair_every: Duration::from_secs(30),
+            budget: Budget {
+                bytes_per_sec: 0,
+                ops_per_sec: 0,
+            },
+            enabled: true,
+        }
+    }
+}
+
+/// Everything the heal workers work with.
+pub struct HealContext {
+    /// This node.
+    pub node: NodeId,
+    /// Every chunk the node can reach (the cluster's, in a cluster).
+    pub store: Arc<dyn ChunkStore>,
+    /// Where findings and repairs are committed.
+    pub log: Arc<dyn MetadataLog>,
+    /// The local metadata copy, for reads.
+    pub meta: Arc<MetaStore>,
+    /// Where rebuilt chunks go.
+    pub placement: Arc<dyn PlacementPolicy>,
+    /// Who is master, who is online.
+    pub liveness: Arc<dyn ClusterLiveness>,
+    /// Intervals and budget.
+    pub settings: HealSettings,
+}
+
+impl HealContext {
+    /// What is known now of the nodes and disks (blocking: reads the metadata and the
+    /// store's view).
+    pub fn observe(&self) -> Result<Liveness, String> {
+        observe(
+            &self.meta,
+            self.store.as_ref(),
+            &self.node,
+            self.liveness.as_ref(),
+        )
+    }
+}
+
+/// What is known now of the nodes and disks: the recorded and member nodes (online or not),
+/// the recorded disks and the disks the store sees, which of them failed, and how many
+/// nodes can take chunks.
+pub fn observe(
+    meta: &MetaStore,
+    store: &dyn ChunkStore,
+    me: &NodeId,
+    cl: &dyn ClusterLiveness,
+) -> Result<Liveness, String> {
+    let mut names: BTreeSet<NodeId> = meta
+        .nodes()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|n| n.id)
+        .collect();
+    names.extend(cl.members());
+    if names.is_empty() {
+        return Err("the metadata records no node yet".into());
+    }
+    let nodes: BTreeMap<NodeId, bool> = names
+        .into_iter()
+        .map(|n| {
+            let online = cl.node_online(&n);
+            (n, online)
+        })
+        .collect();
+    let view = store.placement_view(me).map_err(|e| e.to_string())?;
+    let mut disks = BTreeMap::new();
+    for d in meta.disks().map_err(|e| e.to_string())? {
+        disks.insert(d.id, (d.node, false));
+    }
+    for v in &view.disks {
+        disks
+            .entry(v.disk.clone())
+            .or_insert_with(|| (v.node.clone(), false));
+    }
+    for (id, (node, failed)) in disks.iter_mut() {
+        // An unusable disk of an online node has failed (a disk of an offline node is
+        // unusable because its node is).
+        if nodes.get(node) == Some(&true) {
+            *failed = view.disks.iter().any(|v| &v.disk == id && !v.usable);
+        }
+    }
+    let live = Liveness {
+        nodes,
+        disks,
+        usable_nodes: 0,
+    };
+    Ok(live.without(&[], &[]))
+}
+
+/// The scrub and repair workers of a node, run while it is the master.
+pub struct HealService {
+    stop: watch::Sender<bool>,
+    wake: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HealService {
+    /// Starts watching for mastership; runs the workers while this node is the master.
+    pub fn start(ctx: HealContext) -> HealService {
+        let (stop, stop_rx) = watch::channel(false);
+        let wake = Arc::new(Notify::new());
+        let task = tokio::spawn(supervise(Arc::new(ctx), wake.clone(), stop_rx));
+        HealService { stop, wake, task }
+    }
+
+    /// Wakes idle workers (after a node or disk was removed, or damage was recorded).
+    pub fn wake(&self) {
+        self.wake.notify_waiters();
+    }
+
+    /// Stops the workers (recording where they are) and the service.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+async fn supervise(ctx: Arc<HealContext>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+    let mut running: Option<(watch::Sender<bool>, Vec<tokio::task::JoinHandle<()>>)> = None;
+    let mut closed = false;
+    loop {
+        let stopping = closed || *stop.borrow();
+        let master = ctx.settings.enabled && !stopping && ctx.liveness.is_master();
+        match (&running, master) {
+            (None, true) => {
+                tracing::info!(node = %ctx.node, "this node is the master: starting scrub and repair");
+                let host = Arc::new(WorkerHost {
+                    log: ctx.log.clone(),
+                    meta: ctx.meta.clone(),
+                    node: ctx.node.0.clone(),
+                    budget: ctx.settings.budget,
+                    wake: wake.clone(),
+                });
+                let (tx, rx) = watch::channel(false);
+                let workers: Vec<Box<dyn Worker>> = vec![
+                    Box::new(super::workers::ScrubWorker::new(ctx.clone(), wake.clone())),
+                    Box::new(super::workers::RepairWorker::new(ctx.clone())),
+                ];
+                let handles = workers
+                    .into_iter()
+                    .map(|w| tokio::spawn(run_worker(w, host.clone(), rx.clone())))
+                    .collect();
+                running = Some((tx, handles));
+            }
+            (Some(_), false) => {
+                let (tx, handles) = running.take().expect("checked");
+                tracing::info!(node = %ctx.node, "stopping scrub and repair (no longer the master, or stopping)");
+                let _ = tx.send(true);
+                for h in handles {
+                    let _ = h.await;
+                }
+            }
+            _ => {}
+        }
+        if stopping && running.is_none() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            r = stop.changed() => closed |= r.is_err(),
+        }
+    }
+}

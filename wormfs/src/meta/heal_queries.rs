@@ -1,0 +1,202 @@
+//! Reads for scrub, repair and the durability reports: every stripe of every file in
+//! pages, and the background workers' records.
+
+use super::sqlite::{read_attr, sql, MetaError, MetaStore};
+use super::types::{ChunkRecord, ChunkState, FileLayout, StripeRecord};
+use crate::ids::{DiskId, FileId, NodeId};
+use crate::worker::{Cursor, WorkerControl, WorkerStatus};
+use rusqlite::{params, OptionalExtension};
+
+/// A page of [`MetaStore::stripes_after`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StripePage {
+    /// The stripes stored as chunks, with their files' layouts.
+    pub rows: Vec<StripeRow>,
+    /// Stripes looked at (those kept in the metadata included).
+    pub scanned: u64,
+    /// Where the next page starts; `None` when this page reached the end.
+    pub next: Option<Cursor>,
+}
+
+/// One stripe stored as chunks, with its file's layout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StripeRow {
+    /// The file.
+    pub ino: FileId,
+    /// The file's layout (chunk folder, policy).
+    pub layout: FileLayout,
+    /// The stripe and its chunks.
+    pub stripe: StripeRecord,
+}
+
+impl MetaStore {
+    /// Up to `limit` stripes after `after` in (file, stripe index) order, with their
+    /// chunks; stripes kept in the metadata (no chunks) are passed over. Also returns the
+    /// number of stripes looked at and the cursor for the next page (`None` at the end).
+    pub fn stripes_after(
+        &self,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<StripePage, MetaError> {
+        let conn = self.conn();
+        let (a_ino, a_idx) = match after {
+            Some(c) => (c.ino.0 as i64, c.stripe as i64),
+            None => (0, -1),
+        };
+        let mut stripes: Vec<(FileId, StripeRecord)> = conn
+            .prepare_cached(
+                "SELECT ino, idx, generation, len, crc, k, m FROM stripes
+                 WHERE (ino, idx) > (?1, ?2) ORDER BY ino, idx LIMIT ?3",
+            )
+            .and_then(|mut st| {
+                st.query_map(params![a_ino, a_idx, limit as i64], |r| {
+                    Ok((
+                        FileId(r.get::<_, i64>(0)? as u64),
+                        StripeRecord {
+                            index: r.get::<_, i64>(1)? as u64,
+                            generation: r.get::<_, i64>(2)? as u64,
+                            len: r.get::<_, i64>(3)? as u64,
+                            crc: r.get::<_, i64>(4)? as u32,
+                            k: r.get::<_, i64>(5)? as u16,
+                            m: r.get::<_, i64>(6)? as u16,
+                            chunks: Vec::new(),
+                            inline: None,
+                        },
+                    ))
+                })?
+                .collect()
+            })
+            .map_err(sql("list stripes"))?;
+        let scanned = stripes.len() as u64;
+        let Some((last_ino, last)) = stripes.last().map(|(i, s)| (*i, s.index)) else {
+            return Ok(StripePage::default());
+        };
+        let chunks: Vec<(FileId, u64, ChunkRecord)> = conn
+            .prepare_cached(
+                "SELECT ino, stripe, chunk, node, disk, size, crc, state FROM chunks
+                 WHERE (ino, stripe) > (?1, ?2) AND (ino, stripe) <= (?3, ?4)
+                 ORDER BY ino, stripe, chunk",
+            )
+            .and_then(|mut st| {
+                st.query_map(params![a_ino, a_idx, last_ino.0 as i64, last as i64], |r| {
+                    Ok((
+                        FileId(r.get::<_, i64>(0)? as u64),
+                        r.get::<_, i64>(1)? as u64,
+                        ChunkRecord {
+                            index: r.get::<_, i64>(2)? as u16,
+                            node: NodeId(r.get(3)?),
+                            disk: DiskId(r.get(4)?),
+                            size: r.get::<_, i64>(5)? as u64,
+                            crc: r.get::<_, i64>(6)? as u32,
+                            state: ChunkState::from_code(r.get(7)?),
+                        },
+                    ))
+                })?
+                .collect()
+            })
+            .map_err(sql("list chunks"))?;
+        let mut i = 0;
+        for (ino, stripe, chunk) in chunks {
+            while i < stripes.len() && (stripes[i].0, stripes[i].1.index) < (ino, stripe) {
+                i += 1;
+            }
+            if let Some((si, s)) = stripes.get_mut(i) {
+                if (*si, s.index) == (ino, stripe) {
+                    s.chunks.push(chunk);
+                }
+            }
+        }
+        let mut layouts: Vec<(FileId, Option<FileLayout>)> = Vec::new();
+        let mut out = Vec::with_capacity(stripes.len());
+        for (ino, s) in stripes.into_iter().filter(|(_, s)| !s.chunks.is_empty()) {
+            let layout = match layouts.iter().find(|(i, _)| *i == ino) {
+                Some((_, l)) => l.clone(),
+                None => {
+                    let l = read_attr(&conn, ino)?.and_then(|a| a.layout);
+                    layouts.push((ino, l.clone()));
+                    l
+                }
+            };
+            if let Some(layout) = layout {
+                out.push(StripeRow {
+                    ino,
+                    layout,
+                    stripe: s,
+                });
+            }
+        }
+        Ok(StripePage {
+            rows: out,
+            scanned,
+            next: Some(Cursor {
+                ino: last_ino,
+                stripe: last,
+            }),
+        })
+    }
+
+    /// How many stripes all files have (those kept in the metadata included).
+    pub fn count_stripes(&self) -> Result<u64, MetaError> {
+        self.conn()
+            .query_row("SELECT COUNT(*) FROM stripes", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(sql("count stripes"))
+    }
+
+    /// A worker's control and status (defaults when it never ran).
+    pub fn worker(&self, name: &str) -> Result<(WorkerControl, WorkerStatus), MetaError> {
+        let row: Option<(String, String)> = self
+            .conn()
+            .query_row(
+                "SELECT control, status FROM workers WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(sql("read worker"))?;
+        let Some((control, status)) = row else {
+            return Ok(Default::default());
+        };
+        let bad = |what: &str, e: serde_json::Error| {
+            MetaError::Corrupt(format!("worker {name}'s {what}: {e}"))
+        };
+        Ok((
+            serde_json::from_str(&control).map_err(|e| bad("control", e))?,
+            serde_json::from_str(&status).map_err(|e| bad("status", e))?,
+        ))
+    }
+
+    /// `(stripe, shard index, verified)` of every chunk of a file: when a deep scrub last
+    /// verified it (Unix nanoseconds; 0 for never).
+    pub fn verified_times(&self, ino: FileId) -> Result<Vec<(u64, u16, i64)>, MetaError> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT stripe, chunk, verified FROM chunks WHERE ino = ?1 ORDER BY stripe, chunk",
+            )
+            .map_err(sql("read verification times"))?;
+        let rows = st
+            .query_map([ino.0 as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, i64>(1)? as u16,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(sql("read verification times"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(sql("read verification times"))
+    }
+
+    /// When the chunks of a stripe were last verified by a deep scrub (the oldest of its
+    /// good chunks; 0 for never).
+    pub fn stripe_verified(&self, ino: FileId, stripe: u64) -> Result<i64, MetaError> {
+        self.conn()
+            .query_row(
+                "SELECT COALESCE(MIN(verified), 0) FROM chunks WHERE ino = ?1 AND stripe = ?2",
+                params![ino.0 as i64, stripe as i64],
+                |r| r.get(0),
+            )
+            .map_err(sql("read verification time"))
+    }
+}

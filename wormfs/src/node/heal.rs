@@ -1,0 +1,258 @@
+//! The durability half of [`NodeFs`]: the health of a file's stripes, files at risk now or
+//! after a hypothetical loss (`what-if`), and the scrub and repair workers' records and
+//! controls.
+
+use super::fs::NodeFs;
+use super::FsError;
+use crate::heal::{assess, Liveness, StripeHealth};
+use crate::ids::{DiskId, FileId, NodeId};
+use crate::meta::{Attr, MetadataOp, StripeRecord};
+use crate::worker::{names, WorkerControl, WorkerStatus};
+
+/// A file with stripes at risk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileRisk {
+    /// The file.
+    pub ino: FileId,
+    /// A path of it (empty when it has none left, e.g. unlinked but open).
+    pub path: String,
+    /// The smallest margin of its stripes (-1: a stripe cannot be read).
+    pub margin: i64,
+    /// Its stripes with margin 0.
+    pub stripes_at_risk: u64,
+    /// Its stripes that cannot be read.
+    pub unreadable_stripes: u64,
+    /// Its size.
+    pub size: u64,
+}
+
+/// The durability of every stripe, now or after a hypothetical loss.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RiskReport {
+    /// Stripes stored as chunks.
+    pub stripes: u64,
+    /// Stripes with a chunk that cannot be read now.
+    pub degraded: u64,
+    /// Stripes one more loss away from unreadable.
+    pub at_risk: u64,
+    /// Stripes that cannot be read.
+    pub unreadable: u64,
+    /// Bytes of chunks known lost (to rebuild).
+    pub rebuild_bytes: u64,
+    /// The files whose margin is at most the asked one, riskiest first.
+    pub files: Vec<FileRisk>,
+    /// Files with a stripe at margin 0.
+    pub files_at_risk: u64,
+    /// Files with a stripe that cannot be read.
+    pub files_unreadable: u64,
+    /// More files matched than were listed.
+    pub truncated: bool,
+}
+
+/// A stripe of `file info`: its record, its health (none for a stripe kept in the
+/// metadata) and when each chunk was last verified.
+#[derive(Clone, Debug)]
+pub struct StripeView {
+    /// The stripe.
+    pub stripe: StripeRecord,
+    /// Its health.
+    pub health: Option<StripeHealth>,
+    /// `(shard index, Unix nanoseconds)` of the last deep verification of each chunk.
+    pub verified: Vec<(u16, i64)>,
+}
+
+/// Stripes a risk sweep reads at a time.
+const RISK_PAGE: usize = 4096;
+
+impl NodeFs {
+    /// What is known now of the nodes and disks.
+    pub fn observe(&self) -> Result<Liveness, FsError> {
+        crate::heal::observe(
+            &self.meta,
+            self.store.as_ref(),
+            &self.node,
+            self.liveness.as_ref(),
+        )
+        .map_err(FsError::Internal)
+    }
+
+    /// The file at `path` with each stripe's health, for `wormfs file info`.
+    pub fn file_health(&self, path: &str) -> Result<(Attr, Vec<StripeView>), FsError> {
+        let (attr, stripes) = self.file_layout(path)?;
+        let live = self.observe()?;
+        let verified = self.meta.verified_times(attr.ino)?;
+        let views = stripes
+            .into_iter()
+            .map(|s| {
+                let health = (!s.chunks.is_empty()).then(|| assess(&s, &live));
+                let verified = verified
+                    .iter()
+                    .filter(|(stripe, _, _)| *stripe == s.index)
+                    .map(|(_, chunk, t)| (*chunk, *t))
+                    .collect();
+                StripeView {
+                    stripe: s,
+                    health,
+                    verified,
+                }
+            })
+            .collect();
+        Ok((attr, views))
+    }
+
+    /// Every stripe's durability: now, or as it would be if `lose_nodes` and `lose_disks`
+    /// were lost. Lists up to `limit` files whose margin is at most `max_margin`. Names
+    /// that are no node or disk of the cluster are refused.
+    pub fn risk(
+        &self,
+        lose_nodes: &[NodeId],
+        lose_disks: &[DiskId],
+        max_margin: i64,
+        limit: usize,
+    ) -> Result<RiskReport, FsError> {
+        let now = self.observe()?;
+        let unknown: Vec<String> = lose_nodes
+            .iter()
+            .filter(|n| !now.nodes.contains_key(*n))
+            .map(|n| format!("node `{n}`"))
+            .chain(
+                lose_disks
+                    .iter()
+                    .filter(|d| !now.disks.contains_key(*d))
+                    .map(|d| format!("disk `{d}`")),
+            )
+            .collect();
+        if !unknown.is_empty() {
+            return Err(FsError::Invalid(format!(
+                "{} not in the cluster; `wormfs status` lists the nodes and disks",
+                unknown.join(", ")
+            )));
+        }
+        let live = now.without(lose_nodes, lose_disks);
+        let mut report = RiskReport::default();
+        let mut matched: Vec<FileRisk> = Vec::new();
+        let mut current: Option<FileRisk> = None;
+        let mut flush = |f: Option<FileRisk>, report: &mut RiskReport| {
+            let Some(f) = f else { return };
+            if f.unreadable_stripes > 0 {
+                report.files_unreadable += 1;
+            } else if f.stripes_at_risk > 0 {
+                report.files_at_risk += 1;
+            }
+            if f.margin <= max_margin {
+                matched.push(f);
+            }
+        };
+        let mut cursor = None;
+        loop {
+            let page = self.meta.stripes_after(cursor, RISK_PAGE)?;
+            for row in &page.rows {
+                let h = assess(&row.stripe, &live);
+                report.stripes += 1;
+                if h.is_degraded() {
+                    report.degraded += 1;
+                }
+                report.rebuild_bytes += row
+                    .stripe
+                    .chunks
+                    .iter()
+                    .zip(&h.chunks)
+                    .filter(|(_, (_, health))| health.is_lost())
+                    .map(|(c, _)| c.size)
+                    .sum::<u64>();
+                if current.as_ref().is_some_and(|f| f.ino != row.ino) {
+                    flush(current.take(), &mut report);
+                }
+                let f = current.get_or_insert_with(|| FileRisk {
+                    ino: row.ino,
+                    path: String::new(),
+                    margin: i64::MAX,
+                    stripes_at_risk: 0,
+                    unreadable_stripes: 0,
+                    size: 0,
+                });
+                f.margin = f.margin.min(h.margin);
+                match h.margin {
+                    m if m < 0 => {
+                        report.unreadable += 1;
+                        f.unreadable_stripes += 1;
+                    }
+                    0 => {
+                        report.at_risk += 1;
+                        f.stripes_at_risk += 1;
+                    }
+                    _ => {}
+                }
+            }
+            match page.next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        flush(current.take(), &mut report);
+        matched.sort_by_key(|f| (f.margin, std::cmp::Reverse(f.unreadable_stripes), f.ino));
+        report.truncated = matched.len() > limit;
+        matched.truncate(limit);
+        for f in &mut matched {
+            f.path = self.meta.path_of(f.ino)?.unwrap_or_default();
+            f.size = self.meta.attr(f.ino)?.map_or(0, |a| a.size);
+        }
+        report.files = matched;
+        Ok(report)
+    }
+
+    /// The scrub and repair workers' controls and statuses.
+    pub fn workers(&self) -> Result<Vec<(String, WorkerControl, WorkerStatus)>, FsError> {
+        [names::SCRUB, names::REPAIR]
+            .into_iter()
+            .map(|n| {
+                let (c, s) = self.meta.worker(n)?;
+                Ok((n.to_owned(), c, s))
+            })
+            .collect()
+    }
+
+    /// Changes a worker's control: `start` (a new scrub pass, deep or not), `pause`,
+    /// `resume`, or `rate` (its I/O budget). The master running the worker obeys it
+    /// within a step.
+    pub async fn control_worker(
+        &self,
+        name: &str,
+        action: &str,
+        deep: bool,
+        bytes_per_sec: u64,
+        ops_per_sec: u64,
+    ) -> Result<(), FsError> {
+        if name != names::SCRUB && name != names::REPAIR {
+            return Err(FsError::Invalid(format!(
+                "no worker is named `{name}`; the workers are `scrub` and `repair`"
+            )));
+        }
+        let (mut control, _) = self.meta.worker(name)?;
+        match action {
+            "start" if name == names::SCRUB => {
+                control.request += 1;
+                control.deep = deep;
+                control.paused = false;
+            }
+            "start" | "resume" => control.paused = false,
+            "pause" => control.paused = true,
+            "rate" => {}
+            other => {
+                return Err(FsError::Invalid(format!(
+                    "`{other}` is not a worker action; use start, pause, resume or rate"
+                )))
+            }
+        }
+        if action == "rate" || bytes_per_sec > 0 || ops_per_sec > 0 {
+            control.bytes_per_sec = bytes_per_sec;
+            control.ops_per_sec = ops_per_sec;
+        }
+        self.submit(MetadataOp::SetWorkerControl {
+            name: name.to_owned(),
+            control,
+        })
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,462 @@
+//! Failover against fake nodes: each fake is a tonic server behind a TCP proxy owned by
+//! the test, so that "killing" a node closes its listener (later connections are
+//! refused) and cuts every open connection (calls in flight break).
+use super::*;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tonic::{Request, Response, Status};
+
+/// What a fake node does and has seen.
+#[derive(Default)]
+struct Fake {
+    /// Answers carry this inode number, to tell which node answered.
+    id: u64,
+    /// The addresses `GetClusterStatus` lists.
+    members: Mutex<Vec<String>>,
+    /// When set, `Create` and `WriteStripes` report on this channel and never answer.
+    hang: Mutex<Option<tokio::sync::mpsc::UnboundedSender<&'static str>>>,
+    creates: AtomicUsize,
+    writes: AtomicUsize,
+}
+
+impl Fake {
+    fn attr(&self) -> proto::AttrReply {
+        proto::AttrReply {
+            attr: Some(proto::Attr {
+                ino: self.id,
+                kind: proto::FileKind::File as i32,
+                perm: 0o644,
+                nlink: 1,
+                ..Default::default()
+            }),
+        }
+    }
+
+    async fn maybe_hang(&self, what: &'static str) {
+        let hang = self.hang.lock().unwrap().clone();
+        if let Some(tx) = hang {
+            let _ = tx.send(what);
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+impl Fake {
+    async fn lookup(&self, r: proto::EntryRequest) -> Result<proto::AttrReply, Status> {
+        if r.name == "missing" {
+            return Err(crate::rpc::status_with_errno(
+                errno::ENOENT,
+                "no such entry",
+            ));
+        }
+        Ok(self.attr())
+    }
+
+    async fn create(&self, _: proto::CreateRequest) -> Result<proto::AttrReply, Status> {
+        self.creates.fetch_add(1, Ordering::SeqCst);
+        self.maybe_hang("create").await;
+        Ok(self.attr())
+    }
+
+    async fn write_stripes(
+        &self,
+        mut stream: tonic::Streaming<proto::StripePiece>,
+    ) -> Result<proto::AttrReply, Status> {
+        while stream.message().await?.is_some() {}
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.maybe_hang("write").await;
+        Ok(self.attr())
+    }
+
+    fn cluster_status(&self) -> proto::ClusterStatusReply {
+        let nodes = self
+            .members
+            .lock()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, a)| proto::NodeStatus {
+                id: format!("node{}", i + 1),
+                address: a.clone(),
+                state: "online".into(),
+                ..Default::default()
+            })
+            .collect();
+        proto::ClusterStatusReply {
+            nodes,
+            master: "node1".into(),
+            ..Default::default()
+        }
+    }
+}
+
+/// The fake as a raw gRPC service of the `wormfs.v1.WormFs` methods the tests use (the
+/// others answer `Unimplemented`), so that methods added to the API need no change here.
+#[derive(Clone)]
+struct FakeService(Arc<Fake>);
+
+impl tonic::server::NamedService for FakeService {
+    const NAME: &'static str = "wormfs.v1.WormFs";
+}
+
+type HttpResponse = tonic::codegen::http::Response<tonic::body::Body>;
+type BoxFut<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+type Handler<Req, Resp> = fn(Arc<Fake>, Req) -> BoxFut<Result<Resp, Status>>;
+
+/// A method (unary, or client-streaming with `Req` a stream) as a function of the
+/// request.
+struct Method<Req, Resp>(Arc<Fake>, Handler<Req, Resp>);
+
+impl<Req, Resp: 'static> tonic::server::UnaryService<Req> for Method<Req, Resp> {
+    type Response = Resp;
+    type Future = BoxFut<Result<Response<Resp>, Status>>;
+    fn call(&mut self, request: Request<Req>) -> Self::Future {
+        let f = (self.1)(self.0.clone(), request.into_inner());
+        Box::pin(async move { f.await.map(Response::new) })
+    }
+}
+
+impl<Req, Resp: 'static> tonic::server::ClientStreamingService<Req>
+    for Method<tonic::Streaming<Req>, Resp>
+{
+    type Response = Resp;
+    type Future = BoxFut<Result<Response<Resp>, Status>>;
+    fn call(&mut self, request: Request<tonic::Streaming<Req>>) -> Self::Future {
+        let f = (self.1)(self.0.clone(), request.into_inner());
+        Box::pin(async move { f.await.map(Response::new) })
+    }
+}
+
+fn grpc<Req, Resp>() -> tonic::server::Grpc<tonic_prost::ProstCodec<Resp, Req>>
+where
+    Req: prost::Message + Default + Send + 'static,
+    Resp: prost::Message + Send + 'static,
+{
+    tonic::server::Grpc::new(tonic_prost::ProstCodec::default())
+}
+
+impl tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>> for FakeService {
+    type Response = HttpResponse;
+    type Error = std::convert::Infallible;
+    type Future = BoxFut<Result<HttpResponse, std::convert::Infallible>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
+        let fake = self.0.clone();
+        let method = req.uri().path().rsplit('/').next().unwrap_or("").to_owned();
+        Box::pin(async move {
+            Ok(match method.as_str() {
+                "Lookup" => {
+                    let m: Handler<proto::EntryRequest, _> =
+                        |f, r| Box::pin(async move { f.lookup(r).await });
+                    grpc().unary(Method(fake, m), req).await
+                }
+                "GetAttr" => {
+                    let m: Handler<proto::InoRequest, _> =
+                        |f, _| Box::pin(async move { Ok(f.attr()) });
+                    grpc().unary(Method(fake, m), req).await
+                }
+                "Create" => {
+                    let m: Handler<proto::CreateRequest, _> =
+                        |f, r| Box::pin(async move { f.create(r).await });
+                    grpc().unary(Method(fake, m), req).await
+                }
+                "WriteStripes" => {
+                    let m: Handler<tonic::Streaming<proto::StripePiece>, _> =
+                        |f, s| Box::pin(async move { f.write_stripes(s).await });
+                    grpc().client_streaming(Method(fake, m), req).await
+                }
+                "GetClusterStatus" => {
+                    let m: Handler<proto::Empty, _> =
+                        |f, _| Box::pin(async move { Ok(f.cluster_status()) });
+                    grpc().unary(Method(fake, m), req).await
+                }
+                _ => Status::unimplemented("not in the fake").into_http(),
+            })
+        })
+    }
+}
+
+/// Copies bytes one way until either side closes.
+async fn pump(from: tokio::net::tcp::OwnedReadHalf, to: tokio::net::tcp::OwnedWriteHalf) {
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        if from.readable().await.is_err() {
+            return;
+        }
+        let n = match from.try_read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return,
+        };
+        let mut at = 0;
+        while at < n {
+            if to.writable().await.is_err() {
+                return;
+            }
+            match to.try_write(&buf[at..n]) {
+                Ok(k) => at += k,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// A fake node reachable at `address` through a proxy the test can kill.
+struct Node {
+    address: String,
+    fake: Arc<Fake>,
+    proxy: JoinHandle<()>,
+    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Node {
+    async fn start(id: u64) -> Node {
+        let fake = Arc::new(Fake {
+            id,
+            ..Default::default()
+        });
+        let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend_addr = backend.local_addr().unwrap();
+        let svc = FakeService(fake.clone());
+        tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(backend))
+                .await;
+        });
+        let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = front.local_addr().unwrap().to_string();
+        let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let links2 = links.clone();
+        let proxy = tokio::spawn(async move {
+            while let Ok((client, _)) = front.accept().await {
+                let Ok(server) = TcpStream::connect(backend_addr).await else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                let mut l = links2.lock().unwrap();
+                l.push(tokio::spawn(pump(cr, sw)));
+                l.push(tokio::spawn(pump(sr, cw)));
+            }
+        });
+        Node {
+            address,
+            fake,
+            proxy,
+            links,
+        }
+    }
+
+    /// The node dies: its port refuses connections and open ones are cut.
+    async fn kill(&self) {
+        self.proxy.abort();
+        for l in self.links.lock().unwrap().drain(..) {
+            l.abort();
+        }
+        // Let the aborted tasks drop their sockets.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Two fake nodes that list each other, and options caching in `dir`.
+async fn cluster(dir: &std::path::Path) -> (Node, Node, ConnectOptions) {
+    let a = Node::start(1).await;
+    let b = Node::start(2).await;
+    let members = vec![a.address.clone(), b.address.clone()];
+    *a.fake.members.lock().unwrap() = members.clone();
+    *b.fake.members.lock().unwrap() = members;
+    let opts = ConnectOptions {
+        cache: Some(dir.join("nodes.json")),
+        connect_timeout: Duration::from_secs(2),
+    };
+    (a, b, opts)
+}
+
+fn create_req() -> proto::CreateRequest {
+    proto::CreateRequest {
+        parent: 1,
+        name: "f".into(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn connecting_learns_and_caches_the_node_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, opts) = cluster(dir.path()).await;
+    let client = Client::connect_with(std::slice::from_ref(&a.address), opts.clone())
+        .await
+        .unwrap();
+    assert_eq!(client.nodes(), vec![a.address.clone(), b.address.clone()]);
+    assert_eq!(client.address(), a.address);
+    let cached = nodes::read_cache(opts.cache.as_ref().unwrap()).unwrap();
+    assert_eq!(cached, Some(vec![a.address.clone(), b.address.clone()]));
+}
+
+#[tokio::test]
+async fn a_lookup_moves_to_the_next_node_when_the_first_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, opts) = cluster(dir.path()).await;
+    let client = Client::connect_with(std::slice::from_ref(&a.address), opts)
+        .await
+        .unwrap();
+    assert_eq!(
+        client.lookup(FileId::ROOT, "x").await.unwrap().ino,
+        FileId(1)
+    );
+    // A domain error is the node's answer: no failover.
+    let e = client.lookup(FileId::ROOT, "missing").await.unwrap_err();
+    assert_eq!(e.errno, errno::ENOENT);
+    assert_eq!(client.current_address(), a.address);
+
+    a.kill().await;
+    let attr = client.lookup(FileId::ROOT, "x").await.unwrap();
+    assert_eq!(attr.ino, FileId(2), "answered by the second node");
+    assert_eq!(client.current_address(), b.address);
+    assert_eq!(client.nodes()[0], b.address);
+    // Clones share the move.
+    assert_eq!(
+        client.clone().getattr(FileId(5)).await.unwrap().ino,
+        FileId(2)
+    );
+
+    b.kill().await;
+    let e = client.lookup(FileId::ROOT, "x").await.unwrap_err();
+    assert_eq!(e.errno, errno::EIO);
+    assert!(e.message.contains("no node of the cluster answers"), "{e}");
+}
+
+#[tokio::test]
+async fn a_create_cut_off_mid_call_is_eio_and_not_repeated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, opts) = cluster(dir.path()).await;
+    let client = Client::connect_with(std::slice::from_ref(&a.address), opts)
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    *a.fake.hang.lock().unwrap() = Some(tx);
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.create(create_req()).await }
+    });
+    // The create reached the node; the node dies before answering.
+    assert_eq!(rx.recv().await, Some("create"));
+    a.kill().await;
+    let e = tokio::time::timeout(Duration::from_secs(20), call)
+        .await
+        .expect("the broken call returns")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.errno, errno::EIO);
+    assert!(e.message.contains("could not be confirmed"), "{e}");
+    assert_eq!(b.fake.creates.load(Ordering::SeqCst), 0, "not repeated");
+    // Later calls use the next node.
+    assert_eq!(client.current_address(), b.address);
+    assert_eq!(
+        client.lookup(FileId::ROOT, "x").await.unwrap().ino,
+        FileId(2)
+    );
+    assert_eq!(client.create(create_req()).await.unwrap().ino, FileId(2));
+}
+
+#[tokio::test]
+async fn a_create_refused_before_it_was_sent_is_sent_to_the_next_node() {
+    // The node is dead before the call: its connection is refused, so the request never
+    // left the client and sending it to the next node is safe.
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, opts) = cluster(dir.path()).await;
+    let client = Client::connect_with(std::slice::from_ref(&a.address), opts)
+        .await
+        .unwrap();
+    a.kill().await;
+    // Let the client's connection see the close, so the call reconnects (and is refused)
+    // instead of being written into the dead connection.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let attr = client.create(create_req()).await.unwrap();
+    assert_eq!(attr.ino, FileId(2));
+    assert_eq!(b.fake.creates.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_stripe_write_cut_off_mid_call_is_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, opts) = cluster(dir.path()).await;
+    let client = Client::connect_with(std::slice::from_ref(&a.address), opts)
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    *a.fake.hang.lock().unwrap() = Some(tx);
+    let data = prost::bytes::Bytes::from(vec![7u8; 3 * PIECE_SIZE + 5]);
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.write_stripes(vec![(FileId(9), 0, data)]).await }
+    });
+    assert_eq!(rx.recv().await, Some("write"));
+    a.kill().await;
+    let attr = tokio::time::timeout(Duration::from_secs(20), call)
+        .await
+        .expect("the write returns")
+        .unwrap()
+        .unwrap();
+    assert_eq!(attr.ino, FileId(2));
+    assert_eq!(b.fake.writes.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_dead_first_address_falls_back_to_the_cached_nodes_of_its_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, opts) = cluster(dir.path()).await;
+    drop(
+        Client::connect_with(std::slice::from_ref(&a.address), opts.clone())
+            .await
+            .unwrap(),
+    );
+    a.kill().await;
+    let client = Client::connect_with(std::slice::from_ref(&a.address), opts.clone())
+        .await
+        .unwrap();
+    assert_eq!(client.current_address(), b.address);
+    assert_eq!(
+        client.lookup(FileId::ROOT, "x").await.unwrap().ino,
+        FileId(2)
+    );
+    // An address the cache does not know is another cluster: no hopping to ours.
+    let stranger = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let e = Client::connect_with(std::slice::from_ref(&stranger), opts.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, errno::EIO);
+    assert!(e.message.contains(&stranger), "{e}");
+    // connect_any skips addresses that do not answer.
+    let client = Client::connect_with(&[stranger, b.address.clone()], opts)
+        .await
+        .unwrap();
+    assert_eq!(client.current_address(), b.address);
+}
+
+#[tokio::test]
+async fn a_bad_address_is_einval() {
+    let e = Client::connect_with(&["not a url::".to_owned()], ConnectOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, errno::EINVAL);
+    let e = Client::connect_with(&[], ConnectOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, errno::EINVAL);
+}
