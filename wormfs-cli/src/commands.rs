@@ -18,7 +18,7 @@ pub(crate) async fn connect(node: &str) -> anyhow::Result<Client> {
     })
 }
 
-fn human(bytes: u64) -> String {
+pub(crate) fn human(bytes: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = bytes as f64;
     let mut u = 0;
@@ -78,6 +78,12 @@ pub async fn status(node: &str, as_json: bool) -> anyhow::Result<()> {
         .cluster_status()
         .await
         .context("get cluster status")?;
+    let workers = client
+        .list_workers()
+        .await
+        .context("read the scrub and repair workers")?
+        .workers;
+    let repair = workers.iter().find(|w| w.name == "repair").cloned();
     if as_json {
         let nodes: Vec<_> = s
             .nodes
@@ -98,6 +104,11 @@ pub async fn status(node: &str, as_json: bool) -> anyhow::Result<()> {
         let out = json!({
             "master": s.master, "last_applied": s.last_applied, "files": s.files, "bytes": s.bytes,
             "default_policy": s.default_policy, "policies": policies, "nodes": nodes,
+            "workers": workers.iter().map(crate::heal::worker_json).collect::<Vec<_>>(),
+            "stripes": repair.as_ref().map(|r| json!({
+                "degraded": r.degraded, "at_risk": r.at_risk, "unreadable": r.unreadable,
+                "counted_ns": r.counted,
+            })),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -138,6 +149,18 @@ pub async fn status(node: &str, as_json: bool) -> anyhow::Result<()> {
         names.join(", "),
         s.default_policy
     );
+    if let Some(r) = &repair {
+        if r.counted > 0 {
+            let age = (wormfs::meta::Timestamp::now().0 - r.counted).max(0) / 1_000_000_000;
+            println!(
+                "stripes (counted by repair {age}s ago): {} degraded, {} at risk (one more loss and they are gone), {} unreadable",
+                r.degraded, r.at_risk, r.unreadable
+            );
+        }
+    }
+    for w in &workers {
+        println!("{}", crate::heal::worker_line(w));
+    }
     Ok(())
 }
 
@@ -208,7 +231,8 @@ pub async fn file_info(node: &str, path: &str, as_json: bool) -> anyhow::Result<
             .map(|s| {
                 json!({
                     "index": s.index, "generation": s.generation, "start": s.start, "len": s.len, "crc": s.crc, "inline": s.inline,
-                    "chunks": s.chunks.iter().map(|c| json!({"index": c.index, "node": c.node, "disk": c.disk, "path": c.path, "size": c.size, "state": c.state})).collect::<Vec<_>>(),
+                    "margin": s.margin,
+                    "chunks": s.chunks.iter().map(|c| json!({"index": c.index, "node": c.node, "disk": c.disk, "path": c.path, "size": c.size, "state": c.state, "verified_ns": c.verified})).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -230,8 +254,14 @@ pub async fn file_info(node: &str, path: &str, as_json: bool) -> anyhow::Result<
         layout.folder
     );
     for s in &r.stripes {
+        let margin = match s.margin {
+            _ if s.inline => String::new(),
+            m if m < 0 => ", UNREADABLE".into(),
+            0 => ", margin 0: one more loss and it is gone".into(),
+            m => format!(", margin {m}"),
+        };
         println!(
-            "stripe {} (bytes {}..{}, generation {}):",
+            "stripe {} (bytes {}..{}, generation {}{margin}):",
             s.index,
             s.start,
             s.start + s.len,
@@ -242,7 +272,7 @@ pub async fn file_info(node: &str, path: &str, as_json: bool) -> anyhow::Result<
         }
         for c in &s.chunks {
             println!(
-                "  chunk {:>2} {:>8} on {}/{} {}  {}",
+                "  chunk {:>2} {:>12} on {}/{} {}  {}",
                 c.index,
                 c.state,
                 c.node,

@@ -1,6 +1,7 @@
 //! `wormfs`: the admin command of a WormFS cluster.
 
 mod commands;
+mod heal;
 mod membership;
 mod quickstart;
 
@@ -41,6 +42,46 @@ enum Command {
     File {
         #[command(subcommand)]
         action: FileAction,
+    },
+    /// Check every chunk: a shallow scrub stats each chunk file, a deep one reads and
+    /// verifies each chunk and the parity. Damaged chunks go to the repair queue.
+    Scrub {
+        /// Read and verify every chunk and recompute the parity.
+        #[arg(long)]
+        deep: bool,
+        /// Show progress until the pass finishes.
+        #[arg(long)]
+        wait: bool,
+        /// I/O budget of the scrub in bytes per second (e.g. 100MiB; default: the node's).
+        #[arg(long)]
+        rate: Option<wormfs::size::ByteSize>,
+    },
+    /// The repair worker: `status` (default), `pause` or `resume`.
+    Repair {
+        #[arg(default_value = "status", value_parser = ["status", "pause", "resume"])]
+        action: String,
+    },
+    /// Files by remaining margin (further losses they survive; 0: one more loss and data is
+    /// gone, -1: unreadable now).
+    AtRisk {
+        /// List files whose margin is at most this.
+        #[arg(long, default_value_t = 0)]
+        max_margin: i64,
+        /// At most this many files.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
+    /// Which files would become unreadable or at risk if these nodes and disks were lost.
+    WhatIf {
+        /// A node's name (several allowed).
+        #[arg(long = "lose-node", value_name = "NODE")]
+        nodes: Vec<String>,
+        /// A disk's id (several allowed).
+        #[arg(long = "lose-disk", value_name = "DISK")]
+        disks: Vec<String>,
+        /// At most this many files.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
     },
     /// Run a storage node in the foreground (what `wormfs-node` does).
     Serve {
@@ -99,10 +140,17 @@ enum NodeAction {
         #[arg(long)]
         peer_id: Option<String>,
     },
-    /// Remove the node named ID from the cluster (its chunks are not rebuilt yet).
+    /// Remove the node named ID from the cluster; its chunks are then rebuilt on the other
+    /// nodes. Shows what that costs first, and removes only with --yes.
     Remove {
         /// The node's name, as `wormfs status` shows it.
         id: String,
+        /// Remove it (after the preview).
+        #[arg(long)]
+        yes: bool,
+        /// Remove it even though some files would become unreadable.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -208,8 +256,24 @@ fn main() -> ExitCode {
             action: NodeAction::Add { addr, peer_id },
         } => rt.block_on(membership::add(&node, &addr, peer_id.as_deref(), cli.json)),
         Command::Node {
-            action: NodeAction::Remove { id },
-        } => rt.block_on(membership::remove(&node, &id, cli.json)),
+            action: NodeAction::Remove { id, yes, force },
+        } => rt.block_on(membership::remove(&node, &id, yes, force, cli.json)),
+        Command::Scrub { deep, wait, rate } => rt.block_on(heal::scrub(
+            &node,
+            deep,
+            wait,
+            rate.map_or(0, |r| r.0),
+            cli.json,
+        )),
+        Command::Repair { action } => rt.block_on(heal::repair(&node, &action, cli.json)),
+        Command::AtRisk { max_margin, limit } => {
+            rt.block_on(heal::at_risk(&node, max_margin, limit, cli.json))
+        }
+        Command::WhatIf {
+            nodes,
+            disks,
+            limit,
+        } => rt.block_on(heal::what_if(&node, &nodes, &disks, limit, cli.json)),
         Command::Serve { .. } | Command::Mount { .. } => unreachable!("handled above"),
     };
     match result {

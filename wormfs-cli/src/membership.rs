@@ -39,9 +39,34 @@ pub async fn add(
     Ok(())
 }
 
-/// `wormfs node remove ID`.
-pub async fn remove(node: &str, id: &str, as_json: bool) -> anyhow::Result<()> {
+/// `wormfs node remove ID [--yes] [--force]`: shows what the removal costs (what would
+/// be rebuilt, what would become unreadable); removes only with `--yes`, and refuses when
+/// files would become unreadable unless `--force`.
+pub async fn remove(
+    node: &str,
+    id: &str,
+    yes: bool,
+    force: bool,
+    as_json: bool,
+) -> anyhow::Result<()> {
     let client = crate::commands::connect(node).await?;
+    let ids = [id.to_owned()];
+    let preview = crate::heal::what_if_report(&client, &ids, &[], 20).await?;
+    if !as_json {
+        crate::heal::print_what_if(&ids, &[], &preview);
+    }
+    if preview.files_unreadable > 0 && !force {
+        anyhow::bail!(
+            "removing {id} would leave {} files unreadable (fewer than k chunks elsewhere); \
+             bring the node back, or pass --force to remove it anyway and lose them",
+            preview.files_unreadable
+        );
+    }
+    if !yes && !force {
+        anyhow::bail!(
+            "nothing removed: run again with --yes to remove {id} and rebuild its chunks"
+        );
+    }
     client
         .raw()
         .remove_node(proto::RemoveNodeRequest { id: id.to_owned() })
@@ -49,11 +74,18 @@ pub async fn remove(node: &str, id: &str, as_json: bool) -> anyhow::Result<()> {
         .map_err(|s| anyhow::anyhow!("{}", s.message()))
         .with_context(|| format!("remove node {id}"))?;
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&json!({"removed": id}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "removed": id,
+                "rebuild_bytes": preview.rebuild_bytes,
+                "files_unreadable": preview.files_unreadable,
+            }))?
+        );
     } else {
         println!(
-            "removed {id} from the cluster; its chunks are not rebuilt yet (files with chunks \
-             there read with fewer redundant chunks)"
+            "removed {id} from the cluster; its chunks are being rebuilt on the other nodes \
+             (`wormfs repair` shows the progress)"
         );
     }
     Ok(())

@@ -1,6 +1,6 @@
 //! Repairing one stripe: read `k` good chunks, code the stripe again, and write the chunks
 //! to replace (lost ones, and good ones on a crowded node or disk) to disks placement
-//! chooses, never one that holds or held a chunk of the stripe. The caller commits the new
+//! chooses, never one that holds another chunk of the stripe. The caller commits the new
 //! locations through the metadata log, and only then deletes the copies they replace: a
 //! crash at any point leaves the stripe as it was, plus at most some unreferenced chunks.
 //!
@@ -11,7 +11,7 @@ use crate::chunk::ChunkFile;
 use crate::engine::{self, chunk_addr, EngineError};
 use crate::ids::{ChunkKey, FileId};
 use crate::meta::{ChunkRecord, ChunkState, FileLayout, StripeRecord};
-use crate::placement::{ClusterView, DiskRef, PlacementError, PlacementPolicy};
+use crate::placement::{ClusterView, DiskRef, More, PlacementError, PlacementPolicy};
 use crate::policy::StoragePolicy;
 use crate::store::{ChunkStore, StoreError};
 use crate::stripe::ErasureCodec;
@@ -95,31 +95,42 @@ pub fn repair_stripe(
         node: c.node.clone(),
         disk: c.disk.clone(),
     };
-    // Chunks that stay hold their place; every disk of the stripe, old or new, is excluded,
-    // so a new chunk never lands where the copy it replaces is (which is deleted after).
+    // Chunks that stay hold their place. A good chunk being moved (crowded) must land
+    // elsewhere: its disk is excluded. A missing or corrupt chunk's disk still works, so the
+    // chunk may be written there again (the same key replaces the bad file in place, and a
+    // copy elsewhere makes the bad one garbage, deleted after the commit).
     let keep: Vec<DiskRef> = s
         .chunks
         .iter()
         .filter(|c| !replace.contains(&c.index))
-        .filter(|c| matches!(live.chunk(c), ChunkHealth::Ok | ChunkHealth::NodeOffline))
         .map(disk_of)
         .collect();
-    let exclude: Vec<DiskRef> = s.chunks.iter().map(disk_of).collect();
+    let exclude: Vec<DiskRef> = s
+        .chunks
+        .iter()
+        .filter(|c| replace.contains(&c.index))
+        .filter(|c| {
+            health.crowded.contains(&c.index)
+                || !matches!(
+                    live.chunk(c),
+                    ChunkHealth::Ok | ChunkHealth::Missing | ChunkHealth::Corrupt
+                )
+        })
+        .map(disk_of)
+        .collect();
     let policy = StoragePolicy {
         k: s.k,
         m: s.m,
         stripe_size: layout.stripe_size,
     };
     let shard_len = enc.shards.first().map_or(0, Vec::len) as u64;
-    let targets = placement.place_more(
-        &layout.policy,
-        &policy,
-        replace.len(),
-        shard_len + 4096,
-        view,
-        &keep,
-        &exclude,
-    )?;
+    let more = More {
+        count: replace.len(),
+        chunk_size: shard_len + 4096,
+        keep: &keep,
+        exclude: &exclude,
+    };
+    let targets = placement.place_more(&layout.policy, &policy, more, view)?;
     let start = s.index * layout.stripe_size;
     let chunks: Vec<ChunkFile> = replace
         .iter()

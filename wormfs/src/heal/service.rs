@@ -9,6 +9,7 @@ use crate::placement::PlacementPolicy;
 use crate::store::ChunkStore;
 use crate::worker::{run_worker, Budget, Worker, WorkerHost};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -199,9 +200,14 @@ async fn supervise(ctx: Arc<HealContext>, wake: Arc<Notify>, mut stop: watch::Re
                     wake: wake.clone(),
                 });
                 let (tx, rx) = watch::channel(false);
+                let repair_due = Arc::new(AtomicBool::new(true));
                 let workers: Vec<Box<dyn Worker>> = vec![
-                    Box::new(super::workers::ScrubWorker::new(ctx.clone(), wake.clone())),
-                    Box::new(super::workers::RepairWorker::new(ctx.clone())),
+                    Box::new(super::workers::ScrubWorker::new(
+                        ctx.clone(),
+                        wake.clone(),
+                        repair_due.clone(),
+                    )),
+                    Box::new(super::workers::RepairWorker::new(ctx.clone(), repair_due)),
                 ];
                 let handles = workers
                     .into_iter()

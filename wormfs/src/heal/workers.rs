@@ -10,6 +10,7 @@ use crate::ids::FileId;
 use crate::meta::{MetadataOp, StripeRow, Timestamp};
 use crate::worker::{names, Cursor, Step, Worker, WorkerControl, WorkerState, WorkerStatus};
 use async_trait::async_trait;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -60,15 +61,20 @@ fn elapsed_since(t: Timestamp) -> Duration {
 pub struct ScrubWorker {
     ctx: Arc<HealContext>,
     wake_repair: Arc<Notify>,
+    repair_due: Arc<AtomicBool>,
     status: WorkerStatus,
     in_pass: bool,
     live: Observed,
-    last_deep_finished: Timestamp,
 }
 
 impl ScrubWorker {
-    /// The scrub, resuming the pass its recorded status shows unfinished.
-    pub fn new(ctx: Arc<HealContext>, wake_repair: Arc<Notify>) -> ScrubWorker {
+    /// The scrub, resuming the pass its recorded status shows unfinished. When it records
+    /// damage it sets `repair_due` and wakes `wake_repair`, so repair looks at once.
+    pub fn new(
+        ctx: Arc<HealContext>,
+        wake_repair: Arc<Notify>,
+        repair_due: Arc<AtomicBool>,
+    ) -> ScrubWorker {
         let status = ctx
             .meta
             .worker(names::SCRUB)
@@ -77,18 +83,19 @@ impl ScrubWorker {
         let in_pass = matches!(
             status.state,
             WorkerState::Active | WorkerState::Paused | WorkerState::Error
-        ) && status.started.0 > 0;
+        ) && status.cursor.is_some();
         if in_pass {
             tracing::info!(cursor = ?status.cursor, deep = status.deep, "resuming the scrub pass");
+        }
+        let mut status = status;
+        if status.deep_finished.0 == 0 {
+            // the first deep scrub comes one interval after the scrub first ran
+            status.deep_finished = Timestamp::now();
         }
         ScrubWorker {
             ctx,
             wake_repair,
-            last_deep_finished: if status.deep {
-                status.finished
-            } else {
-                Timestamp(0)
-            },
+            repair_due,
             status,
             in_pass,
             live: Observed { at: None },
@@ -103,7 +110,7 @@ impl ScrubWorker {
             (control.deep, control.request)
         } else if s
             .deep_scrub_every
-            .is_some_and(|d| !never_ran && elapsed_since(self.last_deep_finished) >= d)
+            .is_some_and(|d| elapsed_since(self.status.deep_finished) >= d)
         {
             (true, self.status.request)
         } else if s
@@ -124,6 +131,7 @@ impl ScrubWorker {
             total,
             started: Timestamp::now(),
             finished: st.finished,
+            deep_finished: st.deep_finished,
             ..Default::default()
         };
         self.in_pass = true;
@@ -164,11 +172,12 @@ impl Worker for ScrubWorker {
 
     async fn step(&mut self, control: &WorkerControl) -> Result<Step, String> {
         if !self.in_pass && !self.start_if_due(control) {
-            if self.status.state == WorkerState::Active {
+            if self.status.state != WorkerState::Done {
                 self.status.state = WorkerState::Idle;
             }
             return Ok(Step::Idle);
         }
+        self.status.state = WorkerState::Active;
         let live = self.live.get(&self.ctx).await?;
         let deep = self.status.deep;
         let (meta, cursor) = (self.ctx.meta.clone(), self.status.cursor);
@@ -185,7 +194,7 @@ impl Worker for ScrubWorker {
             st.cursor = None;
             st.done = st.done.max(st.total);
             if st.deep {
-                self.last_deep_finished = st.finished;
+                st.deep_finished = st.finished;
             }
             self.in_pass = false;
             tracing::info!(
@@ -231,6 +240,7 @@ impl Worker for ScrubWorker {
             }
         }
         if found > 0 {
+            self.repair_due.store(true, Ordering::Relaxed);
             self.wake_repair.notify_waiters();
         }
         let st = &mut self.status;
@@ -256,6 +266,7 @@ struct Queued {
 /// log before the copies it replaces are deleted.
 pub struct RepairWorker {
     ctx: Arc<HealContext>,
+    due: Arc<AtomicBool>,
     status: WorkerStatus,
     queue: Vec<Queued>,
     sweep: Option<Sweep>,
@@ -274,8 +285,9 @@ struct Sweep {
 }
 
 impl RepairWorker {
-    /// The repair worker, keeping the counts its recorded status shows.
-    pub fn new(ctx: Arc<HealContext>) -> RepairWorker {
+    /// The repair worker, keeping the counts its recorded status shows. It sweeps for work
+    /// every `repair_every`, and at once when `due` is set.
+    pub fn new(ctx: Arc<HealContext>, due: Arc<AtomicBool>) -> RepairWorker {
         let status = ctx
             .meta
             .worker(names::REPAIR)
@@ -283,6 +295,7 @@ impl RepairWorker {
             .unwrap_or_default();
         RepairWorker {
             ctx,
+            due,
             status,
             queue: Vec::new(),
             sweep: None,
@@ -325,6 +338,7 @@ impl RepairWorker {
                 st.degraded = done.degraded;
                 st.at_risk = done.at_risk;
                 st.unreadable = done.unreadable;
+                st.counted = Timestamp::now();
                 st.queued = done.found.len() as u64;
                 if !done.found.is_empty() {
                     tracing::info!(stripes = done.found.len(), "repair queue filled");
@@ -337,6 +351,7 @@ impl RepairWorker {
                         at_risk: done.at_risk,
                         unreadable: done.unreadable,
                         queued: done.found.len() as u64,
+                        counted: st.counted,
                         finished: st.finished,
                         ..Default::default()
                     };
@@ -495,6 +510,7 @@ impl Worker for RepairWorker {
 
     async fn step(&mut self, _control: &WorkerControl) -> Result<Step, String> {
         if let Some(q) = self.queue.pop() {
+            self.status.state = WorkerState::Active;
             self.status.queued = self.queue.len() as u64;
             let r = self.repair_one(q).await;
             if self.queue.is_empty() {
@@ -507,13 +523,14 @@ impl Worker for RepairWorker {
             }
             return r;
         }
-        let due = self
-            .last_sweep
-            .is_none_or(|t| t.elapsed() >= self.ctx.settings.repair_every);
+        let due = self.due.swap(false, Ordering::Relaxed)
+            || self
+                .last_sweep
+                .is_none_or(|t| t.elapsed() >= self.ctx.settings.repair_every);
         if self.sweep.is_some() || due {
             return self.sweep_step().await;
         }
-        if self.status.state == WorkerState::Active {
+        if self.status.state != WorkerState::Done {
             self.status.state = WorkerState::Idle;
         }
         Ok(Step::Idle)

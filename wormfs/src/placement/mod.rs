@@ -67,6 +67,20 @@ pub enum PlacementError {
     },
 }
 
+/// What [`PlacementPolicy::place_more`] places: `count` chunks of `chunk_size` bytes beside
+/// the chunks on `keep`, on none of the disks of `keep` or `exclude`.
+#[derive(Clone, Copy, Debug)]
+pub struct More<'a> {
+    /// Chunks to place.
+    pub count: usize,
+    /// Size of each.
+    pub chunk_size: u64,
+    /// Disks holding the stripe's chunks that stay.
+    pub keep: &'a [DiskRef],
+    /// Disks not to use either.
+    pub exclude: &'a [DiskRef],
+}
+
 /// Chooses disks for the chunks of one stripe.
 pub trait PlacementPolicy: Send + Sync {
     /// Returns `k + m` distinct disks, one per chunk in shard order, for chunks of
@@ -81,27 +95,23 @@ pub trait PlacementPolicy: Send + Sync {
         exclude: &[DiskRef],
     ) -> Result<Vec<DiskRef>, PlacementError>;
 
-    /// Chooses `count` more disks for chunks of a stripe `policy.width()` chunks wide whose
-    /// other chunks stay where they are (`keep`), for repair: never a disk in `keep` or
-    /// `exclude`, and spread so the stripe's chunks end up on as many nodes as the usable
+    /// Chooses `more.count` more disks for chunks of a stripe whose other chunks stay where
+    /// they are (`more.keep`), for repair: never a disk in `keep` or `exclude`, and spread so the stripe's chunks end up on as many nodes as the usable
     /// disks allow (nodes holding fewer of its chunks first).
     fn place_more(
         &self,
         policy_name: &str,
         policy: &StoragePolicy,
-        count: usize,
-        chunk_size: u64,
+        more: More<'_>,
         view: &ClusterView,
-        keep: &[DiskRef],
-        exclude: &[DiskRef],
     ) -> Result<Vec<DiskRef>, PlacementError> {
         let one = StoragePolicy {
-            k: count as u16,
+            k: more.count as u16,
             m: 0,
             stripe_size: policy.stripe_size,
         };
-        let mut all = keep.to_vec();
-        all.extend_from_slice(exclude);
-        self.place(policy_name, &one, chunk_size, view, &all)
+        let mut all = more.keep.to_vec();
+        all.extend_from_slice(more.exclude);
+        self.place(policy_name, &one, more.chunk_size, view, &all)
     }
 }

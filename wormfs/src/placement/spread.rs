@@ -1,6 +1,6 @@
 //! The default placement: one chunk per disk, spread over nodes, least-full disks first.
 
-use super::{ClusterView, DiskRef, DiskView, PlacementError, PlacementPolicy};
+use super::{ClusterView, DiskRef, DiskView, More, PlacementError, PlacementPolicy};
 use crate::ids::NodeId;
 use crate::policy::StoragePolicy;
 use std::cmp::Ordering;
@@ -92,12 +92,15 @@ impl PlacementPolicy for SpreadPlacement {
         &self,
         policy_name: &str,
         policy: &StoragePolicy,
-        count: usize,
-        chunk_size: u64,
+        more: More<'_>,
         view: &ClusterView,
-        keep: &[DiskRef],
-        exclude: &[DiskRef],
     ) -> Result<Vec<DiskRef>, PlacementError> {
+        let More {
+            count,
+            chunk_size,
+            keep,
+            exclude,
+        } = more;
         let taken = |d: &DiskView| {
             keep.iter()
                 .chain(exclude)
@@ -208,8 +211,14 @@ mod tests {
             node: "n2".into(),
             disk: "n2d0".into(),
         }];
+        let more = |count| More {
+            count,
+            chunk_size: 1,
+            keep: &keep,
+            exclude: &exclude,
+        };
         let got = SpreadPlacement
-            .place_more("t", &policy(2, 1), 1, 1, &v, &keep, &exclude)
+            .place_more("t", &policy(2, 1), more(1), &v)
             .unwrap();
         assert_eq!(
             got,
@@ -219,7 +228,7 @@ mod tests {
             }]
         );
         let err = SpreadPlacement
-            .place_more("t", &policy(2, 1), 4, 1, &v, &keep, &exclude)
+            .place_more("t", &policy(2, 1), more(4), &v)
             .unwrap_err();
         assert!(
             matches!(err, PlacementError::NotEnoughDisks { usable: 3, .. }),

@@ -100,12 +100,16 @@ pub struct WorkerStatus {
     pub unreadable: u64,
     /// Stripes waiting for repair.
     pub queued: u64,
+    /// When `degraded`, `at_risk` and `unreadable` were counted (repair's last sweep).
+    pub counted: Timestamp,
     /// When the current run started.
     pub started: Timestamp,
     /// When this status was written.
     pub updated: Timestamp,
     /// When the last run finished.
     pub finished: Timestamp,
+    /// When the last deep run finished (scrub; the first is scheduled from the first run).
+    pub deep_finished: Timestamp,
     /// The last error, if the worker is in [`WorkerState::Error`] or an item failed.
     pub message: String,
 }

@@ -30,8 +30,9 @@ pub trait Worker: Send {
     fn name(&self) -> &'static str;
 
     /// Does one bounded step of work under `control` (a step takes well under a second,
-    /// so pausing and stopping are prompt). An error is recorded and the step is tried
-    /// again after a backoff.
+    /// so pausing and stopping are prompt), and sets its status's state (active, idle or
+    /// done; the runner sets paused and error). An error is recorded and the step is
+    /// tried again after a backoff.
     async fn step(&mut self, control: &WorkerControl) -> Result<Step, String>;
 
     /// The worker's status, kept up to date by its steps.
@@ -167,7 +168,6 @@ pub async fn run_worker(
             match worker.step(&control).await {
                 Ok(Step::Busy { bytes, ops }) => {
                     backoff = Duration::from_secs(1);
-                    worker.status().state = WorkerState::Active;
                     let d = pacer.account(bytes, ops, host.budget.with_control(&control));
                     (!d.is_zero()).then_some(d)
                 }

@@ -66,4 +66,40 @@ impl Client {
             .await?
             .into_inner())
     }
+
+    /// The scrub and repair workers' controls and statuses.
+    pub async fn list_workers(&self) -> Result<proto::WorkersReply, ClientError> {
+        Ok(self
+            .call("list_workers", Retry::Safe, |mut c| async move {
+                c.list_workers(proto::Empty {}).await
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Changes a worker's control (see `proto::WorkerRequest`). Not repeated on another
+    /// node once sent (a repeated `start` would ask for a second scrub pass).
+    pub async fn control_worker(
+        &self,
+        req: proto::WorkerRequest,
+    ) -> Result<proto::WorkersReply, ClientError> {
+        Ok(self
+            .call("control_worker", Retry::OnlyUnsent, |mut c| {
+                let req = req.clone();
+                async move { c.control_worker(req).await }
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Files at risk now, or if the nodes and disks named in `req` were lost.
+    pub async fn risk(&self, req: proto::RiskRequest) -> Result<proto::RiskReply, ClientError> {
+        Ok(self
+            .call("risk", Retry::Safe, |mut c| {
+                let req = req.clone();
+                async move { c.get_risk(req).await }
+            })
+            .await?
+            .into_inner())
+    }
 }

@@ -1,0 +1,312 @@
+//! `wormfs scrub`, `wormfs repair`, `wormfs at-risk` and `wormfs what-if`: durability, as
+//! the cluster knows it.
+
+use crate::commands::{connect, human};
+use anyhow::Context;
+use serde_json::json;
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+use wormfs::rpc::proto;
+
+/// One worker as JSON.
+pub fn worker_json(w: &proto::WorkerInfo) -> serde_json::Value {
+    json!({
+        "name": w.name, "state": w.state, "node": w.node, "passes": w.passes, "deep": w.deep,
+        "done": w.done, "total": w.total, "bytes": w.bytes, "found": w.found,
+        "repaired": w.repaired, "failed": w.failed, "skipped": w.skipped,
+        "degraded": w.degraded, "at_risk": w.at_risk, "unreadable": w.unreadable,
+        "queued": w.queued, "counted_ns": w.counted, "started_ns": w.started, "updated_ns": w.updated,
+        "finished_ns": w.finished, "message": w.message, "paused": w.paused,
+        "request": w.request, "requested": w.requested, "bytes_per_sec": w.bytes_per_sec,
+        "ops_per_sec": w.ops_per_sec, "rate": w.rate,
+        "eta_secs": (w.eta_secs >= 0).then_some(w.eta_secs),
+    })
+}
+
+/// One worker as a line of text.
+pub fn worker_line(w: &proto::WorkerInfo) -> String {
+    let state = if w.paused && w.state != "paused" {
+        format!("{} (pausing)", w.state)
+    } else {
+        w.state.clone()
+    };
+    let mut line = format!("{:<7} {:<8}", w.name, state);
+    if w.total > 0 {
+        line.push_str(&format!(
+            " {}/{} ({:.0}%)",
+            w.done,
+            w.total,
+            w.done as f64 * 100.0 / w.total as f64
+        ));
+    }
+    if w.rate > 0 {
+        line.push_str(&format!(" {}/s", human(w.rate)));
+    }
+    if w.eta_secs >= 0 {
+        line.push_str(&format!(" ETA {}s", w.eta_secs));
+    }
+    match w.name.as_str() {
+        "scrub" => {
+            line.push_str(&format!(
+                " {}; {} passes; found {} damaged chunks",
+                if w.deep { "deep" } else { "shallow" },
+                w.passes,
+                w.found
+            ));
+            if w.skipped > 0 {
+                line.push_str(&format!(", {} not reachable", w.skipped));
+            }
+        }
+        _ => line.push_str(&format!(
+            "; rebuilt {} chunks, {} queued, {} failed",
+            w.repaired, w.queued, w.failed
+        )),
+    }
+    if !w.node.is_empty() {
+        line.push_str(&format!(" (on {})", w.node));
+    }
+    if !w.message.is_empty() && (w.state == "error" || w.failed > 0) {
+        line.push_str(&format!("\n        last error: {}", w.message));
+    }
+    line
+}
+
+fn find<'a>(r: &'a proto::WorkersReply, name: &str) -> anyhow::Result<&'a proto::WorkerInfo> {
+    r.workers
+        .iter()
+        .find(|w| w.name == name)
+        .with_context(|| format!("the node reports no `{name}` worker"))
+}
+
+/// `wormfs scrub [--deep] [--wait] [--rate BYTES]`: asks for a scrub pass; with `--wait`,
+/// shows its progress until it finishes.
+pub async fn scrub(
+    node: &str,
+    deep: bool,
+    wait: bool,
+    bytes_per_sec: u64,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    let client = connect(node).await?;
+    let r = client
+        .control_worker(proto::WorkerRequest {
+            name: "scrub".into(),
+            action: "start".into(),
+            deep,
+            bytes_per_sec,
+            ops_per_sec: 0,
+        })
+        .await
+        .context("ask for a scrub")?;
+    let want = find(&r, "scrub")?.requested;
+    if !wait {
+        if as_json {
+            println!("{}", json!({"requested": want, "deep": deep}));
+        } else {
+            println!(
+                "{} scrub {want} asked for; the master starts it within a second (`wormfs status` shows it)",
+                if deep { "deep" } else { "shallow" }
+            );
+        }
+        return Ok(());
+    }
+    let tty = std::io::stderr().is_terminal() && !as_json;
+    let mut last_line = String::new();
+    loop {
+        let r = client
+            .list_workers()
+            .await
+            .context("read the scrub's progress")?;
+        let w = find(&r, "scrub")?;
+        let finished = w.request >= want && w.state == "done";
+        if w.request < want {
+            // the master has not taken the request up yet
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let line = progress_line(w);
+        if tty {
+            eprint!("\r\x1b[2K{line}");
+            let _ = std::io::stderr().flush();
+        } else if line != last_line && !as_json {
+            eprintln!("{line}");
+        }
+        last_line = line;
+        if finished {
+            if tty {
+                eprintln!();
+            }
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&worker_json(w))?);
+            } else {
+                println!(
+                    "scrub {want} finished: {} stripes checked, {} damaged chunks found{}",
+                    w.done,
+                    w.found,
+                    if w.found > 0 {
+                        " (repair rebuilds them; `wormfs repair` shows it)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn progress_line(w: &proto::WorkerInfo) -> String {
+    const WIDTH: usize = 30;
+    let frac = if w.total > 0 {
+        (w.done as f64 / w.total as f64).min(1.0)
+    } else {
+        0.0
+    };
+    let fill = (frac * WIDTH as f64) as usize;
+    format!(
+        "[{}{}] {}",
+        "#".repeat(fill),
+        "-".repeat(WIDTH - fill),
+        worker_line(w)
+    )
+}
+
+/// `wormfs repair [status|pause|resume]`.
+pub async fn repair(node: &str, action: &str, as_json: bool) -> anyhow::Result<()> {
+    let client = connect(node).await?;
+    let r = if action == "status" {
+        client.list_workers().await.context("read the workers")?
+    } else {
+        client
+            .control_worker(proto::WorkerRequest {
+                name: "repair".into(),
+                action: action.into(),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("{action} repair"))?
+    };
+    let w = find(&r, "repair")?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&worker_json(w))?);
+    } else {
+        println!("{}", worker_line(w));
+        println!(
+            "stripes: {} degraded, {} at risk (one more loss and they are gone), {} unreadable",
+            w.degraded, w.at_risk, w.unreadable
+        );
+    }
+    Ok(())
+}
+
+fn risk_json(r: &proto::RiskReply) -> serde_json::Value {
+    json!({
+        "stripes": r.stripes, "degraded": r.degraded, "at_risk": r.at_risk,
+        "unreadable": r.unreadable, "rebuild_bytes": r.rebuild_bytes,
+        "files_at_risk": r.files_at_risk, "files_unreadable": r.files_unreadable,
+        "truncated": r.truncated,
+        "files": r.files.iter().map(|f| json!({
+            "path": f.path, "inode": f.ino, "margin": f.margin, "size": f.size,
+            "stripes_at_risk": f.stripes_at_risk, "unreadable_stripes": f.unreadable_stripes,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn print_files(r: &proto::RiskReply) {
+    for f in &r.files {
+        let what = if f.margin < 0 {
+            format!("UNREADABLE ({} stripes)", f.unreadable_stripes)
+        } else {
+            format!("margin {}", f.margin)
+        };
+        println!("  {what:<28} {:>10}  {}", human(f.size), f.path);
+    }
+    if r.truncated {
+        println!("  ... more files (raise --limit)");
+    }
+}
+
+/// `wormfs at-risk [--max-margin N] [--limit N]`.
+pub async fn at_risk(node: &str, max_margin: i64, limit: u32, as_json: bool) -> anyhow::Result<()> {
+    let client = connect(node).await?;
+    let r = client
+        .risk(proto::RiskRequest {
+            max_margin,
+            limit,
+            ..Default::default()
+        })
+        .await
+        .context("list files at risk")?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&risk_json(&r))?);
+        return Ok(());
+    }
+    println!(
+        "{} stripes: {} degraded, {} at risk, {} unreadable; {} files unreadable, {} at risk",
+        r.stripes, r.degraded, r.at_risk, r.unreadable, r.files_unreadable, r.files_at_risk
+    );
+    if r.files.is_empty() {
+        println!("no file has a margin of {max_margin} or less");
+    } else {
+        println!("files with a margin of {max_margin} or less (margin: further losses survived):");
+        print_files(&r);
+    }
+    Ok(())
+}
+
+/// `wormfs what-if --node N --disk D`.
+pub async fn what_if(
+    node: &str,
+    nodes: &[String],
+    disks: &[String],
+    limit: u32,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    if nodes.is_empty() && disks.is_empty() {
+        anyhow::bail!("name at least one --lose-node or --lose-disk");
+    }
+    let client = connect(node).await?;
+    let r = what_if_report(&client, nodes, disks, limit).await?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&risk_json(&r))?);
+        return Ok(());
+    }
+    print_what_if(nodes, disks, &r);
+    Ok(())
+}
+
+/// The risk report if `nodes` and `disks` were lost.
+pub async fn what_if_report(
+    client: &wormfs::rpc::client::Client,
+    nodes: &[String],
+    disks: &[String],
+    limit: u32,
+) -> anyhow::Result<proto::RiskReply> {
+    client
+        .risk(proto::RiskRequest {
+            nodes: nodes.to_vec(),
+            disks: disks.to_vec(),
+            max_margin: 0,
+            limit,
+        })
+        .await
+        .context("compute what would be lost")
+}
+
+/// Prints a what-if report.
+pub fn print_what_if(nodes: &[String], disks: &[String], r: &proto::RiskReply) {
+    let lost: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("node {n}"))
+        .chain(disks.iter().map(|d| format!("disk {d}")))
+        .collect();
+    println!(
+        "if {} were lost: {} files unreadable, {} at risk (one more loss and they are gone); {} of chunks to rebuild",
+        lost.join(" and "),
+        r.files_unreadable,
+        r.files_at_risk,
+        human(r.rebuild_bytes)
+    );
+    print_files(r);
+}
