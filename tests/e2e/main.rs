@@ -3,5 +3,6 @@
 
 mod cluster;
 mod fixture;
+mod heal;
 mod mount;
 mod node;

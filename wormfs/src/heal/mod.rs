@@ -15,6 +15,8 @@ mod check;
 mod repair;
 #[cfg(feature = "node")]
 mod service;
+#[cfg(all(test, feature = "node"))]
+mod tests;
 #[cfg(feature = "node")]
 mod workers;
 

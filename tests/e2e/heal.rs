@@ -1,0 +1,257 @@
+//! Self-healing on a real node process: the scrub finds damaged chunk files, repair
+//! rebuilds them, a wiped disk is not claimed again, a crash in the middle of a repair loses
+//! nothing, and one data directory has one owner.
+
+use super::fixture::{bytes, wait_for, World, BIN};
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+/// 4+2 with 256 KiB stripes on every file; repair looks for work every second; scrub only
+/// on command.
+const HEAL: &str = "[policies]\ndefault = \"small\"\n[policies.named.small]\nk = 4\nm = 2\n\
+                    stripe_size = \"256KiB\"\n[heal]\nrepair_every = \"1s\"\n\
+                    scrub_every = \"off\"\ndeep_scrub_every = \"off\"\n";
+
+fn write_synced(path: &Path, data: &[u8]) {
+    let mut f = fs::File::create(path).unwrap();
+    f.write_all(data).unwrap();
+    f.sync_all().unwrap();
+}
+
+/// The chunk file of shard `index` of stripe `stripe`, from `file info --json`.
+fn chunk_file(layout: &serde_json::Value, stripe: usize, index: u64) -> String {
+    layout["stripes"][stripe]["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["index"] == index)
+        .unwrap()["path"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn flip(path: &str, at: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).unwrap();
+    b[0] ^= 0x01;
+    f.write_all_at(&b, at).unwrap();
+}
+
+/// True when every stripe of `rel` has `width` chunks, all `ok`, on distinct disks, none
+/// on `not_disk`.
+fn whole(w: &World, rel: &str, width: usize, not_disk: Option<&str>) -> bool {
+    let l = w.layout(rel);
+    l["stripes"].as_array().unwrap().iter().all(|s| {
+        let chunks = s["chunks"].as_array().unwrap();
+        let mut disks: Vec<&str> = chunks.iter().map(|c| c["disk"].as_str().unwrap()).collect();
+        disks.sort_unstable();
+        disks.dedup();
+        chunks.len() == width
+            && disks.len() == width
+            && chunks.iter().all(|c| c["state"] == "ok")
+            && not_disk.is_none_or(|d| !disks.contains(&d))
+    })
+}
+
+fn scrub(w: &World, deep: bool) -> serde_json::Value {
+    let mut args = vec!["scrub", "--wait", "--json"];
+    if deep {
+        args.push("--deep");
+    }
+    serde_json::from_str(&w.cli(&args)).unwrap()
+}
+
+#[test]
+fn scrub_and_repair_heal_rot_in_data_and_parity_truncation_deleted_chunks_and_a_wiped_disk() {
+    let mut w = World::start(7, HEAL);
+    let files: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|i| (format!("f{i}"), bytes(1 << 20, 40 + i)))
+        .collect();
+    for (name, data) in &files {
+        write_synced(&w.path(name), data);
+    }
+    let l = w.layout("f0");
+    flip(&chunk_file(&l, 0, 0), 5000); // data
+    flip(&chunk_file(&l, 1, 5), 5000); // parity: no read ever touches it
+    let t = chunk_file(&l, 2, 2);
+    let len = fs::metadata(&t).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&t)
+        .unwrap()
+        .set_len(len - 100)
+        .unwrap();
+    fs::remove_file(chunk_file(&l, 3, 3)).unwrap();
+
+    let s = scrub(&w, true);
+    assert_eq!(s["found"], 4, "{s}");
+    assert_eq!(s["done"], s["total"], "{s}");
+    wait_for("repair of f0", Duration::from_secs(30), || {
+        whole(&w, "f0", 6, None).then_some(())
+    });
+    let r: serde_json::Value = serde_json::from_str(&w.cli(&["repair", "--json"])).unwrap();
+    assert!(r["repaired"].as_u64().unwrap() >= 4, "{r}");
+    // the rebuilt chunks verify: a second deep scrub finds nothing
+    assert_eq!(scrub(&w, true)["found"], 0);
+
+    // A wiped disk (or an unmounted one, leaving an empty directory) is not claimed again:
+    // it shows failed, and its chunks are rebuilt on the disk its stripes do not use.
+    w.stop_mount();
+    w.stop_node();
+    let disk3 = w.tmp.path().join("disk3");
+    for e in fs::read_dir(&disk3).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            fs::remove_dir_all(&p).unwrap();
+        } else {
+            fs::remove_file(&p).unwrap();
+        }
+    }
+    w.start_node();
+    w.start_mount();
+    let status: serde_json::Value = serde_json::from_str(&w.cli(&["status", "--json"])).unwrap();
+    let d3 = status["nodes"][0]["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == "disk3")
+        .unwrap()
+        .clone();
+    assert_eq!(d3["healthy"], false, "{status}");
+    assert!(
+        !disk3.join("wormfs-disk.toml").exists(),
+        "a wiped disk must not be claimed again"
+    );
+    assert!(w.node_log().contains("disk failed"), "{}", w.node_log());
+    for (name, _) in &files {
+        wait_for(
+            "the wiped disk's chunks rebuilt",
+            Duration::from_secs(30),
+            || whole(&w, name, 6, Some("disk3")).then_some(()),
+        );
+    }
+    let risk: serde_json::Value = serde_json::from_str(&w.cli(&["at-risk", "--json"])).unwrap();
+    assert_eq!(risk["degraded"], 0, "{risk}");
+    assert_eq!(risk["unreadable"], 0, "{risk}");
+    // a fresh mount reads every file exact
+    w.stop_mount();
+    w.start_mount();
+    for (name, data) in &files {
+        assert!(&fs::read(w.path(name)).unwrap() == data, "{name}");
+    }
+}
+
+#[test]
+fn file_info_and_what_if_tell_the_truth_about_a_lost_chunk() {
+    let w = World::start(
+        6,
+        HEAL.replace("repair_every = \"1s\"", "repair_every = \"1h\"")
+            .as_str(),
+    );
+    write_synced(&w.path("a"), &bytes(1 << 20, 1));
+    let l = w.layout("a");
+    fs::remove_file(chunk_file(&l, 0, 1)).unwrap();
+    assert_eq!(scrub(&w, false)["found"], 1);
+    let l = w.layout("a");
+    let s0 = &l["stripes"][0];
+    assert_eq!(s0["margin"], 1, "{l}");
+    assert_eq!(s0["chunks"][1]["state"], "missing", "{l}");
+    assert_eq!(l["stripes"][1]["margin"], 2, "{l}");
+    let text = w.cli(&["file", "info", w.path("a").to_str().unwrap()]);
+    assert!(text.contains("missing"), "{text}");
+    // losing two more disks of stripe 0 would make it unreadable; one more leaves it at 0
+    let d = |i: usize| s0["chunks"][i]["disk"].as_str().unwrap().to_owned();
+    let r: serde_json::Value = serde_json::from_str(&w.cli(&[
+        "what-if",
+        "--json",
+        "--lose-disk",
+        &d(2),
+        "--lose-disk",
+        &d(3),
+    ]))
+    .unwrap();
+    assert_eq!(r["files_unreadable"], 1, "{r}");
+    assert_eq!(r["files"][0]["path"], "/a", "{r}");
+    let r: serde_json::Value =
+        serde_json::from_str(&w.cli(&["what-if", "--json", "--lose-disk", &d(2)])).unwrap();
+    assert_eq!(
+        (r["files_unreadable"].as_u64(), r["files_at_risk"].as_u64()),
+        (Some(0), Some(1)),
+        "{r}"
+    );
+    let out = Command::new(BIN)
+        .args(["--node", &w.addr, "what-if", "--lose-disk", "nope"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("disk `nope`") && err.contains("not in the cluster"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_crash_in_the_middle_of_a_repair_loses_nothing_and_the_repair_completes() {
+    // four stripe repairs a second: slow enough to kill the node in the middle
+    let mut w = World::start(6, &format!("{HEAL}ops_per_sec = 4\n"));
+    let files: Vec<(String, Vec<u8>)> = (0..4)
+        .map(|i| (format!("f{i}"), bytes(1 << 20, 70 + i)))
+        .collect();
+    for (name, data) in &files {
+        write_synced(&w.path(name), data);
+    }
+    for (name, _) in &files {
+        let l = w.layout(name);
+        for stripe in 0..4 {
+            fs::remove_file(chunk_file(&l, stripe, (stripe % 6) as u64)).unwrap();
+        }
+    }
+    w.cli(&["scrub"]);
+    wait_for("repair under way", Duration::from_secs(30), || {
+        let r: serde_json::Value = serde_json::from_str(&w.cli(&["repair", "--json"])).ok()?;
+        (r["repaired"].as_u64()? >= 2 && r["queued"].as_u64()? >= 2).then_some(())
+    });
+    w.kill_node();
+    w.stop_mount();
+    w.start_node();
+    w.start_mount();
+    for (name, _) in &files {
+        wait_for("the repair to complete", Duration::from_secs(60), || {
+            whole(&w, name, 6, None).then_some(())
+        });
+    }
+    for (name, data) in &files {
+        assert!(&fs::read(w.path(name)).unwrap() == data, "{name}");
+    }
+    assert_eq!(scrub(&w, true)["found"], 0);
+}
+
+#[test]
+fn a_second_node_on_the_same_data_directory_is_refused() {
+    let w = World::start(3, "");
+    let config = w.tmp.path().join("node.toml");
+    let out = Command::new(BIN)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("in use by another WormFS process") && err.contains("data directory"),
+        "{err}"
+    );
+    // the first node is unharmed
+    fs::write(w.path("still"), b"works").unwrap();
+    assert_eq!(fs::read(w.path("still")).unwrap(), b"works");
+}
