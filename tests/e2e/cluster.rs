@@ -469,10 +469,15 @@ fn nodes_join_and_leave_with_node_add_and_remove() {
         "{err}"
     );
     c.unmount();
-    // unknown names and the master itself are refused with the reason
+    // unknown names are refused with the reason; a removal shows its cost first
     let err = c.cli(0, &["node", "remove", "node9"]).unwrap_err();
-    assert!(err.contains("no member is named node9"), "{err}");
-    let out = c.cli(0, &["node", "remove", "node4"]).unwrap();
+    assert!(err.contains("node `node9` not in the cluster"), "{err}");
+    let err = c.cli(0, &["node", "remove", "node4"]).unwrap_err();
+    assert!(
+        err.contains("nothing removed: run again with --yes"),
+        "{err}"
+    );
+    let out = c.cli(0, &["node", "remove", "node4", "--yes"]).unwrap();
     assert!(out.contains("removed node4"), "{out}");
     wait_for("node4 to leave the status", Duration::from_secs(20), || {
         let s = c.status(0)?;

@@ -153,11 +153,9 @@ fn scrub_and_repair_heal_rot_in_data_and_parity_truncation_deleted_chunks_and_a_
 
 #[test]
 fn file_info_and_what_if_tell_the_truth_about_a_lost_chunk() {
-    let w = World::start(
-        6,
-        HEAL.replace("repair_every = \"1s\"", "repair_every = \"1h\"")
-            .as_str(),
-    );
+    let w = World::start(6, HEAL);
+    // repair paused: the loss stays for the reports to show
+    w.cli(&["repair", "pause"]);
     write_synced(&w.path("a"), &bytes(1 << 20, 1));
     let l = w.layout("a");
     fs::remove_file(chunk_file(&l, 0, 1)).unwrap();
@@ -203,8 +201,8 @@ fn file_info_and_what_if_tell_the_truth_about_a_lost_chunk() {
 
 #[test]
 fn a_crash_in_the_middle_of_a_repair_loses_nothing_and_the_repair_completes() {
-    // four stripe repairs a second: slow enough to kill the node in the middle
-    let mut w = World::start(6, &format!("{HEAL}ops_per_sec = 4\n"));
+    let mut w = World::start(6, HEAL);
+    w.cli(&["repair", "pause"]);
     let files: Vec<(String, Vec<u8>)> = (0..4)
         .map(|i| (format!("f{i}"), bytes(1 << 20, 70 + i)))
         .collect();
@@ -217,7 +215,9 @@ fn a_crash_in_the_middle_of_a_repair_loses_nothing_and_the_repair_completes() {
             fs::remove_file(chunk_file(&l, stripe, (stripe % 6) as u64)).unwrap();
         }
     }
-    w.cli(&["scrub"]);
+    assert_eq!(scrub(&w, false)["found"], 16);
+    // two stripe repairs a second: slow enough to kill the node in the middle
+    w.cli(&["repair", "resume", "--ops", "2"]);
     wait_for("repair under way", Duration::from_secs(30), || {
         let r: serde_json::Value = serde_json::from_str(&w.cli(&["repair", "--json"])).ok()?;
         (r["repaired"].as_u64()? >= 2 && r["queued"].as_u64()? >= 2).then_some(())
@@ -254,4 +254,108 @@ fn a_second_node_on_the_same_data_directory_is_refused() {
     // the first node is unharmed
     fs::write(w.path("still"), b"works").unwrap();
     assert_eq!(fs::read(w.path("still")).unwrap(), b"works");
+}
+
+/// Runs `wormfs ARGS` expecting it to exit by itself within 20 s; returns (success, stderr).
+fn run_to_exit(args: &[&str]) -> (bool, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_for("the command to exit", Duration::from_secs(20), || {
+        child.try_wait().unwrap()
+    });
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (status.success(), err)
+}
+
+#[test]
+fn a_lost_metadata_database_is_refused_at_start_and_recover_brings_every_file_back() {
+    let mut w = World::start(6, HEAL);
+    fs::create_dir_all(w.path("dir/sub")).unwrap();
+    w.cli(&["policy", "set", w.path("dir").to_str().unwrap(), "general"]);
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("a", bytes(1 << 20, 1)),
+        ("dir/b", bytes((3 << 20) + 100_000, 2)),
+        ("dir/sub/c", bytes(300_000, 3)),
+        ("x", bytes(700_000, 4)),
+    ];
+    for (name, data) in &files {
+        write_synced(&w.path(name), data);
+    }
+    fs::rename(w.path("x"), w.path("dir/y")).unwrap();
+    let before_b = w.layout("dir/b");
+    w.stop_mount();
+    w.stop_node();
+    for e in fs::read_dir(w.tmp.path().join("meta")).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("meta.sqlite")
+        {
+            fs::remove_file(p).unwrap();
+        }
+    }
+    let config = w.tmp.path().join("node.toml");
+    let config = config.to_str().unwrap();
+    let (ok, err) = run_to_exit(&["serve", "--config", config]);
+    assert!(!ok, "a node must not start empty over disks full of chunks");
+    assert!(
+        err.contains("is missing, but disk") && err.contains("wormfs recover"),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .args(["recover", "--json", "--config", config])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["files"], 4, "{report}");
+    assert_eq!(
+        report["unreadable"].as_array().unwrap().len(),
+        0,
+        "{report}"
+    );
+    // a second recover over the rebuilt database is refused
+    let (ok, err) = run_to_exit(&["recover", "--config", config]);
+    assert!(
+        !ok && err.contains("recover only rebuilds a lost one"),
+        "{err}"
+    );
+
+    w.start_node();
+    w.start_mount();
+    let renamed = [
+        ("a", "a"),
+        ("dir/b", "dir/b"),
+        ("dir/sub/c", "dir/sub/c"),
+        ("x", "dir/y"),
+    ];
+    for ((name, data), (_, now)) in files.iter().zip(renamed) {
+        assert_eq!(
+            fs::metadata(w.path(now)).unwrap().len(),
+            data.len() as u64,
+            "{name}"
+        );
+        assert!(&fs::read(w.path(now)).unwrap() == data, "{name}");
+    }
+    let after_b = w.layout("dir/b");
+    for key in ["policy", "k", "m", "stripe_size", "size", "inode"] {
+        assert_eq!(after_b[key], before_b[key], "{key}: {after_b}");
+    }
+    // the recovered files take writes like any other
+    write_synced(&w.path("dir/sub/new"), b"after recovery, 27 bytes ok");
+    assert_eq!(
+        fs::read(w.path("dir/sub/new")).unwrap(),
+        b"after recovery, 27 bytes ok"
+    );
 }

@@ -2,6 +2,7 @@
 //! (`wormfs mount`), real files. Needs `/dev/fuse` and root (or fuse3); CI has both.
 
 mod cluster;
+mod cluster_heal;
 mod fixture;
 mod heal;
 mod mount;

@@ -172,17 +172,27 @@ fn progress_line(w: &proto::WorkerInfo) -> String {
     )
 }
 
-/// `wormfs repair [status|pause|resume]`.
-pub async fn repair(node: &str, action: &str, as_json: bool) -> anyhow::Result<()> {
+/// `wormfs repair [status|pause|resume] [--rate BYTES] [--ops N]`.
+pub async fn repair(
+    node: &str,
+    action: &str,
+    rate: Option<u64>,
+    ops: Option<u64>,
+    as_json: bool,
+) -> anyhow::Result<()> {
     let client = connect(node).await?;
-    let r = if action == "status" {
+    let budget = rate.is_some() || ops.is_some();
+    let r = if action == "status" && !budget {
         client.list_workers().await.context("read the workers")?
     } else {
+        let action = if action == "status" { "rate" } else { action };
         client
             .control_worker(proto::WorkerRequest {
                 name: "repair".into(),
                 action: action.into(),
-                ..Default::default()
+                deep: false,
+                bytes_per_sec: rate.unwrap_or(0),
+                ops_per_sec: ops.unwrap_or(0),
             })
             .await
             .with_context(|| format!("{action} repair"))?
@@ -309,4 +319,50 @@ pub fn print_what_if(nodes: &[String], disks: &[String], r: &proto::RiskReply) {
         human(r.rebuild_bytes)
     );
     print_files(r);
+}
+
+/// `wormfs recover --config NODE.toml`.
+pub fn recover(config: &std::path::Path, as_json: bool) -> anyhow::Result<()> {
+    let config = wormfs_node::config::NodeConfig::load(config)?;
+    let r = wormfs_node::recover_offline(&config)?;
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "files": r.files, "stripes": r.stripes, "chunks": r.chunks, "bytes": r.bytes,
+                "chunks_left_out": r.chunks_left_out, "unreadable": r.unreadable,
+                "moved": r.moved, "problems": r.problems,
+            }))?
+        );
+    } else {
+        println!(
+            "recovered {} files ({}), {} stripes, {} chunks; {} chunks left out (damaged, older or second copies)",
+            r.files,
+            human(r.bytes),
+            r.stripes,
+            r.chunks,
+            r.chunks_left_out
+        );
+        for u in &r.unreadable {
+            println!("  unreadable: {u}");
+        }
+        for m in &r.moved {
+            println!("  moved: {m}");
+        }
+        for p in &r.problems {
+            println!("  not recovered: {p}");
+        }
+        println!(
+            "not on the disks, so not recovered: owners, modes and times (files are root's, 0644), \
+             directory policies, empty directories, symlinks and other special files, and \
+             files or stripes small enough to be kept in the metadata (policies.inline_max)"
+        );
+    }
+    if !r.problems.is_empty() || !r.unreadable.is_empty() {
+        anyhow::bail!(
+            "{} files or stripes could not be fully recovered (listed above)",
+            r.problems.len() + r.unreadable.len()
+        );
+    }
+    Ok(())
 }

@@ -56,10 +56,17 @@ enum Command {
         #[arg(long)]
         rate: Option<wormfs::size::ByteSize>,
     },
-    /// The repair worker: `status` (default), `pause` or `resume`.
+    /// The repair worker: `status` (default), `pause` or `resume`; `--rate` and `--ops` set
+    /// its I/O budget.
     Repair {
         #[arg(default_value = "status", value_parser = ["status", "pause", "resume"])]
         action: String,
+        /// I/O budget in bytes per second (e.g. 200MiB; 0: the node's default).
+        #[arg(long)]
+        rate: Option<wormfs::size::ByteSize>,
+        /// Budget in chunk operations per second (0: the node's default).
+        #[arg(long)]
+        ops: Option<u64>,
     },
     /// Files by remaining margin (further losses they survive; 0: one more loss and data is
     /// gone, -1: unreadable now).
@@ -82,6 +89,14 @@ enum Command {
         /// At most this many files.
         #[arg(long, default_value_t = 1000)]
         limit: u32,
+    },
+    /// Rebuild a stopped node's lost metadata database from its disks: files, paths,
+    /// sizes, layouts and chunk locations come back from the chunk-folder index files and
+    /// chunk headers; what they do not hold is reported.
+    Recover {
+        /// The node's TOML config.
+        #[arg(long)]
+        config: PathBuf,
     },
     /// Run a storage node in the foreground (what `wormfs-node` does).
     Serve {
@@ -265,7 +280,13 @@ fn main() -> ExitCode {
             rate.map_or(0, |r| r.0),
             cli.json,
         )),
-        Command::Repair { action } => rt.block_on(heal::repair(&node, &action, cli.json)),
+        Command::Repair { action, rate, ops } => rt.block_on(heal::repair(
+            &node,
+            &action,
+            rate.map(|r| r.0),
+            ops,
+            cli.json,
+        )),
         Command::AtRisk { max_margin, limit } => {
             rt.block_on(heal::at_risk(&node, max_margin, limit, cli.json))
         }
@@ -274,6 +295,7 @@ fn main() -> ExitCode {
             disks,
             limit,
         } => rt.block_on(heal::what_if(&node, &nodes, &disks, limit, cli.json)),
+        Command::Recover { config } => heal::recover(&config, cli.json),
         Command::Serve { .. } | Command::Mount { .. } => unreachable!("handled above"),
     };
     match result {

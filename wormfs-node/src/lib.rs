@@ -39,6 +39,9 @@ pub async fn run(
         .with_context(|| format!("create data_dir `{}`", config.data_dir.display()))?;
     // One node per data directory and per disk: held until the node stops.
     let _data_lock = DirLock::acquire(&config.data_dir, "data directory")?;
+    if config.cluster.is_none() {
+        refuse_lost_metadata(&config)?;
+    }
     let meta =
         Arc::new(MetaStore::open(&config.data_dir.join(META_FILE)).context("open metadata")?);
     let disks = DiskChunkStore::open_expecting(&config.disks, &|id| {
@@ -164,6 +167,74 @@ pub async fn run(
     }
     tracing::info!("node stopped: requests drained, metadata closed");
     Ok(())
+}
+
+/// A node alone whose metadata database is missing while its disks hold chunks lost its
+/// metadata: starting would show an empty file system over those chunks. Refuses, saying
+/// how to recover.
+fn refuse_lost_metadata(config: &NodeConfig) -> anyhow::Result<()> {
+    let db = config.data_dir.join(META_FILE);
+    if db.exists() {
+        return Ok(());
+    }
+    for (id, path) in &config.disks {
+        if holds_chunk_folders(path) {
+            anyhow::bail!(
+                "the metadata database `{}` is missing, but disk `{id}` ({}) holds chunks: \
+                 the metadata was lost or the data directory is wrong. Rebuild it from the \
+                 disks with `wormfs recover --config CONFIG` (with the node stopped), or fix \
+                 `data_dir`; to start empty instead, empty the disk directories first",
+                db.display(),
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// True when a disk directory has a marker and a non-empty top folder (`1`..`1000`).
+fn holds_chunk_folders(disk: &std::path::Path) -> bool {
+    if !disk.join(wormfs::store::MARKER_FILE_NAME).exists() {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir(disk) else {
+        return false;
+    };
+    entries.filter_map(Result::ok).any(|e| {
+        let top = e
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| (1..=1000).contains(&n));
+        top && std::fs::read_dir(e.path()).is_ok_and(|mut d| d.next().is_some())
+    })
+}
+
+/// `wormfs recover`: rebuilds a stopped node's metadata from its disks (chunk-folder
+/// index files and chunk headers). Refused while the node runs (the data directory is
+/// locked) or when the metadata database still holds files.
+pub fn recover_offline(config: &NodeConfig) -> anyhow::Result<wormfs::heal::RecoverReport> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("create data_dir `{}`", config.data_dir.display()))?;
+    let _lock = DirLock::acquire(&config.data_dir, "data directory")?;
+    let db = config.data_dir.join(META_FILE);
+    let meta = Arc::new(MetaStore::open(&db).context("open metadata")?);
+    let (inodes, _) = meta.usage().context("count inodes")?;
+    if inodes > 1 {
+        anyhow::bail!(
+            "the metadata database `{}` holds {} inodes; recover only rebuilds a lost one: \
+             move it aside first if it is damaged",
+            db.display(),
+            inodes - 1
+        );
+    }
+    let store = DiskChunkStore::open(&config.disks).context("open disks")?;
+    let log = LocalLog::new(meta.clone()).context("open metadata log")?;
+    let ids: Vec<_> = config.disks.iter().map(|(id, _)| id.clone()).collect();
+    let report =
+        wormfs::heal::recover(&store, &ids, &config.node_id, &meta, &log, &config.policies)
+            .map_err(|e| anyhow::anyhow!("recover: {e}"))?;
+    Ok(report)
 }
 
 /// Records this node and its disks in the metadata, so status and placement see them.

@@ -12,6 +12,8 @@
 
 mod assess;
 mod check;
+#[cfg(feature = "local")]
+mod recover;
 mod repair;
 #[cfg(feature = "node")]
 mod service;
@@ -22,6 +24,8 @@ mod workers;
 
 pub use assess::{assess, ChunkHealth, Liveness, StripeHealth};
 pub use check::{deep_check, shallow_check, Finding, StripeCheck};
+#[cfg(feature = "local")]
+pub use recover::{recover, RecoverReport, RECOVERED_DIR};
 pub use repair::{repair_stripe, Rebuilt, RepairError};
 #[cfg(feature = "node")]
 pub use service::{observe, ClusterLiveness, HealContext, HealService, HealSettings, SoloNode};

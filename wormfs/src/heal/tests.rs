@@ -14,10 +14,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The store, the log and the metadata of a test node.
+type Parts = (Arc<dyn ChunkStore>, Arc<dyn MetadataLog>, Arc<MetaStore>);
+
 struct Node {
     _dir: tempfile::TempDir,
     fs: Arc<NodeFs>,
-    ctx: Arc<(Arc<dyn ChunkStore>, Arc<dyn MetadataLog>, Arc<MetaStore>)>,
+    ctx: Arc<Parts>,
 }
 
 fn node(disks: usize) -> Node {
@@ -199,7 +202,9 @@ async fn a_deep_scrub_finds_rot_in_data_and_parity_and_repair_rebuilds_it() {
     })
     .await;
     let (_, scrub) = meta.worker(names::SCRUB).unwrap();
-    assert!(scrub.found >= 3, "{scrub:?}"); // the data rot may be found by the read above
+    // The read above found (and recorded) the two damaged data chunks; the two damaged
+    // parity chunks, which no read touches, are the scrub's.
+    assert!(scrub.found >= 2, "{scrub:?}");
     wait_until(
         "repair of all four stripes",
         Duration::from_secs(20),

@@ -180,12 +180,18 @@ impl Worker for ScrubWorker {
         self.status.state = WorkerState::Active;
         let live = self.live.get(&self.ctx).await?;
         let deep = self.status.deep;
+        // A step is about a second of the budget at most, so pausing, stopping and the
+        // budget itself act promptly.
+        let budget = self.ctx.settings.budget.with_control(control);
+        let page = match (deep, budget.ops_per_sec) {
+            (true, _) => DEEP_PAGE,
+            (false, 0) => SHALLOW_PAGE,
+            (false, ops) => (ops as usize / 8).clamp(1, SHALLOW_PAGE),
+        };
         let (meta, cursor) = (self.ctx.meta.clone(), self.status.cursor);
-        let page = blocking(move || {
-            meta.stripes_after(cursor, if deep { DEEP_PAGE } else { SHALLOW_PAGE })
-        })
-        .await?
-        .map_err(|e| e.to_string())?;
+        let page = blocking(move || meta.stripes_after(cursor, page))
+            .await?
+            .map_err(|e| e.to_string())?;
         let Some(next) = page.next else {
             let st = &mut self.status;
             st.state = WorkerState::Done;

@@ -1,9 +1,10 @@
 //! Reads for scrub, repair and the durability reports: every stripe of every file in
 //! pages, and the background workers' records.
 
-use super::sqlite::{read_attr, sql, MetaError, MetaStore};
+use super::sqlite::{sql, MetaError, MetaStore};
 use super::types::{ChunkRecord, ChunkState, FileLayout, StripeRecord};
 use crate::ids::{DiskId, FileId, NodeId};
+use crate::store::ChunkFolder;
 use crate::worker::{Cursor, WorkerControl, WorkerStatus};
 use rusqlite::{params, OptionalExtension};
 
@@ -43,13 +44,30 @@ impl MetaStore {
             Some(c) => (c.ino.0 as i64, c.stripe as i64),
             None => (0, -1),
         };
-        let mut stripes: Vec<(FileId, StripeRecord)> = conn
+        // Each stripe with its file's layout, in one pass over the stripes' key (a
+        // lookup of the inode per stripe cost more than the rest of the sweep).
+        let mut stripes: Vec<(FileId, StripeRecord, Option<FileLayout>)> = conn
             .prepare_cached(
-                "SELECT ino, idx, generation, len, crc, k, m FROM stripes
-                 WHERE (ino, idx) > (?1, ?2) ORDER BY ino, idx LIMIT ?3",
+                "SELECT s.ino, s.idx, s.generation, s.len, s.crc, s.k, s.m,
+                        i.policy, i.k, i.m, i.stripe_size, i.folder
+                 FROM stripes s JOIN inodes i ON i.ino = s.ino
+                 WHERE (s.ino, s.idx) > (?1, ?2) ORDER BY s.ino, s.idx LIMIT ?3",
             )
             .and_then(|mut st| {
                 st.query_map(params![a_ino, a_idx, limit as i64], |r| {
+                    let folder: Option<String> = r.get(11)?;
+                    let layout = match (r.get::<_, Option<String>>(7)?, folder) {
+                        (Some(policy), Some(folder)) => {
+                            ChunkFolder::try_from(folder).ok().map(|folder| FileLayout {
+                                policy,
+                                k: r.get::<_, i64>(8).unwrap_or(0) as u16,
+                                m: r.get::<_, i64>(9).unwrap_or(0) as u16,
+                                stripe_size: r.get::<_, i64>(10).unwrap_or(0) as u64,
+                                folder,
+                            })
+                        }
+                        _ => None,
+                    };
                     Ok((
                         FileId(r.get::<_, i64>(0)? as u64),
                         StripeRecord {
@@ -62,13 +80,14 @@ impl MetaStore {
                             chunks: Vec::new(),
                             inline: None,
                         },
+                        layout,
                     ))
                 })?
                 .collect()
             })
             .map_err(sql("list stripes"))?;
         let scanned = stripes.len() as u64;
-        let Some((last_ino, last)) = stripes.last().map(|(i, s)| (*i, s.index)) else {
+        let Some((last_ino, last)) = stripes.last().map(|(i, s, _)| (*i, s.index)) else {
             return Ok(StripePage::default());
         };
         let chunks: Vec<(FileId, u64, ChunkRecord)> = conn
@@ -100,31 +119,23 @@ impl MetaStore {
             while i < stripes.len() && (stripes[i].0, stripes[i].1.index) < (ino, stripe) {
                 i += 1;
             }
-            if let Some((si, s)) = stripes.get_mut(i) {
+            if let Some((si, s, _)) = stripes.get_mut(i) {
                 if (*si, s.index) == (ino, stripe) {
                     s.chunks.push(chunk);
                 }
             }
         }
-        let mut layouts: Vec<(FileId, Option<FileLayout>)> = Vec::new();
-        let mut out = Vec::with_capacity(stripes.len());
-        for (ino, s) in stripes.into_iter().filter(|(_, s)| !s.chunks.is_empty()) {
-            let layout = match layouts.iter().find(|(i, _)| *i == ino) {
-                Some((_, l)) => l.clone(),
-                None => {
-                    let l = read_attr(&conn, ino)?.and_then(|a| a.layout);
-                    layouts.push((ino, l.clone()));
-                    l
-                }
-            };
-            if let Some(layout) = layout {
-                out.push(StripeRow {
+        let out = stripes
+            .into_iter()
+            .filter(|(_, s, _)| !s.chunks.is_empty())
+            .filter_map(|(ino, stripe, layout)| {
+                Some(StripeRow {
                     ino,
-                    layout,
-                    stripe: s,
-                });
-            }
-        }
+                    layout: layout?,
+                    stripe,
+                })
+            })
+            .collect();
         Ok(StripePage {
             rows: out,
             scanned,

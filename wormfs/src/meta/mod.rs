@@ -16,6 +16,8 @@ mod heal_queries;
 mod log;
 mod op;
 #[cfg(feature = "local")]
+mod restore;
+#[cfg(feature = "local")]
 mod schema;
 #[cfg(feature = "local")]
 mod sqlite;

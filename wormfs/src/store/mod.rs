@@ -24,7 +24,7 @@ pub use chunk_file::{
     read_chunk_file_into, read_chunk_file_range, read_chunk_file_whole, WholeChunk,
 };
 #[cfg(feature = "local")]
-pub use disk::DiskChunkStore;
+pub use disk::{DiskChunkStore, MARKER_FILE_NAME};
 pub use folder::ChunkFolder;
 pub use index::{IndexRecord, INDEX_FILE_NAME};
 #[cfg(feature = "local")]
