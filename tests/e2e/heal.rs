@@ -272,24 +272,7 @@ fn run_to_exit(args: &[&str]) -> (bool, String) {
     (status.success(), err)
 }
 
-#[test]
-fn a_lost_metadata_database_is_refused_at_start_and_recover_brings_every_file_back() {
-    let mut w = World::start(6, HEAL);
-    fs::create_dir_all(w.path("dir/sub")).unwrap();
-    w.cli(&["policy", "set", w.path("dir").to_str().unwrap(), "general"]);
-    let files: Vec<(&str, Vec<u8>)> = vec![
-        ("a", bytes(1 << 20, 1)),
-        ("dir/b", bytes((3 << 20) + 100_000, 2)),
-        ("dir/sub/c", bytes(300_000, 3)),
-        ("x", bytes(700_000, 4)),
-    ];
-    for (name, data) in &files {
-        write_synced(&w.path(name), data);
-    }
-    fs::rename(w.path("x"), w.path("dir/y")).unwrap();
-    let before_b = w.layout("dir/b");
-    w.stop_mount();
-    w.stop_node();
+fn remove_meta(w: &World) {
     for e in fs::read_dir(w.tmp.path().join("meta")).unwrap() {
         let p = e.unwrap().path();
         if p.file_name()
@@ -301,6 +284,53 @@ fn a_lost_metadata_database_is_refused_at_start_and_recover_brings_every_file_ba
             fs::remove_file(p).unwrap();
         }
     }
+}
+
+#[test]
+fn a_lost_metadata_database_is_refused_at_start_and_recover_brings_every_file_back() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut w = World::start(6, HEAL);
+    fs::create_dir_all(w.path("dir/sub")).unwrap();
+    w.cli(&["policy", "set", w.path("dir").to_str().unwrap(), "general"]);
+    let mut files: Vec<(&str, Vec<u8>)> = vec![
+        ("a", bytes(1 << 20, 1)),
+        ("dir/b", bytes((3 << 20) + 100, 2)), // its last 100 bytes are kept in the metadata
+        ("dir/sub/c", bytes(300_000, 3)),
+        ("x", bytes(700_000, 4)),
+        ("tiny", bytes(100, 5)), // kept in the metadata whole
+    ];
+    for (name, data) in &files {
+        write_synced(&w.path(name), data);
+    }
+    fs::set_permissions(w.path("dir/sub/c"), fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink("dir/b", w.path("link")).unwrap();
+    let before_b = w.layout("dir/b");
+    // a clean stop writes a copy of the metadata to the first two disks
+    w.stop_mount();
+    w.stop_node();
+    for d in ["disk0", "disk1"] {
+        assert!(
+            w.tmp
+                .path()
+                .join(d)
+                .join(".wormfs-meta-backup.sqlite")
+                .exists(),
+            "{d}"
+        );
+    }
+    // after the copy: a new file, a file rewritten, a file renamed; then a crash
+    w.start_node();
+    w.start_mount();
+    files.push(("later", bytes(600_000, 6)));
+    write_synced(&w.path("later"), &files[5].1);
+    files[0].1 = bytes(1 << 20, 7);
+    write_synced(&w.path("a"), &files[0].1);
+    fs::rename(w.path("x"), w.path("dir/y")).unwrap();
+    files[3].0 = "dir/y";
+    w.kill_node();
+    w.stop_mount();
+    remove_meta(&w);
+
     let config = w.tmp.path().join("node.toml");
     let config = config.to_str().unwrap();
     let (ok, err) = run_to_exit(&["serve", "--config", config]);
@@ -319,12 +349,17 @@ fn a_lost_metadata_database_is_refused_at_start_and_recover_brings_every_file_ba
         String::from_utf8_lossy(&out.stderr)
     );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["files"], 4, "{report}");
+    assert!(report["backup"]["path"].is_string(), "{report}");
     assert_eq!(
-        report["unreadable"].as_array().unwrap().len(),
-        0,
-        "{report}"
+        report["files"], 1,
+        "only `later` is newer than the copy: {report}"
     );
+    assert_eq!(
+        report["updated_stripes"], 4,
+        "the four stripes of `a`: {report}"
+    );
+    assert_eq!(report["renamed"].as_array().unwrap().len(), 1, "{report}");
+    assert_eq!(report["gone"].as_array().unwrap().len(), 0, "{report}");
     // a second recover over the rebuilt database is refused
     let (ok, err) = run_to_exit(&["recover", "--config", config]);
     assert!(
@@ -334,28 +369,79 @@ fn a_lost_metadata_database_is_refused_at_start_and_recover_brings_every_file_ba
 
     w.start_node();
     w.start_mount();
-    let renamed = [
-        ("a", "a"),
-        ("dir/b", "dir/b"),
-        ("dir/sub/c", "dir/sub/c"),
-        ("x", "dir/y"),
-    ];
-    for ((name, data), (_, now)) in files.iter().zip(renamed) {
+    for (name, data) in &files {
         assert_eq!(
-            fs::metadata(w.path(now)).unwrap().len(),
+            fs::metadata(w.path(name)).unwrap().len(),
             data.len() as u64,
             "{name}"
         );
-        assert!(&fs::read(w.path(now)).unwrap() == data, "{name}");
+        assert!(&fs::read(w.path(name)).unwrap() == data, "{name}");
     }
+    assert!(!w.path("x").exists());
+    let mode = fs::metadata(w.path("dir/sub/c"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(
+        fs::read_link(w.path("link")).unwrap().to_str(),
+        Some("dir/b")
+    );
     let after_b = w.layout("dir/b");
     for key in ["policy", "k", "m", "stripe_size", "size", "inode"] {
         assert_eq!(after_b[key], before_b[key], "{key}: {after_b}");
     }
-    // the recovered files take writes like any other
+    // the recovered file system takes writes like any other
     write_synced(&w.path("dir/sub/new"), b"after recovery, 27 bytes ok");
     assert_eq!(
         fs::read(w.path("dir/sub/new")).unwrap(),
         b"after recovery, 27 bytes ok"
+    );
+}
+
+#[test]
+fn recover_without_a_metadata_copy_rebuilds_files_from_the_chunks_alone() {
+    let mut w = World::start(6, &format!("{HEAL}meta_backup_every = \"off\"\n"));
+    fs::create_dir_all(w.path("d")).unwrap();
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("a", bytes(1 << 20, 11)),
+        ("d/b", bytes((1 << 20) + 300_000, 12)),
+    ];
+    for (name, data) in &files {
+        write_synced(&w.path(name), data);
+    }
+    w.kill_node(); // no clean stop: no copy either
+    w.stop_mount();
+    for d in 0..6 {
+        let _ = fs::remove_file(
+            w.tmp
+                .path()
+                .join(format!("disk{d}/.wormfs-meta-backup.sqlite")),
+        );
+    }
+    remove_meta(&w);
+    let config = w.tmp.path().join("node.toml");
+    let out = Command::new(BIN)
+        .args(["recover", "--json", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["backup"].is_null(), "{report}");
+    assert_eq!(report["files"], 2, "{report}");
+    w.start_node();
+    w.start_mount();
+    for (name, data) in &files {
+        assert!(&fs::read(w.path(name)).unwrap() == data, "{name}");
+    }
+    let l = w.layout("d/b");
+    assert_eq!(
+        (l["policy"].as_str(), l["k"].as_u64()),
+        (Some("small"), Some(4)),
+        "{l}"
     );
 }

@@ -332,9 +332,30 @@ pub fn recover(config: &std::path::Path, as_json: bool) -> anyhow::Result<()> {
                 "files": r.files, "stripes": r.stripes, "chunks": r.chunks, "bytes": r.bytes,
                 "chunks_left_out": r.chunks_left_out, "unreadable": r.unreadable,
                 "moved": r.moved, "problems": r.problems,
+                "backup": r.backup.as_ref().map(|b| json!({
+                    "path": b.path, "last_applied": b.last_applied, "written_unix": b.written,
+                })),
+                "updated_stripes": r.updated_stripes, "renamed": r.renamed, "gone": r.gone,
             }))?
         );
     } else {
+        match &r.backup {
+            Some(b) => println!(
+                "started from the metadata copy {} (op {}, written at Unix time {}); then from the chunk files:",
+                b.path.display(),
+                b.last_applied,
+                b.written
+            ),
+            None => println!("no metadata copy on the disks; from the chunk files alone:"),
+        }
+        println!(
+            "  {} stripes of known files updated, {} files renamed after the copy",
+            r.updated_stripes,
+            r.renamed.len()
+        );
+        for g in &r.gone {
+            println!("  gone since the copy (its chunks are not on the disks): {g}");
+        }
         println!(
             "recovered {} files ({}), {} stripes, {} chunks; {} chunks left out (damaged, older or second copies)",
             r.files,
@@ -352,10 +373,16 @@ pub fn recover(config: &std::path::Path, as_json: bool) -> anyhow::Result<()> {
         for p in &r.problems {
             println!("  not recovered: {p}");
         }
+        let since = if r.backup.is_some() {
+            "for what changed after the copy: "
+        } else {
+            ""
+        };
         println!(
-            "not on the disks, so not recovered: owners, modes and times (files are root's, 0644), \
-             directory policies, empty directories, symlinks and other special files, and \
-             files or stripes small enough to be kept in the metadata (policies.inline_max)"
+            "not on the disks, so not recovered {since}owners, modes and times (new files are \
+             root's, 0644), directory policies, empty directories, symlinks and other special \
+             files, and files or stripes small enough to be kept in the metadata \
+             (policies.inline_max)"
         );
     }
     if !r.problems.is_empty() || !r.unreadable.is_empty() {

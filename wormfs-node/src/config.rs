@@ -58,6 +58,10 @@ pub struct RawHeal {
     /// Budget in chunk operations per second (default unlimited).
     #[serde(default)]
     pub ops_per_sec: Option<u64>,
+    /// How often a copy of the metadata database is written to the first two disks
+    /// (default `10m`; `off`). A node also writes one when it stops.
+    #[serde(default)]
+    pub meta_backup_every: Option<String>,
 }
 
 /// The `[cluster]` table.
@@ -291,6 +295,11 @@ fn check_heal(raw: RawHeal) -> anyhow::Result<HealSettings> {
             ops_per_sec: raw.ops_per_sec.unwrap_or(0),
         },
         enabled: raw.enabled.unwrap_or(true),
+        meta_backup_every: every(
+            &raw.meta_backup_every,
+            "heal.meta_backup_every",
+            d.meta_backup_every,
+        )?,
     })
 }
 

@@ -51,6 +51,13 @@ pub async fn run(
     for (disk, why) in disks.failed() {
         tracing::error!(%disk, "disk failed: {why}");
     }
+    let failed: Vec<_> = disks.failed().into_iter().map(|(d, _)| d).collect();
+    let backup_disks: Vec<std::path::PathBuf> = config
+        .disks
+        .iter()
+        .filter(|(id, _)| !failed.contains(id))
+        .map(|(_, p)| p.clone())
+        .collect();
     let local: Arc<dyn ChunkStore> = Arc::new(disks);
 
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -129,6 +136,15 @@ pub async fn run(
         liveness: liveness.clone(),
         settings: config.heal.clone(),
     });
+    let backups = config.heal.meta_backup_every.map(|every| {
+        let (meta, disks) = (meta.clone(), backup_disks.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                back_up_now(&meta, &disks).await;
+            }
+        })
+    });
     let fs = Arc::new(
         NodeFs::new(
             config.node_id.clone(),
@@ -140,7 +156,7 @@ pub async fn run(
         )
         .with_liveness(liveness),
     );
-    let mut service = WormFsService::new(fs, addr.to_string());
+    let mut service = WormFsService::new(fs.clone(), addr.to_string());
     if let Some(c) = &cluster {
         service = service.with_cluster(c.clone());
     }
@@ -162,11 +178,26 @@ pub async fn run(
         .await
         .context("serve gRPC")?;
     heal.shutdown().await;
+    if let Some(b) = backups {
+        b.abort();
+    }
+    back_up_now(fs.meta(), &backup_disks).await;
     if let Some(c) = cluster {
         c.shutdown().await;
     }
     tracing::info!("node stopped: requests drained, metadata closed");
     Ok(())
+}
+
+/// Writes a copy of the metadata to the first disks (see [`wormfs::heal::back_up`]); a
+/// failure is logged, the node goes on.
+async fn back_up_now(meta: &Arc<MetaStore>, disks: &[std::path::PathBuf]) {
+    let (meta, disks) = (meta.clone(), disks.to_vec());
+    match tokio::task::spawn_blocking(move || wormfs::heal::back_up(&meta, &disks)).await {
+        Ok(Ok(copies)) => tracing::info!(?copies, "metadata copied to the disks"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not copy the metadata to the disks"),
+        Err(e) => tracing::warn!(error = %e, "metadata copy task failed"),
+    }
 }
 
 /// A node alone whose metadata database is missing while its disks hold chunks lost its
@@ -229,12 +260,18 @@ pub fn recover_offline(config: &NodeConfig) -> anyhow::Result<wormfs::heal::Reco
         );
     }
     let store = DiskChunkStore::open(&config.disks).context("open disks")?;
+    let paths: Vec<std::path::PathBuf> = config.disks.iter().map(|(_, p)| p.clone()).collect();
+    let backup = wormfs::heal::newest_backup(&paths);
+    if let Some(b) = &backup {
+        meta.replace_from(&b.path)
+            .with_context(|| format!("restore the metadata copy {}", b.path.display()))?;
+    }
     let log = LocalLog::new(meta.clone()).context("open metadata log")?;
     let ids: Vec<_> = config.disks.iter().map(|(id, _)| id.clone()).collect();
     let report =
         wormfs::heal::recover(&store, &ids, &config.node_id, &meta, &log, &config.policies)
             .map_err(|e| anyhow::anyhow!("recover: {e}"))?;
-    Ok(report)
+    Ok(wormfs::heal::RecoverReport { backup, ..report })
 }
 
 /// Records this node and its disks in the metadata, so status and placement see them.

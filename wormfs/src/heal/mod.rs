@@ -11,6 +11,8 @@
 //! metadata log before the copies they replace are deleted.
 
 mod assess;
+#[cfg(feature = "local")]
+mod backup;
 mod check;
 #[cfg(feature = "local")]
 mod recover;
@@ -23,6 +25,8 @@ mod tests;
 mod workers;
 
 pub use assess::{assess, ChunkHealth, Liveness, StripeHealth};
+#[cfg(feature = "local")]
+pub use backup::{back_up, newest_backup, Backup, BACKUP_COPIES, BACKUP_FILE_NAME};
 pub use check::{deep_check, shallow_check, Finding, StripeCheck};
 #[cfg(feature = "local")]
 pub use recover::{recover, RecoverReport, RECOVERED_DIR};

@@ -1,9 +1,11 @@
-//! Rebuilding a node's metadata from its disks alone (`wormfs recover`): every chunk-folder
-//! index names its file's path, and every chunk's header its stripe, generation, code and
-//! stripe checksum. Files come back under their original inode numbers (chunk keys carry
-//! them), with their paths, sizes, layouts and stripes; what the disks do not hold
-//! (owners, modes, times, directory policies, stripes small enough to be kept in the
-//! metadata) is reported as not recovered.
+//! Rebuilding a node's metadata from its disks (`wormfs recover`). The caller first puts
+//! the newest metadata copy found on the disks in place (see [`super::back_up`]), if any;
+//! then every chunk-folder index names its file's path, and every chunk's header its
+//! stripe, generation, code and stripe checksum. Files the copy does not know come back
+//! under their original inode numbers (chunk keys carry them), with their paths, sizes,
+//! layouts and stripes; stripes rewritten after the copy take their newer generation.
+//! What neither holds (for files newer than the copy: owners, modes, times; stripes small
+//! enough to be kept in the metadata and written after the copy) is reported.
 
 use crate::chunk::ChunkFile;
 use crate::ids::{DiskId, FileId, NodeId};
@@ -37,6 +39,15 @@ pub struct RecoverReport {
     pub moved: Vec<String>,
     /// Anything else that went wrong.
     pub problems: Vec<String>,
+    /// The metadata copy started from, if one was found.
+    pub backup: Option<super::Backup>,
+    /// Stripes of files the copy knows, taken newer from the disks.
+    pub updated_stripes: u64,
+    /// Files the copy knows that were renamed after it, moved to their new path.
+    pub renamed: Vec<String>,
+    /// Files the copy knows whose chunks are no longer on the disks (deleted or rewritten
+    /// after the copy was made, or lost): they read as errors until removed.
+    pub gone: Vec<String>,
 }
 
 /// One file's chunks, as the disks list them.
@@ -48,7 +59,7 @@ struct Parts {
     stripes: BTreeMap<u64, BTreeMap<u64, Vec<IndexedChunk>>>,
 }
 
-/// Rebuilds the metadata in `meta` (which must hold no files) from the chunks on `disks`
+/// Rebuilds the metadata in `meta` (empty, or a metadata copy) from the chunks on `disks`
 /// of `store`, recording them on `node`. Every chunk used is read and verified.
 pub fn recover(
     store: &dyn ChunkStore,
@@ -94,6 +105,21 @@ pub fn recover(
         let Some(first) = stripes.first() else {
             continue;
         };
+        match meta.attr(ino).map_err(|e| e.to_string())? {
+            Some(attr) if attr.layout.is_some() => {
+                merge(meta, log, &attr, stripes, now, &mut report)?;
+                follow_rename(meta, log, ino, &parts, now, &mut report)?;
+                continue;
+            }
+            Some(_) => {
+                report.problems.push(format!(
+                    "chunks of inode {ino} found, but the metadata copy has it as a {:?}",
+                    attr_kind(meta, ino)
+                ));
+                continue;
+            }
+            None => {}
+        }
         let (k, m) = (first.k, first.m);
         let path = parts
             .paths
@@ -150,7 +176,125 @@ pub fn recover(
             }
         }
     }
+    report.gone = gone_since_copy(store, meta)?;
     Ok(report)
+}
+
+/// Files whose stripes (stored as chunks) have none of their chunks on the disks any more.
+fn gone_since_copy(store: &dyn ChunkStore, meta: &MetaStore) -> Result<Vec<String>, String> {
+    let mut gone = Vec::new();
+    let mut cursor = None;
+    let mut last: Option<FileId> = None;
+    loop {
+        let page = meta
+            .stripes_after(cursor, 1024)
+            .map_err(|e| e.to_string())?;
+        for row in &page.rows {
+            if last == Some(row.ino) {
+                continue;
+            }
+            let present = row.stripe.chunks.iter().any(|c| {
+                let addr = crate::engine::chunk_addr(row.ino, &row.layout, &row.stripe, c.index);
+                matches!(store.check_chunk(&c.disk, &addr), Ok(Some(_)))
+            });
+            if !present {
+                last = Some(row.ino);
+                let path = meta.path_of(row.ino).ok().flatten().unwrap_or_default();
+                gone.push(format!("{path} (inode {})", row.ino));
+            }
+        }
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => return Ok(gone),
+        }
+    }
+}
+
+/// A file the metadata copy knows under another path than its chunk folders' index files
+/// (which record every rename) was renamed after the copy: it moves to that path when free.
+fn follow_rename(
+    meta: &MetaStore,
+    log: &LocalLog,
+    ino: FileId,
+    parts: &Parts,
+    now: Timestamp,
+    report: &mut RecoverReport,
+) -> Result<(), String> {
+    let Some(indexed) = parts.paths.iter().max_by_key(|(_, n)| **n).map(|(p, _)| p) else {
+        return Ok(());
+    };
+    let Ok(target) = crate::policy::normalize_path(indexed) else {
+        return Ok(());
+    };
+    let Some(current) = meta.path_of(ino).map_err(|e| e.to_string())? else {
+        return Ok(());
+    };
+    if current == target || target.starts_with("/.orphan/") {
+        return Ok(());
+    }
+    let (Some((from_dir, from_name)), Some((to_dir, to_name))) =
+        (current.rsplit_once('/'), target.rsplit_once('/'))
+    else {
+        return Ok(());
+    };
+    let parent = mkdir_p(meta, log, from_dir, now)?;
+    let new_parent = mkdir_p(meta, log, to_dir, now)?;
+    let op = MetadataOp::Rename {
+        parent,
+        name: from_name.to_owned(),
+        new_parent,
+        new_name: to_name.to_owned(),
+        no_replace: true,
+        time: now,
+    };
+    match log.apply(&op).map_err(|e| e.to_string())? {
+        Ok(_) => report.renamed.push(format!("{current} → {target}")),
+        Err(r) => report.problems.push(format!(
+            "{current} was renamed to {target} after the copy, but: {r}"
+        )),
+    }
+    Ok(())
+}
+
+fn attr_kind(meta: &MetaStore, ino: FileId) -> Option<crate::meta::FileKind> {
+    meta.attr(ino).ok().flatten().map(|a| a.kind)
+}
+
+/// Stripes of a file the metadata copy knows: each newer on the disks than in the copy is
+/// committed (with at least `k` good chunks).
+fn merge(
+    meta: &MetaStore,
+    log: &LocalLog,
+    attr: &crate::meta::Attr,
+    stripes: Vec<StripeRecord>,
+    now: Timestamp,
+    report: &mut RecoverReport,
+) -> Result<(), String> {
+    let layout = attr.layout.as_ref().expect("checked by the caller");
+    let mut size = attr.size;
+    for s in stripes {
+        let known = meta.stripe(attr.ino, s.index).map_err(|e| e.to_string())?;
+        if known.is_some_and(|k| k.generation >= s.generation) || s.chunks.len() < usize::from(s.k)
+        {
+            continue;
+        }
+        size = size.max(s.index * layout.stripe_size + s.len);
+        let index = s.index;
+        let op = MetadataOp::CommitStripe {
+            ino: attr.ino,
+            size,
+            stripe: s,
+            time: now,
+        };
+        match log.apply(&op) {
+            Ok(Ok(_)) => report.updated_stripes += 1,
+            Ok(Err(r)) => report
+                .problems
+                .push(format!("inode {} stripe {index}: {r}", attr.ino)),
+            Err(e) => return Err(format!("record inode {} stripe {index}: {e}", attr.ino)),
+        }
+    }
+    Ok(())
 }
 
 /// The newest generation of a stripe with at least `k` chunks that verify (else the one

@@ -56,6 +56,9 @@ pub struct HealSettings {
     pub budget: Budget,
     /// Runs no worker at all (repair and scrub only on a later start).
     pub enabled: bool,
+    /// Writes a copy of the metadata database to the first disks this often (`None`:
+    /// never; a node also writes one when it stops). See [`super::back_up`].
+    pub meta_backup_every: Option<Duration>,
 }
 
 impl Default for HealSettings {
@@ -69,6 +72,7 @@ impl Default for HealSettings {
                 ops_per_sec: 0,
             },
             enabled: true,
+            meta_backup_every: Some(Duration::from_secs(600)),
         }
     }
 }

@@ -147,6 +147,7 @@ fn quick() -> HealSettings {
         repair_every: Duration::from_millis(200),
         budget: Budget::default(),
         enabled: true,
+        meta_backup_every: None,
     }
 }
 

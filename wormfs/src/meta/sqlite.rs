@@ -205,6 +205,12 @@ impl MetaStore {
         schema::migrate(&mut conn).map_err(MetaError::Schema)
     }
 
+    /// The last applied op of a database copy at `src` (see [`MetaStore::copy_into`]), after
+    /// checking the copy's integrity and schema version.
+    pub fn last_applied_of_copy(src: &Path) -> Result<u64, MetaError> {
+        meta_value(&open_copy(src)?, "last_applied")
+    }
+
     /// The `raft_state` table of a database copy at `src` (see [`MetaStore::copy_into`]),
     /// after checking the copy's integrity and schema version.
     pub fn raft_state_of_copy(
