@@ -445,3 +445,45 @@ fn recover_without_a_metadata_copy_rebuilds_files_from_the_chunks_alone() {
         "{l}"
     );
 }
+
+#[test]
+fn the_garbage_worker_removes_unreferenced_chunks_temp_files_and_empty_folders_only() {
+    let w = World::start(
+        6,
+        &format!("{HEAL}garbage_every = \"1s\"\ngarbage_grace = \"1s\"\n"),
+    );
+    let data = bytes(1 << 20, 90);
+    write_synced(&w.path("kept"), &data);
+    let l = w.layout("kept");
+    let real = std::path::PathBuf::from(chunk_file(&l, 0, 0));
+    let folder = real.parent().unwrap().to_owned();
+    let name = real.file_name().unwrap().to_str().unwrap().to_owned();
+    let ino = l["inode"].as_u64().unwrap();
+    // an older generation of the same shard: garbage
+    let stale = folder.join(format!("f{ino}_s0_g1_c0.chunk"));
+    fs::copy(&real, &stale).unwrap();
+    // a temporary file of a write cut short: garbage
+    let temp = folder.join(format!(".{name}.1.2.tmp"));
+    fs::write(&temp, b"partial").unwrap();
+    // a chunk of a file this node has not heard of yet (a replica behind): kept
+    let future = folder.join("f999999_s0_g1_c0.chunk");
+    fs::copy(&real, &future).unwrap();
+    // an empty chunk folder: removed
+    let top = folder.parent().unwrap();
+    let empty = top.join("zzzzzzzzzz");
+    fs::create_dir(&empty).unwrap();
+    wait_for("the garbage swept", Duration::from_secs(30), || {
+        (!stale.exists() && !temp.exists() && !empty.exists()).then_some(())
+    });
+    assert!(real.exists() && future.exists());
+    let workers: serde_json::Value = serde_json::from_str(&w.cli(&["status", "--json"])).unwrap();
+    let g = workers["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "garbage@node1")
+        .cloned();
+    assert!(g.is_some(), "{workers}");
+    assert!(&fs::read(w.path("kept")).unwrap() == &data);
+    assert_eq!(scrub(&w, true)["found"], 0);
+}

@@ -332,3 +332,59 @@ fn index_files_rebuild_chunk_metadata_without_sqlite() {
         .collect();
     assert_eq!(stripes, want);
 }
+
+#[test]
+fn a_second_archive_on_the_same_directories_is_refused() {
+    let s = setup(3);
+    let a = s.open(small_policy(2, 1));
+    let err = LocalArchive::open(s.dir.path().join("meta"), &s.disks, small_policy(2, 1))
+        .err()
+        .expect("a second archive must be refused");
+    assert!(
+        err.to_string().contains("in use by another WormFS process"),
+        "{err}"
+    );
+    drop(a);
+    s.open(small_policy(2, 1)); // free again once the first is closed
+}
+
+#[test]
+fn the_temporary_file_of_a_write_cut_short_is_removed_at_the_next_open() {
+    use wormfs::meta::{FileLayout, LocalLog, MetaStore, MetadataOp, NewKind, Timestamp};
+    let s = setup(3);
+    let a = s.open(small_policy(2, 1));
+    a.write_file("/dir/kept", &bytes(10_000, 1)[..]).unwrap();
+    let dir = a.list("/").unwrap();
+    let dir_ino = dir.iter().find(|e| e.name == "dir").unwrap().ino;
+    drop(a);
+    // what a crash in the middle of `write_file` leaves: the temporary entry
+    {
+        let meta =
+            std::sync::Arc::new(MetaStore::open(&s.dir.path().join("meta/meta.sqlite")).unwrap());
+        let log = LocalLog::new(meta).unwrap();
+        let op = MetadataOp::Create {
+            parent: dir_ino,
+            name: ".new.wormfs-tmp-42".into(),
+            kind: NewKind::File(FileLayout {
+                policy: "t".into(),
+                k: 2,
+                m: 1,
+                stripe_size: 8192,
+                folder: wormfs::store::ChunkFolder::for_path("/dir/new"),
+            }),
+            perm: 0o644,
+            uid: 0,
+            gid: 0,
+            time: Timestamp::now(),
+        };
+        log.apply(&op).unwrap().unwrap();
+    }
+    let a = s.open(small_policy(2, 1));
+    let names: Vec<String> = a
+        .list("/dir")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, vec!["kept".to_owned()]);
+}

@@ -15,7 +15,7 @@ pub fn worker_json(w: &proto::WorkerInfo) -> serde_json::Value {
         "done": w.done, "total": w.total, "bytes": w.bytes, "found": w.found,
         "repaired": w.repaired, "failed": w.failed, "skipped": w.skipped,
         "degraded": w.degraded, "at_risk": w.at_risk, "unreadable": w.unreadable,
-        "queued": w.queued, "counted_ns": w.counted, "started_ns": w.started, "updated_ns": w.updated,
+        "queued": w.queued, "counted_ns": w.counted, "removed": w.removed, "started_ns": w.started, "updated_ns": w.updated,
         "finished_ns": w.finished, "message": w.message, "paused": w.paused,
         "request": w.request, "requested": w.requested, "bytes_per_sec": w.bytes_per_sec,
         "ops_per_sec": w.ops_per_sec, "rate": w.rate,
@@ -31,6 +31,10 @@ pub fn worker_line(w: &proto::WorkerInfo) -> String {
         w.state.clone()
     };
     let mut line = format!("{:<7} {:<8}", w.name, state);
+    if w.name.starts_with("garbage@") {
+        // the garbage worker of one node's disks: the node is in the name
+        line = format!("{} {:<8}", w.name, state);
+    }
     if w.total > 0 {
         line.push_str(&format!(
             " {}/{} ({:.0}%)",
@@ -57,9 +61,16 @@ pub fn worker_line(w: &proto::WorkerInfo) -> String {
                 line.push_str(&format!(", {} not reachable", w.skipped));
             }
         }
-        _ => line.push_str(&format!(
+        "repair" => line.push_str(&format!(
             "; rebuilt {} chunks, {} queued, {} failed",
             w.repaired, w.queued, w.failed
+        )),
+        _ => line.push_str(&format!(
+            "; {} chunk files looked at, {} removed ({}); {} passes",
+            w.found,
+            w.removed,
+            human(w.bytes),
+            w.passes
         )),
     }
     if !w.node.is_empty() {

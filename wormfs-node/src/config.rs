@@ -62,6 +62,12 @@ pub struct RawHeal {
     /// (default `10m`; `off`). A node also writes one when it stops.
     #[serde(default)]
     pub meta_backup_every: Option<String>,
+    /// How often the node sweeps its disks for garbage (default `1h`; `off`).
+    #[serde(default)]
+    pub garbage_every: Option<String>,
+    /// Garbage younger than this is left alone (default `1h`).
+    #[serde(default)]
+    pub garbage_grace: Option<String>,
 }
 
 /// The `[cluster]` table.
@@ -300,6 +306,15 @@ fn check_heal(raw: RawHeal) -> anyhow::Result<HealSettings> {
             "heal.meta_backup_every",
             d.meta_backup_every,
         )?,
+        garbage_every: every(&raw.garbage_every, "heal.garbage_every", d.garbage_every)?,
+        garbage_grace: every(
+            &raw.garbage_grace,
+            "heal.garbage_grace",
+            Some(d.garbage_grace),
+        )?
+        .ok_or_else(|| {
+            anyhow::anyhow!("`heal.garbage_grace` cannot be off; set `heal.garbage_every = \"off\"` to keep all garbage")
+        })?,
     })
 }
 

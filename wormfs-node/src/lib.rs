@@ -135,6 +135,12 @@ pub async fn run(
         placement: placement.clone(),
         liveness: liveness.clone(),
         settings: config.heal.clone(),
+        local_disks: config
+            .disks
+            .iter()
+            .filter(|(id, _)| !failed.contains(id))
+            .cloned()
+            .collect(),
     });
     let backups = config.heal.meta_backup_every.map(|every| {
         let (meta, disks) = (meta.clone(), backup_disks.clone());

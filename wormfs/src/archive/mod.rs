@@ -123,14 +123,16 @@ impl LocalArchive {
         let store = DiskChunkStore::open(&disks)?;
         let meta = Arc::new(MetaStore::open(&meta_dir.join(META_FILE_NAME))?);
         let log = LocalLog::new(meta)?;
-        Ok(LocalArchive {
+        let archive = LocalArchive {
             node: NodeId("local".into()),
             store,
             log,
             policies,
             placement: SpreadPlacement,
             _lock: lock,
-        })
+        };
+        archive.remove_unfinished_writes()?;
+        Ok(archive)
     }
 
     /// Same as [`LocalArchive::create`]: opening an existing archive and creating a new one
@@ -155,6 +157,22 @@ impl LocalArchive {
                 path: path.to_owned(),
                 refusal,
             })
+    }
+
+    /// Removes the temporary files of writes a crash cut short (`.NAME.wormfs-tmp-GEN`):
+    /// only this archive writes them, and it holds the metadata directory's lock, so none
+    /// is in progress.
+    fn remove_unfinished_writes(&self) -> Result<(), ArchiveError> {
+        for (parent, name) in self.meta().entries_like(".%.wormfs-tmp-%")? {
+            let op = MetadataOp::Unlink {
+                parent,
+                name: name.clone(),
+                time: Timestamp::now(),
+            };
+            let applied = self.submit(&name, op)?;
+            self.collect_garbage(&applied.garbage);
+        }
+        Ok(())
     }
 
     fn collect_garbage(&self, garbage: &[crate::meta::ChunkLocation]) {

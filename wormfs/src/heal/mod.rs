@@ -14,6 +14,8 @@ mod assess;
 #[cfg(feature = "local")]
 mod backup;
 mod check;
+#[cfg(feature = "node")]
+mod garbage;
 #[cfg(feature = "local")]
 mod recover;
 mod repair;
@@ -28,6 +30,8 @@ pub use assess::{assess, ChunkHealth, Liveness, StripeHealth};
 #[cfg(feature = "local")]
 pub use backup::{back_up, newest_backup, Backup, BACKUP_COPIES, BACKUP_FILE_NAME};
 pub use check::{deep_check, shallow_check, Finding, StripeCheck};
+#[cfg(feature = "node")]
+pub use garbage::{garbage_worker_name, sweep_disk, GarbageWorker, Swept};
 #[cfg(feature = "local")]
 pub use recover::{recover, RecoverReport, RECOVERED_DIR};
 pub use repair::{repair_stripe, Rebuilt, RepairError};

@@ -59,6 +59,10 @@ pub struct HealSettings {
     /// Writes a copy of the metadata database to the first disks this often (`None`:
     /// never; a node also writes one when it stops). See [`super::back_up`].
     pub meta_backup_every: Option<Duration>,
+    /// Sweeps this node's disks for garbage this often (`None`: never).
+    pub garbage_every: Option<Duration>,
+    /// Garbage younger than this is left alone (writes in flight, replicas behind).
+    pub garbage_grace: Duration,
 }
 
 impl Default for HealSettings {
@@ -73,6 +77,8 @@ impl Default for HealSettings {
             },
             enabled: true,
             meta_backup_every: Some(Duration::from_secs(600)),
+            garbage_every: Some(Duration::from_secs(3600)),
+            garbage_grace: Duration::from_secs(3600),
         }
     }
 }
@@ -93,6 +99,8 @@ pub struct HealContext {
     pub liveness: Arc<dyn ClusterLiveness>,
     /// Intervals and budget.
     pub settings: HealSettings,
+    /// This node's own disk directories (not failed ones), for the garbage worker.
+    pub local_disks: Vec<(crate::ids::DiskId, std::path::PathBuf)>,
 }
 
 impl HealContext {
@@ -188,6 +196,27 @@ impl HealService {
 }
 
 async fn supervise(ctx: Arc<HealContext>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+    let host = Arc::new(WorkerHost {
+        log: ctx.log.clone(),
+        meta: ctx.meta.clone(),
+        node: ctx.node.0.clone(),
+        budget: ctx.settings.budget,
+        wake: wake.clone(),
+    });
+    // The garbage worker of this node's own disks runs on every node.
+    let garbage = match (ctx.settings.enabled, ctx.settings.garbage_every) {
+        (true, Some(every)) if !ctx.local_disks.is_empty() => {
+            let w = super::garbage::GarbageWorker::new(
+                ctx.clone(),
+                ctx.local_disks.clone(),
+                every,
+                ctx.settings.garbage_grace,
+            );
+            let (tx, rx) = watch::channel(false);
+            Some((tx, tokio::spawn(run_worker(Box::new(w), host.clone(), rx))))
+        }
+        _ => None,
+    };
     let mut running: Option<(watch::Sender<bool>, Vec<tokio::task::JoinHandle<()>>)> = None;
     let mut closed = false;
     loop {
@@ -196,13 +225,6 @@ async fn supervise(ctx: Arc<HealContext>, wake: Arc<Notify>, mut stop: watch::Re
         match (&running, master) {
             (None, true) => {
                 tracing::info!(node = %ctx.node, "this node is the master: starting scrub and repair");
-                let host = Arc::new(WorkerHost {
-                    log: ctx.log.clone(),
-                    meta: ctx.meta.clone(),
-                    node: ctx.node.0.clone(),
-                    budget: ctx.settings.budget,
-                    wake: wake.clone(),
-                });
                 let (tx, rx) = watch::channel(false);
                 let repair_due = Arc::new(AtomicBool::new(true));
                 let workers: Vec<Box<dyn Worker>> = vec![
@@ -230,6 +252,10 @@ async fn supervise(ctx: Arc<HealContext>, wake: Arc<Notify>, mut stop: watch::Re
             _ => {}
         }
         if stopping && running.is_none() {
+            if let Some((tx, h)) = garbage {
+                let _ = tx.send(true);
+                let _ = h.await;
+            }
             return;
         }
         tokio::select! {

@@ -136,6 +136,7 @@ impl Node {
             placement: Arc::new(SpreadPlacement),
             liveness: Arc::new(SoloNode(NodeId("n1".into()))),
             settings,
+            local_disks: Vec::new(),
         })
     }
 }
@@ -148,6 +149,8 @@ fn quick() -> HealSettings {
         budget: Budget::default(),
         enabled: true,
         meta_backup_every: None,
+        garbage_every: None,
+        garbage_grace: Duration::from_secs(3600),
     }
 }
 

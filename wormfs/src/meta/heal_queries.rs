@@ -154,6 +154,33 @@ impl MetaStore {
             .map_err(sql("count stripes"))
     }
 
+    /// Every directory entry whose name matches the SQL `LIKE` pattern `pattern`, as
+    /// `(directory, name)`. Reads every entry: for rare cleanups, not for lookups.
+    pub fn entries_like(&self, pattern: &str) -> Result<Vec<(FileId, String)>, MetaError> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare("SELECT parent, name FROM dentries WHERE name LIKE ?1 ESCAPE '\\'")
+            .map_err(sql("find entries"))?;
+        let rows = st
+            .query_map([pattern], |r| {
+                Ok((FileId(r.get::<_, i64>(0)? as u64), r.get::<_, String>(1)?))
+            })
+            .map_err(sql("find entries"))?;
+        rows.collect::<Result<_, _>>().map_err(sql("find entries"))
+    }
+
+    /// The names of every worker with a record, in order.
+    pub fn worker_names(&self) -> Result<Vec<String>, MetaError> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare_cached("SELECT name FROM workers ORDER BY name")
+            .map_err(sql("list workers"))?;
+        let rows = st
+            .query_map([], |r| r.get(0))
+            .map_err(sql("list workers"))?;
+        rows.collect::<Result<_, _>>().map_err(sql("list workers"))
+    }
+
     /// A worker's control and status (defaults when it never ran).
     pub fn worker(&self, name: &str) -> Result<(WorkerControl, WorkerStatus), MetaError> {
         let row: Option<(String, String)> = self
@@ -197,6 +224,34 @@ impl MetaStore {
             .map_err(sql("read verification times"))?;
         rows.collect::<Result<_, _>>()
             .map_err(sql("read verification times"))
+    }
+
+    /// The generation and disk metadata records for shard `index` of stripe `stripe` of
+    /// `ino`, if any.
+    pub fn chunk_place(
+        &self,
+        ino: FileId,
+        stripe: u64,
+        index: u16,
+    ) -> Result<Option<(u64, DiskId)>, MetaError> {
+        self.conn()
+            .prepare_cached(
+                "SELECT generation, disk FROM chunks WHERE ino = ?1 AND stripe = ?2 AND chunk = ?3",
+            )
+            .and_then(|mut st| {
+                st.query_row(
+                    params![ino.0 as i64, stripe as i64, i64::from(index)],
+                    |r| Ok((r.get::<_, i64>(0)? as u64, DiskId(r.get(1)?))),
+                )
+                .optional()
+            })
+            .map_err(sql("read a chunk's place"))
+    }
+
+    /// The next inode number this replica would hand out: every file with a lower number
+    /// exists or was deleted.
+    pub fn next_ino(&self) -> Result<u64, MetaError> {
+        super::sqlite::meta_value(&self.conn(), "next_ino")
     }
 
     /// When the chunks of a stripe were last verified by a deep scrub (the oldest of its

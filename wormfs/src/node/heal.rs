@@ -201,13 +201,20 @@ impl NodeFs {
         Ok(report)
     }
 
-    /// The scrub and repair workers' controls and statuses.
+    /// The workers' controls and statuses: scrub, repair, and each node's garbage worker.
     pub fn workers(&self) -> Result<Vec<(String, WorkerControl, WorkerStatus)>, FsError> {
-        [names::SCRUB, names::REPAIR]
-            .into_iter()
+        let garbage_prefix = format!("{}@", names::GARBAGE);
+        let mut all: Vec<String> = vec![names::SCRUB.into(), names::REPAIR.into()];
+        all.extend(
+            self.meta
+                .worker_names()?
+                .into_iter()
+                .filter(|n| n.starts_with(&garbage_prefix)),
+        );
+        all.into_iter()
             .map(|n| {
-                let (c, s) = self.meta.worker(n)?;
-                Ok((n.to_owned(), c, s))
+                let (c, s) = self.meta.worker(&n)?;
+                Ok((n, c, s))
             })
             .collect()
     }

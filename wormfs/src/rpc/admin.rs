@@ -114,6 +114,7 @@ pub(super) fn worker_info(name: &str, c: &WorkerControl, s: &WorkerStatus) -> pr
         rate: s.rate(),
         eta_secs: s.eta_secs().map_or(-1, |e| e as i64),
         counted: s.counted.0,
+        removed: s.removed,
     }
 }
 

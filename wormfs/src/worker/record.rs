@@ -90,6 +90,8 @@ pub struct WorkerStatus {
     pub repaired: u64,
     /// Items that failed in the current run.
     pub failed: u64,
+    /// Files and folders removed (garbage) in the current run.
+    pub removed: u64,
     /// Chunks that could not be checked (their node did not answer).
     pub skipped: u64,
     /// Stripes missing a chunk or with a chunk on an offline, removed or failed place.
@@ -143,4 +145,6 @@ pub mod names {
     pub const SCRUB: &str = "scrub";
     /// The repair: rebuilds lost chunks and re-spreads crowded stripes, riskiest first.
     pub const REPAIR: &str = "repair";
+    /// The garbage collector of one node's disks, named `garbage@NODE`.
+    pub const GARBAGE: &str = "garbage";
 }
