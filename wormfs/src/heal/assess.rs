@@ -169,16 +169,13 @@ pub fn assess(s: &StripeRecord, live: &Liveness) -> StripeHealth {
         *per_node.entry(&c.node).or_default() += 1;
         *per_disk.entry(&c.disk).or_default() += 1;
     }
-    let margin = if good < k {
-        -1
-    } else {
-        let by_disk = survivable(per_disk.values().copied().collect(), good, k);
-        if live.nodes.len() > 1 {
-            by_disk.min(survivable(per_node.values().copied().collect(), good, k))
-        } else {
-            by_disk
-        }
-    };
+    let margin = margin_of(
+        k,
+        good,
+        per_node.values().copied().collect(),
+        per_disk.values().copied().collect(),
+        live.nodes.len() > 1,
+    );
 
     // Crowding: more chunks on a node than an even spread over the usable nodes allows, or
     // two chunks on one disk. Chunks on offline nodes still hold their place.
@@ -204,6 +201,121 @@ pub fn assess(s: &StripeRecord, live: &Liveness) -> StripeHealth {
         margin,
         rebuild: rebuild.into_iter().collect(),
         crowded,
+    }
+}
+
+/// Further losses a stripe with `good` readable chunks (counted per node and per disk)
+/// survives: disks, and whole nodes when the cluster has several; -1 when it cannot be
+/// read now.
+fn margin_of(
+    k: usize,
+    good: usize,
+    per_node: Vec<usize>,
+    per_disk: Vec<usize>,
+    several_nodes: bool,
+) -> i64 {
+    if good < k {
+        return -1;
+    }
+    let by_disk = survivable(per_disk, good, k);
+    if several_nodes {
+        by_disk.min(survivable(per_node, good, k))
+    } else {
+        by_disk
+    }
+}
+
+/// What a sweep needs of a stripe's health (see [`Sweeper`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SweptHealth {
+    /// Chunks readable now.
+    pub good: usize,
+    /// Chunks the stripe was written with.
+    pub width: usize,
+    /// As [`StripeHealth::margin`].
+    pub margin: i64,
+    /// Bytes of its chunks known lost (to rebuild).
+    pub lost_bytes: u64,
+}
+
+/// [`assess`] for sweeps over every stripe ([`crate::meta::MetaStore::sweep_chunks`]):
+/// nodes and disks are numbers, their states looked up once each.
+#[derive(Debug)]
+pub struct Sweeper<'a> {
+    live: &'a Liveness,
+    /// By node number: `None` removed, `Some(online)`.
+    nodes: Vec<Option<bool>>,
+    /// By disk number: `None` removed, `Some(failed)`.
+    disks: Vec<Option<bool>>,
+}
+
+impl<'a> Sweeper<'a> {
+    /// A sweeper over what `live` knows.
+    pub fn new(live: &'a Liveness) -> Sweeper<'a> {
+        Sweeper {
+            live,
+            nodes: Vec::new(),
+            disks: Vec::new(),
+        }
+    }
+
+    /// The health of one swept stripe; `nodes` and `disks` name its chunks' numbers.
+    pub fn assess(
+        &mut self,
+        s: &crate::meta::SweptStripe<'_>,
+        nodes: &crate::meta::Interner,
+        disks: &crate::meta::Interner,
+    ) -> SweptHealth {
+        while self.nodes.len() < nodes.len() {
+            let name = NodeId(nodes.name(self.nodes.len() as u32).to_owned());
+            self.nodes.push(self.live.nodes.get(&name).copied());
+        }
+        while self.disks.len() < disks.len() {
+            let name = DiskId(disks.name(self.disks.len() as u32).to_owned());
+            self.disks.push(self.live.disks.get(&name).map(|(_, f)| *f));
+        }
+        let k = usize::from(s.k);
+        let mut good = 0;
+        let mut lost_bytes = 0;
+        let mut per_node: Vec<(u32, usize)> = Vec::with_capacity(8);
+        let mut per_disk: Vec<(u32, usize)> = Vec::with_capacity(8);
+        for c in s.chunks {
+            let node = self.nodes[c.node as usize];
+            let disk = self.disks[c.disk as usize];
+            let (readable, lost) = match (node, disk) {
+                (None, _) | (_, None) => (false, true),
+                (Some(false), _) => (false, false),
+                (Some(true), Some(true)) => (false, true),
+                (Some(true), Some(false)) => {
+                    let ok = c.state == ChunkState::Ok;
+                    (ok, !ok)
+                }
+            };
+            if lost {
+                lost_bytes += c.size;
+            }
+            if readable {
+                good += 1;
+                for (list, id) in [(&mut per_node, c.node), (&mut per_disk, c.disk)] {
+                    match list.iter_mut().find(|(x, _)| *x == id) {
+                        Some((_, n)) => *n += 1,
+                        None => list.push((id, 1)),
+                    }
+                }
+            }
+        }
+        SweptHealth {
+            good,
+            width: k + usize::from(s.m),
+            margin: margin_of(
+                k,
+                good,
+                per_node.into_iter().map(|(_, n)| n).collect(),
+                per_disk.into_iter().map(|(_, n)| n).collect(),
+                self.live.nodes.len() > 1,
+            ),
+            lost_bytes,
+        }
     }
 }
 

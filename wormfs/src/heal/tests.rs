@@ -331,3 +331,63 @@ async fn a_paused_repair_waits_and_resumes() {
     heal.shutdown().await;
     assert_eq!(n.read(ino, 2).await, data);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fast_sweep_of_reports_agrees_with_assessing_each_stripe() {
+    use crate::meta::MetadataOp;
+    let n = node(7);
+    n.record_self().await;
+    let mut inos = Vec::new();
+    for f in 0..5 {
+        inos.push(n.write(&format!("f{f}"), 3).await.0);
+    }
+    // some damage recorded, so margins differ from stripe to stripe
+    for (i, ino) in inos.iter().enumerate() {
+        for c in 0..(i as u16 % 3) {
+            let s = n.stripe(*ino, 1);
+            n.ctx
+                .1
+                .submit(MetadataOp::SetChunkState {
+                    ino: *ino,
+                    stripe: 1,
+                    generation: s.generation,
+                    chunk: c,
+                    state: ChunkState::Corrupt,
+                })
+                .await
+                .unwrap()
+                .unwrap();
+        }
+    }
+    let now = n.fs.observe().unwrap();
+    for lose in [
+        vec![],
+        vec![DiskId("d0".into())],
+        vec![DiskId("d1".into()), DiskId("d2".into())],
+    ] {
+        let live = now.without(&[], &lose);
+        let (mut degraded, mut at_risk, mut unreadable, mut stripes) = (0, 0, 0, 0);
+        let mut cursor = None;
+        loop {
+            let page = n.ctx.2.stripes_after(cursor, 4).unwrap();
+            for row in &page.rows {
+                let h = assess(&row.stripe, &live);
+                stripes += 1;
+                degraded += u64::from(h.is_degraded());
+                at_risk += u64::from(h.margin == 0);
+                unreadable += u64::from(h.margin < 0);
+            }
+            match page.next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let r = n.fs.risk(&[], &lose, 0, 100).unwrap();
+        assert_eq!(
+            (r.stripes, r.degraded, r.at_risk, r.unreadable),
+            (stripes, degraded, at_risk, unreadable),
+            "losing {lose:?}"
+        );
+        assert_eq!(stripes, 15);
+    }
+}

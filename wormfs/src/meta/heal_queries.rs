@@ -266,3 +266,147 @@ impl MetaStore {
             .map_err(sql("read verification time"))
     }
 }
+
+/// Names (of nodes or disks) seen in a sweep, numbered in order of first appearance, so a
+/// sweep compares numbers instead of strings.
+#[derive(Debug, Default)]
+pub struct Interner {
+    map: std::collections::HashMap<Box<[u8]>, u32>,
+    names: Vec<String>,
+}
+
+impl Interner {
+    fn intern(&mut self, bytes: &[u8]) -> u32 {
+        if let Some(id) = self.map.get(bytes) {
+            return *id;
+        }
+        let id = self.names.len() as u32;
+        self.names.push(String::from_utf8_lossy(bytes).into_owned());
+        self.map.insert(bytes.into(), id);
+        id
+    }
+
+    /// The name numbered `id`.
+    pub fn name(&self, id: u32) -> &str {
+        &self.names[id as usize]
+    }
+
+    /// How many names are numbered.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// True before the first name.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// A chunk in a sweep (see [`MetaStore::sweep_chunks`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SweptChunk {
+    /// Shard index.
+    pub index: u16,
+    /// Its node, numbered by the sweep's node [`Interner`].
+    pub node: u32,
+    /// Its disk, numbered by the sweep's disk [`Interner`].
+    pub disk: u32,
+    /// Known health.
+    pub state: ChunkState,
+    /// Chunk file size.
+    pub size: u64,
+}
+
+/// A stripe stored as chunks, in a sweep.
+#[derive(Debug)]
+pub struct SweptStripe<'a> {
+    /// The file.
+    pub ino: FileId,
+    /// Stripe index.
+    pub index: u64,
+    /// Data shards.
+    pub k: u16,
+    /// Parity shards.
+    pub m: u16,
+    /// Its chunks.
+    pub chunks: &'a [SweptChunk],
+}
+
+impl MetaStore {
+    /// Calls `f` for every stripe stored as chunks, in (file, stripe) order, with node and
+    /// disk names numbered by the interners it is given. One pass over the stripes and one
+    /// over the chunks, merged, on a read-only connection of its own (writers go on): the
+    /// fast path for reports over every stripe (`at-risk`, `what-if`).
+    pub fn sweep_chunks(
+        &self,
+        nodes: &mut Interner,
+        disks: &mut Interner,
+        mut f: impl FnMut(&SweptStripe<'_>, &Interner, &Interner),
+    ) -> Result<(), MetaError> {
+        self.with_reader(|c| {
+            let mut st = c
+                .prepare("SELECT ino, idx, k, m FROM stripes ORDER BY ino, idx")
+                .map_err(sql("sweep stripes"))?;
+            let mut ch = c
+                .prepare(
+                    "SELECT ino, stripe, chunk, node, disk, state, size FROM chunks
+                     ORDER BY ino, stripe, chunk",
+                )
+                .map_err(sql("sweep chunks"))?;
+            let mut stripes = st.query([]).map_err(sql("sweep stripes"))?;
+            let mut chunks = ch.query([]).map_err(sql("sweep chunks"))?;
+            // the next chunk row, read ahead: ((ino, stripe), chunk)
+            let mut next_chunk =
+                |nodes: &mut Interner,
+                 disks: &mut Interner|
+                 -> rusqlite::Result<Option<((i64, i64), SweptChunk)>> {
+                    let Some(r) = chunks.next()? else {
+                        return Ok(None);
+                    };
+                    let text = |i: usize| -> rusqlite::Result<&[u8]> {
+                        Ok(r.get_ref(i)?.as_bytes().unwrap_or_default())
+                    };
+                    Ok(Some((
+                        (r.get(0)?, r.get(1)?),
+                        SweptChunk {
+                            index: r.get::<_, i64>(2)? as u16,
+                            node: nodes.intern(text(3)?),
+                            disk: disks.intern(text(4)?),
+                            state: ChunkState::from_code(r.get(5)?),
+                            size: r.get::<_, i64>(6)? as u64,
+                        },
+                    )))
+                };
+            let mut ahead = next_chunk(nodes, disks).map_err(sql("sweep chunks"))?;
+            let mut group: Vec<SweptChunk> = Vec::with_capacity(16);
+            while let Some(r) = stripes.next().map_err(sql("sweep stripes"))? {
+                let key: (i64, i64) = (
+                    r.get(0).map_err(sql("sweep stripes"))?,
+                    r.get(1).map_err(sql("sweep stripes"))?,
+                );
+                group.clear();
+                while let Some((ck, chunk)) = ahead {
+                    if ck > key {
+                        break;
+                    }
+                    if ck == key {
+                        group.push(chunk);
+                    }
+                    ahead = next_chunk(nodes, disks).map_err(sql("sweep chunks"))?;
+                }
+                if group.is_empty() {
+                    continue; // kept in the metadata
+                }
+                let s = SweptStripe {
+                    ino: FileId(key.0 as u64),
+                    index: key.1 as u64,
+                    k: r.get::<_, i64>(2).map_err(sql("sweep stripes"))? as u16,
+                    m: r.get::<_, i64>(3).map_err(sql("sweep stripes"))? as u16,
+                    chunks: &group,
+                };
+                f(&s, nodes, disks);
+            }
+            Ok(())
+        })
+    }
+}

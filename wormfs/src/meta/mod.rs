@@ -24,7 +24,7 @@ mod sqlite;
 mod types;
 
 #[cfg(feature = "local")]
-pub use heal_queries::{StripePage, StripeRow};
+pub use heal_queries::{Interner, StripePage, StripeRow, SweptChunk, SweptStripe};
 #[cfg(feature = "local")]
 pub use log::LocalLog;
 pub use log::{LogError, MetadataLog};

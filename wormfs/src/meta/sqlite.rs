@@ -51,6 +51,8 @@ pub(crate) fn sql(action: &'static str) -> impl FnOnce(rusqlite::Error) -> MetaE
 /// File and chunk metadata in one SQLite database file.
 pub struct MetaStore {
     conn: Mutex<Connection>,
+    /// The database file, for extra read-only connections (`None` in memory).
+    path: Option<std::path::PathBuf>,
 }
 
 impl MetaStore {
@@ -58,7 +60,9 @@ impl MetaStore {
     /// schema. WAL mode with `synchronous = FULL`: a committed op survives power loss.
     pub fn open(path: &Path) -> Result<MetaStore, MetaError> {
         let conn = Connection::open(path).map_err(sql("open"))?;
-        Self::setup(conn)
+        let mut store = Self::setup(conn)?;
+        store.path = Some(path.to_owned());
+        Ok(store)
     }
 
     /// A database in memory, for tests of logic above the store.
@@ -78,7 +82,31 @@ impl MetaStore {
         schema::migrate(&mut conn).map_err(MetaError::Schema)?;
         Ok(MetaStore {
             conn: Mutex::new(conn),
+            path: None,
         })
+    }
+
+    /// Runs `f` on a read-only connection of its own (a consistent snapshot that does not
+    /// hold up writers), or on the store's connection for a database in memory.
+    pub(crate) fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, MetaError>,
+    ) -> Result<T, MetaError> {
+        match &self.path {
+            Some(p) => {
+                let c = Connection::open_with_flags(
+                    p,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(sql("open a reader"))?;
+                c.execute_batch("BEGIN").map_err(sql("begin read"))?;
+                let out = f(&c);
+                let _ = c.execute_batch("COMMIT");
+                out
+            }
+            None => f(&self.conn()),
+        }
     }
 
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {

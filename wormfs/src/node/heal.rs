@@ -4,8 +4,9 @@
 
 use super::fs::NodeFs;
 use super::FsError;
-use crate::heal::{assess, Liveness, StripeHealth};
+use crate::heal::{assess, Liveness, StripeHealth, Sweeper};
 use crate::ids::{DiskId, FileId, NodeId};
+use crate::meta::Interner;
 use crate::meta::{Attr, MetadataOp, StripeRecord};
 use crate::worker::{names, WorkerControl, WorkerStatus};
 
@@ -60,9 +61,6 @@ pub struct StripeView {
     /// `(shard index, Unix nanoseconds)` of the last deep verification of each chunk.
     pub verified: Vec<(u16, i64)>,
 }
-
-/// Stripes a risk sweep reads at a time.
-const RISK_PAGE: usize = 4096;
 
 impl NodeFs {
     /// What is known now of the nodes and disks.
@@ -143,28 +141,21 @@ impl NodeFs {
                 matched.push(f);
             }
         };
-        let mut cursor = None;
-        loop {
-            let page = self.meta.stripes_after(cursor, RISK_PAGE)?;
-            for row in &page.rows {
-                let h = assess(&row.stripe, &live);
+        let mut sweeper = Sweeper::new(&live);
+        let (mut nodes, mut disks) = (Interner::default(), Interner::default());
+        self.meta
+            .sweep_chunks(&mut nodes, &mut disks, |s, nodes, disks| {
+                let h = sweeper.assess(s, nodes, disks);
                 report.stripes += 1;
-                if h.is_degraded() {
+                if h.good < h.width {
                     report.degraded += 1;
                 }
-                report.rebuild_bytes += row
-                    .stripe
-                    .chunks
-                    .iter()
-                    .zip(&h.chunks)
-                    .filter(|(_, (_, health))| health.is_lost())
-                    .map(|(c, _)| c.size)
-                    .sum::<u64>();
-                if current.as_ref().is_some_and(|f| f.ino != row.ino) {
+                report.rebuild_bytes += h.lost_bytes;
+                if current.as_ref().is_some_and(|f| f.ino != s.ino) {
                     flush(current.take(), &mut report);
                 }
                 let f = current.get_or_insert_with(|| FileRisk {
-                    ino: row.ino,
+                    ino: s.ino,
                     path: String::new(),
                     margin: i64::MAX,
                     stripes_at_risk: 0,
@@ -183,12 +174,7 @@ impl NodeFs {
                     }
                     _ => {}
                 }
-            }
-            match page.next {
-                Some(n) => cursor = Some(n),
-                None => break,
-            }
-        }
+            })?;
         flush(current.take(), &mut report);
         matched.sort_by_key(|f| (f.margin, std::cmp::Reverse(f.unreadable_stripes), f.ino));
         report.truncated = matched.len() > limit;
