@@ -484,6 +484,6 @@ fn the_garbage_worker_removes_unreferenced_chunks_temp_files_and_empty_folders_o
         .find(|x| x["name"] == "garbage@node1")
         .cloned();
     assert!(g.is_some(), "{workers}");
-    assert!(&fs::read(w.path("kept")).unwrap() == &data);
+    assert!(fs::read(w.path("kept")).unwrap() == data);
     assert_eq!(scrub(&w, true)["found"], 0);
 }
