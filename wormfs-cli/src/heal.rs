@@ -115,7 +115,7 @@ pub async fn scrub(
             println!("{}", json!({"requested": want, "deep": deep}));
         } else {
             println!(
-                "{} scrub {want} asked for; the master starts it within a second (`wormfs status` shows it)",
+                "{} scrub {want} asked for; the master starts it within a second, after any pass in progress (`wormfs status` shows it)",
                 if deep { "deep" } else { "shallow" }
             );
         }
@@ -276,7 +276,7 @@ pub async fn at_risk(node: &str, max_margin: i64, limit: u32, as_json: bool) -> 
     Ok(())
 }
 
-/// `wormfs what-if --node N --disk D`.
+/// `wormfs what-if --lose-node N --lose-disk D`.
 pub async fn what_if(
     node: &str,
     nodes: &[String],

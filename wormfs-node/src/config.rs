@@ -276,7 +276,12 @@ pub fn parse_duration(text: &str, field: &str) -> anyhow::Result<Option<Duration
 fn check_heal(raw: RawHeal) -> anyhow::Result<HealSettings> {
     let d = HealSettings::default();
     let every = |v: &Option<String>, field: &str, default: Option<Duration>| match v {
-        Some(t) => parse_duration(t, field),
+        Some(t) => match parse_duration(t, field)? {
+            Some(d) if d.is_zero() && field != "heal.garbage_grace" => {
+                bail!("`{field}` must be above 0 (or `off`)")
+            }
+            d => Ok(d),
+        },
         None => Ok(default),
     };
     let repair_every = every(&raw.repair_every, "heal.repair_every", Some(d.repair_every))?

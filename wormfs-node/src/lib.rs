@@ -44,8 +44,17 @@ pub async fn run(
     }
     let meta =
         Arc::new(MetaStore::open(&config.data_dir.join(META_FILE)).context("open metadata")?);
+    // A disk the metadata knows (recorded before, or holding chunks) must have its marker:
+    // an empty directory in its place is a wiped disk or an empty mount point, never
+    // claimed again.
+    let known: Vec<_> = meta
+        .disks()
+        .context("read the disk records")?
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
     let disks = DiskChunkStore::open_expecting(&config.disks, &|id| {
-        meta.has_chunks_on(id).unwrap_or(false)
+        known.contains(id) || meta.has_chunks_on(id).unwrap_or(false)
     })
     .context("open disks")?;
     for (disk, why) in disks.failed() {

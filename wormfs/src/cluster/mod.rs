@@ -219,6 +219,7 @@ impl Cluster {
             transport: transport.clone(),
             heartbeats: heartbeats.clone(),
             raft_id,
+            meta: meta.clone(),
         };
         let a = admin.clone();
         serve_json(
@@ -710,6 +711,7 @@ struct Admin {
     transport: P2pTransport,
     heartbeats: Arc<Heartbeats>,
     raft_id: RaftNodeId,
+    meta: Arc<MetaStore>,
 }
 
 /// How long a new node has to announce itself after `node add`.
@@ -845,6 +847,22 @@ impl Admin {
                     .membership()
                     .clone();
                 let Some((rid, _)) = membership.nodes().find(|(_, m)| m.name == id) else {
+                    // Left the membership, but a removal cut short kept its records: finish it.
+                    let recorded = self
+                        .meta
+                        .nodes()
+                        .is_ok_and(|n| n.iter().any(|n| n.id.0 == id));
+                    if recorded {
+                        return match self
+                            .raft
+                            .client_write(MetadataOp::RemoveNode(NodeId(id.clone())))
+                            .await
+                        {
+                            Ok(_) => AdminAnswer::Removed,
+                            Err(e) if not_leader(&e) => AdminAnswer::NotLeader,
+                            Err(e) => AdminAnswer::Failed(format!("removing {id}'s records: {e}")),
+                        };
+                    }
                     let names: Vec<String> =
                         membership.nodes().map(|(_, m)| m.name.clone()).collect();
                     return AdminAnswer::Failed(format!(

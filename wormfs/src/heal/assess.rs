@@ -239,14 +239,17 @@ pub struct SweptHealth {
 }
 
 /// [`assess`] for sweeps over every stripe ([`crate::meta::MetaStore::sweep_chunks`]):
-/// nodes and disks are numbers, their states looked up once each.
+/// disks are numbers, each looked up once, and a chunk's node is its disk's node (a chunk
+/// on a disk no longer recorded is lost, as is one whose node was removed).
 #[derive(Debug)]
 pub struct Sweeper<'a> {
     live: &'a Liveness,
-    /// By node number: `None` removed, `Some(online)`.
-    nodes: Vec<Option<bool>>,
-    /// By disk number: `None` removed, `Some(failed)`.
-    disks: Vec<Option<bool>>,
+    /// By disk number: `None` when the disk or its node was removed, else its node's
+    /// number, whether the node is online and whether the disk failed.
+    disks: Vec<Option<(u32, bool, bool)>>,
+    node_ids: Vec<NodeId>,
+    per_node: Vec<(u32, usize)>,
+    per_disk: Vec<(u32, usize)>,
 }
 
 impl<'a> Sweeper<'a> {
@@ -254,69 +257,92 @@ impl<'a> Sweeper<'a> {
     pub fn new(live: &'a Liveness) -> Sweeper<'a> {
         Sweeper {
             live,
-            nodes: Vec::new(),
             disks: Vec::new(),
+            node_ids: Vec::new(),
+            per_node: Vec::with_capacity(16),
+            per_disk: Vec::with_capacity(16),
         }
     }
 
-    /// The health of one swept stripe; `nodes` and `disks` name its chunks' numbers.
+    fn learn(&mut self, disks: &crate::meta::Interner) {
+        while self.disks.len() < disks.len() {
+            let name = DiskId(disks.name(self.disks.len() as u32).to_owned());
+            let state = self.live.disks.get(&name).and_then(|(node, failed)| {
+                let online = *self.live.nodes.get(node)?;
+                let id = match self.node_ids.iter().position(|n| n == node) {
+                    Some(i) => i,
+                    None => {
+                        self.node_ids.push(node.clone());
+                        self.node_ids.len() - 1
+                    }
+                };
+                Some((id as u32, online, *failed))
+            });
+            self.disks.push(state);
+        }
+    }
+
+    /// The health of one swept stripe; `disks` names its chunks' disk numbers.
     pub fn assess(
         &mut self,
         s: &crate::meta::SweptStripe<'_>,
-        nodes: &crate::meta::Interner,
         disks: &crate::meta::Interner,
     ) -> SweptHealth {
-        while self.nodes.len() < nodes.len() {
-            let name = NodeId(nodes.name(self.nodes.len() as u32).to_owned());
-            self.nodes.push(self.live.nodes.get(&name).copied());
-        }
-        while self.disks.len() < disks.len() {
-            let name = DiskId(disks.name(self.disks.len() as u32).to_owned());
-            self.disks.push(self.live.disks.get(&name).map(|(_, f)| *f));
-        }
+        self.learn(disks);
         let k = usize::from(s.k);
         let mut good = 0;
         let mut lost_bytes = 0;
-        let mut per_node: Vec<(u32, usize)> = Vec::with_capacity(8);
-        let mut per_disk: Vec<(u32, usize)> = Vec::with_capacity(8);
+        self.per_node.clear();
+        self.per_disk.clear();
         for c in s.chunks {
-            let node = self.nodes[c.node as usize];
-            let disk = self.disks[c.disk as usize];
-            let (readable, lost) = match (node, disk) {
-                (None, _) | (_, None) => (false, true),
-                (Some(false), _) => (false, false),
-                (Some(true), Some(true)) => (false, true),
-                (Some(true), Some(false)) => {
-                    let ok = c.state == ChunkState::Ok;
-                    (ok, !ok)
-                }
-            };
-            if lost {
-                lost_bytes += c.size;
-            }
-            if readable {
-                good += 1;
-                for (list, id) in [(&mut per_node, c.node), (&mut per_disk, c.disk)] {
-                    match list.iter_mut().find(|(x, _)| *x == id) {
-                        Some((_, n)) => *n += 1,
-                        None => list.push((id, 1)),
+            match self.disks[c.disk as usize] {
+                None => lost_bytes += c.size,
+                Some((_, false, _)) => {}
+                Some((_, true, true)) => lost_bytes += c.size,
+                Some((node, true, false)) if c.state == ChunkState::Ok => {
+                    good += 1;
+                    for (list, id) in [(&mut self.per_node, node), (&mut self.per_disk, c.disk)] {
+                        match list.iter_mut().find(|(x, _)| *x == id) {
+                            Some((_, n)) => *n += 1,
+                            None => list.push((id, 1)),
+                        }
                     }
                 }
+                Some(_) => lost_bytes += c.size,
             }
         }
+        let margin = if good < k {
+            -1
+        } else {
+            let by_disk = survivable_in(&mut self.per_disk, good, k);
+            if self.live.nodes.len() > 1 {
+                by_disk.min(survivable_in(&mut self.per_node, good, k))
+            } else {
+                by_disk
+            }
+        };
         SweptHealth {
             good,
             width: k + usize::from(s.m),
-            margin: margin_of(
-                k,
-                good,
-                per_node.into_iter().map(|(_, n)| n).collect(),
-                per_disk.into_iter().map(|(_, n)| n).collect(),
-                self.live.nodes.len() > 1,
-            ),
+            margin,
             lost_bytes,
         }
     }
+}
+
+/// [`survivable`] over `(domain, count)` pairs, sorted in place.
+fn survivable_in(counts: &mut [(u32, usize)], good: usize, k: usize) -> i64 {
+    counts.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+    let mut left = good;
+    let mut lost = 0;
+    for (_, c) in counts.iter() {
+        if left - c < k {
+            break;
+        }
+        left -= c;
+        lost += 1;
+    }
+    lost
 }
 
 /// How many of the failure domains holding `counts` chunks can be lost, the fullest first,

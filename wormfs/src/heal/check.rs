@@ -202,7 +202,8 @@ pub fn deep_check(
     }
     out.findings.sort_by_key(|f| f.index);
     out.findings.dedup_by_key(|f| f.index);
-    out.verified = out.skipped == 0;
+    // verified: every chunk of the stripe was read (none offline, failed or unreachable)
+    out.verified = out.skipped == 0 && targets.len() == s.chunks.len();
     out
 }
 

@@ -117,8 +117,8 @@ impl HealContext {
 }
 
 /// What is known now of the nodes and disks: the recorded and member nodes (online or not),
-/// the recorded disks and the disks the store sees, which of them failed, and how many
-/// nodes can take chunks.
+/// the recorded disks and the disks the store sees, which of them failed (unusable, or
+/// missing from an online node's disks), and how many nodes can take chunks.
 pub fn observe(
     meta: &MetaStore,
     store: &dyn ChunkStore,
@@ -156,7 +156,12 @@ pub fn observe(
         // An unusable disk of an online node has failed (a disk of an offline node is
         // unusable because its node is).
         if nodes.get(node) == Some(&true) {
-            *failed = view.disks.iter().any(|v| &v.disk == id && !v.usable);
+            // unusable, or no longer among its node's disks (taken out of its config)
+            *failed = view
+                .disks
+                .iter()
+                .find(|v| &v.disk == id)
+                .is_none_or(|v| !v.usable);
         }
     }
     let live = Liveness {

@@ -277,7 +277,12 @@ pub struct Interner {
 
 impl Interner {
     fn intern(&mut self, bytes: &[u8]) -> u32 {
-        if let Some(id) = self.map.get(bytes) {
+        // a cluster has few disks: comparing bytes beats hashing them
+        if self.names.len() <= 32 {
+            if let Some(i) = self.names.iter().position(|n| n.as_bytes() == bytes) {
+                return i as u32;
+            }
+        } else if let Some(id) = self.map.get(bytes) {
             return *id;
         }
         let id = self.names.len() as u32;
@@ -302,13 +307,11 @@ impl Interner {
     }
 }
 
-/// A chunk in a sweep (see [`MetaStore::sweep_chunks`]).
+/// A chunk in a sweep (see [`MetaStore::sweep_chunks`]). Its node is its disk's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SweptChunk {
     /// Shard index.
     pub index: u16,
-    /// Its node, numbered by the sweep's node [`Interner`].
-    pub node: u32,
     /// Its disk, numbered by the sweep's disk [`Interner`].
     pub disk: u32,
     /// Known health.
@@ -333,15 +336,14 @@ pub struct SweptStripe<'a> {
 }
 
 impl MetaStore {
-    /// Calls `f` for every stripe stored as chunks, in (file, stripe) order, with node and
-    /// disk names numbered by the interners it is given. One pass over the stripes and one
-    /// over the chunks, merged, on a read-only connection of its own (writers go on): the
-    /// fast path for reports over every stripe (`at-risk`, `what-if`).
+    /// Calls `f` for every stripe stored as chunks, in (file, stripe) order, with disk
+    /// names numbered by the interner it is given. One pass over the stripes and one over
+    /// the chunks, merged, on a read-only connection of its own (writers go on): the fast
+    /// path for reports over every stripe (`at-risk`, `what-if`).
     pub fn sweep_chunks(
         &self,
-        nodes: &mut Interner,
         disks: &mut Interner,
-        mut f: impl FnMut(&SweptStripe<'_>, &Interner, &Interner),
+        mut f: impl FnMut(&SweptStripe<'_>, &Interner),
     ) -> Result<(), MetaError> {
         self.with_reader(|c| {
             let mut st = c
@@ -349,7 +351,7 @@ impl MetaStore {
                 .map_err(sql("sweep stripes"))?;
             let mut ch = c
                 .prepare(
-                    "SELECT ino, stripe, chunk, node, disk, state, size FROM chunks
+                    "SELECT ino, stripe, chunk, disk, state, size FROM chunks
                      ORDER BY ino, stripe, chunk",
                 )
                 .map_err(sql("sweep chunks"))?;
@@ -357,27 +359,22 @@ impl MetaStore {
             let mut chunks = ch.query([]).map_err(sql("sweep chunks"))?;
             // the next chunk row, read ahead: ((ino, stripe), chunk)
             let mut next_chunk =
-                |nodes: &mut Interner,
-                 disks: &mut Interner|
-                 -> rusqlite::Result<Option<((i64, i64), SweptChunk)>> {
+                |disks: &mut Interner| -> rusqlite::Result<Option<((i64, i64), SweptChunk)>> {
                     let Some(r) = chunks.next()? else {
                         return Ok(None);
                     };
-                    let text = |i: usize| -> rusqlite::Result<&[u8]> {
-                        Ok(r.get_ref(i)?.as_bytes().unwrap_or_default())
-                    };
+                    let disk = r.get_ref(3)?.as_bytes().unwrap_or_default();
                     Ok(Some((
                         (r.get(0)?, r.get(1)?),
                         SweptChunk {
                             index: r.get::<_, i64>(2)? as u16,
-                            node: nodes.intern(text(3)?),
-                            disk: disks.intern(text(4)?),
-                            state: ChunkState::from_code(r.get(5)?),
-                            size: r.get::<_, i64>(6)? as u64,
+                            disk: disks.intern(disk),
+                            state: ChunkState::from_code(r.get(4)?),
+                            size: r.get::<_, i64>(5)? as u64,
                         },
                     )))
                 };
-            let mut ahead = next_chunk(nodes, disks).map_err(sql("sweep chunks"))?;
+            let mut ahead = next_chunk(disks).map_err(sql("sweep chunks"))?;
             let mut group: Vec<SweptChunk> = Vec::with_capacity(16);
             while let Some(r) = stripes.next().map_err(sql("sweep stripes"))? {
                 let key: (i64, i64) = (
@@ -392,7 +389,7 @@ impl MetaStore {
                     if ck == key {
                         group.push(chunk);
                     }
-                    ahead = next_chunk(nodes, disks).map_err(sql("sweep chunks"))?;
+                    ahead = next_chunk(disks).map_err(sql("sweep chunks"))?;
                 }
                 if group.is_empty() {
                     continue; // kept in the metadata
@@ -404,7 +401,7 @@ impl MetaStore {
                     m: r.get::<_, i64>(3).map_err(sql("sweep stripes"))? as u16,
                     chunks: &group,
                 };
-                f(&s, nodes, disks);
+                f(&s, disks);
             }
             Ok(())
         })

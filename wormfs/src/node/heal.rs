@@ -142,39 +142,41 @@ impl NodeFs {
             }
         };
         let mut sweeper = Sweeper::new(&live);
-        let (mut nodes, mut disks) = (Interner::default(), Interner::default());
-        self.meta
-            .sweep_chunks(&mut nodes, &mut disks, |s, nodes, disks| {
-                let h = sweeper.assess(s, nodes, disks);
-                report.stripes += 1;
-                if h.good < h.width {
-                    report.degraded += 1;
-                }
+        let mut disks = Interner::default();
+        self.meta.sweep_chunks(&mut disks, |s, disks| {
+            let h = sweeper.assess(s, disks);
+            report.stripes += 1;
+            if h.good < h.width {
+                report.degraded += 1;
+            }
+            if h.margin >= 0 {
+                // an unreadable stripe has nothing to rebuild from
                 report.rebuild_bytes += h.lost_bytes;
-                if current.as_ref().is_some_and(|f| f.ino != s.ino) {
-                    flush(current.take(), &mut report);
+            }
+            if current.as_ref().is_some_and(|f| f.ino != s.ino) {
+                flush(current.take(), &mut report);
+            }
+            let f = current.get_or_insert_with(|| FileRisk {
+                ino: s.ino,
+                path: String::new(),
+                margin: i64::MAX,
+                stripes_at_risk: 0,
+                unreadable_stripes: 0,
+                size: 0,
+            });
+            f.margin = f.margin.min(h.margin);
+            match h.margin {
+                m if m < 0 => {
+                    report.unreadable += 1;
+                    f.unreadable_stripes += 1;
                 }
-                let f = current.get_or_insert_with(|| FileRisk {
-                    ino: s.ino,
-                    path: String::new(),
-                    margin: i64::MAX,
-                    stripes_at_risk: 0,
-                    unreadable_stripes: 0,
-                    size: 0,
-                });
-                f.margin = f.margin.min(h.margin);
-                match h.margin {
-                    m if m < 0 => {
-                        report.unreadable += 1;
-                        f.unreadable_stripes += 1;
-                    }
-                    0 => {
-                        report.at_risk += 1;
-                        f.stripes_at_risk += 1;
-                    }
-                    _ => {}
+                0 => {
+                    report.at_risk += 1;
+                    f.stripes_at_risk += 1;
                 }
-            })?;
+                _ => {}
+            }
+        })?;
         flush(current.take(), &mut report);
         matched.sort_by_key(|f| (f.margin, std::cmp::Reverse(f.unreadable_stripes), f.ino));
         report.truncated = matched.len() > limit;

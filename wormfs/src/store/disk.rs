@@ -93,9 +93,10 @@ impl DiskChunkStore {
         Self::open_expecting(disks, &|_| false)
     }
 
-    /// Like [`DiskChunkStore::open`], for a node whose metadata records chunks on some
-    /// disks (`holds_chunks`). A directory without a marker for such a disk was wiped, or
-    /// is an empty mount point of an unmounted disk: it is not claimed again but opened as
+    /// Like [`DiskChunkStore::open`], for a node whose metadata knows some disks
+    /// (`holds_chunks`: recorded before, or holding chunks). A directory without a marker
+    /// for such a disk was wiped, or is an empty mount point of an unmounted disk: it is
+    /// not claimed again but opened as
     /// *failed* ([`DiskChunkStore::failed`]): reported unhealthy, never written to, so its
     /// chunks count as lost and are rebuilt elsewhere. Every directory is locked for this
     /// store ([`DirLock`]): a second store or node on the same disk is refused.
@@ -245,9 +246,10 @@ fn claim(id: &DiskId, root: &Path, expected: bool) -> Result<Option<String>, Sto
             if expected {
                 return Ok(Some(format!(
                     "disk `{id}`: directory `{}` has no {MARKER_FILE_NAME} though the metadata \
-                     records chunks on this disk: it was wiped, or the disk is not mounted \
-                     there. It is marked failed (not claimed, not written to) and its chunks \
-                     are rebuilt elsewhere; mount the disk back and restart to use it again",
+                     knows this disk: it was wiped, or the disk is not mounted there. It is \
+                     marked failed (not claimed, not written to) and its chunks are rebuilt \
+                     elsewhere; mount the disk back and restart to use it again, or give a \
+                     new disk a new id",
                     root.display()
                 )));
             }
