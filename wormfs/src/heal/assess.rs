@@ -332,7 +332,7 @@ impl<'a> Sweeper<'a> {
 
 /// [`survivable`] over `(domain, count)` pairs, sorted in place.
 fn survivable_in(counts: &mut [(u32, usize)], good: usize, k: usize) -> i64 {
-    counts.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+    counts.sort_unstable_by_key(|c| std::cmp::Reverse(c.1));
     let mut left = good;
     let mut lost = 0;
     for (_, c) in counts.iter() {
