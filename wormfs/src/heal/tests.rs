@@ -389,5 +389,24 @@ async fn the_fast_sweep_of_reports_agrees_with_assessing_each_stripe() {
             "losing {lose:?}"
         );
         assert_eq!(stripes, 15);
+        // swept in two parts of the inode range (as on two threads), the sums are the same
+        let mid = inos[2].0;
+        let parts: Vec<_> = [0..mid, mid..u64::MAX]
+            .into_iter()
+            .map(|r| n.fs.risk_part(r, &live, 0, 100).unwrap())
+            .collect();
+        let sum = |f: fn(&crate::node::RiskReport) -> u64| {
+            parts.iter().map(|p| f(&p.report)).sum::<u64>()
+        };
+        assert_eq!(
+            (
+                sum(|r| r.stripes),
+                sum(|r| r.degraded),
+                sum(|r| r.at_risk),
+                sum(|r| r.unreadable)
+            ),
+            (stripes, degraded, at_risk, unreadable)
+        );
+        assert!(parts.iter().all(|p| p.report.stripes > 0));
     }
 }

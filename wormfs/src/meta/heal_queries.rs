@@ -169,6 +169,20 @@ impl MetaStore {
         rows.collect::<Result<_, _>>().map_err(sql("find entries"))
     }
 
+    /// The lowest and highest inode numbers that have stripes, if any.
+    pub fn stripe_ino_span(&self) -> Result<Option<(u64, u64)>, MetaError> {
+        self.conn()
+            .query_row("SELECT MIN(ino), MAX(ino) FROM stripes", [], |r| {
+                Ok(
+                    match (r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?) {
+                        (Some(a), Some(b)) => Some((a as u64, b as u64)),
+                        _ => None,
+                    },
+                )
+            })
+            .map_err(sql("read the inode span"))
+    }
+
     /// The names of every worker with a record, in order.
     pub fn worker_names(&self) -> Result<Vec<String>, MetaError> {
         let conn = self.conn();
@@ -340,23 +354,32 @@ impl MetaStore {
     /// names numbered by the interner it is given. One pass over the stripes and one over
     /// the chunks, merged, on a read-only connection of its own (writers go on): the fast
     /// path for reports over every stripe (`at-risk`, `what-if`).
+    ///
+    /// Only files whose inode number is in `inos` are swept, so that parts of the range can
+    /// be swept at once on several threads.
     pub fn sweep_chunks(
         &self,
+        inos: std::ops::Range<u64>,
         disks: &mut Interner,
         mut f: impl FnMut(&SweptStripe<'_>, &Interner),
     ) -> Result<(), MetaError> {
+        let int = |i: u64| i64::try_from(i).unwrap_or(i64::MAX);
+        let (lo, hi) = (int(inos.start), int(inos.end));
         self.with_reader(|c| {
             let mut st = c
-                .prepare("SELECT ino, idx, k, m FROM stripes ORDER BY ino, idx")
+                .prepare(
+                    "SELECT ino, idx, k, m FROM stripes WHERE ino >= ?1 AND ino < ?2
+                     ORDER BY ino, idx",
+                )
                 .map_err(sql("sweep stripes"))?;
             let mut ch = c
                 .prepare(
                     "SELECT ino, stripe, chunk, disk, state, size FROM chunks
-                     ORDER BY ino, stripe, chunk",
+                     WHERE ino >= ?1 AND ino < ?2 ORDER BY ino, stripe, chunk",
                 )
                 .map_err(sql("sweep chunks"))?;
-            let mut stripes = st.query([]).map_err(sql("sweep stripes"))?;
-            let mut chunks = ch.query([]).map_err(sql("sweep chunks"))?;
+            let mut stripes = st.query([lo, hi]).map_err(sql("sweep stripes"))?;
+            let mut chunks = ch.query([lo, hi]).map_err(sql("sweep chunks"))?;
             // the next chunk row, read ahead: ((ino, stripe), chunk)
             let mut next_chunk =
                 |disks: &mut Interner| -> rusqlite::Result<Option<((i64, i64), SweptChunk)>> {
