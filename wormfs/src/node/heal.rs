@@ -143,7 +143,7 @@ impl NodeFs {
         // a second on one).
         let ranges: Vec<std::ops::Range<u64>> = match self.meta.stripe_ino_span()? {
             None => Vec::new(),
-            Some((lo, hi)) if hi - lo < 1024 => vec![lo..hi + 1],
+            Some((lo, hi)) if hi - lo < 1024 => std::iter::once(lo..hi + 1).collect(),
             Some((lo, hi)) => {
                 let mid = lo + (hi - lo) / 2;
                 vec![lo..mid, mid..hi + 1]
