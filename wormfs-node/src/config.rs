@@ -277,9 +277,10 @@ fn check_heal(raw: RawHeal) -> anyhow::Result<HealSettings> {
     let d = HealSettings::default();
     let every = |v: &Option<String>, field: &str, default: Option<Duration>| match v {
         Some(t) => match parse_duration(t, field)? {
-            Some(d) if d.is_zero() && field != "heal.garbage_grace" => {
-                bail!("`{field}` must be above 0 (or `off`)")
-            }
+            Some(d) if d.is_zero() => match field {
+                "heal.repair_every" | "heal.garbage_grace" => bail!("`{field}` must be above 0"),
+                _ => bail!("`{field}` must be above 0 (or `off`)"),
+            },
             d => Ok(d),
         },
         None => Ok(default),

@@ -274,13 +274,21 @@ pub fn recover_offline(config: &NodeConfig) -> anyhow::Result<wormfs::heal::Reco
             inodes - 1
         );
     }
-    let store = DiskChunkStore::open(&config.disks).context("open disks")?;
     let paths: Vec<std::path::PathBuf> = config.disks.iter().map(|(_, p)| p.clone()).collect();
     let backup = wormfs::heal::newest_backup(&paths);
     if let Some(b) = &backup {
         meta.replace_from(&b.path)
             .with_context(|| format!("restore the metadata copy {}", b.path.display()))?;
     }
+    // as at start: a disk the copy knows is not claimed again in an empty directory
+    let known: Vec<_> = meta
+        .disks()
+        .context("read the disk records")?
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    let store = DiskChunkStore::open_expecting(&config.disks, &|id| known.contains(id))
+        .context("open disks")?;
     let log = LocalLog::new(meta.clone()).context("open metadata log")?;
     let ids: Vec<_> = config.disks.iter().map(|(id, _)| id.clone()).collect();
     let report =

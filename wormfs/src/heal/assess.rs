@@ -225,7 +225,7 @@ fn margin_of(
     }
 }
 
-/// What a sweep needs of a stripe's health (see [`Sweeper`]).
+/// What a sweep needs of a stripe's health (see `Sweeper`, feature `local`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SweptHealth {
     /// Chunks readable now.
@@ -238,9 +238,10 @@ pub struct SweptHealth {
     pub lost_bytes: u64,
 }
 
-/// [`assess`] for sweeps over every stripe ([`crate::meta::MetaStore::sweep_chunks`]):
+/// [`assess`] for sweeps over every stripe (`MetaStore::sweep_chunks`, feature `local`):
 /// disks are numbers, each looked up once, and a chunk's node is its disk's node (a chunk
 /// on a disk no longer recorded is lost, as is one whose node was removed).
+#[cfg(feature = "local")]
 #[derive(Debug)]
 pub struct Sweeper<'a> {
     live: &'a Liveness,
@@ -252,6 +253,7 @@ pub struct Sweeper<'a> {
     per_disk: Vec<(u32, usize)>,
 }
 
+#[cfg(feature = "local")]
 impl<'a> Sweeper<'a> {
     /// A sweeper over what `live` knows.
     pub fn new(live: &'a Liveness) -> Sweeper<'a> {
@@ -331,6 +333,7 @@ impl<'a> Sweeper<'a> {
 }
 
 /// [`survivable`] over `(domain, count)` pairs, sorted in place.
+#[cfg(feature = "local")]
 fn survivable_in(counts: &mut [(u32, usize)], good: usize, k: usize) -> i64 {
     counts.sort_unstable_by_key(|c| std::cmp::Reverse(c.1));
     let mut left = good;

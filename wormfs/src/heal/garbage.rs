@@ -161,6 +161,7 @@ pub struct GarbageWorker {
     status: WorkerStatus,
     next: usize,
     last_pass: Option<std::time::Instant>,
+    started: std::time::Instant,
     every: Duration,
     grace: Duration,
 }
@@ -182,6 +183,7 @@ impl GarbageWorker {
             status,
             next: 0,
             last_pass: None,
+            started: std::time::Instant::now(),
             every,
             grace,
         }
@@ -204,7 +206,13 @@ impl Worker for GarbageWorker {
 
     async fn step(&mut self, _control: &WorkerControl) -> Result<Step, String> {
         if self.next == 0 {
-            if self.last_pass.is_some_and(|t| t.elapsed() < self.every) || self.disks.is_empty() {
+            // Not before the node has run for a grace time: a replica that was stopped a
+            // while catches up first, so it does not judge chunks by stale metadata.
+            let settling = self.started.elapsed() < self.grace;
+            if settling
+                || self.last_pass.is_some_and(|t| t.elapsed() < self.every)
+                || self.disks.is_empty()
+            {
                 if self.status.state != WorkerState::Done {
                     self.status.state = WorkerState::Idle;
                 }

@@ -26,7 +26,9 @@ mod tests;
 #[cfg(feature = "node")]
 mod workers;
 
-pub use assess::{assess, ChunkHealth, Liveness, StripeHealth, Sweeper, SweptHealth};
+#[cfg(feature = "local")]
+pub use assess::Sweeper;
+pub use assess::{assess, ChunkHealth, Liveness, StripeHealth, SweptHealth};
 #[cfg(feature = "local")]
 pub use backup::{back_up, newest_backup, Backup, BACKUP_COPIES, BACKUP_FILE_NAME};
 pub use check::{deep_check, shallow_check, Finding, StripeCheck};

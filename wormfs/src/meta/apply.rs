@@ -223,6 +223,11 @@ pub(crate) fn apply_op(c: &Connection, op: &MetadataOp) -> Res {
                 .map_err(sql("remove node"))?;
             c.exec("DELETE FROM disks WHERE node = ?1", [&id.0])
                 .map_err(sql("remove node's disks"))?;
+            c.exec(
+                "DELETE FROM workers WHERE name = ?1",
+                [format!("{}@{}", crate::worker::names::GARBAGE, id.0)],
+            )
+            .map_err(sql("remove node's worker"))?;
             done()
         }
         MetadataOp::UpsertDisk(d) => {
