@@ -259,6 +259,52 @@ impl Worker for ScrubWorker {
     }
 }
 
+/// Stripes a repair step rebuilds at once.
+const REPAIR_AT_ONCE: usize = 4;
+
+/// Rebuilds stripe `q` if it still needs it (blocking): `None` when it does not any more
+/// (rewritten, deleted, repaired), else the new chunks and the generation they belong to.
+fn rebuild(
+    ctx: &HealContext,
+    live: &Liveness,
+    q: Queued,
+) -> Result<Option<(crate::heal::Rebuilt, u64)>, String> {
+    let e = |e: crate::meta::MetaError| e.to_string();
+    let Some(layout) = ctx.meta.attr(q.ino).map_err(e)?.and_then(|a| a.layout) else {
+        return Ok(None);
+    };
+    let Some(s) = ctx.meta.stripe(q.ino, q.stripe).map_err(e)? else {
+        return Ok(None);
+    };
+    if s.chunks.is_empty() {
+        return Ok(None);
+    }
+    let h = assess(&s, live);
+    if !h.needs_repair() {
+        return Ok(None);
+    }
+    let path = ctx
+        .meta
+        .path_of(q.ino)
+        .map_err(e)?
+        .unwrap_or_else(|| format!("/.orphan/{}", q.ino));
+    let view = ctx
+        .store
+        .placement_view(&ctx.node)
+        .map_err(|e| e.to_string())?;
+    let rebuilt = repair_stripe(
+        ctx.store.as_ref(),
+        ctx.placement.as_ref(),
+        &view,
+        live,
+        (q.ino, &path, &layout),
+        &s,
+        &h,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(Some((rebuilt, s.generation)))
+}
+
 /// One stripe waiting for repair: the lower its margin, the sooner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Queued {
@@ -370,67 +416,46 @@ impl RepairWorker {
         Ok(Step::Busy { bytes: 0, ops: 0 })
     }
 
-    async fn repair_one(&mut self, q: Queued) -> Result<Step, String> {
+    /// Rebuilds up to [`REPAIR_AT_ONCE`] stripes at once (their reads, coding and writes
+    /// overlap), then commits each.
+    async fn repair_some(&mut self, batch: Vec<Queued>) -> Result<Step, String> {
         let live = self.live.get(&self.ctx).await?;
-        let ctx = self.ctx.clone();
-        let l = live.clone();
-        let outcome = blocking(
-            move || -> Result<Option<(crate::heal::Rebuilt, u64)>, String> {
-                let Some(attr) = ctx.meta.attr(q.ino).map_err(|e| e.to_string())? else {
-                    return Ok(None);
-                };
-                let Some(layout) = attr.layout else {
-                    return Ok(None);
-                };
-                let Some(s) = ctx
-                    .meta
-                    .stripe(q.ino, q.stripe)
-                    .map_err(|e| e.to_string())?
-                else {
-                    return Ok(None);
-                };
-                if s.chunks.is_empty() {
-                    return Ok(None);
-                }
-                let h = assess(&s, &l);
-                if !h.needs_repair() {
-                    return Ok(None);
-                }
-                let path = ctx
-                    .meta
-                    .path_of(q.ino)
-                    .map_err(|e| e.to_string())?
-                    .unwrap_or_else(|| format!("/.orphan/{}", q.ino));
-                let view = ctx
-                    .store
-                    .placement_view(&ctx.node)
-                    .map_err(|e| e.to_string())?;
-                let rebuilt = repair_stripe(
-                    ctx.store.as_ref(),
-                    ctx.placement.as_ref(),
-                    &view,
-                    &l,
-                    (q.ino, &path, &layout),
-                    &s,
-                    &h,
-                )
-                .map_err(|e| e.to_string())?;
-                Ok(Some((rebuilt, s.generation)))
-            },
-        )
-        .await?;
+        let tasks: Vec<_> = batch
+            .iter()
+            .map(|q| {
+                let (ctx, l, q) = (self.ctx.clone(), live.clone(), *q);
+                tokio::task::spawn_blocking(move || rebuild(&ctx, &l, q))
+            })
+            .collect();
+        let (mut bytes, mut ops) = (0, 0);
+        for (q, task) in batch.into_iter().zip(tasks) {
+            let outcome = task.await.map_err(|e| format!("worker task failed: {e}"))?;
+            let (b, o) = self.commit(q, outcome).await?;
+            bytes += b;
+            ops += o;
+        }
+        Ok(Step::Busy { bytes, ops })
+    }
+
+    /// Commits one rebuilt stripe (or records why it was not); returns the bytes and chunk
+    /// operations it took.
+    async fn commit(
+        &mut self,
+        q: Queued,
+        outcome: Result<Option<(crate::heal::Rebuilt, u64)>, String>,
+    ) -> Result<(u64, u64), String> {
         let (rebuilt, generation) = match outcome {
             Ok(Some(r)) => r,
             Ok(None) => {
                 self.status.done += 1;
-                return Ok(Step::Busy { bytes: 0, ops: 1 });
+                return Ok((0, 1));
             }
             Err(e) => {
                 tracing::warn!(file = %q.ino, stripe = q.stripe, error = %e, "stripe repair failed; tried again after the next sweep");
                 self.status.failed += 1;
                 self.status.done += 1;
                 self.status.message = format!("file {} stripe {}: {e}", q.ino, q.stripe);
-                return Ok(Step::Busy { bytes: 0, ops: 1 });
+                return Ok((0, 1));
             }
         };
         let written = rebuilt.chunks.len() as u64;
@@ -493,10 +518,7 @@ impl RepairWorker {
         }
         self.status.done += 1;
         self.status.bytes += rebuilt.bytes;
-        Ok(Step::Busy {
-            bytes: rebuilt.bytes,
-            ops: written.max(1),
-        })
+        Ok((rebuilt.bytes, written.max(1)))
     }
 }
 
@@ -515,10 +537,12 @@ impl Worker for RepairWorker {
     }
 
     async fn step(&mut self, _control: &WorkerControl) -> Result<Step, String> {
-        if let Some(q) = self.queue.pop() {
+        if !self.queue.is_empty() {
             self.status.state = WorkerState::Active;
+            let at = self.queue.len().saturating_sub(REPAIR_AT_ONCE);
+            let batch: Vec<Queued> = self.queue.split_off(at).into_iter().rev().collect();
             self.status.queued = self.queue.len() as u64;
-            let r = self.repair_one(q).await;
+            let r = self.repair_some(batch).await;
             if self.queue.is_empty() {
                 let st = &mut self.status;
                 st.state = WorkerState::Done;
