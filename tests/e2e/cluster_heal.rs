@@ -79,10 +79,11 @@ fn a_removed_node_is_rebuilt_and_then_a_second_loss_reads_every_file() {
         (c.state_of(0, &v1_name)? == "offline").then_some(())
     });
     // its chunks show as on an offline node, never "ok"
-    let (states, nodes) = stripes(&c, 0, "f0")
-        .into_iter()
+    let (states, nodes) = files
+        .iter()
+        .flat_map(|(name, _)| stripes(&c, 0, name))
         .find(|(_, n)| n.contains(&v1_name))
-        .expect("some stripe of f0 has a chunk on every node of four");
+        .expect("placement, filling disks evenly, put some chunk on every node of four");
     assert!(
         states.contains(&"node offline".to_owned()),
         "{states:?} {nodes:?}"

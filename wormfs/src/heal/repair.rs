@@ -8,7 +8,7 @@
 
 use super::assess::{ChunkHealth, Liveness, StripeHealth};
 use crate::chunk::ChunkFile;
-use crate::engine::{self, chunk_addr, EngineError};
+use crate::engine::{chunk_addr, EngineError};
 use crate::ids::{ChunkKey, FileId};
 use crate::meta::{ChunkRecord, ChunkState, FileLayout, StripeRecord};
 use crate::placement::{ClusterView, DiskRef, More, PlacementError, PlacementPolicy};
@@ -77,12 +77,6 @@ pub fn repair_stripe(
             .collect(),
         ..s.clone()
     };
-    let read = engine::read_stripe(store, file, layout, &readable)?;
-    for d in read.damaged.iter().filter(|d| d.recordable) {
-        if !replace.contains(&d.chunk.index) {
-            replace.push(d.chunk.index);
-        }
-    }
     let codec = ErasureCodec::new(usize::from(s.k), usize::from(s.m)).map_err(|source| {
         EngineError::Decode {
             file,
@@ -90,7 +84,12 @@ pub fn repair_stripe(
             source,
         }
     })?;
-    let enc = codec.encode(&read.data);
+    let read = read_shards(store, (file, layout), &readable, &codec)?;
+    for index in &read.damaged {
+        if !replace.contains(index) {
+            replace.push(*index);
+        }
+    }
     let disk_of = |c: &ChunkRecord| DiskRef {
         node: c.node.clone(),
         disk: c.disk.clone(),
@@ -123,7 +122,7 @@ pub fn repair_stripe(
         m: s.m,
         stripe_size: layout.stripe_size,
     };
-    let shard_len = enc.shards.first().map_or(0, Vec::len) as u64;
+    let shard_len = read.shards.first().map_or(0, Vec::len) as u64;
     let more = More {
         count: replace.len(),
         chunk_size: shard_len + 4096,
@@ -148,7 +147,7 @@ pub fn repair_stripe(
                 s.k,
                 s.m,
                 s.crc,
-                enc.shards[usize::from(i)].clone(),
+                read.shards[usize::from(i)].clone(),
             )
         })
         .collect();
@@ -186,9 +185,104 @@ pub fn repair_stripe(
         }
         return Err(e);
     }
-    let bytes = read.data.len() as u64 + records.iter().map(|r| r.size).sum::<u64>();
+    let bytes = read.bytes + records.iter().map(|r| r.size).sum::<u64>();
     Ok(Rebuilt {
         chunks: records,
+        bytes,
+    })
+}
+
+/// Every shard of a stripe, rebuilt from `k` good chunks.
+struct Shards {
+    /// All `k + m` shards.
+    shards: Vec<Vec<u8>>,
+    /// Chunks found missing or corrupt on the way (whose node answered).
+    damaged: Vec<u16>,
+    /// Bytes read.
+    bytes: u64,
+}
+
+/// Reads `k` chunks of `s` (data chunks first, then those on this machine), verified by
+/// their checksums, reading more where one fails; computes the missing shards (data and
+/// parity alike, only those: cheaper than decoding the stripe and coding it again) and
+/// checks the data shards against the stripe checksum.
+fn read_shards(
+    store: &dyn ChunkStore,
+    (file, layout): (FileId, &FileLayout),
+    s: &StripeRecord,
+    codec: &ErasureCodec,
+) -> Result<Shards, EngineError> {
+    let (k, width) = (usize::from(s.k), usize::from(s.k) + usize::from(s.m));
+    let mut order: Vec<&ChunkRecord> = s
+        .chunks
+        .iter()
+        .filter(|c| usize::from(c.index) < width)
+        .collect();
+    order.sort_by_key(|c| (usize::from(c.index) >= k, !store.is_local(&c.disk), c.index));
+    let read = |c: &ChunkRecord| store.read_chunk(&c.disk, &chunk_addr(file, layout, s, c.index));
+    let mut shards: Vec<Option<Vec<u8>>> = vec![None; width];
+    let (mut good, mut bytes, mut damaged, mut causes) = (0, 0u64, Vec::new(), Vec::new());
+    let mut next = 0;
+    while good < k && next < order.len() {
+        // as many at once as are still needed, from their disks in parallel
+        let want = (k - good).min(order.len() - next);
+        let batch = &order[next..next + want];
+        next += want;
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = batch.iter().map(|c| scope.spawn(move || read(c))).collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("chunk reader panicked"))
+                .collect()
+        });
+        for (c, r) in batch.iter().zip(results) {
+            match r {
+                Ok(chunk) => {
+                    bytes += chunk.data.len() as u64;
+                    shards[usize::from(c.index)] = Some(chunk.data);
+                    good += 1;
+                }
+                Err(e) => {
+                    if !matches!(e, StoreError::Remote { .. }) {
+                        damaged.push(c.index);
+                    }
+                    causes.push(format!("chunk {} on disk {}: {e}", c.index, c.disk));
+                }
+            }
+        }
+    }
+    if good < k {
+        return Err(EngineError::Unreadable {
+            file,
+            stripe: s.index,
+            present: good,
+            needed: k,
+            total: width,
+            causes: causes.join("; "),
+        });
+    }
+    let decode_err = |source| EngineError::Decode {
+        file,
+        stripe: s.index,
+        source,
+    };
+    codec.reconstruct_all(&mut shards).map_err(decode_err)?;
+    let shards: Vec<Vec<u8>> = shards.into_iter().map(Option::unwrap_or_default).collect();
+    let mut left = s.len as usize;
+    let actual = crate::checksum::crc32_parts(shards.iter().take(k).map(|d| {
+        let take = left.min(d.len());
+        left -= take;
+        &d[..take]
+    }));
+    if actual != s.crc || left != 0 {
+        return Err(decode_err(crate::stripe::CodecError::StripeChecksum {
+            expected: s.crc,
+            actual,
+        }));
+    }
+    Ok(Shards {
+        shards,
+        damaged,
         bytes,
     })
 }
