@@ -487,3 +487,82 @@ fn the_garbage_worker_removes_unreferenced_chunks_temp_files_and_empty_folders_o
     assert!(fs::read(w.path("kept")).unwrap() == data);
     assert_eq!(scrub(&w, true)["found"], 0);
 }
+
+#[test]
+fn a_drained_disk_is_emptied_takes_no_new_chunks_and_can_then_be_removed() {
+    let mut w = World::start(7, HEAL);
+    let files: Vec<(String, Vec<u8>)> = (0..2)
+        .map(|i| (format!("f{i}"), bytes(1 << 20, 300 + i)))
+        .collect();
+    for (name, data) in &files {
+        write_synced(&w.path(name), data);
+    }
+    let on_disk3 = |w: &World, name: &str| {
+        w.layout(name)["stripes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["chunks"].as_array().unwrap().clone())
+            .filter(|c| c["disk"] == "disk3")
+            .count()
+    };
+    assert!(files.iter().map(|(n, _)| on_disk3(&w, n)).sum::<usize>() > 0);
+    let fails = |w: &World, args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["--node", &w.addr])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} must fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = fails(&w, &["disk", "remove", "disk3"]);
+    assert!(
+        err.contains("still holds") && err.contains("drain it first"),
+        "{err}"
+    );
+
+    w.cli(&["disk", "drain", "disk3"]);
+    for (name, _) in &files {
+        wait_for("disk3 drained", Duration::from_secs(30), || {
+            whole(&w, name, 6, Some("disk3")).then_some(())
+        });
+    }
+    write_synced(&w.path("new"), &bytes(1 << 20, 310));
+    assert_eq!(
+        on_disk3(&w, "new"),
+        0,
+        "a draining disk takes no new chunks"
+    );
+    let err = fails(&w, &["disk", "remove", "disk3"]);
+    assert!(err.contains("still among node node1's disks"), "{err}");
+
+    // out of the config, the empty disk is removed for good
+    w.stop_mount();
+    w.stop_node();
+    let mut config =
+        String::from("node_id = \"node1\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"meta\"\n");
+    for i in [0, 1, 2, 4, 5, 6] {
+        config.push_str(&format!(
+            "[[disks]]\nid = \"disk{i}\"\npath = \"disk{i}\"\n"
+        ));
+    }
+    config.push_str(HEAL);
+    fs::write(w.tmp.path().join("node.toml"), config).unwrap();
+    w.start_node();
+    w.start_mount();
+    w.cli(&["disk", "remove", "disk3"]);
+    let status: serde_json::Value = serde_json::from_str(&w.cli(&["status", "--json"])).unwrap();
+    let disks: Vec<&str> = status["nodes"][0]["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert!(!disks.contains(&"disk3"), "{status}");
+    let risk: serde_json::Value = serde_json::from_str(&w.cli(&["at-risk", "--json"])).unwrap();
+    assert_eq!(risk["degraded"], 0, "{risk}");
+    for (name, data) in &files {
+        assert!(&fs::read(w.path(name)).unwrap() == data, "{name}");
+    }
+}

@@ -404,3 +404,25 @@ pub fn recover(config: &std::path::Path, as_json: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `wormfs disk drain|undrain|remove DISK`.
+pub async fn disk(node: &str, disk: &str, action: &str, as_json: bool) -> anyhow::Result<()> {
+    let client = connect(node).await?;
+    client
+        .disk_command(disk, action)
+        .await
+        .with_context(|| format!("{action} disk {disk}"))?;
+    if as_json {
+        println!("{}", json!({"disk": disk, "done": action}));
+        return Ok(());
+    }
+    match action {
+        "drain" => println!(
+            "disk {disk} is draining: it takes no new chunks, and repair moves its chunks to \
+             other disks (`wormfs repair` shows it); then `wormfs disk remove {disk}`"
+        ),
+        "undrain" => println!("disk {disk} takes new chunks again"),
+        _ => println!("disk {disk} removed from the cluster"),
+    }
+    Ok(())
+}

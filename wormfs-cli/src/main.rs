@@ -38,6 +38,12 @@ enum Command {
         #[command(subcommand)]
         action: NodeAction,
     },
+    /// Disks: drain one (no new chunks; repair moves its chunks away), stop draining,
+    /// remove a drained one.
+    Disk {
+        #[command(subcommand)]
+        action: DiskAction,
+    },
     /// Files.
     File {
         #[command(subcommand)]
@@ -170,6 +176,25 @@ enum NodeAction {
 }
 
 #[derive(Subcommand)]
+enum DiskAction {
+    /// Stop putting chunks on DISK and move its chunks to other disks (repair does it).
+    Drain {
+        /// The disk's id, as `wormfs status` shows it.
+        disk: String,
+    },
+    /// Stop draining DISK: it takes new chunks again.
+    Undrain {
+        /// The disk's id.
+        disk: String,
+    },
+    /// Forget a drained DISK (refused while it holds chunks or is still configured).
+    Remove {
+        /// The disk's id.
+        disk: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum PolicyAction {
     /// The policy of PATH: a file's recorded one, or the one new files in a directory get.
     Get {
@@ -273,6 +298,14 @@ fn main() -> ExitCode {
         Command::Node {
             action: NodeAction::Remove { id, yes, force },
         } => rt.block_on(membership::remove(&node, &id, yes, force, cli.json)),
+        Command::Disk { action } => {
+            let (disk, verb) = match action {
+                DiskAction::Drain { disk } => (disk, "drain"),
+                DiskAction::Undrain { disk } => (disk, "undrain"),
+                DiskAction::Remove { disk } => (disk, "remove"),
+            };
+            rt.block_on(heal::disk(&node, &disk, verb, cli.json))
+        }
         Command::Scrub { deep, wait, rate } => rt.block_on(heal::scrub(
             &node,
             deep,

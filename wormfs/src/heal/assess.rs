@@ -17,9 +17,24 @@ pub struct Liveness {
     /// Nodes that can take new chunks now (online with a usable disk): how far a stripe
     /// can be spread.
     pub usable_nodes: usize,
+    /// Disks being drained: their chunks are good, and moved elsewhere.
+    pub draining: BTreeSet<DiskId>,
 }
 
 impl Liveness {
+    /// `view` with the disks being drained made unusable for new chunks.
+    pub fn placeable(
+        &self,
+        mut view: crate::placement::ClusterView,
+    ) -> crate::placement::ClusterView {
+        for d in &mut view.disks {
+            if self.draining.contains(&d.disk) {
+                d.usable = false;
+            }
+        }
+        view
+    }
+
     /// The same knowledge with `nodes` and `disks` gone, for `what-if`: their chunks count
     /// as lost.
     pub fn without(&self, nodes: &[NodeId], disks: &[DiskId]) -> Liveness {
@@ -34,9 +49,11 @@ impl Liveness {
         let gone: BTreeSet<&NodeId> = nodes.iter().collect();
         let usable: BTreeSet<&NodeId> = out
             .disks
-            .values()
-            .filter(|(node, failed)| !failed && out.nodes.get(node) == Some(&true))
-            .map(|(node, _)| node)
+            .iter()
+            .filter(|(id, (node, failed))| {
+                !failed && !out.draining.contains(*id) && out.nodes.get(node) == Some(&true)
+            })
+            .map(|(_, (node, _))| node)
             .filter(|n| !gone.contains(n))
             .collect();
         out.usable_nodes = usable.len();
@@ -124,7 +141,7 @@ pub struct StripeHealth {
     pub rebuild: Vec<u16>,
     /// Shard indices of good chunks to move to another node or disk, because their node
     /// holds more chunks of the stripe than the cluster now allows (written while nodes
-    /// were missing) or their disk holds two.
+    /// were missing), their disk holds two, or their disk is being drained.
     pub crowded: Vec<u16>,
 }
 
@@ -189,7 +206,7 @@ pub fn assess(s: &StripeRecord, live: &Liveness) -> StripeHealth {
         let n = seen_node.entry(&c.node).or_default();
         *n += 1;
         let disk_again = !seen_disk.insert(&c.disk);
-        if *n > cap || disk_again {
+        if *n > cap || disk_again || live.draining.contains(&c.disk) {
             crowded.push(c.index);
         }
     }
@@ -376,6 +393,7 @@ mod tests {
                 .map(|(d, n, f)| ((*d).into(), ((*n).into(), *f)))
                 .collect(),
             usable_nodes: 0,
+            draining: BTreeSet::new(),
         };
         l.without(&[], &[])
     }

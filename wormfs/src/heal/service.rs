@@ -168,6 +168,11 @@ pub fn observe(
         nodes,
         disks,
         usable_nodes: 0,
+        draining: meta
+            .draining_disks()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .collect(),
     };
     Ok(live.without(&[], &[]))
 }

@@ -288,10 +288,11 @@ fn rebuild(
         .path_of(q.ino)
         .map_err(e)?
         .unwrap_or_else(|| format!("/.orphan/{}", q.ino));
-    let view = ctx
-        .store
-        .placement_view(&ctx.node)
-        .map_err(|e| e.to_string())?;
+    let view = live.placeable(
+        ctx.store
+            .placement_view(&ctx.node)
+            .map_err(|e| e.to_string())?,
+    );
     let rebuilt = repair_stripe(
         ctx.store.as_ref(),
         ctx.placement.as_ref(),

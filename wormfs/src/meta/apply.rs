@@ -232,10 +232,25 @@ pub(crate) fn apply_op(c: &Connection, op: &MetadataOp) -> Res {
         }
         MetadataOp::UpsertDisk(d) => {
             c.exec(
-                "INSERT OR REPLACE INTO disks VALUES (?1, ?2, ?3, ?4, ?5)",
+                // a disk being drained stays so when its node records it again
+                "INSERT INTO disks (id, node, path, total, free) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (id) DO UPDATE SET node = excluded.node, path = excluded.path,
+                     total = excluded.total, free = excluded.free",
                 params![d.id.0, d.node.0, d.path, d.total as i64, d.free as i64],
             )
             .map_err(sql("record disk"))?;
+            done()
+        }
+        MetadataOp::SetDiskDraining { disk, draining } => {
+            let n = c
+                .exec(
+                    "UPDATE disks SET draining = ?2 WHERE id = ?1",
+                    params![disk.0, i64::from(*draining)],
+                )
+                .map_err(sql("set disk draining"))?;
+            if n == 0 {
+                refuse!(NotFound, "no disk `{disk}` is recorded");
+            }
             done()
         }
         MetadataOp::RemoveDisk(id) => {

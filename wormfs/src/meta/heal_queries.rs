@@ -169,6 +169,31 @@ impl MetaStore {
         rows.collect::<Result<_, _>>().map_err(sql("find entries"))
     }
 
+    /// The disks being drained.
+    pub fn draining_disks(&self) -> Result<Vec<DiskId>, MetaError> {
+        let conn = self.conn();
+        let mut st = conn
+            .prepare_cached("SELECT id FROM disks WHERE draining != 0 ORDER BY id")
+            .map_err(sql("list draining disks"))?;
+        let rows = st
+            .query_map([], |r| Ok(DiskId(r.get(0)?)))
+            .map_err(sql("list draining disks"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(sql("list draining disks"))
+    }
+
+    /// How many chunks metadata places on `disk`.
+    pub fn chunks_on(&self, disk: &DiskId) -> Result<u64, MetaError> {
+        self.conn()
+            .query_row(
+                "SELECT COUNT(*) FROM chunks WHERE disk = ?1",
+                [&disk.0],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+            .map_err(sql("count chunks on a disk"))
+    }
+
     /// The lowest and highest inode numbers that have stripes, if any.
     pub fn stripe_ino_span(&self) -> Result<Option<(u64, u64)>, MetaError> {
         self.conn()

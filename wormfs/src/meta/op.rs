@@ -229,6 +229,14 @@ pub enum MetadataOp {
     UpsertDisk(DiskInfo),
     /// Removes a disk from the cluster view.
     RemoveDisk(DiskId),
+    /// Starts (or stops) draining a disk: it takes no new chunks, and repair moves its
+    /// chunks to other disks.
+    SetDiskDraining {
+        /// The disk.
+        disk: DiskId,
+        /// Draining or not.
+        draining: bool,
+    },
 }
 
 /// What an applied op changed, for the caller.

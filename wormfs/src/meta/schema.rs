@@ -161,6 +161,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     ALTER TABLE chunks ADD COLUMN verified INTEGER NOT NULL DEFAULT 0;
     ",
+    // 7: disks being drained (no new chunks; repair moves theirs away).
+    "
+    ALTER TABLE disks ADD COLUMN draining INTEGER NOT NULL DEFAULT 0;
+    ",
 ];
 
 /// The first schema version with the `raft_state` table (a database copy older than this

@@ -272,6 +272,51 @@ impl NodeFs {
         })
     }
 
+    /// Starts (`true`) or stops draining `disk`: a draining disk takes no new chunks, and
+    /// repair moves its chunks to other disks (`wormfs disk drain`).
+    pub async fn drain_disk(&self, disk: &DiskId, draining: bool) -> Result<(), FsError> {
+        self.submit(MetadataOp::SetDiskDraining {
+            disk: disk.clone(),
+            draining,
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Removes the record of `disk` (`wormfs disk remove`): refused while metadata places
+    /// chunks on it (drain it first), and while it is still among the disks of its online
+    /// node (take it out of the node's config first, or its node records it again).
+    pub async fn remove_disk(&self, disk: &DiskId) -> Result<(), FsError> {
+        let live = self.observe()?;
+        let Some((node, _)) = live.disks.get(disk) else {
+            return Err(FsError::Invalid(format!(
+                "no disk `{disk}` is recorded; `wormfs status` lists the disks"
+            )));
+        };
+        let chunks = self.meta.chunks_on(disk)?;
+        if chunks > 0 {
+            return Err(FsError::Invalid(format!(
+                "disk `{disk}` still holds {chunks} chunks: drain it first (`wormfs disk drain \
+                 {disk}`) and wait until `wormfs repair` shows none queued"
+            )));
+        }
+        let configured = live.nodes.get(node) == Some(&true)
+            && self
+                .store
+                .placement_view(&self.node)?
+                .disks
+                .iter()
+                .any(|v| &v.disk == disk);
+        if configured {
+            return Err(FsError::Invalid(format!(
+                "disk `{disk}` is still among node {node}'s disks: take it out of `[[disks]]` \
+                 in that node's config and restart the node, then remove it"
+            )));
+        }
+        self.submit(MetadataOp::RemoveDisk(disk.clone())).await?;
+        Ok(())
+    }
+
     /// The workers' controls and statuses: scrub, repair, and each node's garbage worker.
     pub fn workers(&self) -> Result<Vec<(String, WorkerControl, WorkerStatus)>, FsError> {
         let garbage_prefix = format!("{}@", names::GARBAGE);

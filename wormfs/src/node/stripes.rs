@@ -197,8 +197,15 @@ impl NodeFs {
         let placement = self.placement.clone();
         let node = self.node.clone();
         let layout = layout.clone();
+        let draining = self.meta.draining_disks()?;
         tokio::task::spawn_blocking(move || {
-            let view = engine::local_view(&node, store.as_ref())?;
+            let mut view = engine::local_view(&node, store.as_ref())?;
+            // disks being drained take no new chunks
+            for d in &mut view.disks {
+                if draining.contains(&d.disk) {
+                    d.usable = false;
+                }
+            }
             let w = StripeWrite {
                 file: ino,
                 path: &path,

@@ -716,6 +716,29 @@ impl WormFs for WormFsService {
             .map_err(|e| status("list workers", e))
     }
 
+    async fn disk_command(
+        &self,
+        r: Request<proto::DiskRequest>,
+    ) -> Result<Response<proto::Empty>, Status> {
+        let r = r.into_inner();
+        if r.disk.is_empty() {
+            return Err(Status::invalid_argument("disk: name the disk"));
+        }
+        let disk = crate::ids::DiskId(r.disk);
+        let done = match r.action.as_str() {
+            "drain" => self.fs.drain_disk(&disk, true).await,
+            "undrain" => self.fs.drain_disk(&disk, false).await,
+            "remove" => self.fs.remove_disk(&disk).await,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "action: `{other}` is not drain, undrain or remove"
+                )))
+            }
+        };
+        done.map_err(|e| status("disk command", e))?;
+        Ok(Response::new(proto::Empty {}))
+    }
+
     async fn get_risk(
         &self,
         r: Request<proto::RiskRequest>,

@@ -102,4 +102,18 @@ impl Client {
             .await?
             .into_inner())
     }
+
+    /// `drain`, `undrain` or `remove` a disk. Not repeated on another node once sent.
+    pub async fn disk_command(&self, disk: &str, action: &str) -> Result<(), ClientError> {
+        let req = proto::DiskRequest {
+            disk: disk.to_owned(),
+            action: action.to_owned(),
+        };
+        self.call("disk_command", Retry::OnlyUnsent, |mut c| {
+            let req = req.clone();
+            async move { c.disk_command(req).await }
+        })
+        .await?;
+        Ok(())
+    }
 }
