@@ -104,6 +104,12 @@ rm -rf "$WORK/scratch"
 # repair of that disk's chunks
 find "$WORK/disk5" -name '*.chunk' -delete
 drop_caches
+# PERF_REPAIR=1: a CPU profile of the node during the repair, in $WORK/repair.perf
+PERF_PID=
+if [ -n "${PERF_REPAIR:-}" ]; then
+    perf record -q -F 499 -g -p "$NODE_PID" -o "$WORK/repair.perf" 2>/dev/null &
+    PERF_PID=$!
+fi
 c0=$(cpu "$NODE_PID"); t0=$(now)
 W scrub --wait > /dev/null
 for _ in $(seq 1 6000); do
@@ -115,6 +121,7 @@ for _ in $(seq 1 6000); do
     sleep 0.2
 done
 repair=$(echo "$(now) - $t0" | bc -l); repair_cpu=$(( $(cpu "$NODE_PID") - c0 ))
+if [ -n "$PERF_PID" ]; then kill -INT "$PERF_PID"; wait "$PERF_PID" || true; fi
 REBUILT=$(find "$WORK/disk5" -name '*.chunk' | wc -l)
 
 mib() { echo "$1 / 1048576 / $2" | bc -l; }
