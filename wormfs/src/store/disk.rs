@@ -22,8 +22,11 @@ pub const MARKER_FILE_NAME: &str = "wormfs-disk.toml";
 
 struct Disk {
     root: PathBuf,
-    /// Why the disk is failed (not written to, reported unhealthy), if it is.
-    failed: Option<String>,
+    /// Why the disk is failed (not written to, reported unhealthy), if it is: from the
+    /// start, or after [`IO_ERRORS_TO_FAIL`] I/O errors in a row.
+    failed: Mutex<Option<String>>,
+    /// I/O errors in a row (a success resets it).
+    io_errors: std::sync::atomic::AtomicU32,
     /// This store's exclusive hold on the directory.
     _lock: DirLock,
     /// Serialises appends to index files on this disk.
@@ -64,7 +67,52 @@ fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
     }
 }
 
+/// I/O errors in a row (reads and writes, not a missing or corrupt chunk) after which a
+/// disk is taken as failed: reported unhealthy, not written to, its chunks rebuilt.
+pub const IO_ERRORS_TO_FAIL: u32 = 3;
+
 impl Disk {
+    fn failed_reason(&self) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Counts the outcome of an operation: an I/O error (not a missing or corrupt chunk,
+    /// not a full disk) adds to the errors in a row, anything else resets them.
+    fn count<T>(&self, id: &DiskId, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        match &r {
+            // a full disk is full, not failing
+            Err(StoreError::Io { source, .. })
+                if matches!(
+                    source.raw_os_error(),
+                    Some(libc::ENOSPC) | Some(libc::EDQUOT)
+                ) => {}
+            Err(StoreError::Io {
+                action,
+                path,
+                source,
+            }) => {
+                let n = self.io_errors.fetch_add(1, Relaxed) + 1;
+                if n >= IO_ERRORS_TO_FAIL {
+                    let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+                    if failed.is_none() {
+                        *failed = Some(format!(
+                            "disk `{id}`: {n} I/O errors in a row, the last: {action} `{}`: \
+                             {source}. It is marked failed (not written to) and its chunks are \
+                             rebuilt elsewhere; restart the node once the disk is fixed",
+                            path.display()
+                        ));
+                    }
+                }
+            }
+            _ => self.io_errors.store(0, Relaxed),
+        }
+        r
+    }
+
     /// Makes every write this thread made on the disk durable (one shared `syncfs`).
     fn durable(&self) -> Result<(), StoreError> {
         self.sync
@@ -151,7 +199,8 @@ impl DiskChunkStore {
                 id.clone(),
                 Disk {
                     root: canonical,
-                    failed,
+                    failed: Mutex::new(failed),
+                    io_errors: std::sync::atomic::AtomicU32::new(0),
                     _lock: lock,
                     index_lock: Mutex::new(()),
                     sync,
@@ -170,11 +219,75 @@ impl DiskChunkStore {
             .ok_or_else(|| StoreError::UnknownDisk(id.clone()))
     }
 
-    /// The disks opened as failed, each with why.
+    fn put_chunk_on(
+        &self,
+        disk_id: &DiskId,
+        folder: &ChunkFolder,
+        path: &str,
+        chunk: &ChunkFile,
+    ) -> Result<StoredChunk, StoreError> {
+        let disk = self.disk(disk_id)?;
+        if let Some(why) = disk.failed_reason() {
+            return Err(StoreError::DiskSetup(why));
+        }
+        let dir = disk.root.join(folder.relative_path());
+        ensure_dir(&dir)?;
+        let name = chunk.header.key.file_name();
+        let bytes = chunk.encode();
+        let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
+        let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
+        let mut guard = TempGuard(Some(&tmp));
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io_err("create chunk", &tmp))?;
+        f.write_all(&bytes).map_err(io_err("write chunk", &tmp))?;
+        drop(f);
+        // Installed under its name at once, made durable below with its folder and index
+        // line: until its stripe's metadata commits nothing refers to it, so after a crash
+        // in between it is garbage, never a damaged chunk of a file.
+        let dest = dir.join(&name);
+        fs::rename(&tmp, &dest).map_err(io_err("install chunk", &dest))?;
+        guard.0 = None;
+        let checksum = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
+        let h = &chunk.header;
+        let record = IndexRecord::Put {
+            path: path.to_owned(),
+            key: h.key,
+            size: bytes.len() as u64,
+            crc: checksum,
+            start: h.stripe_start,
+            end: h.stripe_end,
+            k: h.k,
+            m: h.m,
+        };
+        self.append_index(disk, &dir, &record)?;
+        disk.durable()?;
+        Ok(StoredChunk {
+            disk: disk_id.clone(),
+            addr: ChunkAddr {
+                folder: folder.clone(),
+                key: h.key,
+            },
+            size: bytes.len() as u64,
+            checksum,
+        })
+    }
+
+    fn read_chunk_on(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<ChunkFile, StoreError> {
+        let path = self.chunk_path(disk, addr)?;
+        let bytes = fs::read(&path).map_err(chunk_io(disk, addr.key, "read chunk", &path))?;
+        let chunk = ChunkFile::decode(&bytes).map_err(corrupt(disk, addr.key))?;
+        check_key(disk, addr.key, &path, chunk.header.key)?;
+        Ok(chunk)
+    }
+
+    /// The disks failed (opened failed, or failed since), each with why.
     pub fn failed(&self) -> Vec<(DiskId, String)> {
         self.disks
             .iter()
-            .filter_map(|(id, d)| Some((id.clone(), d.failed.clone()?)))
+            .filter_map(|(id, d)| Some((id.clone(), d.failed_reason()?)))
             .collect()
     }
 
@@ -290,7 +403,7 @@ impl ChunkStore for DiskChunkStore {
                     Ok(s) => (
                         s.f_blocks * s.f_frsize,
                         s.f_bavail * s.f_frsize,
-                        d.failed.is_none() && d.root.join(MARKER_FILE_NAME).exists(),
+                        d.failed_reason().is_none() && d.root.join(MARKER_FILE_NAME).exists(),
                     ),
                     Err(_) => (0, 0, false),
                 };
@@ -316,61 +429,13 @@ impl ChunkStore for DiskChunkStore {
         path: &str,
         chunk: &ChunkFile,
     ) -> Result<StoredChunk, StoreError> {
-        let disk = self.disk(disk_id)?;
-        if let Some(why) = &disk.failed {
-            return Err(StoreError::DiskSetup(why.clone()));
-        }
-        let dir = disk.root.join(folder.relative_path());
-        ensure_dir(&dir)?;
-        let name = chunk.header.key.file_name();
-        let bytes = chunk.encode();
-        let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
-        let mut guard = TempGuard(Some(&tmp));
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(io_err("create chunk", &tmp))?;
-        f.write_all(&bytes).map_err(io_err("write chunk", &tmp))?;
-        drop(f);
-        // Installed under its name at once, made durable below with its folder and index
-        // line: until its stripe's metadata commits nothing refers to it, so after a crash
-        // in between it is garbage, never a damaged chunk of a file.
-        let dest = dir.join(&name);
-        fs::rename(&tmp, &dest).map_err(io_err("install chunk", &dest))?;
-        guard.0 = None;
-        let checksum = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
-        let h = &chunk.header;
-        let record = IndexRecord::Put {
-            path: path.to_owned(),
-            key: h.key,
-            size: bytes.len() as u64,
-            crc: checksum,
-            start: h.stripe_start,
-            end: h.stripe_end,
-            k: h.k,
-            m: h.m,
-        };
-        self.append_index(disk, &dir, &record)?;
-        disk.durable()?;
-        Ok(StoredChunk {
-            disk: disk_id.clone(),
-            addr: ChunkAddr {
-                folder: folder.clone(),
-                key: h.key,
-            },
-            size: bytes.len() as u64,
-            checksum,
-        })
+        let r = self.put_chunk_on(disk_id, folder, path, chunk);
+        self.disk(disk_id)?.count(disk_id, r)
     }
 
     fn read_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<ChunkFile, StoreError> {
-        let path = self.chunk_path(disk, addr)?;
-        let bytes = fs::read(&path).map_err(chunk_io(disk, addr.key, "read chunk", &path))?;
-        let chunk = ChunkFile::decode(&bytes).map_err(corrupt(disk, addr.key))?;
-        check_key(disk, addr.key, &path, chunk.header.key)?;
-        Ok(chunk)
+        let r = self.read_chunk_on(disk, addr);
+        self.disk(disk)?.count(disk, r)
     }
 
     fn read_chunk_range(
@@ -490,6 +555,50 @@ impl ChunkStore for DiskChunkStore {
 mod tests {
     use super::*;
     use crate::ids::{ChunkKey, FileId};
+
+    #[test]
+    fn a_disk_failing_io_three_times_in_a_row_is_failed() {
+        let root = tempfile::tempdir().unwrap();
+        let d = disks(root.path(), 2);
+        let store = DiskChunkStore::open(&d).unwrap();
+        let folder = ChunkFolder::for_path("/x");
+        // the chunk folder's top folder is a file: every write there fails with ENOTDIR
+        fs::write(d[0].1.join(folder.top().to_string()), b"not a directory").unwrap();
+        let key = ChunkKey {
+            file: FileId(9),
+            stripe: 0,
+            generation: 1,
+            index: 0,
+        };
+        let chunk = ChunkFile::new(key, 0, 10, 1, 0, 0, vec![1; 10]);
+        let healthy = |s: &DiskChunkStore| s.disks().unwrap()[0].healthy;
+        for _ in 0..IO_ERRORS_TO_FAIL - 1 {
+            let e = store.put_chunk(&d[0].0, &folder, "/x", &chunk).unwrap_err();
+            assert!(matches!(e, StoreError::Io { .. }), "{e}");
+        }
+        assert!(
+            healthy(&store),
+            "not failed before {IO_ERRORS_TO_FAIL} errors in a row"
+        );
+        store.put_chunk(&d[0].0, &folder, "/x", &chunk).unwrap_err();
+        assert!(!healthy(&store));
+        let failed = store.failed();
+        assert!(failed[0].1.contains("3 I/O errors in a row"), "{failed:?}");
+        let e = store.put_chunk(&d[0].0, &folder, "/x", &chunk).unwrap_err();
+        assert!(matches!(e, StoreError::DiskSetup(_)), "{e}");
+        // a missing chunk is the chunk's damage, not the disk's: the other disk stays well
+        for _ in 0..5 {
+            let addr = ChunkAddr {
+                folder: folder.clone(),
+                key,
+            };
+            assert!(store
+                .read_chunk(&d[1].0, &addr)
+                .unwrap_err()
+                .is_chunk_damage());
+        }
+        assert!(store.disks().unwrap()[1].healthy);
+    }
 
     fn disks(root: &Path, n: usize) -> Vec<(DiskId, PathBuf)> {
         (0..n)
