@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # Deep scrub and repair against plain reads and copies of the same bytes, in the same run.
 #
-#   bench/heal.sh [SIZE_MIB]      (default 1024)
+#   bench/heal.sh [SIZE_MIB]      (default 1024; SMALL_FILES=N, default 5000)
 #
 # A release node over 6 disk directories with the `media` policy (4+2, 4 MiB stripes) as
-# the default; SIZE_MIB written through a mount. Then, with the page cache dropped before
-# each:
-#   - plain read: `cat` of every chunk file to /dev/null (the bytes a deep scrub reads);
-#   - deep scrub: `wormfs scrub --deep --wait`;
+# the default; SIZE_MIB written through a mount, and SMALL_FILES files of 40 KiB (six chunks
+# each). Then, with the page cache dropped before each:
+#   - shallow scrub: `wormfs scrub --wait` (a stat of every chunk, small files' too);
+#   - plain read: `cat` of every chunk file to /dev/null;
+#   - deep scrub: `wormfs scrub --deep --wait` (reads the same bytes);
 #   - plain copy: `cp` of the chunk files of one disk to a scratch directory on the same
 #     file system, then `sync` (the bytes a rebuild of that disk writes);
-#   - repair: the chunk files of that disk deleted, a shallow scrub finds them missing and
-#     repair rebuilds them (timed from the scrub request until `wormfs repair` shows none
-#     queued and no stripe degraded).
+#   - repair: with repair paused, the chunk files of that disk deleted and found missing by a
+#     shallow scrub; then repair resumed and timed until `wormfs repair` shows none queued
+#     and no stripe degraded.
 # Prints a Markdown table: MiB/s of chunk bytes read (scrub) or written (repair), the ratio
 # to the plain operation, and the node's CPU seconds per GiB.
 set -euo pipefail
@@ -74,11 +75,20 @@ MOUNT_PID=$!
 for _ in $(seq 1 300); do mountpoint -q "$WORK/mnt" && break; sleep 0.1; done
 head -c "$((SIZE_MIB << 20))" /dev/urandom > "$WORK/mnt/data"
 sync "$WORK/mnt/data"
+# many small files, for the shallow scrub: SMALL_FILES of 40 KiB, six chunks each
+SMALL_FILES=${SMALL_FILES:-5000}
+mkdir -p "$WORK/mnt/small"
+head -c 40960 /dev/urandom > "$WORK/small.src"
+for i in $(seq 1 "$SMALL_FILES"); do cp "$WORK/small.src" "$WORK/mnt/small/$i"; done
+sync "$WORK/mnt/small"
 kill -TERM "$MOUNT_PID"; wait "$MOUNT_PID" || true; MOUNT_PID=
 
-CHUNKS=$(find "$WORK"/disk? -name '*.chunk' | wc -l)
-CHUNK_BYTES=$(find "$WORK"/disk? -name '*.chunk' -printf '%s\n' | awk '{s+=$1} END {print s}')
-DISK5_BYTES=$(find "$WORK/disk5" -name '*.chunk' -printf '%s\n' | awk '{s+=$1} END {print s}')
+ALL_CHUNKS=$(find "$WORK"/disk? -name '*.chunk' | wc -l)
+ALL_BYTES=$(find "$WORK"/disk? -name '*.chunk' -printf '%s\n' | awk '{s+=$1} END {print s}')
+# the big file's chunks (4 MiB stripes: 1 MiB chunks) for the byte rates
+CHUNKS=$(find "$WORK"/disk? -name '*.chunk' -size +100k | wc -l)
+CHUNK_BYTES=$(find "$WORK"/disk? -name '*.chunk' -size +100k -printf '%s\n' | awk '{s+=$1} END {print s}')
+DISK5_BYTES=$(find "$WORK/disk5" -name '*.chunk' -size +100k -printf '%s\n' | awk '{s+=$1} END {print s}')
 
 # plain read of every chunk file
 drop_caches
@@ -93,16 +103,24 @@ W scrub --deep --wait > "$WORK/scrub.out"
 scrub=$(echo "$(now) - $t0" | bc -l); scrub_cpu=$(( $(cpu "$NODE_PID") - c0 ))
 grep -q 'finished' "$WORK/scrub.out"
 
+# shallow scrub (a stat of every chunk)
+drop_caches
+c0=$(cpu "$NODE_PID"); t0=$(now)
+W scrub --wait > /dev/null
+shallow=$(echo "$(now) - $t0" | bc -l); shallow_cpu=$(( $(cpu "$NODE_PID") - c0 ))
+
 # plain copy of one disk's chunk files
 drop_caches
 t0=$(now)
-cp -r "$WORK/disk5/." "$WORK/scratch/"
+find "$WORK/disk5" -name '*.chunk' -size +100k -print0 | xargs -0 cp -t "$WORK/scratch/"
 sync
 plain_copy=$(echo "$(now) - $t0" | bc -l)
 rm -rf "$WORK/scratch"
 
 # repair of that disk's chunks
-find "$WORK/disk5" -name '*.chunk' -delete
+W repair pause > /dev/null
+find "$WORK/disk5" -name '*.chunk' -size +100k -delete
+W scrub --wait > /dev/null # finds them missing; repair waits
 drop_caches
 # PERF_REPAIR=1: a CPU profile of the node during the repair, in $WORK/repair.perf
 PERF_PID=
@@ -111,7 +129,7 @@ if [ -n "${PERF_REPAIR:-}" ]; then
     PERF_PID=$!
 fi
 c0=$(cpu "$NODE_PID"); t0=$(now)
-W scrub --wait > /dev/null
+W repair resume > /dev/null
 for _ in $(seq 1 6000); do
     out=$(W repair --json)
     q=$(echo "$out" | sed -n 's/.*"queued": \([0-9]*\).*/\1/p')
@@ -122,19 +140,21 @@ for _ in $(seq 1 6000); do
 done
 repair=$(echo "$(now) - $t0" | bc -l); repair_cpu=$(( $(cpu "$NODE_PID") - c0 ))
 if [ -n "$PERF_PID" ]; then kill -INT "$PERF_PID"; wait "$PERF_PID" || true; fi
-REBUILT=$(find "$WORK/disk5" -name '*.chunk' | wc -l)
+REBUILT=$(find "$WORK/disk5" -name '*.chunk' -size +100k | wc -l)
 
 mib() { echo "$1 / 1048576 / $2" | bc -l; }
 gib() { echo "$1 / 1073741824" | bc -l; }
-printf '%s MiB file, 4+2: %s chunk files (%s MiB); disk5: %s MiB, %s chunk files rebuilt\n\n' \
-    "$SIZE_MIB" "$CHUNKS" "$((CHUNK_BYTES >> 20))" "$((DISK5_BYTES >> 20))" "$REBUILT"
+printf '%s MiB file and %s files of 40 KiB, 4+2: %s chunk files (%s MiB), %s of the big file; disk5: %s MiB of it, %s chunk files rebuilt\n\n' \
+    "$SIZE_MIB" "$SMALL_FILES" "$ALL_CHUNKS" "$((ALL_BYTES >> 20))" "$CHUNKS" "$((DISK5_BYTES >> 20))" "$REBUILT"
 echo "| operation | time | MiB/s | × plain | node CPU-s per GiB |"
 echo "|---|---|---|---|---|"
-printf '| plain read (cat of every chunk file) | %.2f s | %.0f | 1.00 | — |\n' "$plain_read" "$(mib "$CHUNK_BYTES" "$plain_read")"
+printf '| plain read (cat of every chunk file) | %.2f s | %.0f | 1.00 | — |\n' "$plain_read" "$(mib "$ALL_BYTES" "$plain_read")"
 printf '| deep scrub (reads every chunk, recodes parity) | %.2f s | %.0f | %.2f | %.2f |\n' \
-    "$scrub" "$(mib "$CHUNK_BYTES" "$scrub")" "$(echo "$plain_read / $scrub" | bc -l)" \
-    "$(echo "$scrub_cpu / $HZ / $(gib "$CHUNK_BYTES")" | bc -l)"
+    "$scrub" "$(mib "$ALL_BYTES" "$scrub")" "$(echo "$plain_read / $scrub" | bc -l)" \
+    "$(echo "$scrub_cpu / $HZ / $(gib "$ALL_BYTES")" | bc -l)"
+printf '| shallow scrub (a stat of each of the %s chunks) | %.2f s | %.0f chunks/s | — | %.1f CPU-ms per 1000 chunks |\n' \
+    "$ALL_CHUNKS" "$shallow" "$(echo "$ALL_CHUNKS / $shallow" | bc -l)" "$(echo "$shallow_cpu * 1000 / $HZ / $ALL_CHUNKS * 1000" | bc -l)"
 printf '| plain copy (cp of one disk'"'"'s chunk files + sync) | %.2f s | %.0f | 1.00 | — |\n' "$plain_copy" "$(mib "$DISK5_BYTES" "$plain_copy")"
-printf '| repair (one disk'"'"'s chunks rebuilt, from the scrub request) | %.2f s | %.0f | %.2f | %.2f |\n' \
+printf '| repair (one disk'"'"'s chunks of the big file rebuilt) | %.2f s | %.0f | %.2f | %.2f |\n' \
     "$repair" "$(mib "$DISK5_BYTES" "$repair")" "$(echo "$plain_copy / $repair" | bc -l)" \
     "$(echo "$repair_cpu / $HZ / $(gib "$DISK5_BYTES")" | bc -l)"
