@@ -566,3 +566,45 @@ fn a_drained_disk_is_emptied_takes_no_new_chunks_and_can_then_be_removed() {
         assert!(&fs::read(w.path(name)).unwrap() == data, "{name}");
     }
 }
+
+#[test]
+fn a_file_a_crashed_mount_left_unlinked_but_open_is_removed_after_the_orphan_grace() {
+    let mut w = World::start(
+        6,
+        &format!("{HEAL}garbage_every = \"1s\"\ngarbage_grace = \"1s\"\norphan_grace = \"2s\"\n"),
+    );
+    let orphans = |w: &World| {
+        fs::read_dir(w.path(".wormfs-orphans"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let mut f = fs::File::create(w.path("victim")).unwrap();
+    f.write_all(&bytes(300_000, 5)).unwrap();
+    f.sync_all().unwrap();
+    let chunks: Vec<String> = w.layout("victim")["stripes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|s| s["chunks"].as_array().unwrap().clone())
+        .map(|c| c["path"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!chunks.is_empty());
+    fs::remove_file(w.path("victim")).unwrap(); // open here: kept in the orphan directory
+    assert_eq!(orphans(&w), 1);
+    // the mount dies without closing it
+    let mut m = w.mount.take().unwrap();
+    m.kill().unwrap();
+    m.wait().unwrap();
+    let _ = Command::new("umount").arg("-l").arg(&w.mnt).status();
+    drop(f);
+    w.start_mount();
+    wait_for("the orphan removed", Duration::from_secs(30), || {
+        (orphans(&w) == 0).then_some(())
+    });
+    // its chunks went with it
+    for c in &chunks {
+        wait_for("its chunk files deleted", Duration::from_secs(10), || {
+            (!std::path::Path::new(c).exists()).then_some(())
+        });
+    }
+}

@@ -26,7 +26,7 @@ use wormfs::rpc::proto;
 use wormfs::rpc::proto_bytes::Bytes;
 
 /// Where files unlinked while open live until their last close (hidden from listings).
-pub const ORPHAN_DIR: &str = ".wormfs-orphans";
+pub use wormfs::heal::ORPHAN_DIR;
 
 /// File capabilities: not kept (see `getxattr`).
 const CAPABILITY_XATTR: &str = "security.capability";

@@ -68,6 +68,10 @@ pub struct RawHeal {
     /// Garbage younger than this is left alone (default `1h`).
     #[serde(default)]
     pub garbage_grace: Option<String>,
+    /// Files a crashed mount left in `/.wormfs-orphans` are removed once unchanged this
+    /// long (default `7d`).
+    #[serde(default)]
+    pub orphan_grace: Option<String>,
 }
 
 /// The `[cluster]` table.
@@ -278,7 +282,9 @@ fn check_heal(raw: RawHeal) -> anyhow::Result<HealSettings> {
     let every = |v: &Option<String>, field: &str, default: Option<Duration>| match v {
         Some(t) => match parse_duration(t, field)? {
             Some(d) if d.is_zero() => match field {
-                "heal.repair_every" | "heal.garbage_grace" => bail!("`{field}` must be above 0"),
+                "heal.repair_every" | "heal.garbage_grace" | "heal.orphan_grace" => {
+                    bail!("`{field}` must be above 0")
+                }
                 _ => bail!("`{field}` must be above 0 (or `off`)"),
             },
             d => Ok(d),
@@ -321,6 +327,10 @@ fn check_heal(raw: RawHeal) -> anyhow::Result<HealSettings> {
         .ok_or_else(|| {
             anyhow::anyhow!("`heal.garbage_grace` cannot be off; set `heal.garbage_every = \"off\"` to keep all garbage")
         })?,
+        orphan_grace: every(&raw.orphan_grace, "heal.orphan_grace", Some(d.orphan_grace))?
+            .ok_or_else(|| {
+                anyhow::anyhow!("`heal.orphan_grace` cannot be off; set `heal.garbage_every = \"off\"` to keep them")
+            })?,
     })
 }
 

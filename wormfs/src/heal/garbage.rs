@@ -124,6 +124,54 @@ pub fn sweep_disk(
     Ok(out)
 }
 
+/// Removes the entries of [`super::ORPHAN_DIR`] unchanged for `grace` (their mount
+/// crashed before the last close), with their chunks. Run by the master only. Returns how
+/// many it removed.
+pub async fn sweep_orphans(ctx: &HealContext, grace: Duration) -> Result<u64, String> {
+    use crate::meta::{MetadataOp, Timestamp};
+    let e = |e: crate::meta::MetaError| e.to_string();
+    let Some(dir) = ctx
+        .meta
+        .lookup(crate::ids::FileId::ROOT, super::ORPHAN_DIR)
+        .map_err(e)?
+    else {
+        return Ok(0);
+    };
+    let now = Timestamp::now().0;
+    let mut removed = 0;
+    for entry in ctx.meta.readdir(dir.ino).map_err(e)? {
+        let Some(attr) = ctx.meta.attr(entry.ino).map_err(e)? else {
+            continue;
+        };
+        let changed = attr.ctime.0.max(attr.mtime.0);
+        if now.saturating_sub(changed) < grace.as_nanos() as i64 {
+            continue;
+        }
+        let op = MetadataOp::Unlink {
+            parent: dir.ino,
+            name: entry.name.clone(),
+            time: Timestamp::now(),
+        };
+        match ctx.log.submit(op).await {
+            Ok(Ok(applied)) => {
+                removed += 1;
+                tracing::info!(name = %entry.name, "removed a file a crashed mount left unlinked but open");
+                let store = ctx.store.clone();
+                let garbage = applied.garbage;
+                let _ = tokio::task::spawn_blocking(move || {
+                    for g in garbage {
+                        let _ = store.delete_chunk(&g.disk, &g.addr());
+                    }
+                })
+                .await;
+            }
+            Ok(Err(_)) => {} // gone meanwhile (its mount closed it)
+            Err(err) => return Err(err.to_string()),
+        }
+    }
+    Ok(removed)
+}
+
 /// True unless the metadata says chunk `key` on `disk` is garbage: the chunk is kept when
 /// metadata places it there, when it is newer than what this metadata replica knows of its
 /// stripe (a write this replica has not seen yet), and when its file is newer than the
@@ -220,12 +268,18 @@ impl Worker for GarbageWorker {
             }
             let passes = self.status.passes;
             let finished = self.status.finished;
+            let orphans = if self.ctx.liveness.is_master() {
+                sweep_orphans(&self.ctx, self.ctx.settings.orphan_grace).await?
+            } else {
+                0
+            };
             self.status = WorkerStatus {
                 state: WorkerState::Active,
                 passes,
                 finished,
                 total: self.disks.len() as u64,
                 started: crate::meta::Timestamp::now(),
+                removed: orphans,
                 ..Default::default()
             };
         }

@@ -10,6 +10,12 @@
 //! missing) is re-spread once the cluster has room. New locations are committed through the
 //! metadata log before the copies they replace are deleted.
 
+/// The directory at the root where a mount keeps files unlinked while it has them open
+/// (POSIX keeps such a file until its last close); the mount removes each at its last
+/// close, and the garbage worker removes those a crashed mount left, once idle for
+/// `heal.orphan_grace`.
+pub const ORPHAN_DIR: &str = ".wormfs-orphans";
+
 mod assess;
 #[cfg(feature = "local")]
 mod backup;

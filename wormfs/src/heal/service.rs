@@ -63,6 +63,9 @@ pub struct HealSettings {
     pub garbage_every: Option<Duration>,
     /// Garbage younger than this is left alone (writes in flight, replicas behind).
     pub garbage_grace: Duration,
+    /// An entry of [`super::ORPHAN_DIR`] unchanged for this long is removed by the master's
+    /// garbage worker (its mount crashed, or holds it open and idle that long).
+    pub orphan_grace: Duration,
 }
 
 impl Default for HealSettings {
@@ -79,6 +82,7 @@ impl Default for HealSettings {
             meta_backup_every: Some(Duration::from_secs(600)),
             garbage_every: Some(Duration::from_secs(3600)),
             garbage_grace: Duration::from_secs(3600),
+            orphan_grace: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }

@@ -151,6 +151,7 @@ fn quick() -> HealSettings {
         meta_backup_every: None,
         garbage_every: None,
         garbage_grace: Duration::from_secs(3600),
+        orphan_grace: Duration::from_secs(3600),
     }
 }
 
