@@ -292,4 +292,12 @@ impl ChunkStore for ClusterStore {
     fn scan(&self, disk: &DiskId) -> Result<Vec<IndexedChunk>, StoreError> {
         self.local.scan(disk)
     }
+
+    fn compact_index(&self, disk: &DiskId, folder: &ChunkFolder) -> Result<bool, StoreError> {
+        if self.holds_locally(disk) {
+            self.local.compact_index(disk, folder)
+        } else {
+            Ok(false)
+        }
+    }
 }

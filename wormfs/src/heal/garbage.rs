@@ -31,6 +31,8 @@ pub struct Swept {
     pub temps: u64,
     /// Empty chunk folders removed.
     pub folders: u64,
+    /// Index files rewritten without the records of deleted chunks.
+    pub indexes: u64,
 }
 
 fn older_than(path: &Path, grace: Duration) -> bool {
@@ -117,6 +119,12 @@ pub fn sweep_disk(
                 let _ = std::fs::remove_file(&index);
                 if std::fs::remove_dir(&dir).is_ok() {
                     out.folders += 1;
+                }
+            } else if left > 0 {
+                match ctx.store.compact_index(disk, &folder) {
+                    Ok(true) => out.indexes += 1,
+                    Ok(false) => {}
+                    Err(e) => return Err(format!("compact the index of {}: {e}", dir.display())),
                 }
             }
         }
@@ -291,7 +299,7 @@ impl Worker for GarbageWorker {
         let st = &mut self.status;
         st.done += 1;
         st.found += swept.chunks;
-        st.removed += swept.removed + swept.temps + swept.folders;
+        st.removed += swept.removed + swept.temps + swept.folders + swept.indexes;
         st.bytes += swept.bytes;
         self.next += 1;
         if self.next == self.disks.len() {

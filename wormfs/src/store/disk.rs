@@ -504,6 +504,48 @@ impl ChunkStore for DiskChunkStore {
         disk.durable()
     }
 
+    fn compact_index(&self, disk_id: &DiskId, folder: &ChunkFolder) -> Result<bool, StoreError> {
+        let disk = self.disk(disk_id)?;
+        let dir = disk.root.join(folder.relative_path());
+        let path = dir.join(INDEX_FILE_NAME);
+        // under the index lock: no record is appended while the file is rewritten
+        let _guard = disk.index_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let text = match fs::read(&path) {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_err("read index", &path)(e)),
+        };
+        let lines = text.split_terminator('\n').count();
+        let (live, _damaged) = fold(&text);
+        if lines <= 2 * live.len() + 8 {
+            return Ok(false);
+        }
+        let mut out = String::new();
+        for (key, c) in &live {
+            out.push_str(
+                &IndexRecord::Put {
+                    path: c.path.clone(),
+                    key: *key,
+                    size: c.size,
+                    crc: c.crc,
+                    start: c.start,
+                    end: c.end,
+                    k: c.k,
+                    m: c.m,
+                }
+                .to_line(),
+            );
+        }
+        let tmp = dir.join(format!(".{INDEX_FILE_NAME}.compact.tmp"));
+        let mut f = File::create(&tmp).map_err(io_err("create index", &tmp))?;
+        f.write_all(out.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(io_err("write index", &tmp))?;
+        fs::rename(&tmp, &path).map_err(io_err("install index", &path))?;
+        fsync_dir(&dir)?;
+        Ok(true)
+    }
+
     fn scan(&self, disk_id: &DiskId) -> Result<Vec<IndexedChunk>, StoreError> {
         let disk = self.disk(disk_id)?;
         let mut out = Vec::new();
@@ -555,6 +597,46 @@ impl ChunkStore for DiskChunkStore {
 mod tests {
     use super::*;
     use crate::ids::{ChunkKey, FileId};
+
+    #[test]
+    fn an_index_mostly_of_deleted_chunks_is_compacted_to_the_live_ones() {
+        let root = tempfile::tempdir().unwrap();
+        let d = disks(root.path(), 1);
+        let store = DiskChunkStore::open(&d).unwrap();
+        let folder = ChunkFolder::for_path("/c");
+        let key = |stripe| ChunkKey {
+            file: FileId(4),
+            stripe,
+            generation: 1,
+            index: 0,
+        };
+        for stripe in 0..20 {
+            let chunk = ChunkFile::new(key(stripe), 0, 10, 1, 0, 0, vec![stripe as u8; 10]);
+            store.put_chunk(&d[0].0, &folder, "/c", &chunk).unwrap();
+        }
+        store
+            .rename_file(&d[0].0, &folder, FileId(4), "/renamed")
+            .unwrap();
+        assert!(
+            !store.compact_index(&d[0].0, &folder).unwrap(),
+            "nothing dead yet"
+        );
+        for stripe in 2..20 {
+            let addr = ChunkAddr {
+                folder: folder.clone(),
+                key: key(stripe),
+            };
+            store.delete_chunk(&d[0].0, &addr).unwrap();
+        }
+        let before = store.scan(&d[0].0).unwrap();
+        assert!(store.compact_index(&d[0].0, &folder).unwrap());
+        let index = d[0].1.join(folder.relative_path()).join(INDEX_FILE_NAME);
+        assert_eq!(fs::read_to_string(&index).unwrap().lines().count(), 2);
+        let after = store.scan(&d[0].0).unwrap();
+        assert_eq!(after, before);
+        assert!(after.iter().all(|c| c.path == "/renamed"));
+        assert!(!store.compact_index(&d[0].0, &folder).unwrap());
+    }
 
     #[test]
     fn a_disk_failing_io_three_times_in_a_row_is_failed() {

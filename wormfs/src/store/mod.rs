@@ -295,4 +295,12 @@ pub trait ChunkStore: Send + Sync {
     /// Every chunk a disk's index files list: the disk's chunk metadata rebuilt from the
     /// disk alone.
     fn scan(&self, disk: &DiskId) -> Result<Vec<IndexedChunk>, StoreError>;
+
+    /// Rewrites the index file of `folder` on `disk` with only its live records when most
+    /// of its lines are records of chunks since deleted (the file only grows otherwise).
+    /// Returns whether it did. Stores without index files do nothing.
+    fn compact_index(&self, disk: &DiskId, folder: &ChunkFolder) -> Result<bool, StoreError> {
+        let _ = (disk, folder);
+        Ok(false)
+    }
 }
