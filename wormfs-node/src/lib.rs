@@ -44,19 +44,7 @@ pub async fn run(
     }
     let meta =
         Arc::new(MetaStore::open(&config.data_dir.join(META_FILE)).context("open metadata")?);
-    // A disk the metadata knows (recorded before, or holding chunks) must have its marker:
-    // an empty directory in its place is a wiped disk or an empty mount point, never
-    // claimed again.
-    let known: Vec<_> = meta
-        .disks()
-        .context("read the disk records")?
-        .into_iter()
-        .map(|d| d.id)
-        .collect();
-    let disks = DiskChunkStore::open_expecting(&config.disks, &|id| {
-        known.contains(id) || meta.has_chunks_on(id).unwrap_or(false)
-    })
-    .context("open disks")?;
+    let disks = open_disks(&config, &meta)?;
     for (disk, why) in disks.failed() {
         tracing::error!(%disk, "disk failed: {why}");
     }
@@ -204,6 +192,22 @@ pub async fn run(
     Ok(())
 }
 
+/// Opens the node's disks. A disk the metadata knows (recorded before, or holding chunks)
+/// must have its marker: an empty directory in its place is a wiped disk or an empty mount
+/// point, opened as failed and never claimed again.
+fn open_disks(config: &NodeConfig, meta: &MetaStore) -> anyhow::Result<DiskChunkStore> {
+    let known: Vec<_> = meta
+        .disks()
+        .context("read the disk records")?
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    DiskChunkStore::open_expecting(&config.disks, &|id| {
+        known.contains(id) || meta.has_chunks_on(id).unwrap_or(false)
+    })
+    .context("open disks")
+}
+
 /// Writes a copy of the metadata to the first disks (see [`wormfs::heal::back_up`]); a
 /// failure is logged, the node goes on.
 async fn back_up_now(meta: &Arc<MetaStore>, disks: &[std::path::PathBuf]) {
@@ -280,15 +284,7 @@ pub fn recover_offline(config: &NodeConfig) -> anyhow::Result<wormfs::heal::Reco
         meta.replace_from(&b.path)
             .with_context(|| format!("restore the metadata copy {}", b.path.display()))?;
     }
-    // as at start: a disk the copy knows is not claimed again in an empty directory
-    let known: Vec<_> = meta
-        .disks()
-        .context("read the disk records")?
-        .into_iter()
-        .map(|d| d.id)
-        .collect();
-    let store = DiskChunkStore::open_expecting(&config.disks, &|id| known.contains(id))
-        .context("open disks")?;
+    let store = open_disks(config, &meta)?;
     let log = LocalLog::new(meta.clone()).context("open metadata log")?;
     let ids: Vec<_> = config.disks.iter().map(|(id, _)| id.clone()).collect();
     let report =
