@@ -1,0 +1,271 @@
+//! The metadata calls of [`Client`], one per FUSE operation: lookups, attributes, entries,
+//! links, directories, extended attributes, statfs.
+
+use super::*;
+
+impl Client {
+    pub(super) fn attr(reply: proto::AttrReply) -> Result<Attr, ClientError> {
+        let a = reply
+            .attr
+            .ok_or_else(|| proto_err(tonic::Status::invalid_argument("reply without attr")))?;
+        attr_from_proto(a).map_err(proto_err)
+    }
+
+    /// Looks `name` up in `parent`.
+    pub async fn lookup(&self, parent: FileId, name: &str) -> Result<Attr, ClientError> {
+        let req = proto::EntryRequest {
+            parent: parent.0,
+            name: name.to_owned(),
+        };
+        let r = self
+            .call("lookup", Retry::Safe, |mut c| {
+                let req = req.clone();
+                async move { c.lookup(req).await }
+            })
+            .await?;
+        Self::attr(r.into_inner())
+    }
+
+    /// An inode's attributes.
+    pub async fn getattr(&self, ino: FileId) -> Result<Attr, ClientError> {
+        let r = self
+            .call("getattr", Retry::Safe, |mut c| async move {
+                c.get_attr(proto::InoRequest { ino: ino.0 }).await
+            })
+            .await?;
+        Self::attr(r.into_inner())
+    }
+
+    /// Changes attributes (size included). Not repeated on another node once sent.
+    pub async fn setattr(&self, req: SetAttr) -> Result<Attr, ClientError> {
+        let r = self
+            .call("setattr", Retry::OnlyUnsent, |mut c| async move {
+                c.set_attr(req).await
+            })
+            .await?;
+        Self::attr(r.into_inner())
+    }
+
+    /// Creates an object; see [`proto::CreateRequest`]. Not repeated on another node once
+    /// sent.
+    pub async fn create(&self, req: proto::CreateRequest) -> Result<Attr, ClientError> {
+        let r = self
+            .call("create", Retry::OnlyUnsent, |mut c| {
+                let req = req.clone();
+                async move { c.create(req).await }
+            })
+            .await?;
+        Self::attr(r.into_inner())
+    }
+
+    /// Adds a hard link. Not repeated on another node once sent.
+    pub async fn link(
+        &self,
+        ino: FileId,
+        new_parent: FileId,
+        new_name: &str,
+    ) -> Result<Attr, ClientError> {
+        let req = proto::LinkRequest {
+            ino: ino.0,
+            new_parent: new_parent.0,
+            new_name: new_name.to_owned(),
+        };
+        let r = self
+            .call("link", Retry::OnlyUnsent, |mut c| {
+                let req = req.clone();
+                async move { c.link(req).await }
+            })
+            .await?;
+        Self::attr(r.into_inner())
+    }
+
+    /// Removes a non-directory. Not repeated on another node once sent.
+    pub async fn unlink(&self, parent: FileId, name: &str) -> Result<(), ClientError> {
+        let req = proto::EntryRequest {
+            parent: parent.0,
+            name: name.to_owned(),
+        };
+        self.call("unlink", Retry::OnlyUnsent, |mut c| {
+            let req = req.clone();
+            async move { c.unlink(req).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Removes an empty directory. Not repeated on another node once sent.
+    pub async fn rmdir(&self, parent: FileId, name: &str) -> Result<(), ClientError> {
+        let req = proto::EntryRequest {
+            parent: parent.0,
+            name: name.to_owned(),
+        };
+        self.call("rmdir", Retry::OnlyUnsent, |mut c| {
+            let req = req.clone();
+            async move { c.rmdir(req).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Renames. Not repeated on another node once sent.
+    pub async fn rename(
+        &self,
+        parent: FileId,
+        name: &str,
+        new_parent: FileId,
+        new_name: &str,
+        no_replace: bool,
+    ) -> Result<(), ClientError> {
+        let req = proto::RenameRequest {
+            parent: parent.0,
+            name: name.to_owned(),
+            new_parent: new_parent.0,
+            new_name: new_name.to_owned(),
+            no_replace,
+        };
+        self.call("rename", Retry::OnlyUnsent, |mut c| {
+            let req = req.clone();
+            async move { c.rename(req).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// A directory's entries.
+    pub async fn readdir(&self, ino: FileId) -> Result<Vec<DirEntry>, ClientError> {
+        self.readdir_in_pages(ino, 0).await
+    }
+
+    /// A directory's entries, asked for `page` at a time (0: as many as the node sends in
+    /// one reply), each page after the last name of the one before.
+    pub async fn readdir_in_pages(
+        &self,
+        ino: FileId,
+        page: u32,
+    ) -> Result<Vec<DirEntry>, ClientError> {
+        let mut entries: Vec<DirEntry> = Vec::new();
+        loop {
+            let req = proto::ReadDirRequest {
+                ino: ino.0,
+                after: entries.last().map(|e| e.name.clone()).unwrap_or_default(),
+                limit: page,
+            };
+            let r = self
+                .call("readdir", Retry::Safe, |mut c| {
+                    let req = req.clone();
+                    async move { c.read_dir(req).await }
+                })
+                .await?
+                .into_inner();
+            let got = r.entries.len();
+            for e in r.entries {
+                let entry = DirEntry {
+                    name: e.name,
+                    ino: crate::rpc::convert::ino("entries.ino", e.ino).map_err(proto_err)?,
+                    kind: crate::rpc::convert::kind_from_proto("entries.kind", e.kind)
+                        .map_err(proto_err)?,
+                };
+                // Each page must go on after the last: a node that did not would loop us.
+                if entries.last().is_some_and(|last| last.name >= entry.name) {
+                    return Err(proto_err(crate::rpc::convert::invalid(
+                        "entries.name",
+                        format!("{:?} is out of order in the listing", entry.name),
+                    )));
+                }
+                entries.push(entry);
+            }
+            if !r.more || got == 0 {
+                return Ok(entries);
+            }
+        }
+    }
+
+    /// A symlink's target.
+    pub async fn readlink(&self, ino: FileId) -> Result<String, ClientError> {
+        Ok(self
+            .call("readlink", Retry::Safe, |mut c| async move {
+                c.read_link(proto::InoRequest { ino: ino.0 }).await
+            })
+            .await?
+            .into_inner()
+            .target)
+    }
+
+    /// An extended attribute.
+    pub async fn getxattr(&self, ino: FileId, name: &str) -> Result<Vec<u8>, ClientError> {
+        let req = proto::XattrRequest {
+            ino: ino.0,
+            name: name.to_owned(),
+        };
+        Ok(self
+            .call("getxattr", Retry::Safe, |mut c| {
+                let req = req.clone();
+                async move { c.get_xattr(req).await }
+            })
+            .await?
+            .into_inner()
+            .value)
+    }
+
+    /// Sets an extended attribute. Not repeated on another node once sent.
+    pub async fn setxattr(
+        &self,
+        ino: FileId,
+        name: &str,
+        value: &[u8],
+        mode: XattrMode,
+    ) -> Result<(), ClientError> {
+        let mode = match mode {
+            XattrMode::Any => proto::XattrMode::Any,
+            XattrMode::Create => proto::XattrMode::Create,
+            XattrMode::Replace => proto::XattrMode::Replace,
+        } as i32;
+        let req = proto::SetXattrRequest {
+            ino: ino.0,
+            name: name.to_owned(),
+            value: value.to_vec(),
+            mode,
+        };
+        self.call("setxattr", Retry::OnlyUnsent, |mut c| {
+            let req = req.clone();
+            async move { c.set_xattr(req).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Extended attribute names.
+    pub async fn listxattr(&self, ino: FileId) -> Result<Vec<String>, ClientError> {
+        Ok(self
+            .call("listxattr", Retry::Safe, |mut c| async move {
+                c.list_xattr(proto::InoRequest { ino: ino.0 }).await
+            })
+            .await?
+            .into_inner()
+            .names)
+    }
+
+    /// Removes an extended attribute. Not repeated on another node once sent.
+    pub async fn removexattr(&self, ino: FileId, name: &str) -> Result<(), ClientError> {
+        let req = proto::XattrRequest {
+            ino: ino.0,
+            name: name.to_owned(),
+        };
+        self.call("removexattr", Retry::OnlyUnsent, |mut c| {
+            let req = req.clone();
+            async move { c.remove_xattr(req).await }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// File-system figures.
+    pub async fn statfs(&self) -> Result<proto::StatFsReply, ClientError> {
+        Ok(self
+            .call("statfs", Retry::Safe, |mut c| async move {
+                c.stat_fs(proto::Empty {}).await
+            })
+            .await?
+            .into_inner())
+    }
+}
