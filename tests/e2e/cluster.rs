@@ -15,6 +15,27 @@ use std::time::{Duration, Instant};
 /// Raft election timeout the test clusters run with.
 const ELECTION_MS: u64 = 1500;
 
+/// A port `base` in 20000..29000 such that `base + o` is free for every offset `o`. Below
+/// the ephemeral range (32768 and up by default), where ports handed out for port 0 by
+/// other tests running at the same time cannot collide with it.
+fn free_block(offsets: &[u16]) -> u16 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    let seed = u64::from(std::process::id()) ^ now;
+    for attempt in 0..500u64 {
+        let base = 20_000 + ((seed.wrapping_mul(7919) + attempt * 104_729) % 9_000) as u16;
+        let all_free = offsets
+            .iter()
+            .all(|o| std::net::TcpListener::bind(("127.0.0.1", base + o)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no block of free ports found below the ephemeral range");
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -496,8 +517,9 @@ fn quickstart_runs_a_cluster_that_wormfs_finds_through_the_client_config() {
     let dir = tmp.path().join("demo");
     let home = tmp.path().join("home");
     fs::create_dir(&home).unwrap();
-    // a free base port with room above it for 3 gRPC and 3 node-to-node ports
-    let base = free_port();
+    // a base port whose 3 gRPC and 3 node-to-node ports (base+0..2, base+30..32) are free,
+    // below the kernel's ephemeral range, so no other test's port 0 lands on them
+    let base = free_block(&[0, 1, 2, 30, 31, 32]);
     let log = tmp.path().join("quickstart.log");
     let mut child = Command::new(BIN)
         .args(["quickstart", "--dir", dir.to_str().unwrap(), "--nodes", "3"])
