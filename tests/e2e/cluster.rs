@@ -23,25 +23,30 @@ fn free_block(offsets: &[u16]) -> u16 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
         .as_nanos() as u64;
-    let seed = u64::from(std::process::id()) ^ now;
+    // a different sequence for every call: tests pick ports at the same time
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let seed = (u64::from(std::process::id()) ^ now).wrapping_add(call.wrapping_mul(2_654_435_761));
     for attempt in 0..500u64 {
         let base = 20_000 + ((seed.wrapping_mul(7919) + attempt * 104_729) % 9_000) as u16;
-        let all_free = offsets
-            .iter()
-            .all(|o| std::net::TcpListener::bind(("127.0.0.1", base + o)).is_ok());
+        // never the same port twice in this process, even once released
+        static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        let all_free = offsets.iter().all(|o| {
+            !given.contains(&(base + o))
+                && std::net::TcpListener::bind(("127.0.0.1", base + o)).is_ok()
+        });
         if all_free {
+            given.extend(offsets.iter().map(|o| base + o));
             return base;
         }
     }
     panic!("no block of free ports found below the ephemeral range");
 }
 
+/// A free port for a node's node-to-node listener, taken as [`free_block`] takes them.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    free_block(&[0])
 }
 
 /// `n` node processes with `disks` disks each, every node listing every other as a peer.
