@@ -185,6 +185,7 @@ pub fn observe(
 pub struct HealService {
     stop: watch::Sender<bool>,
     wake: Arc<Notify>,
+    repair_due: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -193,12 +194,26 @@ impl HealService {
     pub fn start(ctx: HealContext) -> HealService {
         let (stop, stop_rx) = watch::channel(false);
         let wake = Arc::new(Notify::new());
-        let task = tokio::spawn(supervise(Arc::new(ctx), wake.clone(), stop_rx));
-        HealService { stop, wake, task }
+        // the first repair sweep comes at once
+        let repair_due = Arc::new(AtomicBool::new(true));
+        let task = tokio::spawn(supervise(
+            Arc::new(ctx),
+            (wake.clone(), repair_due.clone()),
+            stop_rx,
+        ));
+        HealService {
+            stop,
+            wake,
+            repair_due,
+            task,
+        }
     }
 
-    /// Wakes idle workers (after a node or disk was removed, or damage was recorded).
+    /// Makes repair look for work now, not at its next `repair_every` (after a node or
+    /// disk was removed, or damage was recorded).
     pub fn wake(&self) {
+        self.repair_due
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.wake.notify_waiters();
     }
 
@@ -209,7 +224,11 @@ impl HealService {
     }
 }
 
-async fn supervise(ctx: Arc<HealContext>, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+async fn supervise(
+    ctx: Arc<HealContext>,
+    (wake, repair_due): (Arc<Notify>, Arc<AtomicBool>),
+    mut stop: watch::Receiver<bool>,
+) {
     let host = Arc::new(WorkerHost {
         log: ctx.log.clone(),
         meta: ctx.meta.clone(),
@@ -240,14 +259,18 @@ async fn supervise(ctx: Arc<HealContext>, wake: Arc<Notify>, mut stop: watch::Re
             (None, true) => {
                 tracing::info!(node = %ctx.node, "this node is the master: starting scrub and repair");
                 let (tx, rx) = watch::channel(false);
-                let repair_due = Arc::new(AtomicBool::new(true));
+                // a new master sweeps at once
+                repair_due.store(true, std::sync::atomic::Ordering::Relaxed);
                 let workers: Vec<Box<dyn Worker>> = vec![
                     Box::new(super::workers::ScrubWorker::new(
                         ctx.clone(),
                         wake.clone(),
                         repair_due.clone(),
                     )),
-                    Box::new(super::workers::RepairWorker::new(ctx.clone(), repair_due)),
+                    Box::new(super::workers::RepairWorker::new(
+                        ctx.clone(),
+                        repair_due.clone(),
+                    )),
                 ];
                 let handles = workers
                     .into_iter()
