@@ -92,7 +92,7 @@ pub async fn status(node: &str, as_json: bool) -> anyhow::Result<()> {
                 json!({
                     "id": n.id, "address": n.address, "state": n.state, "role": n.role,
                     "last_heartbeat_ns": n.last_heartbeat,
-                    "disks": n.disks.iter().map(|d| json!({"id": d.id, "path": d.path, "total": d.total, "free": d.free, "healthy": d.healthy})).collect::<Vec<_>>(),
+                    "disks": n.disks.iter().map(|d| json!({"id": d.id, "path": d.path, "total": d.total, "free": d.free, "healthy": d.healthy && n.state == "online"})).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -134,7 +134,12 @@ pub async fn status(node: &str, as_json: bool) -> anyhow::Result<()> {
                 } else {
                     0.0
                 },
-                if d.healthy { "ok" } else { "FAILING" },
+                // a disk of a node not heard from is not known to be ok
+                match (n.state.as_str(), d.healthy) {
+                    ("online", true) => "ok",
+                    ("online", false) => "FAILING",
+                    _ => "NODE OFFLINE",
+                },
                 d.path
             );
         }
