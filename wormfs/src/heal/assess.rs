@@ -27,11 +27,7 @@ impl Liveness {
         &self,
         mut view: crate::placement::ClusterView,
     ) -> crate::placement::ClusterView {
-        for d in &mut view.disks {
-            if self.draining.contains(&d.disk) {
-                d.usable = false;
-            }
-        }
+        view.close(|d| self.draining.contains(d));
         view
     }
 
@@ -186,11 +182,13 @@ pub fn assess(s: &StripeRecord, live: &Liveness) -> StripeHealth {
         *per_node.entry(&c.node).or_default() += 1;
         *per_disk.entry(&c.disk).or_default() += 1;
     }
+    let mut node_counts: Vec<usize> = per_node.values().copied().collect();
+    let mut disk_counts: Vec<usize> = per_disk.values().copied().collect();
     let margin = margin_of(
-        k,
-        good,
-        per_node.values().copied().collect(),
-        per_disk.values().copied().collect(),
+        (k, good),
+        &mut node_counts,
+        &mut disk_counts,
+        |n| *n,
         live.nodes.len() > 1,
     );
 
@@ -224,19 +222,20 @@ pub fn assess(s: &StripeRecord, live: &Liveness) -> StripeHealth {
 /// Further losses a stripe with `good` readable chunks (counted per node and per disk)
 /// survives: disks, and whole nodes when the cluster has several; -1 when it cannot be
 /// read now.
-fn margin_of(
-    k: usize,
-    good: usize,
-    per_node: Vec<usize>,
-    per_disk: Vec<usize>,
+/// `count` gives the chunks of one domain of `per_node` and `per_disk` (sorted in place).
+fn margin_of<T>(
+    (k, good): (usize, usize),
+    per_node: &mut [T],
+    per_disk: &mut [T],
+    count: impl Fn(&T) -> usize + Copy,
     several_nodes: bool,
 ) -> i64 {
     if good < k {
         return -1;
     }
-    let by_disk = survivable(per_disk, good, k);
+    let by_disk = survivable(per_disk, count, good, k);
     if several_nodes {
-        by_disk.min(survivable(per_node, good, k))
+        by_disk.min(survivable(per_node, count, good, k))
     } else {
         by_disk
     }
@@ -330,16 +329,13 @@ impl<'a> Sweeper<'a> {
                 Some(_) => lost_bytes += c.size,
             }
         }
-        let margin = if good < k {
-            -1
-        } else {
-            let by_disk = survivable_in(&mut self.per_disk, good, k);
-            if self.live.nodes.len() > 1 {
-                by_disk.min(survivable_in(&mut self.per_node, good, k))
-            } else {
-                by_disk
-            }
-        };
+        let margin = margin_of(
+            (k, good),
+            &mut self.per_node,
+            &mut self.per_disk,
+            |p| p.1,
+            self.live.nodes.len() > 1,
+        );
         SweptHealth {
             good,
             width: k + usize::from(s.m),
@@ -349,29 +345,13 @@ impl<'a> Sweeper<'a> {
     }
 }
 
-/// [`survivable`] over `(domain, count)` pairs, sorted in place.
-#[cfg(feature = "local")]
-fn survivable_in(counts: &mut [(u32, usize)], good: usize, k: usize) -> i64 {
-    counts.sort_unstable_by_key(|c| std::cmp::Reverse(c.1));
+/// How many of the failure domains in `domains` (each holding `count` chunks) can be lost,
+/// the fullest first, with `k` of `good` chunks left. Sorts `domains`.
+fn survivable<T>(domains: &mut [T], count: impl Fn(&T) -> usize, good: usize, k: usize) -> i64 {
+    domains.sort_unstable_by_key(|d| std::cmp::Reverse(count(d)));
     let mut left = good;
     let mut lost = 0;
-    for (_, c) in counts.iter() {
-        if left - c < k {
-            break;
-        }
-        left -= c;
-        lost += 1;
-    }
-    lost
-}
-
-/// How many of the failure domains holding `counts` chunks can be lost, the fullest first,
-/// with `k` of `good` chunks left.
-fn survivable(mut counts: Vec<usize>, good: usize, k: usize) -> i64 {
-    counts.sort_unstable_by(|a, b| b.cmp(a));
-    let mut left = good;
-    let mut lost = 0;
-    for c in counts {
+    for c in domains.iter().map(count) {
         if left - c < k {
             break;
         }

@@ -201,11 +201,7 @@ impl NodeFs {
         tokio::task::spawn_blocking(move || {
             let mut view = engine::local_view(&node, store.as_ref())?;
             // disks being drained take no new chunks
-            for d in &mut view.disks {
-                if draining.contains(&d.disk) {
-                    d.usable = false;
-                }
-            }
+            view.close(|d| draining.contains(d));
             let w = StripeWrite {
                 file: ino,
                 path: &path,

@@ -34,6 +34,17 @@ pub struct ClusterView {
     pub disks: Vec<DiskView>,
 }
 
+impl ClusterView {
+    /// Makes the disks `closed` says yes to take no new chunks (e.g. disks being drained).
+    pub fn close(&mut self, closed: impl Fn(&DiskId) -> bool) {
+        for d in &mut self.disks {
+            if closed(&d.disk) {
+                d.usable = false;
+            }
+        }
+    }
+}
+
 /// A disk chosen for one chunk.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DiskRef {
