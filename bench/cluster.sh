@@ -15,7 +15,7 @@ SIZE_MIB=${1:-512}
 FILES=${2:-1000}
 ELECTION_MS=${ELECTION_MS:-1500}
 BIN=target/release/wormfs
-[ -x "$BIN" ] || cargo build --release -p wormfs-cli
+cargo build --release -p wormfs-cli  # always: a stale binary would measure old code
 WORK=${BENCH_DIR:-$PWD/target/bench-cluster}
 rm -rf "$WORK"
 mkdir -p "$WORK/plain" "$WORK/mnt"
@@ -48,6 +48,8 @@ for i in 0 1 2; do
     for _ in $(seq 1 300); do grep -q "listening on" "$f" 2>/dev/null && break; sleep 0.1; done
     ADDRS+=("$(sed -n 's/^wormfs-node listening on //p' "$f")")
 done
+# the bootstrap node writes the first admin's identity into its data directory
+export WORMFS_IDENTITY="$WORK/node1/meta/admin.identity"
 master() { "$BIN" --node "$1" status --json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["master"])' 2>/dev/null || true; }
 M=""
 for _ in $(seq 1 300); do M=$(master "${ADDRS[0]}"); [ -n "$M" ] && break; sleep 0.1; done

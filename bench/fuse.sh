@@ -19,7 +19,7 @@ SIZE_MIB=${1:-1024}
 FILES=${2:-5000}
 REREAD_MIB=$(( SIZE_MIB < 128 ? SIZE_MIB : 128 )) # fits the mount's 256 MiB stripe cache
 BIN=target/release/wormfs
-[ -x "$BIN" ] || cargo build --release -p wormfs-cli
+cargo build --release -p wormfs-cli  # always: a stale binary would measure old code
 WORK=${BENCH_DIR:-$PWD/target/bench-fuse}
 rm -rf "$WORK"
 mkdir -p "$WORK/plain" "$WORK/mnt"
@@ -61,6 +61,8 @@ RUST_LOG=warn "$BIN" serve --config "$WORK/node.toml" > "$WORK/node.out" 2> "$WO
 NODE_PID=$!
 wait_for_line "$WORK/node.out" "listening on"
 ADDR=$(sed -n 's/^wormfs-node listening on //p' "$WORK/node.out")
+# the node wrote its first admin's identity into its data directory
+export WORMFS_IDENTITY="$WORK/meta/admin.identity"
 
 start_mount() {
     RUST_LOG=warn "$BIN" --node "$ADDR" mount "$WORK/mnt" > "$WORK/mount.out" 2>> "$WORK/mount.log" &

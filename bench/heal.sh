@@ -20,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MIB=${1:-1024}
 BIN=target/release/wormfs
-[ -x "$BIN" ] || cargo build --release -p wormfs-cli
+cargo build --release -p wormfs-cli  # always: a stale binary would measure old code
 WORK=${BENCH_DIR:-$PWD/target/bench-heal}
 rm -rf "$WORK"
 mkdir -p "$WORK/mnt" "$WORK/scratch"
@@ -69,6 +69,8 @@ RUST_LOG=warn "$BIN" serve --config "$WORK/node.toml" > "$WORK/node.out" 2> "$WO
 NODE_PID=$!
 wait_for_line "$WORK/node.out" "listening on"
 ADDR=$(sed -n 's/^wormfs-node listening on //p' "$WORK/node.out")
+# the node wrote its first admin's identity into its data directory
+export WORMFS_IDENTITY="$WORK/meta/admin.identity"
 W() { "$BIN" --node "$ADDR" "$@"; }
 RUST_LOG=warn "$BIN" --node "$ADDR" mount "$WORK/mnt" > "$WORK/mount.out" 2>> "$WORK/mount.log" &
 MOUNT_PID=$!

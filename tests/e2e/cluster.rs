@@ -70,13 +70,25 @@ impl Cluster {
         let tmp = tempfile::tempdir().unwrap();
         // the clients this test starts keep their node list here, not in the user's cache
         std::env::set_var("WORMFS_NODE_CACHE", tmp.path().join("nodes.json"));
+        // one admin identity every node names; the mounts and commands present it
+        let identity = tmp.path().join("admin.identity");
+        wormfs::rpc::identity::Identity {
+            user: "admin".into(),
+            key: wormfs::rpc::identity::new_key().unwrap(),
+            nodes: Vec::new(),
+        }
+        .write(&identity)
+        .unwrap();
+        std::env::set_var("WORMFS_IDENTITY", &identity);
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         for i in 0..n {
             let dir = tmp.path().join(format!("node{}", i + 1));
             fs::create_dir(&dir).unwrap();
             let mut config = format!(
-                "node_id = \"node{}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"meta\"\n",
-                i + 1
+                "node_id = \"node{}\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"meta\"\n\
+                 admin_identity = \"{}\"\n",
+                i + 1,
+                identity.display()
             );
             for d in 0..disks {
                 fs::create_dir(dir.join(format!("disk{d}"))).unwrap();
@@ -560,6 +572,7 @@ fn quickstart_runs_a_cluster_that_wormfs_finds_through_the_client_config() {
     let out = Command::new(BIN)
         .args(["status", "--json"])
         .env_remove("WORMFS_NODE")
+        .env_remove("WORMFS_IDENTITY")
         .env("XDG_CONFIG_HOME", home.join("config"))
         .env("XDG_CACHE_HOME", home.join("cache"))
         .output()

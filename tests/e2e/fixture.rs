@@ -130,8 +130,13 @@ impl World {
             "these tests mount for real and need /dev/fuse"
         );
         let tmp = tempfile::tempdir().unwrap();
-        let mut config =
-            String::from("node_id = \"node1\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"meta\"\n");
+        // the node writes its first admin's identity here; the mounts and commands this test
+        // starts present it (one test per process under nextest)
+        std::env::set_var("WORMFS_IDENTITY", tmp.path().join("admin.identity"));
+        let mut config = String::from(
+            "node_id = \"node1\"\nlisten = \"127.0.0.1:0\"\ndata_dir = \"meta\"\n\
+             admin_identity = \"admin.identity\"\n",
+        );
         for i in 0..disks {
             std::fs::create_dir(tmp.path().join(format!("disk{i}"))).unwrap();
             config.push_str(&format!("[[disks]]\npath = \"disk{i}\"\n"));
@@ -154,6 +159,11 @@ impl World {
 
     pub fn path(&self, rel: &str) -> PathBuf {
         self.mnt.join(rel)
+    }
+
+    /// The admin identity file the node wrote.
+    pub fn admin_identity(&self) -> PathBuf {
+        self.tmp.path().join("admin.identity")
     }
 
     pub fn node_log(&self) -> String {

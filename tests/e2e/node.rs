@@ -503,9 +503,10 @@ fn connect(w: &World) -> (tokio::runtime::Runtime, wormfs::rpc::client::Client) 
         .enable_all()
         .build()
         .unwrap();
+    let identity = wormfs::rpc::identity::Identity::read(&w.admin_identity()).unwrap();
     let opts = ConnectOptions {
         cache: None,
-        ..ConnectOptions::default()
+        ..ConnectOptions::with_identity(identity)
     };
     let client = rt
         .block_on(Client::connect_with(std::slice::from_ref(&w.addr), opts))

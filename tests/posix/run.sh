@@ -126,6 +126,8 @@ start_quickstart() {
             [ "$port" -lt 7300 ] || die "no free loopback port in 7191..7299"
         done
         rm -rf "$work/fs"
+        # its client config (nodes and admin identity) goes under $work, not into $HOME
+        XDG_CONFIG_HOME="$work/config" XDG_CACHE_HOME="$work/cache" \
         "$wormfs" quickstart --dir "$work/fs" --disks 3 --listen "127.0.0.1:$port" \
             ${extra[@]+"${extra[@]}"} >"$qs_log" 2>&1 </dev/null &
         qs_pid=$!

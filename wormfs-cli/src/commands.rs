@@ -4,18 +4,16 @@ use anyhow::Context;
 use serde_json::json;
 use wormfs::rpc::client::Client;
 
+/// The `--identity` file (or `WORMFS_IDENTITY`), set once by `main`.
+pub(crate) static IDENTITY: std::sync::OnceLock<Option<std::path::PathBuf>> =
+    std::sync::OnceLock::new();
+
 /// Connects to `node` (`--node` / `WORMFS_NODE`); when it is empty, to the nodes of the
-/// client config file, else of the node cache, else 127.0.0.1:7070 (docs/client.md).
+/// client config file, else of the node cache, else of the identity file, else
+/// 127.0.0.1:7070 (docs/client.md), presenting the identity (`--identity`).
 pub(crate) async fn connect(node: &str) -> anyhow::Result<Client> {
-    use wormfs::rpc::client_config::{resolve, SeedSource};
-    let seeds = resolve(Some(node))?;
-    let client = Client::connect_any(&seeds.nodes).await;
-    Ok(match seeds.source {
-        SeedSource::Explicit | SeedSource::Default => client?,
-        SeedSource::Config(p) | SeedSource::Cache(p) => {
-            client.with_context(|| format!("connect to the nodes listed in {}", p.display()))?
-        }
-    })
+    let identity = IDENTITY.get().cloned().flatten();
+    Ok(wormfs::rpc::client_config::connect(Some(node), identity.as_deref()).await?)
 }
 
 pub(crate) fn human(bytes: u64) -> String {

@@ -17,6 +17,10 @@ struct Cli {
     /// file, then the cached node list, then 127.0.0.1:7070 (see docs/client.md).
     #[arg(long, global = true, env = "WORMFS_NODE")]
     node: Option<String>,
+    /// The identity file to present to the nodes (user name and key; see
+    /// docs/security.md). Without it: WORMFS_IDENTITY, then the client config's `identity`.
+    #[arg(long, global = true, env = "WORMFS_IDENTITY")]
+    identity: Option<PathBuf>,
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -234,6 +238,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    let _ = commands::IDENTITY.set(cli.identity.clone());
     match &cli.command {
         Command::Serve { config } => return wormfs_node::serve_foreground(config),
         Command::Mount {
@@ -246,6 +251,7 @@ fn main() -> ExitCode {
                 threads: *threads,
                 allow_other: *allow_other,
                 local_reads: !*no_local_reads,
+                identity: cli.identity.clone(),
                 ..Default::default()
             };
             return match wormfs_fuse::mount_foreground(cli.node.as_deref(), mountpoint, &opts) {

@@ -19,7 +19,11 @@ pub fn run(
     let dir = std::fs::canonicalize(dir).with_context(|| format!("resolve `{}`", dir.display()))?;
     let mnt = dir.join("mnt");
     std::fs::create_dir_all(&mnt).with_context(|| format!("create `{}`", mnt.display()))?;
-    let mut config = format!("node_id = \"node1\"\nlisten = \"{listen}\"\ndata_dir = \"meta\"\n\n");
+    let identity = admin_identity(&dir)?;
+    let mut config = format!(
+        "node_id = \"node1\"\nlisten = \"{listen}\"\ndata_dir = \"meta\"\nadmin_identity = \"{}\"\n\n",
+        identity.display()
+    );
     for i in 0..disks {
         let d = dir.join(format!("disk{i}"));
         std::fs::create_dir_all(&d).with_context(|| format!("create `{}`", d.display()))?;
@@ -66,7 +70,9 @@ pub fn run(
                 .unwrap_or_else(|| anyhow::anyhow!("the node did not start")));
         }
     };
-    let mounted = mount_at(rt, &addr.to_string(), &mnt, allow_other)?;
+    let addrs = vec![addr.to_string()];
+    let client_config = write_client_config(&addrs, &identity);
+    let mounted = mount_at(rt, &addr.to_string(), &identity, &mnt, allow_other)?;
     println!("WormFS is running:");
     println!(
         "  node    node1 at {addr}, {disks} disks under {}",
@@ -74,6 +80,7 @@ pub fn run(
     );
     println!("  config  {}", config_path.display());
     println!("  mount   {}", mnt.display());
+    print_client(client_config.as_deref(), &identity);
     println!(
         "Try: cp -r ~/Pictures {0}/ ; wormfs status ; wormfs file info {0}/<file>",
         mnt.display()
@@ -189,14 +196,16 @@ pub fn run_cluster(
             .checked_add(offset + i as u16)
             .context("`--listen` port too high for this many nodes")
     };
+    let identity = admin_identity(&dir)?;
     let mut procs = Vec::new();
     for i in 0..nodes {
         let name = format!("node{}", i + 1);
         let ndir = dir.join(&name);
         let mut config = format!(
-            "node_id = \"{name}\"\nlisten = \"{}:{}\"\ndata_dir = \"meta\"\n\n",
+            "node_id = \"{name}\"\nlisten = \"{}:{}\"\ndata_dir = \"meta\"\nadmin_identity = \"{}\"\n\n",
             base.ip(),
-            port(i, 0)?
+            port(i, 0)?,
+            identity.display()
         );
         for d in 0..disks_per_node {
             let p = ndir.join(format!("disk{d}"));
@@ -233,10 +242,16 @@ pub fn run_cluster(
     }
     // wait for a master
     let first = procs[0].addr.clone();
+    let opts = connect_options(&identity)?;
     let master = rt.block_on(async {
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
         loop {
-            if let Ok(c) = wormfs::rpc::client::Client::connect(&first).await {
+            let c = wormfs::rpc::client::Client::connect_with(
+                std::slice::from_ref(&first),
+                opts.clone(),
+            )
+            .await;
+            if let Ok(c) = c {
                 if let Ok(s) = c.cluster_status().await {
                     if !s.master.is_empty() {
                         return Ok(s.master);
@@ -253,8 +268,8 @@ pub fn run_cluster(
         }
     })?;
     let addrs: Vec<String> = procs.iter().map(|p| p.addr.clone()).collect();
-    let client_config = write_client_config(&addrs);
-    let mounted = mount_at(rt, &first, &mnt, allow_other)?;
+    let client_config = write_client_config(&addrs, &identity);
+    let mounted = mount_at(rt, &first, &identity, &mnt, allow_other)?;
     println!("WormFS cluster is running ({nodes} nodes, master {master}):");
     for p in &procs {
         println!(
@@ -265,12 +280,7 @@ pub fn run_cluster(
         );
     }
     println!("  mount   {} (through node1)", mnt.display());
-    if let Some(path) = client_config {
-        println!(
-            "  client  {} lists the nodes for `wormfs` and mounts",
-            path.display()
-        );
-    }
+    print_client(client_config.as_deref(), &identity);
     println!(
         "Try: cp -r ~/Pictures {0}/ ; wormfs status ; wormfs file info {0}/<file>",
         mnt.display()
@@ -305,15 +315,62 @@ pub fn run_cluster(
     Ok(())
 }
 
-/// Writes the client config file listing `nodes`, so `wormfs` finds the cluster without
-/// `--node`. Returns its path, or `None` (with a warning) when it cannot be written.
-fn write_client_config(nodes: &[String]) -> Option<std::path::PathBuf> {
+/// The first admin's identity file, `dir/admin.identity`: made once (a new random key),
+/// named by every node's config, so whichever node is master first adds the same admin.
+fn admin_identity(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    use wormfs::rpc::identity::{new_key, Identity, ADMIN_IDENTITY_FILE};
+    let path = dir.join(ADMIN_IDENTITY_FILE);
+    if !path.exists() {
+        Identity {
+            user: "admin".into(),
+            key: new_key()?,
+            nodes: Vec::new(),
+        }
+        .write(&path)?;
+    }
+    Identity::read(&path)?;
+    Ok(path)
+}
+
+/// The options to connect with the identity at `path`.
+fn connect_options(path: &Path) -> anyhow::Result<wormfs::rpc::client::ConnectOptions> {
+    let identity = wormfs::rpc::identity::Identity::read(path)?;
+    Ok(wormfs::rpc::client::ConnectOptions::with_identity(identity))
+}
+
+/// Tells where the client config and the admin identity are.
+fn print_client(config: Option<&Path>, identity: &Path) {
+    println!(
+        "  admin   {} (the admin identity: a secret key; keep it private)",
+        identity.display()
+    );
+    if let Some(path) = config {
+        println!(
+            "  client  {} lists the nodes and the identity for `wormfs` and mounts",
+            path.display()
+        );
+    }
+}
+
+/// Writes the client config file listing `nodes` and naming `identity`, so `wormfs` finds
+/// the cluster without `--node` or `--identity`, and records the nodes in the identity file
+/// too. Returns the config's path, or `None` (with a warning) when it cannot be written.
+fn write_client_config(nodes: &[String], identity: &Path) -> Option<std::path::PathBuf> {
     use wormfs::rpc::client_config;
+    match wormfs::rpc::identity::Identity::read(identity) {
+        Ok(mut id) => {
+            id.nodes = nodes.to_vec();
+            if let Err(e) = id.write(identity) {
+                eprintln!("warning: {e}");
+            }
+        }
+        Err(e) => eprintln!("warning: {e}"),
+    }
     let Some(path) = client_config::path() else {
         eprintln!("warning: no HOME or XDG_CONFIG_HOME: the client config file was not written");
         return None;
     };
-    match client_config::write(&path, nodes) {
+    match client_config::write(&path, nodes, Some(identity)) {
         Ok(()) => Some(path),
         Err(e) => {
             eprintln!("warning: cannot write {}: {e}", path.display());
@@ -340,10 +397,14 @@ fn wait_for_stop(rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
 fn mount_at(
     rt: &tokio::runtime::Runtime,
     addr: &str,
+    identity: &Path,
     mnt: &Path,
     allow_other: bool,
 ) -> anyhow::Result<wormfs_fuse::Mounted> {
-    let client = rt.block_on(wormfs::rpc::client::Client::connect(addr))?;
+    let client = rt.block_on(wormfs::rpc::client::Client::connect_with(
+        &[addr.to_owned()],
+        connect_options(identity)?,
+    ))?;
     wormfs_fuse::mount(
         client,
         rt.handle().clone(),

@@ -23,6 +23,8 @@ pub struct MountOptions {
     /// Read stripes straight from the node's chunk files when the node runs on this
     /// machine and this process can read them (the node only says where they are).
     pub local_reads: bool,
+    /// The identity file to present (else `WORMFS_IDENTITY`, else the client config's).
+    pub identity: Option<PathBuf>,
 }
 
 impl Default for MountOptions {
@@ -32,6 +34,7 @@ impl Default for MountOptions {
             cache_bytes: 256 << 20,
             allow_other: false,
             local_reads: true,
+            identity: None,
         }
     }
 }
@@ -200,16 +203,12 @@ pub fn mount_foreground(
         .enable_all()
         .build()
         .context("start the async runtime")?;
-    let seeds = wormfs::rpc::client_config::resolve(node)?;
     let client = rt
-        .block_on(Client::connect_any(&seeds.nodes))
-        .with_context(|| match &seeds.source {
-            wormfs::rpc::client_config::SeedSource::Config(p)
-            | wormfs::rpc::client_config::SeedSource::Cache(p) => {
-                format!("connect to the nodes listed in {}", p.display())
-            }
-            _ => "connect to the cluster".to_owned(),
-        })?;
+        .block_on(wormfs::rpc::client_config::connect(
+            node,
+            opts.identity.as_deref(),
+        ))
+        .context("connect to the cluster")?;
     let node = client.current_address();
     tracing::info!(nodes = ?client.nodes(), "connected to {node}");
     let mounted = mount(client, rt.handle().clone(), mountpoint, opts)?;

@@ -12,6 +12,10 @@ struct Args {
     /// of the client config file, then the cached node list, then 127.0.0.1:7070.
     #[arg(long, env = "WORMFS_NODE")]
     node: Option<String>,
+    /// The identity file to present (user name and key). Without it: WORMFS_IDENTITY, then
+    /// the client config's `identity`.
+    #[arg(long, env = "WORMFS_IDENTITY")]
+    identity: Option<PathBuf>,
     /// An empty directory to mount on.
     mountpoint: PathBuf,
     /// Kernel request threads.
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
         cache_bytes: args.cache_mib << 20,
         allow_other: args.allow_other,
         local_reads: !args.no_local_reads,
+        identity: args.identity,
     };
     match wormfs_fuse::mount_foreground(args.node.as_deref(), &args.mountpoint, &opts) {
         Ok(()) => ExitCode::SUCCESS,

@@ -22,6 +22,10 @@ pub struct RawConfig {
     pub listen: Option<String>,
     /// Directory for the metadata database.
     pub data_dir: Option<PathBuf>,
+    /// The first admin's identity file (default `DATA_DIR/admin.identity`): read and added
+    /// as user `admin` when the cluster has no user yet, or written there first.
+    #[serde(default)]
+    pub admin_identity: Option<PathBuf>,
     /// The disks: one directory each.
     #[serde(default)]
     pub disks: Vec<RawDisk>,
@@ -135,6 +139,8 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// The metadata directory.
     pub data_dir: PathBuf,
+    /// The first admin's identity file.
+    pub admin_identity: PathBuf,
     /// The disks.
     pub disks: Vec<(DiskId, PathBuf)>,
     /// The policies.
@@ -168,6 +174,7 @@ impl NodeConfig {
             node_id,
             listen,
             data_dir,
+            admin_identity,
             disks,
             policies,
             cluster,
@@ -189,6 +196,10 @@ impl NodeConfig {
             bail!("`data_dir` is missing: name the directory for the metadata database");
         };
         let data_dir = base.join(data_dir);
+        let admin_identity = match admin_identity {
+            Some(p) => base.join(p),
+            None => data_dir.join(wormfs::rpc::identity::ADMIN_IDENTITY_FILE),
+        };
         if disks.is_empty() {
             bail!("`disks` is empty: list at least one disk directory as [[disks]] path = \"...\"");
         }
@@ -247,6 +258,7 @@ impl NodeConfig {
             node_id: NodeId(node_id),
             listen,
             data_dir,
+            admin_identity,
             disks: checked,
             policies,
             cluster,

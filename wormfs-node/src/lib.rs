@@ -11,10 +11,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use wormfs::cluster::{Cluster, ClusterStore};
 use wormfs::heal::{ClusterLiveness, HealContext, HealService, SoloNode};
-use wormfs::meta::{DiskInfo, LocalLog, MetaStore, MetadataLog, MetadataOp, NodeInfo};
+use wormfs::meta::{
+    DiskInfo, LocalLog, MetaStore, MetadataLog, MetadataOp, NodeInfo, Refusal, UserRecord,
+};
 use wormfs::node::NodeFs;
 use wormfs::placement::SpreadPlacement;
+use wormfs::rpc::identity::Identity;
 use wormfs::rpc::server::WormFsService;
+use wormfs::rpc::session::Users;
+use wormfs::rpc::tls::PskAcceptor;
 use wormfs::store::{ChunkStore, DirLock, DiskChunkStore};
 
 /// The chunk store, the metadata log and the cluster (if any) a node serves with.
@@ -37,6 +42,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("create data_dir `{}`", config.data_dir.display()))?;
+    make_private(&config.data_dir)?;
     // One node per data directory and per disk: held until the node stops.
     let _data_lock = DirLock::acquire(&config.data_dir, "data directory")?;
     if config.cluster.is_none() {
@@ -71,6 +77,7 @@ pub async fn run(
         None => {
             let log = Arc::new(LocalLog::new(meta.clone()).context("open metadata log")?);
             record_self(&config, &addr, local.as_ref(), log.as_ref()).await?;
+            ensure_admin(&config, &addr, log.as_ref(), &meta).await?;
             (local.clone(), log, None)
         }
         Some(settings) => {
@@ -101,11 +108,16 @@ pub async fn run(
                 .with_membership(cluster.raft.clone()),
             );
             let log: Arc<dyn MetadataLog> = Arc::new(cluster.log());
-            // The node and its disks go into the metadata once a master takes them.
-            let (cfg, l, lg) = (config.clone(), local.clone(), log.clone());
+            // The node and its disks go into the metadata once a master takes them; so does
+            // the first admin, when the cluster has no user yet.
+            let (cfg, l, lg, m) = (config.clone(), local.clone(), log.clone(), meta.clone());
             tokio::spawn(async move {
                 loop {
-                    match record_self(&cfg, &addr, l.as_ref(), lg.as_ref()).await {
+                    let done = match record_self(&cfg, &addr, l.as_ref(), lg.as_ref()).await {
+                        Ok(()) => ensure_admin(&cfg, &addr, lg.as_ref(), &m).await,
+                        Err(e) => Err(e),
+                    };
+                    match done {
                         Ok(()) => break,
                         Err(e) => {
                             tracing::info!("cannot record this node in the metadata yet: {e:#}");
@@ -159,11 +171,14 @@ pub async fn run(
         )
         .with_liveness(liveness),
     );
+    let users = Arc::new(Users::new(fs.meta().clone()));
     let mut service = WormFsService::new(fs.clone(), addr.to_string());
     if let Some(c) = &cluster {
         service = service.with_cluster(c.clone());
     }
-    let service = service.into_server();
+    let service = service.into_server(users.clone());
+    // Clients connect with TLS 1.3 and their user's pre-shared key, nothing else.
+    let acceptor = Arc::new(PskAcceptor::new(users).context("set up TLS")?);
     tracing::info!(node = %config.node_id, %addr, disks = config.disks.len(), "node serving");
     ready(addr);
     tonic::transport::Server::builder()
@@ -173,11 +188,7 @@ pub async fn run(
         .initial_connection_window_size(Some(4 * wormfs::rpc::WINDOW_SIZE))
         .max_frame_size(Some(wormfs::rpc::MAX_FRAME_SIZE))
         .add_service(service)
-        // Small replies must not wait for Nagle's algorithm and the peer's delayed ACK.
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(wormfs::rpc::tls::incoming(listener, acceptor), shutdown)
         .await
         .context("serve gRPC")?;
     heal.shutdown().await;
@@ -291,6 +302,77 @@ pub fn recover_offline(config: &NodeConfig) -> anyhow::Result<wormfs::heal::Reco
         wormfs::heal::recover(&store, &ids, &config.node_id, &meta, &log, &config.policies)
             .map_err(|e| anyhow::anyhow!("recover: {e}"))?;
     Ok(wormfs::heal::RecoverReport { backup, ..report })
+}
+
+/// Makes the data directory private (mode 0700): it holds the users' keys and the node's
+/// libp2p key.
+fn make_private(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir)
+        .with_context(|| format!("inspect data_dir `{}`", dir.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("make data_dir `{}` private (mode 0700)", dir.display()))?;
+        tracing::info!(dir = %dir.display(), "data directory made private (mode 0700): it holds keys");
+    }
+    Ok(())
+}
+
+/// Adds the first admin when there is no user yet: from the `admin_identity` file when it
+/// exists (every node of a new cluster may name the same one), else (a node alone, or a
+/// cluster's bootstrap node) from a new key written there first. A node that made a key
+/// another node's admin beat removes its file again.
+async fn ensure_admin(
+    config: &NodeConfig,
+    addr: &SocketAddr,
+    log: &dyn MetadataLog,
+    meta: &MetaStore,
+) -> anyhow::Result<()> {
+    if !meta.users().context("read the users")?.is_empty() {
+        return Ok(());
+    }
+    let path = &config.admin_identity;
+    // in a cluster only the bootstrap node makes a key, so two nodes never race to write one
+    let may_make = config.cluster.as_ref().is_none_or(|c| c.bootstrap);
+    let (identity, made) = if path.exists() {
+        (Identity::read(path)?, false)
+    } else if !may_make {
+        return Ok(());
+    } else {
+        let identity = Identity {
+            user: "admin".into(),
+            key: wormfs::rpc::identity::new_key()?,
+            nodes: vec![addr.to_string()],
+        };
+        identity.write(path)?;
+        (identity, true)
+    };
+    let op = MetadataOp::PutUser {
+        user: UserRecord {
+            name: identity.user.clone(),
+            key: identity.key,
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+            admin: true,
+            host: false,
+            created: wormfs::meta::Timestamp::now(),
+        },
+        replace: false,
+    };
+    match log.submit(op).await.context("add the first admin")? {
+        Ok(_) => {
+            tracing::info!(user = %identity.user, file = %path.display(), "first admin added: its identity file is the way in");
+        }
+        Err(Refusal::Exists(_)) if made => {
+            let _ = std::fs::remove_file(path);
+        }
+        Err(Refusal::Exists(_)) => {}
+        Err(r) => anyhow::bail!("add the first admin: {r}"),
+    }
+    Ok(())
 }
 
 /// Records this node and its disks in the metadata, so status and placement see them.

@@ -253,6 +253,8 @@ pub(crate) fn apply_op(c: &Connection, op: &MetadataOp) -> Res {
             }
             done()
         }
+        MetadataOp::PutUser { user, replace } => super::users::put_user(c, user, *replace),
+        MetadataOp::RemoveUser(name) => super::users::remove_user(c, name),
         MetadataOp::RemoveDisk(id) => {
             c.exec("DELETE FROM disks WHERE id = ?1", [&id.0])
                 .map_err(sql("remove disk"))?;

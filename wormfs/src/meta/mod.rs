@@ -22,6 +22,8 @@ mod schema;
 #[cfg(feature = "local")]
 mod sqlite;
 mod types;
+#[cfg(feature = "local")]
+mod users;
 
 #[cfg(feature = "local")]
 pub use heal_queries::{Interner, StripePage, StripeRow, SweptChunk, SweptStripe};
@@ -33,7 +35,7 @@ pub use op::{Applied, MetadataOp, NewKind, OpReply, Refusal, XattrMode};
 pub use sqlite::{MetaError, MetaStore};
 pub use types::{
     Attr, ChunkLocation, ChunkRecord, ChunkState, DirEntry, DiskInfo, FileKind, FileLayout,
-    NodeInfo, StripeRecord, Timestamp,
+    NodeInfo, StripeRecord, Timestamp, UserRecord,
 };
 
 #[cfg(all(test, feature = "local"))]

@@ -2,7 +2,7 @@
 
 use super::types::{
     Attr, ChunkLocation, ChunkRecord, ChunkState, DiskInfo, FileLayout, NodeInfo, StripeRecord,
-    Timestamp,
+    Timestamp, UserRecord,
 };
 use crate::ids::{DiskId, FileId, NodeId};
 use serde::{Deserialize, Serialize};
@@ -237,6 +237,23 @@ pub enum MetadataOp {
         /// Draining or not.
         draining: bool,
     },
+    /// Adds a user (`replace` false: refused when the name exists) or replaces it (`replace`
+    /// true: refused when it does not; a key rotation).
+    PutUser {
+        /// The user.
+        user: UserRecord,
+        /// Replace an existing user rather than add one.
+        replace: bool,
+    },
+    /// Removes a user: its identity is refused from then on.
+    RemoveUser(String),
+}
+
+impl MetadataOp {
+    /// True for ops that change the users (their cached copies must be read again).
+    pub fn changes_users(&self) -> bool {
+        matches!(self, MetadataOp::PutUser { .. } | MetadataOp::RemoveUser(_))
+    }
 }
 
 /// What an applied op changed, for the caller.

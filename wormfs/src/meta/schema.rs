@@ -165,6 +165,20 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     "
     ALTER TABLE disks ADD COLUMN draining INTEGER NOT NULL DEFAULT 0;
     ",
+    // 8: the users client identities name (their keys: the database file is the node's
+    // secret, like its libp2p key).
+    "
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        key BLOB NOT NULL,
+        uid INTEGER NOT NULL,
+        gid INTEGER NOT NULL,
+        groups TEXT NOT NULL,
+        admin INTEGER NOT NULL,
+        host INTEGER NOT NULL,
+        created INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The first schema version with the `raft_state` table (a database copy older than this

@@ -53,6 +53,8 @@ pub struct MetaStore {
     conn: Mutex<Connection>,
     /// The database file, for extra read-only connections (`None` in memory).
     path: Option<std::path::PathBuf>,
+    /// Bumped each time the users may have changed (see [`MetaStore::users_epoch`]).
+    users_epoch: std::sync::atomic::AtomicU64,
 }
 
 impl MetaStore {
@@ -83,6 +85,7 @@ impl MetaStore {
         Ok(MetaStore {
             conn: Mutex::new(conn),
             path: None,
+            users_epoch: std::sync::atomic::AtomicU64::new(1),
         })
     }
 
@@ -109,6 +112,17 @@ impl MetaStore {
         }
     }
 
+    /// A number that changes each time the users may have changed (a user op applied, the
+    /// database replaced by a snapshot): a cache of users is current while it is the same.
+    pub fn users_epoch(&self) -> u64 {
+        self.users_epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn users_changed(&self) {
+        self.users_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -131,6 +145,10 @@ impl MetaStore {
         let reply = apply_in(&mut tx, op)?;
         set_meta_value(&tx, "last_applied", seq)?;
         tx.commit().map_err(sql("commit"))?;
+        drop(conn);
+        if op.changes_users() {
+            self.users_changed();
+        }
         Ok(reply)
     }
 
@@ -175,6 +193,13 @@ impl MetaStore {
             .map_err(sql("write raft state"))?;
         }
         tx.commit().map_err(sql("commit"))?;
+        drop(conn);
+        if entries
+            .iter()
+            .any(|(_, op)| op.is_some_and(MetadataOp::changes_users))
+        {
+            self.users_changed();
+        }
         Ok(replies)
     }
 
@@ -230,7 +255,10 @@ impl MetaStore {
         }
         drop(source);
         conn.flush_prepared_statement_cache();
-        schema::migrate(&mut conn).map_err(MetaError::Schema)
+        let migrated = schema::migrate(&mut conn).map_err(MetaError::Schema);
+        drop(conn);
+        self.users_changed();
+        migrated
     }
 
     /// The last applied op of a database copy at `src` (see [`MetaStore::copy_into`]), after

@@ -331,3 +331,40 @@ pub struct DiskInfo {
     /// Free bytes when last reported.
     pub free: u64,
 }
+
+/// A user a client identity names: the key its TLS pre-shared key must match, and what it
+/// may act as. Replicated through the metadata log so every node knows every user.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// The user's name: the PSK identity a client presents.
+    pub name: String,
+    /// The 256-bit pre-shared key.
+    pub key: [u8; 32],
+    /// The uid the user acts as.
+    pub uid: u32,
+    /// The primary gid.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+    /// May change membership, users, workers and disks, and act as any uid.
+    pub admin: bool,
+    /// A trusted host (a mount serving many local users): may act as the uid and groups its
+    /// caller passes.
+    pub host: bool,
+    /// When the user was added, or its key last rotated.
+    pub created: Timestamp,
+}
+
+impl std::fmt::Debug for UserRecord {
+    // never the key
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("name", &self.name)
+            .field("uid", &self.uid)
+            .field("gid", &self.gid)
+            .field("groups", &self.groups)
+            .field("admin", &self.admin)
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
+}

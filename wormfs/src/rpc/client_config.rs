@@ -3,6 +3,7 @@
 //!
 //! ```toml
 //! nodes = ["127.0.0.1:7070", "10.0.0.2:7070"]
+//! identity = "admin.identity"   # relative to this file's directory
 //! ```
 //!
 //! See `docs/client.md`.
@@ -25,6 +26,10 @@ pub struct ClientConfig {
     /// gRPC addresses of nodes (`host:port` or `http://` URLs), tried in order.
     #[serde(default)]
     pub nodes: Vec<String>,
+    /// The identity file to present (see [`super::identity`]); a relative path is taken
+    /// from the config file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<PathBuf>,
 }
 
 /// Where the client config lives: `$WORMFS_CLIENT_CONFIG`, else
@@ -58,10 +63,12 @@ pub fn read(path: &Path) -> io::Result<Option<ClientConfig>> {
     })
 }
 
-/// Writes a config listing `nodes` to `path` atomically, creating its directory.
-pub fn write(path: &Path, nodes: &[String]) -> io::Result<()> {
+/// Writes a config listing `nodes` (and naming `identity`, if any) to `path` atomically,
+/// creating its directory.
+pub fn write(path: &Path, nodes: &[String], identity: Option<&Path>) -> io::Result<()> {
     let config = ClientConfig {
         nodes: nodes.to_vec(),
+        identity: identity.map(Path::to_path_buf),
     };
     let body = toml::to_string(&config).map_err(io::Error::other)?;
     let text = format!(
@@ -69,6 +76,80 @@ pub fn write(path: &Path, nodes: &[String]) -> io::Result<()> {
          # or WORMFS_NODE is given. See docs/client.md.\n{body}"
     );
     nodes::write_atomic(path, text.as_bytes())
+}
+
+/// The identity a client presents, and the file it came from: `explicit` (`--identity`)
+/// when given; else `$WORMFS_IDENTITY`; else the client config's `identity`. Nothing found
+/// is an error that says where an identity can come from.
+pub fn identity(explicit: Option<&Path>) -> io::Result<(super::identity::Identity, PathBuf)> {
+    use super::identity::{Identity, ADMIN_IDENTITY_FILE, IDENTITY_ENV};
+    let chosen = if let Some(p) = explicit.filter(|p| !p.as_os_str().is_empty()) {
+        Some(p.to_path_buf())
+    } else if let Some(p) = std::env::var_os(IDENTITY_ENV).filter(|v| !v.is_empty()) {
+        Some(PathBuf::from(p))
+    } else if let Some(config_path) = path() {
+        read(&config_path)?
+            .and_then(|c| c.identity)
+            .map(|p| match config_path.parent() {
+                Some(dir) if p.is_relative() => dir.join(p),
+                _ => p,
+            })
+    } else {
+        None
+    };
+    let Some(p) = chosen else {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "no client identity: pass --identity FILE, set {IDENTITY_ENV}, or add \
+                 `identity = \"FILE\"` to the client config{}; a node writes its first admin \
+                 identity to DATA_DIR/{ADMIN_IDENTITY_FILE}, and `wormfs user add` makes more",
+                path()
+                    .map(|p| format!(" ({})", p.display()))
+                    .unwrap_or_default()
+            ),
+        ));
+    };
+    Ok((Identity::read(&p)?, p))
+}
+
+/// Connects as `wormfs` and `wormfs-fuse` do: the identity from [`identity`], the first
+/// addresses from [`resolve`] (the identity file's nodes stand in when nothing else names
+/// one). Errors say which file the addresses came from.
+pub async fn connect(
+    node: Option<&str>,
+    identity_file: Option<&Path>,
+) -> io::Result<super::client::Client> {
+    use super::client::{Client, ConnectOptions};
+    let (identity, id_path) = identity(identity_file)?;
+    let mut seeds = resolve(node)?;
+    if seeds.source == SeedSource::Default && !identity.nodes.is_empty() {
+        seeds = Seeds {
+            nodes: identity.nodes.clone(),
+            source: SeedSource::Config(id_path),
+        };
+    }
+    let client = Client::connect_with(&seeds.nodes, ConnectOptions::with_identity(identity)).await;
+    client.map_err(|e| {
+        let message = match &seeds.source {
+            SeedSource::Config(p) | SeedSource::Cache(p) => {
+                format!(
+                    "connect to the nodes listed in {}: {}",
+                    p.display(),
+                    e.message
+                )
+            }
+            _ => e.message,
+        };
+        io::Error::new(
+            if e.errno == crate::errno::EACCES {
+                io::ErrorKind::PermissionDenied
+            } else {
+                io::ErrorKind::Other
+            },
+            message,
+        )
+    })
 }
 
 /// Where a client's first addresses came from.
@@ -159,13 +240,19 @@ mod tests {
             "127.0.0.1:7070".to_owned(),
             "http://10.0.0.2:7070".to_owned(),
         ];
-        write(&path, &nodes).unwrap();
+        write(&path, &nodes, None).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(
             text.contains(r#"nodes = ["127.0.0.1:7070", "http://10.0.0.2:7070"]"#),
             "{text}"
         );
-        assert_eq!(read(&path).unwrap(), Some(ClientConfig { nodes }));
+        assert_eq!(
+            read(&path).unwrap(),
+            Some(ClientConfig {
+                nodes,
+                identity: None
+            })
+        );
     }
 
     #[test]
@@ -191,13 +278,13 @@ mod tests {
         nodes::write_cache(&cache, &["c1:1".to_owned(), "c2:1".to_owned()]).unwrap();
         assert_eq!(both().nodes, vec!["c1:1".to_owned(), "c2:1".to_owned()]);
         assert_eq!(both().source, SeedSource::Cache(cache.clone()));
-        write(&config, &[]).unwrap();
+        write(&config, &[], None).unwrap();
         assert_eq!(
             both().source,
             SeedSource::Cache(cache.clone()),
             "an empty config is skipped"
         );
-        write(&config, &["k1:1".to_owned()]).unwrap();
+        write(&config, &["k1:1".to_owned()], None).unwrap();
         assert_eq!(both().nodes, vec!["k1:1".to_owned()]);
         assert_eq!(both().source, SeedSource::Config(config.clone()));
         let s = resolve_in(Some("x:1"), Some(config.clone()), Some(cache.clone())).unwrap();

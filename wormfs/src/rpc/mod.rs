@@ -10,10 +10,14 @@ mod admin;
 pub mod client;
 pub mod client_config;
 pub mod convert;
+pub mod identity;
 pub mod local;
 pub mod nodes;
 #[cfg(feature = "node")]
 pub mod server;
+#[cfg(feature = "node")]
+pub mod session;
+pub mod tls;
 
 /// The generated protobuf and gRPC code of `proto/wormfs.proto`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -76,6 +80,14 @@ pub fn status_with_errno(errno: i32, message: impl Into<String>) -> tonic::Statu
     }
     status
 }
+
+/// The request header a trusted host (`--host` identity) or an admin sets to act as its
+/// caller's uid.
+pub const ACT_UID_HEADER: &str = "x-act-uid";
+/// The header with the caller's primary gid (see [`ACT_UID_HEADER`]).
+pub const ACT_GID_HEADER: &str = "x-act-gid";
+/// The header with the caller's supplementary groups, comma-separated.
+pub const ACT_GROUPS_HEADER: &str = "x-act-groups";
 
 /// The errno a failed call carries (`EIO` when the status has none: the node was
 /// unreachable, or the call failed on the way).

@@ -68,11 +68,21 @@ impl WormFsService {
         self
     }
 
-    /// The tonic server for this service, with WormFS's message size limits.
-    pub fn into_server(self) -> proto::worm_fs_server::WormFsServer<WormFsService> {
-        proto::worm_fs_server::WormFsServer::new(self)
-            .max_decoding_message_size(super::MAX_MESSAGE_SIZE)
-            .max_encoding_message_size(super::MAX_MESSAGE_SIZE)
+    /// The tonic server for this service, with WormFS's message size limits, checking each
+    /// call's session against `users` (serve it over [`super::tls::incoming`]).
+    pub fn into_server(
+        self,
+        users: Arc<super::session::Users>,
+    ) -> tonic::service::interceptor::InterceptedService<
+        proto::worm_fs_server::WormFsServer<WormFsService>,
+        super::session::Authenticator,
+    > {
+        tonic::service::interceptor::InterceptedService::new(
+            proto::worm_fs_server::WormFsServer::new(self)
+                .max_decoding_message_size(super::MAX_MESSAGE_SIZE)
+                .max_encoding_message_size(super::MAX_MESSAGE_SIZE),
+            super::session::Authenticator::new(users),
+        )
     }
 }
 

@@ -15,7 +15,72 @@ use prost::bytes::Bytes;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+
+pub use super::identity::Identity;
+
+/// A connection to one node: TLS-PSK underneath, the acting-as headers on each call.
+pub type Conn = WormFsClient<InterceptedService<Channel, ActingAsHeaders>>;
+
+/// The uid and groups a call acts as (see [`acting_as`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActAs {
+    /// The uid.
+    pub uid: u32,
+    /// The primary gid.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+thread_local! {
+    static ACTING_AS: std::cell::RefCell<Option<ActAs>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with every call made on this thread acting as `who` (a mount serving many local
+/// users passes each request's uid this way; the node honours it only for a `--host` or an
+/// admin identity). Calls must be driven on this thread (`block_on`) to carry it.
+pub fn acting_as<T>(who: ActAs, f: impl FnOnce() -> T) -> T {
+    struct Reset(Option<ActAs>);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            let before = self.0.take();
+            ACTING_AS.with(|a| *a.borrow_mut() = before);
+        }
+    }
+    let before = ACTING_AS.with(|a| a.borrow_mut().replace(who));
+    let _reset = Reset(before);
+    f()
+}
+
+/// Puts the [`acting_as`] caller of this thread, if any, in each request's headers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ActingAsHeaders;
+
+impl tonic::service::Interceptor for ActingAsHeaders {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        ACTING_AS.with(|a| {
+            if let Some(who) = a.borrow().as_ref() {
+                let m = r.metadata_mut();
+                m.insert(super::ACT_UID_HEADER, who.uid.into());
+                m.insert(super::ACT_GID_HEADER, who.gid.into());
+                if !who.groups.is_empty() {
+                    let list = who
+                        .groups
+                        .iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    if let Ok(v) = list.parse() {
+                        m.insert(super::ACT_GROUPS_HEADER, v);
+                    }
+                }
+            }
+        });
+        Ok(r)
+    }
+}
 
 /// A stripe's bytes as they arrived from the node: its pieces in order, never copied into
 /// one buffer. An aligned read of up to [`super::READ_PIECE_SIZE`] lies in one piece.
@@ -138,14 +203,28 @@ pub struct ConnectOptions {
     pub cache: Option<PathBuf>,
     /// How long to wait for one address.
     pub connect_timeout: Duration,
+    /// The user and key presented to the nodes (see [`super::client_config::identity`]).
+    /// Nodes accept no connection without one.
+    pub identity: Option<Arc<Identity>>,
 }
 
 impl Default for ConnectOptions {
-    /// The cache at [`nodes::cache_path`] and [`CONNECT_TIMEOUT`].
+    /// The cache at [`nodes::cache_path`], [`CONNECT_TIMEOUT`], and no identity.
     fn default() -> Self {
         ConnectOptions {
             cache: nodes::cache_path(),
             connect_timeout: CONNECT_TIMEOUT,
+            identity: None,
+        }
+    }
+}
+
+impl ConnectOptions {
+    /// The default options with `identity`.
+    pub fn with_identity(identity: Identity) -> ConnectOptions {
+        ConnectOptions {
+            identity: Some(Arc::new(identity)),
+            ..ConnectOptions::default()
         }
     }
 }
@@ -165,7 +244,7 @@ struct State {
     /// Every known node's address; `nodes[current]` is the one in use.
     nodes: Vec<String>,
     current: usize,
-    conn: WormFsClient<Channel>,
+    conn: Conn,
     /// Bumped at each failover, so that calls failing together move only once.
     generation: u64,
 }
@@ -254,19 +333,60 @@ fn endpoint(address: &str, opts: &ConnectOptions) -> Result<Endpoint, ClientErro
         .max_frame_size(Some(super::MAX_FRAME_SIZE)))
 }
 
+/// The io error of kind `PermissionDenied` in `e`'s chain: the node refused the identity.
+fn refusal(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::PermissionDenied {
+                return Some(io.to_string());
+            }
+        }
+        cur = e.source();
+    }
+    None
+}
+
 /// Opens a connection to `address`.
-async fn open(address: &str, opts: &ConnectOptions) -> Result<WormFsClient<Channel>, ClientError> {
+async fn open(address: &str, opts: &ConnectOptions) -> Result<Conn, ClientError> {
     let endpoint = endpoint(address, opts)?;
+    let Some(identity) = &opts.identity else {
+        return Err(ClientError {
+            errno: errno::EACCES,
+            message: format!(
+                "no client identity to present to {address}: pass --identity FILE, set {}, or                  name one in the client config (`identity = \"FILE\"`); a node writes its first                  admin identity to DATA_DIR/{}",
+                super::identity::IDENTITY_ENV,
+                super::identity::ADMIN_IDENTITY_FILE
+            ),
+        });
+    };
+    let connector = super::tls::tonic_connector(identity.clone()).map_err(|e| ClientError {
+        errno: errno::EIO,
+        message: format!("set up TLS: {e}"),
+    })?;
     let unreachable = |e: &dyn std::fmt::Display| ClientError {
         errno: errno::EIO,
         message: format!("cannot reach the node at {address}: {e}; is wormfs-node running there?"),
     };
-    let channel = match tokio::time::timeout(2 * opts.connect_timeout, endpoint.connect()).await {
+    let channel = match tokio::time::timeout(
+        2 * opts.connect_timeout,
+        endpoint.connect_with_connector(connector),
+    )
+    .await
+    {
         Ok(Ok(c)) => c,
-        Ok(Err(e)) => return Err(unreachable(&e)),
+        Ok(Err(e)) => {
+            if let Some(why) = refusal(&e) {
+                return Err(ClientError {
+                    errno: errno::EACCES,
+                    message: format!("identity `{}`: {why}", identity.user),
+                });
+            }
+            return Err(unreachable(&e));
+        }
         Err(_) => return Err(unreachable(&"timed out")),
     };
-    Ok(WormFsClient::new(channel)
+    Ok(WormFsClient::with_interceptor(channel, ActingAsHeaders)
         .max_decoding_message_size(super::MAX_MESSAGE_SIZE)
         .max_encoding_message_size(super::MAX_MESSAGE_SIZE))
 }
@@ -448,7 +568,7 @@ impl Client {
 
     /// The generated client of the node in use, for calls without a typed wrapper. Calls
     /// made through it do not fail over.
-    pub fn raw(&self) -> WormFsClient<Channel> {
+    pub fn raw(&self) -> Conn {
         self.lock().conn.clone()
     }
 
@@ -570,7 +690,7 @@ impl Client {
         call: F,
     ) -> Result<T, ClientError>
     where
-        F: Fn(WormFsClient<Channel>) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         let mut attempts = 0;

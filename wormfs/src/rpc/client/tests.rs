@@ -229,10 +229,11 @@ impl Node {
         let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let backend_addr = backend.local_addr().unwrap();
         let svc = FakeService(fake.clone());
+        let acceptor = Arc::new(crate::rpc::tls::PskAcceptor::new(Arc::new(TestKeys)).unwrap());
         tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
                 .add_service(svc)
-                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(backend))
+                .serve_with_incoming(crate::rpc::tls::incoming(backend, acceptor))
                 .await;
         });
         let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -270,6 +271,25 @@ impl Node {
     }
 }
 
+/// The one user fake nodes know.
+struct TestKeys;
+
+const TEST_KEY: [u8; 32] = [7; 32];
+
+impl crate::rpc::tls::KeyLookup for TestKeys {
+    fn key_of(&self, name: &str) -> Option<[u8; 32]> {
+        (name == "tester").then_some(TEST_KEY)
+    }
+}
+
+fn test_identity(key: [u8; 32]) -> Option<Arc<super::Identity>> {
+    Some(Arc::new(super::Identity {
+        user: "tester".into(),
+        key,
+        nodes: Vec::new(),
+    }))
+}
+
 /// Two fake nodes that list each other, and options caching in `dir`.
 async fn cluster(dir: &std::path::Path) -> (Node, Node, ConnectOptions) {
     let a = Node::start(1).await;
@@ -280,6 +300,7 @@ async fn cluster(dir: &std::path::Path) -> (Node, Node, ConnectOptions) {
     let opts = ConnectOptions {
         cache: Some(dir.join("nodes.json")),
         connect_timeout: Duration::from_secs(2),
+        identity: test_identity(TEST_KEY),
     };
     (a, b, opts)
 }
@@ -447,6 +468,32 @@ async fn a_dead_first_address_falls_back_to_the_cached_nodes_of_its_cluster() {
         .await
         .unwrap();
     assert_eq!(client.current_address(), b.address);
+}
+
+#[tokio::test]
+async fn a_wrong_key_or_no_identity_is_eacces_naming_the_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, _b, opts) = cluster(dir.path()).await;
+    let wrong = ConnectOptions {
+        identity: test_identity([8; 32]),
+        cache: None,
+        ..opts.clone()
+    };
+    let e = Client::connect_with(std::slice::from_ref(&a.address), wrong)
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, errno::EACCES, "{e}");
+    assert!(e.message.contains("`tester`"), "{e}");
+    let none = ConnectOptions {
+        identity: None,
+        cache: None,
+        ..opts
+    };
+    let e = Client::connect_with(std::slice::from_ref(&a.address), none)
+        .await
+        .unwrap_err();
+    assert_eq!(e.errno, errno::EACCES, "{e}");
+    assert!(e.message.contains("--identity"), "{e}");
 }
 
 #[tokio::test]
