@@ -7,3 +7,4 @@ mod fixture;
 mod heal;
 mod mount;
 mod node;
+mod session;

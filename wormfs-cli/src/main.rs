@@ -4,6 +4,7 @@ mod commands;
 mod heal;
 mod membership;
 mod quickstart;
+mod users;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -47,6 +48,11 @@ enum Command {
     Disk {
         #[command(subcommand)]
         action: DiskAction,
+    },
+    /// Users: who may connect, as which uid, and with what rights (admin only).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
     },
     /// Files.
     File {
@@ -223,6 +229,45 @@ enum FileAction {
     },
 }
 
+#[derive(Subcommand)]
+enum UserAction {
+    /// Add a user and write its identity file (mode 0600): the user's name and a new
+    /// random key.
+    Add {
+        name: String,
+        /// The uid it acts as (default: the local account of that name).
+        #[arg(long)]
+        uid: Option<u32>,
+        /// Its primary gid (default: the local account's, else the uid).
+        #[arg(long)]
+        gid: Option<u32>,
+        /// Supplementary groups, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<u32>,
+        /// May change membership, users, disks, workers and the policy of `/`, and act as
+        /// any uid.
+        #[arg(long)]
+        admin: bool,
+        /// A trusted host: a mount serving many local users, acting as each caller's uid.
+        #[arg(long)]
+        host: bool,
+        /// Where to write the identity file (default: ./NAME.identity).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// List the users.
+    List,
+    /// Remove a user: every node refuses its identity from now on, on open connections too.
+    Remove { name: String },
+    /// Give a user a new key and write its new identity file; the old one is refused.
+    Rotate {
+        name: String,
+        /// Where to write the new identity file (default: ./NAME.identity).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
 fn main() -> ExitCode {
     wormfs::process::keep_stripe_buffers();
     let cli = Cli::parse();
@@ -335,6 +380,35 @@ fn main() -> ExitCode {
             limit,
         } => rt.block_on(heal::what_if(&node, &nodes, &disks, limit, cli.json)),
         Command::Recover { config } => heal::recover(&config, cli.json),
+        Command::User { action } => rt.block_on(async {
+            match action {
+                UserAction::Add {
+                    name,
+                    uid,
+                    gid,
+                    groups,
+                    admin,
+                    host,
+                    out,
+                } => {
+                    let new = users::NewUser {
+                        name,
+                        uid,
+                        gid,
+                        groups,
+                        admin,
+                        host,
+                        out,
+                    };
+                    users::add(&node, new, cli.json).await
+                }
+                UserAction::List => users::list(&node, cli.json).await,
+                UserAction::Remove { name } => users::remove(&node, &name, cli.json).await,
+                UserAction::Rotate { name, out } => {
+                    users::rotate(&node, &name, out, cli.json).await
+                }
+            }
+        }),
         Command::Serve { .. } | Command::Mount { .. } => unreachable!("handled above"),
     };
     match result {

@@ -33,6 +33,9 @@ pub enum FsError {
     /// The operation is not allowed (e.g. setting a policy on a file).
     #[error("{0}")]
     NotPermitted(String),
+    /// The caller may not do this (mode bits, ownership): `EACCES`.
+    #[error("{0}")]
+    Denied(String),
     /// A background task failed.
     #[error("internal error: {0}")]
     Internal(String),
@@ -54,6 +57,7 @@ impl FsError {
             FsError::Log(LogError::NotLeader { .. }) => errno::EAGAIN,
             FsError::Policy(_) | FsError::Invalid(_) => errno::EINVAL,
             FsError::NotPermitted(_) => errno::EPERM,
+            FsError::Denied(_) => errno::EACCES,
             FsError::Engine(_)
             | FsError::Meta(_)
             | FsError::Log(_)

@@ -18,6 +18,8 @@ pub mod server;
 #[cfg(feature = "node")]
 pub mod session;
 pub mod tls;
+#[cfg(feature = "node")]
+mod users;
 
 /// The generated protobuf and gRPC code of `proto/wormfs.proto`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

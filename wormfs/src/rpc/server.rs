@@ -3,6 +3,7 @@
 
 use super::convert::{attr_to_proto, ino, invalid, kind_to_proto, name, required};
 use super::proto::{self, worm_fs_server::WormFs};
+use super::session::caller_of;
 use super::{status_with_errno, MAX_LOCATE, READDIR_PAGE, READ_PIECE_SIZE};
 use crate::meta::{Timestamp, XattrMode};
 use crate::node::{CreateKind, FsError, NodeFs, SetAttrArgs};
@@ -652,6 +653,7 @@ impl WormFs for WormFsService {
         &self,
         r: Request<proto::AddNodeRequest>,
     ) -> Result<Response<proto::AddNodeReply>, Status> {
+        caller_of(&r)?.require_admin("adding a node")?;
         let r = r.into_inner();
         let Some(cluster) = &self.cluster else {
             return Err(Status::failed_precondition(
@@ -676,6 +678,7 @@ impl WormFs for WormFsService {
         &self,
         r: Request<proto::RemoveNodeRequest>,
     ) -> Result<Response<proto::Empty>, Status> {
+        caller_of(&r)?.require_admin("removing a node")?;
         let r = r.into_inner();
         let Some(cluster) = &self.cluster else {
             return Err(Status::failed_precondition(
@@ -716,6 +719,7 @@ impl WormFs for WormFsService {
         &self,
         r: Request<proto::WorkerRequest>,
     ) -> Result<Response<proto::WorkersReply>, Status> {
+        caller_of(&r)?.require_admin("controlling scrub and repair")?;
         let r = r.into_inner();
         self.fs
             .control_worker(&r.name, &r.action, r.deep, r.bytes_per_sec, r.ops_per_sec)
@@ -730,6 +734,7 @@ impl WormFs for WormFsService {
         &self,
         r: Request<proto::DiskRequest>,
     ) -> Result<Response<proto::Empty>, Status> {
+        caller_of(&r)?.require_admin("draining or removing a disk")?;
         let r = r.into_inner();
         if r.disk.is_empty() {
             return Err(Status::invalid_argument("disk: name the disk"));
@@ -746,6 +751,32 @@ impl WormFs for WormFsService {
             }
         };
         done.map_err(|e| status("disk command", e))?;
+        Ok(Response::new(proto::Empty {}))
+    }
+
+    async fn list_users(
+        &self,
+        r: Request<proto::Empty>,
+    ) -> Result<Response<proto::UsersReply>, Status> {
+        super::users::list(&self.fs, &caller_of(&r)?).map(Response::new)
+    }
+
+    async fn put_user(
+        &self,
+        r: Request<proto::PutUserRequest>,
+    ) -> Result<Response<proto::PutUserReply>, Status> {
+        let caller = caller_of(&r)?;
+        super::users::put(&self.fs, &caller, r.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn remove_user(
+        &self,
+        r: Request<proto::UserRequest>,
+    ) -> Result<Response<proto::Empty>, Status> {
+        let caller = caller_of(&r)?;
+        super::users::remove(&self.fs, &caller, r.into_inner().name).await?;
         Ok(Response::new(proto::Empty {}))
     }
 

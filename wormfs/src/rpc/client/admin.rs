@@ -117,3 +117,49 @@ impl Client {
         Ok(())
     }
 }
+
+impl Client {
+    /// Every user (admin identities only).
+    pub async fn list_users(&self) -> Result<Vec<proto::UserInfo>, ClientError> {
+        Ok(self
+            .call("list_users", Retry::Safe, |mut c| async move {
+                c.list_users(proto::Empty {}).await
+            })
+            .await?
+            .into_inner()
+            .users)
+    }
+
+    /// Adds `user` (or with `rotate`, gives the user of that name a new key) and returns
+    /// the user and its new key. Not repeated on another node once sent.
+    pub async fn put_user(
+        &self,
+        user: proto::UserInfo,
+        rotate: bool,
+    ) -> Result<proto::PutUserReply, ClientError> {
+        let req = proto::PutUserRequest {
+            user: Some(user),
+            rotate,
+        };
+        Ok(self
+            .call("put_user", Retry::OnlyUnsent, |mut c| {
+                let req = req.clone();
+                async move { c.put_user(req).await }
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// Removes the user `name`. Not repeated on another node once sent.
+    pub async fn remove_user(&self, name: &str) -> Result<(), ClientError> {
+        let req = proto::UserRequest {
+            name: name.to_owned(),
+        };
+        self.call("remove_user", Retry::OnlyUnsent, |mut c| {
+            let req = req.clone();
+            async move { c.remove_user(req).await }
+        })
+        .await?;
+        Ok(())
+    }
+}
