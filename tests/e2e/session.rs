@@ -197,3 +197,162 @@ fn only_admins_change_users_membership_and_workers_and_a_rotated_key_replaces_th
     assert!(err.contains("identity `carol`"), "{err}");
     wait_for_log(&w, "wrong key for user `carol`");
 }
+
+/// Calls `f` acting as uid/gid (the headers a host mount sends) on this thread.
+fn acting<T>(uid: u32, f: impl FnOnce() -> T) -> T {
+    wormfs::rpc::client::acting_as(
+        wormfs::rpc::client::ActAs {
+            uid,
+            gid: uid,
+            groups: Vec::new(),
+        },
+        f,
+    )
+}
+
+#[test]
+fn the_node_checks_permissions_for_direct_grpc_callers_and_refuses_acls() {
+    use std::os::unix::fs::PermissionsExt;
+    use wormfs::ids::FileId;
+    use wormfs::rpc::proto;
+    let w = World::start(3, "");
+    // through the mount, as root: a secret file and a directory anyone may write in
+    std::fs::write(w.path("secret"), b"root's secret").unwrap();
+    std::fs::set_permissions(w.path("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::create_dir(w.path("pub")).unwrap();
+    std::fs::set_permissions(w.path("pub"), std::fs::Permissions::from_mode(0o777)).unwrap();
+
+    for (name, flags) in [("nobody", &[][..]), ("host", &["--host"][..])] {
+        let mut args = vec!["user", "add", name, "--uid", "65534", "--gid", "65534"];
+        args.extend_from_slice(flags);
+        let (ok, _, err) = as_user(&w, &w.admin_identity(), &args);
+        assert!(ok, "{err}");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let nobody = client_as(&rt, &w, &w.tmp.path().join("nobody.identity")).unwrap();
+    let secret = rt
+        .block_on(nobody.lookup(FileId::ROOT, "secret"))
+        .unwrap()
+        .ino;
+
+    // nobody cannot read, chown, chmod or unlink root's 0600 file
+    let e = rt.block_on(nobody.read_stripe(secret, 0)).unwrap_err();
+    assert_eq!(e.errno, libc::EACCES, "{e}");
+    assert!(e.message.contains("`nobody`"), "{e}");
+    let chown = proto::SetAttrRequest {
+        ino: secret.0,
+        uid: Some(65534),
+        ..Default::default()
+    };
+    let e = rt.block_on(nobody.setattr(chown)).unwrap_err();
+    assert_eq!(e.errno, libc::EPERM, "{e}");
+    let chmod = proto::SetAttrRequest {
+        ino: secret.0,
+        perm: Some(0o666),
+        ..Default::default()
+    };
+    assert_eq!(
+        rt.block_on(nobody.setattr(chmod)).unwrap_err().errno,
+        libc::EPERM
+    );
+    let e = rt
+        .block_on(nobody.unlink(FileId::ROOT, "secret"))
+        .unwrap_err();
+    assert_eq!(e.errno, libc::EACCES, "{e}");
+
+    // nor create a setuid file owned by root, even where it may write
+    let pub_dir = rt.block_on(nobody.lookup(FileId::ROOT, "pub")).unwrap().ino;
+    let setuid_root = proto::CreateRequest {
+        parent: pub_dir.0,
+        name: "sh".into(),
+        kind: proto::FileKind::File as i32,
+        perm: 0o4755,
+        uid: 0,
+        gid: 0,
+        ..Default::default()
+    };
+    let e = rt.block_on(nobody.create(setuid_root.clone())).unwrap_err();
+    assert_eq!(e.errno, libc::EPERM, "{e}");
+    // its own file there is fine
+    let own = rt
+        .block_on(nobody.create(proto::CreateRequest {
+            uid: 65534,
+            gid: 65534,
+            perm: 0o644,
+            name: "mine".into(),
+            ..setuid_root.clone()
+        }))
+        .unwrap();
+    assert_eq!(own.uid, 65534);
+    // a personal identity's acting-as headers are ignored: still nobody
+    let e = acting(0, || rt.block_on(nobody.read_stripe(secret, 0))).unwrap_err();
+    assert_eq!(e.errno, libc::EACCES, "{e}");
+    // and it cannot remove a node
+    let (ok, _, err) = as_user(
+        &w,
+        &w.tmp.path().join("nobody.identity"),
+        &["node", "remove", "node1", "--yes"],
+    );
+    assert!(!ok && err.contains("needs an admin identity"), "{err}");
+
+    // a trusted host acts as the uid its caller has
+    let host = client_as(&rt, &w, &w.tmp.path().join("host.identity")).unwrap();
+    let e = acting(65534, || rt.block_on(host.read_stripe(secret, 0))).unwrap_err();
+    assert_eq!(e.errno, libc::EACCES, "{e}");
+    let bytes = acting(0, || rt.block_on(host.read_stripe(secret, 0))).unwrap();
+    assert_eq!(bytes, b"root's secret");
+
+    // the admin reads it, and chowns it
+    let admin = client_as(&rt, &w, &w.admin_identity()).unwrap();
+    assert_eq!(
+        rt.block_on(admin.read_stripe(secret, 0)).unwrap(),
+        b"root's secret"
+    );
+    let a = rt.block_on(admin.setattr(chown)).unwrap();
+    assert_eq!(a.uid, 65534);
+
+    // POSIX ACLs are refused, not stored and ignored
+    let path = std::ffi::CString::new(w.path("pub/mine").to_str().unwrap()).unwrap();
+    // user:nobody:--- on a 0644 file (version 2, ACL_USER_OBJ rw, ACL_USER 65534 ---, ...)
+    let acl: Vec<u8> = [
+        2u32.to_le_bytes().to_vec(),
+        [1u16.to_le_bytes(), 6u16.to_le_bytes()].concat(),
+        u32::MAX.to_le_bytes().to_vec(),
+        [2u16.to_le_bytes(), 0u16.to_le_bytes()].concat(),
+        65534u32.to_le_bytes().to_vec(),
+        [4u16.to_le_bytes(), 4u16.to_le_bytes()].concat(),
+        u32::MAX.to_le_bytes().to_vec(),
+        [0x10u16.to_le_bytes(), 4u16.to_le_bytes()].concat(),
+        u32::MAX.to_le_bytes().to_vec(),
+        [0x20u16.to_le_bytes(), 4u16.to_le_bytes()].concat(),
+        u32::MAX.to_le_bytes().to_vec(),
+    ]
+    .concat();
+    let name = std::ffi::CString::new("system.posix_acl_access").unwrap();
+    // SAFETY: setxattr(2) with valid C strings and a buffer of the given length.
+    let r = unsafe {
+        libc::setxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            acl.as_ptr().cast(),
+            acl.len(),
+            0,
+        )
+    };
+    let errno = std::io::Error::last_os_error().raw_os_error();
+    assert_eq!(r, -1, "an ACL was accepted");
+    assert_eq!(errno, Some(libc::EOPNOTSUPP));
+    // the node refuses it for a direct caller too
+    let e = rt
+        .block_on(admin.setxattr(
+            own.ino,
+            "system.posix_acl_access",
+            &acl,
+            wormfs::meta::XattrMode::Any,
+        ))
+        .unwrap_err();
+    assert_eq!(e.errno, libc::EOPNOTSUPP, "{e}");
+}

@@ -72,6 +72,7 @@ pub fn run(
     };
     let addrs = vec![addr.to_string()];
     let client_config = write_client_config(&addrs, &identity);
+    let wait_for_stop = stop_signals(rt)?;
     let mounted = mount_at(rt, &addr.to_string(), &identity, &mnt, allow_other)?;
     println!("WormFS is running:");
     println!(
@@ -269,6 +270,7 @@ pub fn run_cluster(
     })?;
     let addrs: Vec<String> = procs.iter().map(|p| p.addr.clone()).collect();
     let client_config = write_client_config(&addrs, &identity);
+    let wait_for_stop = stop_signals(rt)?;
     let mounted = mount_at(rt, &first, &identity, &mnt, allow_other)?;
     println!("WormFS cluster is running ({nodes} nodes, master {master}):");
     for p in &procs {
@@ -379,17 +381,26 @@ fn write_client_config(nodes: &[String], identity: &Path) -> Option<std::path::P
     }
 }
 
-/// Waits for Ctrl-C (SIGINT) or SIGTERM.
-fn wait_for_stop(rt: &tokio::runtime::Runtime) -> anyhow::Result<()> {
-    rt.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
-        }
-        anyhow::Ok(())
+/// Installs the SIGINT and SIGTERM handlers (before anything says the file system is up,
+/// so a signal right after never kills the process uncleanly), and returns a waiter.
+fn stop_signals(
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<impl FnOnce(&tokio::runtime::Runtime) -> anyhow::Result<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = rt.block_on(async {
+        anyhow::Ok((
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::interrupt())?,
+        ))
+    })?;
+    Ok(move |rt: &tokio::runtime::Runtime| {
+        rt.block_on(async {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+        });
+        Ok(())
     })
 }
 

@@ -289,6 +289,21 @@ impl WormFuse {
         }
     }
 
+    /// [`WormFuse::rpc`] acting as the caller of `req`: the node checks its permissions.
+    /// Only the call the caller asked for goes this way; what the mount does for itself
+    /// (the orphan directory, data sent in the background) acts as the mount's identity.
+    fn rpc_as<T>(&self, req: &Request, call: impl FnOnce(&Client, &Driver<'_>) -> T) -> T {
+        wormfs::rpc::client::acting_as(crate::caller::of(req), || self.rpc(call))
+    }
+
+    /// [`WormFuse::rpc_as`] with `req`'s caller, or [`WormFuse::rpc`] without one.
+    fn rpc_opt<T>(&self, req: Option<&Request>, call: impl FnOnce(&Client, &Driver<'_>) -> T) -> T {
+        match req {
+            Some(req) => self.rpc_as(req, call),
+            None => self.rpc(call),
+        }
+    }
+
     fn own_driver(&self) -> Option<Arc<OwnDriver>> {
         let id = std::thread::current().id();
         if let Some(d) = lock(&self.threads).get(&id) {
@@ -756,7 +771,7 @@ impl WormFuse {
             rdev: spec.rdev,
             symlink_target: spec.target,
         };
-        self.rpc(|c, d| d.block_on(c.create(request)))
+        self.rpc_as(req, |c, d| d.block_on(c.create(request)))
     }
 
     /// The directory holding files unlinked while open here, created when first needed.
@@ -857,9 +872,9 @@ impl Filesystem for WormFuse {
         self.stripes.log_summary();
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let r =
-            name_str(name).and_then(|n| self.rpc(|c, d| d.block_on(c.lookup(FileId(parent.0), n))));
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let r = name_str(name)
+            .and_then(|n| self.rpc_as(req, |c, d| d.block_on(c.lookup(FileId(parent.0), n))));
         self.entry(reply, r, "lookup")
     }
 
@@ -874,7 +889,7 @@ impl Filesystem for WormFuse {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -883,13 +898,15 @@ impl Filesystem for WormFuse {
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let times_now =
+            matches!(atime, Some(TimeOrNow::Now)) || matches!(mtime, Some(TimeOrNow::Now));
         let request = SetAttr {
             ino: ino.0,
             perm: mode.map(|m| m & 0o7777),
@@ -898,7 +915,18 @@ impl Filesystem for WormFuse {
             size,
             atime: atime.map(|t| stamp(t).0),
             mtime: mtime.map(|t| stamp(t).0),
+            times_now,
         };
+        // A truncate through an open handle (ftruncate, O_TRUNC) was allowed when the file
+        // was opened, as POSIX says: it acts as the mount, not as a caller who may have no
+        // write permission any more.
+        let through_handle = fh.is_some()
+            && mode.is_none()
+            && uid.is_none()
+            && gid.is_none()
+            && atime.is_none()
+            && mtime.is_none();
+        let as_caller = (!through_handle).then_some(req);
         let changes_data = size.is_some() || mtime.is_some();
         let r = match (changes_data, self.open_file(ino.0)) {
             (true, Some(file)) => {
@@ -907,7 +935,7 @@ impl Filesystem for WormFuse {
                 let mut inner = file.lock();
                 inner.changed_here = true;
                 self.flush_file(ino.0, &mut inner).and_then(|()| {
-                    let a = self.rpc(|c, d| d.block_on(c.setattr(request)))?;
+                    let a = self.rpc_opt(as_caller, |c, d| d.block_on(c.setattr(request)))?;
                     if let Some(new_size) = size {
                         inner.size = new_size;
                         self.stripes.forget_file(ino.0);
@@ -921,12 +949,12 @@ impl Filesystem for WormFuse {
                 })
             }
             (true, None) => {
-                let r = self.rpc(|c, d| d.block_on(c.setattr(request)));
+                let r = self.rpc_opt(as_caller, |c, d| d.block_on(c.setattr(request)));
                 lock(&self.closed).remove(&ino.0);
                 self.stripes.forget_file(ino.0);
                 r
             }
-            (false, _) => self.rpc(|c, d| d.block_on(c.setattr(request))),
+            (false, _) => self.rpc_opt(as_caller, |c, d| d.block_on(c.setattr(request))),
         };
         self.answer("setattr", reply, r, |reply, a| {
             reply.attr(&TTL, &fuse_attr(&self.with_local_size(a)))
@@ -990,20 +1018,20 @@ impl Filesystem for WormFuse {
         self.entry(reply, r, "mkdir")
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let r = name_str(name).and_then(|n| {
             let target = self.rpc(|c, d| d.block_on(c.lookup(FileId(parent.0), n)))?;
             if self.hide_if_open(parent.0, n, target.ino.0)? {
                 return Ok(());
             }
-            self.rpc(|c, d| d.block_on(c.unlink(FileId(parent.0), n)))
+            self.rpc_as(req, |c, d| d.block_on(c.unlink(FileId(parent.0), n)))
         });
         self.empty(reply, r, "unlink")
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r =
-            name_str(name).and_then(|n| self.rpc(|c, d| d.block_on(c.rmdir(FileId(parent.0), n))));
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let r = name_str(name)
+            .and_then(|n| self.rpc_as(req, |c, d| d.block_on(c.rmdir(FileId(parent.0), n))));
         self.empty(reply, r, "rmdir")
     }
 
@@ -1032,7 +1060,7 @@ impl Filesystem for WormFuse {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -1057,7 +1085,7 @@ impl Filesystem for WormFuse {
                     }
                 }
             }
-            self.rpc(|c, d| {
+            self.rpc_as(req, |c, d| {
                 d.block_on(c.rename(FileId(parent.0), n, FileId(newparent.0), nn, no_replace))
             })
         });
@@ -1066,14 +1094,16 @@ impl Filesystem for WormFuse {
 
     fn link(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         newparent: INodeNo,
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
         let r = name_str(newname).and_then(|n| {
-            self.rpc(|c, d| d.block_on(c.link(FileId(ino.0), FileId(newparent.0), n)))
+            self.rpc_as(req, |c, d| {
+                d.block_on(c.link(FileId(ino.0), FileId(newparent.0), n))
+            })
         });
         self.entry(reply, r, "link")
     }
@@ -1231,8 +1261,8 @@ impl Filesystem for WormFuse {
         self.empty(reply, r, "release")
     }
 
-    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let r = self.rpc(|c, d| d.block_on(c.readdir(FileId(ino.0))));
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let r = self.rpc_as(req, |c, d| d.block_on(c.readdir(FileId(ino.0))));
         self.answer("opendir", reply, r, |reply, entries| {
             let fh = self.new_handle(Handle::Dir(entries));
             reply.opened(FileHandle(fh), FopenFlags::empty())
@@ -1302,7 +1332,7 @@ impl Filesystem for WormFuse {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -1324,20 +1354,22 @@ impl Filesystem for WormFuse {
                     message: format!("{CAPABILITY_XATTR}: WormFS does not keep file capabilities"),
                 });
             }
-            self.rpc(|c, d| d.block_on(c.setxattr(FileId(ino.0), n, value, mode)))
+            self.rpc_as(req, |c, d| {
+                d.block_on(c.setxattr(FileId(ino.0), n, value, mode))
+            })
         });
         self.empty(reply, r, "setxattr")
     }
 
-    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         if name == CAPABILITY_XATTR {
             // The kernel asks before every write(); no file here has one (setxattr refuses
             // it), so the answer needs no round trip to the node.
             reply.error(Errno::from_i32(errno::ENODATA));
             return;
         }
-        let r =
-            name_str(name).and_then(|n| self.rpc(|c, d| d.block_on(c.getxattr(FileId(ino.0), n))));
+        let r = name_str(name)
+            .and_then(|n| self.rpc_as(req, |c, d| d.block_on(c.getxattr(FileId(ino.0), n))));
         self.answer("getxattr", reply, r, |reply, v| {
             if size == 0 {
                 reply.size(v.len() as u32)
@@ -1349,8 +1381,8 @@ impl Filesystem for WormFuse {
         })
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let r = self.rpc(|c, d| d.block_on(c.listxattr(FileId(ino.0))));
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let r = self.rpc_as(req, |c, d| d.block_on(c.listxattr(FileId(ino.0))));
         self.answer("listxattr", reply, r, |reply, names| {
             let mut buf = Vec::new();
             for n in names {
@@ -1367,9 +1399,9 @@ impl Filesystem for WormFuse {
         })
     }
 
-    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let r = name_str(name)
-            .and_then(|n| self.rpc(|c, d| d.block_on(c.removexattr(FileId(ino.0), n))));
+            .and_then(|n| self.rpc_as(req, |c, d| d.block_on(c.removexattr(FileId(ino.0), n))));
         self.empty(reply, r, "removexattr")
     }
 }

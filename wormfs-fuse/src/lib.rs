@@ -1,6 +1,7 @@
 //! `wormfs-fuse`: mounts a WormFS storage node as a local directory.
 
 mod cache;
+mod caller;
 mod fetch;
 mod file;
 mod fs;
@@ -211,6 +212,14 @@ pub fn mount_foreground(
         .context("connect to the cluster")?;
     let node = client.current_address();
     tracing::info!(nodes = ?client.nodes(), "connected to {node}");
+    // The handlers are in place before anyone can learn that the mount is up: a SIGTERM
+    // right after the "mounted" line must unmount, not kill the process.
+    let (mut term, mut int) = rt.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
+        let int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
+        anyhow::Ok((term, int))
+    })?;
     let mounted = mount(client, rt.handle().clone(), mountpoint, opts)?;
     {
         use std::io::Write;
@@ -218,9 +227,6 @@ pub fn mount_foreground(
         let _ = std::io::stdout().flush();
     }
     rt.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
-        let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
         loop {
             tokio::select! {
                 _ = term.recv() => break,

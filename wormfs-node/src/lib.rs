@@ -423,7 +423,11 @@ pub fn serve_foreground(config_path: &std::path::Path) -> std::process::ExitCode
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(run(config, shutdown_signal(), |addr| {
+    let shutdown = {
+        let _in_runtime = runtime.enter();
+        shutdown_signal()
+    };
+    let result = runtime.block_on(run(config, shutdown, |addr| {
         use std::io::Write;
         println!("wormfs-node listening on {addr}");
         let _ = std::io::stdout().flush();
@@ -437,18 +441,23 @@ pub fn serve_foreground(config_path: &std::path::Path) -> std::process::ExitCode
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
+/// Completes on SIGTERM or SIGINT. The handlers are installed when this is called (inside
+/// a runtime), not when the future is first polled: a signal that arrives after the node
+/// said it listens stops it cleanly instead of killing it.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop the node with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop the node with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = int.recv() => tracing::info!("SIGINT: stopping"),
+        }
     }
 }

@@ -36,6 +36,9 @@ pub enum FsError {
     /// The caller may not do this (mode bits, ownership): `EACCES`.
     #[error("{0}")]
     Denied(String),
+    /// The file system does not do this (e.g. POSIX ACLs): `EOPNOTSUPP`.
+    #[error("{0}")]
+    Unsupported(String),
     /// A background task failed.
     #[error("internal error: {0}")]
     Internal(String),
@@ -58,6 +61,7 @@ impl FsError {
             FsError::Policy(_) | FsError::Invalid(_) => errno::EINVAL,
             FsError::NotPermitted(_) => errno::EPERM,
             FsError::Denied(_) => errno::EACCES,
+            FsError::Unsupported(_) => errno::EOPNOTSUPP,
             FsError::Engine(_)
             | FsError::Meta(_)
             | FsError::Log(_)

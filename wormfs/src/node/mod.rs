@@ -2,11 +2,13 @@
 //! the metadata log and the chunk store ([`NodeFs`]). The gRPC service in
 //! [`crate::rpc::server`] is a thin translation of it.
 
+mod access;
 mod error;
 mod fs;
 mod heal;
 mod stripes;
 
+pub use access::{Caller, EXEC, READ, WRITE};
 pub use error::FsError;
 pub use fs::{CreateKind, NodeFs, PolicyView, SetAttrArgs, StatFs};
 pub use heal::{FileRisk, RiskReport, StripeView};

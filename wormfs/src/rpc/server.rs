@@ -3,7 +3,7 @@
 
 use super::convert::{attr_to_proto, ino, invalid, kind_to_proto, name, required};
 use super::proto::{self, worm_fs_server::WormFs};
-use super::session::caller_of;
+use super::session::{caller_of, require_admin};
 use super::{status_with_errno, MAX_LOCATE, READDIR_PAGE, READ_PIECE_SIZE};
 use crate::meta::{Timestamp, XattrMode};
 use crate::node::{CreateKind, FsError, NodeFs, SetAttrArgs};
@@ -126,10 +126,15 @@ impl WormFs for WormFsService {
         &self,
         r: Request<proto::EntryRequest>,
     ) -> Result<Response<proto::AttrReply>, Status> {
+        let who = caller_of(&r)?;
         let r = r.into_inner();
+        let parent = ino("parent", r.parent)?;
+        self.fs
+            .check_lookup(&who, parent)
+            .map_err(|e| status("lookup", e))?;
         let a = self
             .fs
-            .lookup(ino("parent", r.parent)?, name("name", &r.name)?)
+            .lookup(parent, name("name", &r.name)?)
             .map_err(|e| status("lookup", e))?;
         Ok(attr_reply(&a))
     }
@@ -149,9 +154,10 @@ impl WormFs for WormFsService {
         &self,
         r: Request<proto::SetAttrRequest>,
     ) -> Result<Response<proto::AttrReply>, Status> {
+        let who = caller_of(&r)?;
         let r = r.into_inner();
         let perm = r.perm.map(|p| u16::try_from(p & 0o7777).expect("masked"));
-        let args = SetAttrArgs {
+        let mut args = SetAttrArgs {
             perm,
             uid: r.uid,
             gid: r.gid,
@@ -159,9 +165,13 @@ impl WormFs for WormFsService {
             atime: r.atime.map(Timestamp),
             mtime: r.mtime.map(Timestamp),
         };
+        let file = ino("ino", r.ino)?;
+        self.fs
+            .check_setattr(&who, file, &mut args, r.times_now)
+            .map_err(|e| status("setattr", e))?;
         let a = self
             .fs
-            .setattr(ino("ino", r.ino)?, args)
+            .setattr(file, args)
             .await
             .map_err(|e| status("setattr", e))?;
         Ok(attr_reply(&a))
@@ -171,6 +181,7 @@ impl WormFs for WormFsService {
         &self,
         r: Request<proto::CreateRequest>,
     ) -> Result<Response<proto::AttrReply>, Status> {
+        let who = caller_of(&r)?;
         let r = r.into_inner();
         let kind = match proto::FileKind::try_from(r.kind) {
             Ok(proto::FileKind::File) => CreateKind::File,
@@ -191,16 +202,15 @@ impl WormFs for WormFsService {
             _ => return Err(invalid("kind", format!("unknown file kind {}", r.kind))),
         };
         let perm = u16::try_from(r.perm & 0o7777).expect("masked");
+        let parent = ino("parent", r.parent)?;
+        let directory = matches!(kind, CreateKind::Directory);
+        let perm = self
+            .fs
+            .check_create(&who, parent, r.uid, r.gid, perm, directory)
+            .map_err(|e| status("create", e))?;
         let a = self
             .fs
-            .create(
-                ino("parent", r.parent)?,
-                name("name", &r.name)?,
-                kind,
-                perm,
-                r.uid,
-                r.gid,
-            )
+            .create(parent, name("name", &r.name)?, kind, perm, r.uid, r.gid)
             .await
             .map_err(|e| status("create", e))?;
         Ok(attr_reply(&a))
@@ -210,12 +220,17 @@ impl WormFs for WormFsService {
         &self,
         r: Request<proto::LinkRequest>,
     ) -> Result<Response<proto::AttrReply>, Status> {
+        let who = caller_of(&r)?;
         let r = r.into_inner();
+        let new_parent = ino("new_parent", r.new_parent)?;
+        self.fs
+            .check_link(&who, new_parent)
+            .map_err(|e| status("link", e))?;
         let a = self
             .fs
             .link(
                 ino("ino", r.ino)?,
-                ino("new_parent", r.new_parent)?,
+                new_parent,
                 name("new_name", &r.new_name)?,
             )
             .await
@@ -227,9 +242,14 @@ impl WormFs for WormFsService {
         &self,
         r: Request<proto::EntryRequest>,
     ) -> Result<Response<proto::Empty>, Status> {
+        let who = caller_of(&r)?;
         let r = r.into_inner();
+        let (parent, n) = (ino("parent", r.parent)?, name("name", &r.name)?);
         self.fs
-            .unlink(ino("parent", r.parent)?, name("name", &r.name)?)
+            .check_remove(&who, parent, n)
+            .map_err(|e| status("unlink", e))?;
+        self.fs
+            .unlink(parent, n)
             .await
             .map_err(|e| status("unlink", e))?;
         Ok(Response::new(proto::Empty {}))
@@ -239,9 +259,14 @@ impl WormFs for WormFsService {
         &self,
         r: Request<proto::EntryRequest>,
     ) -> Result<Response<proto::Empty>, Status> {
+        let who = caller_of(&r)?;
         let r = r.into_inner();
+        let (parent, n) = (ino("parent", r.parent)?, name("name", &r.name)?);
         self.fs
-            .rmdir(ino("parent", r.parent)?, name("name", &r.name)?)
+            .check_remove(&who, parent, n)
+            .map_err(|e| status("rmdir", e))?;
+        self.fs
+            .rmdir(parent, n)
             .await
             .map_err(|e| status("rmdir", e))?;
         Ok(Response::new(proto::Empty {}))
@@ -251,15 +276,18 @@ impl WormFs for WormFsService {
         &self,
         r: Request<proto::RenameRequest>,
     ) -> Result<Response<proto::Empty>, Status> {
+        let who = caller_of(&r)?;
         let r = r.into_inner();
+        let (parent, n) = (ino("parent", r.parent)?, name("name", &r.name)?);
+        let (new_parent, new_n) = (
+            ino("new_parent", r.new_parent)?,
+            name("new_name", &r.new_name)?,
+        );
         self.fs
-            .rename(
-                ino("parent", r.parent)?,
-                name("name", &r.name)?,
-                ino("new_parent", r.new_parent)?,
-                name("new_name", &r.new_name)?,
-                r.no_replace,
-            )
+            .check_rename(&who, parent, n, new_parent, new_n)
+            .map_err(|e| status("rename", e))?;
+        self.fs
+            .rename(parent, n, new_parent, new_n, r.no_replace)
             .await
             .map_err(|e| status("rename", e))?;
         Ok(Response::new(proto::Empty {}))
@@ -269,8 +297,12 @@ impl WormFs for WormFsService {
         &self,
         r: Request<proto::ReadDirRequest>,
     ) -> Result<Response<proto::ReadDirReply>, Status> {
+        let who = caller_of(&r)?;
         let r = r.into_inner();
         let dir = ino("ino", r.ino)?;
+        self.fs
+            .check_readdir(&who, dir)
+            .map_err(|e| status("readdir", e))?;
         let limit = match r.limit {
             0 => READDIR_PAGE,
             n => n.min(READDIR_PAGE),
@@ -310,10 +342,15 @@ impl WormFs for WormFsService {
         &self,
         r: Request<proto::XattrRequest>,
     ) -> Result<Response<proto::XattrValue>, Status> {
+        let who = caller_of(&r)?;
         let r = r.into_inner();
+        let file = ino("ino", r.ino)?;
+        self.fs
+            .check_xattr(&who, file, &r.name, false)
+            .map_err(|e| status("getxattr", e))?;
         let value = self
             .fs
-            .getxattr(ino("ino", r.ino)?, &r.name)
+            .getxattr(file, &r.name)
             .map_err(|e| status("getxattr", e))?;
         Ok(Response::new(proto::XattrValue { value }))
     }
@@ -322,6 +359,7 @@ impl WormFs for WormFsService {
         &self,
         r: Request<proto::SetXattrRequest>,
     ) -> Result<Response<proto::Empty>, Status> {
+        let who = caller_of(&r)?;
         let r = r.into_inner();
         if r.name.is_empty() || r.name.len() > 255 {
             return Err(invalid("name", "an attribute name is 1 to 255 bytes"));
@@ -338,8 +376,18 @@ impl WormFs for WormFsService {
             Ok(proto::XattrMode::Replace) => XattrMode::Replace,
             Err(_) => return Err(invalid("mode", format!("unknown mode {}", r.mode))),
         };
+        let file = ino("ino", r.ino)?;
         self.fs
-            .setxattr(ino("ino", r.ino)?, &r.name, &r.value, mode)
+            .check_xattr(&who, file, &r.name, true)
+            .map_err(|e| status("setxattr", e))?;
+        if r.name == crate::node::POLICY_XATTR {
+            let dir = self.fs.getattr(file).map_err(|e| status("setxattr", e))?;
+            self.fs
+                .check_policy(&who, &dir)
+                .map_err(|e| status("setxattr", e))?;
+        }
+        self.fs
+            .setxattr(file, &r.name, &r.value, mode)
             .await
             .map_err(|e| status("setxattr", e))?;
         Ok(Response::new(proto::Empty {}))
@@ -349,9 +397,14 @@ impl WormFs for WormFsService {
         &self,
         r: Request<proto::InoRequest>,
     ) -> Result<Response<proto::XattrNames>, Status> {
+        let who = caller_of(&r)?;
+        let file = ino("ino", r.into_inner().ino)?;
+        self.fs
+            .check_listxattr(&who, file)
+            .map_err(|e| status("listxattr", e))?;
         let names = self
             .fs
-            .listxattr(ino("ino", r.into_inner().ino)?)
+            .listxattr(file)
             .map_err(|e| status("listxattr", e))?;
         Ok(Response::new(proto::XattrNames { names }))
     }
@@ -360,9 +413,23 @@ impl WormFs for WormFsService {
         &self,
         r: Request<proto::XattrRequest>,
     ) -> Result<Response<proto::Empty>, Status> {
+        let who = caller_of(&r)?;
         let r = r.into_inner();
+        let file = ino("ino", r.ino)?;
         self.fs
-            .removexattr(ino("ino", r.ino)?, &r.name)
+            .check_xattr(&who, file, &r.name, true)
+            .map_err(|e| status("removexattr", e))?;
+        if r.name == crate::node::POLICY_XATTR {
+            let dir = self
+                .fs
+                .getattr(file)
+                .map_err(|e| status("removexattr", e))?;
+            self.fs
+                .check_policy(&who, &dir)
+                .map_err(|e| status("removexattr", e))?;
+        }
+        self.fs
+            .removexattr(file, &r.name)
             .await
             .map_err(|e| status("removexattr", e))?;
         Ok(Response::new(proto::Empty {}))
@@ -388,8 +455,12 @@ impl WormFs for WormFsService {
         &self,
         r: Request<proto::ReadStripeRequest>,
     ) -> Result<Response<PieceStream>, Status> {
+        let who = caller_of(&r)?;
         let r = r.into_inner();
         let file = ino("ino", r.ino)?;
+        self.fs
+            .check_data(&who, file, false)
+            .map_err(|e| status("read stripe", e))?;
         let data = if r.len > 0 {
             self.fs.read_range(file, r.index, r.offset, r.len).await
         } else {
@@ -427,8 +498,12 @@ impl WormFs for WormFsService {
         &self,
         r: Request<proto::LocateStripesRequest>,
     ) -> Result<Response<proto::StripeLocations>, Status> {
+        let who = caller_of(&r)?;
         let r = r.into_inner();
         let file = ino("ino", r.ino)?;
+        self.fs
+            .check_data(&who, file, false)
+            .map_err(|e| status("locate stripes", e))?;
         if !(1..=MAX_LOCATE).contains(&r.count) {
             return Err(invalid(
                 "count",
@@ -479,7 +554,9 @@ impl WormFs for WormFsService {
         &self,
         r: Request<Streaming<proto::StripePiece>>,
     ) -> Result<Response<proto::AttrReply>, Status> {
+        let who = caller_of(&r)?;
         let mut stream = r.into_inner();
+        let mut checked = None;
         let mut current: Option<(u64, u64, u64, Vec<u8>)> = None; // (ino, index, len, bytes)
         let mut last = None;
         while let Some(piece) = stream.message().await? {
@@ -507,6 +584,12 @@ impl WormFs for WormFsService {
                     format!("{} bytes is not a stripe length that fits its pieces", *len),
                 ));
             }
+            if checked != Some(file) {
+                self.fs
+                    .check_data(&who, file, true)
+                    .map_err(|e| status("write stripe", e))?;
+                checked = Some(file);
+            }
             buf.extend_from_slice(&piece.data);
             if buf.len() as u64 == *len {
                 let (_, index, _, data) = current.take().expect("just filled");
@@ -524,7 +607,17 @@ impl WormFs for WormFsService {
                 "the stream ended in the middle of a stripe",
             ));
         }
-        let attr = required("pieces", last)?;
+        let mut attr = required("pieces", last)?;
+        if attr.perm & 0o6000 != 0 && who.uid != 0 {
+            self.fs
+                .clear_privileges_after_write(&who, attr.ino)
+                .await
+                .map_err(|e| status("write stripe", e))?;
+            attr = self
+                .fs
+                .getattr(attr.ino)
+                .map_err(|e| status("write stripe", e))?;
+        }
         Ok(attr_reply(&attr))
     }
 
@@ -532,11 +625,15 @@ impl WormFs for WormFsService {
         &self,
         r: Request<proto::SetPolicyRequest>,
     ) -> Result<Response<proto::Empty>, Status> {
+        let who = caller_of(&r)?;
         let r = r.into_inner();
         let norm = crate::policy::normalize_path(&r.path).map_err(|e| invalid("path", e))?;
         let attr = self
             .fs
             .attr_at(&norm)
+            .map_err(|e| status("set policy", e))?;
+        self.fs
+            .check_policy(&who, &attr)
             .map_err(|e| status("set policy", e))?;
         let policy = (!r.policy.is_empty()).then_some(r.policy.as_str());
         self.fs
@@ -653,7 +750,7 @@ impl WormFs for WormFsService {
         &self,
         r: Request<proto::AddNodeRequest>,
     ) -> Result<Response<proto::AddNodeReply>, Status> {
-        caller_of(&r)?.require_admin("adding a node")?;
+        require_admin(&caller_of(&r)?, "adding a node")?;
         let r = r.into_inner();
         let Some(cluster) = &self.cluster else {
             return Err(Status::failed_precondition(
@@ -678,7 +775,7 @@ impl WormFs for WormFsService {
         &self,
         r: Request<proto::RemoveNodeRequest>,
     ) -> Result<Response<proto::Empty>, Status> {
-        caller_of(&r)?.require_admin("removing a node")?;
+        require_admin(&caller_of(&r)?, "removing a node")?;
         let r = r.into_inner();
         let Some(cluster) = &self.cluster else {
             return Err(Status::failed_precondition(
@@ -719,7 +816,7 @@ impl WormFs for WormFsService {
         &self,
         r: Request<proto::WorkerRequest>,
     ) -> Result<Response<proto::WorkersReply>, Status> {
-        caller_of(&r)?.require_admin("controlling scrub and repair")?;
+        require_admin(&caller_of(&r)?, "controlling scrub and repair")?;
         let r = r.into_inner();
         self.fs
             .control_worker(&r.name, &r.action, r.deep, r.bytes_per_sec, r.ops_per_sec)
@@ -734,7 +831,7 @@ impl WormFs for WormFsService {
         &self,
         r: Request<proto::DiskRequest>,
     ) -> Result<Response<proto::Empty>, Status> {
-        caller_of(&r)?.require_admin("draining or removing a disk")?;
+        require_admin(&caller_of(&r)?, "draining or removing a disk")?;
         let r = r.into_inner();
         if r.disk.is_empty() {
             return Err(Status::invalid_argument("disk: name the disk"));

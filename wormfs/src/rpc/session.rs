@@ -6,6 +6,7 @@
 
 use super::tls::{KeyLookup, Session};
 use crate::meta::{MetaStore, UserRecord};
+pub use crate::node::Caller;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use tonic::{Request, Status};
@@ -58,40 +59,18 @@ impl KeyLookup for Users {
     }
 }
 
-/// The user and uid/gid set a request acts as.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Caller {
-    /// The authenticated user.
-    pub user: String,
-    /// The uid the request acts as.
-    pub uid: u32,
-    /// Its primary gid.
-    pub gid: u32,
-    /// Its supplementary groups.
-    pub groups: Vec<u32>,
-    /// The user is an admin (membership, users, workers, disks).
-    pub admin: bool,
-}
-
-impl Caller {
-    /// True when the caller is in group `gid`.
-    pub fn in_group(&self, gid: u32) -> bool {
-        self.gid == gid || self.groups.contains(&gid)
+/// Refuses a caller that is not an admin, naming what needed one.
+pub fn require_admin(caller: &Caller, what: &str) -> Result<(), Status> {
+    if caller.admin {
+        return Ok(());
     }
-
-    /// Refuses a caller that is not an admin, naming what needed one.
-    pub fn require_admin(&self, what: &str) -> Result<(), Status> {
-        if self.admin {
-            return Ok(());
-        }
-        Err(super::status_with_errno(
-            crate::errno::EPERM,
-            format!(
-                "{what} needs an admin identity; user `{}` is not an admin (see `wormfs user add --admin`)",
-                self.user
-            ),
-        ))
-    }
+    Err(super::status_with_errno(
+        crate::errno::EPERM,
+        format!(
+            "{what} needs an admin identity; user `{}` is not an admin (see `wormfs user add --admin`)",
+            caller.user
+        ),
+    ))
 }
 
 /// The caller of a request the [`Authenticator`] let through.

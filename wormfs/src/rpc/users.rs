@@ -1,7 +1,7 @@
 //! The user calls of the gRPC service: list, add, rotate, remove. Admin identities only.
 
 use super::proto;
-use super::session::Caller;
+use super::session::{require_admin, Caller};
 use crate::meta::{MetadataOp, Refusal, Timestamp, UserRecord};
 use crate::node::{FsError, NodeFs};
 use tonic::Status;
@@ -29,7 +29,7 @@ fn fs_status(what: &str, e: impl Into<FsError>) -> Status {
 
 /// Every user.
 pub(super) fn list(fs: &NodeFs, caller: &Caller) -> Result<proto::UsersReply, Status> {
-    caller.require_admin("listing users")?;
+    require_admin(caller, "listing users")?;
     let users = fs.meta().users().map_err(|e| fs_status("list users", e))?;
     Ok(proto::UsersReply {
         users: users.iter().map(info).collect(),
@@ -42,7 +42,7 @@ pub(super) async fn put(
     caller: &Caller,
     r: proto::PutUserRequest,
 ) -> Result<proto::PutUserReply, Status> {
-    caller.require_admin("adding or rotating users")?;
+    require_admin(caller, "adding or rotating users")?;
     let want = r
         .user
         .ok_or_else(|| Status::invalid_argument("user: name the user"))?;
@@ -95,7 +95,7 @@ pub(super) async fn put(
 
 /// Removes a user; its connections are refused at their next call. The last admin stays.
 pub(super) async fn remove(fs: &NodeFs, caller: &Caller, name: String) -> Result<(), Status> {
-    caller.require_admin("removing users")?;
+    require_admin(caller, "removing users")?;
     let users = fs.meta().users().map_err(|e| fs_status("list users", e))?;
     let Some(user) = users.iter().find(|u| u.name == name) else {
         return Err(super::status_with_errno(
