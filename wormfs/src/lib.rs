@@ -38,6 +38,7 @@ pub mod engine;
 pub mod errno;
 pub mod heal;
 pub mod ids;
+pub mod locks;
 pub mod meta;
 pub mod net;
 #[cfg(feature = "node")]
