@@ -594,7 +594,9 @@ fn stripes_are_located_many_at_a_time_up_to_the_file_s_end() {
 #[test]
 fn a_stripe_located_before_another_mount_rewrote_it_is_located_again_and_read_from_its_files() {
     use std::os::unix::fs::FileExt;
-    let mut w = World::start(3, ""); // 2+1, 1 MiB stripes
+    // 2+1, 1 MiB stripes; writers ignore readers (read locks off), so that another mount
+    // may rewrite the file this one reads
+    let mut w = World::start(3, "[locks]\nread_locks = false\n");
     let old = bytes(24 << 20, 41); // 24 stripes
     fs::write(w.path("f.bin"), &old).unwrap();
     w.stop_mount();

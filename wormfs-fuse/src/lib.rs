@@ -5,6 +5,7 @@ mod caller;
 mod fetch;
 mod file;
 mod fs;
+mod locks;
 
 pub use fs::{FsOptions, WormFuse};
 

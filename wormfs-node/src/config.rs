@@ -38,6 +38,55 @@ pub struct RawConfig {
     /// Scrub and repair.
     #[serde(default)]
     pub heal: RawHeal,
+    /// File locks.
+    #[serde(default)]
+    pub locks: RawLocks,
+}
+
+/// The `[locks]` table: the cluster's file locks.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLocks {
+    /// How long a client's locks outlive its last renewal (default `10s`).
+    #[serde(default)]
+    pub lease: Option<String>,
+    /// Readers and writers exclude each other (default true); false lets a writer open a
+    /// file others read, and readers open a file being written.
+    #[serde(default)]
+    pub read_locks: Option<bool>,
+}
+
+/// The checked `[locks]` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockSettings {
+    /// The lease.
+    pub lease: Duration,
+    /// Whether readers and writers exclude each other.
+    pub read_locks: bool,
+}
+
+impl Default for LockSettings {
+    fn default() -> Self {
+        LockSettings {
+            lease: Duration::from_secs(10),
+            read_locks: true,
+        }
+    }
+}
+
+fn check_locks(raw: RawLocks) -> anyhow::Result<LockSettings> {
+    let d = LockSettings::default();
+    let lease = match &raw.lease {
+        Some(t) => match parse_duration(t, "locks.lease")? {
+            Some(l) if l >= Duration::from_secs(1) => l,
+            _ => bail!("`locks.lease`: `{t}` must be at least 1s (a mount renews every third of it)"),
+        },
+        None => d.lease,
+    };
+    Ok(LockSettings {
+        lease,
+        read_locks: raw.read_locks.unwrap_or(d.read_locks),
+    })
 }
 
 /// The `[heal]` table: scrub and repair.
@@ -149,6 +198,8 @@ pub struct NodeConfig {
     pub cluster: Option<ClusterSettings>,
     /// Scrub and repair.
     pub heal: HealSettings,
+    /// File locks.
+    pub locks: LockSettings,
 }
 
 /// The default libp2p listen address.
@@ -179,6 +230,7 @@ impl NodeConfig {
             policies,
             cluster,
             heal,
+            locks,
         } = raw;
         let node_id = node_id.unwrap_or_else(|| "node1".into());
         if node_id.is_empty()
@@ -263,6 +315,7 @@ impl NodeConfig {
             policies,
             cluster,
             heal: check_heal(heal)?,
+            locks: check_locks(locks)?,
         })
     }
 }

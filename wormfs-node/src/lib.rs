@@ -17,6 +17,7 @@ use wormfs::meta::{
 use wormfs::node::NodeFs;
 use wormfs::placement::SpreadPlacement;
 use wormfs::rpc::identity::Identity;
+use wormfs::locks::{LockAuthority, LockService, SoloAuthority};
 use wormfs::rpc::server::WormFsService;
 use wormfs::rpc::session::Users;
 use wormfs::rpc::tls::PskAcceptor;
@@ -172,8 +173,20 @@ pub async fn run(
         .with_liveness(liveness),
     );
     let users = Arc::new(Users::new(fs.meta().clone()));
-    let mut service = WormFsService::new(fs.clone(), addr.to_string());
+    let authority: Arc<dyn LockAuthority> = match &cluster {
+        Some(c) => c.lock_authority(),
+        None => Arc::new(SoloAuthority),
+    };
+    let locks = Arc::new(LockService::new(
+        config.locks.lease,
+        config.locks.read_locks,
+        authority,
+        fs.log().clone(),
+        fs.meta().clone(),
+    ));
+    let mut service = WormFsService::new(fs.clone(), addr.to_string()).with_locks(locks.clone());
     if let Some(c) = &cluster {
+        c.serve_locks(locks);
         service = service.with_cluster(c.clone());
     }
     let service = service.into_server(users.clone());

@@ -11,6 +11,8 @@ pub const EIO: i32 = 5;
 pub const EAGAIN: i32 = 11;
 /// Permission denied.
 pub const EACCES: i32 = 13;
+/// Device or resource busy (a file another client holds open for write).
+pub const EBUSY: i32 = 16;
 /// File exists.
 pub const EEXIST: i32 = 17;
 /// Not a directory.

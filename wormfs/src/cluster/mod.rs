@@ -9,10 +9,12 @@
 //! elsewhere it forwards the op to the master.
 
 mod heartbeat;
+mod locks;
 mod network;
 mod store;
 
 pub use heartbeat::{now_ms, Beat, DiskBeat, Heartbeats, PeerBeat, HEARTBEAT};
+pub use locks::{ClusterLocks, LOCKS};
 pub use network::{serve_json, serve_raft, RaftNet, RaftPeer};
 pub use store::ClusterStore;
 

@@ -255,6 +255,10 @@ pub(crate) fn apply_op(c: &Connection, op: &MetadataOp) -> Res {
         }
         MetadataOp::PutUser { user, replace } => super::users::put_user(c, user, *replace),
         MetadataOp::RemoveUser(name) => super::users::remove_user(c, name),
+        MetadataOp::OpenLockSession { id, client, opened } => {
+            super::users::open_lock_session(c, id, client, *opened)
+        }
+        MetadataOp::CloseLockSessions(ids) => super::users::close_lock_sessions(c, ids),
         MetadataOp::RemoveDisk(id) => {
             c.exec("DELETE FROM disks WHERE id = ?1", [&id.0])
                 .map_err(sql("remove disk"))?;
@@ -450,7 +454,6 @@ fn drop_link(
         "stripe_data",
         "xattrs",
         "dir_policies",
-        "locks",
         "inodes",
     ] {
         c.exec(

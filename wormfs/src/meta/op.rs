@@ -247,6 +247,18 @@ pub enum MetadataOp {
     },
     /// Removes a user: its identity is refused from then on.
     RemoveUser(String),
+    /// Records a client's lock session before the master grants it any lock, so that a
+    /// new master knows whom to wait for (see [`crate::locks`]).
+    OpenLockSession {
+        /// The session (user-qualified).
+        id: String,
+        /// The client's name, for messages.
+        client: String,
+        /// When it opened.
+        opened: Timestamp,
+    },
+    /// Forgets lock sessions that ended or expired.
+    CloseLockSessions(Vec<String>),
 }
 
 impl MetadataOp {

@@ -179,6 +179,17 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         created INTEGER NOT NULL
     ) WITHOUT ROWID;
     ",
+    // 9: the lock sessions a master may have granted locks to (the locks themselves live in
+    // the master's memory; a new master waits for these sessions to reclaim theirs). The
+    // `locks` table of version 1 was never filled.
+    "
+    DROP TABLE locks;
+    CREATE TABLE lock_sessions (
+        id TEXT PRIMARY KEY,
+        client TEXT NOT NULL,
+        opened INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The first schema version with the `raft_state` table (a database copy older than this

@@ -1,5 +1,5 @@
 //! The `users` table: applying [`MetadataOp::PutUser`] / [`MetadataOp::RemoveUser`] and
-//! reading users back.
+//! reading users back; and the `lock_sessions` of the clients they run.
 //!
 //! [`MetadataOp::PutUser`]: super::MetadataOp::PutUser
 //! [`MetadataOp::RemoveUser`]: super::MetadataOp::RemoveUser
@@ -96,7 +96,38 @@ fn finish((mut u, key, groups): (UserRecord, Vec<u8>, String)) -> Result<UserRec
     Ok(u)
 }
 
+pub(super) fn open_lock_session(c: &Connection, id: &str, client: &str, opened: Timestamp) -> Res {
+    c.exec(
+        "INSERT OR REPLACE INTO lock_sessions (id, client, opened) VALUES (?1, ?2, ?3)",
+        params![id, client, opened.0],
+    )
+    .map_err(sql("record lock session"))?;
+    done()
+}
+
+pub(super) fn close_lock_sessions(c: &Connection, ids: &[String]) -> Res {
+    for id in ids {
+        c.exec("DELETE FROM lock_sessions WHERE id = ?1", [id])
+            .map_err(sql("forget lock session"))?;
+    }
+    done()
+}
+
 impl MetaStore {
+    /// The recorded lock sessions: (id, client).
+    pub fn lock_sessions(&self) -> Result<Vec<(String, String)>, MetaError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT id, client FROM lock_sessions ORDER BY id")
+            .map_err(sql("list lock sessions"))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(sql("list lock sessions"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql("list lock sessions"))?;
+        Ok(rows)
+    }
+
     /// Every user, by name.
     pub fn users(&self) -> Result<Vec<UserRecord>, MetaError> {
         let conn = self.conn();

@@ -12,6 +12,7 @@ pub mod client_config;
 pub mod convert;
 pub mod identity;
 pub mod local;
+pub mod locks;
 pub mod nodes;
 #[cfg(feature = "node")]
 pub mod server;

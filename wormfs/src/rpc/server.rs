@@ -17,6 +17,7 @@ pub struct WormFsService {
     fs: Arc<NodeFs>,
     address: String,
     cluster: Option<Arc<dyn ClusterInfo>>,
+    locks: Option<Arc<crate::locks::LockService>>,
 }
 
 /// One node as `GetClusterStatus` reports it.
@@ -60,7 +61,14 @@ impl WormFsService {
             fs,
             address,
             cluster: None,
+            locks: None,
         }
+    }
+
+    /// Answers `Lock` calls with `locks`.
+    pub fn with_locks(mut self, locks: Arc<crate::locks::LockService>) -> WormFsService {
+        self.locks = Some(locks);
+        self
     }
 
     /// Reports the cluster's members and master in `GetClusterStatus`.
@@ -875,6 +883,22 @@ impl WormFs for WormFsService {
         let caller = caller_of(&r)?;
         super::users::remove(&self.fs, &caller, r.into_inner().name).await?;
         Ok(Response::new(proto::Empty {}))
+    }
+
+    async fn lock(
+        &self,
+        r: Request<proto::LockRequest>,
+    ) -> Result<Response<proto::LockReply>, Status> {
+        let caller = caller_of(&r)?;
+        let Some(locks) = &self.locks else {
+            return Err(super::status_with_errno(
+                crate::errno::ENOSYS,
+                "this node runs no lock service",
+            ));
+        };
+        super::locks::lock(&self.fs, locks, &caller, r.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn get_risk(

@@ -6,6 +6,7 @@ use super::proto::{self, worm_fs_client::WormFsClient};
 use super::{errno_of, PIECE_SIZE};
 
 mod admin;
+mod lock_calls;
 mod meta_calls;
 mod stripe_calls;
 use crate::errno;

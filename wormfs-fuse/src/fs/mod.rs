@@ -5,12 +5,14 @@
 //! truncate send the rest and return only when the node has made it durable. A failure is
 //! returned to the application with its errno and logged with its cause.
 
+mod locking;
+
 use crate::fetch::{lock, Fetcher};
 use crate::file::{next_version, seen, FileInner, OpenFile, Seen};
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
     Request, TimeOrNow, WriteFlags,
 };
 use std::collections::HashMap;
@@ -102,6 +104,8 @@ pub struct WormFuse {
     stripes: Arc<Fetcher>,
     /// Files unlinked while open here: inode → names in the orphan directory.
     orphans: Mutex<HashMap<u64, Vec<String>>>,
+    /// The mount's lock session.
+    locks: crate::locks::Locks,
 }
 
 /// A FUSE thread's own runtime, driving its own connection.
@@ -126,7 +130,8 @@ impl Driver<'_> {
 }
 
 enum Handle {
-    File,
+    /// An open file, and the open lock it took (`Some(true)`: for write).
+    File(Option<bool>),
     Dir(Vec<DirEntry>),
 }
 
@@ -260,6 +265,7 @@ impl WormFuse {
             opts.cache_bytes,
             opts.local_reads,
         ));
+        let locks = crate::locks::Locks::start(client.clone(), rt.clone());
         WormFuse {
             client,
             rt,
@@ -271,6 +277,7 @@ impl WormFuse {
             stripes,
             orphans: Mutex::new(HashMap::new()),
             threads: Mutex::new(HashMap::new()),
+            locks,
         }
     }
 
@@ -376,16 +383,16 @@ impl WormFuse {
         fh
     }
 
-    fn drop_handle(&self, fh: FileHandle) {
+    fn drop_handle(&self, fh: FileHandle) -> Option<Handle> {
         self.handles
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&fh.0);
+            .remove(&fh.0)
     }
 
     /// Registers an open of a regular file and returns its handle, and whether the
     /// kernel may keep the pages it cached of the file before (it is unchanged since).
-    fn open_regular(&self, attr: &Attr) -> Result<(u64, bool)> {
+    fn open_regular(&self, attr: &Attr, open_lock: Option<bool>) -> Result<(u64, bool)> {
         let layout = attr
             .layout
             .as_ref()
@@ -430,7 +437,7 @@ impl WormFuse {
         }
         inner.opens += 1;
         drop(inner);
-        Ok((self.new_handle(Handle::File), unchanged))
+        Ok((self.new_handle(Handle::File(open_lock)), unchanged))
     }
 
     /// Fetches a stripe (cache first). Returns the stored bytes (shorter than the stripe
@@ -858,7 +865,16 @@ impl WormFuse {
 }
 
 impl Filesystem for WormFuse {
-    fn init(&mut self, _req: &Request, _config: &mut KernelConfig) -> std::io::Result<()> {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // fcntl and flock locks come to the mount, which takes them cluster-wide
+        if let Err(missing) =
+            config.add_capabilities(InitFlags::FUSE_POSIX_LOCKS | InitFlags::FUSE_FLOCK_LOCKS)
+        {
+            tracing::warn!(
+                ?missing,
+                "the kernel does not pass these lock kinds to the mount; they hold on this machine only"
+            );
+        }
         tracing::info!(
             node = self.client.address(),
             cache_bytes = self.opts.cache_bytes,
@@ -869,6 +885,7 @@ impl Filesystem for WormFuse {
 
     fn destroy(&mut self) {
         self.flush_all();
+        self.locks.end();
         self.stripes.log_summary();
     }
 
@@ -1108,10 +1125,19 @@ impl Filesystem for WormFuse {
         self.entry(reply, r, "link")
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
         let r = self
             .block(self.client.getattr(FileId(ino.0)))
-            .and_then(|a| self.open_regular(&a));
+            .and_then(|a| {
+                if a.layout.is_none() {
+                    return Err(invalid("not a regular file"));
+                }
+                let lock = self.take_open_lock(ino.0, write)?;
+                self.open_regular(&a, lock).inspect_err(|_| {
+                    self.drop_open_lock(ino.0, lock);
+                })
+            });
         self.answer("open", reply, r, |reply, (fh, unchanged)| {
             let flags = if unchanged {
                 FopenFlags::FOPEN_KEEP_CACHE
@@ -1139,7 +1165,13 @@ impl Filesystem for WormFuse {
                 name,
                 NodeSpec::new(proto::FileKind::File, mode, umask),
             )
-            .and_then(|a| self.open_regular(&a).map(|(fh, _)| (a, fh)));
+            .and_then(|a| {
+                // a new file: this mount opens it for write
+                let lock = self.take_open_lock(a.ino.0, true)?;
+                self.open_regular(&a, lock)
+                    .inspect_err(|_| self.drop_open_lock(a.ino.0, lock))
+                    .map(|(fh, _)| (a, fh))
+            });
         self.answer("create", reply, r, |reply, (a, fh)| {
             reply.created(
                 &TTL,
@@ -1195,9 +1227,13 @@ impl Filesystem for WormFuse {
         _req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
-        _lock: LockOwner,
+        lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        // a close: POSIX drops the process's record locks on the file
+        if lock_owner.0 != 0 {
+            self.release_lock_owner(ino.0, lock_owner.0);
+        }
         let r = match self.open_file(ino.0) {
             Some(f) => {
                 let mut inner = f.lock();
@@ -1225,11 +1261,17 @@ impl Filesystem for WormFuse {
         ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        _lock: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.drop_handle(fh);
+        if let Some(Handle::File(lock)) = self.drop_handle(fh) {
+            self.drop_open_lock(ino.0, lock);
+        }
+        if let Some(owner) = lock_owner {
+            // the last descriptor of an open file with a flock lock
+            self.release_lock_owner(ino.0, owner.0);
+        }
         let mut r = Ok(());
         if let Some(f) = self.open_file(ino.0) {
             let mut inner = f.lock();
@@ -1403,5 +1445,46 @@ impl Filesystem for WormFuse {
         let r = name_str(name)
             .and_then(|n| self.rpc_as(req, |c, d| d.block_on(c.removexattr(FileId(ino.0), n))));
         self.empty(reply, r, "removexattr")
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        reply: ReplyLock,
+    ) {
+        self.get_lock(ino.0, lock_owner.0, start, end, typ, pid, reply)
+    }
+
+    fn setlk(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.set_lock(
+            ino.0,
+            lock_owner.0,
+            start,
+            end,
+            typ,
+            pid,
+            req.pid(),
+            sleep,
+            reply,
+        )
     }
 }

@@ -17,14 +17,21 @@
 //! through their renewals, and nothing new is granted until the grace ends, so no lock the
 //! old master granted can be granted again to someone else.
 
-use std::collections::HashMap;
+#[cfg(feature = "node")]
+mod service;
+
+#[cfg(feature = "node")]
+pub use service::{LockAnswer, LockAuthority, LockCall, LockOp, LockService, SoloAuthority};
+
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// A client session's id (random, chosen by the client).
 pub type SessionId = String;
 
 /// Which lock a request is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum LockKind {
     /// Open for read.
     OpenRead,
@@ -37,7 +44,7 @@ pub enum LockKind {
 }
 
 /// A held lock, as a client lists it when it renews (reclaims) its session.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Held {
     /// The file.
     pub ino: u64,
@@ -54,7 +61,7 @@ pub struct Held {
 }
 
 /// A range lock in the table.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RangeLock {
     /// Its session.
     pub session: SessionId,
@@ -71,7 +78,7 @@ pub struct RangeLock {
 }
 
 /// Why a lock was not granted.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Denied {
     /// Another session holds a conflicting lock: its client's name.
     Conflict {
@@ -128,20 +135,43 @@ pub struct LockTable {
     lease: Duration,
     read_locks: bool,
     grace_until: Instant,
+    /// Recorded sessions not yet back since the table started.
+    expected: HashSet<SessionId>,
+    /// Sessions that expired (or never came back), to forget in the metadata.
+    ended: Vec<SessionId>,
     sessions: HashMap<SessionId, Session>,
     files: HashMap<u64, FileLocks>,
 }
 
 impl LockTable {
-    /// An empty table whose grace period (one lease) starts at `now`.
-    pub fn new(now: Instant, lease: Duration, read_locks: bool) -> LockTable {
+    /// An empty table whose grace period starts at `now`: it lasts one lease, or until
+    /// every session in `expected` (those that may hold locks an earlier master granted)
+    /// has renewed.
+    pub fn new(
+        now: Instant,
+        lease: Duration,
+        read_locks: bool,
+        expected: impl IntoIterator<Item = SessionId>,
+    ) -> LockTable {
         LockTable {
             lease,
             read_locks,
             grace_until: now + lease,
+            expected: expected.into_iter().collect(),
+            ended: Vec::new(),
             sessions: HashMap::new(),
             files: HashMap::new(),
         }
+    }
+
+    /// Sessions that expired, or were expected and did not come back within the grace
+    /// period, since the last call.
+    pub fn take_ended(&mut self, now: Instant) -> Vec<SessionId> {
+        self.expire(now);
+        if !self.expected.is_empty() && now >= self.grace_until {
+            self.ended.extend(self.expected.drain());
+        }
+        std::mem::take(&mut self.ended)
     }
 
     /// The lease.
@@ -149,9 +179,14 @@ impl LockTable {
         self.lease
     }
 
+    /// The time left of the grace period, while it runs.
+    pub fn grace_left(&self, now: Instant) -> Option<Duration> {
+        self.in_grace(now).then(|| self.grace_until - now)
+    }
+
     /// True while the grace period runs.
     pub fn in_grace(&self, now: Instant) -> bool {
-        now < self.grace_until
+        now < self.grace_until && !self.expected.is_empty()
     }
 
     /// Renews `session` (creating it) until one lease from `now`, and during the grace
@@ -167,6 +202,7 @@ impl LockTable {
             },
         );
         let reclaim = self.in_grace(now);
+        self.expected.remove(session);
         let mut lost = Vec::new();
         for h in held {
             if self.holds(session, h) || (reclaim && self.grant(session, h).is_ok()) {
@@ -218,6 +254,7 @@ impl LockTable {
             .collect();
         for id in gone {
             self.drop_session(&id);
+            self.ended.push(id);
         }
     }
 
@@ -411,6 +448,61 @@ impl LockTable {
         })
     }
 
+    /// Every lock `session` holds, as it would list them to renew.
+    pub fn held(&self, session: &str) -> Vec<Held> {
+        let mut out = Vec::new();
+        for (&ino, f) in &self.files {
+            if let Some(&(r, w)) = f.opens.get(session) {
+                for (on, kind) in [(r, LockKind::OpenRead), (w, LockKind::OpenWrite)] {
+                    if on {
+                        out.push(Held {
+                            ino,
+                            kind,
+                            owner: 0,
+                            start: 0,
+                            end: u64::MAX,
+                            pid: 0,
+                        });
+                    }
+                }
+            }
+            for r in f.ranges.iter().filter(|r| r.session == session) {
+                out.push(Held {
+                    ino,
+                    kind: if r.write {
+                        LockKind::RangeWrite
+                    } else {
+                        LockKind::RangeRead
+                    },
+                    owner: r.owner,
+                    start: r.start,
+                    end: r.end,
+                    pid: r.pid,
+                });
+            }
+        }
+        out
+    }
+
+    /// True when `session` holds a range lock of `owner` on `ino`.
+    pub fn has_ranges(&self, session: &str, ino: u64, owner: u64) -> bool {
+        self.files.get(&ino).is_some_and(|f| {
+            f.ranges
+                .iter()
+                .any(|r| r.session == session && r.owner == owner)
+        })
+    }
+
+    /// Forgets `h` for `session` (a lock the master says is lost).
+    pub fn forget(&mut self, session: &str, h: &Held) {
+        match h.kind {
+            LockKind::OpenRead | LockKind::OpenWrite => self.close(session, h.ino, h.kind),
+            LockKind::RangeRead | LockKind::RangeWrite => {
+                self.unlock(session, h.ino, h.owner, h.start, h.end)
+            }
+        }
+    }
+
     /// How many sessions and files with locks the table holds.
     pub fn counts(&self) -> (usize, usize) {
         (self.sessions.len(), self.files.len())
@@ -456,7 +548,7 @@ mod tests {
     /// A table past its grace with sessions `a` and `b`.
     fn table(read_locks: bool) -> (LockTable, Instant) {
         let t0 = Instant::now();
-        let mut t = LockTable::new(t0, LEASE, read_locks);
+        let mut t = LockTable::new(t0, LEASE, read_locks, []);
         let now = t0 + LEASE;
         t.keep(now, "a", "mount A", &[]);
         t.keep(now, "b", "mount B", &[]);
@@ -521,7 +613,7 @@ mod tests {
     #[test]
     fn a_new_master_grants_nothing_new_until_the_old_locks_are_reclaimed() {
         let t0 = Instant::now();
-        let mut t = LockTable::new(t0, LEASE, true);
+        let mut t = LockTable::new(t0, LEASE, true, ["a".to_string(), "c".to_string()]);
         // b arrives first and asks for a new lock during the grace: refused
         t.keep(t0, "b", "mount B", &[]);
         assert!(matches!(
@@ -531,10 +623,32 @@ mod tests {
         // a reclaims what the old master granted it
         let lost = t.keep(t0 + Duration::from_secs(3), "a", "mount A", &[open(1, true)]);
         assert!(lost.is_empty());
+        // c does not come back: the grace runs its whole lease, then c is ended
+        assert!(t.in_grace(t0 + Duration::from_secs(3)));
+        assert!(t.take_ended(t0 + Duration::from_secs(3)).is_empty());
         let after = t0 + LEASE;
+        // (b, renewed last at t0, expired too)
+        let mut ended = t.take_ended(after);
+        ended.sort();
+        assert_eq!(ended, vec!["b".to_string(), "c".to_string()]);
         t.keep(after, "b", "mount B", &[]);
         assert!(t.acquire(after, "b", &open(1, true)).is_err());
         t.acquire(after, "b", &open(2, true)).unwrap();
+    }
+
+    #[test]
+    fn the_grace_ends_as_soon_as_every_recorded_session_is_back() {
+        let t0 = Instant::now();
+        let mut t = LockTable::new(t0, LEASE, true, ["a".to_string()]);
+        t.keep(t0, "b", "mount B", &[]);
+        assert!(t.in_grace(t0));
+        t.keep(t0 + Duration::from_millis(10), "a", "mount A", &[]);
+        t.acquire(t0 + Duration::from_millis(20), "b", &open(1, true))
+            .unwrap();
+        // a table with nothing recorded has no grace at all
+        let mut fresh = LockTable::new(t0, LEASE, true, []);
+        fresh.keep(t0, "b", "mount B", &[]);
+        fresh.acquire(t0, "b", &open(1, true)).unwrap();
     }
 
     #[test]

@@ -1,0 +1,419 @@
+//! The mount's side of the cluster's file locks: one session per mount, renewed by one call
+//! for all its locks every third of the lease; open locks taken at `open` and dropped at the
+//! last `release`; `fcntl` and `flock` locks through `setlk`/`getlk`.
+//!
+//! The mount keeps a mirror of what it holds (a [`LockTable`] with itself as the only
+//! session), which it lists at each renewal so that a new master can take the locks back.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use wormfs::errno;
+use wormfs::locks::{Held, LockKind, LockTable};
+use wormfs::rpc::client::{Client, ClientError};
+use wormfs::rpc::locks::{held, op, spec};
+use wormfs::rpc::proto;
+
+/// The mirror's own session name.
+const ME: &str = "me";
+/// The lease assumed until the master says otherwise.
+const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+
+/// What an open or a lock request got.
+pub(crate) enum Got {
+    /// Granted.
+    Granted,
+    /// Another client holds a conflicting lock.
+    Refused {
+        /// Its name.
+        holder: String,
+        /// The conflicting range lock (range requests): (start, end, exclusive, pid).
+        range: Option<(u64, u64, bool, u32)>,
+    },
+}
+
+struct Mirror {
+    table: LockTable,
+    /// Open handles per (file, kind): the open lock is dropped with the last.
+    opens: HashMap<(u64, LockKind), u32>,
+}
+
+struct Inner {
+    client: Client,
+    rt: tokio::runtime::Handle,
+    session: String,
+    name: String,
+    mirror: Mutex<Mirror>,
+    lease: Mutex<Duration>,
+    /// When the master last confirmed the session.
+    renewed: Mutex<Option<Instant>>,
+    /// No lock service on the node (an older node): locks are local only.
+    absent: AtomicBool,
+    stop: (Mutex<bool>, Condvar),
+}
+
+/// The mount's lock session.
+#[derive(Clone)]
+pub(crate) struct Locks(Arc<Inner>);
+
+fn request(
+    s: &Inner,
+    which: u32,
+    lock: Option<&Held>,
+    held_list: &[Held],
+) -> proto::LockRequest {
+    proto::LockRequest {
+        session: s.session.clone(),
+        client: s.name.clone(),
+        op: which,
+        lock: lock.map(spec),
+        held: held_list.iter().map(spec).collect(),
+    }
+}
+
+fn mirror(s: &Inner) -> std::sync::MutexGuard<'_, Mirror> {
+    let mut m = s.mirror.lock().unwrap_or_else(|e| e.into_inner());
+    // the mirror's session never expires while the mount runs
+    m.table.keep(Instant::now(), ME, "this mount", &[]);
+    m
+}
+
+impl Locks {
+    /// Starts the session of a mount talking through `client`, and its renewals.
+    pub(crate) fn start(client: Client, rt: tokio::runtime::Handle) -> Locks {
+        let user = std::env::var("USER").unwrap_or_else(|_| format!("uid {}", rustix_uid()));
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".into());
+        let session = wormfs::rpc::identity::new_key()
+            .map(|k| wormfs::rpc::identity::to_hex(&k)[..32].to_owned())
+            .unwrap_or_else(|_| format!("{}-{}", std::process::id(), now_nanos()));
+        let now = Instant::now();
+        let inner = Arc::new(Inner {
+            client,
+            rt,
+            session,
+            name: format!("{user}@{host} pid {}", std::process::id()),
+            mirror: Mutex::new(Mirror {
+                table: LockTable::new(now, Duration::from_secs(86_400), true, []),
+                opens: HashMap::new(),
+            }),
+            lease: Mutex::new(DEFAULT_LEASE),
+            renewed: Mutex::new(None),
+            absent: AtomicBool::new(false),
+            stop: (Mutex::new(false), Condvar::new()),
+        });
+        let keeper = inner.clone();
+        std::thread::Builder::new()
+            .name("wormfs-locks".into())
+            .spawn(move || keep_alive(&keeper))
+            .map_err(|e| tracing::error!("cannot start the lock renewals: {e}"))
+            .ok();
+        Locks(inner)
+    }
+
+    fn call(&self, req: proto::LockRequest) -> Result<proto::LockReply, ClientError> {
+        let s = &self.0;
+        s.rt.block_on(s.client.lock_call(req))
+    }
+
+    /// Sends one renewal now; true when the master answered.
+    fn keep_now(&self) -> bool {
+        renew(&self.0)
+    }
+
+    /// Takes `h` (retrying while a new master takes back old locks, up to a lease and a
+    /// bit); an error is the errno to give the caller.
+    fn acquire(&self, h: &Held) -> Result<Got, ClientError> {
+        let deadline = Instant::now() + *self.0.lease.lock().unwrap_or_else(|e| e.into_inner()) * 2;
+        loop {
+            match self.call(request(&self.0, op::ACQUIRE, Some(h), &[])) {
+                Ok(r) if r.granted => {
+                    let mut m = mirror(&self.0);
+                    if let Err(e) = m.table.acquire(Instant::now(), ME, h) {
+                        tracing::debug!("lock mirror: {e}");
+                    }
+                    return Ok(Got::Granted);
+                }
+                Ok(r) => {
+                    return Ok(Got::Refused {
+                        holder: r.holder,
+                        range: r
+                            .conflict
+                            .map(|c| (c.start, c.end, c.kind == 4, c.pid)),
+                    })
+                }
+                Err(e) if e.errno == errno::ENOSYS => {
+                    if !self.0.absent.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            "the node runs no lock service: locks taken on this mount hold only here"
+                        );
+                    }
+                    return Ok(Got::Granted);
+                }
+                Err(e) if e.errno == errno::EAGAIN && Instant::now() < deadline => {
+                    // a new master waits for old locks: make sure ours are back, then retry
+                    self.keep_now();
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Opens `ino` for write (or read): takes the open lock unless this mount holds it.
+    pub(crate) fn open(&self, ino: u64, write: bool) -> Result<Got, ClientError> {
+        let kind = if write {
+            LockKind::OpenWrite
+        } else {
+            LockKind::OpenRead
+        };
+        {
+            let mut m = mirror(&self.0);
+            if let Some(n) = m.opens.get_mut(&(ino, kind)) {
+                *n += 1;
+                return Ok(Got::Granted);
+            }
+        }
+        let h = open_lock(ino, kind);
+        let got = self.acquire(&h)?;
+        if matches!(got, Got::Granted) {
+            *mirror(&self.0).opens.entry((ino, kind)).or_default() += 1;
+        }
+        Ok(got)
+    }
+
+    /// Closes one open of `ino`; the last of its kind drops the open lock.
+    pub(crate) fn close(&self, ino: u64, write: bool) {
+        let kind = if write {
+            LockKind::OpenWrite
+        } else {
+            LockKind::OpenRead
+        };
+        {
+            let mut m = mirror(&self.0);
+            match m.opens.get_mut(&(ino, kind)) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    return;
+                }
+                Some(_) => {
+                    m.opens.remove(&(ino, kind));
+                    m.table.close(ME, ino, kind);
+                }
+                None => return,
+            }
+        }
+        self.release(request(&self.0, op::CLOSE, Some(&open_lock(ino, kind)), &[]));
+    }
+
+    /// Sends a release; a failure only leaves the lock to expire with the session.
+    fn release(&self, req: proto::LockRequest) {
+        if self.0.absent.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Err(e) = self.call(req) {
+            tracing::warn!(error = %e, "could not release a lock; it ends with this mount's lease");
+        }
+    }
+
+    /// Takes a byte-range lock of `owner` (`typ` 0 shared, 1 exclusive).
+    pub(crate) fn lock_range(
+        &self,
+        ino: u64,
+        owner: u64,
+        start: u64,
+        end: u64,
+        write: bool,
+        pid: u32,
+    ) -> Result<Got, ClientError> {
+        self.acquire(&range_lock(ino, owner, start, end, write, pid))
+    }
+
+    /// Unlocks a byte range of `owner`.
+    pub(crate) fn unlock_range(&self, ino: u64, owner: u64, start: u64, end: u64) {
+        {
+            let mut m = mirror(&self.0);
+            if !m.table.has_ranges(ME, ino, owner) {
+                return;
+            }
+            m.table.unlock(ME, ino, owner, start, end);
+        }
+        self.release(request(
+            &self.0,
+            op::UNLOCK,
+            Some(&range_lock(ino, owner, start, end, true, 0)),
+            &[],
+        ));
+    }
+
+    /// Drops every range lock of `owner` on `ino` (the owner closed the file); free when it
+    /// holds none.
+    pub(crate) fn release_owner(&self, ino: u64, owner: u64) {
+        {
+            let mut m = mirror(&self.0);
+            if !m.table.has_ranges(ME, ino, owner) {
+                return;
+            }
+            m.table.release_owner(ME, ino, owner);
+        }
+        self.release(request(
+            &self.0,
+            op::RELEASE_OWNER,
+            Some(&range_lock(ino, owner, 0, u64::MAX, true, 0)),
+            &[],
+        ));
+    }
+
+    /// The lock that would refuse this one, if any.
+    pub(crate) fn test_range(
+        &self,
+        ino: u64,
+        owner: u64,
+        start: u64,
+        end: u64,
+        write: bool,
+        pid: u32,
+    ) -> Result<Got, ClientError> {
+        let h = range_lock(ino, owner, start, end, write, pid);
+        match self.call(request(&self.0, op::TEST, Some(&h), &[])) {
+            Ok(r) if r.granted => Ok(Got::Granted),
+            Ok(r) => Ok(Got::Refused {
+                holder: r.holder,
+                range: r.conflict.map(|c| (c.start, c.end, c.kind == 4, c.pid)),
+            }),
+            Err(e) if e.errno == errno::ENOSYS => Ok(Got::Granted),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Ends the session (the mount stops): every lock is free at once.
+    pub(crate) fn end(&self) {
+        let (stop, cv) = &self.0.stop;
+        *stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cv.notify_all();
+        if self.0.absent.load(Ordering::Relaxed) {
+            return;
+        }
+        let req = request(&self.0, op::END, None, &[]);
+        let client = self.0.client.clone();
+        let done = self.0.rt.block_on(async move {
+            tokio::time::timeout(Duration::from_secs(3), client.lock_call(req)).await
+        });
+        if !matches!(done, Ok(Ok(_))) {
+            tracing::info!("could not end the lock session; its locks end with its lease");
+        }
+    }
+}
+
+fn open_lock(ino: u64, kind: LockKind) -> Held {
+    Held {
+        ino,
+        kind,
+        owner: 0,
+        start: 0,
+        end: u64::MAX,
+        pid: 0,
+    }
+}
+
+fn range_lock(ino: u64, owner: u64, start: u64, end: u64, write: bool, pid: u32) -> Held {
+    Held {
+        ino,
+        kind: if write {
+            LockKind::RangeWrite
+        } else {
+            LockKind::RangeRead
+        },
+        owner,
+        start,
+        end,
+        pid,
+    }
+}
+
+/// One renewal listing every held lock; drops from the mirror what the master says is lost.
+fn renew(s: &Inner) -> bool {
+    let list = mirror(s).table.held(ME);
+    let req = request(s, op::KEEP, None, &list);
+    match s.rt.block_on(s.client.lock_call(req)) {
+        Ok(r) => {
+            *s.renewed.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+            if r.lease_ms > 0 {
+                *s.lease.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Duration::from_millis(r.lease_ms);
+            }
+            if !r.lost.is_empty() {
+                let mut m = mirror(s);
+                for l in r.lost.iter().filter_map(|l| held(l).ok()) {
+                    tracing::error!(
+                        ino = l.ino,
+                        kind = ?l.kind,
+                        "a lock of this mount was lost (the mount could not renew it in time); \
+                         another client may hold the file now"
+                    );
+                    m.table.forget(ME, &l);
+                    if matches!(l.kind, LockKind::OpenRead | LockKind::OpenWrite) {
+                        m.opens.remove(&(l.ino, l.kind));
+                    }
+                }
+            }
+            true
+        }
+        Err(e) if e.errno == errno::ENOSYS => {
+            s.absent.store(true, Ordering::Relaxed);
+            true
+        }
+        Err(e) => {
+            let since = s
+                .renewed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .map(|t| t.elapsed());
+            let lease = *s.lease.lock().unwrap_or_else(|e| e.into_inner());
+            if since.is_some_and(|t| t > lease) && !mirror(s).table.held(ME).is_empty() {
+                tracing::error!(error = %e, "the locks of this mount could not be renewed within the lease; they may be lost");
+            } else {
+                tracing::debug!(error = %e, "lock renewal failed; retrying");
+            }
+            false
+        }
+    }
+}
+
+/// Renews the session every third of the lease until the mount ends.
+fn keep_alive(s: &Inner) {
+    loop {
+        if !s.absent.load(Ordering::Relaxed) {
+            renew(s);
+        }
+        let every = *s.lease.lock().unwrap_or_else(|e| e.into_inner()) / 3;
+        let (stop, cv) = &s.stop;
+        let stopped = stop.lock().unwrap_or_else(|e| e.into_inner());
+        let (stopped, _) = cv
+            .wait_timeout_while(stopped, every, |s| !*s)
+            .unwrap_or_else(|e| e.into_inner());
+        if *stopped {
+            return;
+        }
+    }
+}
+
+fn rustix_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().next().and_then(|u| u.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
