@@ -5,6 +5,7 @@ mod cluster;
 mod cluster_heal;
 mod fixture;
 mod heal;
+mod locks;
 mod mount;
 mod node;
 mod session;

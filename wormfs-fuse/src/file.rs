@@ -30,6 +30,9 @@ pub struct OpenFile {
     pub stripe_size: u64,
     /// The mutable part.
     pub inner: Mutex<FileInner>,
+    /// Handles open on the file, counted under the mount's map of open files: the entry
+    /// leaves the map only when none is open (an open racing a last close keeps it).
+    pub handles: std::sync::atomic::AtomicUsize,
 }
 
 /// What writes change.
@@ -78,6 +81,7 @@ impl OpenFile {
     pub fn new(stripe_size: u64, attr: &Attr, version: u64) -> OpenFile {
         OpenFile {
             stripe_size,
+            handles: std::sync::atomic::AtomicUsize::new(0),
             inner: Mutex::new(FileInner {
                 size: attr.size,
                 dirty: BTreeMap::new(),

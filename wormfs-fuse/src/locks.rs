@@ -57,12 +57,7 @@ struct Inner {
 #[derive(Clone)]
 pub(crate) struct Locks(Arc<Inner>);
 
-fn request(
-    s: &Inner,
-    which: u32,
-    lock: Option<&Held>,
-    held_list: &[Held],
-) -> proto::LockRequest {
+fn request(s: &Inner, which: u32, lock: Option<&Held>, held_list: &[Held]) -> proto::LockRequest {
     proto::LockRequest {
         session: s.session.clone(),
         client: s.name.clone(),
@@ -139,9 +134,7 @@ impl Locks {
                 Ok(r) => {
                     return Ok(Got::Refused {
                         holder: r.holder,
-                        range: r
-                            .conflict
-                            .map(|c| (c.start, c.end, c.kind == 4, c.pid)),
+                        range: r.conflict.map(|c| (c.start, c.end, c.kind == 4, c.pid)),
                     })
                 }
                 Err(e) if e.errno == errno::ENOSYS => {
@@ -205,7 +198,12 @@ impl Locks {
                 None => return,
             }
         }
-        self.release(request(&self.0, op::CLOSE, Some(&open_lock(ino, kind)), &[]));
+        self.release(request(
+            &self.0,
+            op::CLOSE,
+            Some(&open_lock(ino, kind)),
+            &[],
+        ));
     }
 
     /// Sends a release; a failure only leaves the lock to expire with the session.

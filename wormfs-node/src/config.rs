@@ -79,7 +79,9 @@ fn check_locks(raw: RawLocks) -> anyhow::Result<LockSettings> {
     let lease = match &raw.lease {
         Some(t) => match parse_duration(t, "locks.lease")? {
             Some(l) if l >= Duration::from_secs(1) => l,
-            _ => bail!("`locks.lease`: `{t}` must be at least 1s (a mount renews every third of it)"),
+            _ => {
+                bail!("`locks.lease`: `{t}` must be at least 1s (a mount renews every third of it)")
+            }
         },
         None => d.lease,
     };

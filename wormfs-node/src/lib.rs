@@ -11,13 +11,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use wormfs::cluster::{Cluster, ClusterStore};
 use wormfs::heal::{ClusterLiveness, HealContext, HealService, SoloNode};
+use wormfs::locks::{LockAuthority, LockService, SoloAuthority};
 use wormfs::meta::{
     DiskInfo, LocalLog, MetaStore, MetadataLog, MetadataOp, NodeInfo, Refusal, UserRecord,
 };
 use wormfs::node::NodeFs;
 use wormfs::placement::SpreadPlacement;
 use wormfs::rpc::identity::Identity;
-use wormfs::locks::{LockAuthority, LockService, SoloAuthority};
 use wormfs::rpc::server::WormFsService;
 use wormfs::rpc::session::Users;
 use wormfs::rpc::tls::PskAcceptor;

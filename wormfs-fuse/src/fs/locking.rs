@@ -123,11 +123,7 @@ impl WormFuse {
 }
 
 /// Retries a refused lock until it is granted, or until the waiting process is gone.
-fn wait_for(
-    attempt: impl Fn() -> Result<Got>,
-    caller_pid: u32,
-    reply: ReplyEmpty,
-) {
+fn wait_for(attempt: impl Fn() -> Result<Got>, caller_pid: u32, reply: ReplyEmpty) {
     let mut pause = Duration::from_millis(50);
     let started = Instant::now();
     loop {

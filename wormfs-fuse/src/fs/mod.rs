@@ -12,8 +12,8 @@ use crate::file::{next_version, seen, FileInner, OpenFile, Seen};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -401,7 +401,7 @@ impl WormFuse {
         let mut unchanged = false;
         let file = {
             let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
-            files
+            let file = files
                 .entry(ino)
                 .or_insert_with(|| {
                     // Close-to-open: what this mount cached of the file when it was last
@@ -419,11 +419,19 @@ impl WormFuse {
                     };
                     Arc::new(OpenFile::new(layout.stripe_size, attr, version))
                 })
-                .clone()
+                .clone();
+            // counted while the map is locked: a last close cannot drop it from under us
+            file.handles
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            file
         };
         let mut inner = file.lock();
-        if inner.opens == 0
-            || (inner.dirty.is_empty() && inner.pending.is_empty() && inner.seen != seen(attr))
+        // Attributes fetched before this mount's last flush of the file landed are older
+        // than what it knows (an older ctime): they must not shrink the size it writes at.
+        let current = attr.ctime.0 >= inner.seen.2;
+        if current
+            && (inner.opens == 0
+                || (inner.dirty.is_empty() && inner.pending.is_empty() && inner.seen != seen(attr)))
         {
             // Changed elsewhere since we last looked: forget cached stripes (close-to-open).
             if inner.seen != seen(attr) {
@@ -1278,26 +1286,33 @@ impl Filesystem for WormFuse {
             r = self.flush_file(ino.0, &mut inner);
             inner.opens = inner.opens.saturating_sub(1);
             let last = inner.opens == 0;
-            if last && inner.dirty.is_empty() && inner.pending.is_empty() {
-                let kept = (!inner.changed_here).then_some(Closed {
-                    version: inner.version,
-                    seen: inner.seen,
-                });
-                drop(inner);
-                self.files
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&ino.0);
-                if let Some(kept) = kept {
-                    let mut closed = lock(&self.closed);
-                    if closed.len() >= CLOSED_KEPT {
-                        closed.clear(); // their stripes are read again, nothing worse
-                    }
-                    closed.insert(ino.0, kept);
-                }
-            }
+            f.handles.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            let clean = inner.dirty.is_empty() && inner.pending.is_empty();
+            let kept = (!inner.changed_here).then_some(Closed {
+                version: inner.version,
+                seen: inner.seen,
+            });
+            drop(inner);
             if last {
-                self.reap_orphan(ino.0);
+                // Another open of the file may have come in since: it found this entry and
+                // counts on it, so only a file still closed under the map's lock goes.
+                let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+                let still_closed = files.get(&ino.0).is_some_and(|g| Arc::ptr_eq(g, &f))
+                    && f.handles.load(std::sync::atomic::Ordering::SeqCst) == 0;
+                if still_closed && clean {
+                    files.remove(&ino.0);
+                    if let Some(kept) = kept {
+                        let mut closed = lock(&self.closed);
+                        if closed.len() >= CLOSED_KEPT {
+                            closed.clear(); // their stripes are read again, nothing worse
+                        }
+                        closed.insert(ino.0, kept);
+                    }
+                }
+                drop(files);
+                if still_closed {
+                    self.reap_orphan(ino.0);
+                }
             }
         }
         self.empty(reply, r, "release")

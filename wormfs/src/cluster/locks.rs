@@ -76,9 +76,14 @@ impl Cluster {
 
     /// Answers lock calls forwarded from other nodes with `service`.
     pub fn serve_locks(&self, service: Arc<LockService>) {
-        serve_json(&self.transport, LOCKS, "lock call", move |call: LockCall| {
-            let s = service.clone();
-            async move { s.serve(call).await }
-        });
+        serve_json(
+            &self.transport,
+            LOCKS,
+            "lock call",
+            move |call: LockCall| {
+                let s = service.clone();
+                async move { s.serve(call).await }
+            },
+        );
     }
 }

@@ -575,7 +575,10 @@ mod tests {
         t.acquire(now, "b", &open(2, true)).unwrap();
         // a reader keeps writers out
         t.close("a", 1, LockKind::OpenWrite);
-        assert!(t.acquire(now, "b", &open(1, true)).is_err(), "a still reads");
+        assert!(
+            t.acquire(now, "b", &open(1, true)).is_err(),
+            "a still reads"
+        );
         t.close("a", 1, LockKind::OpenRead);
         t.acquire(now, "b", &open(1, true)).unwrap();
     }
@@ -586,7 +589,10 @@ mod tests {
         t.acquire(now, "a", &open(1, false)).unwrap();
         t.acquire(now, "b", &open(1, true)).unwrap();
         t.acquire(now, "a", &open(1, false)).unwrap();
-        assert!(t.acquire(now, "a", &open(1, true)).is_err(), "writers still exclude writers");
+        assert!(
+            t.acquire(now, "a", &open(1, true)).is_err(),
+            "writers still exclude writers"
+        );
         assert!(t.is_open(now, 1));
         t.close("a", 1, LockKind::OpenRead);
         t.close("b", 1, LockKind::OpenWrite);
@@ -607,7 +613,10 @@ mod tests {
         // a comes back: its lock is reported lost
         let lost = t.keep(later, "a", "mount A", &[open(1, true)]);
         assert_eq!(lost, vec![open(1, true)]);
-        assert_eq!(t.acquire(later, "zz", &open(3, true)), Err(Denied::NoSession));
+        assert_eq!(
+            t.acquire(later, "zz", &open(3, true)),
+            Err(Denied::NoSession)
+        );
     }
 
     #[test]
@@ -621,7 +630,12 @@ mod tests {
             Err(Denied::Grace { .. })
         ));
         // a reclaims what the old master granted it
-        let lost = t.keep(t0 + Duration::from_secs(3), "a", "mount A", &[open(1, true)]);
+        let lost = t.keep(
+            t0 + Duration::from_secs(3),
+            "a",
+            "mount A",
+            &[open(1, true)],
+        );
         assert!(lost.is_empty());
         // c does not come back: the grace runs its whole lease, then c is ended
         assert!(t.in_grace(t0 + Duration::from_secs(3)));
@@ -657,9 +671,13 @@ mod tests {
         t.acquire(now, "a", &range(1, 7, 0, 99, true)).unwrap();
         // another owner of the same session conflicts too (different processes)
         assert!(t.acquire(now, "a", &range(1, 8, 50, 60, false)).is_err());
-        let e = t.acquire(now, "b", &range(1, 1, 99, 120, false)).unwrap_err();
+        let e = t
+            .acquire(now, "b", &range(1, 1, 99, 120, false))
+            .unwrap_err();
         match e {
-            Denied::Conflict { range: Some(r), .. } => assert_eq!((r.start, r.end, r.pid), (0, 99, 42)),
+            Denied::Conflict { range: Some(r), .. } => {
+                assert_eq!((r.start, r.end, r.pid), (0, 99, 42))
+            }
             other => panic!("{other:?}"),
         }
         // unlocking the middle splits the lock; the hole is free
@@ -675,7 +693,8 @@ mod tests {
         // release on close drops every range of the owner
         t.release_owner("a", 1, 7);
         // b's own 40..59 never conflicts with b's owner 1, and a's locks are gone
-        t.acquire(now, "b", &range(1, 1, 0, u64::MAX, true)).unwrap();
+        t.acquire(now, "b", &range(1, 1, 0, u64::MAX, true))
+            .unwrap();
         assert!(t.holds("b", &range(1, 1, 0, u64::MAX, true)));
     }
 }

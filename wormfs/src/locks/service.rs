@@ -237,9 +237,12 @@ impl LockService {
                 if let Err(e) = self.record(&mut st, &call).await {
                     LockAnswer::Unavailable(e)
                 } else {
-                    let mut lost =
-                        st.table
-                            .keep(now, &call.session, &call.client, if known { &held } else { &[] });
+                    let mut lost = st.table.keep(
+                        now,
+                        &call.session,
+                        &call.client,
+                        if known { &held } else { &[] },
+                    );
                     if !known {
                         lost = held;
                     }
@@ -289,7 +292,11 @@ impl LockService {
     }
 
     /// Records the call's session in the metadata before it may hold anything.
-    async fn record(&self, st: &mut tokio::sync::MutexGuard<'_, State>, call: &LockCall) -> Result<(), String> {
+    async fn record(
+        &self,
+        st: &mut tokio::sync::MutexGuard<'_, State>,
+        call: &LockCall,
+    ) -> Result<(), String> {
         if st.recorded.contains(&call.session) {
             return Ok(());
         }

@@ -57,10 +57,17 @@ pub fn spec(h: &Held) -> proto::LockSpec {
 
 /// A lock from its wire form.
 pub fn held(s: &proto::LockSpec) -> Result<Held, String> {
-    let kind = kind_from_wire(s.kind)
-        .ok_or_else(|| format!("lock kind {} is not 1 to 4 (read, write, shared, exclusive)", s.kind))?;
+    let kind = kind_from_wire(s.kind).ok_or_else(|| {
+        format!(
+            "lock kind {} is not 1 to 4 (read, write, shared, exclusive)",
+            s.kind
+        )
+    })?;
     if s.start > s.end {
-        return Err(format!("lock range {}..={} ends before it starts", s.start, s.end));
+        return Err(format!(
+            "lock range {}..={} ends before it starts",
+            s.start, s.end
+        ));
     }
     Ok(Held {
         ino: s.ino,
@@ -98,7 +105,9 @@ mod serve {
         r: proto::LockRequest,
     ) -> Result<proto::LockReply, Status> {
         if r.session.is_empty() || r.session.len() > 64 {
-            return Err(bad("session: give the client's session id (1 to 64 bytes)".into()));
+            return Err(bad(
+                "session: give the client's session id (1 to 64 bytes)".into()
+            ));
         }
         let the_lock = || -> Result<crate::locks::Held, Status> {
             held(
@@ -180,7 +189,10 @@ mod serve {
                 return Err(status_with_errno(errno::EAGAIN, d.to_string()))
             }
             LockAnswer::NotMaster => {
-                return Err(status_with_errno(errno::EAGAIN, "no master answered the lock call"))
+                return Err(status_with_errno(
+                    errno::EAGAIN,
+                    "no master answered the lock call",
+                ))
             }
             LockAnswer::Unavailable(why) => return Err(status_with_errno(errno::EAGAIN, why)),
         }

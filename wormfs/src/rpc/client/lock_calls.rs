@@ -6,7 +6,10 @@ use crate::rpc::proto;
 impl Client {
     /// One `Lock` call (see `proto::LockRequest`). Repeated on another node when the one in
     /// use fails: every lock operation may be asked twice.
-    pub async fn lock_call(&self, req: proto::LockRequest) -> Result<proto::LockReply, ClientError> {
+    pub async fn lock_call(
+        &self,
+        req: proto::LockRequest,
+    ) -> Result<proto::LockReply, ClientError> {
         Ok(self
             .call("lock", Retry::Safe, |mut c| {
                 let req = req.clone();
