@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use wormfs::errno;
 use wormfs::locks::{Held, LockKind, LockTable};
 use wormfs::rpc::client::{Client, ClientError};
-use wormfs::rpc::locks::{held, op, spec};
+use wormfs::rpc::locks::{held, kind_from_wire, op, spec};
 use wormfs::rpc::proto;
 
 /// The mirror's own session name.
@@ -169,7 +169,7 @@ impl Locks {
                 return Ok(Got::Granted);
             }
         }
-        let h = open_lock(ino, kind);
+        let h = Held::open(ino, kind);
         let got = self.acquire(&h)?;
         if matches!(got, Got::Granted) {
             *mirror(&self.0).opens.entry((ino, kind)).or_default() += 1;
@@ -201,7 +201,7 @@ impl Locks {
         self.release(request(
             &self.0,
             op::CLOSE,
-            Some(&open_lock(ino, kind)),
+            Some(&Held::open(ino, kind)),
             &[],
         ));
     }
@@ -226,7 +226,7 @@ impl Locks {
         write: bool,
         pid: u32,
     ) -> Result<Got, ClientError> {
-        self.acquire(&range_lock(ino, owner, start, end, write, pid))
+        self.acquire(&Held::range(ino, owner, start, end, write, pid))
     }
 
     /// Unlocks a byte range of `owner`.
@@ -241,7 +241,7 @@ impl Locks {
         self.release(request(
             &self.0,
             op::UNLOCK,
-            Some(&range_lock(ino, owner, start, end, true, 0)),
+            Some(&Held::range(ino, owner, start, end, true, 0)),
             &[],
         ));
     }
@@ -249,19 +249,7 @@ impl Locks {
     /// Drops every range lock of `owner` on `ino` (the owner closed the file); free when it
     /// holds none.
     pub(crate) fn release_owner(&self, ino: u64, owner: u64) {
-        {
-            let mut m = mirror(&self.0);
-            if !m.table.has_ranges(ME, ino, owner) {
-                return;
-            }
-            m.table.release_owner(ME, ino, owner);
-        }
-        self.release(request(
-            &self.0,
-            op::RELEASE_OWNER,
-            Some(&range_lock(ino, owner, 0, u64::MAX, true, 0)),
-            &[],
-        ));
+        self.unlock_range(ino, owner, 0, u64::MAX);
     }
 
     /// The lock that would refuse this one, if any.
@@ -274,13 +262,10 @@ impl Locks {
         write: bool,
         pid: u32,
     ) -> Result<Got, ClientError> {
-        let h = range_lock(ino, owner, start, end, write, pid);
+        let h = Held::range(ino, owner, start, end, write, pid);
         match self.call(request(&self.0, op::TEST, Some(&h), &[])) {
             Ok(r) if r.granted => Ok(Got::Granted),
-            Ok(r) => Ok(Got::Refused {
-                holder: r.holder,
-                range: r.conflict.map(|c| (c.start, c.end, c.kind == 4, c.pid)),
-            }),
+            Ok(r) => Ok(refused(r)),
             Err(e) if e.errno == errno::ENOSYS => Ok(Got::Granted),
             Err(e) => Err(e),
         }
@@ -305,29 +290,14 @@ impl Locks {
     }
 }
 
-fn open_lock(ino: u64, kind: LockKind) -> Held {
-    Held {
-        ino,
-        kind,
-        owner: 0,
-        start: 0,
-        end: u64::MAX,
-        pid: 0,
-    }
-}
-
-fn range_lock(ino: u64, owner: u64, start: u64, end: u64, write: bool, pid: u32) -> Held {
-    Held {
-        ino,
-        kind: if write {
-            LockKind::RangeWrite
-        } else {
-            LockKind::RangeRead
-        },
-        owner,
-        start,
-        end,
-        pid,
+/// A refusal as the master gave it.
+fn refused(r: proto::LockReply) -> Got {
+    Got::Refused {
+        holder: r.holder,
+        range: r.conflict.map(|c| {
+            let write = kind_from_wire(c.kind) == Some(LockKind::RangeWrite);
+            (c.start, c.end, write, c.pid)
+        }),
     }
 }
 

@@ -60,6 +60,36 @@ pub struct Held {
     pub pid: u32,
 }
 
+impl Held {
+    /// The open lock of `ino` (`OpenRead` or `OpenWrite`).
+    pub fn open(ino: u64, kind: LockKind) -> Held {
+        Held {
+            ino,
+            kind,
+            owner: 0,
+            start: 0,
+            end: u64::MAX,
+            pid: 0,
+        }
+    }
+
+    /// A byte-range lock of `owner`: exclusive when `write`, else shared.
+    pub fn range(ino: u64, owner: u64, start: u64, end: u64, write: bool, pid: u32) -> Held {
+        Held {
+            ino,
+            kind: if write {
+                LockKind::RangeWrite
+            } else {
+                LockKind::RangeRead
+            },
+            owner,
+            start,
+            end,
+            pid,
+        }
+    }
+}
+
 /// A range lock in the table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RangeLock {
@@ -455,30 +485,12 @@ impl LockTable {
             if let Some(&(r, w)) = f.opens.get(session) {
                 for (on, kind) in [(r, LockKind::OpenRead), (w, LockKind::OpenWrite)] {
                     if on {
-                        out.push(Held {
-                            ino,
-                            kind,
-                            owner: 0,
-                            start: 0,
-                            end: u64::MAX,
-                            pid: 0,
-                        });
+                        out.push(Held::open(ino, kind));
                     }
                 }
             }
             for r in f.ranges.iter().filter(|r| r.session == session) {
-                out.push(Held {
-                    ino,
-                    kind: if r.write {
-                        LockKind::RangeWrite
-                    } else {
-                        LockKind::RangeRead
-                    },
-                    owner: r.owner,
-                    start: r.start,
-                    end: r.end,
-                    pid: r.pid,
-                });
+                out.push(Held::range(ino, r.owner, r.start, r.end, r.write, r.pid));
             }
         }
         out
@@ -516,33 +528,16 @@ mod tests {
     const LEASE: Duration = Duration::from_secs(10);
 
     fn open(ino: u64, write: bool) -> Held {
-        Held {
-            ino,
-            kind: if write {
-                LockKind::OpenWrite
-            } else {
-                LockKind::OpenRead
-            },
-            owner: 0,
-            start: 0,
-            end: u64::MAX,
-            pid: 0,
-        }
+        let kind = if write {
+            LockKind::OpenWrite
+        } else {
+            LockKind::OpenRead
+        };
+        Held::open(ino, kind)
     }
 
     fn range(ino: u64, owner: u64, start: u64, end: u64, write: bool) -> Held {
-        Held {
-            ino,
-            kind: if write {
-                LockKind::RangeWrite
-            } else {
-                LockKind::RangeRead
-            },
-            owner,
-            start,
-            end,
-            pid: 42,
-        }
+        Held::range(ino, owner, start, end, write, 42)
     }
 
     /// A table past its grace with sessions `a` and `b`.

@@ -87,6 +87,7 @@ mod serve {
     use super::{held, op, proto, spec};
     use crate::errno;
     use crate::ids::FileId;
+    use crate::locks::Held;
     use crate::locks::{Denied, LockAnswer, LockCall, LockKind, LockOp, LockService};
     use crate::node::NodeFs;
     use crate::rpc::session::Caller;
@@ -176,14 +177,8 @@ mod serve {
             }
             LockAnswer::Denied(Denied::Conflict { holder, range }) => {
                 reply.holder = holder;
-                reply.conflict = range.map(|r| proto::LockSpec {
-                    ino: 0,
-                    kind: if r.write { 4 } else { 3 },
-                    owner: r.owner,
-                    start: r.start,
-                    end: r.end,
-                    pid: r.pid,
-                });
+                reply.conflict =
+                    range.map(|r| spec(&Held::range(0, r.owner, r.start, r.end, r.write, r.pid)));
             }
             LockAnswer::Denied(d @ (Denied::Grace { .. } | Denied::NoSession)) => {
                 return Err(status_with_errno(errno::EAGAIN, d.to_string()))
