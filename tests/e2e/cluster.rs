@@ -15,9 +15,12 @@ use std::time::{Duration, Instant};
 /// Raft election timeout the test clusters run with.
 const ELECTION_MS: u64 = 1500;
 
-/// A port `base` in 20000..29000 such that `base + o` is free for every offset `o`. Below
-/// the ephemeral range (32768 and up by default), where ports handed out for port 0 by
-/// other tests running at the same time cannot collide with it.
+/// A port `base` in 20000..29000 such that `base + o` is free for every offset `o`, and
+/// reserved for this test process. Below the ephemeral range (32768 and up by default),
+/// where ports handed out for port 0 by other tests running at the same time cannot
+/// collide with it. The reservation is an exclusive `flock` on a file per port in
+/// `/tmp/wormfs-test-ports`, held until this process ends: the other test processes
+/// (nextest runs each test in its own) skip a port another has taken but not yet bound.
 fn free_block(offsets: &[u16]) -> u16 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -36,12 +39,35 @@ fn free_block(offsets: &[u16]) -> u16 {
             !given.contains(&(base + o))
                 && std::net::TcpListener::bind(("127.0.0.1", base + o)).is_ok()
         });
-        if all_free {
+        if all_free && offsets.iter().all(|o| reserve_port(base + o)) {
             given.extend(offsets.iter().map(|o| base + o));
             return base;
         }
     }
     panic!("no block of free ports found below the ephemeral range");
+}
+
+/// Takes port `port` for this process across test processes (see [`free_block`]): false
+/// when another process holds it. A block taken in part stays taken in part; the ports are
+/// plentiful.
+fn reserve_port(port: u16) -> bool {
+    use std::os::fd::AsRawFd;
+    let dir = std::path::Path::new("/tmp/wormfs-test-ports");
+    let _ = fs::create_dir_all(dir);
+    let Ok(file) = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(port.to_string()))
+    else {
+        return true; // no shared directory: the bind check alone
+    };
+    // SAFETY: flock(2) on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return false;
+    }
+    std::mem::forget(file); // held until the process ends, which releases the lock
+    true
 }
 
 /// A free port for a node's node-to-node listener, taken as [`free_block`] takes them.

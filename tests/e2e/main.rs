@@ -3,6 +3,7 @@
 
 mod cluster;
 mod cluster_heal;
+mod faults;
 mod fixture;
 mod heal;
 mod locks;

@@ -1,5 +1,6 @@
 //! The commands that query or change a running cluster.
 
+use crate::output::out;
 use anyhow::Context;
 use serde_json::json;
 use wormfs::rpc::client::Client;
@@ -108,10 +109,10 @@ pub async fn status(node: &str, as_json: bool) -> anyhow::Result<()> {
                 "counted_ns": r.counted,
             })),
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        out!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!(
+    out!(
         "master: {}   sequence: {}   inodes: {}   data: {}",
         s.master,
         s.last_applied,
@@ -119,10 +120,10 @@ pub async fn status(node: &str, as_json: bool) -> anyhow::Result<()> {
         human(s.bytes)
     );
     for n in &s.nodes {
-        println!("node {} at {}: {} ({})", n.id, n.address, n.state, n.role);
+        out!("node {} at {}: {} ({})", n.id, n.address, n.state, n.role);
         for d in &n.disks {
             let used = d.total.saturating_sub(d.free);
-            println!(
+            out!(
                 "  disk {:<10} {:>10} free of {:>10} ({:>3.0}% used) {}  {}",
                 d.id,
                 human(d.free),
@@ -147,7 +148,7 @@ pub async fn status(node: &str, as_json: bool) -> anyhow::Result<()> {
         .iter()
         .map(|p| format!("{} ({}+{}, {})", p.name, p.k, p.m, human(p.stripe_size)))
         .collect();
-    println!(
+    out!(
         "policies: {}; default: {}",
         names.join(", "),
         s.default_policy
@@ -155,14 +156,14 @@ pub async fn status(node: &str, as_json: bool) -> anyhow::Result<()> {
     if let Some(r) = &repair {
         if r.counted > 0 {
             let age = (wormfs::meta::Timestamp::now().0 - r.counted).max(0) / 1_000_000_000;
-            println!(
+            out!(
                 "stripes (counted by repair {age}s ago): {} degraded, {} at risk (one more loss and they are gone), {} unreadable",
                 r.degraded, r.at_risk, r.unreadable
             );
         }
     }
     for w in &workers {
-        println!("{}", crate::heal::worker_line(w));
+        out!("{}", crate::heal::worker_line(w));
     }
     Ok(())
 }
@@ -176,12 +177,12 @@ pub async fn policy_get(node: &str, path: &str, as_json: bool) -> anyhow::Result
         .await
         .with_context(|| format!("get the policy of {p}"))?;
     if as_json {
-        println!(
+        out!(
             "{}",
             json!({"path": p, "policy": r.name, "k": r.k, "m": r.m, "stripe_size": r.stripe_size, "source": r.source})
         );
     } else {
-        println!(
+        out!(
             "{p}: {} ({}+{}, {} stripes; {})",
             r.name,
             r.k,
@@ -204,14 +205,16 @@ pub async fn policy_set(node: &str, path: &str, policy: &str, as_json: bool) -> 
         .with_context(|| format!("set the policy of {p}"))?;
     let r = client.get_policy(&p).await?;
     if as_json {
-        println!(
+        out!(
             "{}",
             json!({"path": p, "policy": r.name, "source": r.source})
         );
     } else {
-        println!(
+        out!(
             "{p}: new files get {} ({}+{}); existing files keep their layout",
-            r.name, r.k, r.m
+            r.name,
+            r.k,
+            r.m
         );
     }
     Ok(())
@@ -243,10 +246,10 @@ pub async fn file_info(node: &str, path: &str, as_json: bool) -> anyhow::Result<
             "path": p, "inode": attr.ino, "size": attr.size, "policy": layout.policy, "k": layout.k, "m": layout.m,
             "stripe_size": layout.stripe_size, "chunk_folder": layout.folder, "stripes": stripes,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        out!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!(
+    out!(
         "{p}: inode {}, {} bytes, policy {} ({}+{}, {} stripes), chunk folder {}",
         attr.ino,
         attr.size,
@@ -263,7 +266,7 @@ pub async fn file_info(node: &str, path: &str, as_json: bool) -> anyhow::Result<
             0 => ", margin 0: one more loss and it is gone".into(),
             m => format!(", margin {m}"),
         };
-        println!(
+        out!(
             "stripe {} (bytes {}..{}, generation {}{margin}):",
             s.index,
             s.start,
@@ -271,10 +274,10 @@ pub async fn file_info(node: &str, path: &str, as_json: bool) -> anyhow::Result<
             s.generation
         );
         if s.inline {
-            println!("  kept in the metadata (no chunk files: at most policies.inline_max bytes)");
+            out!("  kept in the metadata (no chunk files: at most policies.inline_max bytes)");
         }
         for c in &s.chunks {
-            println!(
+            out!(
                 "  chunk {:>2} {:>12} on {}/{} {}  {}",
                 c.index,
                 c.state,

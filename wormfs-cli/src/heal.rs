@@ -2,6 +2,7 @@
 //! the cluster knows it.
 
 use crate::commands::{connect, human};
+use crate::output::out;
 use anyhow::Context;
 use serde_json::json;
 use std::io::{IsTerminal, Write};
@@ -112,9 +113,9 @@ pub async fn scrub(
     let want = find(&r, "scrub")?.requested;
     if !wait {
         if as_json {
-            println!("{}", json!({"requested": want, "deep": deep}));
+            out!("{}", json!({"requested": want, "deep": deep}));
         } else {
-            println!(
+            out!(
                 "{} scrub {want} asked for; the master starts it within a second, after any pass in progress (`wormfs status` shows it)",
                 if deep { "deep" } else { "shallow" }
             );
@@ -148,9 +149,9 @@ pub async fn scrub(
                 eprintln!();
             }
             if as_json {
-                println!("{}", serde_json::to_string_pretty(&worker_json(w))?);
+                out!("{}", serde_json::to_string_pretty(&worker_json(w))?);
             } else {
-                println!(
+                out!(
                     "scrub {want} finished: {} stripes checked, {} damaged chunks found{}",
                     w.done,
                     w.found,
@@ -210,12 +211,14 @@ pub async fn repair(
     };
     let w = find(&r, "repair")?;
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&worker_json(w))?);
+        out!("{}", serde_json::to_string_pretty(&worker_json(w))?);
     } else {
-        println!("{}", worker_line(w));
-        println!(
+        out!("{}", worker_line(w));
+        out!(
             "stripes: {} degraded, {} at risk (one more loss and they are gone), {} unreadable",
-            w.degraded, w.at_risk, w.unreadable
+            w.degraded,
+            w.at_risk,
+            w.unreadable
         );
     }
     Ok(())
@@ -241,10 +244,10 @@ fn print_files(r: &proto::RiskReply) {
         } else {
             format!("margin {}", f.margin)
         };
-        println!("  {what:<28} {:>10}  {}", human(f.size), f.path);
+        out!("  {what:<28} {:>10}  {}", human(f.size), f.path);
     }
     if r.truncated {
-        println!("  ... more files (raise --limit)");
+        out!("  ... more files (raise --limit)");
     }
 }
 
@@ -260,17 +263,22 @@ pub async fn at_risk(node: &str, max_margin: i64, limit: u32, as_json: bool) -> 
         .await
         .context("list files at risk")?;
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&risk_json(&r))?);
+        out!("{}", serde_json::to_string_pretty(&risk_json(&r))?);
         return Ok(());
     }
-    println!(
+    out!(
         "{} stripes: {} degraded, {} at risk, {} unreadable; {} files unreadable, {} at risk",
-        r.stripes, r.degraded, r.at_risk, r.unreadable, r.files_unreadable, r.files_at_risk
+        r.stripes,
+        r.degraded,
+        r.at_risk,
+        r.unreadable,
+        r.files_unreadable,
+        r.files_at_risk
     );
     if r.files.is_empty() {
-        println!("no file has a margin of {max_margin} or less");
+        out!("no file has a margin of {max_margin} or less");
     } else {
-        println!("files with a margin of {max_margin} or less (margin: further losses survived):");
+        out!("files with a margin of {max_margin} or less (margin: further losses survived):");
         print_files(&r);
     }
     Ok(())
@@ -290,7 +298,7 @@ pub async fn what_if(
     let client = connect(node).await?;
     let r = what_if_report(&client, nodes, disks, limit).await?;
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&risk_json(&r))?);
+        out!("{}", serde_json::to_string_pretty(&risk_json(&r))?);
         return Ok(());
     }
     print_what_if(nodes, disks, &r);
@@ -322,7 +330,7 @@ pub fn print_what_if(nodes: &[String], disks: &[String], r: &proto::RiskReply) {
         .map(|n| format!("node {n}"))
         .chain(disks.iter().map(|d| format!("disk {d}")))
         .collect();
-    println!(
+    out!(
         "if {} were lost: {} files unreadable, {} at risk (one more loss and they are gone); {} of chunks to rebuild",
         lost.join(" and "),
         r.files_unreadable,
@@ -337,7 +345,7 @@ pub fn recover(config: &std::path::Path, as_json: bool) -> anyhow::Result<()> {
     let config = wormfs_node::config::NodeConfig::load(config)?;
     let r = wormfs_node::recover_offline(&config)?;
     if as_json {
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(&json!({
                 "files": r.files, "stripes": r.stripes, "chunks": r.chunks, "bytes": r.bytes,
@@ -351,23 +359,23 @@ pub fn recover(config: &std::path::Path, as_json: bool) -> anyhow::Result<()> {
         );
     } else {
         match &r.backup {
-            Some(b) => println!(
+            Some(b) => out!(
                 "started from the metadata copy {} (op {}, written at Unix time {}); then from the chunk files:",
                 b.path.display(),
                 b.last_applied,
                 b.written
             ),
-            None => println!("no metadata copy on the disks; from the chunk files alone:"),
+            None => out!("no metadata copy on the disks; from the chunk files alone:"),
         }
-        println!(
+        out!(
             "  {} stripes of known files updated, {} files renamed after the copy",
             r.updated_stripes,
             r.renamed.len()
         );
         for g in &r.gone {
-            println!("  gone since the copy (its chunks are not on the disks): {g}");
+            out!("  gone since the copy (its chunks are not on the disks): {g}");
         }
-        println!(
+        out!(
             "recovered {} files ({}), {} stripes, {} chunks; {} chunks left out (damaged, older or second copies)",
             r.files,
             human(r.bytes),
@@ -376,20 +384,20 @@ pub fn recover(config: &std::path::Path, as_json: bool) -> anyhow::Result<()> {
             r.chunks_left_out
         );
         for u in &r.unreadable {
-            println!("  unreadable: {u}");
+            out!("  unreadable: {u}");
         }
         for m in &r.moved {
-            println!("  moved: {m}");
+            out!("  moved: {m}");
         }
         for p in &r.problems {
-            println!("  not recovered: {p}");
+            out!("  not recovered: {p}");
         }
         let since = if r.backup.is_some() {
             "for what changed after the copy: "
         } else {
             ""
         };
-        println!(
+        out!(
             "not on the disks, so not recovered {since}owners, modes and times (new files are \
              root's, 0644), directory policies, empty directories, symlinks and other special \
              files, and files or stripes small enough to be kept in the metadata \
@@ -413,16 +421,16 @@ pub async fn disk(node: &str, disk: &str, action: &str, as_json: bool) -> anyhow
         .await
         .with_context(|| format!("{action} disk {disk}"))?;
     if as_json {
-        println!("{}", json!({"disk": disk, "done": action}));
+        out!("{}", json!({"disk": disk, "done": action}));
         return Ok(());
     }
     match action {
-        "drain" => println!(
+        "drain" => out!(
             "disk {disk} is draining: it takes no new chunks, and repair moves its chunks to \
              other disks (`wormfs repair` shows it); then `wormfs disk remove {disk}`"
         ),
-        "undrain" => println!("disk {disk} takes new chunks again"),
-        _ => println!("disk {disk} removed from the cluster"),
+        "undrain" => out!("disk {disk} takes new chunks again"),
+        _ => out!("disk {disk} removed from the cluster"),
     }
     Ok(())
 }

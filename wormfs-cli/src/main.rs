@@ -3,6 +3,7 @@
 mod commands;
 mod heal;
 mod membership;
+mod output;
 mod quickstart;
 mod users;
 

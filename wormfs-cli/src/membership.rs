@@ -1,6 +1,7 @@
 //! `wormfs node add` and `wormfs node remove`: membership changes, carried out by the
 //! master whichever node is asked.
 
+use crate::output::out;
 use anyhow::Context;
 use serde_json::json;
 use wormfs::rpc::proto;
@@ -24,16 +25,17 @@ pub async fn add(
         .with_context(|| format!("add the node at {addr}"))?
         .into_inner();
     if as_json {
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(
                 &json!({"node": reply.node, "peer_id": reply.peer_id, "addr": addr})
             )?
         );
     } else {
-        println!(
+        out!(
             "added {} (peer ID {}) at {addr} as a voting member",
-            reply.node, reply.peer_id
+            reply.node,
+            reply.peer_id
         );
     }
     Ok(())
@@ -74,7 +76,7 @@ pub async fn remove(
         .map_err(|s| anyhow::anyhow!("{}", s.message()))
         .with_context(|| format!("remove node {id}"))?;
     if as_json {
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(&json!({
                 "removed": id,
@@ -83,7 +85,7 @@ pub async fn remove(
             }))?
         );
     } else {
-        println!(
+        out!(
             "removed {id} from the cluster; its chunks are being rebuilt on the other nodes \
              (`wormfs repair` shows the progress)"
         );

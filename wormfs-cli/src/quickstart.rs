@@ -1,5 +1,6 @@
 //! `wormfs quickstart`: a node over a few directories, mounted, in the foreground.
 
+use crate::output::say;
 use anyhow::Context;
 use std::path::Path;
 
@@ -74,27 +75,27 @@ pub fn run(
     let client_config = write_client_config(&addrs, &identity);
     let wait_for_stop = stop_signals(rt)?;
     let mounted = mount_at(rt, &addr.to_string(), &identity, &mnt, allow_other)?;
-    println!("WormFS is running:");
-    println!(
+    say!("WormFS is running:");
+    say!(
         "  node    node1 at {addr}, {disks} disks under {}",
         dir.display()
     );
-    println!("  config  {}", config_path.display());
-    println!("  mount   {}", mnt.display());
+    say!("  config  {}", config_path.display());
+    say!("  mount   {}", mnt.display());
     print_client(client_config.as_deref(), &identity);
-    println!(
+    say!(
         "Try: cp -r ~/Pictures {0}/ ; wormfs status ; wormfs file info {0}/<file>",
         mnt.display()
     );
-    println!("Stop with Ctrl-C (unmounts, then stops the node).");
+    say!("Stop with Ctrl-C (unmounts, then stops the node).");
     wait_for_stop(rt)?;
-    println!("stopping: unmounting {}", mnt.display());
+    say!("stopping: unmounting {}", mnt.display());
     let unmounted = mounted.unmount();
     let _ = stop_tx.send(());
     let stopped = rt.block_on(node).context("node task")?;
     unmounted?;
     stopped?;
-    println!("stopped cleanly");
+    say!("stopped cleanly");
     Ok(())
 }
 
@@ -272,24 +273,24 @@ pub fn run_cluster(
     let client_config = write_client_config(&addrs, &identity);
     let wait_for_stop = stop_signals(rt)?;
     let mounted = mount_at(rt, &first, &identity, &mnt, allow_other)?;
-    println!("WormFS cluster is running ({nodes} nodes, master {master}):");
+    say!("WormFS cluster is running ({nodes} nodes, master {master}):");
     for p in &procs {
-        println!(
+        say!(
             "  {:<7} at {}, {disks_per_node} disks, data and log under {}",
             p.name,
             p.addr,
             dir.join(&p.name).display()
         );
     }
-    println!("  mount   {} (through node1)", mnt.display());
+    say!("  mount   {} (through node1)", mnt.display());
     print_client(client_config.as_deref(), &identity);
-    println!(
+    say!(
         "Try: cp -r ~/Pictures {0}/ ; wormfs status ; wormfs file info {0}/<file>",
         mnt.display()
     );
-    println!("Stop with Ctrl-C (unmounts, then stops every node).");
+    say!("Stop with Ctrl-C (unmounts, then stops every node).");
     wait_for_stop(rt)?;
-    println!("stopping: unmounting {}", mnt.display());
+    say!("stopping: unmounting {}", mnt.display());
     let unmounted = mounted.unmount();
     for p in &mut procs {
         // SAFETY: kill(2) with a pid we spawned.
@@ -313,7 +314,7 @@ pub fn run_cluster(
     if !clean {
         anyhow::bail!("a node did not stop cleanly; see its log");
     }
-    println!("stopped cleanly");
+    say!("stopped cleanly");
     Ok(())
 }
 
@@ -342,12 +343,12 @@ fn connect_options(path: &Path) -> anyhow::Result<wormfs::rpc::client::ConnectOp
 
 /// Tells where the client config and the admin identity are.
 fn print_client(config: Option<&Path>, identity: &Path) {
-    println!(
+    say!(
         "  admin   {} (the admin identity: a secret key; keep it private)",
         identity.display()
     );
     if let Some(path) = config {
-        println!(
+        say!(
             "  client  {} lists the nodes and the identity for `wormfs` and mounts",
             path.display()
         );

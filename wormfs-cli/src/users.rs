@@ -1,5 +1,6 @@
 //! `wormfs user add|list|remove|rotate`: the users client identities name (admin only).
 
+use crate::output::out;
 use anyhow::Context;
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -103,13 +104,13 @@ pub async fn add(node: &str, new: NewUser, as_json: bool) -> anyhow::Result<()> 
         .with_context(|| format!("add user `{}`", new.name))?;
     let (path, name) = write_identity(&client, &reply, new.out)?;
     if as_json {
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(&json!({"user": name, "uid": uid, "gid": gid,
                 "admin": new.admin, "host": new.host, "identity": shown(&path)}))?
         );
     } else {
-        println!(
+        out!(
             "added user {name} (uid {uid}, gid {gid}{}{}); its identity file is {} (mode 0600: a secret key, give it only to that user)",
             if new.admin { ", admin" } else { "" },
             if new.host { ", trusted host" } else { "" },
@@ -139,12 +140,12 @@ pub async fn rotate(
         .with_context(|| format!("rotate the key of user `{name}`"))?;
     let (path, name) = write_identity(&client, &reply, out)?;
     if as_json {
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(&json!({"user": name, "identity": shown(&path)}))?
         );
     } else {
-        println!(
+        out!(
             "user {name} has a new key in {}; its old identity file is refused from now on",
             shown(&path)
         );
@@ -160,9 +161,9 @@ pub async fn remove(node: &str, name: &str, as_json: bool) -> anyhow::Result<()>
         .await
         .with_context(|| format!("remove user `{name}`"))?;
     if as_json {
-        println!("{}", json!({"removed": name}));
+        out!("{}", json!({"removed": name}));
     } else {
-        println!("removed user {name}: its identity is refused by every node from now on");
+        out!("removed user {name}: its identity is refused by every node from now on");
     }
     Ok(())
 }
@@ -179,15 +180,18 @@ pub async fn list(node: &str, as_json: bool) -> anyhow::Result<()> {
                        "admin": u.admin, "host": u.host, "created": u.created})
             })
             .collect();
-        println!(
+        out!(
             "{}",
             serde_json::to_string_pretty(&json!({ "users": rows }))?
         );
         return Ok(());
     }
-    println!(
+    out!(
         "{:<20} {:>6} {:>6}  {:<12} groups",
-        "user", "uid", "gid", "role"
+        "user",
+        "uid",
+        "gid",
+        "role"
     );
     for u in &users {
         let role = match (u.admin, u.host) {
@@ -197,7 +201,7 @@ pub async fn list(node: &str, as_json: bool) -> anyhow::Result<()> {
             (false, false) => "user",
         };
         let groups: Vec<String> = u.groups.iter().map(u32::to_string).collect();
-        println!(
+        out!(
             "{:<20} {:>6} {:>6}  {:<12} {}",
             u.name,
             u.uid,

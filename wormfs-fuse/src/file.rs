@@ -1,6 +1,6 @@
 //! Per-open-file state: the file's size as this mount sees it and its dirty stripes.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -104,6 +104,13 @@ impl OpenFile {
 }
 
 impl FileInner {
+    /// Bytes written here that the node has not confirmed: buffered and being sent.
+    pub fn unsaved_bytes(&self) -> u64 {
+        let dirty: usize = self.dirty.values().map(Vec::len).sum();
+        let sending: usize = self.sending.values().map(|d| d.len()).sum();
+        (dirty + sending) as u64
+    }
+
     /// Whether this mount holds bytes of stripe `index` the node has not confirmed
     /// (buffered or being sent): what [`FileInner::local_stripe`] would return, without
     /// copying them.
@@ -127,5 +134,31 @@ impl FileInner {
             stripe.resize(at + data.len(), 0);
         }
         stripe[at..at + data.len()].copy_from_slice(data);
+    }
+}
+
+/// The mount's open files by inode, shared between the FUSE threads and the one that
+/// unmounts: after the unmount it tells what the node never took.
+#[derive(Clone, Default)]
+pub struct OpenFiles(Arc<Mutex<HashMap<u64, Arc<OpenFile>>>>);
+
+impl OpenFiles {
+    /// Locks the map.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<OpenFile>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The files holding writes the node has not confirmed, with their unconfirmed bytes,
+    /// by inode.
+    pub fn unsaved(&self) -> Vec<(u64, u64)> {
+        let files: Vec<(u64, Arc<OpenFile>)> =
+            self.lock().iter().map(|(i, f)| (*i, f.clone())).collect();
+        let mut out: Vec<(u64, u64)> = files
+            .into_iter()
+            .map(|(ino, f)| (ino, f.lock().unsaved_bytes()))
+            .filter(|(_, bytes)| *bytes > 0)
+            .collect();
+        out.sort_unstable();
+        out
     }
 }

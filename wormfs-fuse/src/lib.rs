@@ -45,6 +45,7 @@ impl Default for MountOptions {
 pub struct Mounted {
     session: Option<fuser::BackgroundSession>,
     mountpoint: PathBuf,
+    files: file::OpenFiles,
 }
 
 /// Mounts the node behind `client` at `mountpoint`, serving requests on background threads
@@ -63,6 +64,7 @@ pub fn mount(
             local_reads: opts.local_reads,
         },
     );
+    let files = fs.open_files();
     let mut cfg = fuser::Config::default();
     cfg.mount_options = vec![
         fuser::MountOption::FSName("wormfs".into()),
@@ -85,6 +87,7 @@ pub fn mount(
     Ok(Mounted {
         session: Some(session),
         mountpoint: mountpoint.to_owned(),
+        files,
     })
 }
 
@@ -128,7 +131,9 @@ impl Mounted {
     }
 
     /// Unmounts. Buffered writes are sent first (the kernel flushes open files on unmount).
-    /// When files are still open, the mount is detached lazily.
+    /// When files are still open, the mount is detached lazily. An error when any write
+    /// this mount acknowledged did not reach the node: those bytes are lost, and saying
+    /// "unmounted" would hide it.
     pub fn unmount(mut self) -> anyhow::Result<()> {
         self.unmount_inner()
     }
@@ -137,16 +142,37 @@ impl Mounted {
         let Some(session) = self.session.take() else {
             return Ok(());
         };
-        if session.guard.is_finished() {
-            return session.join().context("join the FUSE session");
-        }
-        match session.umount_and_join() {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                tracing::warn!(error = %e, "unmount failed; detaching lazily");
-                lazy_unmount(&self.mountpoint)
+        let detached = if session.guard.is_finished() {
+            session.join().context("join the FUSE session")?;
+            false
+        } else {
+            match session.umount_and_join() {
+                Ok(()) => false,
+                Err(e) => {
+                    tracing::warn!(error = %e, "unmount failed; detaching lazily");
+                    lazy_unmount(&self.mountpoint)?;
+                    true
+                }
             }
+        };
+        let unsaved = self.files.unsaved();
+        if unsaved.is_empty() {
+            return Ok(());
         }
+        let bytes: u64 = unsaved.iter().map(|(_, b)| b).sum();
+        let inodes: Vec<String> = unsaved.iter().map(|(i, _)| i.to_string()).collect();
+        let why = if detached {
+            "files were still open and the mount was detached with their writes buffered"
+        } else {
+            "the node did not take them at unmount (see the errors above)"
+        };
+        Err(anyhow::anyhow!(
+            "{bytes} bytes written to {} file(s) through `{}` were NOT stored: {why}; \
+             inodes: {}",
+            unsaved.len(),
+            self.mountpoint.display(),
+            inodes.join(", ")
+        ))
     }
 }
 

@@ -8,7 +8,7 @@
 mod locking;
 
 use crate::fetch::{lock, Fetcher};
-use crate::file::{next_version, seen, FileInner, OpenFile, Seen};
+use crate::file::{next_version, seen, FileInner, OpenFile, OpenFiles, Seen};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
@@ -96,7 +96,7 @@ pub struct WormFuse {
     /// the thread could not get them and uses the shared ones.
     threads: Mutex<HashMap<std::thread::ThreadId, Option<Arc<OwnDriver>>>>,
     opts: FsOptions,
-    files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    files: OpenFiles,
     /// Files closed here, by inode: what their cached stripes and pages are good for.
     closed: Mutex<HashMap<u64, Closed>>,
     handles: Mutex<HashMap<u64, Handle>>,
@@ -270,7 +270,7 @@ impl WormFuse {
             client,
             rt,
             opts,
-            files: Mutex::new(HashMap::new()),
+            files: OpenFiles::default(),
             closed: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             next_fh: std::sync::atomic::AtomicU64::new(1),
@@ -336,11 +336,7 @@ impl WormFuse {
     }
 
     fn open_file(&self, ino: u64) -> Option<Arc<OpenFile>> {
-        self.files
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&ino)
-            .cloned()
+        self.files.lock().get(&ino).cloned()
     }
 
     /// Attributes as this mount sees them: the node's, with the size of buffered writes.
@@ -400,7 +396,7 @@ impl WormFuse {
         let ino = attr.ino.0;
         let mut unchanged = false;
         let file = {
-            let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+            let mut files = self.files.lock();
             let file = files
                 .entry(ino)
                 .or_insert_with(|| {
@@ -859,16 +855,26 @@ impl WormFuse {
         let files: Vec<(u64, Arc<OpenFile>)> = self
             .files
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .iter()
             .map(|(i, f)| (*i, f.clone()))
             .collect();
         for (ino, f) in files {
             let mut inner = f.lock();
             if let Err(e) = self.flush_file(ino, &mut inner) {
-                self.log_err("flush at unmount", &e);
+                tracing::error!(
+                    ino,
+                    bytes = inner.unsaved_bytes(),
+                    errno = e.errno,
+                    "flush at unmount: writes not stored: {}",
+                    e.message
+                );
             }
         }
+    }
+
+    /// The mount's open files, to ask after the unmount what the node never took.
+    pub fn open_files(&self) -> OpenFiles {
+        self.files.clone()
     }
 }
 
@@ -1136,7 +1142,7 @@ impl Filesystem for WormFuse {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
         let r = self
-            .block(self.client.getattr(FileId(ino.0)))
+            .rpc(|c, d| d.block_on(c.getattr(FileId(ino.0))))
             .and_then(|a| {
                 if a.layout.is_none() {
                     return Err(invalid("not a regular file"));
@@ -1296,7 +1302,7 @@ impl Filesystem for WormFuse {
             if last {
                 // Another open of the file may have come in since: it found this entry and
                 // counts on it, so only a file still closed under the map's lock goes.
-                let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+                let mut files = self.files.lock();
                 let still_closed = files.get(&ino.0).is_some_and(|g| Arc::ptr_eq(g, &f))
                     && f.handles.load(std::sync::atomic::Ordering::SeqCst) == 0;
                 if still_closed && clean {

@@ -190,6 +190,49 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         opened INTEGER NOT NULL
     ) WITHOUT ROWID;
     ",
+    // 10: the bytes in regular files as two counters, the high and the low 32 bits of each
+    // size summed apart. One 64-bit sum overflowed with a single file of 2^63-1 bytes
+    // (`truncate -s 9223372036854775807`): SQLite then turned it into a REAL and every
+    // statfs failed. Each half stays exact up to 2^31 files of the largest size.
+    "
+    DROP TRIGGER inode_counted;
+    DROP TRIGGER inode_uncounted;
+    DROP TRIGGER inode_size_counted;
+    DELETE FROM meta WHERE key = 'file_bytes';
+    INSERT INTO meta (key, value)
+        SELECT 'file_bytes_hi', COALESCE(SUM(CASE WHEN kind = 1 THEN size >> 32 ELSE 0 END), 0)
+        FROM inodes;
+    INSERT INTO meta (key, value)
+        SELECT 'file_bytes_lo',
+            COALESCE(SUM(CASE WHEN kind = 1 THEN size & 4294967295 ELSE 0 END), 0)
+        FROM inodes;
+    CREATE TRIGGER inode_counted AFTER INSERT ON inodes BEGIN
+        UPDATE meta SET value = value + 1 WHERE key = 'inodes';
+        UPDATE meta SET value = value + (NEW.size >> 32)
+            WHERE key = 'file_bytes_hi' AND NEW.kind = 1;
+        UPDATE meta SET value = value + (NEW.size & 4294967295)
+            WHERE key = 'file_bytes_lo' AND NEW.kind = 1;
+    END;
+    CREATE TRIGGER inode_uncounted AFTER DELETE ON inodes BEGIN
+        UPDATE meta SET value = value - 1 WHERE key = 'inodes';
+        UPDATE meta SET value = value - (OLD.size >> 32)
+            WHERE key = 'file_bytes_hi' AND OLD.kind = 1;
+        UPDATE meta SET value = value - (OLD.size & 4294967295)
+            WHERE key = 'file_bytes_lo' AND OLD.kind = 1;
+    END;
+    CREATE TRIGGER inode_size_counted AFTER UPDATE OF size, kind ON inodes
+        WHEN OLD.size != NEW.size OR OLD.kind != NEW.kind
+    BEGIN
+        UPDATE meta SET value = value
+            - CASE WHEN OLD.kind = 1 THEN OLD.size >> 32 ELSE 0 END
+            + CASE WHEN NEW.kind = 1 THEN NEW.size >> 32 ELSE 0 END
+            WHERE key = 'file_bytes_hi';
+        UPDATE meta SET value = value
+            - CASE WHEN OLD.kind = 1 THEN OLD.size & 4294967295 ELSE 0 END
+            + CASE WHEN NEW.kind = 1 THEN NEW.size & 4294967295 ELSE 0 END
+            WHERE key = 'file_bytes_lo';
+    END;
+    ",
 ];
 
 /// The first schema version with the `raft_state` table (a database copy older than this

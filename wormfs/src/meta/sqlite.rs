@@ -500,14 +500,14 @@ impl MetaStore {
         rows.collect::<Result<_, _>>().map_err(sql("list disks"))
     }
 
-    /// Number of inodes and bytes in regular files, for `statfs`: two counters that
-    /// triggers keep (schema migration 5), not a count of the inodes.
+    /// Number of inodes and bytes in regular files (at most `u64::MAX`), for `statfs`:
+    /// counters that triggers keep (schema migrations 5 and 10), not a count of the inodes.
     pub fn usage(&self) -> Result<(u64, u64), MetaError> {
         let conn = self.conn();
-        Ok((
-            meta_value(&conn, "inodes")?,
-            meta_value(&conn, "file_bytes")?,
-        ))
+        let high = u128::from(meta_value(&conn, "file_bytes_hi")?);
+        let low = u128::from(meta_value(&conn, "file_bytes_lo")?);
+        let bytes = u64::try_from((high << 32) + low).unwrap_or(u64::MAX);
+        Ok((meta_value(&conn, "inodes")?, bytes))
     }
 }
 

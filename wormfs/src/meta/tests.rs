@@ -834,6 +834,74 @@ fn a_database_from_before_the_usage_counters_gets_them_counted() {
     assert_eq!(store.usage().unwrap(), (3, 1234));
 }
 
+/// `truncate -s 9223372036854775807` twice: the byte counter holds sums past `i64::MAX`
+/// exactly, and comes back down exactly when the files go.
+#[test]
+fn usage_counts_files_of_the_largest_size_exactly() {
+    let f = fixture();
+    let a = f.mkfile(FileId::ROOT, "a");
+    let b = f.mkfile(FileId::ROOT, "b");
+    f.ok(commit(b, stripe(0, 1, 5000, ["d1", "d2", "d3"]), 5000));
+    for ino in [a, b] {
+        f.ok(MetadataOp::Truncate {
+            ino,
+            size: i64::MAX as u64,
+            tail: None,
+            time: t(3),
+        });
+    }
+    assert_eq!(f.store().usage().unwrap(), (3, 2 * i64::MAX as u64));
+    f.ok(MetadataOp::Truncate {
+        ino: b,
+        size: 5000,
+        tail: None,
+        time: t(4),
+    });
+    assert_eq!(f.store().usage().unwrap(), (3, i64::MAX as u64 + 5000));
+    f.ok(MetadataOp::Unlink {
+        parent: FileId::ROOT,
+        name: "a".into(),
+        time: t(5),
+    });
+    assert_eq!(f.store().usage().unwrap(), (2, 5000));
+    assert_eq!(usage_counted(&f.path), (2, 5000));
+}
+
+/// A database whose one 64-bit byte counter had overflowed into a REAL (before schema
+/// version 10) opens with the counters recounted.
+#[test]
+fn an_overflowed_byte_counter_is_recounted_by_the_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.sqlite");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for (i, script) in super::schema::MIGRATIONS[..9].iter().enumerate() {
+            conn.execute_batch(script).unwrap();
+            conn.pragma_update(None, "user_version", i + 1).unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO inodes (ino, kind, perm, nlink, uid, gid, size, atime, mtime, ctime, crtime)
+                 VALUES (2, 1, 420, 1, 0, 0, 9223372036854775807, 0, 0, 0, 0),
+                        (3, 1, 420, 1, 0, 0, 100, 0, 0, 0, 0);",
+        )
+        .unwrap();
+        let kind: String = conn
+            .query_row(
+                "SELECT typeof(value) FROM meta WHERE key = 'file_bytes'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(kind, "real", "the old counter overflowed");
+    }
+    let store = MetaStore::open(&path).unwrap();
+    assert_eq!(
+        store.usage().unwrap(),
+        (3, i64::MAX as u64 + 100),
+        "the root and two files"
+    );
+}
+
 #[test]
 fn a_directory_is_read_in_pages_after_a_name() {
     let f = fixture();

@@ -421,7 +421,7 @@ impl P2pTransport {
             .build();
         swarm
             .listen_on(multiaddr(listen))
-            .map_err(|e| P2pError::Network(format!("cannot listen on {listen}: {e}")))?;
+            .map_err(|e| P2pError::Network(format!("cannot listen on {listen}: {}", causes(&e))))?;
         // wait for the listener to be bound, so the caller knows the real port
         let bound = loop {
             match swarm.select_next_some().await {
@@ -435,7 +435,8 @@ impl P2pTransport {
                     reason: Err(error), ..
                 } => {
                     return Err(P2pError::Network(format!(
-                        "cannot listen on {listen}: {error}"
+                        "cannot listen on {listen}: {}",
+                        causes(&error)
                     )));
                 }
                 _ => {}
@@ -1037,3 +1038,23 @@ impl Transport for P2pTransport {
 
 #[cfg(test)]
 mod tests;
+
+/// `e` and its causes, `: `-joined, empty and repeated texts left out: libp2p's transport
+/// errors print nothing themselves ("cannot listen on 127.0.0.1:7576: " hid "Address
+/// already in use").
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut texts: Vec<String> = Vec::new();
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        let t = e.to_string();
+        if !t.is_empty() && !texts.iter().any(|seen| seen.contains(&t)) {
+            texts.push(t);
+        }
+        cur = e.source();
+    }
+    if texts.is_empty() {
+        format!("{e:?}")
+    } else {
+        texts.join(": ")
+    }
+}

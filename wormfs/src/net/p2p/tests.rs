@@ -256,3 +256,31 @@ async fn a_peer_not_in_the_book_is_refused() {
     assert!(!c.transport.is_connected(&NodeId("a".into())));
     assert!(!a.transport.is_connected(&NodeId("c".into())));
 }
+
+/// A node-to-node port another process holds: the error says why, not just where.
+#[tokio::test]
+async fn a_busy_port_is_named_with_its_cause() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let book = Arc::new(PeerBook::open(&dir.path().join(PEER_BOOK_FILE_NAME)).unwrap());
+    let store = Arc::new(MemoryChunkStore::new(&[(DiskId("d0".into()), 1 << 30)]));
+    let err = P2pTransport::start(P2pConfig {
+        node: NodeId("busy".into()),
+        keypair: Keypair::generate_ed25519(),
+        listen: addr,
+        book,
+        store,
+        redial_interval: Duration::from_millis(100),
+        request_timeout: Duration::from_secs(5),
+        chunk_timeout: Duration::from_secs(5),
+    })
+    .await
+    .err()
+    .expect("a second listener on a bound port");
+    let text = err.to_string();
+    assert!(
+        text.contains(&addr.to_string()) && text.to_lowercase().contains("in use"),
+        "the error does not name the port and its cause: {text}"
+    );
+}
