@@ -14,8 +14,9 @@ cd "$(dirname "$0")/.."
 SIZE_MIB=${1:-512}
 FILES=${2:-1000}
 ELECTION_MS=${ELECTION_MS:-1500}
-BIN=target/release/wormfs
-cargo build --release -p wormfs-cli  # always: a stale binary would measure old code
+# WORMFS_BIN: measure that binary (another commit's, for a before/after) instead of building
+BIN=${WORMFS_BIN:-target/release/wormfs}
+[ -n "${WORMFS_BIN:-}" ] || cargo build --release -p wormfs-cli  # a stale binary would measure old code
 WORK=${BENCH_DIR:-$PWD/target/bench-cluster}
 rm -rf "$WORK"
 mkdir -p "$WORK/plain" "$WORK/mnt"
@@ -68,14 +69,27 @@ seconds() { python3 -c 'import sys,time,subprocess; t=time.perf_counter(); subpr
 start_mount
 SRC=/dev/shm/wormfs-bench-cluster-src
 head -c "$((SIZE_MIB << 20))" /dev/urandom > "$SRC"
+HZ=$(getconf CLK_TCK)
+cpu() { local t=0; for p in "$@"; do t=$(( t + $(awk '{print $14 + $15}' "/proc/$p/stat") )); done; echo "$t"; }
 declare -A R
 for target in plain mnt; do
     dir="$WORK/$target"
+    c0=$(cpu "${PIDS[@]}" "$MOUNT_PID")
     R[$target.write]=$(seconds dd if="$SRC" of="$dir/big" bs=4M conv=fsync)
+    c1=$(cpu "${PIDS[@]}" "$MOUNT_PID")
     drop_caches
     if [ "$target" = mnt ]; then stop_mount; start_mount; fi
+    c2=$(cpu "${PIDS[@]}" "$MOUNT_PID")
     R[$target.read]=$(seconds dd if="$dir/big" of=/dev/null bs=4M)
-    R[$target.small]=$(python3 bench/small-files.py "$dir/small" "$FILES")
+    c3=$(cpu "${PIDS[@]}" "$MOUNT_PID")
+    if [ "$target" = mnt ]; then
+        R[cpu.write]=$(python3 -c "print(f'{($c1-$c0)/$HZ/($SIZE_MIB/1024):.2f}')")
+        R[cpu.read]=$(python3 -c "print(f'{($c3-$c2)/$HZ/($SIZE_MIB/1024):.2f}')")
+        pids="${PIDS[*]} $MOUNT_PID"
+    else
+        pids=""
+    fi
+    R[$target.small]=$(python3 bench/small-files.py "$dir/small" "$FILES" $pids)
 done
 # failover: SIGKILL the master, time until the mount's node names another one
 T0=$(date +%s.%N)
@@ -89,8 +103,8 @@ mbps() { python3 -c "print(f'{$SIZE_MIB/$1:.0f}')"; }
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 pw=$(mbps "${R[plain.write]}"); mw=$(mbps "${R[mnt.write]}")
 pr=$(mbps "${R[plain.read]}"); mr=$(mbps "${R[mnt.read]}")
-read -r pc ps pre pd <<< "${R[plain.small]}"
-read -r mc ms mre md <<< "${R[mnt.small]}"
+read -r pc ps pre pd _ <<< "${R[plain.small]}"
+read -r mc ms mre md cc cs cre cd <<< "${R[mnt.small]}"
 echo "| measure | plain dir | 3-node mount | mount ÷ plain |"
 echo "|---|---|---|---|"
 echo "| sequential write ${SIZE_MIB} MiB + fsync (MiB/s) | $pw | $mw | $(ratio "$mw" "$pw")× |"
@@ -100,4 +114,6 @@ echo "| stat (files/s) | $ps | $ms | $(ratio "$ms" "$ps")× |"
 echo "| read 4 KiB files (files/s) | $pre | $mre | $(ratio "$mre" "$pre")× |"
 echo "| delete (files/s) | $pd | $md | $(ratio "$md" "$pd")× |"
 echo
+echo "CPU seconds (3 nodes + mount) per GiB: write ${R[cpu.write]}, read ${R[cpu.read]}"
+echo "CPU µs (3 nodes + mount) per 4 KiB file: create $cc, stat $cs, read $cre, delete $cd"
 echo "Failover: master $M SIGKILLed, $NEW named master ${FAILOVER} s later (election timeout ${ELECTION_MS} ms)."

@@ -18,8 +18,9 @@ cd "$(dirname "$0")/.."
 SIZE_MIB=${1:-1024}
 FILES=${2:-5000}
 REREAD_MIB=$(( SIZE_MIB < 128 ? SIZE_MIB : 128 )) # fits the mount's 256 MiB stripe cache
-BIN=target/release/wormfs
-cargo build --release -p wormfs-cli  # always: a stale binary would measure old code
+# WORMFS_BIN: measure that binary (another commit's, for a before/after) instead of building
+BIN=${WORMFS_BIN:-target/release/wormfs}
+[ -n "${WORMFS_BIN:-}" ] || cargo build --release -p wormfs-cli  # a stale binary would measure old code
 WORK=${BENCH_DIR:-$PWD/target/bench-fuse}
 rm -rf "$WORK"
 mkdir -p "$WORK/plain" "$WORK/mnt"
@@ -122,15 +123,16 @@ for i in range(4):
 print(f"{statistics.median(rates):.0f}")
 PY
 )
-    R[$target.small]=$(python3 bench/small-files.py "$dir/small" "$FILES")
+    if [ "$target" = mnt ]; then pids="$NODE_PID $MOUNT_PID"; else pids=""; fi
+    R[$target.small]=$(python3 bench/small-files.py "$dir/small" "$FILES" $pids)
 done
 
 mbps() { python3 -c "print(f'{$SIZE_MIB/$1:.0f}')"; }
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 pw=$(mbps "${R[plain.write]}"); mw=$(mbps "${R[mnt.write]}")
 pr=$(mbps "${R[plain.read]}"); mr=$(mbps "${R[mnt.read]}")
-read -r pc ps pre pd <<< "${R[plain.small]}"
-read -r mc ms mre md <<< "${R[mnt.small]}"
+read -r pc ps pre pd _ <<< "${R[plain.small]}"
+read -r mc ms mre md cc cs cre cd <<< "${R[mnt.small]}"
 echo "| measure | plain dir | WormFS mount | mount ÷ plain |"
 echo "|---|---|---|---|"
 echo "| sequential write ${SIZE_MIB} MiB + fsync (MiB/s) | $pw | $mw | $(ratio "$mw" "$pw")× |"
@@ -143,3 +145,4 @@ echo "| read 4 KiB files (files/s) | $pre | $mre | $(ratio "$mre" "$pre")× |"
 echo "| delete (files/s) | $pd | $md | $(ratio "$md" "$pd")× |"
 echo
 echo "CPU seconds (node + mount) per GiB: write ${R[cpu.write]}, read ${R[cpu.read]}"
+echo "CPU µs (node + mount) per 4 KiB file: create $cc, stat $cs, read $cre, delete $cd"
