@@ -51,7 +51,20 @@ struct Inner {
     /// No lock service on the node (an older node): locks are local only.
     absent: AtomicBool,
     stop: (Mutex<bool>, Condvar),
+    /// Lock calls about one file go one at a time, by inode modulo this many: FUSE threads
+    /// send over connections of their own, so a release and the next open of a file from
+    /// two threads could otherwise reach the master in the opposite order, and the master
+    /// would drop the lock the mount believes it holds.
+    order: Vec<Mutex<()>>,
 }
+
+/// How many [`Inner::order`] locks there are.
+const ORDER_SLOTS: u64 = 64;
+
+/// How a lock request reaches the node: a FUSE thread passes its own connection (a hop to
+/// the shared runtime and back costs more than the call), other threads
+/// [`Locks::shared`].
+pub(crate) type Via<'a> = &'a dyn Fn(proto::LockRequest) -> Result<proto::LockReply, ClientError>;
 
 /// The mount's lock session.
 #[derive(Clone)]
@@ -98,6 +111,7 @@ impl Locks {
             renewed: Mutex::new(None),
             absent: AtomicBool::new(false),
             stop: (Mutex::new(false), Condvar::new()),
+            order: (0..ORDER_SLOTS).map(|_| Mutex::new(())).collect(),
         });
         let keeper = inner.clone();
         std::thread::Builder::new()
@@ -108,9 +122,17 @@ impl Locks {
         Locks(inner)
     }
 
-    fn call(&self, req: proto::LockRequest) -> Result<proto::LockReply, ClientError> {
+    /// A call through the mount's shared connection and runtime.
+    pub(crate) fn shared(&self, req: proto::LockRequest) -> Result<proto::LockReply, ClientError> {
         let s = &self.0;
         s.rt.block_on(s.client.lock_call(req))
+    }
+
+    /// Holds the calls about `ino` in order (see [`Inner::order`]).
+    fn in_order(&self, ino: u64) -> std::sync::MutexGuard<'_, ()> {
+        self.0.order[(ino % ORDER_SLOTS) as usize]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Sends one renewal now; true when the master answered.
@@ -120,10 +142,10 @@ impl Locks {
 
     /// Takes `h` (retrying while a new master takes back old locks, up to a lease and a
     /// bit); an error is the errno to give the caller.
-    fn acquire(&self, h: &Held) -> Result<Got, ClientError> {
+    fn acquire(&self, via: Via, h: &Held) -> Result<Got, ClientError> {
         let deadline = Instant::now() + *self.0.lease.lock().unwrap_or_else(|e| e.into_inner()) * 2;
         loop {
-            match self.call(request(&self.0, op::ACQUIRE, Some(h), &[])) {
+            match via(request(&self.0, op::ACQUIRE, Some(h), &[])) {
                 Ok(r) if r.granted => {
                     let mut m = mirror(&self.0);
                     if let Err(e) = m.table.acquire(Instant::now(), ME, h) {
@@ -156,12 +178,13 @@ impl Locks {
     }
 
     /// Opens `ino` for write (or read): takes the open lock unless this mount holds it.
-    pub(crate) fn open(&self, ino: u64, write: bool) -> Result<Got, ClientError> {
+    pub(crate) fn open(&self, via: Via, ino: u64, write: bool) -> Result<Got, ClientError> {
         let kind = if write {
             LockKind::OpenWrite
         } else {
             LockKind::OpenRead
         };
+        let _order = self.in_order(ino);
         {
             let mut m = mirror(&self.0);
             if let Some(n) = m.opens.get_mut(&(ino, kind)) {
@@ -170,7 +193,7 @@ impl Locks {
             }
         }
         let h = Held::open(ino, kind);
-        let got = self.acquire(&h)?;
+        let got = self.acquire(via, &h)?;
         if matches!(got, Got::Granted) {
             *mirror(&self.0).opens.entry((ino, kind)).or_default() += 1;
         }
@@ -178,12 +201,13 @@ impl Locks {
     }
 
     /// Closes one open of `ino`; the last of its kind drops the open lock.
-    pub(crate) fn close(&self, ino: u64, write: bool) {
+    pub(crate) fn close(&self, via: Via, ino: u64, write: bool) {
         let kind = if write {
             LockKind::OpenWrite
         } else {
             LockKind::OpenRead
         };
+        let _order = self.in_order(ino);
         {
             let mut m = mirror(&self.0);
             match m.opens.get_mut(&(ino, kind)) {
@@ -198,27 +222,27 @@ impl Locks {
                 None => return,
             }
         }
-        self.release(request(
-            &self.0,
-            op::CLOSE,
-            Some(&Held::open(ino, kind)),
-            &[],
-        ));
+        self.release(
+            via,
+            request(&self.0, op::CLOSE, Some(&Held::open(ino, kind)), &[]),
+        );
     }
 
     /// Sends a release; a failure only leaves the lock to expire with the session.
-    fn release(&self, req: proto::LockRequest) {
+    fn release(&self, via: Via, req: proto::LockRequest) {
         if self.0.absent.load(Ordering::Relaxed) {
             return;
         }
-        if let Err(e) = self.call(req) {
+        if let Err(e) = via(req) {
             tracing::warn!(error = %e, "could not release a lock; it ends with this mount's lease");
         }
     }
 
     /// Takes a byte-range lock of `owner` (`typ` 0 shared, 1 exclusive).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn lock_range(
         &self,
+        via: Via,
         ino: u64,
         owner: u64,
         start: u64,
@@ -226,11 +250,13 @@ impl Locks {
         write: bool,
         pid: u32,
     ) -> Result<Got, ClientError> {
-        self.acquire(&Held::range(ino, owner, start, end, write, pid))
+        let _order = self.in_order(ino);
+        self.acquire(via, &Held::range(ino, owner, start, end, write, pid))
     }
 
     /// Unlocks a byte range of `owner`.
-    pub(crate) fn unlock_range(&self, ino: u64, owner: u64, start: u64, end: u64) {
+    pub(crate) fn unlock_range(&self, via: Via, ino: u64, owner: u64, start: u64, end: u64) {
+        let _order = self.in_order(ino);
         {
             let mut m = mirror(&self.0);
             if !m.table.has_ranges(ME, ino, owner) {
@@ -238,23 +264,28 @@ impl Locks {
             }
             m.table.unlock(ME, ino, owner, start, end);
         }
-        self.release(request(
-            &self.0,
-            op::UNLOCK,
-            Some(&Held::range(ino, owner, start, end, true, 0)),
-            &[],
-        ));
+        self.release(
+            via,
+            request(
+                &self.0,
+                op::UNLOCK,
+                Some(&Held::range(ino, owner, start, end, true, 0)),
+                &[],
+            ),
+        );
     }
 
     /// Drops every range lock of `owner` on `ino` (the owner closed the file); free when it
     /// holds none.
-    pub(crate) fn release_owner(&self, ino: u64, owner: u64) {
-        self.unlock_range(ino, owner, 0, u64::MAX);
+    pub(crate) fn release_owner(&self, via: Via, ino: u64, owner: u64) {
+        self.unlock_range(via, ino, owner, 0, u64::MAX);
     }
 
     /// The lock that would refuse this one, if any.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn test_range(
         &self,
+        via: Via,
         ino: u64,
         owner: u64,
         start: u64,
@@ -263,7 +294,7 @@ impl Locks {
         pid: u32,
     ) -> Result<Got, ClientError> {
         let h = Held::range(ino, owner, start, end, write, pid);
-        match self.call(request(&self.0, op::TEST, Some(&h), &[])) {
+        match via(request(&self.0, op::TEST, Some(&h), &[])) {
             Ok(r) if r.granted => Ok(Got::Granted),
             Ok(r) => Ok(refused(r)),
             Err(e) if e.errno == errno::ENOSYS => Ok(Got::Granted),

@@ -8,6 +8,7 @@ use fuser::{Errno, ReplyEmpty, ReplyLock};
 use std::time::{Duration, Instant};
 use wormfs::errno;
 use wormfs::rpc::client::ClientError;
+use wormfs::rpc::proto;
 
 /// `fcntl` lock types (Linux).
 const F_RDLCK: i32 = 0;
@@ -22,10 +23,15 @@ fn busy(message: String) -> ClientError {
 }
 
 impl WormFuse {
+    /// Sends a lock request over this FUSE thread's own connection.
+    fn lock_call(&self, req: proto::LockRequest) -> Result<proto::LockReply> {
+        self.rpc(|c, d| d.block_on(c.lock_call(req)))
+    }
+
     /// Takes the open lock of `ino` for this mount (write, or read). A file another client
     /// holds is refused with `EBUSY`, and the mount logs who holds it.
     pub(super) fn take_open_lock(&self, ino: u64, write: bool) -> Result<Option<bool>> {
-        match self.locks.open(ino, write)? {
+        match self.locks.open(&|r| self.lock_call(r), ino, write)? {
             Got::Granted => Ok(Some(write)),
             Got::Refused { holder, .. } => {
                 let what = if write { "write" } else { "read" };
@@ -44,13 +50,13 @@ impl WormFuse {
     /// Drops the open lock a handle took.
     pub(super) fn drop_open_lock(&self, ino: u64, lock: Option<bool>) {
         if let Some(write) = lock {
-            self.locks.close(ino, write);
+            self.locks.close(&|r| self.lock_call(r), ino, write);
         }
     }
 
     /// A process closed a descriptor of `ino`: POSIX drops its record locks on the file.
     pub(super) fn release_lock_owner(&self, ino: u64, owner: u64) {
-        self.locks.release_owner(ino, owner);
+        self.locks.release_owner(&|r| self.lock_call(r), ino, owner);
     }
 
     /// `F_SETLK` / `F_SETLKW` (and `flock`, which the kernel sends the same way, with the
@@ -70,16 +76,22 @@ impl WormFuse {
     ) {
         let write = match typ {
             F_UNLCK => {
-                self.locks.unlock_range(ino, owner, start, end);
+                self.locks
+                    .unlock_range(&|r| self.lock_call(r), ino, owner, start, end);
                 return reply.ok();
             }
             F_RDLCK => false,
             F_WRLCK => true,
             _ => return reply.error(Errno::EINVAL),
         };
+        let first =
+            self.locks
+                .lock_range(&|r| self.lock_call(r), ino, owner, start, end, write, pid);
+        // a waiting retry runs on its own thread, through the mount's shared connection
         let locks = self.locks.clone();
-        let attempt = move || locks.lock_range(ino, owner, start, end, write, pid);
-        match attempt() {
+        let attempt =
+            move || locks.lock_range(&|r| locks.shared(r), ino, owner, start, end, write, pid);
+        match first {
             Ok(Got::Granted) => reply.ok(),
             Ok(Got::Refused { .. }) if !sleep => reply.error(Errno::EAGAIN),
             Ok(Got::Refused { holder, .. }) => {
@@ -107,10 +119,15 @@ impl WormFuse {
         pid: u32,
         reply: ReplyLock,
     ) {
-        match self
-            .locks
-            .test_range(ino, owner, start, end, typ == F_WRLCK, pid)
-        {
+        match self.locks.test_range(
+            &|r| self.lock_call(r),
+            ino,
+            owner,
+            start,
+            end,
+            typ == F_WRLCK,
+            pid,
+        ) {
             Ok(Got::Granted) => reply.locked(0, 0, F_UNLCK, 0),
             Ok(Got::Refused {
                 range: Some((s, e, w, p)),

@@ -1,5 +1,6 @@
 //! The lock service's view of the cluster: the master is the Raft leader, confirmed with a
-//! majority before each grant, and reached over the node-to-node transport.
+//! majority before each grant (one confirmation serves the grants of a short while after
+//! it: see [`ClusterLocks`]), and reached over the node-to-node transport.
 
 use super::{serve_json, Cluster};
 use crate::ids::NodeId;
@@ -7,19 +8,30 @@ use crate::locks::{LockAnswer, LockAuthority, LockCall, LockService};
 use crate::net::{P2pTransport, Transport};
 use crate::raft::{Raft, RaftNodeId};
 use async_trait::async_trait;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Protocol on which lock calls are forwarded to the master.
 pub const LOCKS: &str = "locks/call";
 
 /// The [`LockAuthority`] of a cluster node.
+///
+/// A confirmation (a heartbeat a majority acknowledged) stays good for half the election
+/// timeout after it began. Each follower that acknowledged it refuses to vote for anyone
+/// else until its leader lease runs out (openraft's `leader_lease`: the largest election
+/// timeout, counted from that heartbeat), and a new master needs a vote from at least one
+/// of them; so no other master can exist, let alone grant locks, within that time. A
+/// sequence of opens then costs one Raft round per half election timeout, not one each.
 pub struct ClusterLocks {
     raft: Raft,
     raft_id: RaftNodeId,
     node: NodeId,
     transport: P2pTransport,
     confirm_timeout: Duration,
+    /// How long a confirmation serves.
+    confirm_serves: Duration,
+    /// The last confirmation: its term and when it began.
+    confirmed: Mutex<Option<(u64, Instant)>>,
 }
 
 #[async_trait]
@@ -30,10 +42,25 @@ impl LockAuthority for ClusterLocks {
     }
 
     async fn confirm(&self) -> bool {
-        matches!(
+        let Some(term) = self.master_term() else {
+            return false;
+        };
+        let began = Instant::now();
+        let last = *self.confirmed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((t, at)) = last {
+            if t == term && began.saturating_duration_since(at) < self.confirm_serves {
+                return true;
+            }
+        }
+        let confirmed = matches!(
             tokio::time::timeout(self.confirm_timeout, self.raft.ensure_linearizable()).await,
             Ok(Ok(_))
-        )
+        );
+        // still master of the same term: the majority acknowledged a heartbeat of this term
+        if confirmed && self.master_term() == Some(term) {
+            *self.confirmed.lock().unwrap_or_else(|e| e.into_inner()) = Some((term, began));
+        }
+        confirmed
     }
 
     async fn forward(&self, call: &LockCall) -> Result<LockAnswer, String> {
@@ -71,6 +98,8 @@ impl Cluster {
             node: self.node.clone(),
             transport: self.transport.clone(),
             confirm_timeout: self.settings.election_timeout.max(Duration::from_secs(1)),
+            confirm_serves: self.settings.election_timeout / 2,
+            confirmed: Mutex::new(None),
         })
     }
 
