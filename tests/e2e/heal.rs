@@ -567,17 +567,35 @@ fn a_drained_disk_is_emptied_takes_no_new_chunks_and_can_then_be_removed() {
     }
 }
 
+/// The number of entries in the orphan directory.
+fn orphans(w: &World) -> usize {
+    fs::read_dir(w.path(".wormfs-orphans"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Passes the garbage worker of node1 has finished.
+fn garbage_passes(w: &World) -> u64 {
+    let status: serde_json::Value = serde_json::from_str(&w.cli(&["status", "--json"])).unwrap();
+    status["workers"]
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["name"] == "garbage@node1"))
+        .and_then(|g| g["passes"].as_u64())
+        .unwrap_or(0)
+}
+
+/// A file unlinked while open, whose mount then dies: once the mount's lock session has
+/// expired, the lock service says no one has it open, and the garbage worker removes it
+/// with its chunks after the short garbage grace, not the week-long orphan grace.
 #[test]
-fn a_file_a_crashed_mount_left_unlinked_but_open_is_removed_after_the_orphan_grace() {
+fn a_file_a_crashed_mount_left_unlinked_but_open_is_removed_once_no_one_has_it_open() {
     let mut w = World::start(
         6,
-        &format!("{HEAL}garbage_every = \"1s\"\ngarbage_grace = \"1s\"\norphan_grace = \"2s\"\n"),
+        &format!(
+            "{HEAL}garbage_every = \"1s\"\ngarbage_grace = \"1s\"\norphan_grace = \"1h\"\n\
+             [locks]\nlease = \"2s\"\n"
+        ),
     );
-    let orphans = |w: &World| {
-        fs::read_dir(w.path(".wormfs-orphans"))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    };
     let mut f = fs::File::create(w.path("victim")).unwrap();
     f.write_all(&bytes(300_000, 5)).unwrap();
     f.sync_all().unwrap();
@@ -607,4 +625,47 @@ fn a_file_a_crashed_mount_left_unlinked_but_open_is_removed_after_the_orphan_gra
             (!std::path::Path::new(c).exists()).then_some(())
         });
     }
+}
+
+/// A file unlinked while a live mount keeps it open stays, however old, and reads back
+/// exact; it goes when the mount closes it.
+#[test]
+fn an_orphan_a_live_mount_has_open_stays_past_the_orphan_grace() {
+    let w = World::start(
+        6,
+        &format!("{HEAL}garbage_every = \"1s\"\ngarbage_grace = \"1s\"\norphan_grace = \"1s\"\n"),
+    );
+    let data = bytes(300_000, 6);
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(w.path("kept-open"))
+        .unwrap();
+    f.write_all(&data).unwrap();
+    f.sync_all().unwrap();
+    fs::remove_file(w.path("kept-open")).unwrap();
+    assert_eq!(orphans(&w), 1);
+    // three garbage passes, the last two begun well past the orphan grace
+    let start = garbage_passes(&w);
+    wait_for("three garbage passes", Duration::from_secs(30), || {
+        (garbage_passes(&w) >= start + 3).then_some(())
+    });
+    assert_eq!(
+        orphans(&w),
+        1,
+        "an orphan still open on a live mount was removed"
+    );
+    let mut back = Vec::new();
+    use std::io::{Read, Seek};
+    f.seek(std::io::SeekFrom::Start(0)).unwrap();
+    f.read_to_end(&mut back).unwrap();
+    assert!(back == data, "the open orphan no longer reads back exact");
+    drop(f);
+    wait_for(
+        "the orphan gone after its last close",
+        Duration::from_secs(10),
+        || (orphans(&w) == 0).then_some(()),
+    );
 }

@@ -136,6 +136,17 @@ pub async fn run(
         None => Arc::new(SoloNode(config.node_id.clone())),
     };
     let placement = Arc::new(SpreadPlacement);
+    let authority: Arc<dyn LockAuthority> = match &cluster {
+        Some(c) => c.lock_authority(),
+        None => Arc::new(SoloAuthority),
+    };
+    let locks = Arc::new(LockService::new(
+        config.locks.lease,
+        config.locks.read_locks,
+        authority,
+        log.clone(),
+        meta.clone(),
+    ));
     // Scrub and repair run on the master (a node alone is its own master).
     let heal = HealService::start(HealContext {
         node: config.node_id.clone(),
@@ -151,6 +162,7 @@ pub async fn run(
             .filter(|(id, _)| !failed.contains(id))
             .cloned()
             .collect(),
+        open_files: Some(locks.clone()),
     });
     let backups = config.heal.meta_backup_every.map(|every| {
         let (meta, disks) = (meta.clone(), backup_disks.clone());
@@ -173,17 +185,6 @@ pub async fn run(
         .with_liveness(liveness),
     );
     let users = Arc::new(Users::new(fs.meta().clone()));
-    let authority: Arc<dyn LockAuthority> = match &cluster {
-        Some(c) => c.lock_authority(),
-        None => Arc::new(SoloAuthority),
-    };
-    let locks = Arc::new(LockService::new(
-        config.locks.lease,
-        config.locks.read_locks,
-        authority,
-        fs.log().clone(),
-        fs.meta().clone(),
-    ));
     let mut service = WormFsService::new(fs.clone(), addr.to_string()).with_locks(locks.clone());
     if let Some(c) = &cluster {
         c.serve_locks(locks);

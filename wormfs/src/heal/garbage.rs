@@ -132,10 +132,16 @@ pub fn sweep_disk(
     Ok(out)
 }
 
-/// Removes the entries of [`super::ORPHAN_DIR`] unchanged for `grace` (their mount
-/// crashed before the last close), with their chunks. Run by the master only. Returns how
-/// many it removed.
-pub async fn sweep_orphans(ctx: &HealContext, grace: Duration) -> Result<u64, String> {
+/// Removes the entries of [`super::ORPHAN_DIR`] (files unlinked while a mount had them
+/// open, whose mount crashed before the last close), with their chunks: one no client has
+/// open once unchanged for `closed_grace`, one whose openness is not known once unchanged
+/// for `grace`; one a live client has open stays. Run by the master only. Returns how many
+/// it removed.
+pub async fn sweep_orphans(
+    ctx: &HealContext,
+    grace: Duration,
+    closed_grace: Duration,
+) -> Result<u64, String> {
     use crate::meta::{MetadataOp, Timestamp};
     let e = |e: crate::meta::MetaError| e.to_string();
     let Some(dir) = ctx
@@ -152,7 +158,16 @@ pub async fn sweep_orphans(ctx: &HealContext, grace: Duration) -> Result<u64, St
             continue;
         };
         let changed = attr.ctime.0.max(attr.mtime.0);
-        if now.saturating_sub(changed) < grace.as_nanos() as i64 {
+        let open = match &ctx.open_files {
+            Some(o) => o.is_open(entry.ino.0).await,
+            None => None,
+        };
+        let wait = match open {
+            Some(true) => continue, // a live mount still reads or writes it
+            Some(false) => closed_grace,
+            None => grace,
+        };
+        if now.saturating_sub(changed) < wait.as_nanos() as i64 {
             continue;
         }
         let op = MetadataOp::Unlink {
@@ -277,7 +292,12 @@ impl Worker for GarbageWorker {
             let passes = self.status.passes;
             let finished = self.status.finished;
             let orphans = if self.ctx.liveness.is_master() {
-                sweep_orphans(&self.ctx, self.ctx.settings.orphan_grace).await?
+                sweep_orphans(
+                    &self.ctx,
+                    self.ctx.settings.orphan_grace,
+                    self.ctx.settings.garbage_grace,
+                )
+                .await?
             } else {
                 0
             };

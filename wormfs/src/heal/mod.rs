@@ -44,6 +44,8 @@ pub use garbage::{garbage_worker_name, sweep_disk, GarbageWorker, Swept};
 pub use recover::{recover, RecoverReport, RECOVERED_DIR};
 pub use repair::{repair_stripe, Rebuilt, RepairError};
 #[cfg(feature = "node")]
-pub use service::{observe, ClusterLiveness, HealContext, HealService, HealSettings, SoloNode};
+pub use service::{
+    observe, ClusterLiveness, HealContext, HealService, HealSettings, OpenFiles, SoloNode,
+};
 #[cfg(feature = "node")]
 pub use workers::{RepairWorker, ScrubWorker};

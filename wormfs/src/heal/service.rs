@@ -64,7 +64,9 @@ pub struct HealSettings {
     /// Garbage younger than this is left alone (writes in flight, replicas behind).
     pub garbage_grace: Duration,
     /// An entry of [`super::ORPHAN_DIR`] unchanged for this long is removed by the master's
-    /// garbage worker (its mount crashed, or holds it open and idle that long).
+    /// garbage worker when it cannot tell whether a client still has it open
+    /// ([`HealContext::open_files`]). One no client has open goes after
+    /// [`HealSettings::garbage_grace`]; one a live client has open stays.
     pub orphan_grace: Duration,
 }
 
@@ -87,6 +89,16 @@ impl Default for HealSettings {
     }
 }
 
+/// Whether a client has a file open, as the master's lock table knows it: every open of a
+/// mount takes an open lock, read locks on or off ([`crate::locks::LockService`]).
+#[async_trait::async_trait]
+pub trait OpenFiles: Send + Sync {
+    /// `Some(true)` when a live client session has inode `ino` open, `Some(false)` when none
+    /// has, `None` when this node cannot tell (not the master, or in the grace period after
+    /// a master change, when sessions are still taking their locks back).
+    async fn is_open(&self, ino: u64) -> Option<bool>;
+}
+
 /// Everything the heal workers work with.
 pub struct HealContext {
     /// This node.
@@ -105,6 +117,9 @@ pub struct HealContext {
     pub settings: HealSettings,
     /// This node's own disk directories (not failed ones), for the garbage worker.
     pub local_disks: Vec<(crate::ids::DiskId, std::path::PathBuf)>,
+    /// Which files clients have open (`None`: not known; orphans then wait
+    /// [`HealSettings::orphan_grace`]).
+    pub open_files: Option<Arc<dyn OpenFiles>>,
 }
 
 impl HealContext {

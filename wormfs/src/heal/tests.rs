@@ -137,6 +137,7 @@ impl Node {
             liveness: Arc::new(SoloNode(NodeId("n1".into()))),
             settings,
             local_disks: Vec::new(),
+            open_files: None,
         })
     }
 }

@@ -338,3 +338,10 @@ impl LockService {
         Some(st.table.is_open(now, ino))
     }
 }
+
+#[async_trait]
+impl crate::heal::OpenFiles for LockService {
+    async fn is_open(&self, ino: u64) -> Option<bool> {
+        LockService::is_open(self, ino).await
+    }
+}
