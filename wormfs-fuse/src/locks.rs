@@ -142,7 +142,9 @@ impl Locks {
 
     /// Takes `h` (retrying while a new master takes back old locks, up to a lease and a
     /// bit); an error is the errno to give the caller.
-    fn acquire(&self, via: Via, h: &Held) -> Result<Got, ClientError> {
+    /// With a granted open lock, the file's attributes as the node read them after the grant
+    /// (`None` from an older node, or with no lock service).
+    fn acquire(&self, via: Via, h: &Held) -> Result<(Got, Option<proto::Attr>), ClientError> {
         let deadline = Instant::now() + *self.0.lease.lock().unwrap_or_else(|e| e.into_inner()) * 2;
         loop {
             match via(request(&self.0, op::ACQUIRE, Some(h), &[])) {
@@ -151,21 +153,16 @@ impl Locks {
                     if let Err(e) = m.table.acquire(Instant::now(), ME, h) {
                         tracing::debug!("lock mirror: {e}");
                     }
-                    return Ok(Got::Granted);
+                    return Ok((Got::Granted, r.attr));
                 }
-                Ok(r) => {
-                    return Ok(Got::Refused {
-                        holder: r.holder,
-                        range: r.conflict.map(|c| (c.start, c.end, c.kind == 4, c.pid)),
-                    })
-                }
+                Ok(r) => return Ok((refused(r), None)),
                 Err(e) if e.errno == errno::ENOSYS => {
                     if !self.0.absent.swap(true, Ordering::Relaxed) {
                         tracing::warn!(
                             "the node runs no lock service: locks taken on this mount hold only here"
                         );
                     }
-                    return Ok(Got::Granted);
+                    return Ok((Got::Granted, None));
                 }
                 Err(e) if e.errno == errno::EAGAIN && Instant::now() < deadline => {
                     // a new master waits for old locks: make sure ours are back, then retry
@@ -178,7 +175,13 @@ impl Locks {
     }
 
     /// Opens `ino` for write (or read): takes the open lock unless this mount holds it.
-    pub(crate) fn open(&self, via: Via, ino: u64, write: bool) -> Result<Got, ClientError> {
+    /// With a lock taken from the node, the file's attributes read after the grant.
+    pub(crate) fn open(
+        &self,
+        via: Via,
+        ino: u64,
+        write: bool,
+    ) -> Result<(Got, Option<proto::Attr>), ClientError> {
         let kind = if write {
             LockKind::OpenWrite
         } else {
@@ -189,15 +192,15 @@ impl Locks {
             let mut m = mirror(&self.0);
             if let Some(n) = m.opens.get_mut(&(ino, kind)) {
                 *n += 1;
-                return Ok(Got::Granted);
+                return Ok((Got::Granted, None));
             }
         }
         let h = Held::open(ino, kind);
-        let got = self.acquire(via, &h)?;
+        let (got, attr) = self.acquire(via, &h)?;
         if matches!(got, Got::Granted) {
             *mirror(&self.0).opens.entry((ino, kind)).or_default() += 1;
         }
-        Ok(got)
+        Ok((got, attr))
     }
 
     /// Closes one open of `ino`; the last of its kind drops the open lock.
@@ -251,7 +254,9 @@ impl Locks {
         pid: u32,
     ) -> Result<Got, ClientError> {
         let _order = self.in_order(ino);
-        self.acquire(via, &Held::range(ino, owner, start, end, write, pid))
+        Ok(self
+            .acquire(via, &Held::range(ino, owner, start, end, write, pid))?
+            .0)
     }
 
     /// Unlocks a byte range of `owner`.

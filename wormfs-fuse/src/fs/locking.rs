@@ -28,11 +28,17 @@ impl WormFuse {
         self.rpc(|c, d| d.block_on(c.lock_call(req)))
     }
 
-    /// Takes the open lock of `ino` for this mount (write, or read). A file another client
-    /// holds is refused with `EBUSY`, and the mount logs who holds it.
-    pub(super) fn take_open_lock(&self, ino: u64, write: bool) -> Result<Option<bool>> {
-        match self.locks.open(&|r| self.lock_call(r), ino, write)? {
-            Got::Granted => Ok(Some(write)),
+    /// Takes the open lock of `ino` for this mount (write, or read), and returns it with
+    /// the file's attributes when the node sent them along. A file another client holds is
+    /// refused with `EBUSY`, and the mount logs who holds it.
+    pub(super) fn take_open_lock(
+        &self,
+        ino: u64,
+        write: bool,
+    ) -> Result<(Option<bool>, Option<proto::Attr>)> {
+        let (got, attr) = self.locks.open(&|r| self.lock_call(r), ino, write)?;
+        match got {
+            Got::Granted => Ok((Some(write), attr)),
             Got::Refused { holder, .. } => {
                 let what = if write { "write" } else { "read" };
                 tracing::warn!(

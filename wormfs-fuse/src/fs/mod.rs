@@ -1141,17 +1141,20 @@ impl Filesystem for WormFuse {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = flags.0 & libc::O_ACCMODE != libc::O_RDONLY;
-        let r = self
-            .rpc(|c, d| d.block_on(c.getattr(FileId(ino.0))))
-            .and_then(|a| {
-                if a.layout.is_none() {
-                    return Err(invalid("not a regular file"));
-                }
-                let lock = self.take_open_lock(ino.0, write)?;
-                self.open_regular(&a, lock).inspect_err(|_| {
-                    self.drop_open_lock(ino.0, lock);
-                })
-            });
+        // The lock first: the node sends the attributes along with the grant, as they are
+        // once no conflicting writer can change them (a mount already holding the lock, or
+        // an older node, gets them with a getattr).
+        let r = self.take_open_lock(ino.0, write).and_then(|(lock, attr)| {
+            let a = match attr.map(wormfs::rpc::convert::attr_from_proto) {
+                Some(Ok(a)) => Ok(a),
+                _ => self.rpc(|c, d| d.block_on(c.getattr(FileId(ino.0)))),
+            };
+            a.and_then(|a| match a.layout {
+                Some(_) => self.open_regular(&a, lock),
+                None => Err(invalid("not a regular file")),
+            })
+            .inspect_err(|_| self.drop_open_lock(ino.0, lock))
+        });
         self.answer("open", reply, r, |reply, (fh, unchanged)| {
             let flags = if unchanged {
                 FopenFlags::FOPEN_KEEP_CACHE
@@ -1181,7 +1184,7 @@ impl Filesystem for WormFuse {
             )
             .and_then(|a| {
                 // a new file: this mount opens it for write
-                let lock = self.take_open_lock(a.ino.0, true)?;
+                let (lock, _) = self.take_open_lock(a.ino.0, true)?;
                 self.open_regular(&a, lock)
                     .inspect_err(|_| self.drop_open_lock(a.ino.0, lock))
                     .map(|(fh, _)| (a, fh))

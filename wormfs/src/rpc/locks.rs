@@ -90,6 +90,7 @@ mod serve {
     use crate::locks::Held;
     use crate::locks::{Denied, LockAnswer, LockCall, LockKind, LockOp, LockService};
     use crate::node::NodeFs;
+    use crate::rpc::convert::attr_to_proto;
     use crate::rpc::session::Caller;
     use crate::rpc::status_with_errno;
     use tonic::Status;
@@ -118,9 +119,13 @@ mod serve {
             )
             .map_err(bad)
         };
+        let mut open_ino = None;
         let op = match r.op {
             op::ACQUIRE => {
                 let h = the_lock()?;
+                if matches!(h.kind, LockKind::OpenRead | LockKind::OpenWrite) {
+                    open_ino = Some(FileId(h.ino));
+                }
                 // A lock is a claim on the file: only for those who may use it that way.
                 let write = matches!(h.kind, LockKind::OpenWrite | LockKind::RangeWrite);
                 fs.check_data(caller, FileId(h.ino), write)
@@ -169,7 +174,13 @@ mod serve {
         };
         let mut reply = proto::LockReply::default();
         match locks.call(call).await {
-            LockAnswer::Done => reply.granted = true,
+            LockAnswer::Done => {
+                reply.granted = true;
+                // an open goes on with the attributes as they are once the lock is held
+                if let Some(ino) = open_ino {
+                    reply.attr = fs.getattr(ino).ok().map(|a| attr_to_proto(&a));
+                }
+            }
             LockAnswer::Kept { lease_ms, lost } => {
                 reply.granted = true;
                 reply.lease_ms = lease_ms;
