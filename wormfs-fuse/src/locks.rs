@@ -4,6 +4,12 @@
 //!
 //! The mount keeps a mirror of what it holds (a [`LockTable`] with itself as the only
 //! session), which it lists at each renewal so that a new master can take the locks back.
+//!
+//! A released open lock is not a call of its own: it rides on the mount's next lock call,
+//! or goes alone after [`RELEASE_DELAY`] when no call follows. A file read or written after
+//! another costs one lock call, not two; a reopen of a file whose release has not left yet
+//! costs none. (The kernel sends a release after `close` has returned anyway, so another
+//! client could always find a just-closed file still locked for a moment.)
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +25,18 @@ use wormfs::rpc::proto;
 const ME: &str = "me";
 /// The lease assumed until the master says otherwise.
 const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+/// How long a released open lock waits for a call to ride on before it goes alone.
+const RELEASE_DELAY: Duration = Duration::from_millis(20);
+
+/// Open locks released here and not yet at the master.
+#[derive(Default)]
+struct Releases {
+    /// Waiting for a call to ride on.
+    pending: Vec<(u64, LockKind)>,
+    /// On their way in a call: an open of the same lock waits for that call's answer, so
+    /// that its acquire cannot overtake the release.
+    sending: Vec<(u64, LockKind)>,
+}
 
 /// What an open or a lock request got.
 pub(crate) enum Got {
@@ -51,6 +69,8 @@ struct Inner {
     /// No lock service on the node (an older node): locks are local only.
     absent: AtomicBool,
     stop: (Mutex<bool>, Condvar),
+    /// Released open locks not yet sent, and the ones being sent.
+    releases: (Mutex<Releases>, Condvar),
     /// Lock calls about one file go one at a time, by inode modulo this many: FUSE threads
     /// send over connections of their own, so a release and the next open of a file from
     /// two threads could otherwise reach the master in the opposite order, and the master
@@ -77,7 +97,42 @@ fn request(s: &Inner, which: u32, lock: Option<&Held>, held_list: &[Held]) -> pr
         op: which,
         lock: lock.map(spec),
         held: held_list.iter().map(spec).collect(),
+        closes: Vec::new(),
     }
+}
+
+fn releases(s: &Inner) -> std::sync::MutexGuard<'_, Releases> {
+    s.releases.0.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Sends `req` through `via` with the pending releases riding on it. Releases a call did
+/// not deliver go back to wait for the next one.
+fn with_releases(
+    s: &Inner,
+    via: Via,
+    mut req: proto::LockRequest,
+) -> Result<proto::LockReply, ClientError> {
+    let riding = {
+        let mut r = releases(s);
+        let riding = std::mem::take(&mut r.pending);
+        r.sending.extend_from_slice(&riding);
+        riding
+    };
+    req.closes = riding
+        .iter()
+        .map(|&(ino, kind)| spec(&Held::open(ino, kind)))
+        .collect();
+    let answer = via(req);
+    if !riding.is_empty() {
+        let mut r = releases(s);
+        r.sending.retain(|x| !riding.contains(x));
+        if answer.is_err() {
+            r.pending.extend_from_slice(&riding);
+        }
+        drop(r);
+        s.releases.1.notify_all();
+    }
+    answer
 }
 
 fn mirror(s: &Inner) -> std::sync::MutexGuard<'_, Mirror> {
@@ -111,6 +166,7 @@ impl Locks {
             renewed: Mutex::new(None),
             absent: AtomicBool::new(false),
             stop: (Mutex::new(false), Condvar::new()),
+            releases: (Mutex::new(Releases::default()), Condvar::new()),
             order: (0..ORDER_SLOTS).map(|_| Mutex::new(())).collect(),
         });
         let keeper = inner.clone();
@@ -118,6 +174,12 @@ impl Locks {
             .name("wormfs-locks".into())
             .spawn(move || keep_alive(&keeper))
             .map_err(|e| tracing::error!("cannot start the lock renewals: {e}"))
+            .ok();
+        let sender = inner.clone();
+        std::thread::Builder::new()
+            .name("wormfs-releases".into())
+            .spawn(move || send_releases(&sender))
+            .map_err(|e| tracing::error!("cannot start the lock releases: {e}"))
             .ok();
         Locks(inner)
     }
@@ -147,7 +209,7 @@ impl Locks {
     fn acquire(&self, via: Via, h: &Held) -> Result<(Got, Option<proto::Attr>), ClientError> {
         let deadline = Instant::now() + *self.0.lease.lock().unwrap_or_else(|e| e.into_inner()) * 2;
         loop {
-            match via(request(&self.0, op::ACQUIRE, Some(h), &[])) {
+            match with_releases(&self.0, via, request(&self.0, op::ACQUIRE, Some(h), &[])) {
                 Ok(r) if r.granted => {
                     let mut m = mirror(&self.0);
                     if let Err(e) = m.table.acquire(Instant::now(), ME, h) {
@@ -196,6 +258,25 @@ impl Locks {
             }
         }
         let h = Held::open(ino, kind);
+        {
+            let (lock, cv) = &self.0.releases;
+            let mut r = lock.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = r.pending.iter().position(|x| *x == (ino, kind)) {
+                // released here a moment ago and not sent: the master still has it for us
+                r.pending.swap_remove(i);
+                drop(r);
+                let mut m = mirror(&self.0);
+                if let Err(e) = m.table.acquire(Instant::now(), ME, &h) {
+                    tracing::debug!("lock mirror: {e}");
+                }
+                m.opens.insert((ino, kind), 1);
+                return Ok((Got::Granted, None));
+            }
+            // its release is on the way: the acquire goes after it
+            let _sent = cv
+                .wait_while(r, |r| r.sending.contains(&(ino, kind)))
+                .unwrap_or_else(|e| e.into_inner());
+        }
         let (got, attr) = self.acquire(via, &h)?;
         if matches!(got, Got::Granted) {
             *mirror(&self.0).opens.entry((ino, kind)).or_default() += 1;
@@ -203,8 +284,9 @@ impl Locks {
         Ok((got, attr))
     }
 
-    /// Closes one open of `ino`; the last of its kind drops the open lock.
-    pub(crate) fn close(&self, via: Via, ino: u64, write: bool) {
+    /// Closes one open of `ino`; the last of its kind drops the open lock (with the next
+    /// lock call, or alone after [`RELEASE_DELAY`]).
+    pub(crate) fn close(&self, ino: u64, write: bool) {
         let kind = if write {
             LockKind::OpenWrite
         } else {
@@ -225,10 +307,15 @@ impl Locks {
                 None => return,
             }
         }
-        self.release(
-            via,
-            request(&self.0, op::CLOSE, Some(&Held::open(ino, kind)), &[]),
-        );
+        if self.0.absent.load(Ordering::Relaxed) {
+            return;
+        }
+        let (lock, cv) = &self.0.releases;
+        lock.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pending
+            .push((ino, kind));
+        cv.notify_all();
     }
 
     /// Sends a release; a failure only leaves the lock to expire with the session.
@@ -312,6 +399,7 @@ impl Locks {
         let (stop, cv) = &self.0.stop;
         *stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
         cv.notify_all();
+        self.0.releases.1.notify_all();
         if self.0.absent.load(Ordering::Relaxed) {
             return;
         }
@@ -382,6 +470,34 @@ fn renew(s: &Inner) -> bool {
                 tracing::debug!(error = %e, "lock renewal failed; retrying");
             }
             false
+        }
+    }
+}
+
+/// Sends released open locks that found no call to ride on within [`RELEASE_DELAY`], until
+/// the mount ends (its session's end drops them all).
+fn send_releases(s: &Inner) {
+    let stopped = || *s.stop.0.lock().unwrap_or_else(|e| e.into_inner());
+    let via = |req| s.rt.block_on(s.client.lock_call(req));
+    loop {
+        {
+            let (lock, cv) = &s.releases;
+            let r = lock.lock().unwrap_or_else(|e| e.into_inner());
+            let r = cv
+                .wait_while(r, |r| r.pending.is_empty() && !stopped())
+                .unwrap_or_else(|e| e.into_inner());
+            drop(r);
+        }
+        if stopped() {
+            return;
+        }
+        std::thread::sleep(RELEASE_DELAY);
+        if releases(s).pending.is_empty() {
+            continue; // they rode on a call, or were taken back by a reopen
+        }
+        if let Err(e) = with_releases(s, &via, request(s, op::CLOSE, None, &[])) {
+            tracing::warn!(error = %e, "could not send lock releases; retrying");
+            std::thread::sleep(Duration::from_millis(500));
         }
     }
 }

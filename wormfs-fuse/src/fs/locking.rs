@@ -56,7 +56,7 @@ impl WormFuse {
     /// Drops the open lock a handle took.
     pub(super) fn drop_open_lock(&self, ino: u64, lock: Option<bool>) {
         if let Some(write) = lock {
-            self.locks.close(&|r| self.lock_call(r), ino, write);
+            self.locks.close(ino, write);
         }
     }
 

@@ -24,6 +24,10 @@ pub struct LockCall {
     pub client: String,
     /// What to do.
     pub op: LockOp,
+    /// Open locks the session gave up since its last call (file, `OpenRead` or
+    /// `OpenWrite`), dropped before `op`.
+    #[serde(default)]
+    pub closes: Vec<(u64, LockKind)>,
 }
 
 /// What a [`LockCall`] asks.
@@ -62,6 +66,8 @@ pub enum LockOp {
     Test(Held),
     /// The client stops: drop the session and its locks.
     End,
+    /// Nothing but the call's `closes`.
+    Closes,
 }
 
 /// The answer to a [`LockCall`].
@@ -217,6 +223,9 @@ impl LockService {
             st.term = Some(term);
         }
         let now = Instant::now();
+        for &(ino, kind) in &call.closes {
+            st.table.close(&call.session, ino, kind);
+        }
         let answer = match call.op.clone() {
             LockOp::Acquire(h) => {
                 if let Some(left) = st.table.grace_left(now) {
@@ -273,6 +282,7 @@ impl LockService {
                 Some(d) => LockAnswer::Denied(d),
                 None => LockAnswer::Done,
             },
+            LockOp::Closes => LockAnswer::Done,
             LockOp::End => {
                 st.table.drop_session(&call.session);
                 st.recorded.remove(&call.session);

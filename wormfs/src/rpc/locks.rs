@@ -10,7 +10,7 @@ pub mod op {
     pub const ACQUIRE: u32 = 1;
     /// Renew the session, listing every held lock.
     pub const KEEP: u32 = 2;
-    /// Drop an open lock.
+    /// Drop an open lock (without one: only the request's `closes`).
     pub const CLOSE: u32 = 3;
     /// Unlock a byte range.
     pub const UNLOCK: u32 = 4;
@@ -139,6 +139,7 @@ mod serve {
                     .collect::<Result<_, _>>()
                     .map_err(bad)?,
             ),
+            op::CLOSE if r.lock.is_none() => LockOp::Closes,
             op::CLOSE => {
                 let h = the_lock()?;
                 LockOp::Close {
@@ -166,11 +167,25 @@ mod serve {
             op::END => LockOp::End,
             other => return Err(bad(format!("op: {other} is not a lock operation (1 to 7)"))),
         };
+        let closes = r
+            .closes
+            .iter()
+            .map(|c| match held(c) {
+                Ok(h) if matches!(h.kind, LockKind::OpenRead | LockKind::OpenWrite) => {
+                    Ok((h.ino, h.kind))
+                }
+                Ok(_) => Err(bad(
+                    "closes: only open locks (kinds 1 and 2) are closed".into()
+                )),
+                Err(e) => Err(bad(e)),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let call = LockCall {
             // sessions are per user: nobody can renew or end another user's session
             session: format!("{}/{}", caller.user, r.session),
             client: r.client.chars().take(200).collect(),
             op,
+            closes,
         };
         let mut reply = proto::LockReply::default();
         match locks.call(call).await {
