@@ -112,6 +112,14 @@ fn with_releases(
     via: Via,
     mut req: proto::LockRequest,
 ) -> Result<proto::LockReply, ClientError> {
+    let riding = take_riding(s, &mut req);
+    let answer = via(req);
+    done_riding(s, riding, answer.is_ok());
+    answer
+}
+
+/// Moves the pending releases into `req.closes` and marks them as being sent.
+fn take_riding(s: &Inner, req: &mut proto::LockRequest) -> Riding {
     let riding = {
         let mut r = releases(s);
         let riding = std::mem::take(&mut r.pending);
@@ -122,18 +130,27 @@ fn with_releases(
         .iter()
         .map(|&(ino, kind)| spec(&Held::open(ino, kind)))
         .collect();
-    let answer = via(req);
-    if !riding.is_empty() {
-        let mut r = releases(s);
-        r.sending.retain(|x| !riding.contains(x));
-        if answer.is_err() {
-            r.pending.extend_from_slice(&riding);
-        }
-        drop(r);
-        s.releases.1.notify_all();
-    }
-    answer
+    Riding(riding)
 }
+
+/// The call carrying `riding` is answered (`delivered`) or failed (they wait again).
+fn done_riding(s: &Inner, riding: Riding, delivered: bool) {
+    let riding = riding.0;
+    if riding.is_empty() {
+        return;
+    }
+    let mut r = releases(s);
+    r.sending.retain(|x| !riding.contains(x));
+    if !delivered {
+        r.pending.extend_from_slice(&riding);
+    }
+    drop(r);
+    s.releases.1.notify_all();
+}
+
+/// Releases riding on a call; hand them back with [`Locks::rode`].
+#[must_use]
+pub(crate) struct Riding(Vec<(u64, LockKind)>);
 
 fn mirror(s: &Inner) -> std::sync::MutexGuard<'_, Mirror> {
     let mut m = s.mirror.lock().unwrap_or_else(|e| e.into_inner());
@@ -188,6 +205,30 @@ impl Locks {
     pub(crate) fn shared(&self, req: proto::LockRequest) -> Result<proto::LockReply, ClientError> {
         let s = &self.0;
         s.rt.block_on(s.client.lock_call(req))
+    }
+
+    /// A lock request to put in a create of a regular file (`CreateRequest.open_lock`),
+    /// carrying the pending releases; give the outcome to [`Locks::rode`].
+    pub(crate) fn for_create(&self) -> (proto::LockRequest, Riding) {
+        let mut req = request(&self.0, op::ACQUIRE, None, &[]);
+        let riding = take_riding(&self.0, &mut req);
+        (req, riding)
+    }
+
+    /// The call that carried `riding` was answered (`delivered`), or failed.
+    pub(crate) fn rode(&self, riding: Riding, delivered: bool) {
+        done_riding(&self.0, riding, delivered);
+    }
+
+    /// The create of `ino` took this mount's open write lock on it.
+    pub(crate) fn took_at_create(&self, ino: u64) {
+        let _order = self.in_order(ino);
+        let mut m = mirror(&self.0);
+        let h = Held::open(ino, LockKind::OpenWrite);
+        if let Err(e) = m.table.acquire(Instant::now(), ME, &h) {
+            tracing::debug!("lock mirror: {e}");
+        }
+        *m.opens.entry((ino, LockKind::OpenWrite)).or_default() += 1;
     }
 
     /// Holds the calls about `ino` in order (see [`Inner::order`]).

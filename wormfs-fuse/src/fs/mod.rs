@@ -771,6 +771,19 @@ impl WormFuse {
         name: &OsStr,
         spec: NodeSpec,
     ) -> Result<Attr> {
+        Ok(self.create_node_locked(req, parent, name, spec, None)?.0)
+    }
+
+    /// [`WormFuse::create_node`] with `open_lock` in the request (see
+    /// `CreateRequest.open_lock`); true when the node granted it.
+    fn create_node_locked(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        spec: NodeSpec,
+        open_lock: Option<proto::LockRequest>,
+    ) -> Result<(Attr, bool)> {
         let name = name_str(name)?;
         let request = proto::CreateRequest {
             parent: parent.0,
@@ -781,8 +794,9 @@ impl WormFuse {
             gid: req.gid(),
             rdev: spec.rdev,
             symlink_target: spec.target,
+            open_lock,
         };
-        self.rpc_as(req, |c, d| d.block_on(c.create(request)))
+        self.rpc_as(req, |c, d| d.block_on(c.create_locked(request)))
     }
 
     /// The directory holding files unlinked while open here, created when first needed.
@@ -1175,20 +1189,30 @@ impl Filesystem for WormFuse {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        let r = self
-            .create_node(
-                req,
-                parent,
-                name,
-                NodeSpec::new(proto::FileKind::File, mode, umask),
-            )
-            .and_then(|a| {
-                // a new file: this mount opens it for write
-                let (lock, _) = self.take_open_lock(a.ino.0, true)?;
-                self.open_regular(&a, lock)
-                    .inspect_err(|_| self.drop_open_lock(a.ino.0, lock))
-                    .map(|(fh, _)| (a, fh))
-            });
+        // a new file: this mount opens it for write, and takes the open lock in the same call
+        let (open_lock, riding) = self.locks.for_create();
+        let created = self.create_node_locked(
+            req,
+            parent,
+            name,
+            NodeSpec::new(proto::FileKind::File, mode, umask),
+            Some(open_lock),
+        );
+        // a granted lock means the releases riding on it were dropped first; otherwise they
+        // go again with the next call (dropping one twice does nothing)
+        self.locks
+            .rode(riding, created.as_ref().is_ok_and(|(_, locked)| *locked));
+        let r = created.and_then(|(a, locked)| {
+            let lock = if locked {
+                self.locks.took_at_create(a.ino.0);
+                Some(true)
+            } else {
+                self.take_open_lock(a.ino.0, true)?.0
+            };
+            self.open_regular(&a, lock)
+                .inspect_err(|_| self.drop_open_lock(a.ino.0, lock))
+                .map(|(fh, _)| (a, fh))
+        });
         self.answer("create", reply, r, |reply, (a, fh)| {
             reply.created(
                 &TTL,

@@ -109,6 +109,7 @@ fn status(op: &str, e: FsError) -> Status {
 fn attr_reply(a: &crate::meta::Attr) -> Response<proto::AttrReply> {
     Response::new(proto::AttrReply {
         attr: Some(attr_to_proto(a)),
+        locked: false,
     })
 }
 
@@ -216,12 +217,26 @@ impl WormFs for WormFsService {
             .fs
             .check_create(&who, parent, r.uid, r.gid, perm, directory)
             .map_err(|e| status("create", e))?;
+        let file = matches!(kind, CreateKind::File);
         let a = self
             .fs
             .create(parent, name("name", &r.name)?, kind, perm, r.uid, r.gid)
             .await
             .map_err(|e| status("create", e))?;
-        Ok(attr_reply(&a))
+        let mut reply = attr_reply(&a);
+        // the creator's open lock, in the same call: a refusal (or no lock service) leaves
+        // the creator to ask for it on its own and hear why
+        if let (true, Some(mut lr), Some(locks)) = (file, r.open_lock, &self.locks) {
+            lr.op = super::locks::op::ACQUIRE;
+            lr.lock = Some(super::locks::spec(&crate::locks::Held::open(
+                a.ino.0,
+                crate::locks::LockKind::OpenWrite,
+            )));
+            if let Ok(l) = super::locks::lock(&self.fs, locks, &who, lr).await {
+                reply.get_mut().locked = l.granted;
+            }
+        }
+        Ok(reply)
     }
 
     async fn link(

@@ -49,13 +49,24 @@ impl Client {
     /// Creates an object; see [`proto::CreateRequest`]. Not repeated on another node once
     /// sent.
     pub async fn create(&self, req: proto::CreateRequest) -> Result<Attr, ClientError> {
+        Ok(self.create_locked(req).await?.0)
+    }
+
+    /// [`Client::create`], and whether the open write lock the request's `open_lock` asked
+    /// for was granted. Not repeated on another node once sent.
+    pub async fn create_locked(
+        &self,
+        req: proto::CreateRequest,
+    ) -> Result<(Attr, bool), ClientError> {
         let r = self
             .call("create", Retry::OnlyUnsent, |mut c| {
                 let req = req.clone();
                 async move { c.create(req).await }
             })
-            .await?;
-        Self::attr(r.into_inner())
+            .await?
+            .into_inner();
+        let locked = r.locked;
+        Ok((Self::attr(r)?, locked))
     }
 
     /// Adds a hard link. Not repeated on another node once sent.

@@ -23,6 +23,7 @@ struct Fake {
 impl Fake {
     fn attr(&self) -> proto::AttrReply {
         proto::AttrReply {
+            locked: false,
             attr: Some(proto::Attr {
                 ino: self.id,
                 kind: proto::FileKind::File as i32,
