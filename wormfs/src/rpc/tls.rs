@@ -19,6 +19,20 @@ use tokio_openssl::SslStream;
 /// The TLS 1.3 suites offered: the ones that carry an external PSK.
 const SUITES: &str = "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256";
 
+/// The socket under a TLS stream, buffered both ways. OpenSSL reads each record's header
+/// and body with two reads and writes each 16 KiB record with its own write; the buffers
+/// turn those into one system call per [`SOCKET_BUFFER`] (without them, 1 GiB sent cost
+/// about 170,000 reads on the receiving side). Every writer above (the handshake, HTTP/2)
+/// flushes when it waits for an answer.
+pub type Socket = tokio::io::BufStream<TcpStream>;
+
+/// Bytes of each [`Socket`] buffer.
+const SOCKET_BUFFER: usize = 256 << 10;
+
+fn buffered(tcp: TcpStream) -> Socket {
+    tokio::io::BufStream::with_capacity(SOCKET_BUFFER, SOCKET_BUFFER, tcp)
+}
+
 /// How long a handshake may take before the connection is dropped.
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -49,7 +63,7 @@ pub async fn connect(
     connector: &SslConnector,
     host: &str,
     port: u16,
-) -> io::Result<SslStream<TcpStream>> {
+) -> io::Result<SslStream<Socket>> {
     let tcp = TcpStream::connect((host, port)).await?;
     // small replies must not wait for Nagle's algorithm
     tcp.set_nodelay(true)?;
@@ -60,7 +74,7 @@ pub async fn connect(
         .verify_hostname(false)
         .into_ssl(host)
         .map_err(io::Error::other)?;
-    let mut stream = SslStream::new(ssl, tcp).map_err(io::Error::other)?;
+    let mut stream = SslStream::new(ssl, buffered(tcp)).map_err(io::Error::other)?;
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, Pin::new(&mut stream).connect()).await {
         Ok(Ok(())) => Ok(stream),
         Ok(Err(e)) => Err(io::Error::new(
@@ -83,7 +97,7 @@ pub fn tonic_connector(
 ) -> io::Result<
     impl tower::Service<
             tonic::transport::Uri,
-            Response = hyper_util::rt::TokioIo<SslStream<TcpStream>>,
+            Response = hyper_util::rt::TokioIo<SslStream<Socket>>,
             Error = io::Error,
             Future = impl Send,
         > + Clone
@@ -211,7 +225,8 @@ mod server {
         ) -> Result<SessionStream, String> {
             let mut ssl = Ssl::new(&self.ctx).map_err(|e| format!("TLS setup: {e}"))?;
             ssl.set_ex_data(self.presented, Presented::Nothing);
-            let mut stream = SslStream::new(ssl, tcp).map_err(|e| format!("TLS setup: {e}"))?;
+            let mut stream =
+                SslStream::new(ssl, buffered(tcp)).map_err(|e| format!("TLS setup: {e}"))?;
             let result =
                 tokio::time::timeout(HANDSHAKE_TIMEOUT, Pin::new(&mut stream).accept()).await;
             let presented = match stream.ssl().ex_data(self.presented) {
@@ -246,7 +261,7 @@ mod server {
 
     /// A client connection after its handshake.
     pub struct SessionStream {
-        inner: SslStream<TcpStream>,
+        inner: SslStream<super::Socket>,
         session: Session,
     }
 
