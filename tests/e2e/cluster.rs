@@ -21,7 +21,7 @@ const ELECTION_MS: u64 = 1500;
 /// collide with it. The reservation is an exclusive `flock` on a file per port in
 /// `/tmp/wormfs-test-ports`, held until this process ends: the other test processes
 /// (nextest runs each test in its own) skip a port another has taken but not yet bound.
-fn free_block(offsets: &[u16]) -> u16 {
+pub fn free_block(offsets: &[u16]) -> u16 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()

@@ -111,3 +111,83 @@ fn a_file_of_the_largest_size_leaves_df_and_status_working() {
     let status = w.cli(&["status"]);
     assert!(status.contains("node1"), "{status}");
 }
+
+/// With the default log filter, a node that goes down is one line in the others' logs
+/// ("node N is offline"), and one more when it is back, not Raft's several warnings and
+/// errors a second for as long as it is away.
+#[test]
+fn a_node_down_is_logged_once_not_several_lines_a_second() {
+    std::env::set_var("WORMFS_TEST_LOG", wormfs_node::DEFAULT_LOG);
+    let mut c = crate::cluster::Cluster::start(3, 1, "");
+    let master = c.wait_master(0, std::time::Duration::from_secs(30), None);
+    let m = c.index_of(&master);
+    c.wait_all_online(m);
+    let down = (m + 1) % 3;
+    let name = format!("node{}", down + 1);
+    c.kill(down);
+    wait_for(
+        "the master to log the node offline",
+        std::time::Duration::from_secs(30),
+        || {
+            c.log(m)
+                .contains(&format!("node {name} is offline"))
+                .then_some(())
+        },
+    );
+    let seen = c.log(m).len();
+    // a window of observation: what the master logs while the node stays away
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let log = c.log(m);
+    let noisy: Vec<&str> = log[seen..]
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    assert!(
+        noisy.len() <= 2,
+        "{} warnings and errors in 6 s with one node down:\n{}",
+        noisy.len(),
+        noisy.join("\n")
+    );
+    c.start_node(down);
+    wait_for(
+        "the master to log the node back",
+        std::time::Duration::from_secs(30),
+        || {
+            c.log(m)
+                .contains(&format!("node {name} is back online"))
+                .then_some(())
+        },
+    );
+}
+
+/// A quickstart whose node cannot bind its node-to-node port says why (the port is in use),
+/// and shows this start's log lines, not every earlier run's.
+#[test]
+fn a_failed_quickstart_names_the_busy_port_and_shows_only_its_own_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let base = crate::cluster::free_block(&[0, 1, 30, 31]);
+    // node1's node-to-node port is taken by someone else
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", base + 30)).unwrap();
+    std::fs::create_dir_all(dir.join("node1")).unwrap();
+    std::fs::write(dir.join("node1/node.log"), "A LINE OF AN EARLIER RUN\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["quickstart", "--dir", dir.to_str().unwrap(), "--nodes", "2"])
+        .args(["--listen", &format!("127.0.0.1:{base}")])
+        .env("XDG_CONFIG_HOME", tmp.path().join("config"))
+        .env("XDG_CACHE_HOME", tmp.path().join("cache"))
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "quickstart succeeded: {stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on 127.0.0.1:{}", base + 30))
+            && stderr.to_lowercase().contains("in use"),
+        "the error does not name the port and why: {stderr}"
+    );
+    assert!(
+        !stderr.contains("A LINE OF AN EARLIER RUN"),
+        "an earlier run's log was shown: {stderr}"
+    );
+}

@@ -38,7 +38,12 @@ pub fn spawn_until(args: &[&str], log: &Path, marker: &str) -> (Child, String) {
         .unwrap();
     let mut child = Command::new(BIN)
         .args(args)
-        .env("RUST_LOG", "info,openraft=warn,wormfs=debug")
+        .env(
+            "RUST_LOG",
+            // a test that checks what the default filter lets through sets WORMFS_TEST_LOG
+            std::env::var("WORMFS_TEST_LOG")
+                .unwrap_or_else(|_| "info,openraft=warn,wormfs=debug".into()),
+        )
         .stdout(Stdio::piped())
         .stderr(log_file)
         .spawn()

@@ -279,7 +279,12 @@ fn main() -> ExitCode {
                     cli.command,
                     Command::Serve { .. } | Command::Mount { .. } | Command::Quickstart { .. }
                 );
-                if serving { "info" } else { "warn" }.into()
+                match cli.command {
+                    Command::Serve { .. } | Command::Quickstart { .. } => wormfs_node::DEFAULT_LOG,
+                    _ if serving => "info",
+                    _ => "warn",
+                }
+                .into()
             }),
         )
         .with_writer(std::io::stderr)

@@ -124,13 +124,15 @@ fn spawn_node(name: &str, config: &Path, log: &Path) -> anyhow::Result<NodeProce
         .append(true)
         .open(log)
         .with_context(|| format!("open `{}`", log.display()))?;
+    // earlier runs' lines stay in the log; a failure shows only this start's
+    let start = log_file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut child = std::process::Command::new(exe)
         .arg("serve")
         .arg("--config")
         .arg(config)
         .env(
             "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            std::env::var("RUST_LOG").unwrap_or_else(|_| wormfs_node::DEFAULT_LOG.into()),
         )
         .stdout(std::process::Stdio::piped())
         .stderr(log_file)
@@ -156,7 +158,7 @@ fn spawn_node(name: &str, config: &Path, log: &Path) -> anyhow::Result<NodeProce
             anyhow::bail!(
                 "{name} did not start; its log `{}` says:\n{}",
                 log.display(),
-                std::fs::read_to_string(log).unwrap_or_default()
+                log_tail(log, start, 20)
             );
         }
     };
@@ -165,6 +167,21 @@ fn spawn_node(name: &str, config: &Path, log: &Path) -> anyhow::Result<NodeProce
         child,
         addr,
     })
+}
+
+/// The last `lines` lines `log` got after byte `start` (this run's, not earlier runs').
+fn log_tail(log: &Path, start: u64, lines: usize) -> String {
+    let text = std::fs::read(log).unwrap_or_default();
+    let from = usize::try_from(start).unwrap_or(usize::MAX).min(text.len());
+    let text = String::from_utf8_lossy(&text[from..]);
+    let all: Vec<&str> = text.lines().collect();
+    let skipped = all.len().saturating_sub(lines);
+    let mut out = String::new();
+    if skipped > 0 {
+        out.push_str(&format!("({skipped} earlier lines left out)\n"));
+    }
+    out.push_str(&all[skipped..].join("\n"));
+    out
 }
 
 /// `wormfs quickstart --nodes N`: N node processes on loopback ports, each with its own data

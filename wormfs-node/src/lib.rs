@@ -418,6 +418,12 @@ async fn record_self(
     Ok(())
 }
 
+/// The log filter of a node when `RUST_LOG` is not set: `info`, and openraft's warnings,
+/// but not its replication complaints, which repeat several lines a second for as long as a
+/// node is down (the node logs that itself, once: "node N is offline").
+pub const DEFAULT_LOG: &str = "info,openraft=warn,openraft::replication=off,\
+    openraft::engine::handler::replication_handler=error";
+
 /// Runs a node from a config file in the foreground until SIGTERM or SIGINT, printing
 /// `wormfs-node listening on ADDR` on stdout once it serves. The body of `wormfs-node` and of
 /// `wormfs serve`.

@@ -30,7 +30,7 @@ use async_trait::async_trait;
 use libp2p::PeerId;
 use openraft::error::{ClientWriteError, RaftError};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -253,6 +253,7 @@ impl Cluster {
             raft_id,
             local,
             cluster.settings.heartbeat_interval,
+            cluster.heartbeats.clone(),
         )));
         cluster.tasks.push(tokio::spawn(pin_members(
             cluster.raft.clone(),
@@ -330,11 +331,14 @@ async fn send_heartbeats(
     raft_id: RaftNodeId,
     local: Arc<dyn ChunkStore>,
     interval: Duration,
+    heard: Arc<Heartbeats>,
 ) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut online: HashMap<NodeId, bool> = HashMap::new();
     loop {
         tick.tick().await;
+        log_liveness(&heard, &mut online);
         let store = local.clone();
         let disks = match tokio::task::spawn_blocking(move || store.disks()).await {
             Ok(Ok(d)) => d.iter().map(DiskBeat::from).collect(),
@@ -369,6 +373,26 @@ async fn send_heartbeats(
                     tracing::debug!(%node, "heartbeat not answered: {e}");
                 }
             });
+        }
+    }
+}
+
+/// Logs each peer's change between online and offline, once: the one line an operator
+/// needs when a node goes away (Raft's own complaints about it are not logged by default).
+fn log_liveness(heard: &Heartbeats, online: &mut HashMap<NodeId, bool>) {
+    for p in heard.peers() {
+        let was = online.insert(p.beat.node.clone(), p.online);
+        match (was, p.online) {
+            (Some(true), false) => tracing::warn!(
+                node = %p.beat.node,
+                "node {} is offline: no heartbeat for {:.1} s",
+                p.beat.node,
+                p.age.as_secs_f64()
+            ),
+            (Some(false), true) => {
+                tracing::info!(node = %p.beat.node, "node {} is back online", p.beat.node)
+            }
+            _ => {}
         }
     }
 }
