@@ -191,3 +191,44 @@ fn a_failed_quickstart_names_the_busy_port_and_shows_only_its_own_log() {
         "an earlier run's log was shown: {stderr}"
     );
 }
+
+/// A frozen follower (SIGSTOP) holds a chunk of most stripes of a file: a read through the
+/// master waits for it once, then reads the other chunks and decodes, instead of waiting
+/// for the frozen node on every stripe (5 s each in this cluster, over a minute for the
+/// file). After SIGCONT it is asked again.
+#[test]
+fn a_frozen_node_is_waited_for_once_not_on_every_stripe() {
+    use std::io::Read;
+    let mut c = crate::cluster::Cluster::start(3, 1, "");
+    let master = c.wait_master(0, std::time::Duration::from_secs(30), None);
+    let m = c.index_of(&master);
+    c.wait_all_online(m);
+    c.mount(m);
+    let data = bytes(24 << 20, 77); // 24 stripes of 1 MiB (general, 2+1)
+    std::fs::write(c.path("big"), &data).unwrap();
+    // a fresh mount: no stripe cached in it
+    c.unmount();
+    c.mount(m);
+    let frozen = (m + 1) % 3;
+    c.signal(frozen, libc::SIGSTOP);
+    let started = std::time::Instant::now();
+    let mut back = Vec::new();
+    let read = std::fs::File::open(c.path("big")).and_then(|mut f| f.read_to_end(&mut back));
+    let took = started.elapsed();
+    c.signal(frozen, libc::SIGCONT);
+    read.unwrap();
+    assert!(back == data, "the file read back differs");
+    // a bound far above the one wait (2 s) and far below a wait per stripe (24 × 5 s)
+    assert!(
+        took < std::time::Duration::from_secs(30),
+        "reading 24 MiB with one node frozen took {took:?}"
+    );
+    let log = c.log(m);
+    assert!(
+        log.contains(&format!(
+            "node node{} did not answer a chunk read",
+            frozen + 1
+        )),
+        "the master did not log the frozen node:\n{log}"
+    );
+}

@@ -13,6 +13,12 @@ use crate::store::{
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// How long a read of a chunk on another node may take before the reader turns to other
+/// chunks of the stripe (a chunk is at most a few MiB: tens of milliseconds on a LAN). The
+/// node is then suspect, and asked last, until it is heard from again.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Chunks on every node's disks.
 pub struct ClusterStore {
@@ -26,6 +32,8 @@ pub struct ClusterStore {
     membership: Option<crate::raft::Raft>,
     /// This node's disk ids (the config's; they do not change while the node runs).
     local_ids: Vec<DiskId>,
+    /// Nodes that did not answer a read within [`READ_TIMEOUT`], and when.
+    suspects: RwLock<HashMap<NodeId, (Instant, u64)>>,
 }
 
 impl ClusterStore {
@@ -48,6 +56,7 @@ impl ClusterStore {
             handle: tokio::runtime::Handle::current(),
             membership: None,
             local_ids: Vec::new(),
+            suspects: RwLock::new(HashMap::new()),
         }
         .with_local_ids()
     }
@@ -145,6 +154,20 @@ impl ClusterStore {
         Ok(node)
     }
 
+    /// Marks `node` as not answering: asked last until a heartbeat newer than this comes.
+    fn suspect(&self, node: &NodeId) {
+        let heard = self.heartbeats.get(node).map_or(0, |p| p.received_ms);
+        tracing::warn!(
+            %node,
+            "node {node} did not answer a chunk read within {READ_TIMEOUT:?}; its chunks are \
+             read last until it is heard from again"
+        );
+        self.suspects
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node.clone(), (Instant::now(), heard));
+    }
+
     fn remote_err(
         node: &NodeId,
         disk: &DiskId,
@@ -168,6 +191,37 @@ impl ClusterStore {
 impl ChunkStore for ClusterStore {
     fn placement_view(&self, _node: &NodeId) -> Result<ClusterView, StoreError> {
         self.view()
+    }
+
+    fn is_responsive(&self, disk: &DiskId) -> bool {
+        if self.holds_locally(disk) {
+            return true;
+        }
+        let Ok(node) = self.node_of(disk) else {
+            return false;
+        };
+        let beat = self.heartbeats.get(&node);
+        if beat.as_ref().is_some_and(|p| !p.online) {
+            return false;
+        }
+        let suspected = self
+            .suspects
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&node)
+            .copied();
+        match suspected {
+            None => true,
+            // heard from since it was marked: it answers again
+            Some((_, heard)) if beat.is_some_and(|p| p.received_ms > heard) => {
+                self.suspects
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&node);
+                true
+            }
+            Some(_) => false,
+        }
     }
 
     fn is_local(&self, disk: &DiskId) -> bool {
@@ -221,9 +275,20 @@ impl ChunkStore for ClusterStore {
             return self.local.read_chunk(disk, addr);
         }
         let node = self.node_of(disk)?;
-        self.handle
-            .block_on(self.transport.read_chunk(&node, disk, addr))
-            .map_err(|e| Self::remote_err(&node, disk, Some(addr.key), e))
+        let read = self.handle.block_on(async {
+            tokio::time::timeout(READ_TIMEOUT, self.transport.read_chunk(&node, disk, addr)).await
+        });
+        match read {
+            Ok(r) => r.map_err(|e| Self::remote_err(&node, disk, Some(addr.key), e)),
+            Err(_) => {
+                self.suspect(&node);
+                Err(StoreError::Remote {
+                    node: node.clone(),
+                    disk: disk.clone(),
+                    reason: format!("no answer within {READ_TIMEOUT:?}"),
+                })
+            }
+        }
     }
 
     fn read_chunk_into(

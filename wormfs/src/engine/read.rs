@@ -57,8 +57,17 @@ pub fn read_stripe(
         });
     }
     let mut order: Vec<&ChunkRecord> = s.chunks.iter().collect();
-    // data shards (0..k) first; then parity chunks on this node's own disks
-    order.sort_by_key(|c| (usize::from(c.index) >= k, !store.is_local(&c.disk), c.index));
+    // chunks of nodes that answer first (a hung node's chunk is read last, not waited for
+    // stripe after stripe); among them data shards (0..k) first, then parity chunks on this
+    // node's own disks
+    order.sort_by_key(|c| {
+        (
+            !store.is_responsive(&c.disk),
+            usize::from(c.index) >= k,
+            !store.is_local(&c.disk),
+            c.index,
+        )
+    });
     let mut shards: Vec<Option<Vec<u8>>> = vec![None; k + m];
     let mut damaged = Vec::new();
     let mut good = 0;
@@ -259,6 +268,14 @@ pub fn read_stripe_range(
                 key: addr.key,
             });
         };
+        if !store.is_responsive(&chunk.disk) {
+            // the whole-stripe read decodes around it instead of waiting for it
+            return Err(StoreError::Remote {
+                node: crate::ids::NodeId(String::new()),
+                disk: chunk.disk.clone(),
+                reason: "its node does not answer".into(),
+            });
+        }
         let bytes = store.read_chunk_range(&chunk.disk, &addr, within, take)?;
         if bytes.len() as u64 != take {
             return Err(StoreError::NotFound {

@@ -216,6 +216,15 @@ pub trait ChunkStore: Send + Sync {
         true
     }
 
+    /// False when `disk`'s node is offline, or stopped answering a read in time and has not
+    /// been heard from since: a reader asks for its chunks last, after the others (parity
+    /// included), instead of waiting on it stripe after stripe. A store of one node's disks
+    /// always answers.
+    fn is_responsive(&self, disk: &DiskId) -> bool {
+        let _ = disk;
+        true
+    }
+
     /// The path of a chunk's file on this machine, when the store keeps chunks as files
     /// and `disk` is one of this machine's (for clients that read chunk files themselves;
     /// see `rpc::local`). Whether the file exists is not checked.
