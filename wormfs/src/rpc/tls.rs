@@ -27,7 +27,7 @@ const SUITES: &str = "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256";
 pub type Socket = tokio::io::BufStream<TcpStream>;
 
 /// Bytes of each [`Socket`] buffer.
-const SOCKET_BUFFER: usize = 256 << 10;
+pub const SOCKET_BUFFER: usize = 256 << 10;
 
 fn buffered(tcp: TcpStream) -> Socket {
     tokio::io::BufStream::with_capacity(SOCKET_BUFFER, SOCKET_BUFFER, tcp)
