@@ -89,8 +89,13 @@ fn a_second_mount_cannot_open_a_file_another_mount_holds_for_write() {
     );
     drop(b);
     assert!(fs::read(other.join("f.bin")).unwrap() == mine);
-    // readers on both mounts at once are fine
-    let r1 = File::open(w.path("f.bin")).unwrap();
+    // readers on both mounts at once are fine (once the other mount's release of its write
+    // open has reached the master: it leaves up to 20 ms after the close)
+    let r1 = wait_for(
+        "a read open on the first mount",
+        Duration::from_secs(5),
+        || File::open(w.path("f.bin")).ok(),
+    );
     let r2 = wait_for("a read open on both mounts", Duration::from_secs(5), || {
         File::open(other.join("f.bin")).ok()
     });
