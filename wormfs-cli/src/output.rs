@@ -9,12 +9,7 @@ use std::io::Write;
 /// Writes `args` and a newline to stdout. Ends the process with status 0 when the reader
 /// has gone, and with status 1 and a message on any other write error.
 pub fn line(args: std::fmt::Arguments<'_>) {
-    let mut out = std::io::stdout().lock();
-    let written = out
-        .write_fmt(args)
-        .and_then(|()| out.write_all(b"\n"))
-        .and_then(|()| out.flush());
-    if let Err(e) = written {
+    if let Err(e) = write_line(args) {
         if e.kind() == std::io::ErrorKind::BrokenPipe {
             std::process::exit(0);
         }
@@ -27,11 +22,14 @@ pub fn line(args: std::fmt::Arguments<'_>) {
 /// cluster or a mount (quickstart), which must go on and stop cleanly when its reader has
 /// gone, not end on the spot.
 pub fn say_line(args: std::fmt::Arguments<'_>) {
+    let _ = write_line(args);
+}
+
+fn write_line(args: std::fmt::Arguments<'_>) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
-    let _ = out
-        .write_fmt(args)
-        .and_then(|()| out.write_all(b"\n"))
-        .and_then(|()| out.flush());
+    out.write_fmt(args)?;
+    out.write_all(b"\n")?;
+    out.flush()
 }
 
 /// `println!` for a command's output, through [`line`].

@@ -152,6 +152,23 @@ fn done_riding(s: &Inner, riding: Riding, delivered: bool) {
 #[must_use]
 pub(crate) struct Riding(Vec<(u64, LockKind)>);
 
+/// The open lock of this kind.
+fn open_kind(write: bool) -> LockKind {
+    if write {
+        LockKind::OpenWrite
+    } else {
+        LockKind::OpenRead
+    }
+}
+
+/// The mirror holds one more open of `h`, an open lock the master has for this mount.
+fn count_open(m: &mut Mirror, h: &Held) {
+    if let Err(e) = m.table.acquire(Instant::now(), ME, h) {
+        tracing::debug!("lock mirror: {e}");
+    }
+    *m.opens.entry((h.ino, h.kind)).or_default() += 1;
+}
+
 fn mirror(s: &Inner) -> std::sync::MutexGuard<'_, Mirror> {
     let mut m = s.mirror.lock().unwrap_or_else(|e| e.into_inner());
     // the mirror's session never expires while the mount runs
@@ -223,12 +240,7 @@ impl Locks {
     /// The create of `ino` took this mount's open write lock on it.
     pub(crate) fn took_at_create(&self, ino: u64) {
         let _order = self.in_order(ino);
-        let mut m = mirror(&self.0);
-        let h = Held::open(ino, LockKind::OpenWrite);
-        if let Err(e) = m.table.acquire(Instant::now(), ME, &h) {
-            tracing::debug!("lock mirror: {e}");
-        }
-        *m.opens.entry((ino, LockKind::OpenWrite)).or_default() += 1;
+        count_open(&mut mirror(&self.0), &Held::open(ino, LockKind::OpenWrite));
     }
 
     /// Holds the calls about `ino` in order (see [`Inner::order`]).
@@ -285,11 +297,7 @@ impl Locks {
         ino: u64,
         write: bool,
     ) -> Result<(Got, Option<proto::Attr>), ClientError> {
-        let kind = if write {
-            LockKind::OpenWrite
-        } else {
-            LockKind::OpenRead
-        };
+        let kind = open_kind(write);
         let _order = self.in_order(ino);
         {
             let mut m = mirror(&self.0);
@@ -300,21 +308,19 @@ impl Locks {
         }
         let h = Held::open(ino, kind);
         {
-            let (lock, cv) = &self.0.releases;
-            let mut r = lock.lock().unwrap_or_else(|e| e.into_inner());
+            let mut r = releases(&self.0);
             if let Some(i) = r.pending.iter().position(|x| *x == (ino, kind)) {
                 // released here a moment ago and not sent: the master still has it for us
                 r.pending.swap_remove(i);
                 drop(r);
-                let mut m = mirror(&self.0);
-                if let Err(e) = m.table.acquire(Instant::now(), ME, &h) {
-                    tracing::debug!("lock mirror: {e}");
-                }
-                m.opens.insert((ino, kind), 1);
+                count_open(&mut mirror(&self.0), &h);
                 return Ok((Got::Granted, None));
             }
             // its release is on the way: the acquire goes after it
-            let _sent = cv
+            let _sent = self
+                .0
+                .releases
+                .1
                 .wait_while(r, |r| r.sending.contains(&(ino, kind)))
                 .unwrap_or_else(|e| e.into_inner());
         }
@@ -328,11 +334,7 @@ impl Locks {
     /// Closes one open of `ino`; the last of its kind drops the open lock (with the next
     /// lock call, or alone after [`RELEASE_DELAY`]).
     pub(crate) fn close(&self, ino: u64, write: bool) {
-        let kind = if write {
-            LockKind::OpenWrite
-        } else {
-            LockKind::OpenRead
-        };
+        let kind = open_kind(write);
         let _order = self.in_order(ino);
         {
             let mut m = mirror(&self.0);
@@ -351,12 +353,8 @@ impl Locks {
         if self.0.absent.load(Ordering::Relaxed) {
             return;
         }
-        let (lock, cv) = &self.0.releases;
-        lock.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pending
-            .push((ino, kind));
-        cv.notify_all();
+        releases(&self.0).pending.push((ino, kind));
+        self.0.releases.1.notify_all();
     }
 
     /// Sends a release; a failure only leaves the lock to expire with the session.
@@ -521,14 +519,12 @@ fn send_releases(s: &Inner) {
     let stopped = || *s.stop.0.lock().unwrap_or_else(|e| e.into_inner());
     let via = |req| s.rt.block_on(s.client.lock_call(req));
     loop {
-        {
-            let (lock, cv) = &s.releases;
-            let r = lock.lock().unwrap_or_else(|e| e.into_inner());
-            let r = cv
-                .wait_while(r, |r| r.pending.is_empty() && !stopped())
-                .unwrap_or_else(|e| e.into_inner());
-            drop(r);
-        }
+        drop(
+            s.releases
+                .1
+                .wait_while(releases(s), |r| r.pending.is_empty() && !stopped())
+                .unwrap_or_else(|e| e.into_inner()),
+        );
         if stopped() {
             return;
         }

@@ -108,31 +108,36 @@ impl Heartbeats {
             .remove(node);
     }
 
+    fn peer_beat(&self, (beat, at, received_ms): &(Beat, Instant, u64)) -> PeerBeat {
+        let age = at.elapsed();
+        PeerBeat {
+            beat: beat.clone(),
+            received_ms: *received_ms,
+            age,
+            online: age <= self.interval * self.offline_after,
+        }
+    }
+
     /// Every peer heard from.
     pub fn peers(&self) -> Vec<PeerBeat> {
-        let limit = self.interval * self.offline_after;
         let mut out: Vec<PeerBeat> = self
             .table
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
-            .map(|(beat, at, received_ms)| {
-                let age = at.elapsed();
-                PeerBeat {
-                    beat: beat.clone(),
-                    received_ms: *received_ms,
-                    age,
-                    online: age <= limit,
-                }
-            })
+            .map(|entry| self.peer_beat(entry))
             .collect();
         out.sort_by(|a, b| a.beat.node.cmp(&b.beat.node));
         out
     }
 
-    /// The last heartbeat of `node`.
+    /// The last heartbeat of `node` (one lookup: readers ask it for each chunk).
     pub fn get(&self, node: &NodeId) -> Option<PeerBeat> {
-        self.peers().into_iter().find(|p| &p.beat.node == node)
+        self.table
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+            .map(|entry| self.peer_beat(entry))
     }
 }
 

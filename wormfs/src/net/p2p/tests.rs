@@ -22,7 +22,24 @@ async fn start(
         DiskId(format!("{name}-d0")),
         1 << 30,
     )]));
-    let transport = P2pTransport::start(P2pConfig {
+    let transport = P2pTransport::start(config(name, keypair, listen, book, store))
+        .await
+        .unwrap();
+    Node {
+        transport,
+        _dir: dir,
+    }
+}
+
+/// A test node's config: short timeouts, a new key unless one is given.
+fn config(
+    name: &str,
+    keypair: Option<Keypair>,
+    listen: SocketAddr,
+    book: Arc<PeerBook>,
+    store: Arc<MemoryChunkStore>,
+) -> P2pConfig {
+    P2pConfig {
         node: NodeId(name.into()),
         keypair: keypair.unwrap_or_else(Keypair::generate_ed25519),
         listen,
@@ -31,12 +48,6 @@ async fn start(
         redial_interval: Duration::from_millis(100),
         request_timeout: Duration::from_secs(5),
         chunk_timeout: Duration::from_secs(5),
-    })
-    .await
-    .unwrap();
-    Node {
-        transport,
-        _dir: dir,
     }
 }
 
@@ -265,19 +276,10 @@ async fn a_busy_port_is_named_with_its_cause() {
     let dir = tempfile::tempdir().unwrap();
     let book = Arc::new(PeerBook::open(&dir.path().join(PEER_BOOK_FILE_NAME)).unwrap());
     let store = Arc::new(MemoryChunkStore::new(&[(DiskId("d0".into()), 1 << 30)]));
-    let err = P2pTransport::start(P2pConfig {
-        node: NodeId("busy".into()),
-        keypair: Keypair::generate_ed25519(),
-        listen: addr,
-        book,
-        store,
-        redial_interval: Duration::from_millis(100),
-        request_timeout: Duration::from_secs(5),
-        chunk_timeout: Duration::from_secs(5),
-    })
-    .await
-    .err()
-    .expect("a second listener on a bound port");
+    let err = P2pTransport::start(config("busy", None, addr, book, store))
+        .await
+        .err()
+        .expect("a second listener on a bound port");
     let text = err.to_string();
     assert!(
         text.contains(&addr.to_string()) && text.to_lowercase().contains("in use"),
