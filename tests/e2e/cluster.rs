@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Raft election timeout the test clusters run with.
-const ELECTION_MS: u64 = 1500;
+pub const ELECTION_MS: u64 = 1500;
 
 /// A port `base` in 20000..29000 such that `base + o` is free for every offset `o`, and
 /// reserved for this test process. Below the ephemeral range (32768 and up by default),

@@ -232,3 +232,84 @@ fn a_frozen_node_is_waited_for_once_not_on_every_stripe() {
         "the master did not log the frozen node:\n{log}"
     );
 }
+
+/// The Raft term node `i` is in, from `wormfs status --json`.
+fn term(c: &crate::cluster::Cluster, i: usize) -> Option<u64> {
+    c.status(i)?["term"].as_u64()
+}
+
+/// A follower frozen for several election timeouts (SIGSTOP) and resumed takes the
+/// master's next heartbeat instead of campaigning: the master stays, in the same term.
+/// Before the pre-vote, the returning follower started an election at once and its higher
+/// term deposed the master (12 s without one in a 3-node quickstart).
+#[test]
+fn a_follower_back_from_a_freeze_leaves_the_master_in_place() {
+    use std::time::Duration;
+    let election = Duration::from_millis(crate::cluster::ELECTION_MS);
+    let c = crate::cluster::Cluster::start(3, 1, "");
+    let master = c.wait_master(0, Duration::from_secs(30), None);
+    let m = c.index_of(&master);
+    c.wait_all_online(m);
+    let before = term(&c, m).expect("the master's term");
+    let frozen = (m + 1) % 3;
+    c.signal(frozen, libc::SIGSTOP);
+    // long enough for its election timer to have run out several times over
+    std::thread::sleep(election * 5);
+    c.signal(frozen, libc::SIGCONT);
+    wait_for(
+        "the resumed follower to follow the master again",
+        Duration::from_secs(30),
+        || (c.status(frozen)?["master"].as_str()? == master).then_some(()),
+    );
+    // a window of observation: a deposition would show within a few heartbeats
+    std::thread::sleep(election * 2);
+    for i in 0..3 {
+        let s = c.status(i).expect("status");
+        assert_eq!(
+            s["master"].as_str(),
+            Some(master.as_str()),
+            "node{} names another master after the freeze: {s}",
+            i + 1
+        );
+        assert_eq!(
+            s["term"].as_u64(),
+            Some(before),
+            "node{} is in another term after the freeze (an election ran):\n{}",
+            i + 1,
+            c.log(frozen)
+        );
+    }
+}
+
+/// After SIGKILL of the master, a survivor names a new master within about one election
+/// timeout, in the next term: the election starts when the followers have heard nothing
+/// for the election timeout, not after the leader lease and the timeout again (openraft's
+/// own timer: 2.5–3 election timeouts, 25–30 s with the default 10 s).
+#[test]
+fn a_killed_master_is_replaced_within_about_one_election_timeout() {
+    use std::time::{Duration, Instant};
+    let election = Duration::from_millis(crate::cluster::ELECTION_MS);
+    let mut c = crate::cluster::Cluster::start(3, 1, "");
+    let master = c.wait_master(0, Duration::from_secs(30), None);
+    let m = c.index_of(&master);
+    c.wait_all_online(m);
+    let before = term(&c, m).expect("the master's term");
+    let survivor = (m + 1) % 3;
+    c.kill(m);
+    let killed = Instant::now();
+    let new = c.wait_master(survivor, Duration::from_secs(30), Some(&master));
+    let took = killed.elapsed();
+    eprintln!("new master after {took:?}");
+    assert_ne!(new, master);
+    assert_eq!(
+        term(&c, survivor),
+        Some(before + 1),
+        "the new master was not elected by the first election"
+    );
+    // the timeout (1.5 s here) + its random spread (up to 0.3 s) + the pre-vote and the
+    // vote; openraft's own timer took at least 2.5 × the timeout (3.75 s)
+    assert!(
+        took < election * 2 + Duration::from_millis(300),
+        "a new master took {took:?} with an election timeout of {election:?}"
+    );
+}

@@ -101,7 +101,7 @@ pub async fn status(node: &str, as_json: bool) -> anyhow::Result<()> {
             .map(|p| json!({"name": p.name, "k": p.k, "m": p.m, "stripe_size": p.stripe_size}))
             .collect();
         let out = json!({
-            "master": s.master, "last_applied": s.last_applied, "files": s.files, "bytes": s.bytes,
+            "master": s.master, "term": s.term, "last_applied": s.last_applied, "files": s.files, "bytes": s.bytes,
             "default_policy": s.default_policy, "policies": policies, "nodes": nodes,
             "workers": workers.iter().map(crate::heal::worker_json).collect::<Vec<_>>(),
             "stripes": repair.as_ref().map(|r| json!({

@@ -18,8 +18,8 @@ pub const LOCKS: &str = "locks/call";
 ///
 /// A confirmation (a heartbeat a majority acknowledged) stays good for half the election
 /// timeout after it began. Each follower that acknowledged it refuses to vote for anyone
-/// else until its leader lease runs out (openraft's `leader_lease`: the largest election
-/// timeout, counted from that heartbeat), and a new master needs a vote from at least one
+/// else until its leader lease runs out ([`super::ElectionTiming::lease`], 0.9 × the
+/// election timeout, counted from that heartbeat), and a new master needs a vote from at least one
 /// of them; so no other master can exist, let alone grant locks, within that time. A
 /// sequence of opens then costs one Raft round per half election timeout, not one each.
 pub struct ClusterLocks {
@@ -98,6 +98,7 @@ impl Cluster {
             node: self.node.clone(),
             transport: self.transport.clone(),
             confirm_timeout: self.settings.election_timeout.max(Duration::from_secs(1)),
+            // well inside the lease (0.9 × the election timeout)
             confirm_serves: self.settings.election_timeout / 2,
             confirmed: Mutex::new(None),
         })

@@ -8,11 +8,13 @@
 //! [`RaftLog`] is the [`MetadataLog`] a node uses: on the master it writes through Raft,
 //! elsewhere it forwards the op to the master.
 
+mod election;
 mod heartbeat;
 mod locks;
 mod network;
 mod store;
 
+pub use election::{Contact, ElectionTiming, PreVote, PreVoteAnswer, PREVOTE};
 pub use heartbeat::{now_ms, Beat, DiskBeat, Heartbeats, PeerBeat, HEARTBEAT};
 pub use locks::{ClusterLocks, LOCKS};
 pub use network::{serve_json, serve_raft, RaftNet, RaftPeer};
@@ -163,11 +165,15 @@ impl Cluster {
         let (log_store, state_machine) = open_storage(data_dir, meta.clone())
             .map_err(|e| ClusterError::Storage(e.to_string()))?;
         let et = settings.election_timeout.as_millis() as u64;
+        let timing = ElectionTiming::new(settings.election_timeout);
+        let (election_timeout_min, election_timeout_max) = timing.openraft_timeouts();
         let config = openraft::Config {
             cluster_name: "wormfs".into(),
-            heartbeat_interval: (et / 5).max(20),
-            election_timeout_min: et,
-            election_timeout_max: et + et / 2,
+            heartbeat_interval: (et / 5).max(20).min(election_timeout_min - 1),
+            election_timeout_min,
+            election_timeout_max,
+            // elections are started by `election::drive_elections`, after a pre-vote
+            enable_elect: false,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(settings.snapshot_after),
             max_in_snapshot_log_to_keep: settings.keep_log_entries,
             purge_batch_size: (settings.snapshot_after / 4).clamp(1, 256),
@@ -182,13 +188,15 @@ impl Cluster {
         let raft = Raft::new(
             raft_id,
             config,
-            RaftNet::new(transport_dyn),
+            RaftNet::new(transport_dyn.clone()),
             log_store,
             state_machine,
         )
         .await
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        serve_raft(&transport, raft.clone());
+        let contact = Arc::new(Contact::default());
+        serve_raft(&transport, raft.clone(), contact.clone());
+        election::serve_prevote(&transport, raft.clone(), contact.clone(), timing);
 
         let heartbeats = Arc::new(Heartbeats::new(
             settings.heartbeat_interval,
@@ -254,6 +262,13 @@ impl Cluster {
             local,
             cluster.settings.heartbeat_interval,
             cluster.heartbeats.clone(),
+        )));
+        cluster.tasks.push(tokio::spawn(election::drive_elections(
+            cluster.raft.clone(),
+            raft_id,
+            transport_dyn,
+            contact,
+            timing,
         )));
         cluster.tasks.push(tokio::spawn(pin_members(
             cluster.raft.clone(),
@@ -684,6 +699,10 @@ impl crate::rpc::server::ClusterInfo for Cluster {
 
     fn master(&self) -> String {
         self.leader().map(|l| l.name).unwrap_or_default()
+    }
+
+    fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
     }
 
     fn add_node(

@@ -1,6 +1,7 @@
 //! Raft RPCs over the [`Transport`]: each Raft message is JSON in a request on one of three
 //! protocols, answered with the receiving Raft's JSON result.
 
+use super::election::Contact;
 use crate::ids::NodeId;
 use crate::net::{Transport, TransportError};
 use crate::raft::{Member, Raft, RaftNodeId, TypeConfig};
@@ -143,26 +144,42 @@ pub fn serve_json<Req, Resp, F, Fut>(
     );
 }
 
-/// Answers the three Raft protocols on `transport` with `raft`.
-pub fn serve_raft(transport: &crate::net::P2pTransport, raft: Raft) {
+/// Answers the three Raft protocols on `transport` with `raft`, and records in `contact`
+/// each message from a master this node accepts and each vote it grants (the silence an
+/// election waits out starts there: see [`super::election`]).
+pub fn serve_raft(transport: &crate::net::P2pTransport, raft: Raft, contact: Arc<Contact>) {
     let r = raft.clone();
+    let c = contact.clone();
     serve_json(
         transport,
         APPEND,
         "Raft message",
         move |req: AppendEntriesRequest<TypeConfig>| {
-            let r = r.clone();
-            async move { r.append_entries(req).await }
+            let (r, c) = (r.clone(), c.clone());
+            async move {
+                let answer = r.append_entries(req).await;
+                if matches!(&answer, Ok(a) if !matches!(a, AppendEntriesResponse::HigherVote(_))) {
+                    c.touch();
+                }
+                answer
+            }
         },
     );
     let r = raft.clone();
+    let c = contact.clone();
     serve_json(
         transport,
         VOTE,
         "Raft message",
         move |req: VoteRequest<RaftNodeId>| {
-            let r = r.clone();
-            async move { r.vote(req).await }
+            let (r, c) = (r.clone(), c.clone());
+            async move {
+                let answer = r.vote(req).await;
+                if matches!(&answer, Ok(a) if a.vote_granted) {
+                    c.touch();
+                }
+                answer
+            }
         },
     );
     serve_json(
@@ -170,8 +187,14 @@ pub fn serve_raft(transport: &crate::net::P2pTransport, raft: Raft) {
         SNAPSHOT,
         "Raft message",
         move |req: InstallSnapshotRequest<TypeConfig>| {
-            let r = raft.clone();
-            async move { r.install_snapshot(req).await }
+            let (r, c) = (raft.clone(), contact.clone());
+            async move {
+                let answer = r.install_snapshot(req).await;
+                if answer.is_ok() {
+                    c.touch();
+                }
+                answer
+            }
         },
     );
 }

@@ -43,6 +43,8 @@ pub trait ClusterInfo: Send + Sync {
     fn members(&self) -> Vec<MemberRow>;
     /// The master's name, empty while an election runs.
     fn master(&self) -> String;
+    /// The Raft term this node is in: each election raises it.
+    fn term(&self) -> u64;
     /// Adds the node at libp2p address `addr` (pinned to `peer_id` when given) as a voter;
     /// returns its name and peer ID.
     fn add_node(&self, addr: String, peer_id: Option<String>) -> AdminFuture<(String, String)>;
@@ -699,8 +701,8 @@ impl WormFs for WormFsService {
             .last_applied()
             .map_err(|e| status("status", e.into()))?;
         let (files, bytes) = fs.meta().usage().map_err(|e| status("status", e.into()))?;
-        let (rows, master) = match &self.cluster {
-            Some(c) => (c.members(), c.master()),
+        let (rows, master, term) = match &self.cluster {
+            Some(c) => (c.members(), c.master(), c.term()),
             None => {
                 let disks = fs.store().disks().map_err(|e| status("status", e.into()))?;
                 let row = MemberRow {
@@ -711,7 +713,7 @@ impl WormFs for WormFsService {
                     last_heartbeat: Timestamp::now().0,
                     disks,
                 };
-                (vec![row], fs.node().to_string())
+                (vec![row], fs.node().to_string(), 0)
             }
         };
         let nodes = rows
@@ -743,6 +745,7 @@ impl WormFs for WormFsService {
                 .collect(),
             files,
             bytes,
+            term,
         }))
     }
 

@@ -1,0 +1,271 @@
+//! When a node starts an election: WormFS decides it, not openraft's timer.
+//!
+//! openraft 0.9 has no pre-vote, and its own timer has two faults for a storage cluster:
+//!
+//! - A follower that returns from a freeze (a stopped process, a stalled VM, a partition)
+//!   campaigns at once with a higher term. The master then sees that term, in the vote
+//!   request or in the follower's next append-entries answer, and steps down, although it
+//!   was healthy and every other node still followed it.
+//! - After the master dies, a follower waits the leader lease (the largest election timeout)
+//!   *plus* its election timeout before campaigning: 25–30 s with the default 10 s.
+//!
+//! So openraft's elections are turned off (`Config::enable_elect`), and each voter runs
+//! [`drive_elections`]: it campaigns only when it has heard nothing from a master for its
+//! election timeout (a random time between the configured timeout and 1.2 times it), and
+//! only after a *pre-vote*: a majority of the voters, itself included, must say they have
+//! not heard from a master either ([`PREVOTE`]). A returning follower's pre-vote is refused
+//! by the master and by every follower that still hears it, so it never raises the term,
+//! and it takes the master's next heartbeat instead.
+//!
+//! Safety stays openraft's: the real vote still checks the log and the leader lease.
+
+use super::serve_json;
+use crate::ids::NodeId;
+use crate::net::{P2pTransport, Transport, TransportError};
+use crate::raft::{Raft, RaftNodeId};
+use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Protocol of the pre-vote: "would you vote for a new master now?".
+pub const PREVOTE: &str = "raft/prevote";
+
+/// The election timing a node derives from its configured election timeout.
+#[derive(Clone, Copy, Debug)]
+pub struct ElectionTiming {
+    /// Silence from the master after which a follower may campaign (the low end of the
+    /// random election timeout).
+    pub timeout: Duration,
+    /// openraft's leader lease: a follower refuses a real vote this long after the last
+    /// message of its master; a peer grants a pre-vote only after it.
+    pub lease: Duration,
+}
+
+impl ElectionTiming {
+    /// The timing for a configured election timeout.
+    pub fn new(election_timeout: Duration) -> ElectionTiming {
+        ElectionTiming {
+            timeout: election_timeout,
+            lease: election_timeout * 9 / 10,
+        }
+    }
+
+    /// The openraft settings (milliseconds) that give this timing: openraft's lease is its
+    /// `election_timeout_max`; its own election timer is off, so the minimum only has to be
+    /// valid (above the heartbeat interval, below the maximum).
+    pub fn openraft_timeouts(&self) -> (u64, u64) {
+        let max = self.lease.as_millis().max(3) as u64;
+        ((max * 8 / 9).max(2).min(max - 1), max)
+    }
+
+    /// A random election timeout between `timeout` and 1.2 × `timeout`.
+    fn pick(&self, salt: u64) -> Duration {
+        let spread = self.timeout.as_millis() as u64 / 5;
+        self.timeout + Duration::from_millis(jitter(salt) % spread.max(1))
+    }
+}
+
+/// When this node last heard from a master (an append-entries or snapshot it accepted) or
+/// granted a vote: the start of the silence an election waits out.
+#[derive(Debug)]
+pub struct Contact {
+    last: Mutex<Instant>,
+}
+
+impl Default for Contact {
+    fn default() -> Contact {
+        Contact {
+            last: Mutex::new(Instant::now()),
+        }
+    }
+}
+
+impl Contact {
+    /// Records contact now.
+    pub fn touch(&self) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    }
+
+    /// How long since the last contact.
+    pub fn quiet(&self) -> Duration {
+        self.last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+    }
+}
+
+/// A pre-vote request.
+#[derive(Serialize, Deserialize)]
+pub struct PreVote {
+    /// The candidate's Raft id.
+    pub candidate: RaftNodeId,
+    /// The term it would campaign in (for the log: the pre-vote does not compare terms,
+    /// the real vote does).
+    pub term: u64,
+}
+
+/// A pre-vote answer.
+#[derive(Serialize, Deserialize)]
+pub struct PreVoteAnswer {
+    /// Whether this node would vote.
+    pub granted: bool,
+    /// Why not, for the candidate's log.
+    pub reason: String,
+}
+
+/// Answers pre-votes on `transport`: granted unless this node is a master that a majority
+/// acknowledged within the lease, or a follower that heard from its master within it.
+pub fn serve_prevote(
+    transport: &P2pTransport,
+    raft: Raft,
+    contact: Arc<Contact>,
+    timing: ElectionTiming,
+) {
+    serve_json(transport, PREVOTE, "pre-vote", move |req: PreVote| {
+        let answer = prevote_answer(&raft, &contact, &timing);
+        if !answer.granted {
+            tracing::debug!(
+                candidate = req.candidate,
+                "pre-vote refused: {}",
+                answer.reason
+            );
+        }
+        async move { answer }
+    });
+}
+
+fn prevote_answer(raft: &Raft, contact: &Contact, timing: &ElectionTiming) -> PreVoteAnswer {
+    let m = raft.metrics().borrow().clone();
+    let refuse = |reason: String| PreVoteAnswer {
+        granted: false,
+        reason,
+    };
+    if m.state.is_leader() {
+        if let Some(ms) = m.millis_since_quorum_ack {
+            if Duration::from_millis(ms) < timing.lease {
+                return refuse(format!(
+                    "I am the master and a majority acknowledged me {ms} ms ago"
+                ));
+            }
+        }
+        return PreVoteAnswer {
+            granted: true,
+            reason: String::new(),
+        };
+    }
+    let quiet = contact.quiet();
+    if m.current_leader.is_some() && quiet < timing.lease {
+        return refuse(format!(
+            "I heard from the master {} ms ago",
+            quiet.as_millis()
+        ));
+    }
+    PreVoteAnswer {
+        granted: true,
+        reason: String::new(),
+    }
+}
+
+/// Runs this node's elections (see the module documentation) until the task is dropped.
+pub async fn drive_elections(
+    raft: Raft,
+    raft_id: RaftNodeId,
+    transport: Arc<dyn Transport>,
+    contact: Arc<Contact>,
+    timing: ElectionTiming,
+) {
+    let step = (timing.timeout / 10).max(Duration::from_millis(10));
+    let mut wait = timing.pick(raft_id);
+    let mut attempt: u64 = 0;
+    loop {
+        tokio::time::sleep(step).await;
+        let m = raft.metrics().borrow().clone();
+        if m.state.is_leader() {
+            contact.touch();
+            continue;
+        }
+        let membership = m.membership_config.membership().clone();
+        let voters: Vec<RaftNodeId> = membership.voter_ids().collect();
+        if !voters.contains(&raft_id) {
+            continue;
+        }
+        if voters.len() == 1 {
+            // the only voter needs nobody's word
+            let _ = raft.trigger().elect().await;
+            continue;
+        }
+        if contact.quiet() < wait {
+            continue;
+        }
+        attempt += 1;
+        let term = m.current_term + 1;
+        let req = match serde_json::to_vec(&PreVote {
+            candidate: raft_id,
+            term,
+        }) {
+            Ok(b) => b,
+            Err(_) => continue,
+        };
+        let peers: Vec<NodeId> = voters
+            .iter()
+            .filter(|id| **id != raft_id)
+            .filter_map(|id| membership.get_node(id))
+            .map(|n| NodeId(n.name.clone()))
+            .collect();
+        let calls = peers.iter().map(|node| {
+            let t = transport.clone();
+            let req = req.clone();
+            async move {
+                let answer =
+                    tokio::time::timeout(timing.lease / 2, t.request(node, PREVOTE, req)).await;
+                match answer {
+                    Ok(Ok(body)) => match serde_json::from_slice::<PreVoteAnswer>(&body) {
+                        Ok(a) => (a.granted, a.reason),
+                        Err(e) => (false, format!("unreadable answer: {e}")),
+                    },
+                    // a node too old to know the pre-vote votes as openraft would
+                    Ok(Err(TransportError::NoHandler { .. })) => (true, String::new()),
+                    Ok(Err(e)) => (false, e.to_string()),
+                    Err(_) => (false, "no answer".into()),
+                }
+            }
+        });
+        let answers = futures::future::join_all(calls).await;
+        let granted = 1 + answers.iter().filter(|(g, _)| *g).count();
+        if granted * 2 > voters.len() {
+            tracing::info!(
+                term,
+                silent_ms = contact.quiet().as_millis() as u64,
+                "no master heard from; a majority agrees: starting an election"
+            );
+            let _ = raft.trigger().elect().await;
+            contact.touch();
+            wait = timing.pick(raft_id ^ attempt);
+        } else {
+            let reasons: Vec<String> = peers
+                .iter()
+                .zip(&answers)
+                .filter(|(_, (g, _))| !g)
+                .map(|(n, (_, r))| format!("{n}: {r}"))
+                .collect();
+            // tried again at the next step while the silence lasts: a dead master leaves
+            // every follower silent from about the same time, so the others agree soon
+            tracing::debug!(?reasons, "no election: the pre-vote found no majority");
+        }
+    }
+}
+
+/// A pseudo-random number from `salt` and the clock (no need for a random crate here).
+fn jitter(salt: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(salt);
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
