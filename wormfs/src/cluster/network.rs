@@ -146,7 +146,7 @@ pub fn serve_json<Req, Resp, F, Fut>(
 
 /// Answers the three Raft protocols on `transport` with `raft`, and records in `contact`
 /// each message from a master this node accepts and each vote it grants (the silence an
-/// election waits out starts there: see [`super::election`]).
+/// election waits out starts there: see [`Contact`]).
 pub fn serve_raft(transport: &crate::net::P2pTransport, raft: Raft, contact: Arc<Contact>) {
     let r = raft.clone();
     let c = contact.clone();
