@@ -156,6 +156,11 @@ impl Cluster {
         self.tmp.path().join(format!("node{}", i + 1))
     }
 
+    /// Node `i`'s data directory (metadata, Raft log, snapshots, key).
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir(i).join("meta")
+    }
+
     pub fn log(&self, i: usize) -> String {
         fs::read_to_string(self.dir(i).join("node.log")).unwrap_or_default()
     }
@@ -261,6 +266,11 @@ impl Cluster {
     pub fn mount(&mut self, via: usize) {
         let log = self.tmp.path().join("mount.log");
         self.mount = Some(start_mount(&self.addrs[via], &self.mnt, &log));
+    }
+
+    /// What the mount has logged so far.
+    pub fn mount_log(&self) -> String {
+        fs::read_to_string(self.tmp.path().join("mount.log")).unwrap_or_default()
     }
 
     pub fn unmount(&mut self) {

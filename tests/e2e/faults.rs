@@ -313,3 +313,116 @@ fn a_killed_master_is_replaced_within_about_one_election_timeout() {
         "a new master took {took:?} with an election timeout of {election:?}"
     );
 }
+
+/// Removes `names` (and their `-wal`/`-shm` companions) from node `i`'s data directory.
+fn lose(c: &crate::cluster::Cluster, i: usize, names: &[&str]) {
+    let dir = c.data_dir(i);
+    for item in std::fs::read_dir(&dir).unwrap() {
+        let path = item.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if names.iter().any(|n| name.starts_with(n)) {
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).unwrap();
+            } else {
+                std::fs::remove_file(&path).unwrap();
+            }
+        }
+    }
+}
+
+/// A follower that lost its metadata copy (`meta.sqlite`), then also its snapshots, then
+/// also its Raft log, after every node compacted its log, rejoins by itself: it restarts, catches
+/// up by snapshot and serves every file. Before, it could not start: "raft: when Read
+/// LogIndex(0): Failed to get log entries".
+#[test]
+fn a_follower_that_lost_its_metadata_rejoins_by_snapshot() {
+    use std::time::Duration;
+    let mut c = crate::cluster::Cluster::start(3, 1, "snapshot_after = 20\nkeep_log_entries = 5\n");
+    let master = c.wait_master(0, Duration::from_secs(30), None);
+    let m = c.index_of(&master);
+    let (lost, via) = ((m + 1) % 3, (m + 2) % 3);
+    c.wait_all_online(via);
+    c.mount(via);
+    let mut files: Vec<Vec<u8>> = Vec::new();
+    let write = |c: &crate::cluster::Cluster, files: &mut Vec<Vec<u8>>, n: usize| {
+        for _ in 0..n {
+            let i = files.len();
+            let data = bytes(3000 + i, 500 + i as u64);
+            if let Err(e) = std::fs::write(c.path(&format!("f{i}")), &data) {
+                panic!(
+                    "write f{i}: {e}\nmount log:\n{}\nnode logs:\n{}",
+                    c.mount_log(),
+                    (0..3)
+                        .map(|n| c.log(n))
+                        .collect::<Vec<_>>()
+                        .join("\n----\n")
+                );
+            }
+            files.push(data);
+        }
+    };
+    // what the node lost, and what it must say about it when it starts again
+    let rounds: [(&[&str], &[&str]); 3] = [
+        (&["meta.sqlite"], &["restoring it from the snapshot"]),
+        (
+            &["meta.sqlite", "snapshots"],
+            &[
+                "forgetting the log",
+                "vote refused|pre-vote refused|votes in elections again",
+            ],
+        ),
+        (&["meta.sqlite", "raft-log.db", "snapshots"], &[]),
+    ];
+    for (round, (what, says)) in rounds.iter().enumerate() {
+        // far more log entries than the 5 kept after a snapshot, on every node
+        write(&c, &mut files, 30);
+        let target = c.status(via).unwrap()["last_applied"].as_u64().unwrap();
+        wait_for(
+            "the follower to apply every write",
+            Duration::from_secs(30),
+            || (c.status(lost)?["last_applied"].as_u64()? >= target).then_some(()),
+        );
+        c.stop(lost);
+        lose(&c, lost, what);
+        let logged = c.log(lost).len();
+        write(&c, &mut files, 5);
+        let target = c.status(via).unwrap()["last_applied"].as_u64().unwrap();
+        c.start_node(lost);
+        wait_for(
+            &format!("round {round}: the node without {what:?} to catch up"),
+            Duration::from_secs(60),
+            || (c.status(lost)?["last_applied"].as_u64()? >= target).then_some(()),
+        );
+        let log = c.log(lost)[logged..].to_owned();
+        for say in *says {
+            wait_for(
+                &format!("round {round}: the node to log {say:?}:\n{log}"),
+                Duration::from_secs(10),
+                || {
+                    let log = &c.log(lost)[logged..];
+                    say.split('|').any(|s| log.contains(s)).then_some(())
+                },
+            );
+        }
+        // the master kept its place: a follower's log going back must not stop it
+        assert_eq!(
+            c.status(via).unwrap()["master"].as_str(),
+            Some(master.as_str()),
+            "round {round}: the master changed"
+        );
+        assert!(
+            !c.log(m).contains("panicked"),
+            "round {round}: the master panicked:\n{}",
+            c.log(m)
+        );
+    }
+    c.unmount();
+    c.mount(lost);
+    for (i, data) in files.iter().enumerate() {
+        let got = std::fs::read(c.path(&format!("f{i}"))).unwrap();
+        assert!(
+            got == *data,
+            "f{i} differs when read through the rejoined node"
+        );
+    }
+}

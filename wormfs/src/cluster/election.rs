@@ -18,6 +18,14 @@
 //! and it takes the master's next heartbeat instead.
 //!
 //! Safety stays openraft's: the real vote still checks the log and the leader lease.
+//!
+//! A node that starts with a vote but no Raft log (its log was lost, or forgotten because
+//! the metadata database fell behind the compacted log: see [`crate::raft::open_storage`])
+//! may have acknowledged entries it no longer holds; its vote could then elect a node that
+//! lacks them, and lose committed metadata. It *abstains* ([`Contact::abstain`]): it grants
+//! no vote or pre-vote and does not campaign until it has applied the commit index of the
+//! first master that reaches it. A node that lost its vote too looks new, and Raft cannot
+//! tell: docs/architecture.md says how to bring one back safely.
 
 use super::serve_json;
 use crate::ids::NodeId;
@@ -70,17 +78,76 @@ impl ElectionTiming {
 #[derive(Debug)]
 pub struct Contact {
     last: Mutex<Instant>,
+    abstain: Mutex<Abstain>,
+}
+
+/// Whether a node that started without a Raft log still abstains from elections.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Abstain {
+    /// It votes.
+    No,
+    /// It waits for a master's first message.
+    UntilContact,
+    /// It waits to apply this log index (the commit index of the master's first message).
+    UntilApplied(u64),
 }
 
 impl Default for Contact {
     fn default() -> Contact {
         Contact {
             last: Mutex::new(Instant::now()),
+            abstain: Mutex::new(Abstain::No),
         }
     }
 }
 
 impl Contact {
+    /// Makes this node abstain from elections (no vote, no pre-vote, no campaign) until it
+    /// has caught up with a master: see the module documentation.
+    pub fn abstain(&self) {
+        tracing::warn!(
+            "this node has a Raft vote but no log (lost or forgotten): it takes no part in \
+             elections until it has caught up with a master"
+        );
+        *self.abstain.lock().unwrap_or_else(|e| e.into_inner()) = Abstain::UntilContact;
+    }
+
+    /// Records that this node is the master: it holds every committed entry, so it no
+    /// longer abstains.
+    pub fn leads(&self) {
+        *self.abstain.lock().unwrap_or_else(|e| e.into_inner()) = Abstain::No;
+    }
+
+    /// Records that a master this node accepted had committed up to `committed`: an
+    /// abstaining node votes again once it has applied that far.
+    pub fn master_committed(&self, committed: Option<u64>) {
+        let mut a = self.abstain.lock().unwrap_or_else(|e| e.into_inner());
+        if *a == Abstain::UntilContact {
+            *a = Abstain::UntilApplied(committed.unwrap_or(0));
+        }
+    }
+
+    /// Whether this node, having applied up to `applied`, still abstains from elections.
+    pub fn abstains(&self, applied: Option<u64>) -> bool {
+        let mut a = self.abstain.lock().unwrap_or_else(|e| e.into_inner());
+        match *a {
+            Abstain::No => false,
+            Abstain::UntilContact => true,
+            Abstain::UntilApplied(target) => {
+                if applied.is_some_and(|i| i >= target) || target == 0 {
+                    tracing::info!(
+                        applied = target,
+                        "caught up with the master: this node votes in elections again"
+                    );
+                    *a = Abstain::No;
+                    false
+                } else {
+                    true
+                }
+            }
+        }
+    }
+
     /// Records contact now.
     pub fn touch(&self) {
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
@@ -141,6 +208,11 @@ fn prevote_answer(raft: &Raft, contact: &Contact, timing: &ElectionTiming) -> Pr
         granted: false,
         reason,
     };
+    if contact.abstains(m.last_applied.map(|l| l.index)) {
+        return refuse(
+            "I started without my Raft log and have not caught up with a master yet".into(),
+        );
+    }
     if m.state.is_leader() {
         if let Some(ms) = m.millis_since_quorum_ack {
             if Duration::from_millis(ms) < timing.lease {
@@ -183,6 +255,7 @@ pub async fn drive_elections(
         let m = raft.metrics().borrow().clone();
         if m.state.is_leader() {
             contact.touch();
+            contact.leads();
             continue;
         }
         let membership = m.membership_config.membership().clone();
@@ -195,7 +268,7 @@ pub async fn drive_elections(
             let _ = raft.trigger().elect().await;
             continue;
         }
-        if contact.quiet() < wait {
+        if contact.abstains(m.last_applied.map(|l| l.index)) || contact.quiet() < wait {
             continue;
         }
         attempt += 1;

@@ -53,6 +53,10 @@ pub struct Beat {
     pub disks: Vec<DiskBeat>,
     /// Sender's clock, milliseconds since the Unix epoch.
     pub sent_ms: u64,
+    /// The sender's Raft term: above 0 once it belongs to a formed cluster (0 from nodes
+    /// too old to send it).
+    #[serde(default)]
+    pub term: u64,
 }
 
 /// The last heartbeat of a peer and how long ago it came.
@@ -156,6 +160,7 @@ mod tests {
             raft_id: 2,
             disks: vec![],
             sent_ms: now_ms(),
+            term: 0,
         });
         assert!(hb.get(&NodeId("b".into())).unwrap().online);
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -164,6 +164,9 @@ impl Cluster {
         };
         let (log_store, state_machine) = open_storage(data_dir, meta.clone())
             .map_err(|e| ClusterError::Storage(e.to_string()))?;
+        let lost_log = log_store
+            .has_vote_but_no_log()
+            .map_err(|e| ClusterError::Storage(e.to_string()))?;
         let et = settings.election_timeout.as_millis() as u64;
         let timing = ElectionTiming::new(settings.election_timeout);
         let (election_timeout_min, election_timeout_max) = timing.openraft_timeouts();
@@ -195,6 +198,10 @@ impl Cluster {
         .await
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let contact = Arc::new(Contact::default());
+        if lost_log {
+            // a vote but no log: its log was lost or forgotten (see `election`)
+            contact.abstain();
+        }
         serve_raft(&transport, raft.clone(), contact.clone());
         election::serve_prevote(&transport, raft.clone(), contact.clone(), timing);
 
@@ -262,6 +269,7 @@ impl Cluster {
             local,
             cluster.settings.heartbeat_interval,
             cluster.heartbeats.clone(),
+            cluster.raft.metrics(),
         )));
         cluster.tasks.push(tokio::spawn(election::drive_elections(
             cluster.raft.clone(),
@@ -347,6 +355,7 @@ async fn send_heartbeats(
     local: Arc<dyn ChunkStore>,
     interval: Duration,
     heard: Arc<Heartbeats>,
+    term: tokio::sync::watch::Receiver<openraft::RaftMetrics<RaftNodeId, Member>>,
 ) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -371,6 +380,7 @@ async fn send_heartbeats(
             raft_id,
             disks,
             sent_ms: now_ms(),
+            term: term.borrow().current_term,
         };
         let Ok(body) = serde_json::to_vec(&beat) else {
             continue;
@@ -480,6 +490,18 @@ async fn bootstrap(
             .filter(|p| p.online && book.contains(&p.beat.peer_id))
             .map(|p| p.beat)
             .collect();
+        if let Some(formed) = beats.iter().find(|b| b.term > 0) {
+            // this node's Raft storage is new (lost, or wiped) but its peers already form
+            // a cluster: forming another would split it; its master will contact this node
+            tracing::warn!(
+                peer = %formed.node,
+                "not forming the cluster: {} already belongs to one (term {}); waiting to \
+                 be contacted by its master",
+                formed.node,
+                formed.term
+            );
+            return;
+        }
         if beats.len() >= peers {
             let mut members = BTreeMap::new();
             members.insert(my_id, me.clone());

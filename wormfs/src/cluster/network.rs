@@ -157,9 +157,11 @@ pub fn serve_raft(transport: &crate::net::P2pTransport, raft: Raft, contact: Arc
         move |req: AppendEntriesRequest<TypeConfig>| {
             let (r, c) = (r.clone(), c.clone());
             async move {
+                let committed = req.leader_commit.map(|l| l.index);
                 let answer = r.append_entries(req).await;
                 if matches!(&answer, Ok(a) if !matches!(a, AppendEntriesResponse::HigherVote(_))) {
                     c.touch();
+                    c.master_committed(committed);
                 }
                 answer
             }
@@ -174,6 +176,19 @@ pub fn serve_raft(transport: &crate::net::P2pTransport, raft: Raft, contact: Arc
         move |req: VoteRequest<RaftNodeId>| {
             let (r, c) = (r.clone(), c.clone());
             async move {
+                let m = r.metrics().borrow().clone();
+                if c.abstains(m.last_applied.map(|l| l.index)) {
+                    tracing::info!(
+                        candidate = req.vote.leader_id().voted_for(),
+                        "vote refused: this node started without its Raft log and has not \
+                         caught up with a master yet"
+                    );
+                    return Ok(VoteResponse {
+                        vote: m.vote,
+                        vote_granted: false,
+                        last_log_id: None,
+                    });
+                }
                 let answer = r.vote(req).await;
                 if matches!(&answer, Ok(a) if a.vote_granted) {
                     c.touch();
@@ -189,9 +204,11 @@ pub fn serve_raft(transport: &crate::net::P2pTransport, raft: Raft, contact: Arc
         move |req: InstallSnapshotRequest<TypeConfig>| {
             let (r, c) = (raft.clone(), contact.clone());
             async move {
+                let last = req.meta.last_log_id.map(|l| l.index);
                 let answer = r.install_snapshot(req).await;
                 if answer.is_ok() {
                     c.touch();
+                    c.master_committed(last);
                 }
                 answer
             }

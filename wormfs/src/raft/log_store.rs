@@ -78,6 +78,43 @@ impl SqliteLogStore {
         &self.inner.path
     }
 
+    /// The last purged and the committed log ids, read directly (before Raft starts).
+    pub fn purged_and_committed(&self) -> Result<(Option<LogId>, Option<LogId>), RaftStoreError> {
+        let conn = self.inner.lock();
+        let purged = read_value(&conn, LAST_PURGED, "read last purged log id")?;
+        let committed =
+            read_value::<Option<LogId>>(&conn, COMMITTED, "read committed log id")?.flatten();
+        Ok((purged, committed))
+    }
+
+    /// Whether this log holds a vote but no entry (none kept, none purged): its entries
+    /// were lost or forgotten, and this node may once have acknowledged entries it no longer
+    /// holds. Read directly, before Raft starts.
+    pub fn has_vote_but_no_log(&self) -> Result<bool, RaftStoreError> {
+        let conn = self.inner.lock();
+        let vote: Option<Vote> = read_value(&conn, VOTE, "read vote")?;
+        let state = log_state(&conn)?;
+        Ok(vote.is_some_and(|v| v.leader_id().term > 0) && state.last_log_id.is_none())
+    }
+
+    /// Forgets every entry and the purged and committed log ids, keeping the vote: the log
+    /// of a node whose state machine fell behind what the log still holds, which then
+    /// catches up from the master's snapshot (see [`super::open_storage`]).
+    pub fn forget_entries(&self) -> Result<(), RaftStoreError> {
+        let mut conn = self.inner.lock();
+        let tx = conn
+            .transaction()
+            .map_err(sql("begin forgetting the log"))?;
+        tx.execute("DELETE FROM log", [])
+            .map_err(sql("forget log entries"))?;
+        tx.execute(
+            "DELETE FROM store WHERE key IN (?1, ?2)",
+            params![COMMITTED, LAST_PURGED],
+        )
+        .map_err(sql("forget log pointers"))?;
+        tx.commit().map_err(sql("commit forgetting the log"))
+    }
+
     /// Runs `f` on the connection in a blocking task.
     async fn with_conn<T, F>(&self, action: &'static str, f: F) -> Result<T, RaftStoreError>
     where

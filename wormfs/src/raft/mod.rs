@@ -42,7 +42,44 @@ pub fn open_storage(
 ) -> Result<(SqliteLogStore, SqliteStateMachine), RaftStoreError> {
     let log = SqliteLogStore::open(&data_dir.join(LOG_FILE))?;
     let sm = SqliteStateMachine::open(store, &data_dir.join(SNAPSHOT_DIR))?;
+    recover(&log, &sm)?;
     Ok((log, sm))
+}
+
+/// Brings a metadata database that fell behind its own Raft storage back in step, before
+/// openraft starts (it would otherwise re-apply the log from the database's last applied
+/// entry, and fail on entries a compaction removed: "Failed to get log entries"):
+///
+/// 1. A database behind the local snapshot (lost, or replaced by an older copy) is
+///    restored from that snapshot; openraft then re-applies the log after it.
+/// 2. A database still behind the purged part of the log (no usable snapshot: the snapshot
+///    directory was lost too) cannot be brought forward locally: the log is forgotten,
+///    keeping the vote, and the node catches up from the master's snapshot like a new one.
+fn recover(log: &SqliteLogStore, sm: &SqliteStateMachine) -> Result<(), RaftStoreError> {
+    let (mut applied, _) = sm.applied()?;
+    if let Some(snapshot) = sm.current_snapshot() {
+        if applied < snapshot.last_log_id {
+            tracing::warn!(
+                applied = ?applied,
+                snapshot = ?snapshot.last_log_id,
+                "the metadata database is behind this node's last snapshot (lost or replaced): \
+                 restoring it from the snapshot"
+            );
+            applied = sm.restore_current_snapshot()?;
+        }
+    }
+    let (purged, _) = log.purged_and_committed()?;
+    if applied < purged {
+        tracing::warn!(
+            applied = ?applied,
+            purged = ?purged,
+            "the metadata database is behind the compacted Raft log and no local snapshot \
+             covers the gap: forgetting the log (the vote is kept) to catch up from the \
+             master's snapshot"
+        );
+        log.forget_entries()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

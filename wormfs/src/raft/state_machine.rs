@@ -94,6 +94,28 @@ impl SqliteStateMachine {
     pub fn applied(&self) -> Result<(Option<LogId>, StoredMembership), RaftStoreError> {
         read_applied(&self.shared.store)
     }
+
+    /// The newest snapshot kept in the snapshot directory, if any.
+    pub fn current_snapshot(&self) -> Option<SnapshotMeta> {
+        self.shared
+            .snapshots()
+            .current
+            .as_ref()
+            .map(|(m, _)| m.clone())
+    }
+
+    /// Replaces the metadata database with the newest local snapshot (when the database
+    /// was lost or is behind it); returns the snapshot's last log id, `None` without one.
+    pub fn restore_current_snapshot(&self) -> Result<Option<LogId>, RaftStoreError> {
+        let Some((meta_, path)) = self.shared.snapshots().current.clone() else {
+            return Ok(None);
+        };
+        self.shared
+            .store
+            .replace_from(&path)
+            .map_err(meta("restore the local snapshot into the database"))?;
+        Ok(meta_.last_log_id)
+    }
 }
 
 impl Shared {
