@@ -426,3 +426,63 @@ fn a_follower_that_lost_its_metadata_rejoins_by_snapshot() {
         );
     }
 }
+
+/// A create the client sends again to another node, after the first stopped answering
+/// during the call, carries the same request id: the second node returns the file the first
+/// call created instead of "already exists" (issue 14, item 2). Checked here on real nodes
+/// with the raw gRPC call; the client's repeat itself is checked against fake nodes
+/// (`rpc::client::tests::a_create_cut_off_mid_call_is_repeated_on_the_next_node_with_its_request_id`).
+#[test]
+fn a_create_repeated_on_another_node_under_its_request_id_is_applied_once() {
+    use std::time::Duration;
+    use wormfs::rpc::client::{Client, ConnectOptions};
+    use wormfs::rpc::proto;
+    let c = crate::cluster::Cluster::start(3, 1, "");
+    c.wait_master(0, Duration::from_secs(30), None);
+    c.wait_all_online(0);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let identity = std::env::var("WORMFS_IDENTITY").unwrap();
+    let conn = |i: usize| {
+        let opts = ConnectOptions {
+            cache: None,
+            ..ConnectOptions::with_identity(
+                wormfs::rpc::identity::Identity::read(std::path::Path::new(&identity)).unwrap(),
+            )
+        };
+        rt.block_on(Client::connect_with(
+            std::slice::from_ref(&c.addrs[i]),
+            opts,
+        ))
+        .unwrap()
+        .raw()
+    };
+    let create = |i: usize, id: &str| {
+        let mut r = tonic::Request::new(proto::CreateRequest {
+            parent: 1,
+            name: "once".into(),
+            kind: proto::FileKind::File as i32,
+            perm: 0o644,
+            ..Default::default()
+        });
+        r.metadata_mut()
+            .insert(wormfs::rpc::REQUEST_ID_HEADER, id.parse().unwrap());
+        rt.block_on(conn(i).create(r))
+    };
+    let first = create(1, "0123abcd")
+        .expect("the first create")
+        .into_inner();
+    let ino = first.attr.unwrap().ino;
+    // the repeat, on another node, under the same id: the same file, not EEXIST
+    let again = create(2, "0123abcd").expect("the repeat").into_inner();
+    assert_eq!(again.attr.unwrap().ino, ino);
+    // another call under another id is refused as usual
+    let e = create(0, "4567ef").expect_err("a second create of one name");
+    assert_eq!(wormfs::rpc::errno_of(&e), libc::EEXIST, "{e:?}");
+    // an id a node does not take is named
+    let e = create(0, "../x").expect_err("a bad request id");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("x-request-id"), "{e:?}");
+}

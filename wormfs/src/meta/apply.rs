@@ -8,7 +8,7 @@ use super::sqlite::{
 };
 use super::types::{Attr, ChunkLocation, FileKind, StripeRecord, Timestamp};
 use crate::ids::FileId;
-use rusqlite::{params, Connection, Params, Row};
+use rusqlite::{params, Connection, OptionalExtension, Params, Row};
 
 /// Statements run through SQLite's statement cache: an op runs the same few statements
 /// again and again, and parsing them each time cost more than running them.
@@ -259,6 +259,7 @@ pub(crate) fn apply_op(c: &Connection, op: &MetadataOp) -> Res {
             super::users::open_lock_session(c, id, client, *opened)
         }
         MetadataOp::CloseLockSessions(ids) => super::users::close_lock_sessions(c, ids),
+        MetadataOp::Once { request, time, op } => once(c, request, *time, op),
         MetadataOp::RemoveDisk(id) => {
             c.exec("DELETE FROM disks WHERE id = ?1", [&id.0])
                 .map_err(sql("remove disk"))?;
@@ -832,4 +833,43 @@ fn truncate(
     .map_err(sql("set size"))?;
     touch(c, ino, Some(time), time)?;
     with_attr(c, ino, garbage)
+}
+
+/// [`MetadataOp::Once`]: the stored reply when `request` was applied already, else `op`
+/// applied and its reply stored (without its garbage: those chunks are deleted once, by the
+/// first caller or by the garbage worker). Refusals are not stored: they changed nothing,
+/// and a repeat is refused again or applied.
+fn once(c: &Connection, request: &str, time: Timestamp, op: &MetadataOp) -> Res {
+    let stored: Option<String> = c
+        .query_row_cached("SELECT reply FROM requests WHERE id = ?1", [request], |r| {
+            r.get(0)
+        })
+        .optional()
+        .map_err(sql("read a request id"))?;
+    if let Some(stored) = stored {
+        let applied: Applied = serde_json::from_str(&stored).map_err(|e| {
+            MetaError::Corrupt(format!("the stored reply to request {request}: {e}"))
+        })?;
+        return Ok(Ok(applied));
+    }
+    let reply = apply_op(c, op)?;
+    if let Ok(applied) = &reply {
+        let kept = Applied {
+            attr: applied.attr.clone(),
+            garbage: Vec::new(),
+        };
+        let kept = serde_json::to_string(&kept)
+            .map_err(|e| MetaError::Corrupt(format!("encode the reply to {request}: {e}")))?;
+        c.exec(
+            "INSERT INTO requests (id, reply, time) VALUES (?1, ?2, ?3)",
+            params![request, kept, time.0],
+        )
+        .map_err(sql("record a request id"))?;
+        c.exec(
+            "DELETE FROM requests WHERE time < ?1",
+            [time.0.saturating_sub(super::op::REQUEST_IDS_KEPT_NS)],
+        )
+        .map_err(sql("forget old request ids"))?;
+    }
+    Ok(reply)
 }

@@ -30,7 +30,7 @@ pub use heal_queries::{Interner, StripePage, StripeRow, SweptChunk, SweptStripe}
 #[cfg(feature = "local")]
 pub use log::LocalLog;
 pub use log::{LogError, MetadataLog};
-pub use op::{Applied, MetadataOp, NewKind, OpReply, Refusal, XattrMode};
+pub use op::{Applied, MetadataOp, NewKind, OpReply, Refusal, XattrMode, REQUEST_IDS_KEPT_NS};
 #[cfg(feature = "local")]
 pub use sqlite::{MetaError, MetaStore};
 pub use types::{

@@ -259,12 +259,32 @@ pub enum MetadataOp {
     },
     /// Forgets lock sessions that ended or expired.
     CloseLockSessions(Vec<String>),
+    /// `op`, applied at most once under `request`: when an op with this request id was
+    /// applied already, its reply is returned and nothing changes (a client's call sent
+    /// again to another node after the first stopped answering; see `node::once`). Ids are
+    /// kept for [`REQUEST_IDS_KEPT_NS`] of op time.
+    Once {
+        /// The client's request id and the op's number within the call.
+        request: String,
+        /// When the op was submitted (ids older than the kept time are forgotten).
+        time: Timestamp,
+        /// The op.
+        op: Box<MetadataOp>,
+    },
 }
+
+/// How long, in nanoseconds of op time, a [`MetadataOp::Once`] request id is remembered:
+/// one hour, far longer than a client retries.
+pub const REQUEST_IDS_KEPT_NS: i64 = 3_600_000_000_000;
 
 impl MetadataOp {
     /// True for ops that change the users (their cached copies must be read again).
     pub fn changes_users(&self) -> bool {
-        matches!(self, MetadataOp::PutUser { .. } | MetadataOp::RemoveUser(_))
+        match self {
+            MetadataOp::PutUser { .. } | MetadataOp::RemoveUser(_) => true,
+            MetadataOp::Once { op, .. } => op.changes_users(),
+            _ => false,
+        }
     }
 }
 

@@ -233,6 +233,15 @@ pub(crate) const MIGRATIONS: &[&str] = &[
             WHERE key = 'file_bytes_lo';
     END;
     ",
+    // 11: client request ids applied once (`MetadataOp::Once`), with the first reply
+    "
+    CREATE TABLE requests (
+        id TEXT PRIMARY KEY,
+        reply TEXT NOT NULL,
+        time INTEGER NOT NULL
+    );
+    CREATE INDEX requests_by_time ON requests (time);
+    ",
 ];
 
 /// The first schema version with the `raft_state` table (a database copy older than this

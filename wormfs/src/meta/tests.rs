@@ -938,3 +938,79 @@ fn a_directory_is_read_in_pages_after_a_name() {
         .iter()
         .all(|e| e.name == "Ä"));
 }
+
+fn once(request: &str, time: i64, op: MetadataOp) -> MetadataOp {
+    MetadataOp::Once {
+        request: request.into(),
+        time: t(time),
+        op: Box::new(op),
+    }
+}
+
+#[test]
+fn an_op_sent_twice_under_one_request_id_is_applied_once() {
+    let f = fixture();
+    let first = f.ok(once(
+        "r1/0",
+        10,
+        create(FileId::ROOT, "a", NewKind::Directory),
+    ));
+    let ino = first.attr.as_ref().unwrap().ino;
+    // the repeat gets the first reply instead of "already exists", and changes nothing
+    let again = f.ok(once(
+        "r1/0",
+        11,
+        create(FileId::ROOT, "a", NewKind::Directory),
+    ));
+    assert_eq!(again.attr, first.attr);
+    // the same op under another id is a new op
+    assert!(matches!(
+        f.refused(once(
+            "r2/0",
+            12,
+            create(FileId::ROOT, "a", NewKind::Directory)
+        )),
+        Refusal::Exists(_)
+    ));
+    // a refusal is not remembered: once "a" is gone, the same id applies
+    f.ok(MetadataOp::Rmdir {
+        parent: FileId::ROOT,
+        name: "a".into(),
+        time: t(13),
+    });
+    let b = f.ok(once(
+        "r2/0",
+        14,
+        create(FileId::ROOT, "a", NewKind::Directory),
+    ));
+    assert_ne!(b.attr.as_ref().unwrap().ino, ino);
+    assert_eq!(
+        f.store().lookup(FileId::ROOT, "a").unwrap().unwrap().ino,
+        b.attr.unwrap().ino
+    );
+}
+
+#[test]
+fn request_ids_are_forgotten_after_the_kept_time() {
+    let f = fixture();
+    f.ok(once(
+        "old/0",
+        0,
+        create(FileId::ROOT, "a", NewKind::Directory),
+    ));
+    // an op an hour and more later forgets the old id
+    f.ok(once(
+        "new/0",
+        REQUEST_IDS_KEPT_NS + 1,
+        create(FileId::ROOT, "b", NewKind::Directory),
+    ));
+    // so a repeat of the old one is applied again: refused, as "a" exists
+    assert!(matches!(
+        f.refused(once(
+            "old/0",
+            REQUEST_IDS_KEPT_NS + 2,
+            create(FileId::ROOT, "a", NewKind::Directory)
+        )),
+        Refusal::Exists(_)
+    ));
+}

@@ -149,7 +149,7 @@ impl NodeFs {
     /// Puts `op` through the log; a refusal becomes [`FsError::Refused`]. Deletes the chunk
     /// files the op made garbage.
     pub(super) async fn submit(&self, op: MetadataOp) -> Result<Applied, FsError> {
-        let applied = self.log.submit(op).await??;
+        let applied = self.log.submit(super::request::wrap(op)).await??;
         self.collect_garbage(applied.garbage.clone()).await;
         Ok(applied)
     }

@@ -6,10 +6,12 @@ mod access;
 mod error;
 mod fs;
 mod heal;
+mod request;
 mod stripes;
 
 pub use access::{Caller, EXEC, READ, WRITE};
 pub use error::FsError;
 pub use fs::{CreateKind, NodeFs, PolicyView, SetAttrArgs, StatFs};
 pub use heal::{FileRisk, RiskReport, StripeView};
+pub use request::{once, valid_request_id, MAX_REQUEST_ID};
 pub use stripes::{StripeLocation, POLICY_XATTR};

@@ -92,6 +92,11 @@ pub const ACT_GID_HEADER: &str = "x-act-gid";
 /// The header with the caller's supplementary groups, comma-separated.
 pub const ACT_GROUPS_HEADER: &str = "x-act-groups";
 
+/// The request header naming a metadata change a client may send again to another node
+/// (when the first stopped answering during the call): a node applies each id once and
+/// returns the first reply to a repeat. 1 to 64 ASCII letters, digits and `-`.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
 /// The errno a failed call carries (`EIO` when the status has none: the node was
 /// unreachable, or the call failed on the way).
 pub fn errno_of(status: &tonic::Status) -> i32 {

@@ -193,6 +193,7 @@ impl WormFs for WormFsService {
         r: Request<proto::CreateRequest>,
     ) -> Result<Response<proto::AttrReply>, Status> {
         let who = caller_of(&r)?;
+        let request_id = request_id_of(&r)?;
         let r = r.into_inner();
         let kind = match proto::FileKind::try_from(r.kind) {
             Ok(proto::FileKind::File) => CreateKind::File,
@@ -220,11 +221,13 @@ impl WormFs for WormFsService {
             .check_create(&who, parent, r.uid, r.gid, perm, directory)
             .map_err(|e| status("create", e))?;
         let file = matches!(kind, CreateKind::File);
-        let a = self
-            .fs
-            .create(parent, name("name", &r.name)?, kind, perm, r.uid, r.gid)
-            .await
-            .map_err(|e| status("create", e))?;
+        let a = crate::node::once(
+            request_id,
+            self.fs
+                .create(parent, name("name", &r.name)?, kind, perm, r.uid, r.gid),
+        )
+        .await
+        .map_err(|e| status("create", e))?;
         let mut reply = attr_reply(&a);
         // the creator's open lock, in the same call: a refusal (or no lock service) leaves
         // the creator to ask for it on its own and hear why
@@ -927,5 +930,22 @@ impl WormFs for WormFsService {
             .await
             .map(Response::new)
             .map_err(|e| status("risk", e))
+    }
+}
+
+/// The request's [`super::REQUEST_ID_HEADER`], if it has one.
+fn request_id_of<T>(r: &Request<T>) -> Result<Option<String>, Status> {
+    let Some(v) = r.metadata().get(super::REQUEST_ID_HEADER) else {
+        return Ok(None);
+    };
+    match v.to_str() {
+        Ok(id) if crate::node::valid_request_id(id) => Ok(Some(id.to_owned())),
+        _ => Err(invalid(
+            super::REQUEST_ID_HEADER,
+            format!(
+                "a request id is 1 to {} ASCII letters, digits and '-'",
+                crate::node::MAX_REQUEST_ID
+            ),
+        )),
     }
 }

@@ -46,21 +46,23 @@ impl Client {
         Self::attr(r.into_inner())
     }
 
-    /// Creates an object; see [`proto::CreateRequest`]. Not repeated on another node once
-    /// sent.
+    /// Creates an object; see [`proto::CreateRequest`]. Carries a request id, so it is
+    /// repeated on the next node when the node in use stops answering during the call, and
+    /// applied once.
     pub async fn create(&self, req: proto::CreateRequest) -> Result<Attr, ClientError> {
         Ok(self.create_locked(req).await?.0)
     }
 
     /// [`Client::create`], and whether the open write lock the request's `open_lock` asked
-    /// for was granted. Not repeated on another node once sent.
+    /// for was granted.
     pub async fn create_locked(
         &self,
         req: proto::CreateRequest,
     ) -> Result<(Attr, bool), ClientError> {
+        let id = request_id();
         let r = self
-            .call("create", Retry::OnlyUnsent, |mut c| {
-                let req = req.clone();
+            .call("create", Retry::Deduplicated, |mut c| {
+                let req = with_request_id(req.clone(), &id);
                 async move { c.create(req).await }
             })
             .await?

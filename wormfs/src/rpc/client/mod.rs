@@ -237,6 +237,36 @@ pub(super) enum Retry {
     Safe,
     /// Metadata changes: repeated only when the request surely never left the client.
     OnlyUnsent,
+    /// Metadata changes that carry a request id ([`request_id`]): repeated on the next
+    /// node, which applies the id once.
+    Deduplicated,
+}
+
+/// A new random request id for a [`Retry::Deduplicated`] call (32 hex digits).
+pub(super) fn request_id() -> String {
+    let mut b = [0u8; 16];
+    if openssl::rand::rand_bytes(&mut b).is_err() {
+        // no randomness: the clock and a counter still make ids no other call repeats
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        b[..8].copy_from_slice(&t.to_le_bytes());
+        let n =
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed) ^ u64::from(std::process::id());
+        b[8..].copy_from_slice(&n.to_le_bytes());
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// `req` with `id` in its [`super::REQUEST_ID_HEADER`].
+pub(super) fn with_request_id<T>(req: T, id: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(req);
+    if let Ok(v) = id.parse() {
+        r.metadata_mut().insert(super::REQUEST_ID_HEADER, v);
+    }
+    r
 }
 
 /// The node a client talks to now.
@@ -266,8 +296,9 @@ struct Shared {
 /// refused or broken, timeouts: not the errors a node returns with an errno), the client
 /// moves to the next node that answers, and:
 /// - repeats reads, lookups and whole-stripe writes there;
-/// - for a metadata change that may have reached the dead node, returns `EIO` saying the
-///   change could not be confirmed (it is repeated only when it was never sent).
+/// - repeats a create there too: it carries a request id, which every node applies once;
+/// - for another metadata change that may have reached the dead node, returns `EIO` saying
+///   the change could not be confirmed (it is repeated only when it was never sent).
 ///
 /// Later calls go to the new node. See `docs/client.md`.
 #[derive(Clone, Debug)]

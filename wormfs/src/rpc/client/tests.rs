@@ -18,6 +18,9 @@ struct Fake {
     hang: Mutex<Option<tokio::sync::mpsc::UnboundedSender<&'static str>>>,
     creates: AtomicUsize,
     writes: AtomicUsize,
+    unlinks: AtomicUsize,
+    /// The request id header of each call, in order ("" for none).
+    request_ids: Mutex<Vec<String>>,
 }
 
 impl Fake {
@@ -58,6 +61,12 @@ impl Fake {
         self.creates.fetch_add(1, Ordering::SeqCst);
         self.maybe_hang("create").await;
         Ok(self.attr())
+    }
+
+    async fn unlink(&self, _: proto::EntryRequest) -> Result<proto::Empty, Status> {
+        self.unlinks.fetch_add(1, Ordering::SeqCst);
+        self.maybe_hang("unlink").await;
+        Ok(proto::Empty {})
     }
 
     async fn write_stripes(
@@ -153,6 +162,13 @@ impl tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>> f
     fn call(&mut self, req: tonic::codegen::http::Request<tonic::body::Body>) -> Self::Future {
         let fake = self.0.clone();
         let method = req.uri().path().rsplit('/').next().unwrap_or("").to_owned();
+        let id = req
+            .headers()
+            .get(crate::rpc::REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        fake.request_ids.lock().unwrap().push(id);
         Box::pin(async move {
             Ok(match method.as_str() {
                 "Lookup" => {
@@ -168,6 +184,11 @@ impl tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>> f
                 "Create" => {
                     let m: Handler<proto::CreateRequest, _> =
                         |f, r| Box::pin(async move { f.create(r).await });
+                    grpc().unary(Method(fake, m), req).await
+                }
+                "Unlink" => {
+                    let m: Handler<proto::EntryRequest, _> =
+                        |f, r| Box::pin(async move { f.unlink(r).await });
                     grpc().unary(Method(fake, m), req).await
                 }
                 "WriteStripes" => {
@@ -361,7 +382,7 @@ async fn a_lookup_moves_to_the_next_node_when_the_first_dies() {
 }
 
 #[tokio::test]
-async fn a_create_cut_off_mid_call_is_eio_and_not_repeated() {
+async fn a_create_cut_off_mid_call_is_repeated_on_the_next_node_with_its_request_id() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b, opts) = cluster(dir.path()).await;
     let client = Client::connect_with(std::slice::from_ref(&a.address), opts)
@@ -376,6 +397,43 @@ async fn a_create_cut_off_mid_call_is_eio_and_not_repeated() {
     // The create reached the node; the node dies before answering.
     assert_eq!(rx.recv().await, Some("create"));
     a.kill().await;
+    let attr = tokio::time::timeout(Duration::from_secs(20), call)
+        .await
+        .expect("the broken call returns")
+        .unwrap()
+        .expect("the create is repeated on the next node");
+    assert_eq!(attr.ino, FileId(2), "answered by the second node");
+    assert_eq!(b.fake.creates.load(Ordering::SeqCst), 1);
+    // with the same request id, which the nodes apply once
+    let first = a.fake.request_ids.lock().unwrap().last().cloned().unwrap();
+    let repeat = b.fake.request_ids.lock().unwrap().last().cloned().unwrap();
+    assert!(
+        first.len() == 32 && first.bytes().all(|c| c.is_ascii_hexdigit()),
+        "{first:?}"
+    );
+    assert_eq!(first, repeat);
+    // a new create has a new id
+    client.create(create_req()).await.unwrap();
+    let next = b.fake.request_ids.lock().unwrap().last().cloned().unwrap();
+    assert_ne!(next, first);
+}
+
+#[tokio::test]
+async fn an_unlink_cut_off_mid_call_is_eio_and_not_repeated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, opts) = cluster(dir.path()).await;
+    let client = Client::connect_with(std::slice::from_ref(&a.address), opts)
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    *a.fake.hang.lock().unwrap() = Some(tx);
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.unlink(FileId::ROOT, "x").await }
+    });
+    // The unlink reached the node; the node dies before answering.
+    assert_eq!(rx.recv().await, Some("unlink"));
+    a.kill().await;
     let e = tokio::time::timeout(Duration::from_secs(20), call)
         .await
         .expect("the broken call returns")
@@ -383,14 +441,14 @@ async fn a_create_cut_off_mid_call_is_eio_and_not_repeated() {
         .unwrap_err();
     assert_eq!(e.errno, errno::EIO);
     assert!(e.message.contains("could not be confirmed"), "{e}");
-    assert_eq!(b.fake.creates.load(Ordering::SeqCst), 0, "not repeated");
+    assert_eq!(b.fake.unlinks.load(Ordering::SeqCst), 0, "not repeated");
     // Later calls use the next node.
     assert_eq!(client.current_address(), b.address);
     assert_eq!(
         client.lookup(FileId::ROOT, "x").await.unwrap().ino,
         FileId(2)
     );
-    assert_eq!(client.create(create_req()).await.unwrap().ino, FileId(2));
+    client.unlink(FileId::ROOT, "x").await.unwrap();
 }
 
 #[tokio::test]
