@@ -29,7 +29,7 @@
 
 use super::serve_json;
 use crate::ids::NodeId;
-use crate::net::{P2pTransport, Transport, TransportError};
+use crate::net::{Transport, TransportError};
 use crate::raft::{Raft, RaftNodeId};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
@@ -184,7 +184,7 @@ pub struct PreVoteAnswer {
 /// Answers pre-votes on `transport`: granted unless this node is a master that a majority
 /// acknowledged within the lease, or a follower that heard from its master within it.
 pub fn serve_prevote(
-    transport: &P2pTransport,
+    transport: &dyn Transport,
     raft: Raft,
     contact: Arc<Contact>,
     timing: ElectionTiming,

@@ -385,10 +385,7 @@ async fn send_heartbeats(
         let Ok(body) = serde_json::to_vec(&beat) else {
             continue;
         };
-        for p in transport.peers() {
-            let (Some(node), true) = (p.node, p.connected) else {
-                continue;
-            };
+        for node in transport.connected_peers() {
             let t = transport.clone();
             let body = body.clone();
             tokio::spawn(async move {

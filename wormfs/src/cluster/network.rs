@@ -119,7 +119,7 @@ impl RaftNetwork<TypeConfig> for RaftPeer {
 /// Serves `protocol` on `transport` with JSON in and out: `f` answers each decoded request
 /// (`what` names the request in the error a malformed one gets).
 pub fn serve_json<Req, Resp, F, Fut>(
-    transport: &crate::net::P2pTransport,
+    transport: &dyn Transport,
     protocol: &str,
     what: &'static str,
     f: F,
@@ -147,7 +147,7 @@ pub fn serve_json<Req, Resp, F, Fut>(
 /// Answers the three Raft protocols on `transport` with `raft`, and records in `contact`
 /// each message from a master this node accepts and each vote it grants (the silence an
 /// election waits out starts there: see [`Contact`]).
-pub fn serve_raft(transport: &crate::net::P2pTransport, raft: Raft, contact: Arc<Contact>) {
+pub fn serve_raft(transport: &dyn Transport, raft: Raft, contact: Arc<Contact>) {
     let r = raft.clone();
     let c = contact.clone();
     serve_json(

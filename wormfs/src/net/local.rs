@@ -1,33 +1,85 @@
-//! An in-process [`Transport`]: nodes in one process reach each other's stores and
-//! handlers directly. Peers can be cut off to test failures.
+//! An in-process [`Transport`]: the nodes of a cluster in one process reach each other's
+//! stores and handlers directly, through an [`InProcessHub`] whose fault hooks cut nodes
+//! and links (partitions, one-way ones too), delay requests, lose them (before or after the
+//! handler ran) and deliver them twice, from a seeded generator so that a failing schedule
+//! can be replayed.
 
-use super::{Transport, TransportError};
+use super::{RequestHandler, Transport, TransportError};
 use crate::chunk::ChunkFile;
 use crate::ids::{DiskId, NodeId};
 use crate::store::{ChunkAddr, ChunkFolder, ChunkStore, StoredChunk};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
-
-/// A request handler for one protocol: bytes in, bytes out.
-pub type Handler = Arc<dyn Fn(Vec<u8>) -> Result<Vec<u8>, String> + Send + Sync>;
+use std::time::Duration;
 
 #[derive(Default)]
 struct Endpoint {
     store: Option<Arc<dyn ChunkStore>>,
-    handlers: BTreeMap<String, Handler>,
+    handlers: BTreeMap<String, RequestHandler>,
+}
+
+/// The faults the hub applies to every call.
+#[derive(Default)]
+struct Faults {
+    /// Nodes cut off from every other.
+    unreachable: BTreeSet<NodeId>,
+    /// Directed links that carry nothing: `(from, to)`.
+    cut: BTreeSet<(NodeId, NodeId)>,
+    /// Latency added to each request.
+    delay: Duration,
+    /// Requests lost, per thousand: half before the handler runs, half after (the answer).
+    loss_per_mille: u32,
+    /// Requests delivered twice, per thousand, on protocols starting with `dup_prefix`.
+    dup_per_mille: u32,
+    dup_prefix: String,
+    /// The state of the generator behind loss and duplicates.
+    rng: u64,
+}
+
+impl Faults {
+    /// A number below 1000 from the seeded generator (xorshift64*).
+    fn roll(&mut self) -> u32 {
+        let mut x = self.rng.max(1);
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as u32 % 1000
+    }
+
+    fn blocked(&self, from: &NodeId, to: &NodeId) -> Option<&'static str> {
+        if self.unreachable.contains(to) || self.unreachable.contains(from) {
+            Some("cut off by the test")
+        } else if self.cut.contains(&(from.clone(), to.clone())) {
+            Some("link cut by the test")
+        } else {
+            None
+        }
+    }
 }
 
 #[derive(Default)]
 struct HubState {
     nodes: BTreeMap<NodeId, Endpoint>,
-    unreachable: BTreeSet<NodeId>,
+    faults: Faults,
 }
 
-/// The switchboard of an in-process cluster.
+/// The switchboard of an in-process cluster, with its fault hooks.
 #[derive(Clone, Default)]
 pub struct InProcessHub {
     state: Arc<RwLock<HubState>>,
+}
+
+impl std::fmt::Debug for InProcessHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.read();
+        f.debug_struct("InProcessHub")
+            .field("nodes", &s.nodes.keys().collect::<Vec<_>>())
+            .field("unreachable", &s.faults.unreachable)
+            .field("cut", &s.faults.cut)
+            .finish()
+    }
 }
 
 impl InProcessHub {
@@ -36,49 +88,126 @@ impl InProcessHub {
         InProcessHub::default()
     }
 
-    /// Registers `node` with its chunk store and returns its transport.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HubState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HubState> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers `node` with its chunk store and returns its transport. A node that left
+    /// (see [`InProcessHub::leave`]) joins again this way, as a restarted process would.
     pub fn join(&self, node: NodeId, store: Arc<dyn ChunkStore>) -> InProcessTransport {
-        let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
-        s.nodes.entry(node.clone()).or_default().store = Some(store);
+        self.write().nodes.entry(node.clone()).or_default().store = Some(store);
         InProcessTransport {
             hub: self.clone(),
             me: node,
         }
     }
 
+    /// Takes `node` out, with its store and handlers: calls to it fail as unreachable, as
+    /// to a crashed process.
+    pub fn leave(&self, node: &NodeId) {
+        self.write().nodes.remove(node);
+    }
+
     /// Serves `protocol` on `node` with `handler`.
-    pub fn serve(&self, node: &NodeId, protocol: &str, handler: Handler) {
-        let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
-        s.nodes
+    pub fn serve(&self, node: &NodeId, protocol: &str, handler: RequestHandler) {
+        self.write()
+            .nodes
             .entry(node.clone())
             .or_default()
             .handlers
             .insert(protocol.to_owned(), handler);
     }
 
-    /// Cuts `node` off (`true`) or reconnects it (`false`): calls to it fail as unreachable.
+    /// Cuts `node` off from every other (`true`) or reconnects it (`false`).
     pub fn set_unreachable(&self, node: &NodeId, unreachable: bool) {
-        let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.write();
         if unreachable {
-            s.unreachable.insert(node.clone());
+            s.faults.unreachable.insert(node.clone());
         } else {
-            s.unreachable.remove(node);
+            s.faults.unreachable.remove(node);
         }
     }
 
-    fn store(&self, node: &NodeId) -> Result<Arc<dyn ChunkStore>, TransportError> {
-        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
-        let unreachable = |reason: &str| TransportError::Unreachable {
+    /// Cuts the link from `from` to `to` (one way: `to` still reaches `from`).
+    pub fn cut(&self, from: &NodeId, to: &NodeId) {
+        self.write().faults.cut.insert((from.clone(), to.clone()));
+    }
+
+    /// Splits the nodes into `groups`: every link between two groups is cut both ways.
+    pub fn partition(&self, groups: &[Vec<NodeId>]) {
+        let mut s = self.write();
+        for (i, a) in groups.iter().enumerate() {
+            for (j, b) in groups.iter().enumerate() {
+                if i == j {
+                    continue;
+                }
+                for x in a {
+                    for y in b {
+                        s.faults.cut.insert((x.clone(), y.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends every fault: partitions, cut nodes, delays, losses and duplicates.
+    pub fn heal(&self) {
+        let mut s = self.write();
+        let rng = s.faults.rng;
+        s.faults = Faults {
+            rng,
+            ..Faults::default()
+        };
+    }
+
+    /// Adds `delay` to every request.
+    pub fn set_delay(&self, delay: Duration) {
+        self.write().faults.delay = delay;
+    }
+
+    /// Loses `per_mille` of the requests: half before the handler runs (nothing happened),
+    /// half after (it happened, the answer is lost). The caller sees `Unreachable`.
+    pub fn set_loss(&self, per_mille: u32) {
+        self.write().faults.loss_per_mille = per_mille.min(1000);
+    }
+
+    /// Delivers `per_mille` of the requests on protocols starting with `prefix` twice (the
+    /// caller gets the first answer), as a retrying network would.
+    pub fn set_duplicates(&self, per_mille: u32, prefix: &str) {
+        let mut s = self.write();
+        s.faults.dup_per_mille = per_mille.min(1000);
+        s.faults.dup_prefix = prefix.to_owned();
+    }
+
+    /// Seeds the generator behind losses and duplicates.
+    pub fn seed(&self, seed: u64) {
+        self.write().faults.rng = seed;
+    }
+
+    fn unreachable(node: &NodeId, reason: &str) -> TransportError {
+        TransportError::Unreachable {
             node: node.clone(),
             reason: reason.into(),
-        };
-        if s.unreachable.contains(node) {
-            return Err(unreachable("cut off by the test"));
+        }
+    }
+
+    fn store(&self, from: &NodeId, node: &NodeId) -> Result<Arc<dyn ChunkStore>, TransportError> {
+        let s = self.read();
+        if let Some(why) = s
+            .faults
+            .blocked(from, node)
+            .or_else(|| s.faults.blocked(node, from))
+        {
+            return Err(Self::unreachable(node, why));
         }
         s.nodes
             .get(node)
             .and_then(|e| e.store.clone())
-            .ok_or_else(|| unreachable("not in this hub"))
+            .ok_or_else(|| Self::unreachable(node, "not in this hub"))
     }
 }
 
@@ -87,6 +216,21 @@ impl InProcessHub {
 pub struct InProcessTransport {
     hub: InProcessHub,
     me: NodeId,
+}
+
+impl std::fmt::Debug for InProcessTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InProcessTransport")
+            .field("me", &self.me)
+            .finish()
+    }
+}
+
+/// What the hub decided for one request.
+enum Fate {
+    Deliver { twice: bool },
+    LoseBefore,
+    LoseAfter,
 }
 
 #[async_trait]
@@ -103,7 +247,7 @@ impl Transport for InProcessTransport {
         path: &str,
         chunk: ChunkFile,
     ) -> Result<StoredChunk, TransportError> {
-        let store = self.hub.store(node)?;
+        let store = self.hub.store(&self.me, node)?;
         store
             .put_chunk(disk, folder, path, &chunk)
             .map_err(|e| TransportError::from_store(node, e))
@@ -115,7 +259,7 @@ impl Transport for InProcessTransport {
         disk: &DiskId,
         addr: &ChunkAddr,
     ) -> Result<ChunkFile, TransportError> {
-        let store = self.hub.store(node)?;
+        let store = self.hub.store(&self.me, node)?;
         store
             .read_chunk(disk, addr)
             .map_err(|e| TransportError::from_store(node, e))
@@ -127,7 +271,7 @@ impl Transport for InProcessTransport {
         disk: &DiskId,
         addr: &ChunkAddr,
     ) -> Result<Option<u64>, TransportError> {
-        let store = self.hub.store(node)?;
+        let store = self.hub.store(&self.me, node)?;
         store
             .check_chunk(disk, addr)
             .map_err(|e| TransportError::from_store(node, e))
@@ -139,7 +283,7 @@ impl Transport for InProcessTransport {
         disk: &DiskId,
         addr: &ChunkAddr,
     ) -> Result<bool, TransportError> {
-        let store = self.hub.store(node)?;
+        let store = self.hub.store(&self.me, node)?;
         store
             .delete_chunk(disk, addr)
             .map_err(|e| TransportError::from_store(node, e))
@@ -151,33 +295,85 @@ impl Transport for InProcessTransport {
         protocol: &str,
         body: Vec<u8>,
     ) -> Result<Vec<u8>, TransportError> {
-        let handler =
-            {
-                let s = self.hub.state.read().unwrap_or_else(|e| e.into_inner());
-                if s.unreachable.contains(node) {
-                    return Err(TransportError::Unreachable {
-                        node: node.clone(),
-                        reason: "cut off by the test".into(),
-                    });
+        let (handler, fate, delay) = {
+            let mut s = self.hub.write();
+            if let Some(why) = s.faults.blocked(&self.me, node) {
+                return Err(InProcessHub::unreachable(node, why));
+            }
+            let endpoint = s
+                .nodes
+                .get(node)
+                .ok_or_else(|| InProcessHub::unreachable(node, "not in this hub"))?;
+            let handler = endpoint.handlers.get(protocol).cloned().ok_or_else(|| {
+                TransportError::NoHandler {
+                    node: node.clone(),
+                    protocol: protocol.to_owned(),
                 }
-                let endpoint = s
-                    .nodes
-                    .get(node)
-                    .ok_or_else(|| TransportError::Unreachable {
-                        node: node.clone(),
-                        reason: "not in this hub".into(),
-                    })?;
-                endpoint.handlers.get(protocol).cloned().ok_or_else(|| {
-                    TransportError::NoHandler {
-                        node: node.clone(),
-                        protocol: protocol.to_owned(),
-                    }
-                })?
+            })?;
+            let f = &mut s.faults;
+            let fate = if f.loss_per_mille > 0 && f.roll() < f.loss_per_mille {
+                if f.roll() < 500 {
+                    Fate::LoseBefore
+                } else {
+                    Fate::LoseAfter
+                }
+            } else {
+                let twice = f.dup_per_mille > 0
+                    && protocol.starts_with(f.dup_prefix.as_str())
+                    && f.roll() < f.dup_per_mille;
+                Fate::Deliver { twice }
             };
-        handler(body).map_err(|reason| TransportError::Remote {
+            (handler, fate, f.delay)
+        };
+        if !delay.is_zero() {
+            #[cfg(feature = "rpc")]
+            tokio::time::sleep(delay).await;
+            // without tokio (a build of the bare library) there is no timer to wait on
+            #[cfg(not(feature = "rpc"))]
+            std::thread::sleep(delay);
+        }
+        let remote = |reason| TransportError::Remote {
             node: node.clone(),
             reason,
-        })
+        };
+        match fate {
+            Fate::LoseBefore => Err(InProcessHub::unreachable(node, "request lost by the test")),
+            Fate::LoseAfter => {
+                let _ = handler(self.me.clone(), body).await;
+                Err(InProcessHub::unreachable(node, "answer lost by the test"))
+            }
+            Fate::Deliver { twice } => {
+                let answer = handler(self.me.clone(), body.clone()).await;
+                if twice {
+                    let _ = handler(self.me.clone(), body).await;
+                }
+                // the answer travels back: a link cut meanwhile (or one way) loses it
+                let back = self.hub.read().faults.blocked(node, &self.me);
+                match back {
+                    Some(why) => Err(InProcessHub::unreachable(node, why)),
+                    None => answer.map_err(remote),
+                }
+            }
+        }
+    }
+
+    fn serve(&self, protocol: &str, handler: RequestHandler) {
+        self.hub.serve(&self.me, protocol, handler);
+    }
+
+    fn is_connected(&self, node: &NodeId) -> bool {
+        let s = self.hub.read();
+        s.nodes.contains_key(node)
+            && s.faults.blocked(&self.me, node).is_none()
+            && s.faults.blocked(node, &self.me).is_none()
+    }
+
+    fn connected_peers(&self) -> Vec<NodeId> {
+        let nodes: Vec<NodeId> = self.hub.read().nodes.keys().cloned().collect();
+        nodes
+            .into_iter()
+            .filter(|n| *n != self.me && self.is_connected(n))
+            .collect()
     }
 }
 
@@ -203,7 +399,9 @@ mod tests {
         hub.serve(
             &b,
             "echo",
-            Arc::new(|body: Vec<u8>| Ok(body.into_iter().rev().collect())),
+            Arc::new(|_from, body: Vec<u8>| {
+                Box::pin(async move { Ok(body.into_iter().rev().collect()) })
+            }),
         );
 
         let key = ChunkKey {
@@ -250,5 +448,109 @@ mod tests {
         hub.set_unreachable(&b, false);
         assert_eq!(ta.check_chunk(&b, &disk, &stored.addr).await.unwrap(), None);
         assert_eq!(ta.local_node(), &a);
+    }
+}
+
+#[cfg(test)]
+mod fault_tests {
+    use super::*;
+    use crate::store::MemoryChunkStore;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Three nodes, each counting the requests its "count" handler ran.
+    fn three() -> (InProcessHub, Vec<InProcessTransport>, Vec<Arc<AtomicUsize>>) {
+        let hub = InProcessHub::new();
+        let mut ts = Vec::new();
+        let mut counts = Vec::new();
+        for n in ["a", "b", "c"] {
+            let t = hub.join(
+                n.into(),
+                Arc::new(MemoryChunkStore::new(&[(DiskId(format!("{n}0")), 1 << 20)])),
+            );
+            let count = Arc::new(AtomicUsize::new(0));
+            let c = count.clone();
+            t.serve(
+                "count",
+                Arc::new(move |_from, body| {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    Box::pin(async move { Ok(body) })
+                }),
+            );
+            ts.push(t);
+            counts.push(count);
+        }
+        (hub, ts, counts)
+    }
+
+    fn node(n: &str) -> NodeId {
+        n.into()
+    }
+
+    #[tokio::test]
+    async fn partitions_and_one_way_cuts_stop_requests_until_healed() {
+        let (hub, ts, counts) = three();
+        assert_eq!(ts[0].connected_peers(), vec![node("b"), node("c")]);
+        hub.partition(&[vec![node("a")], vec![node("b"), node("c")]]);
+        assert!(matches!(
+            ts[0].request(&node("b"), "count", vec![1]).await,
+            Err(TransportError::Unreachable { .. })
+        ));
+        assert_eq!(counts[1].load(Ordering::SeqCst), 0, "nothing was delivered");
+        assert!(ts[0].connected_peers().is_empty());
+        assert_eq!(ts[1].connected_peers(), vec![node("c")]);
+        assert_eq!(
+            ts[1].request(&node("c"), "count", vec![2]).await.unwrap(),
+            vec![2]
+        );
+        hub.heal();
+        assert_eq!(
+            ts[0].request(&node("b"), "count", vec![3]).await.unwrap(),
+            vec![3]
+        );
+
+        // one way: a's requests reach b, b's answers do not come back, and b cannot call a
+        hub.cut(&node("b"), &node("a"));
+        let before = counts[1].load(Ordering::SeqCst);
+        assert!(ts[0].request(&node("b"), "count", vec![4]).await.is_err());
+        assert_eq!(
+            counts[1].load(Ordering::SeqCst),
+            before + 1,
+            "delivered, answer lost"
+        );
+        assert!(!ts[1].is_connected(&node("a")));
+        hub.heal();
+
+        // a node that left is unreachable until it joins again
+        hub.leave(&node("c"));
+        assert!(ts[0].request(&node("c"), "count", vec![5]).await.is_err());
+        assert!(!ts[0].is_connected(&node("c")));
+    }
+
+    #[tokio::test]
+    async fn losses_and_duplicates_follow_the_seed() {
+        let run = |seed: u64| async move {
+            let (hub, ts, counts) = three();
+            hub.seed(seed);
+            hub.set_loss(300);
+            hub.set_duplicates(300, "count");
+            let mut outcomes = Vec::new();
+            for i in 0..200u8 {
+                outcomes.push(ts[0].request(&node("b"), "count", vec![i]).await.is_ok());
+            }
+            (outcomes, counts[1].load(Ordering::SeqCst))
+        };
+        let (a, ran_a) = run(7).await;
+        let (b, ran_b) = run(7).await;
+        assert_eq!(a, b, "the same seed replays the same faults");
+        assert_eq!(ran_a, ran_b);
+        let ok = a.iter().filter(|o| **o).count();
+        // about 30% lost; of the rest about 30% ran twice; half the losses ran once
+        assert!((100..180).contains(&ok), "{ok} of 200 answered");
+        assert!(
+            ran_a > ok,
+            "some requests ran twice or ran with their answer lost"
+        );
+        let (c, _) = run(8).await;
+        assert_ne!(a, c, "another seed, other faults");
     }
 }

@@ -1,6 +1,7 @@
-//! Node-to-node transport: the [`Transport`] trait (chunk operations on a peer's disks and
-//! request/response calls for protocols such as Raft) and its in-process implementation
-//! ([`InProcessHub`]) for tests. The libp2p implementation comes with the cluster.
+//! Node-to-node transport: the [`Transport`] trait (chunk operations on a peer's disks,
+//! request/response calls for protocols such as Raft, and serving those protocols) and its
+//! two implementations: [`InProcessHub`], a whole cluster in one process with fault hooks
+//! for tests, and the libp2p one that comes with the cluster ([`P2pTransport`]).
 
 mod local;
 #[cfg(feature = "cluster")]
@@ -14,6 +15,16 @@ use crate::chunk::ChunkFile;
 use crate::ids::{ChunkKey, DiskId, NodeId};
 use crate::store::{ChunkAddr, ChunkFolder, StoreError, StoredChunk};
 use async_trait::async_trait;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// What a [`RequestHandler`] returns: the answer's body, or an error text.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>>;
+
+/// Handles requests for one protocol: gets the caller's node name and the body, answers
+/// with a body or an error text.
+pub type RequestHandler = Arc<dyn Fn(NodeId, Vec<u8>) -> HandlerFuture + Send + Sync>;
 
 /// Why a call to a peer failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -121,4 +132,15 @@ pub trait Transport: Send + Sync {
         protocol: &str,
         body: Vec<u8>,
     ) -> Result<Vec<u8>, TransportError>;
+
+    /// Answers requests for `protocol` on this node with `handler` (replacing an earlier
+    /// one).
+    fn serve(&self, protocol: &str, handler: RequestHandler);
+
+    /// Whether `node` can be sent a request now (a connection is open): when it cannot, a
+    /// caller knows nothing was sent.
+    fn is_connected(&self, node: &NodeId) -> bool;
+
+    /// The peers this node is connected to, by name.
+    fn connected_peers(&self) -> Vec<NodeId>;
 }

@@ -25,7 +25,6 @@ use crate::net::{Transport, TransportError};
 use crate::store::{ChunkAddr, ChunkFolder, ChunkStore, StoredChunk};
 use async_trait::async_trait;
 use chunks::{ChunkRequest, ChunkResponse, CHUNK_PROTOCOL};
-use futures::future::BoxFuture;
 use futures::StreamExt;
 use libp2p::core::transport::PortUse;
 use libp2p::core::Endpoint;
@@ -65,10 +64,7 @@ pub enum P2pError {
     Network(String),
 }
 
-/// Handles requests for one protocol: gets the caller's node name and the body, answers
-/// with a body or an error text.
-pub type RequestHandler =
-    Arc<dyn Fn(NodeId, Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, String>> + Send + Sync>;
+pub use crate::net::RequestHandler;
 
 /// What a [`P2pTransport`] needs to start.
 pub struct P2pConfig {
@@ -912,6 +908,22 @@ fn on_event(
 impl Transport for P2pTransport {
     fn local_node(&self) -> &NodeId {
         &self.shared.node
+    }
+
+    fn serve(&self, protocol: &str, handler: RequestHandler) {
+        P2pTransport::serve(self, protocol, handler)
+    }
+
+    fn is_connected(&self, node: &NodeId) -> bool {
+        P2pTransport::is_connected(self, node)
+    }
+
+    fn connected_peers(&self) -> Vec<NodeId> {
+        self.peers()
+            .into_iter()
+            .filter(|p| p.connected)
+            .filter_map(|p| p.node)
+            .collect()
     }
 
     async fn put_chunk(
