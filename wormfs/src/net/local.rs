@@ -57,6 +57,11 @@ impl Faults {
             None
         }
     }
+
+    /// Why the link between `a` and `b` is closed in either direction, if it is.
+    fn link_closed(&self, a: &NodeId, b: &NodeId) -> Option<&'static str> {
+        self.blocked(a, b).or_else(|| self.blocked(b, a))
+    }
 }
 
 #[derive(Default)]
@@ -197,11 +202,7 @@ impl InProcessHub {
 
     fn store(&self, from: &NodeId, node: &NodeId) -> Result<Arc<dyn ChunkStore>, TransportError> {
         let s = self.read();
-        if let Some(why) = s
-            .faults
-            .blocked(from, node)
-            .or_else(|| s.faults.blocked(node, from))
-        {
+        if let Some(why) = s.faults.link_closed(from, node) {
             return Err(Self::unreachable(node, why));
         }
         s.nodes
@@ -363,16 +364,15 @@ impl Transport for InProcessTransport {
 
     fn is_connected(&self, node: &NodeId) -> bool {
         let s = self.hub.read();
-        s.nodes.contains_key(node)
-            && s.faults.blocked(&self.me, node).is_none()
-            && s.faults.blocked(node, &self.me).is_none()
+        s.nodes.contains_key(node) && s.faults.link_closed(&self.me, node).is_none()
     }
 
     fn connected_peers(&self) -> Vec<NodeId> {
-        let nodes: Vec<NodeId> = self.hub.read().nodes.keys().cloned().collect();
-        nodes
-            .into_iter()
-            .filter(|n| *n != self.me && self.is_connected(n))
+        let s = self.hub.read();
+        s.nodes
+            .keys()
+            .filter(|n| **n != self.me && s.faults.link_closed(&self.me, n).is_none())
+            .cloned()
             .collect()
     }
 }

@@ -494,15 +494,6 @@ impl P2pTransport {
         &self.shared.book
     }
 
-    /// Serves `protocol` with `handler`, replacing an earlier handler.
-    pub fn serve(&self, protocol: &str, handler: RequestHandler) {
-        self.shared
-            .handlers
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(protocol.to_owned(), handler);
-    }
-
     /// Adds a peer to the book (`None`: trust its first ID) and dials it.
     pub fn add_peer(&self, addr: SocketAddr, peer_id: Option<PeerId>) -> Result<(), P2pError> {
         self.shared.book.add(addr, peer_id)?;
@@ -530,11 +521,6 @@ impl P2pTransport {
             .collect();
         out.sort_by(|a, b| a.node.cmp(&b.node).then(a.peer_id.cmp(&b.peer_id)));
         out
-    }
-
-    /// True when a connection to `node` is open and its hello has arrived.
-    pub fn is_connected(&self, node: &NodeId) -> bool {
-        self.peer_of(node).is_ok()
     }
 
     /// Recent refused connections, oldest first.
@@ -911,11 +897,16 @@ impl Transport for P2pTransport {
     }
 
     fn serve(&self, protocol: &str, handler: RequestHandler) {
-        P2pTransport::serve(self, protocol, handler)
+        self.shared
+            .handlers
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(protocol.to_owned(), handler);
     }
 
+    /// True when a connection to `node` is open and its hello has arrived.
     fn is_connected(&self, node: &NodeId) -> bool {
-        P2pTransport::is_connected(self, node)
+        self.peer_of(node).is_ok()
     }
 
     fn connected_peers(&self) -> Vec<NodeId> {
