@@ -92,17 +92,19 @@ pub async fn run(
             )
             .await
             .context("join the cluster")?;
-            tracing::info!(
-                node = %config.node_id,
-                p2p = %cluster.transport.listen_addr(),
-                peer_id = %cluster.transport.peer_id(),
-                "node-to-node listener up"
-            );
+            if let Some(p2p) = &cluster.p2p {
+                tracing::info!(
+                    node = %config.node_id,
+                    p2p = %p2p.listen_addr(),
+                    peer_id = %p2p.peer_id(),
+                    "node-to-node listener up"
+                );
+            }
             let store = Arc::new(
                 ClusterStore::new(
                     config.node_id.clone(),
                     local.clone(),
-                    Arc::new(cluster.transport.clone()),
+                    cluster.transport.clone(),
                     cluster.heartbeats.clone(),
                     meta.clone(),
                 )

@@ -65,6 +65,12 @@ pub enum ChunkFormatError {
         /// Computed.
         computed: u32,
     },
+    /// The node holding the chunk found it corrupt (the reason is its verification's).
+    #[error("the node holding the chunk found it corrupt: {reason}")]
+    CorruptOnHolder {
+        /// What the holder's verification found.
+        reason: String,
+    },
     /// A field holds a value no writer produces.
     #[error("chunk header field `{field}` is invalid: {reason}")]
     BadField {

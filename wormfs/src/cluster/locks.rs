@@ -5,7 +5,7 @@
 use super::{serve_json, Cluster};
 use crate::ids::NodeId;
 use crate::locks::{LockAnswer, LockAuthority, LockCall, LockService};
-use crate::net::{P2pTransport, Transport};
+use crate::net::Transport;
 use crate::raft::{Raft, RaftNodeId};
 use async_trait::async_trait;
 use std::sync::{Arc, Mutex};
@@ -26,7 +26,7 @@ pub struct ClusterLocks {
     raft: Raft,
     raft_id: RaftNodeId,
     node: NodeId,
-    transport: P2pTransport,
+    transport: Arc<dyn Transport>,
     confirm_timeout: Duration,
     /// How long a confirmation serves.
     confirm_serves: Duration,
@@ -107,7 +107,7 @@ impl Cluster {
     /// Answers lock calls forwarded from other nodes with `service`.
     pub fn serve_locks(&self, service: Arc<LockService>) {
         serve_json(
-            &self.transport,
+            self.transport.as_ref(),
             LOCKS,
             "lock call",
             move |call: LockCall| {

@@ -13,6 +13,8 @@ mod heartbeat;
 mod locks;
 mod network;
 mod store;
+#[cfg(test)]
+mod tests;
 
 pub use election::{Contact, ElectionTiming, PreVote, PreVoteAnswer, PREVOTE};
 pub use heartbeat::{now_ms, Beat, DiskBeat, Heartbeats, PeerBeat, HEARTBEAT};
@@ -89,6 +91,22 @@ pub fn raft_id(peer: &PeerId) -> RaftNodeId {
     h.max(1)
 }
 
+/// How a node reaches the others: the [`Transport`] its cluster runs on, and who it is
+/// there. [`Cluster::start`] builds it over libp2p; a test builds it over an
+/// [`crate::net::InProcessHub`].
+#[derive(Clone)]
+pub struct ClusterNet {
+    /// Calls and serving.
+    pub transport: Arc<dyn Transport>,
+    /// The libp2p transport under `transport`, when it is one: its peer book is kept in step
+    /// with the membership, `node add` dials through it, and bootstrap trusts only its peers.
+    pub p2p: Option<P2pTransport>,
+    /// This node's Raft id.
+    pub raft_id: RaftNodeId,
+    /// This node's card in the membership.
+    pub me: Member,
+}
+
 /// The running cluster part of a node.
 pub struct Cluster {
     /// This node's name.
@@ -96,7 +114,9 @@ pub struct Cluster {
     /// The Raft node.
     pub raft: Raft,
     /// The network.
-    pub transport: P2pTransport,
+    pub transport: Arc<dyn Transport>,
+    /// The libp2p transport under [`Cluster::transport`], when the node runs on libp2p.
+    pub p2p: Option<P2pTransport>,
     /// This node's card in the membership.
     pub me: Member,
     /// This node's Raft id.
@@ -128,8 +148,8 @@ enum SubmitAnswer {
 }
 
 impl Cluster {
-    /// Starts the network, Raft and heartbeats. `local` is this node's own disks, `rpc_addr`
-    /// its gRPC address.
+    /// Starts the libp2p network, Raft and heartbeats. `local` is this node's own disks,
+    /// `rpc_addr` its gRPC address.
     pub async fn start(
         node: NodeId,
         rpc_addr: String,
@@ -155,13 +175,36 @@ impl Cluster {
             chunk_timeout: (settings.election_timeout * 2).max(Duration::from_secs(5)),
         })
         .await?;
-        let raft_id = raft_id(&transport.peer_id());
-        let me = Member {
-            name: node.0.clone(),
-            p2p_addr: transport.listen_addr().to_string(),
-            rpc_addr: rpc_addr.clone(),
-            peer_id: transport.peer_id().to_string(),
+        let net = ClusterNet {
+            transport: Arc::new(transport.clone()),
+            raft_id: raft_id(&transport.peer_id()),
+            me: Member {
+                name: node.0.clone(),
+                p2p_addr: transport.listen_addr().to_string(),
+                rpc_addr,
+                peer_id: transport.peer_id().to_string(),
+            },
+            p2p: Some(transport),
         };
+        Cluster::start_on(net, data_dir, meta, local, settings).await
+    }
+
+    /// Starts Raft and heartbeats on `net`, with Raft's storage in `data_dir` (the node's
+    /// name is `net.me.name`).
+    pub async fn start_on(
+        net: ClusterNet,
+        data_dir: &Path,
+        meta: Arc<MetaStore>,
+        local: Arc<dyn ChunkStore>,
+        settings: ClusterSettings,
+    ) -> Result<Cluster, ClusterError> {
+        let ClusterNet {
+            transport,
+            p2p,
+            raft_id,
+            me,
+        } = net;
+        let node = NodeId(me.name.clone());
         let (log_store, state_machine) = open_storage(data_dir, meta.clone())
             .map_err(|e| ClusterError::Storage(e.to_string()))?;
         let lost_log = log_store
@@ -187,11 +230,10 @@ impl Cluster {
                 .validate()
                 .map_err(|e| ClusterError::Raft(e.to_string()))?,
         );
-        let transport_dyn: Arc<dyn Transport> = Arc::new(transport.clone());
         let raft = Raft::new(
             raft_id,
             config,
-            RaftNet::new(transport_dyn.clone()),
+            RaftNet::new(transport.clone()),
             log_store,
             state_machine,
         )
@@ -202,45 +244,56 @@ impl Cluster {
             // a vote but no log: its log was lost or forgotten (see `election`)
             contact.abstain();
         }
-        serve_raft(&transport, raft.clone(), contact.clone());
-        election::serve_prevote(&transport, raft.clone(), contact.clone(), timing);
+        serve_raft(transport.as_ref(), raft.clone(), contact.clone());
+        election::serve_prevote(transport.as_ref(), raft.clone(), contact.clone(), timing);
 
         let heartbeats = Arc::new(Heartbeats::new(
             settings.heartbeat_interval,
             settings.offline_after,
         ));
         let hb = heartbeats.clone();
-        serve_json(&transport, HEARTBEAT, "heartbeat", move |beat: Beat| {
-            hb.record(beat);
-            async {}
-        });
+        serve_json(
+            transport.as_ref(),
+            HEARTBEAT,
+            "heartbeat",
+            move |beat: Beat| {
+                hb.record(beat);
+                async {}
+            },
+        );
         let r = raft.clone();
         let write_timeout = write_timeout(&settings);
-        serve_json(&transport, SUBMIT, "metadata op", move |op: MetadataOp| {
-            let r = r.clone();
-            async move {
-                match tokio::time::timeout(write_timeout, r.client_write(op)).await {
-                    Ok(Ok(resp)) => SubmitAnswer::Done(resp.data, resp.log_id.index),
-                    Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                        SubmitAnswer::NotLeader
+        serve_json(
+            transport.as_ref(),
+            SUBMIT,
+            "metadata op",
+            move |op: MetadataOp| {
+                let r = r.clone();
+                async move {
+                    match tokio::time::timeout(write_timeout, r.client_write(op)).await {
+                        Ok(Ok(resp)) => SubmitAnswer::Done(resp.data, resp.log_id.index),
+                        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                            SubmitAnswer::NotLeader
+                        }
+                        Ok(Err(e)) => SubmitAnswer::Unavailable(e.to_string()),
+                        Err(_) => SubmitAnswer::Unavailable(format!(
+                            "no majority confirmed the change within {write_timeout:?}"
+                        )),
                     }
-                    Ok(Err(e)) => SubmitAnswer::Unavailable(e.to_string()),
-                    Err(_) => SubmitAnswer::Unavailable(format!(
-                        "no majority confirmed the change within {write_timeout:?}"
-                    )),
                 }
-            }
-        });
+            },
+        );
         let admin = Admin {
             raft: raft.clone(),
             transport: transport.clone(),
+            p2p: p2p.clone(),
             heartbeats: heartbeats.clone(),
             raft_id,
             meta: meta.clone(),
         };
         let a = admin.clone();
         serve_json(
-            &transport,
+            transport.as_ref(),
             ADMIN,
             "membership request",
             move |req: AdminRequest| {
@@ -253,6 +306,7 @@ impl Cluster {
             node,
             raft,
             transport,
+            p2p,
             me,
             raft_id,
             heartbeats,
@@ -274,18 +328,19 @@ impl Cluster {
         cluster.tasks.push(tokio::spawn(election::drive_elections(
             cluster.raft.clone(),
             raft_id,
-            transport_dyn,
+            cluster.transport.clone(),
             contact,
             timing,
         )));
-        cluster.tasks.push(tokio::spawn(pin_members(
-            cluster.raft.clone(),
-            cluster.transport.clone(),
-        )));
+        if let Some(p2p) = &cluster.p2p {
+            cluster
+                .tasks
+                .push(tokio::spawn(pin_members(cluster.raft.clone(), p2p.clone())));
+        }
         if cluster.settings.bootstrap {
             cluster.tasks.push(tokio::spawn(bootstrap(
                 cluster.raft.clone(),
-                cluster.transport.clone(),
+                cluster.p2p.clone(),
                 cluster.heartbeats.clone(),
                 cluster.me.clone(),
                 raft_id,
@@ -337,10 +392,15 @@ impl Cluster {
         }
     }
 
-    /// Stops Raft and the network.
+    /// Stops the background tasks, Raft and the network.
     pub async fn shutdown(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
         let _ = self.raft.shutdown().await;
-        self.transport.shutdown();
+        if let Some(p2p) = &self.p2p {
+            p2p.shutdown();
+        }
     }
 }
 
@@ -349,7 +409,7 @@ fn write_timeout(s: &ClusterSettings) -> Duration {
 }
 
 async fn send_heartbeats(
-    transport: P2pTransport,
+    transport: Arc<dyn Transport>,
     me: Member,
     raft_id: RaftNodeId,
     local: Arc<dyn ChunkStore>,
@@ -455,10 +515,11 @@ async fn pin_members(raft: Raft, transport: P2pTransport) {
 }
 
 /// Forms the cluster on first start: waits for a heartbeat from every configured peer,
-/// then initializes Raft with all of them as voters.
+/// then initializes Raft with all of them as voters. Over libp2p (`p2p`), only peers in
+/// the peer book count.
 async fn bootstrap(
     raft: Raft,
-    transport: P2pTransport,
+    p2p: Option<P2pTransport>,
     heartbeats: Arc<Heartbeats>,
     me: Member,
     my_id: RaftNodeId,
@@ -474,17 +535,18 @@ async fn bootstrap(
     }
     let mut last_log = std::time::Instant::now() - Duration::from_secs(60);
     loop {
-        let book: Vec<String> = transport
-            .book()
-            .entries()
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|e| e.peer_id.map(|p| p.to_string()))
-            .collect();
+        let book: Option<Vec<String>> = p2p.as_ref().map(|t| {
+            t.book()
+                .entries()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|e| e.peer_id.map(|p| p.to_string()))
+                .collect()
+        });
         let beats: Vec<Beat> = heartbeats
             .peers()
             .into_iter()
-            .filter(|p| p.online && book.contains(&p.beat.peer_id))
+            .filter(|p| p.online && book.as_ref().is_none_or(|b| b.contains(&p.beat.peer_id)))
             .map(|p| p.beat)
             .collect();
         if let Some(formed) = beats.iter().find(|b| b.term > 0) {
@@ -537,7 +599,7 @@ async fn bootstrap(
 #[derive(Clone)]
 pub struct RaftLog {
     raft: Raft,
-    transport: P2pTransport,
+    transport: Arc<dyn Transport>,
     meta: Arc<MetaStore>,
     node: NodeId,
     write_timeout: Duration,
@@ -772,7 +834,8 @@ enum AdminAnswer {
 #[derive(Clone)]
 struct Admin {
     raft: Raft,
-    transport: P2pTransport,
+    transport: Arc<dyn Transport>,
+    p2p: Option<P2pTransport>,
     heartbeats: Arc<Heartbeats>,
     raft_id: RaftNodeId,
     meta: Arc<MetaStore>,
@@ -832,8 +895,11 @@ impl Admin {
                     Ok(p) => p,
                     Err(e) => return AdminAnswer::Failed(format!("bad peer ID: {e}")),
                 };
-                if let Err(e) = self.transport.add_peer(sa, pid) {
-                    return AdminAnswer::Failed(e.to_string());
+                // over libp2p the master dials the new node; a hub connects every node
+                if let Some(p2p) = &self.p2p {
+                    if let Err(e) = p2p.add_peer(sa, pid) {
+                        return AdminAnswer::Failed(e.to_string());
+                    }
                 }
                 // the node must announce itself: that gives its name, addresses and Raft id
                 let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;

@@ -175,9 +175,18 @@ impl ClusterStore {
         e: TransportError,
     ) -> StoreError {
         match (e, key) {
-            (TransportError::ChunkDamaged { .. }, Some(key)) => StoreError::NotFound {
+            (TransportError::ChunkDamaged { missing: true, .. }, Some(key)) => {
+                StoreError::NotFound {
+                    disk: disk.clone(),
+                    key,
+                }
+            }
+            // the holder has it but it fails verification: corrupt, not missing, so the
+            // metadata and `wormfs status` say what is true
+            (TransportError::ChunkDamaged { reason, .. }, Some(key)) => StoreError::Corrupt {
                 disk: disk.clone(),
                 key,
+                source: crate::chunk::ChunkFormatError::CorruptOnHolder { reason },
             },
             (other, _) => StoreError::Remote {
                 node: node.clone(),
@@ -349,13 +358,20 @@ impl ChunkStore for ClusterStore {
         if self.holds_locally(disk) {
             return self.local.rename_file(disk, folder, file, path);
         }
-        // Not yet told to other nodes: their index files keep the path at creation until
-        // the scrubber reconciles them (the metadata is authoritative).
-        Ok(())
+        let node = self.node_of(disk)?;
+        self.handle
+            .block_on(self.transport.rename_file(&node, disk, folder, file, path))
+            .map_err(|e| Self::remote_err(&node, disk, None, e))
     }
 
     fn scan(&self, disk: &DiskId) -> Result<Vec<IndexedChunk>, StoreError> {
-        self.local.scan(disk)
+        if self.holds_locally(disk) {
+            return self.local.scan(disk);
+        }
+        let node = self.node_of(disk)?;
+        self.handle
+            .block_on(self.transport.scan_disk(&node, disk))
+            .map_err(|e| Self::remote_err(&node, disk, None, e))
     }
 
     fn compact_index(&self, disk: &DiskId, folder: &ChunkFolder) -> Result<bool, StoreError> {

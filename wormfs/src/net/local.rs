@@ -6,8 +6,8 @@
 
 use super::{RequestHandler, Transport, TransportError};
 use crate::chunk::ChunkFile;
-use crate::ids::{DiskId, NodeId};
-use crate::store::{ChunkAddr, ChunkFolder, ChunkStore, StoredChunk};
+use crate::ids::{DiskId, FileId, NodeId};
+use crate::store::{ChunkAddr, ChunkFolder, ChunkStore, IndexedChunk, StoredChunk};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
@@ -287,6 +287,31 @@ impl Transport for InProcessTransport {
         let store = self.hub.store(&self.me, node)?;
         store
             .delete_chunk(disk, addr)
+            .map_err(|e| TransportError::from_store(node, e))
+    }
+
+    async fn scan_disk(
+        &self,
+        node: &NodeId,
+        disk: &DiskId,
+    ) -> Result<Vec<IndexedChunk>, TransportError> {
+        let store = self.hub.store(&self.me, node)?;
+        store
+            .scan(disk)
+            .map_err(|e| TransportError::from_store(node, e))
+    }
+
+    async fn rename_file(
+        &self,
+        node: &NodeId,
+        disk: &DiskId,
+        folder: &ChunkFolder,
+        file: FileId,
+        path: &str,
+    ) -> Result<(), TransportError> {
+        let store = self.hub.store(&self.me, node)?;
+        store
+            .rename_file(disk, folder, file, path)
             .map_err(|e| TransportError::from_store(node, e))
     }
 

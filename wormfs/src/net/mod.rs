@@ -12,8 +12,8 @@ pub use local::{InProcessHub, InProcessTransport};
 pub use p2p::{P2pConfig, P2pTransport};
 
 use crate::chunk::ChunkFile;
-use crate::ids::{ChunkKey, DiskId, NodeId};
-use crate::store::{ChunkAddr, ChunkFolder, StoreError, StoredChunk};
+use crate::ids::{ChunkKey, DiskId, FileId, NodeId};
+use crate::store::{ChunkAddr, ChunkFolder, IndexedChunk, StoreError, StoredChunk};
 use async_trait::async_trait;
 use std::future::Future;
 use std::pin::Pin;
@@ -45,6 +45,8 @@ pub enum TransportError {
         node: NodeId,
         /// The chunk.
         key: ChunkKey,
+        /// True when the peer has no such chunk; false when it has a corrupt one.
+        missing: bool,
         /// What the peer found.
         reason: String,
     },
@@ -74,6 +76,7 @@ impl TransportError {
                 TransportError::ChunkDamaged {
                     node: node.clone(),
                     key,
+                    missing: matches!(e, StoreError::NotFound { .. }),
                     reason: e.to_string(),
                 }
             }
@@ -124,6 +127,25 @@ pub trait Transport: Send + Sync {
         disk: &DiskId,
         addr: &ChunkAddr,
     ) -> Result<bool, TransportError>;
+
+    /// Lists the chunks on `node`'s `disk`, as its index files record them (see
+    /// [`crate::store::ChunkStore::scan`]).
+    async fn scan_disk(
+        &self,
+        node: &NodeId,
+        disk: &DiskId,
+    ) -> Result<Vec<IndexedChunk>, TransportError>;
+
+    /// Records `file`'s new `path` in the index of `folder` on `node`'s `disk` (see
+    /// [`crate::store::ChunkStore::rename_file`]).
+    async fn rename_file(
+        &self,
+        node: &NodeId,
+        disk: &DiskId,
+        folder: &ChunkFolder,
+        file: FileId,
+        path: &str,
+    ) -> Result<(), TransportError>;
 
     /// Sends `body` to `node`'s handler for `protocol` and returns its answer.
     async fn request(

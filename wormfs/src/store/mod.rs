@@ -18,7 +18,7 @@ mod lock;
 mod memory;
 
 #[cfg(test)]
-mod conformance;
+pub(crate) mod conformance;
 
 pub use chunk_file::{
     read_chunk_file_into, read_chunk_file_range, read_chunk_file_whole, WholeChunk,
@@ -60,7 +60,7 @@ pub struct DiskStatus {
 }
 
 /// A chunk as an index file records it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IndexedChunk {
     /// The disk it is on.
     pub disk: DiskId,

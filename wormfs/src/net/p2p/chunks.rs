@@ -3,7 +3,7 @@
 //! the payload (the encoded chunk file for a put or a read, empty otherwise).
 
 use crate::chunk::ChunkFile;
-use crate::ids::{DiskId, NodeId};
+use crate::ids::{DiskId, FileId, NodeId};
 use crate::net::TransportError;
 use crate::store::{ChunkAddr, ChunkFolder, ChunkStore, StoreError, StoredChunk};
 use futures::{AsyncReadExt, AsyncWriteExt};
@@ -38,6 +38,17 @@ pub(crate) enum ChunkRequest {
         disk: DiskId,
         addr: ChunkAddr,
     },
+    /// List the disk's chunks (the answer's payload is the JSON listing).
+    Scan {
+        disk: DiskId,
+    },
+    /// Record a file's new path in a folder's index.
+    Rename {
+        disk: DiskId,
+        folder: ChunkFolder,
+        file: FileId,
+        path: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -47,8 +58,13 @@ pub(crate) enum ChunkResponse {
     Chunk,
     Checked(Option<u64>),
     Deleted(bool),
-    /// Missing or corrupt on the peer.
+    /// The listing follows as the payload.
+    Scanned,
+    Renamed,
+    /// Corrupt on the peer (and, from nodes before `Missing` existed, also missing).
     Damaged(String),
+    /// Not on the peer.
+    Missing(String),
     /// Anything else the peer's store said.
     Failed(String),
 }
@@ -100,7 +116,9 @@ pub(crate) async fn read_frame<T: for<'de> Deserialize<'de>>(
 }
 
 fn store_reply(e: StoreError) -> ChunkResponse {
-    if e.is_chunk_damage() {
+    if matches!(e, StoreError::NotFound { .. }) {
+        ChunkResponse::Missing(e.to_string())
+    } else if e.is_chunk_damage() {
         ChunkResponse::Damaged(e.to_string())
     } else {
         ChunkResponse::Failed(e.to_string())
@@ -153,6 +171,20 @@ pub(crate) fn run_local(
             Ok(gone) => (ChunkResponse::Deleted(gone), Vec::new()),
             Err(e) => (store_reply(e), Vec::new()),
         },
+        ChunkRequest::Scan { disk } => match store.scan(&disk).map(|l| serde_json::to_vec(&l)) {
+            Ok(Ok(listing)) => (ChunkResponse::Scanned, listing),
+            Ok(Err(e)) => (ChunkResponse::Failed(e.to_string()), Vec::new()),
+            Err(e) => (store_reply(e), Vec::new()),
+        },
+        ChunkRequest::Rename {
+            disk,
+            folder,
+            file,
+            path,
+        } => match store.rename_file(&disk, &folder, file, &path) {
+            Ok(()) => (ChunkResponse::Renamed, Vec::new()),
+            Err(e) => (store_reply(e), Vec::new()),
+        },
     }
 }
 
@@ -162,11 +194,16 @@ pub(crate) fn reply_error(
     key_of: Option<&ChunkAddr>,
     reply: ChunkResponse,
 ) -> TransportError {
+    let (missing, reply) = match reply {
+        ChunkResponse::Missing(reason) => (true, ChunkResponse::Damaged(reason)),
+        other => (false, other),
+    };
     match reply {
         ChunkResponse::Damaged(reason) => match key_of {
             Some(addr) => TransportError::ChunkDamaged {
                 node: node.clone(),
                 key: addr.key,
+                missing,
                 reason,
             },
             None => TransportError::Remote {

@@ -20,9 +20,9 @@ pub use book::{BookEntry, PeerBook, PEER_BOOK_FILE_NAME};
 pub use identity::{load_or_create_identity, KEY_FILE_NAME};
 
 use crate::chunk::ChunkFile;
-use crate::ids::{DiskId, NodeId};
+use crate::ids::{DiskId, FileId, NodeId};
 use crate::net::{Transport, TransportError};
-use crate::store::{ChunkAddr, ChunkFolder, ChunkStore, StoredChunk};
+use crate::store::{ChunkAddr, ChunkFolder, ChunkStore, IndexedChunk, StoredChunk};
 use async_trait::async_trait;
 use chunks::{ChunkRequest, ChunkResponse, CHUNK_PROTOCOL};
 use futures::StreamExt;
@@ -951,6 +951,7 @@ impl Transport for P2pTransport {
                 ChunkFile::decode(&bytes).map_err(|e| TransportError::ChunkDamaged {
                     node: node.clone(),
                     key: addr.key,
+                    missing: false,
                     reason: format!("arrived damaged: {e}"),
                 })
             }
@@ -987,6 +988,43 @@ impl Transport for P2pTransport {
         match self.chunk_op(node, request, Vec::new()).await? {
             (ChunkResponse::Deleted(gone), _) => Ok(gone),
             (other, _) => Err(chunks::reply_error(node, Some(addr), other)),
+        }
+    }
+
+    async fn scan_disk(
+        &self,
+        node: &NodeId,
+        disk: &DiskId,
+    ) -> Result<Vec<IndexedChunk>, TransportError> {
+        let request = ChunkRequest::Scan { disk: disk.clone() };
+        match self.chunk_op(node, request, Vec::new()).await? {
+            (ChunkResponse::Scanned, listing) => {
+                serde_json::from_slice(&listing).map_err(|e| TransportError::Remote {
+                    node: node.clone(),
+                    reason: format!("malformed listing of disk {disk}: {e}"),
+                })
+            }
+            (other, _) => Err(chunks::reply_error(node, None, other)),
+        }
+    }
+
+    async fn rename_file(
+        &self,
+        node: &NodeId,
+        disk: &DiskId,
+        folder: &ChunkFolder,
+        file: FileId,
+        path: &str,
+    ) -> Result<(), TransportError> {
+        let request = ChunkRequest::Rename {
+            disk: disk.clone(),
+            folder: folder.clone(),
+            file,
+            path: path.to_owned(),
+        };
+        match self.chunk_op(node, request, Vec::new()).await? {
+            (ChunkResponse::Renamed, _) => Ok(()),
+            (other, _) => Err(chunks::reply_error(node, None, other)),
         }
     }
 

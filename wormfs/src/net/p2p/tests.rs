@@ -4,6 +4,7 @@ use crate::store::MemoryChunkStore;
 
 struct Node {
     transport: P2pTransport,
+    store: Arc<MemoryChunkStore>,
     _dir: tempfile::TempDir,
 }
 
@@ -22,11 +23,12 @@ async fn start(
         DiskId(format!("{name}-d0")),
         1 << 30,
     )]));
-    let transport = P2pTransport::start(config(name, keypair, listen, book, store))
+    let transport = P2pTransport::start(config(name, keypair, listen, book, store.clone()))
         .await
         .unwrap();
     Node {
         transport,
+        store,
         _dir: dir,
     }
 }
@@ -129,6 +131,28 @@ async fn pinned_peers_exchange_chunks_and_requests() {
             .unwrap(),
         Some(stored.size)
     );
+    // the peer's index lists the chunk, and records a rename
+    a.transport
+        .rename_file(&nb, &disk, &folder, c.header.key.file, "/renamed.mkv")
+        .await
+        .unwrap();
+    let listed = a.transport.scan_disk(&nb, &disk).await.unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (listed[0].key, listed[0].path.as_str()),
+        (c.header.key, "/renamed.mkv")
+    );
+    // a chunk that rotted on the peer is corrupt, not missing
+    assert!(b.store.corrupt(&disk, &stored.addr, 100));
+    let err = a
+        .transport
+        .read_chunk(&nb, &disk, &stored.addr)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TransportError::ChunkDamaged { missing: false, .. }),
+        "{err}"
+    );
     // a disk the peer does not have is the peer failing, not the chunk
     let err = a
         .transport
@@ -146,7 +170,10 @@ async fn pinned_peers_exchange_chunks_and_requests() {
         .read_chunk(&nb, &disk, &stored.addr)
         .await
         .unwrap_err();
-    assert!(matches!(err, TransportError::ChunkDamaged { .. }), "{err}");
+    assert!(
+        matches!(err, TransportError::ChunkDamaged { missing: true, .. }),
+        "{err}"
+    );
 
     b.transport.serve(
         "echo",

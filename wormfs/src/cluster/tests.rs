@@ -1,0 +1,674 @@
+//! A cluster in one process: N nodes over an [`InProcessHub`], each with a memory chunk
+//! store, its own temporary SQLite files and the real Raft, elections, heartbeats,
+//! forwarding and [`ClusterStore`] — only the network is the hub, whose fault hooks
+//! partition, cut, delay, lose and duplicate messages, and whose `leave`/`join` crash and
+//! restart a node. Randomized fault schedules run from a seed printed on failure
+//! (`WORMFS_FAULT_SEED=N` replays one).
+
+use super::*;
+use crate::ids::{DiskId, FileId};
+use crate::meta::{DiskInfo, MetadataOp, NodeInfo};
+use crate::net::InProcessHub;
+use crate::node::{CreateKind, NodeFs};
+use crate::placement::SpreadPlacement;
+use crate::policy::{PolicySet, StoragePolicy};
+use crate::store::MemoryChunkStore;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Bytes in a stripe of the fixture's policy (2+1): large enough not to be kept inline.
+const STRIPE: usize = 2 * 16384;
+
+/// How long the fixture waits for a condition before the test fails.
+const PATIENCE: Duration = Duration::from_secs(40);
+
+fn settings() -> ClusterSettings {
+    ClusterSettings {
+        // not used: the nodes talk over the hub
+        p2p_listen: "127.0.0.1:0".parse().unwrap(),
+        peers: Vec::new(),
+        bootstrap: false,
+        heartbeat_interval: Duration::from_millis(100),
+        offline_after: 4,
+        election_timeout: Duration::from_millis(500),
+        snapshot_after: 64,
+        keep_log_entries: 16,
+    }
+}
+
+/// One node of the fixture: what survives a crash (its directory and its disks), and the
+/// running parts when it is up.
+struct TestNode {
+    name: NodeId,
+    raft_id: RaftNodeId,
+    dir: PathBuf,
+    disks: Arc<MemoryChunkStore>,
+    up: Option<Running>,
+}
+
+struct Running {
+    cluster: Arc<Cluster>,
+    fs: Arc<NodeFs>,
+}
+
+impl TestNode {
+    fn member(&self) -> Member {
+        Member {
+            name: self.name.0.clone(),
+            p2p_addr: format!("in-process:{}", self.name),
+            rpc_addr: format!("in-process:{}", self.name),
+            peer_id: String::new(),
+        }
+    }
+
+    fn fs(&self) -> &Arc<NodeFs> {
+        &self.up.as_ref().expect("node is up").fs
+    }
+
+    fn cluster(&self) -> &Arc<Cluster> {
+        &self.up.as_ref().expect("node is up").cluster
+    }
+}
+
+/// Which node led in which term, as each node saw itself (the "one master per term" check).
+type Leaders = Arc<Mutex<BTreeMap<u64, BTreeSet<NodeId>>>>;
+
+struct Fixture {
+    hub: InProcessHub,
+    _tmp: tempfile::TempDir,
+    nodes: Vec<TestNode>,
+    leaders: Leaders,
+}
+
+impl Fixture {
+    /// Starts `n` nodes with two memory disks each and forms the cluster from all of them.
+    async fn start(n: usize) -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let hub = InProcessHub::new();
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let name = NodeId(format!("n{i}"));
+            let dir = tmp.path().join(&name.0);
+            std::fs::create_dir(&dir).unwrap();
+            let disks = Arc::new(MemoryChunkStore::new(&[
+                (DiskId(format!("{name}-d0")), 1 << 30),
+                (DiskId(format!("{name}-d1")), 1 << 30),
+            ]));
+            nodes.push(TestNode {
+                name,
+                raft_id: i as u64 + 1,
+                dir,
+                disks,
+                up: None,
+            });
+        }
+        let mut f = Fixture {
+            hub,
+            _tmp: tmp,
+            nodes,
+            leaders: Arc::default(),
+        };
+        for i in 0..n {
+            f.boot(i).await;
+        }
+        let members: BTreeMap<RaftNodeId, Member> =
+            f.nodes.iter().map(|t| (t.raft_id, t.member())).collect();
+        f.nodes[0]
+            .cluster()
+            .raft
+            .initialize(members)
+            .await
+            .expect("form the cluster");
+        f.wait_for_master(&f.names()).await;
+        // every node records itself and its disks, as a node process does at start
+        for i in 0..n {
+            let t = &f.nodes[i];
+            let log = t.fs().log().clone();
+            log.submit(MetadataOp::UpsertNode(NodeInfo {
+                id: t.name.clone(),
+                address: t.member().rpc_addr,
+            }))
+            .await
+            .unwrap()
+            .unwrap();
+            for d in t.disks.disks().unwrap() {
+                log.submit(MetadataOp::UpsertDisk(DiskInfo {
+                    id: d.disk,
+                    node: t.name.clone(),
+                    path: String::new(),
+                    total: d.total,
+                    free: d.free,
+                }))
+                .await
+                .unwrap()
+                .unwrap();
+            }
+        }
+        // placement needs every node's disks, which it learns from heartbeats
+        f.wait_until("every node hears every other", |f| {
+            f.nodes.iter().all(|t| {
+                f.nodes.iter().filter(|o| o.name != t.name).all(|o| {
+                    t.cluster()
+                        .heartbeats
+                        .get(&o.name)
+                        .is_some_and(|p| p.online)
+                })
+            })
+        })
+        .await;
+        f
+    }
+
+    /// Starts node `i` from what it has on disk, as a restarted process does.
+    async fn boot(&mut self, i: usize) {
+        let t = &self.nodes[i];
+        let local: Arc<dyn ChunkStore> = t.disks.clone();
+        let transport: Arc<dyn Transport> = Arc::new(self.hub.join(t.name.clone(), local.clone()));
+        let meta = Arc::new(MetaStore::open(&t.dir.join("meta.sqlite")).unwrap());
+        let cluster = Cluster::start_on(
+            ClusterNet {
+                transport: transport.clone(),
+                p2p: None,
+                raft_id: t.raft_id,
+                me: t.member(),
+            },
+            &t.dir,
+            meta.clone(),
+            local.clone(),
+            settings(),
+        )
+        .await
+        .expect("start the node");
+        let cluster = Arc::new(cluster);
+        let store = Arc::new(
+            ClusterStore::new(
+                t.name.clone(),
+                local,
+                transport,
+                cluster.heartbeats.clone(),
+                meta.clone(),
+            )
+            .with_membership(cluster.raft.clone()),
+        );
+        let policies = PolicySet::single(
+            "t",
+            StoragePolicy {
+                k: 2,
+                m: 1,
+                stripe_size: STRIPE as u64,
+            },
+        );
+        let fs = Arc::new(
+            NodeFs::new(
+                t.name.clone(),
+                store,
+                Arc::new(cluster.log()),
+                meta,
+                policies,
+                Arc::new(SpreadPlacement),
+            )
+            .with_liveness(cluster.clone()),
+        );
+        // each node reports the terms in which it led
+        let (leaders, name, raft_id) = (self.leaders.clone(), t.name.clone(), t.raft_id);
+        let mut metrics = cluster.raft.metrics();
+        tokio::spawn(async move {
+            loop {
+                let (term, leader) = {
+                    let m = metrics.borrow();
+                    (m.current_term, m.current_leader)
+                };
+                if leader == Some(raft_id) {
+                    leaders
+                        .lock()
+                        .unwrap()
+                        .entry(term)
+                        .or_default()
+                        .insert(name.clone());
+                }
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        self.nodes[i].up = Some(Running { cluster, fs });
+    }
+
+    /// Crashes node `i`: it leaves the hub (calls to it fail, its handlers go) and its
+    /// Raft and tasks stop; its SQLite files and disks stay for [`Fixture::boot`].
+    async fn crash(&mut self, i: usize) {
+        let name = self.nodes[i].name.clone();
+        self.hub.leave(&name);
+        if let Some(r) = self.nodes[i].up.take() {
+            r.cluster.shutdown().await;
+        }
+    }
+
+    /// Boots every node that is down.
+    async fn restart_crashed(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].up.is_none() {
+                self.boot(i).await;
+                eprintln!("  restarted {}", self.nodes[i].name);
+            }
+        }
+    }
+
+    fn names(&self) -> Vec<NodeId> {
+        self.nodes.iter().map(|t| t.name.clone()).collect()
+    }
+
+    fn up(&self) -> impl Iterator<Item = (usize, &TestNode)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.up.is_some())
+    }
+
+    /// Polls `cond` until it holds, failing the test after [`PATIENCE`].
+    async fn wait_until(&self, what: &str, cond: impl Fn(&Fixture) -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while !cond(self) {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until one of `among` leads and every node of `among` that is up knows it.
+    async fn wait_for_master(&self, among: &[NodeId]) -> NodeId {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let seen: BTreeSet<Option<String>> = self
+                .up()
+                .filter(|(_, t)| among.contains(&t.name))
+                .map(|(_, t)| t.cluster().leader().map(|m| m.name))
+                .collect();
+            if let [Some(name)] = seen.iter().collect::<Vec<_>>()[..] {
+                if among.iter().any(|n| n.0 == *name) {
+                    return NodeId(name.clone());
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no master known to all of {among:?} (they see {seen:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn index_of(&self, name: &NodeId) -> usize {
+        self.nodes.iter().position(|t| t.name == *name).unwrap()
+    }
+
+    /// Writes `/name` through node `i`: `Ok` only when every stripe was acknowledged.
+    async fn write(&self, i: usize, name: &str, data: &[u8]) -> Result<(), String> {
+        let fs = self.nodes[i].fs();
+        let a = fs
+            .create(FileId::ROOT, name, CreateKind::File, 0o644, 0, 0)
+            .await
+            .map_err(|e| format!("create {name} on {}: {e}", self.nodes[i].name))?;
+        for (s, piece) in data.chunks(STRIPE).enumerate() {
+            fs.write_stripe(a.ino, s as u64, piece.to_vec())
+                .await
+                .map_err(|e| format!("stripe {s} of {name} on {}: {e}", self.nodes[i].name))?;
+        }
+        Ok(())
+    }
+
+    /// Reads `/name` whole through node `i`.
+    async fn read(&self, i: usize, name: &str) -> Result<Vec<u8>, String> {
+        let fs = self.nodes[i].fs();
+        let a = fs
+            .lookup(FileId::ROOT, name)
+            .map_err(|e| format!("lookup {name} on {}: {e}", self.nodes[i].name))?;
+        let mut out = Vec::new();
+        for s in 0..a.size.div_ceil(STRIPE as u64) {
+            let bytes = fs
+                .read_stripe(a.ino, s)
+                .await
+                .map_err(|e| format!("stripe {s} of {name} on {}: {e}", self.nodes[i].name))?
+                .unwrap_or_else(|| vec![0; STRIPE]);
+            out.extend(bytes);
+        }
+        out.truncate(a.size as usize);
+        Ok(out)
+    }
+
+    /// What a node's metadata says about the files of `/`: names, sizes and stripes.
+    fn state_of(&self, i: usize) -> Vec<(String, u64, Vec<crate::meta::StripeRecord>)> {
+        let meta = self.nodes[i].fs().meta();
+        let mut out: Vec<_> = meta
+            .readdir(FileId::ROOT)
+            .unwrap()
+            .into_iter()
+            .map(|e| {
+                let attr = meta.attr(e.ino).unwrap().unwrap();
+                (e.name, attr.size, meta.stripes(e.ino).unwrap())
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Waits until every node that is up has applied the same log and holds the same files.
+    async fn wait_converged(&self) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let applied: BTreeSet<u64> = self
+                .up()
+                .map(|(_, t)| t.fs().meta().last_applied().unwrap())
+                .collect();
+            let states: Vec<_> = self.up().map(|(i, _)| self.state_of(i)).collect();
+            if applied.len() == 1 && states.windows(2).all(|w| w[0] == w[1]) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the nodes' metadata did not converge: applied {applied:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every chunk the metadata of node `i` references is on the disk it names.
+    fn check_no_referenced_chunk_is_gone(&self, i: usize) {
+        let fs = self.nodes[i].fs();
+        let meta = fs.meta();
+        for e in meta.readdir(FileId::ROOT).unwrap() {
+            let attr = meta.attr(e.ino).unwrap().unwrap();
+            let Some(layout) = attr.layout.clone() else {
+                continue;
+            };
+            for s in meta.stripes(e.ino).unwrap() {
+                for c in &s.chunks {
+                    let addr = crate::engine::chunk_addr(e.ino, &layout, &s, c.index);
+                    let holder = &self.nodes[self.index_of(&c.node)];
+                    assert!(
+                        holder.disks.check_chunk(&c.disk, &addr).unwrap().is_some(),
+                        "{}: chunk {} of stripe {} is referenced but gone from {}/{}",
+                        e.name,
+                        c.index,
+                        s.index,
+                        c.node,
+                        c.disk
+                    );
+                }
+            }
+        }
+    }
+
+    /// No term had two masters.
+    fn check_one_master_per_term(&self) {
+        for (term, who) in self.leaders.lock().unwrap().iter() {
+            assert!(who.len() <= 1, "term {term} had two masters: {who:?}");
+        }
+    }
+
+    async fn stop(mut self) {
+        for i in 0..self.nodes.len() {
+            self.crash(i).await;
+        }
+    }
+}
+
+/// Patterned bytes that differ per file and per position.
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|b| ((b as u64).wrapping_mul(31) ^ seed.wrapping_mul(0x9e37_79b9)) as u8)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_in_one_process_write_through_any_node_and_agree() {
+    let f = Fixture::start(3).await;
+    let data = pattern(1, 3 * STRIPE + 100);
+    let master = f.wait_for_master(&f.names()).await;
+    let follower = (f.index_of(&master) + 1) % 3;
+    f.write(follower, "a", &data).await.unwrap();
+    f.wait_converged().await;
+    for i in 0..3 {
+        assert_eq!(f.read(i, "a").await.unwrap(), data, "read on n{i}");
+    }
+    // chunks went to distinct nodes: a 2+1 stripe on three nodes touches each once
+    let (_, stripes) = f.nodes[0].fs().file_layout("/a").unwrap();
+    for s in stripes.iter().filter(|s| s.inline.is_none()) {
+        let nodes: BTreeSet<_> = s.chunks.iter().map(|c| c.node.clone()).collect();
+        assert_eq!(nodes.len(), 3, "stripe {} on {nodes:?}", s.index);
+    }
+    f.check_no_referenced_chunk_is_gone(0);
+    f.check_one_master_per_term();
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_isolated_master_is_replaced_and_its_writes_are_not_acknowledged() {
+    let f = Fixture::start(3).await;
+    let old = f.wait_for_master(&f.names()).await;
+    let o = f.index_of(&old);
+    let rest: Vec<NodeId> = f.names().into_iter().filter(|n| *n != old).collect();
+    f.hub.partition(&[vec![old.clone()], rest.clone()]);
+    let new = f.wait_for_master(&rest).await;
+    assert_ne!(new, old);
+    // the majority side takes writes; the old master cannot have one acknowledged
+    let data = pattern(2, 2 * STRIPE);
+    f.write(f.index_of(&new), "majority", &data).await.unwrap();
+    let lost = f.write(o, "minority", &pattern(3, STRIPE)).await;
+    assert!(
+        lost.is_err(),
+        "a write on the cut-off master was acknowledged"
+    );
+    f.hub.heal();
+    f.wait_converged().await;
+    for i in 0..3 {
+        assert_eq!(f.read(i, "majority").await.unwrap(), data, "read on n{i}");
+    }
+    f.check_no_referenced_chunk_is_gone(0);
+    f.check_one_master_per_term();
+    f.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_follower_restarts_from_its_files_and_catches_up() {
+    let mut f = Fixture::start(3).await;
+    let master = f.wait_for_master(&f.names()).await;
+    let victim = (f.index_of(&master) + 1) % 3;
+    let before = pattern(4, STRIPE + 1);
+    f.write(victim, "before", &before).await.unwrap();
+    f.crash(victim).await;
+    // more than a snapshot's worth of log while it is down: it catches up by snapshot
+    let m = f.index_of(&master);
+    for n in 0..(settings().snapshot_after / 4 + 2) {
+        let d = pattern(100 + n, 100);
+        let _ = f.nodes[m]
+            .fs()
+            .create(
+                FileId::ROOT,
+                &format!("s{n}"),
+                CreateKind::File,
+                0o644,
+                0,
+                0,
+            )
+            .await
+            .unwrap();
+        f.write(m, &format!("w{n}"), &d).await.unwrap();
+    }
+    f.boot(victim).await;
+    f.wait_converged().await;
+    assert_eq!(f.read(victim, "before").await.unwrap(), before);
+    assert_eq!(f.read(victim, "w0").await.unwrap(), pattern(100, 100));
+    f.check_one_master_per_term();
+    f.stop().await;
+}
+
+/// The ChunkStore conformance suite, run on a node's [`ClusterStore`]: its disks are its
+/// own and the other nodes' (those calls cross the hub).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_store_conforms_to_the_chunk_store_suite() {
+    let f = Fixture::start(3).await;
+    let store = f.nodes[0].fs().store().clone();
+    let holders: Vec<(DiskId, Arc<MemoryChunkStore>)> = f
+        .nodes
+        .iter()
+        .flat_map(|t| {
+            t.disks
+                .disks()
+                .unwrap()
+                .into_iter()
+                .map(|d| (d.disk, t.disks.clone()))
+        })
+        .collect();
+    // in the order the store lists them, which the suite checks
+    let disks: Vec<DiskId> = store.disks().unwrap().into_iter().map(|d| d.disk).collect();
+    assert_eq!(disks.len(), 6, "{disks:?}");
+    assert!(
+        !holders[0]
+            .1
+            .disks()
+            .unwrap()
+            .iter()
+            .any(|d| d.disk == disks[2]),
+        "the suite's third disk is remote"
+    );
+    tokio::task::spawn_blocking(move || {
+        let corrupt = |d: &DiskId, a: &crate::store::ChunkAddr| {
+            let (_, s) = holders.iter().find(|(x, _)| x == d).unwrap();
+            assert!(s.corrupt(d, a, 200));
+        };
+        crate::store::conformance::run(&crate::store::conformance::Subject {
+            store: store.as_ref(),
+            disks,
+            corrupt: &corrupt,
+        });
+    })
+    .await
+    .unwrap();
+    f.stop().await;
+}
+
+/// Randomized fault schedules: partitions, one-way cuts, lost, delayed and duplicated
+/// messages, crashes and restarts, with writes through random nodes in between. After the
+/// faults end, every acknowledged write reads back exact on every node, the metadata of
+/// every node is the same, no referenced chunk is gone, and no term had two masters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn randomized_fault_schedules_keep_the_invariants() {
+    let seed: u64 = std::env::var("WORMFS_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_2026);
+    eprintln!("fault schedule seed {seed} (replay with WORMFS_FAULT_SEED={seed})");
+    let outcome = tokio::spawn(run_schedule(seed, 12)).await;
+    if let Err(e) = outcome {
+        panic!("the fault schedule with seed {seed} failed (replay with WORMFS_FAULT_SEED={seed}): {e}");
+    }
+}
+
+/// A small deterministic generator (xorshift64*) for the schedule.
+struct Dice(u64);
+
+impl Dice {
+    fn below(&mut self, n: u64) -> u64 {
+        let mut x = self.0.max(1);
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) % n
+    }
+}
+
+async fn run_schedule(seed: u64, steps: usize) {
+    let mut f = Fixture::start(3).await;
+    f.hub.seed(seed);
+    let mut dice = Dice(seed);
+    let mut acked: Vec<(String, Vec<u8>)> = Vec::new();
+    let names = f.names();
+    for step in 0..steps {
+        let fault = dice.below(7);
+        let who = dice.below(3) as usize;
+        let what = match fault {
+            0 => {
+                f.hub.partition(&[
+                    vec![names[who].clone()],
+                    names
+                        .iter()
+                        .filter(|n| **n != names[who])
+                        .cloned()
+                        .collect(),
+                ]);
+                format!("partition {} from the others", names[who])
+            }
+            1 => {
+                let to = (who + 1 + dice.below(2) as usize) % 3;
+                f.hub.cut(&names[who], &names[to]);
+                format!("cut {} -> {}", names[who], names[to])
+            }
+            2 => {
+                f.hub.set_loss(50);
+                "lose 5% of messages".to_owned()
+            }
+            3 => {
+                f.hub.set_delay(Duration::from_millis(5 + dice.below(40)));
+                "delay every message".to_owned()
+            }
+            4 => {
+                f.hub.set_duplicates(200, "");
+                "deliver 20% of messages twice".to_owned()
+            }
+            5 if f.up().count() == 3 => {
+                f.crash(who).await;
+                format!("crash {}", names[who])
+            }
+            _ => {
+                f.hub.heal();
+                "heal".to_owned()
+            }
+        };
+        eprintln!("seed {seed} step {step}: {what}");
+        // a write through each node that is up; some fail while the faults last
+        for (i, _) in f.up().collect::<Vec<_>>() {
+            let name = format!("f{step}-{i}");
+            let data = pattern(
+                seed ^ (step as u64 * 8 + i as u64),
+                STRIPE + 1 + dice.below(STRIPE as u64) as usize,
+            );
+            match tokio::time::timeout(Duration::from_secs(12), f.write(i, &name, &data)).await {
+                Ok(Ok(())) => acked.push((name, data)),
+                Ok(Err(e)) => eprintln!("  not acknowledged: {e}"),
+                Err(_) => eprintln!("  not acknowledged within 12 s: {name}"),
+            }
+        }
+        // a crashed node comes back on the next heal
+        if what == "heal" {
+            f.restart_crashed().await;
+        }
+    }
+    f.hub.heal();
+    f.restart_crashed().await;
+    f.wait_for_master(&names).await;
+    f.wait_converged().await;
+    assert!(
+        !acked.is_empty(),
+        "no write was acknowledged in {steps} steps"
+    );
+    for (name, data) in &acked {
+        for i in 0..3 {
+            let got = f.read(i, name).await.unwrap();
+            assert!(
+                got == *data,
+                "acknowledged {name} reads back different on n{i}"
+            );
+        }
+    }
+    for i in 0..3 {
+        f.check_no_referenced_chunk_is_gone(i);
+    }
+    f.check_one_master_per_term();
+    eprintln!(
+        "seed {seed}: {} writes acknowledged, all read back",
+        acked.len()
+    );
+    f.stop().await;
+}
