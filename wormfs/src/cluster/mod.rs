@@ -126,6 +126,9 @@ pub struct Cluster {
     /// The local metadata copy.
     pub meta: Arc<MetaStore>,
     local: Arc<dyn ChunkStore>,
+    /// Read by the in-process tests' failure reports.
+    #[cfg_attr(not(test), allow(dead_code))]
+    contact: Arc<Contact>,
     admin: Admin,
     settings: ClusterSettings,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -230,6 +233,7 @@ impl Cluster {
                 .validate()
                 .map_err(|e| ClusterError::Raft(e.to_string()))?,
         );
+        let log_reader = log_store.clone();
         let raft = Raft::new(
             raft_id,
             config,
@@ -245,7 +249,13 @@ impl Cluster {
             contact.abstain();
         }
         serve_raft(transport.as_ref(), raft.clone(), contact.clone());
-        election::serve_prevote(transport.as_ref(), raft.clone(), contact.clone(), timing);
+        election::serve_prevote(
+            transport.as_ref(),
+            raft.clone(),
+            log_reader.clone(),
+            contact.clone(),
+            timing,
+        );
 
         let heartbeats = Arc::new(Heartbeats::new(
             settings.heartbeat_interval,
@@ -312,6 +322,7 @@ impl Cluster {
             heartbeats,
             meta,
             admin,
+            contact: contact.clone(),
             local: local.clone(),
             settings,
             tasks: Vec::new(),
@@ -327,6 +338,7 @@ impl Cluster {
         )));
         cluster.tasks.push(tokio::spawn(election::drive_elections(
             cluster.raft.clone(),
+            log_reader,
             raft_id,
             cluster.transport.clone(),
             contact,

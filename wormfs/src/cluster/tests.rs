@@ -80,6 +80,8 @@ struct Fixture {
     _tmp: tempfile::TempDir,
     nodes: Vec<TestNode>,
     leaders: Leaders,
+    /// The terms in which each node campaigned.
+    campaigns: Leaders,
 }
 
 impl Fixture {
@@ -109,6 +111,7 @@ impl Fixture {
             _tmp: tmp,
             nodes,
             leaders: Arc::default(),
+            campaigns: Arc::default(),
         };
         for i in 0..n {
             f.boot(i).await;
@@ -211,17 +214,26 @@ impl Fixture {
             )
             .with_liveness(cluster.clone()),
         );
-        // each node reports the terms in which it led
-        let (leaders, name, raft_id) = (self.leaders.clone(), t.name.clone(), t.raft_id);
+        // each node reports the terms in which it led, and those in which it campaigned
+        let (leaders, campaigns) = (self.leaders.clone(), self.campaigns.clone());
+        let (name, raft_id) = (t.name.clone(), t.raft_id);
         let mut metrics = cluster.raft.metrics();
         tokio::spawn(async move {
             loop {
-                let (term, leader) = {
+                let (term, leader, candidate) = {
                     let m = metrics.borrow();
-                    (m.current_term, m.current_leader)
+                    (m.current_term, m.current_leader, m.state.is_candidate())
                 };
                 if leader == Some(raft_id) {
                     leaders
+                        .lock()
+                        .unwrap()
+                        .entry(term)
+                        .or_default()
+                        .insert(name.clone());
+                }
+                if candidate {
+                    campaigns
                         .lock()
                         .unwrap()
                         .entry(term)
@@ -251,7 +263,6 @@ impl Fixture {
         for i in 0..self.nodes.len() {
             if self.nodes[i].up.is_none() {
                 self.boot(i).await;
-                eprintln!("  restarted {}", self.nodes[i].name);
             }
         }
     }
@@ -292,10 +303,37 @@ impl Fixture {
             }
             assert!(
                 Instant::now() < deadline,
-                "no master known to all of {among:?} (they see {seen:?})"
+                "no master known to all of {among:?} (they see {seen:?}): {}",
+                self.describe()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Each node's Raft state, for a failure message.
+    fn describe(&self) -> String {
+        self.up()
+            .map(|(_, t)| {
+                let m = t.cluster().raft.metrics().borrow().clone();
+                let c = t.cluster();
+                format!(
+                    "{}: {:?} term {} vote {} last log {:?} applied {:?} leader {:?} \
+                     quorum ack {:?} ms ago, quiet {:?}, abstains {}, tasks running {}",
+                    t.name,
+                    m.state,
+                    m.current_term,
+                    m.vote,
+                    m.last_log_index,
+                    m.last_applied.map(|l| l.index),
+                    m.current_leader,
+                    m.millis_since_quorum_ack,
+                    c.contact.quiet(),
+                    c.contact.abstains(m.last_applied.map(|l| l.index)),
+                    c.tasks.iter().filter(|t| !t.is_finished()).count()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 
     fn index_of(&self, name: &NodeId) -> usize {
@@ -503,6 +541,62 @@ async fn a_crashed_follower_restarts_from_its_files_and_catches_up() {
     f.stop().await;
 }
 
+/// A follower that missed writes and a master that dies: the follower's pre-vote is refused
+/// by the up-to-date node (its log is behind), so it never campaigns, and the up-to-date node
+/// is elected. Before the pre-vote compared logs, the lagging node campaigned at every turn
+/// and each of its same-term votes made the other candidate give up: no master for 40 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_log_is_behind_does_not_campaign_and_the_up_to_date_one_is_elected() {
+    let mut f = Fixture::start(3).await;
+    let master = f.wait_for_master(&f.names()).await;
+    let m = f.index_of(&master);
+    // the highest raft id lags: openraft prefers it in a same-term tie
+    let lag = (0..3).filter(|i| *i != m).max().unwrap();
+    let ahead = 3 - m - lag;
+    f.hub.set_unreachable(&f.nodes[lag].name, true);
+    for n in 0..3 {
+        f.write(m, &format!("missed{n}"), &pattern(n, STRIPE + 1))
+            .await
+            .unwrap();
+    }
+    let started_at = Instant::now();
+    f.crash(m).await;
+    f.hub.set_unreachable(&f.nodes[lag].name, false);
+    let survivors = vec![f.nodes[lag].name.clone(), f.nodes[ahead].name.clone()];
+    let term_before = f.nodes[ahead]
+        .cluster()
+        .raft
+        .metrics()
+        .borrow()
+        .current_term;
+    let new = f.wait_for_master(&survivors).await;
+    assert_eq!(
+        new, f.nodes[ahead].name,
+        "the node with the whole log leads"
+    );
+    eprintln!("a master after {:.1} s", started_at.elapsed().as_secs_f64());
+    let lagging_campaigns: Vec<u64> = f
+        .campaigns
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(term, who)| **term > term_before && who.contains(&f.nodes[lag].name))
+        .map(|(term, _)| *term)
+        .collect();
+    assert!(
+        lagging_campaigns.is_empty(),
+        "the lagging node campaigned in terms {lagging_campaigns:?}"
+    );
+    // the lagging node catches up from the new master
+    f.wait_converged().await;
+    assert_eq!(
+        f.read(lag, "missed2").await.unwrap(),
+        pattern(2, STRIPE + 1)
+    );
+    f.check_one_master_per_term();
+    f.stop().await;
+}
+
 /// The ChunkStore conformance suite, run on a node's [`ClusterStore`]: its disks are its
 /// own and the other nodes' (those calls cross the hub).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -548,21 +642,63 @@ async fn the_cluster_store_conforms_to_the_chunk_store_suite() {
     f.stop().await;
 }
 
-/// Randomized fault schedules: partitions, one-way cuts, lost, delayed and duplicated
-/// messages, crashes and restarts, with writes through random nodes in between. After the
+/// Randomized fault schedules: partitions, cut links, lost, delayed and duplicated
+/// messages, crashes and restarts, with writes through every node in between. After the
 /// faults end, every acknowledged write reads back exact on every node, the metadata of
 /// every node is the same, no referenced chunk is gone, and no term had two masters.
+///
+/// `WORMFS_FAULT_SCHEDULES` sets how many schedules run (default 200, several at a time),
+/// `WORMFS_FAULT_SEED` replays one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn randomized_fault_schedules_keep_the_invariants() {
-    let seed: u64 = std::env::var("WORMFS_FAULT_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_2026);
-    eprintln!("fault schedule seed {seed} (replay with WORMFS_FAULT_SEED={seed})");
-    let outcome = tokio::spawn(run_schedule(seed, 12)).await;
-    if let Err(e) = outcome {
-        panic!("the fault schedule with seed {seed} failed (replay with WORMFS_FAULT_SEED={seed}): {e}");
+    let env = |k: &str| std::env::var(k).ok().and_then(|s| s.parse::<u64>().ok());
+    let seeds: Vec<u64> = match env("WORMFS_FAULT_SEED") {
+        Some(seed) => vec![seed],
+        None => (0..env("WORMFS_FAULT_SCHEDULES").unwrap_or(200))
+            .map(|n| 0x5eed_0000 + n)
+            .collect(),
+    };
+    let started = Instant::now();
+    let at_once = Arc::new(tokio::sync::Semaphore::new(24));
+    let mut runs = Vec::new();
+    for seed in seeds.iter().copied() {
+        let permit = at_once.clone().acquire_owned().await.unwrap();
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
+        let l = log.clone();
+        let run = tokio::spawn(async move {
+            let acked = run_schedule(seed, 6, l).await;
+            drop(permit);
+            acked
+        });
+        runs.push((seed, log, run));
     }
+    let mut acked = 0;
+    let replay = seeds.len() == 1;
+    for (seed, log, run) in runs {
+        match run.await {
+            Ok(n) if replay => {
+                acked += n;
+                for line in log.lock().unwrap().iter() {
+                    eprintln!("{line}");
+                }
+            }
+            Ok(n) => acked += n,
+            Err(e) => {
+                for line in log.lock().unwrap().iter() {
+                    eprintln!("{line}");
+                }
+                panic!(
+                    "the fault schedule with seed {seed} failed (replay it with \
+                     WORMFS_FAULT_SEED={seed}): {e}"
+                );
+            }
+        }
+    }
+    eprintln!(
+        "{} fault schedules in {:.1} s: {acked} writes acknowledged, all read back",
+        seeds.len(),
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// A small deterministic generator (xorshift64*) for the schedule.
@@ -579,16 +715,28 @@ impl Dice {
     }
 }
 
-async fn run_schedule(seed: u64, steps: usize) {
+/// How long a write in a schedule may take before the client gives up on it (it then
+/// counts as not acknowledged, whatever became of it).
+const SCHEDULE_WRITE_PATIENCE: Duration = Duration::from_millis(1500);
+
+/// Runs one schedule of `steps` faults from `seed`, logging to `log`; returns how many
+/// writes were acknowledged (and read back).
+async fn run_schedule(seed: u64, steps: usize, log: Arc<Mutex<Vec<String>>>) -> usize {
+    let say = |line: String| log.lock().unwrap().push(line);
+    let started = Instant::now();
     let mut f = Fixture::start(3).await;
+    say(format!(
+        "started at {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
     f.hub.seed(seed);
     let mut dice = Dice(seed);
     let mut acked: Vec<(String, Vec<u8>)> = Vec::new();
     let names = f.names();
     for step in 0..steps {
-        let fault = dice.below(7);
         let who = dice.below(3) as usize;
-        let what = match fault {
+        let other = (who + 1 + dice.below(2) as usize) % 3;
+        let what = match dice.below(8) {
             0 => {
                 f.hub.partition(&[
                     vec![names[who].clone()],
@@ -601,58 +749,93 @@ async fn run_schedule(seed: u64, steps: usize) {
                 format!("partition {} from the others", names[who])
             }
             1 => {
-                let to = (who + 1 + dice.below(2) as usize) % 3;
-                f.hub.cut(&names[who], &names[to]);
-                format!("cut {} -> {}", names[who], names[to])
+                f.hub.cut(&names[who], &names[other]);
+                f.hub.cut(&names[other], &names[who]);
+                format!("cut the link {} - {}", names[who], names[other])
             }
             2 => {
+                f.hub.cut(&names[who], &names[other]);
+                format!("cut the link {} -> {} one way", names[who], names[other])
+            }
+            3 => {
                 f.hub.set_loss(50);
                 "lose 5% of messages".to_owned()
             }
-            3 => {
-                f.hub.set_delay(Duration::from_millis(5 + dice.below(40)));
+            4 => {
+                f.hub.set_delay(Duration::from_millis(1 + dice.below(20)));
                 "delay every message".to_owned()
             }
-            4 => {
+            5 => {
                 f.hub.set_duplicates(200, "");
                 "deliver 20% of messages twice".to_owned()
             }
-            5 if f.up().count() == 3 => {
+            6 if f.up().count() == 3 => {
                 f.crash(who).await;
                 format!("crash {}", names[who])
             }
             _ => {
                 f.hub.heal();
-                "heal".to_owned()
+                f.restart_crashed().await;
+                "heal, restart what crashed".to_owned()
             }
         };
-        eprintln!("seed {seed} step {step}: {what}");
-        // a write through each node that is up; some fail while the faults last
-        for (i, _) in f.up().collect::<Vec<_>>() {
-            let name = format!("f{step}-{i}");
-            let data = pattern(
-                seed ^ (step as u64 * 8 + i as u64),
-                STRIPE + 1 + dice.below(STRIPE as u64) as usize,
-            );
-            match tokio::time::timeout(Duration::from_secs(12), f.write(i, &name, &data)).await {
+        say(format!(
+            "seed {seed} step {step} at {:.1} s: {what}",
+            started.elapsed().as_secs_f64()
+        ));
+        // a write through each node that is up, at once; some fail while the faults last
+        let writes: Vec<_> = f
+            .up()
+            .map(|(i, _)| {
+                let name = format!("f{step}-{i}");
+                let len = STRIPE + 1 + dice.below(STRIPE as u64) as usize;
+                let data = pattern(seed ^ (step as u64 * 8 + i as u64), len);
+                (i, name, data)
+            })
+            .collect();
+        let outcomes = futures::future::join_all(writes.iter().map(|(i, name, data)| {
+            tokio::time::timeout(SCHEDULE_WRITE_PATIENCE, f.write(*i, name, data))
+        }))
+        .await;
+        for ((_, name, data), outcome) in writes.into_iter().zip(outcomes) {
+            match outcome {
                 Ok(Ok(())) => acked.push((name, data)),
-                Ok(Err(e)) => eprintln!("  not acknowledged: {e}"),
-                Err(_) => eprintln!("  not acknowledged within 12 s: {name}"),
+                Ok(Err(e)) => say(format!("  not acknowledged: {e}")),
+                Err(_) => say(format!(
+                    "  {name} not acknowledged within {SCHEDULE_WRITE_PATIENCE:?}"
+                )),
             }
-        }
-        // a crashed node comes back on the next heal
-        if what == "heal" {
-            f.restart_crashed().await;
         }
     }
     f.hub.heal();
     f.restart_crashed().await;
+    say(format!(
+        "healed at {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
     f.wait_for_master(&names).await;
+    say(format!(
+        "a master at {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
+    // a write after the faults: the cluster works again
+    let last = pattern(seed, STRIPE + 7);
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match f.write(0, "after", &last).await {
+            Ok(()) => break,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no write succeeds after the faults: {e}"
+                );
+                // a create that failed half way left the name taken
+                let _ = f.nodes[0].fs().unlink(FileId::ROOT, "after").await;
+            }
+        }
+    }
+    acked.push(("after".to_owned(), last));
     f.wait_converged().await;
-    assert!(
-        !acked.is_empty(),
-        "no write was acknowledged in {steps} steps"
-    );
     for (name, data) in &acked {
         for i in 0..3 {
             let got = f.read(i, name).await.unwrap();
@@ -666,9 +849,10 @@ async fn run_schedule(seed: u64, steps: usize) {
         f.check_no_referenced_chunk_is_gone(i);
     }
     f.check_one_master_per_term();
-    eprintln!(
+    say(format!(
         "seed {seed}: {} writes acknowledged, all read back",
         acked.len()
-    );
+    ));
     f.stop().await;
+    acked.len()
 }

@@ -87,6 +87,12 @@ impl SqliteLogStore {
         Ok((purged, committed))
     }
 
+    /// The id of the last entry in the log (or of the last purged one), read directly: what
+    /// a pre-vote compares (see [`crate::cluster::PreVote`]).
+    pub fn last_log_id(&self) -> Result<Option<LogId>, RaftStoreError> {
+        Ok(log_state(&self.inner.lock())?.last_log_id)
+    }
+
     /// Whether this log holds a vote but no entry (none kept, none purged): its entries
     /// were lost or forgotten, and this node may once have acknowledged entries it no longer
     /// holds. Read directly, before Raft starts.
