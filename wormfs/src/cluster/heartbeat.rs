@@ -3,10 +3,12 @@
 //! not heard from for `offline_after` intervals is offline.
 
 use crate::ids::{DiskId, NodeId};
-use crate::store::DiskStatus;
+use crate::net::Transport;
+use crate::raft::{Member, RaftNodeId};
+use crate::store::{ChunkStore, DiskStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Protocol of heartbeats.
@@ -142,6 +144,79 @@ impl Heartbeats {
             .unwrap_or_else(|e| e.into_inner())
             .get(node)
             .map(|entry| self.peer_beat(entry))
+    }
+}
+
+/// Sends this node's heartbeat to every connected peer once per `interval`, and logs
+/// peers going offline and coming back.
+pub(super) async fn send_heartbeats(
+    transport: Arc<dyn Transport>,
+    me: Member,
+    raft_id: RaftNodeId,
+    local: Arc<dyn ChunkStore>,
+    interval: Duration,
+    heard: Arc<Heartbeats>,
+    term: tokio::sync::watch::Receiver<openraft::RaftMetrics<RaftNodeId, Member>>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut online: HashMap<NodeId, bool> = HashMap::new();
+    loop {
+        tick.tick().await;
+        log_liveness(&heard, &mut online);
+        let store = local.clone();
+        let disks = match tokio::task::spawn_blocking(move || store.disks()).await {
+            Ok(Ok(d)) => d.iter().map(DiskBeat::from).collect(),
+            Ok(Err(e)) => {
+                tracing::warn!("cannot inspect the disks for the heartbeat: {e}");
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
+        };
+        let beat = Beat {
+            node: NodeId(me.name.clone()),
+            rpc_addr: me.rpc_addr.clone(),
+            p2p_addr: me.p2p_addr.clone(),
+            peer_id: me.peer_id.clone(),
+            raft_id,
+            disks,
+            sent_ms: now_ms(),
+            term: term.borrow().current_term,
+        };
+        let Ok(body) = serde_json::to_vec(&beat) else {
+            continue;
+        };
+        for node in transport.connected_peers() {
+            let t = transport.clone();
+            let body = body.clone();
+            tokio::spawn(async move {
+                if let Err(e) =
+                    tokio::time::timeout(interval * 2, t.request(&node, HEARTBEAT, body)).await
+                {
+                    tracing::debug!(%node, "heartbeat not answered: {e}");
+                }
+            });
+        }
+    }
+}
+
+/// Logs each peer's change between online and offline, once: the one line an operator
+/// needs when a node goes away (Raft's own complaints about it are not logged by default).
+fn log_liveness(heard: &Heartbeats, online: &mut HashMap<NodeId, bool>) {
+    for p in heard.peers() {
+        let was = online.insert(p.beat.node.clone(), p.online);
+        match (was, p.online) {
+            (Some(true), false) => tracing::warn!(
+                node = %p.beat.node,
+                "node {} is offline: no heartbeat for {:.1} s",
+                p.beat.node,
+                p.age.as_secs_f64()
+            ),
+            (Some(false), true) => {
+                tracing::info!(node = %p.beat.node, "node {} is back online", p.beat.node)
+            }
+            _ => {}
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use crate::node::{CreateKind, NodeFs};
 use crate::placement::SpreadPlacement;
 use crate::policy::{PolicySet, StoragePolicy};
 use crate::store::MemoryChunkStore;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -72,16 +72,15 @@ impl TestNode {
     }
 }
 
-/// Which node led in which term, as each node saw itself (the "one master per term" check).
-type Leaders = Arc<Mutex<BTreeMap<u64, BTreeSet<NodeId>>>>;
+/// The nodes that campaigned, by term.
+type Campaigns = Arc<Mutex<BTreeMap<u64, BTreeSet<NodeId>>>>;
 
 struct Fixture {
     hub: InProcessHub,
     _tmp: tempfile::TempDir,
     nodes: Vec<TestNode>,
-    leaders: Leaders,
     /// The terms in which each node campaigned.
-    campaigns: Leaders,
+    campaigns: Campaigns,
 }
 
 impl Fixture {
@@ -110,7 +109,6 @@ impl Fixture {
             hub,
             _tmp: tmp,
             nodes,
-            leaders: Arc::default(),
             campaigns: Arc::default(),
         };
         for i in 0..n {
@@ -214,24 +212,15 @@ impl Fixture {
             )
             .with_liveness(cluster.clone()),
         );
-        // each node reports the terms in which it led, and those in which it campaigned
-        let (leaders, campaigns) = (self.leaders.clone(), self.campaigns.clone());
-        let (name, raft_id) = (t.name.clone(), t.raft_id);
+        // each node reports the terms in which it campaigned
+        let (campaigns, name) = (self.campaigns.clone(), t.name.clone());
         let mut metrics = cluster.raft.metrics();
         tokio::spawn(async move {
             loop {
-                let (term, leader, candidate) = {
+                let (term, candidate) = {
                     let m = metrics.borrow();
-                    (m.current_term, m.current_leader, m.state.is_candidate())
+                    (m.current_term, m.state.is_candidate())
                 };
-                if leader == Some(raft_id) {
-                    leaders
-                        .lock()
-                        .unwrap()
-                        .entry(term)
-                        .or_default()
-                        .insert(name.clone());
-                }
                 if candidate {
                     campaigns
                         .lock()
@@ -437,10 +426,33 @@ impl Fixture {
         }
     }
 
-    /// No term had two masters.
-    fn check_one_master_per_term(&self) {
-        for (term, who) in self.leaders.lock().unwrap().iter() {
-            assert!(who.len() <= 1, "term {term} had two masters: {who:?}");
+    /// Every node that is up holds the same entry (the same log id) at each index it has
+    /// committed. (openraft's default mode orders the masters of one term by node id, so
+    /// one term may see two masters one after the other: what must hold is that they never
+    /// commit different entries at one index.)
+    fn check_committed_logs_agree(&self) {
+        let logs: Vec<(NodeId, Vec<crate::raft::LogId>)> = self
+            .up()
+            .map(|(_, t)| {
+                let log =
+                    crate::raft::SqliteLogStore::open(&t.dir.join(crate::raft::LOG_FILE)).unwrap();
+                (t.name.clone(), log.committed_log_ids().unwrap())
+            })
+            .collect();
+        let mut at: BTreeMap<u64, (NodeId, crate::raft::LogId)> = BTreeMap::new();
+        for (node, ids) in &logs {
+            for id in ids {
+                match at.get(&id.index) {
+                    Some((other, seen)) => assert_eq!(
+                        seen, id,
+                        "index {} committed as {seen} on {other} and as {id} on {node}",
+                        id.index
+                    ),
+                    None => {
+                        at.insert(id.index, (node.clone(), *id));
+                    }
+                }
+            }
         }
     }
 
@@ -476,7 +488,7 @@ async fn three_nodes_in_one_process_write_through_any_node_and_agree() {
         assert_eq!(nodes.len(), 3, "stripe {} on {nodes:?}", s.index);
     }
     f.check_no_referenced_chunk_is_gone(0);
-    f.check_one_master_per_term();
+    f.check_committed_logs_agree();
     f.stop().await;
 }
 
@@ -503,7 +515,7 @@ async fn an_isolated_master_is_replaced_and_its_writes_are_not_acknowledged() {
         assert_eq!(f.read(i, "majority").await.unwrap(), data, "read on n{i}");
     }
     f.check_no_referenced_chunk_is_gone(0);
-    f.check_one_master_per_term();
+    f.check_committed_logs_agree();
     f.stop().await;
 }
 
@@ -537,7 +549,7 @@ async fn a_crashed_follower_restarts_from_its_files_and_catches_up() {
     f.wait_converged().await;
     assert_eq!(f.read(victim, "before").await.unwrap(), before);
     assert_eq!(f.read(victim, "w0").await.unwrap(), pattern(100, 100));
-    f.check_one_master_per_term();
+    f.check_committed_logs_agree();
     f.stop().await;
 }
 
@@ -545,8 +557,17 @@ async fn a_crashed_follower_restarts_from_its_files_and_catches_up() {
 /// by the up-to-date node (its log is behind), so it never campaigns, and the up-to-date node
 /// is elected. Before the pre-vote compared logs, the lagging node campaigned at every turn
 /// and each of its same-term votes made the other candidate give up: no master for 40 s.
+///
+/// Which node's timeout runs out first is chance, so the scene is played three times: without
+/// the fix, the lagging node campaigns in at least one of them nearly always.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_whose_log_is_behind_does_not_campaign_and_the_up_to_date_one_is_elected() {
+    for _ in 0..3 {
+        a_lagging_node_and_a_dead_master().await;
+    }
+}
+
+async fn a_lagging_node_and_a_dead_master() {
     let mut f = Fixture::start(3).await;
     let master = f.wait_for_master(&f.names()).await;
     let m = f.index_of(&master);
@@ -554,8 +575,10 @@ async fn a_node_whose_log_is_behind_does_not_campaign_and_the_up_to_date_one_is_
     let lag = (0..3).filter(|i| *i != m).max().unwrap();
     let ahead = 3 - m - lag;
     f.hub.set_unreachable(&f.nodes[lag].name, true);
+    // small files, kept in the metadata: what they test is the log, not where chunks go
+    // (with one node cut off, a 2+1 stripe would put two chunks on the master, which dies)
     for n in 0..3 {
-        f.write(m, &format!("missed{n}"), &pattern(n, STRIPE + 1))
+        f.write(m, &format!("missed{n}"), &pattern(n, 100))
             .await
             .unwrap();
     }
@@ -589,11 +612,8 @@ async fn a_node_whose_log_is_behind_does_not_campaign_and_the_up_to_date_one_is_
     );
     // the lagging node catches up from the new master
     f.wait_converged().await;
-    assert_eq!(
-        f.read(lag, "missed2").await.unwrap(),
-        pattern(2, STRIPE + 1)
-    );
-    f.check_one_master_per_term();
+    assert_eq!(f.read(lag, "missed2").await.unwrap(), pattern(2, 100));
+    f.check_committed_logs_agree();
     f.stop().await;
 }
 
@@ -645,7 +665,8 @@ async fn the_cluster_store_conforms_to_the_chunk_store_suite() {
 /// Randomized fault schedules: partitions, cut links, lost, delayed and duplicated
 /// messages, crashes and restarts, with writes through every node in between. After the
 /// faults end, every acknowledged write reads back exact on every node, the metadata of
-/// every node is the same, no referenced chunk is gone, and no term had two masters.
+/// every node is the same, no referenced chunk is gone, and the nodes committed the same
+/// entry at every index.
 ///
 /// `WORMFS_FAULT_SCHEDULES` sets how many schedules run (default 200, several at a time),
 /// `WORMFS_FAULT_SEED` replays one.
@@ -848,7 +869,7 @@ async fn run_schedule(seed: u64, steps: usize, log: Arc<Mutex<Vec<String>>>) -> 
     for i in 0..3 {
         f.check_no_referenced_chunk_is_gone(i);
     }
-    f.check_one_master_per_term();
+    f.check_committed_logs_agree();
     say(format!(
         "seed {seed}: {} writes acknowledged, all read back",
         acked.len()

@@ -93,6 +93,31 @@ impl SqliteLogStore {
         Ok(log_state(&self.inner.lock())?.last_log_id)
     }
 
+    /// The ids of the entries this log holds up to its committed one, read directly (for
+    /// tests that compare nodes' logs).
+    #[cfg(test)]
+    pub(crate) fn committed_log_ids(&self) -> Result<Vec<LogId>, RaftStoreError> {
+        let conn = self.inner.lock();
+        let committed =
+            read_value::<Option<LogId>>(&conn, COMMITTED, "read committed log id")?.flatten();
+        let Some(committed) = committed else {
+            return Ok(Vec::new());
+        };
+        let mut stmt = conn
+            .prepare("SELECT log_id FROM log WHERE idx <= ?1 ORDER BY idx")
+            .map_err(sql("read log ids"))?;
+        let rows = stmt
+            .query_map(params![sql_index(committed.index)], |r| {
+                r.get::<_, String>(0)
+            })
+            .map_err(sql("read log ids"))?;
+        rows.map(|row| {
+            let text = row.map_err(sql("read log ids"))?;
+            serde_json::from_str::<LogId>(&text).map_err(json("decode a log id"))
+        })
+        .collect()
+    }
+
     /// Whether this log holds a vote but no entry (none kept, none purged): its entries
     /// were lost or forgotten, and this node may once have acknowledged entries it no longer
     /// holds. Read directly, before Raft starts.
