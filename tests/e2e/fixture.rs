@@ -31,6 +31,16 @@ pub fn is_mounted(path: &Path) -> bool {
 /// Spawns `wormfs ARGS`, waits for a stdout line starting with `marker`, and returns the
 /// child and that line. Stderr goes to `log`.
 pub fn spawn_until(args: &[&str], log: &Path, marker: &str) -> (Child, String) {
+    spawn_until_with(args, log, marker, &[])
+}
+
+/// [`spawn_until`] with more environment variables for the child.
+pub fn spawn_until_with(
+    args: &[&str],
+    log: &Path,
+    marker: &str,
+    envs: &[(&str, &str)],
+) -> (Child, String) {
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -44,6 +54,7 @@ pub fn spawn_until(args: &[&str], log: &Path, marker: &str) -> (Child, String) {
             std::env::var("WORMFS_TEST_LOG")
                 .unwrap_or_else(|_| "info,openraft=warn,wormfs=debug".into()),
         )
+        .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(log_file)
         .spawn()
@@ -176,11 +187,17 @@ impl World {
     }
 
     pub fn start_node(&mut self) {
+        self.start_node_with(&[]);
+    }
+
+    /// Starts the node with more environment variables (a crash point, say).
+    pub fn start_node_with(&mut self, envs: &[(&str, &str)]) {
         let config = self.tmp.path().join("node.toml");
-        let (child, line) = spawn_until(
+        let (child, line) = spawn_until_with(
             &["serve", "--config", config.to_str().unwrap()],
             &self.tmp.path().join("node.log"),
             "wormfs-node listening on ",
+            envs,
         );
         self.addr = line
             .trim_start_matches("wormfs-node listening on ")
@@ -220,6 +237,18 @@ impl World {
             sigterm(&mut c);
             let status = c.wait().unwrap();
             assert!(status.success(), "node exited with {status}");
+        }
+    }
+
+    /// Kills the mount with SIGKILL and detaches its mount point (a mount whose node is gone
+    /// for good, since a restarted node listens on a new port).
+    pub fn drop_mount(&mut self) {
+        if let Some(mut c) = self.mount.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if is_mounted(&self.mnt) {
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod cluster;
 mod cluster_heal;
+mod crash;
 mod faults;
 mod fixture;
 mod heal;

@@ -34,6 +34,7 @@ pub mod checksum;
 pub mod chunk;
 #[cfg(feature = "cluster")]
 pub mod cluster;
+pub mod crash;
 pub mod engine;
 pub mod errno;
 pub mod heal;

@@ -334,6 +334,7 @@ impl NodeFs {
             time: Timestamp::now(),
         };
         let applied = self.submit(op).await?;
+        crate::crash::point(crate::crash::RENAME_COMMITTED);
         if let Some(attr) = applied.attr.filter(|a| a.kind == FileKind::File) {
             self.note_rename(&attr).await;
         }

@@ -149,6 +149,9 @@ impl NodeFs {
                 FsError::Invalid(format!("stripe {index} lies past the largest file size"))
             })?;
         let record = self.store_stripe(ino, &layout, index, data).await?;
+        if !record.chunks.is_empty() {
+            crate::crash::point(crate::crash::STRIPE_CHUNKS_SYNCED);
+        }
         let op = MetadataOp::CommitStripe {
             ino,
             stripe: record.clone(),
@@ -156,7 +159,10 @@ impl NodeFs {
             time: Timestamp::now(),
         };
         match self.submit(op).await {
-            Ok(applied) => Ok(applied.attr.expect("commit returns the inode")),
+            Ok(applied) => {
+                crate::crash::point(crate::crash::STRIPE_COMMITTED);
+                Ok(applied.attr.expect("commit returns the inode"))
+            }
             Err(e) => {
                 // Refused: the chunks just written belong to nothing. An unconfirmed commit
                 // (the log unavailable) may still land: then the chunks are the stripe, so
