@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
 # POSIX conformance of a WormFS mount with pjdfstest (the Rust rewrite, crate `pjdfstest`).
 #
-#   tests/posix/run.sh [WORMFS_BIN] [PJDFSTEST_BIN]
+#   tests/posix/run.sh [WORMFS_BIN] [PJDFSTEST_BIN] [FSX_BIN]
 #
 # Starts `wormfs quickstart` on a temporary directory, runs pjdfstest on the mount with
-# tests/posix/pjdfstest.toml, compares the failing tests with tests/posix/expected-failures.txt
-# and stops the quickstart with SIGINT. Exit status: 0 when every failure is expected,
-# 1 when some failure is new, 2 when the run itself broke (no mount, pjdfstest crashed or
-# timed out). Newly passing tests are reported but do not fail the run: delete them from
-# the expected list.
+# tests/posix/pjdfstest.toml and compares the failing tests with
+# tests/posix/expected-failures.txt; then, when an fsx binary (crate `fsx`) is given, runs
+# FSX_OPS (default 10000) random reads, writes and truncations on one file of the same
+# mount, each read checked against fsx's own model of the file (seed FSX_SEED, default 1);
+# and stops the quickstart with SIGINT. Exit status: 0 when every pjdfstest failure is
+# expected and fsx found nothing, 1 when some failure is new or fsx failed, 2 when the run
+# itself broke (no mount, pjdfstest crashed or timed out). Newly passing tests are reported
+# but do not fail the run: delete them from the expected list.
 #
 # Needs root (pjdfstest switches users with seteuid and creates device nodes), /dev/fuse,
 # and the users/groups named in pjdfstest.toml ([dummy_auth]).
 #
 # Environment: POSIX_OUT (directory of the log, default target/posix),
 # POSIX_START_TIMEOUT (seconds for the mount to appear, default 60),
-# POSIX_TIMEOUT (seconds for the whole pjdfstest run, default 1800).
+# POSIX_TIMEOUT (seconds for the whole pjdfstest run, and for the fsx run, default 1800),
+# FSX_OPS, FSX_SEED.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -23,6 +27,9 @@ root="$(cd "$here/../.." && pwd)"
 
 wormfs="${1:-$root/target/debug/wormfs}"
 pjd="${2:-$(command -v pjdfstest || true)}"
+fsx="${3:-}"
+fsx_ops="${FSX_OPS:-10000}"
+fsx_seed="${FSX_SEED:-1}"
 config="$here/pjdfstest.toml"
 expected_file="$here/expected-failures.txt"
 out="${POSIX_OUT:-$root/target/posix}"
@@ -161,6 +168,17 @@ pjd_status=0
     >"$log" 2>&1 || pjd_status=$?
 elapsed=$((SECONDS - started))
 
+fsx_status=0
+if [ -n "$fsx" ]; then
+    [ -x "$fsx" ] || die "no fsx binary at '$fsx' (cargo install fsx --version 0.3.2 --locked)"
+    mounted || die "the mount went away during pjdfstest (log: $qs_log)"
+    echo "posix: running fsx, $fsx_ops operations, seed $fsx_seed (log: $out/fsx.log)"
+    fsx_started=$SECONDS
+    (cd "$out" && timeout "$run_timeout" "$fsx" -N "$fsx_ops" -S "$fsx_seed" -P "$out" \
+        "$mnt/fsx.file") >"$out/fsx.log" 2>&1 || fsx_status=$?
+    echo "fsx: status $fsx_status after $((SECONDS - fsx_started))s: $(tail -n 1 "$out/fsx.log")"
+fi
+
 stop_quickstart
 
 # The ANSI colours off (pjdfstest colours even when NO_COLOR is not honoured).
@@ -221,6 +239,11 @@ fi
 echo "posix: ${elapsed}s, $n_skip skipped; log: $log"
 echo "pjdfstest: $n_pass passed, $n_fail failed ($n_known expected)"
 
+if [ "$fsx_status" -ne 0 ]; then
+    echo "posix: fsx FAILED (status $fsx_status); its last lines:" >&2
+    tail -n 30 "$out/fsx.log" >&2
+    exit 1
+fi
 if [ "$n_new" -gt 0 ]; then
     exit 1
 fi
