@@ -14,10 +14,15 @@
 
 mod book;
 mod chunks;
+mod gate;
 mod identity;
+mod swarm;
 
 pub use book::{BookEntry, PeerBook, PEER_BOOK_FILE_NAME};
 pub use identity::{load_or_create_identity, KEY_FILE_NAME};
+
+use gate::{multiaddr, socket_addr, Gate};
+use swarm::{accept_chunks, run_swarm};
 
 use crate::chunk::ChunkFile;
 use crate::ids::{DiskId, FileId, NodeId};
@@ -26,22 +31,15 @@ use crate::store::{ChunkAddr, ChunkFolder, ChunkStore, IndexedChunk, StoredChunk
 use async_trait::async_trait;
 use chunks::{ChunkRequest, ChunkResponse, CHUNK_PROTOCOL};
 use futures::StreamExt;
-use libp2p::core::transport::PortUse;
-use libp2p::core::Endpoint;
 use libp2p::identity::Keypair;
-use libp2p::multiaddr::Protocol;
-use libp2p::request_response::{self, cbor, OutboundRequestId, ProtocolSupport, ResponseChannel};
-use libp2p::swarm::{
-    dummy, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, SwarmEvent, THandler,
-    THandlerInEvent, THandlerOutEvent, ToSwarm,
-};
-use libp2p::{noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder};
+use libp2p::request_response::{self, cbor, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{noise, tcp, yamux, PeerId, StreamProtocol, SwarmBuilder};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot};
 
@@ -189,176 +187,6 @@ impl Drop for Shared {
 #[derive(Clone)]
 pub struct P2pTransport {
     shared: Arc<Shared>,
-}
-
-/// The connection gate: pins outbound connections to the book's IDs (trusting an `auto`
-/// peer's first ID) and admits inbound connections only from pinned IDs.
-struct Gate {
-    book: Arc<PeerBook>,
-    refusals: Arc<Mutex<VecDeque<Refusal>>>,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct Denied(String);
-
-fn socket_addr(addr: &Multiaddr) -> Option<SocketAddr> {
-    let mut ip: Option<IpAddr> = None;
-    for p in addr.iter() {
-        match p {
-            Protocol::Ip4(a) => ip = Some(a.into()),
-            Protocol::Ip6(a) => ip = Some(a.into()),
-            Protocol::Tcp(port) => return ip.map(|ip| SocketAddr::new(ip, port)),
-            _ => {}
-        }
-    }
-    None
-}
-
-fn multiaddr(addr: SocketAddr) -> Multiaddr {
-    Multiaddr::empty()
-        .with(match addr.ip() {
-            IpAddr::V4(a) => Protocol::Ip4(a),
-            IpAddr::V6(a) => Protocol::Ip6(a),
-        })
-        .with(Protocol::Tcp(addr.port()))
-}
-
-impl Gate {
-    fn refuse(&self, addr: String, expected: Option<PeerId>, presented: PeerId) {
-        let mut r = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
-        let repeat = r.back().is_some_and(|last| {
-            last.addr == addr && last.presented == presented && last.expected == expected
-        });
-        if repeat {
-            tracing::debug!(%addr, ?expected, %presented, "refused again");
-        } else {
-            match expected {
-                Some(expected) => tracing::error!(
-                    "refusing the node at {addr}: its peer ID is pinned to {expected} but it \
-                     presented {presented}; if the node was really reinstalled, remove it \
-                     (`wormfs node remove NAME`) and add it again (`wormfs node add {addr} \
-                     --peer-id {presented}`)"
-                ),
-                None => tracing::warn!(
-                    "refusing a connection from {addr}: peer ID {presented} is not in this \
-                     node's peer list; add it with `wormfs node add ADDR --peer-id {presented}`"
-                ),
-            }
-        }
-        r.push_back(Refusal {
-            addr,
-            expected,
-            presented,
-            at: SystemTime::now(),
-        });
-        while r.len() > REFUSALS_KEPT {
-            r.pop_front();
-        }
-    }
-
-    fn check_outbound(&self, peer: PeerId, addr: &Multiaddr) -> Result<(), ConnectionDenied> {
-        let deny = |why: String| Err(ConnectionDenied::new(Denied(why)));
-        let Some(sa) = socket_addr(addr) else {
-            return deny(format!("{addr} is not a TCP address"));
-        };
-        let entry = match self.book.get(sa) {
-            Ok(e) => e,
-            Err(e) => return deny(e.to_string()),
-        };
-        match entry {
-            Some(e) => {
-                let expected = match e.peer_id {
-                    Some(id) => id,
-                    None => match self.book.pin_first_seen(sa, peer) {
-                        Ok(id) => {
-                            if id == peer {
-                                tracing::info!(%sa, %peer, "pinned the peer ID first seen at this address");
-                            }
-                            id
-                        }
-                        Err(e) => return deny(e.to_string()),
-                    },
-                };
-                if expected == peer {
-                    Ok(())
-                } else {
-                    self.refuse(sa.to_string(), Some(expected), peer);
-                    deny(format!(
-                        "{sa} presented peer ID {peer}, pinned is {expected}"
-                    ))
-                }
-            }
-            None => match self.book.knows(&peer) {
-                Ok(true) => Ok(()),
-                Ok(false) => {
-                    self.refuse(sa.to_string(), None, peer);
-                    deny(format!("peer {peer} at {sa} is not in the peer list"))
-                }
-                Err(e) => deny(e.to_string()),
-            },
-        }
-    }
-}
-
-impl NetworkBehaviour for Gate {
-    type ConnectionHandler = dummy::ConnectionHandler;
-    type ToSwarm = std::convert::Infallible;
-
-    fn handle_established_inbound_connection(
-        &mut self,
-        _id: ConnectionId,
-        peer: PeerId,
-        _local: &Multiaddr,
-        remote: &Multiaddr,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        match self.book.knows(&peer) {
-            Ok(true) => Ok(dummy::ConnectionHandler),
-            Ok(false) => {
-                let sa = socket_addr(remote);
-                let addr = sa.map_or_else(|| remote.to_string(), |a| a.to_string());
-                // a known address (the peer dials from its listen port) names the pinned ID
-                let expected = sa
-                    .and_then(|a| self.book.get(a).ok().flatten())
-                    .and_then(|e| e.peer_id);
-                self.refuse(addr.clone(), expected, peer);
-                Err(ConnectionDenied::new(Denied(format!(
-                    "peer {peer} from {addr} is not in the peer list"
-                ))))
-            }
-            Err(e) => Err(ConnectionDenied::new(Denied(e.to_string()))),
-        }
-    }
-
-    fn handle_established_outbound_connection(
-        &mut self,
-        _id: ConnectionId,
-        peer: PeerId,
-        addr: &Multiaddr,
-        _role: Endpoint,
-        _port_use: PortUse,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.check_outbound(peer, addr)?;
-        Ok(dummy::ConnectionHandler)
-    }
-
-    fn on_swarm_event(&mut self, _event: FromSwarm) {}
-
-    fn on_connection_handler_event(
-        &mut self,
-        _peer: PeerId,
-        _id: ConnectionId,
-        event: THandlerOutEvent<Self>,
-    ) {
-        match event {}
-    }
-
-    fn poll(
-        &mut self,
-        _cx: &mut Context<'_>,
-    ) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
-        Poll::Pending
-    }
 }
 
 #[derive(NetworkBehaviour)]
@@ -681,212 +509,6 @@ impl P2pTransport {
         chunks::read_frame::<ChunkResponse>(&mut stream)
             .await
             .map_err(|e| (true, unreachable(format!("reading the chunk reply: {e}"))))
-    }
-}
-
-async fn accept_chunks(
-    mut incoming: libp2p_stream::IncomingStreams,
-    shared: std::sync::Weak<Shared>,
-) {
-    while let Some((peer, stream)) = incoming.next().await {
-        let Some(s) = shared.upgrade() else { break };
-        tokio::spawn(chunks::serve_stream(s.store.clone(), peer, stream));
-    }
-}
-
-async fn run_swarm(
-    mut swarm: Swarm<Behaviour>,
-    mut commands: mpsc::UnboundedReceiver<Command>,
-    shared: std::sync::Weak<Shared>,
-) {
-    let mut pending: HashMap<OutboundRequestId, Pending> = HashMap::new();
-    let mut counts: HashMap<PeerId, u32> = HashMap::new();
-    loop {
-        tokio::select! {
-            cmd = commands.recv() => {
-                let Some(cmd) = cmd else { break };
-                match cmd {
-                    Command::Request { peer, request, reply } => {
-                        let id = swarm.behaviour_mut().rpc.send_request(&peer, request);
-                        pending.insert(id, Pending::Caller(reply));
-                    }
-                    Command::Respond { channel, response } => {
-                        let _ = swarm.behaviour_mut().rpc.send_response(channel, response);
-                    }
-                    Command::Redial => {
-                        let Some(s) = shared.upgrade() else { break };
-                        redial(&mut swarm, &s, &counts);
-                    }
-                }
-            }
-            event = swarm.select_next_some() => {
-                let Some(s) = shared.upgrade() else { break };
-                on_event(&mut swarm, &s, event, &mut pending, &mut counts);
-            }
-        }
-    }
-}
-
-fn redial(swarm: &mut Swarm<Behaviour>, shared: &Shared, counts: &HashMap<PeerId, u32>) {
-    let entries = match shared.book.entries() {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::error!("cannot read the peer book: {e}");
-            return;
-        }
-    };
-    for e in entries {
-        if e.addr == shared.listen {
-            continue;
-        }
-        if let Some(id) = e.peer_id {
-            if id == shared.peer_id || counts.contains_key(&id) {
-                continue;
-            }
-            swarm.add_peer_address(id, multiaddr(e.addr));
-        }
-        if let Err(err) = swarm.dial(multiaddr(e.addr)) {
-            tracing::debug!(addr = %e.addr, "dial failed: {err}");
-        }
-    }
-}
-
-fn learn_name(shared: &Shared, peer: PeerId, node: NodeId) {
-    let mut names = shared.names.write().unwrap_or_else(|e| e.into_inner());
-    if let Some(old) = names.by_node.insert(node.clone(), peer) {
-        if old != peer {
-            names.by_peer.remove(&old);
-        }
-    }
-    names.by_peer.insert(peer, node);
-}
-
-fn on_event(
-    swarm: &mut Swarm<Behaviour>,
-    shared: &Arc<Shared>,
-    event: SwarmEvent<BehaviourEvent>,
-    pending: &mut HashMap<OutboundRequestId, Pending>,
-    counts: &mut HashMap<PeerId, u32>,
-) {
-    match event {
-        SwarmEvent::ConnectionEstablished { peer_id, .. } => {
-            let n = counts.entry(peer_id).or_insert(0);
-            *n += 1;
-            if *n == 1 {
-                shared
-                    .connected
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(peer_id);
-                let id = swarm.behaviour_mut().rpc.send_request(
-                    &peer_id,
-                    WireRequest::Hello {
-                        node: shared.node.clone(),
-                    },
-                );
-                pending.insert(id, Pending::Hello);
-            }
-        }
-        SwarmEvent::ConnectionClosed {
-            peer_id,
-            num_established,
-            ..
-        } => {
-            if num_established == 0 {
-                counts.remove(&peer_id);
-                shared
-                    .connected
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&peer_id);
-            } else {
-                counts.insert(peer_id, num_established);
-            }
-        }
-        SwarmEvent::Behaviour(BehaviourEvent::Rpc(ev)) => match ev {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request, channel, ..
-                } => match request {
-                    WireRequest::Hello { node } => {
-                        learn_name(shared, peer, node);
-                        let _ = swarm.behaviour_mut().rpc.send_response(
-                            channel,
-                            WireResponse::Hello {
-                                node: shared.node.clone(),
-                            },
-                        );
-                    }
-                    WireRequest::Call { protocol, body } => {
-                        let handler = shared
-                            .handlers
-                            .read()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .get(&protocol)
-                            .cloned();
-                        let Some(handler) = handler else {
-                            let _ = swarm
-                                .behaviour_mut()
-                                .rpc
-                                .send_response(channel, WireResponse::NoHandler);
-                            return;
-                        };
-                        let caller = shared
-                            .names
-                            .read()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .by_peer
-                            .get(&peer)
-                            .cloned()
-                            .unwrap_or_else(|| NodeId(peer.to_string()));
-                        let commands = shared.commands.clone();
-                        tokio::spawn(async move {
-                            let response = match handler(caller, body).await {
-                                Ok(b) => WireResponse::Reply(b),
-                                Err(e) => WireResponse::Failed(e),
-                            };
-                            let _ = commands.send(Command::Respond { channel, response });
-                        });
-                    }
-                },
-                request_response::Message::Response {
-                    request_id,
-                    response,
-                } => match pending.remove(&request_id) {
-                    Some(Pending::Caller(tx)) => {
-                        let _ = tx.send(Ok(response));
-                    }
-                    Some(Pending::Hello) => {
-                        if let WireResponse::Hello { node } = response {
-                            learn_name(shared, peer, node);
-                        }
-                    }
-                    None => {}
-                },
-            },
-            request_response::Event::OutboundFailure {
-                request_id, error, ..
-            } => match pending.remove(&request_id) {
-                Some(Pending::Caller(tx)) => {
-                    let _ = tx.send(Err(error.to_string()));
-                }
-                Some(Pending::Hello) => {
-                    tracing::debug!("hello failed: {error}");
-                }
-                None => {}
-            },
-            request_response::Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, "inbound request failed: {error}");
-            }
-            request_response::Event::ResponseSent { .. } => {}
-        },
-        SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
-            tracing::debug!(?peer_id, "outgoing connection failed: {error}");
-        }
-        SwarmEvent::IncomingConnectionError { error, .. } => {
-            tracing::debug!("incoming connection failed: {error}");
-        }
-        _ => {}
     }
 }
 
