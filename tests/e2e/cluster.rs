@@ -2,7 +2,7 @@
 //! over nodes, failover of the master.
 
 use super::fixture::{
-    bytes, is_mounted, sigterm, spawn_until, start_mount, stop_mount, wait_for, BIN,
+    bytes, is_mounted, sigterm, spawn_until_with, start_mount, stop_mount, wait_for, BIN,
 };
 use std::fs;
 use std::io::Write;
@@ -166,12 +166,18 @@ impl Cluster {
     }
 
     pub fn start_node(&mut self, i: usize) {
+        self.start_node_with(i, &[]);
+    }
+
+    /// Starts node `i` with more environment variables (a crash point, say).
+    pub fn start_node_with(&mut self, i: usize, envs: &[(&str, &str)]) {
         let dir = self.dir(i);
         let config = dir.join("node.toml");
-        let (child, line) = spawn_until(
+        let (child, line) = spawn_until_with(
             &["serve", "--config", config.to_str().unwrap()],
             &dir.join("node.log"),
             "wormfs-node listening on ",
+            envs,
         );
         self.addrs[i] = line
             .trim_start_matches("wormfs-node listening on ")
@@ -452,6 +458,54 @@ fn a_node_behind_the_compacted_log_catches_up_by_snapshot_and_serves_new_files()
             got == *data,
             "s{i}.bin differs when read through the caught-up node"
         );
+    }
+}
+
+/// A follower killed (crash point) after it replaced its database with the master's
+/// snapshot and before it recorded the snapshot as its own: restarted, it catches up and
+/// serves every file.
+#[test]
+fn a_node_killed_in_the_middle_of_a_snapshot_install_catches_up_after_a_restart() {
+    use std::os::unix::process::ExitStatusExt;
+    use wormfs::crash;
+    let mut c = Cluster::start(3, 2, "snapshot_after = 20\nkeep_log_entries = 5\n");
+    let master = c.wait_master(0, Duration::from_secs(30), None);
+    let m = c.index_of(&master);
+    let (lag, via) = ((m + 1) % 3, (m + 2) % 3);
+    c.wait_all_online(via);
+    c.stop(lag);
+    c.mount(via);
+    let files: Vec<Vec<u8>> = (0..40).map(|i| bytes(5000 + i, 91 + i as u64)).collect();
+    for (i, data) in files.iter().enumerate() {
+        write_synced(&c.path(&format!("s{i}.bin")), data).unwrap();
+    }
+    let target = c.status(via).unwrap()["last_applied"].as_u64().unwrap();
+    c.start_node_with(lag, &[(crash::CRASH_AT_ENV, crash::SNAPSHOT_REPLACED)]);
+    let mut node = c.nodes[lag].take().unwrap();
+    let status = wait_for(
+        "the node to die in the install",
+        Duration::from_secs(60),
+        || node.try_wait().unwrap(),
+    );
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+    assert!(c.log(lag).contains(&format!(
+        "crash point `{}` reached",
+        crash::SNAPSHOT_REPLACED
+    )));
+    c.start_node(lag);
+    wait_for(
+        "the restarted node to catch up",
+        Duration::from_secs(60),
+        || {
+            let applied = c.status(lag)?["last_applied"].as_u64()?;
+            (applied >= target).then_some(())
+        },
+    );
+    c.unmount();
+    c.mount(lag);
+    for (i, data) in files.iter().enumerate() {
+        let got = fs::read(c.path(&format!("s{i}.bin"))).unwrap();
+        assert!(got == *data, "s{i}.bin differs on the restarted node");
     }
 }
 

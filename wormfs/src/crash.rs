@@ -15,8 +15,17 @@ pub const STRIPE_COMMITTED: &str = "stripe-committed";
 /// A rename is committed; the chunk folders' index files do not record it yet.
 pub const RENAME_COMMITTED: &str = "rename-committed";
 
+/// A follower replaced its metadata database with the master's snapshot; the snapshot is
+/// not yet recorded as its own.
+pub const SNAPSHOT_REPLACED: &str = "snapshot-replaced";
+
 /// Every crash point, for tests that go through them all.
-pub const POINTS: &[&str] = &[STRIPE_CHUNKS_SYNCED, STRIPE_COMMITTED, RENAME_COMMITTED];
+pub const POINTS: &[&str] = &[
+    STRIPE_CHUNKS_SYNCED,
+    STRIPE_COMMITTED,
+    RENAME_COMMITTED,
+    SNAPSHOT_REPLACED,
+];
 
 /// Kills this process with SIGKILL when it was started with [`CRASH_AT_ENV`] = `name` and
 /// built with the feature `crash-points`; does nothing otherwise.

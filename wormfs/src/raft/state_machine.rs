@@ -372,6 +372,7 @@ fn install(shared: &Shared, meta_: &SnapshotMeta, src: &Path) -> Result<(), Raft
         .store
         .replace_from(src)
         .map_err(meta("install snapshot into the database"))?;
+    crate::crash::point(crate::crash::SNAPSHOT_REPLACED);
     shared.publish(meta_, src, true)
 }
 
