@@ -237,6 +237,57 @@ fn a_crash_in_the_middle_of_a_repair_loses_nothing_and_the_repair_completes() {
     assert_eq!(scrub(&w, true)["found"], 0);
 }
 
+/// The node dies (crash point) after the repair worker stored a stripe's rebuilt chunks and
+/// before their commit: restarted, the repair completes, every file reads back, and a scrub
+/// finds nothing.
+#[test]
+fn a_node_killed_between_a_repair_s_chunk_writes_and_its_commit_loses_nothing() {
+    use std::os::unix::process::ExitStatusExt;
+    use wormfs::crash;
+    let mut w = World::start(6, HEAL);
+    w.cli(&["repair", "pause"]);
+    let files: Vec<(String, Vec<u8>)> = (0..2)
+        .map(|i| (format!("f{i}"), bytes(1 << 20, 90 + i)))
+        .collect();
+    for (name, data) in &files {
+        write_synced(&w.path(name), data);
+    }
+    for (name, _) in &files {
+        let l = w.layout(name);
+        for stripe in 0..4 {
+            fs::remove_file(chunk_file(&l, stripe, (stripe % 6) as u64)).unwrap();
+        }
+    }
+    assert_eq!(scrub(&w, false)["found"], 8);
+    w.stop_mount();
+    w.stop_node();
+    w.start_node_with(&[(crash::CRASH_AT_ENV, crash::REPAIR_CHUNKS_WRITTEN)]);
+    w.cli(&["repair", "resume"]);
+    let mut node = w.node.take().unwrap();
+    let status = wait_for(
+        "the node to die in a repair",
+        Duration::from_secs(60),
+        || node.try_wait().unwrap(),
+    );
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+    assert!(w.node_log().contains(&format!(
+        "crash point `{}` reached",
+        crash::REPAIR_CHUNKS_WRITTEN
+    )));
+    w.start_node();
+    w.cli(&["repair", "resume"]);
+    w.start_mount();
+    for (name, _) in &files {
+        wait_for("the repair to complete", Duration::from_secs(60), || {
+            whole(&w, name, 6, None).then_some(())
+        });
+    }
+    for (name, data) in &files {
+        assert!(&fs::read(w.path(name)).unwrap() == data, "{name}");
+    }
+    assert_eq!(scrub(&w, true)["found"], 0);
+}
+
 #[test]
 fn a_second_node_on_the_same_data_directory_is_refused() {
     let w = World::start(3, "");

@@ -19,12 +19,16 @@ pub const RENAME_COMMITTED: &str = "rename-committed";
 /// not yet recorded as its own.
 pub const SNAPSHOT_REPLACED: &str = "snapshot-replaced";
 
+/// The repair worker stored a stripe's rebuilt chunks; their metadata is not committed.
+pub const REPAIR_CHUNKS_WRITTEN: &str = "repair-chunks-written";
+
 /// Every crash point, for tests that go through them all.
 pub const POINTS: &[&str] = &[
     STRIPE_CHUNKS_SYNCED,
     STRIPE_COMMITTED,
     RENAME_COMMITTED,
     SNAPSHOT_REPLACED,
+    REPAIR_CHUNKS_WRITTEN,
 ];
 
 /// Kills this process with SIGKILL when it was started with [`CRASH_AT_ENV`] = `name` and

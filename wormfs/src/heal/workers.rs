@@ -467,6 +467,7 @@ impl RepairWorker {
             chunks: rebuilt.chunks.clone(),
         };
         let store = self.ctx.store.clone();
+        crate::crash::point(crate::crash::REPAIR_CHUNKS_WRITTEN);
         match self.ctx.log.submit(op).await {
             Ok(Ok(applied)) => {
                 // committed: the copies replaced are garbage now
