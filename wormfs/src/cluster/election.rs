@@ -18,11 +18,11 @@
 //! and it takes the master's next heartbeat instead.
 //!
 //! The pre-vote also checks the log, as Raft's does: it is refused to a node whose log is
-//! behind the voter's. Without that check, a node with a stale log (back from a partition in
-//! which it led a term alone) passed the pre-vote, campaigned, and lost every real vote; but
-//! each of its campaigns put its own vote at a new term, and a peer campaigning at the same
-//! term gave up on seeing it (openraft orders same-term votes by node id), so in the
-//! in-process fault schedules a cluster went 40 s and more without a master.
+//! behind the voter's. Without that check, a node whose log was behind (cut off while the
+//! others wrote) passed the pre-vote once the master died, campaigned, and lost every real
+//! vote; but each of its campaigns put its own vote at a new term, and a peer campaigning
+//! at the same term gave up on seeing it (openraft orders same-term votes by node id), so
+//! in the in-process fault schedules a cluster went 40 s and more without a master.
 //!
 //! Safety stays openraft's: the real vote still checks the log and the leader lease.
 //!
