@@ -2,7 +2,8 @@
 //! over nodes, failover of the master.
 
 use super::fixture::{
-    bytes, is_mounted, sigterm, spawn_until_with, start_mount, stop_mount, wait_for, BIN,
+    bytes, is_mounted, sigterm, spawn_until_with, start_mount, stop_mount, wait_for,
+    wait_killed_at, BIN,
 };
 use std::fs;
 use std::io::Write;
@@ -420,8 +421,12 @@ fn three_nodes_spread_chunks_and_survive_the_death_of_the_master() {
     }
 }
 
-#[test]
-fn a_node_behind_the_compacted_log_catches_up_by_snapshot_and_serves_new_files() {
+/// A 3-node cluster that compacts its log after 20 entries, keeping 5, and a follower
+/// (`lag`, stopped) that missed 40 files written meanwhile (seeds from `seed`): far more
+/// than the log keeps, so it can only catch up by snapshot. Returns the cluster (mounted
+/// through another node), `lag`, the files' bytes (`s{i}.bin`) and the master's applied
+/// index to catch up to.
+fn behind_the_compacted_log(seed: u64) -> (Cluster, usize, Vec<Vec<u8>>, u64) {
     let mut c = Cluster::start(3, 2, "snapshot_after = 20\nkeep_log_entries = 5\n");
     let master = c.wait_master(0, Duration::from_secs(30), None);
     let m = c.index_of(&master);
@@ -430,11 +435,17 @@ fn a_node_behind_the_compacted_log_catches_up_by_snapshot_and_serves_new_files()
     c.stop(lag);
     c.mount(via);
     // each file is several log entries: far more than the 5 kept after a snapshot
-    let files: Vec<Vec<u8>> = (0..40).map(|i| bytes(5000 + i, 77 + i as u64)).collect();
+    let files: Vec<Vec<u8>> = (0..40).map(|i| bytes(5000 + i, seed + i as u64)).collect();
     for (i, data) in files.iter().enumerate() {
         write_synced(&c.path(&format!("s{i}.bin")), data).unwrap();
     }
     let target = c.status(via).unwrap()["last_applied"].as_u64().unwrap();
+    (c, lag, files, target)
+}
+
+#[test]
+fn a_node_behind_the_compacted_log_catches_up_by_snapshot_and_serves_new_files() {
+    let (mut c, lag, files, target) = behind_the_compacted_log(77);
     c.start_node(lag);
     wait_for(
         "the restarted node to catch up",
@@ -466,32 +477,15 @@ fn a_node_behind_the_compacted_log_catches_up_by_snapshot_and_serves_new_files()
 /// serves every file.
 #[test]
 fn a_node_killed_in_the_middle_of_a_snapshot_install_catches_up_after_a_restart() {
-    use std::os::unix::process::ExitStatusExt;
     use wormfs::crash;
-    let mut c = Cluster::start(3, 2, "snapshot_after = 20\nkeep_log_entries = 5\n");
-    let master = c.wait_master(0, Duration::from_secs(30), None);
-    let m = c.index_of(&master);
-    let (lag, via) = ((m + 1) % 3, (m + 2) % 3);
-    c.wait_all_online(via);
-    c.stop(lag);
-    c.mount(via);
-    let files: Vec<Vec<u8>> = (0..40).map(|i| bytes(5000 + i, 91 + i as u64)).collect();
-    for (i, data) in files.iter().enumerate() {
-        write_synced(&c.path(&format!("s{i}.bin")), data).unwrap();
-    }
-    let target = c.status(via).unwrap()["last_applied"].as_u64().unwrap();
+    let (mut c, lag, files, target) = behind_the_compacted_log(91);
     c.start_node_with(lag, &[(crash::CRASH_AT_ENV, crash::SNAPSHOT_REPLACED)]);
-    let mut node = c.nodes[lag].take().unwrap();
-    let status = wait_for(
-        "the node to die in the install",
+    wait_killed_at(
+        c.nodes[lag].take().unwrap(),
+        crash::SNAPSHOT_REPLACED,
         Duration::from_secs(60),
-        || node.try_wait().unwrap(),
+        || c.log(lag),
     );
-    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
-    assert!(c.log(lag).contains(&format!(
-        "crash point `{}` reached",
-        crash::SNAPSHOT_REPLACED
-    )));
     c.start_node(lag);
     wait_for(
         "the restarted node to catch up",

@@ -5,7 +5,6 @@
 use crate::fixture::*;
 use std::fs;
 use std::io::Write;
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::Duration;
 use wormfs::crash;
@@ -23,16 +22,11 @@ fn crash_at(w: &mut World, point: &str, act: impl FnOnce(&World) -> std::io::Res
         outcome.is_err(),
         "the operation cut off at `{point}` reported success"
     );
-    let mut node = w.node.take().expect("node started");
-    let status = wait_for("the node to die", Duration::from_secs(30), || {
-        node.try_wait().unwrap()
-    });
-    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
-    assert!(
-        w.node_log()
-            .contains(&format!("crash point `{point}` reached")),
-        "{}",
-        w.node_log()
+    wait_killed_at(
+        w.node.take().expect("node started"),
+        point,
+        Duration::from_secs(30),
+        || w.node_log(),
     );
     w.drop_mount();
     w.start_node();

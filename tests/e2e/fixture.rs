@@ -89,6 +89,23 @@ pub fn spawn_until_with(
     }
 }
 
+/// Waits (up to `timeout`) for `node`, started with a crash point armed, to die there: by
+/// SIGKILL, with `log()` naming `point`.
+pub fn wait_killed_at(mut node: Child, point: &str, timeout: Duration, log: impl Fn() -> String) {
+    use std::os::unix::process::ExitStatusExt;
+    let status = wait_for(
+        &format!("the node to die at crash point `{point}`"),
+        timeout,
+        || node.try_wait().unwrap(),
+    );
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+    let text = log();
+    assert!(
+        text.contains(&format!("crash point `{point}` reached")),
+        "{text}"
+    );
+}
+
 pub fn sigterm(child: &mut Child) {
     // SAFETY: kill(2) with a pid we spawned.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

@@ -2,7 +2,7 @@
 //! rebuilds them, a wiped disk is not claimed again, a crash in the middle of a repair loses
 //! nothing, and one data directory has one owner.
 
-use super::fixture::{bytes, wait_for, World, BIN};
+use super::fixture::{bytes, wait_for, wait_killed_at, World, BIN};
 use std::fs;
 use std::io::Write;
 use std::path::Path;
@@ -199,12 +199,12 @@ fn file_info_and_what_if_tell_the_truth_about_a_lost_chunk() {
     );
 }
 
-#[test]
-fn a_crash_in_the_middle_of_a_repair_loses_nothing_and_the_repair_completes() {
-    let mut w = World::start(6, HEAL);
+/// With repair paused, writes `n` files of 1 MiB (seeds from `seed`) and deletes one chunk
+/// of each of their four stripes; a scrub finds them all.
+fn damaged_files(w: &World, n: u64, seed: u64) -> Vec<(String, Vec<u8>)> {
     w.cli(&["repair", "pause"]);
-    let files: Vec<(String, Vec<u8>)> = (0..4)
-        .map(|i| (format!("f{i}"), bytes(1 << 20, 70 + i)))
+    let files: Vec<(String, Vec<u8>)> = (0..n)
+        .map(|i| (format!("f{i}"), bytes(1 << 20, seed + i)))
         .collect();
     for (name, data) in &files {
         write_synced(&w.path(name), data);
@@ -215,7 +215,28 @@ fn a_crash_in_the_middle_of_a_repair_loses_nothing_and_the_repair_completes() {
             fs::remove_file(chunk_file(&l, stripe, (stripe % 6) as u64)).unwrap();
         }
     }
-    assert_eq!(scrub(&w, false)["found"], 16);
+    assert_eq!(scrub(w, false)["found"], 4 * n);
+    files
+}
+
+/// Waits until every file is whole again on 6 disks, then checks its bytes and that a deep
+/// scrub finds nothing.
+fn repaired_whole(w: &World, files: &[(String, Vec<u8>)]) {
+    for (name, _) in files {
+        wait_for("the repair to complete", Duration::from_secs(60), || {
+            whole(w, name, 6, None).then_some(())
+        });
+    }
+    for (name, data) in files {
+        assert!(&fs::read(w.path(name)).unwrap() == data, "{name}");
+    }
+    assert_eq!(scrub(w, true)["found"], 0);
+}
+
+#[test]
+fn a_crash_in_the_middle_of_a_repair_loses_nothing_and_the_repair_completes() {
+    let mut w = World::start(6, HEAL);
+    let files = damaged_files(&w, 4, 70);
     // two stripe repairs a second: slow enough to kill the node in the middle
     w.cli(&["repair", "resume", "--ops", "2"]);
     wait_for("repair under way", Duration::from_secs(30), || {
@@ -226,15 +247,7 @@ fn a_crash_in_the_middle_of_a_repair_loses_nothing_and_the_repair_completes() {
     w.stop_mount();
     w.start_node();
     w.start_mount();
-    for (name, _) in &files {
-        wait_for("the repair to complete", Duration::from_secs(60), || {
-            whole(&w, name, 6, None).then_some(())
-        });
-    }
-    for (name, data) in &files {
-        assert!(&fs::read(w.path(name)).unwrap() == data, "{name}");
-    }
-    assert_eq!(scrub(&w, true)["found"], 0);
+    repaired_whole(&w, &files);
 }
 
 /// The node dies (crash point) after the repair worker stored a stripe's rebuilt chunks and
@@ -242,50 +255,23 @@ fn a_crash_in_the_middle_of_a_repair_loses_nothing_and_the_repair_completes() {
 /// finds nothing.
 #[test]
 fn a_node_killed_between_a_repair_s_chunk_writes_and_its_commit_loses_nothing() {
-    use std::os::unix::process::ExitStatusExt;
     use wormfs::crash;
     let mut w = World::start(6, HEAL);
-    w.cli(&["repair", "pause"]);
-    let files: Vec<(String, Vec<u8>)> = (0..2)
-        .map(|i| (format!("f{i}"), bytes(1 << 20, 90 + i)))
-        .collect();
-    for (name, data) in &files {
-        write_synced(&w.path(name), data);
-    }
-    for (name, _) in &files {
-        let l = w.layout(name);
-        for stripe in 0..4 {
-            fs::remove_file(chunk_file(&l, stripe, (stripe % 6) as u64)).unwrap();
-        }
-    }
-    assert_eq!(scrub(&w, false)["found"], 8);
+    let files = damaged_files(&w, 2, 90);
     w.stop_mount();
     w.stop_node();
     w.start_node_with(&[(crash::CRASH_AT_ENV, crash::REPAIR_CHUNKS_WRITTEN)]);
     w.cli(&["repair", "resume"]);
-    let mut node = w.node.take().unwrap();
-    let status = wait_for(
-        "the node to die in a repair",
+    wait_killed_at(
+        w.node.take().unwrap(),
+        crash::REPAIR_CHUNKS_WRITTEN,
         Duration::from_secs(60),
-        || node.try_wait().unwrap(),
+        || w.node_log(),
     );
-    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
-    assert!(w.node_log().contains(&format!(
-        "crash point `{}` reached",
-        crash::REPAIR_CHUNKS_WRITTEN
-    )));
     w.start_node();
     w.cli(&["repair", "resume"]);
     w.start_mount();
-    for (name, _) in &files {
-        wait_for("the repair to complete", Duration::from_secs(60), || {
-            whole(&w, name, 6, None).then_some(())
-        });
-    }
-    for (name, data) in &files {
-        assert!(&fs::read(w.path(name)).unwrap() == data, "{name}");
-    }
-    assert_eq!(scrub(&w, true)["found"], 0);
+    repaired_whole(&w, &files);
 }
 
 #[test]
