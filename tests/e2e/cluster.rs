@@ -3,7 +3,7 @@
 
 use super::fixture::{
     bytes, is_mounted, sigterm, spawn_until_with, start_mount, stop_mount, wait_for,
-    wait_killed_at, BIN,
+    wait_for_or_show, wait_killed_at, BIN,
 };
 use std::fs;
 use std::io::Write;
@@ -432,8 +432,25 @@ fn behind_the_compacted_log(seed: u64) -> (Cluster, usize, Vec<Vec<u8>>, u64) {
     let m = c.index_of(&master);
     let (lag, via) = ((m + 1) % 3, (m + 2) % 3);
     c.wait_all_online(via);
-    c.stop(lag);
     c.mount(via);
+    // the lagging node has a snapshot of its own, older than the one it will be sent
+    let snapshots = c.dir(lag).join("meta").join(wormfs::raft::SNAPSHOT_DIR);
+    let mut n = 0;
+    wait_for(
+        "the node that will lag to take a snapshot",
+        Duration::from_secs(30),
+        || {
+            let taken = fs::read_dir(&snapshots)
+                .ok()?
+                .any(|e| e.is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json")));
+            if !taken {
+                write_synced(&c.path(&format!("before{n}.bin")), &bytes(100, n)).unwrap();
+                n += 1;
+            }
+            taken.then_some(())
+        },
+    );
+    c.stop(lag);
     // each file is several log entries: far more than the 5 kept after a snapshot
     let files: Vec<Vec<u8>> = (0..40).map(|i| bytes(5000 + i, seed + i as u64)).collect();
     for (i, data) in files.iter().enumerate() {
@@ -487,13 +504,25 @@ fn a_node_killed_in_the_middle_of_a_snapshot_install_catches_up_after_a_restart(
         || c.log(lag),
     );
     c.start_node(lag);
-    wait_for(
+    wait_for_or_show(
         "the restarted node to catch up",
         Duration::from_secs(60),
+        || {
+            format!(
+                "{}\n--- the master's:\n{}",
+                c.log(lag),
+                c.log((lag + 2) % 3)
+            )
+        },
         || {
             let applied = c.status(lag)?["last_applied"].as_u64()?;
             (applied >= target).then_some(())
         },
+    );
+    let log = c.log(lag);
+    assert!(
+        log.contains("a snapshot install was interrupted"),
+        "the restarted node took a snapshot of its replaced database:\n{log}"
     );
     c.unmount();
     c.mount(lag);

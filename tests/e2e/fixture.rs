@@ -22,6 +22,28 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+/// [`wait_for`] that prints `log()` (the node's log, say) when it times out.
+pub fn wait_for_or_show<T>(
+    what: &str,
+    timeout: Duration,
+    log: impl Fn() -> String,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; the log:\n{}",
+                log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn is_mounted(path: &Path) -> bool {
     let text = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     text.lines()

@@ -55,6 +55,11 @@ pub fn open_storage(
 /// 2. A database still behind the purged part of the log (no usable snapshot: the snapshot
 ///    directory was lost too) cannot be brought forward locally: the log is forgotten,
 ///    keeping the vote, and the node catches up from the master's snapshot like a new one.
+/// 3. A database ahead of the local snapshot, whose log was purged past that snapshot or
+///    ends before the database's last applied entry (a snapshot from the master replaced
+///    the database, and the node stopped before it recorded that snapshot as its own), gets
+///    a snapshot of itself: openraft stops (panics) at start when the log is purged past
+///    the snapshot.
 fn recover(log: &SqliteLogStore, sm: &SqliteStateMachine) -> Result<(), RaftStoreError> {
     let (mut applied, _) = sm.applied()?;
     if let Some(snapshot) = sm.current_snapshot() {
@@ -78,6 +83,24 @@ fn recover(log: &SqliteLogStore, sm: &SqliteStateMachine) -> Result<(), RaftStor
              master's snapshot"
         );
         log.forget_entries()?;
+    }
+    // openraft starts with the log purged up to the purged id, or up to `applied` when
+    // the log ends before it; the snapshot must reach that far
+    let (purged, _) = log.purged_and_committed()?;
+    let purge_upto = if log.last_log_id()? < applied {
+        applied.max(purged)
+    } else {
+        purged
+    };
+    let snapshot = sm.current_snapshot().and_then(|s| s.last_log_id);
+    if snapshot < purge_upto {
+        tracing::warn!(
+            applied = ?applied,
+            snapshot = ?snapshot,
+            "the metadata database is ahead of this node's log and of its last snapshot (a \
+             snapshot install was interrupted): taking a snapshot of it"
+        );
+        sm.snapshot_now()?;
     }
     Ok(())
 }

@@ -116,6 +116,12 @@ impl SqliteStateMachine {
             .map_err(meta("restore the local snapshot into the database"))?;
         Ok(meta_.last_log_id)
     }
+
+    /// Takes a snapshot of the database as it is now and makes it the current one (for a
+    /// database ahead of every local snapshot, whose own snapshot was never recorded).
+    pub fn snapshot_now(&self) -> Result<SnapshotMeta, RaftStoreError> {
+        build(&self.shared).map(|(meta, _)| meta)
+    }
 }
 
 impl Shared {

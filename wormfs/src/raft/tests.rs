@@ -304,3 +304,64 @@ async fn truncate_removes_the_tail_only() {
         Some(log_id(1, 2))
     );
 }
+
+/// A follower stopped after a snapshot from the master replaced its database and before it
+/// recorded that snapshot: its database is ahead of its log and of its own older snapshot.
+/// Reopened, it must start with a snapshot that reaches the database's last applied entry
+/// (openraft purges the log up to there and stops if the snapshot is behind it).
+#[tokio::test]
+async fn a_database_replaced_by_a_snapshot_that_was_never_recorded_starts_with_a_snapshot_of_itself(
+) {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let (_log, mut leader) = open(&leader_dir);
+    let mut entries = vec![membership_entry(1, 0)];
+    entries.extend((1..=5).map(|i| op_entry(1, i, mkdir(&format!("d{i}")))));
+    leader.apply(entries.clone()).await.unwrap();
+
+    // openraft may purge the follower's log up to the snapshot before the install is done
+    for purged in [false, true] {
+        a_replaced_database_starts_with_a_snapshot_of_itself(&leader, &entries, purged).await;
+    }
+}
+
+async fn a_replaced_database_starts_with_a_snapshot_of_itself(
+    leader: &SqliteStateMachine,
+    entries: &[Entry],
+    purged: bool,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut log, mut sm) = open(&dir);
+        log.blocking_append(entries[..3].to_vec()).await.unwrap();
+        log.save_committed(Some(log_id(1, 2))).await.unwrap();
+        sm.apply(entries[..3].to_vec()).await.unwrap();
+        let own = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        assert_eq!(own.meta.last_log_id, Some(log_id(1, 2)));
+        // what `install` does before the crash point: the database only
+        let copy = dir.path().join("from-master.sqlite");
+        leader.store().copy_into(&copy).unwrap();
+        sm.store().replace_from(&copy).unwrap();
+        if purged {
+            log.purge(log_id(1, 5)).await.unwrap();
+        }
+    }
+    let (mut log, mut sm) = open(&dir);
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(1, 5)));
+    assert!(sm.store().lookup(FileId::ROOT, "d5").unwrap().is_some());
+    let state = openraft::storage::StorageHelper::new(&mut log, &mut sm)
+        .get_initial_state()
+        .await
+        .unwrap();
+    assert_eq!(state.committed, Some(log_id(1, 5)));
+    assert!(
+        state.snapshot_meta.last_log_id >= Some(log_id(1, 5)),
+        "the log is purged up to the database's last applied entry, and the snapshot \
+         must reach it (purged before the crash: {purged}): {:?}",
+        state.snapshot_meta
+    );
+}
