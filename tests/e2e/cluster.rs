@@ -532,6 +532,53 @@ fn a_node_killed_in_the_middle_of_a_snapshot_install_catches_up_after_a_restart(
     }
 }
 
+/// A node whose Raft stops by itself (here applying committed entries fails, as an I/O
+/// error on the metadata disk would make it) stops too, with an error that says why,
+/// instead of going on without a metadata log; the others go on, and restarted it catches
+/// up.
+#[test]
+fn a_node_whose_metadata_log_fails_stops_with_the_reason_and_the_others_go_on() {
+    use wormfs::crash;
+    let mut c = Cluster::start(3, 2, "");
+    let master = c.wait_master(0, Duration::from_secs(30), None);
+    let m = c.index_of(&master);
+    let (failing, via) = ((m + 1) % 3, (m + 2) % 3);
+    c.wait_all_online(via);
+    c.stop(failing);
+    c.start_node_with(failing, &[(crash::CRASH_AT_ENV, crash::APPLY_FAILS)]);
+    c.mount(via);
+    // a commit for it to apply (the node may stop during this write, which then fails)
+    let _ = write_synced(&c.path("first.bin"), &bytes(10_000, 1));
+    let mut node = c.nodes[failing].take().unwrap();
+    let status = wait_for_or_show(
+        "the node whose apply fails to stop",
+        Duration::from_secs(30),
+        || c.log(failing),
+        || node.try_wait().unwrap(),
+    );
+    assert_eq!(status.code(), Some(1), "{status}");
+    let log = c.log(failing);
+    assert!(log.contains("failure point `apply-fails` reached"), "{log}");
+    assert!(
+        log.contains("the metadata log (Raft) stopped")
+            && log.contains("Restart it: it catches up from the other nodes"),
+        "{log}"
+    );
+    let second = bytes(20_000, 2);
+    write_synced(&c.path("second.bin"), &second).unwrap();
+    c.start_node(failing);
+    let target = c.status(via).unwrap()["last_applied"].as_u64().unwrap();
+    wait_for_or_show(
+        "the restarted node to catch up",
+        Duration::from_secs(30),
+        || c.log(failing),
+        || (c.status(failing)?["last_applied"].as_u64()? >= target).then_some(()),
+    );
+    c.unmount();
+    c.mount(failing);
+    assert!(fs::read(c.path("second.bin")).unwrap() == second);
+}
+
 #[test]
 fn a_node_with_a_new_identity_at_a_pinned_address_is_refused() {
     let mut c = Cluster::start(3, 1, "");

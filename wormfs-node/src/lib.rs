@@ -193,6 +193,28 @@ pub async fn run(
         service = service.with_cluster(c.clone());
     }
     let service = service.into_server(users.clone());
+    // A node whose Raft stopped by itself stops too (drained, as on SIGTERM) and exits with
+    // an error, so that a supervisor restarts it, instead of going on without a metadata log.
+    let raft_failure: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let shutdown = {
+        let cluster = cluster.clone();
+        let raft_failure = raft_failure.clone();
+        async move {
+            let Some(cluster) = cluster else {
+                return shutdown.await;
+            };
+            tokio::select! {
+                () = shutdown => {}
+                why = cluster.raft_stopped() => {
+                    tracing::error!(
+                        "the metadata log (Raft) stopped: {why}; stopping this node so it can \
+                         be restarted"
+                    );
+                    *raft_failure.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+                }
+            }
+        }
+    };
     // Clients connect with TLS 1.3 and their user's pre-shared key, nothing else.
     let acceptor = Arc::new(PskAcceptor::new(users).context("set up TLS")?);
     tracing::info!(node = %config.node_id, %addr, disks = config.disks.len(), "node serving");
@@ -214,6 +236,16 @@ pub async fn run(
     back_up_now(fs.meta(), &backup_disks).await;
     if let Some(c) = cluster {
         c.shutdown().await;
+    }
+    if let Some(why) = raft_failure
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+    {
+        anyhow::bail!(
+            "the metadata log (Raft) stopped: {why}; the node stopped. Restart it: it catches \
+             up from the other nodes (see docs/RELIABILITY.md)"
+        );
     }
     tracing::info!("node stopped: requests drained, metadata closed");
     Ok(())

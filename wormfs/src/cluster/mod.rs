@@ -385,6 +385,20 @@ impl Cluster {
         }
     }
 
+    /// Completes when Raft stopped by itself (a storage error, say, or a panic in its core)
+    /// and returns why: the node can no longer take part in the cluster and should stop, so
+    /// that it is restarted, rather than go on answering with a dead metadata log. It does
+    /// not complete while Raft runs, and is not meant to be awaited after [`Self::shutdown`].
+    pub async fn raft_stopped(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        // the core owns the sending side: it is dropped when the core stops
+        while metrics.changed().await.is_ok() {}
+        match self.raft.is_initialized().await {
+            Err(fatal) => fatal.to_string(),
+            Ok(_) => "its core task ended".to_owned(),
+        }
+    }
+
     /// Stops the background tasks, Raft and the network.
     pub async fn shutdown(&self) {
         for t in &self.tasks {

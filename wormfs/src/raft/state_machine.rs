@@ -428,6 +428,11 @@ impl RaftStateMachine<TypeConfig> for SqliteStateMachine {
         };
         let shared = Arc::clone(&self.shared);
         blocking("apply committed entries", move || {
+            if crate::crash::fails(crate::crash::APPLY_FAILS) {
+                return Err(io("apply committed entries", &shared.dir)(
+                    std::io::Error::other("injected failure"),
+                ));
+            }
             apply_entries(&shared.store, &entries)
         })
         .await
