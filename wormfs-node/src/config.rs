@@ -500,4 +500,84 @@ mod tests {
         assert_eq!(ok.disks[2].0, DiskId("disk2".into()));
         assert_eq!(ok.policies.default_name(), "general");
     }
+
+    /// Fuzz target: any config text gives a config or an error, never a panic; an error
+    /// is one that names something (not an empty message).
+    #[test]
+    fn fuzz_node_config() {
+        use wormfs::fuzz;
+        let tmp = tempfile::tempdir().unwrap();
+        for d in ["a", "b", "c", "d"] {
+            std::fs::create_dir(tmp.path().join(d)).unwrap();
+        }
+        let disks = "[[disks]]\nid = \"d0\"\npath = \"a\"\n[[disks]]\nid = \"d1\"\npath = \"b\"\n\
+                     [[disks]]\npath = \"c\"\n[[disks]]\npath = \"d\"\n";
+        let mut corpus: Vec<Vec<u8>> = [
+            format!("node_id = \"node1\"\nlisten = \"127.0.0.1:7070\"\ndata_dir = \"m\"\n{disks}"),
+            format!(
+                "data_dir = \"m\"\n{disks}[policies]\ndefault = \"wide\"\ninline_max = \"4KiB\"\n\
+                 [policies.named.wide]\nk = 3\nm = 1\nstripe_size = \"3MiB\"\n\
+                 [[policies.directory]]\npath = \"/photos\"\npolicy = \"wide\"\n"
+            ),
+            format!(
+                "data_dir = \"m\"\n{disks}[cluster]\nlisten = \"127.0.0.1:7100\"\nbootstrap = true\n\
+                 heartbeat_ms = 200\noffline_after = 10\nelection_timeout_ms = 1500\n\
+                 [[cluster.peers]]\naddr = \"127.0.0.1:7101\"\npeer_id = \"auto\"\n"
+            ),
+            format!(
+                "data_dir = \"m\"\n{disks}[heal]\nscrub_every = \"6h\"\nbytes_per_sec = \"200MiB\"\n\
+                 ops_per_sec = 1000\norphan_grace = \"7d\"\n"
+            ),
+        ]
+        .into_iter()
+        .map(String::into_bytes)
+        .collect();
+        corpus.extend(fuzz::corpus("node_config"));
+        let tokens = [
+            "\n",
+            "=",
+            "\"",
+            "[",
+            "]",
+            "[[",
+            "]]",
+            "{",
+            "}",
+            ".",
+            "-1",
+            "0",
+            "1e999",
+            "nan",
+            "18446744073709551615",
+            "\"0B\"",
+            "\"1PiB\"",
+            "\"0s\"",
+            "true",
+            "k = ",
+            "m = ",
+            "stripe_size = ",
+            "[cluster]\n",
+            "[heal]\n",
+            "[policies]\n",
+            "path = ",
+            "\"..\"",
+        ];
+        let mut m = fuzz::Mutator::new(fuzz::seed(), &tokens);
+        // fewer inputs than the library's targets: each parse reads the disk directories
+        fuzz::run(
+            "node_config",
+            &corpus,
+            fuzz::iterations(1500),
+            &mut m,
+            |input| {
+                let text = String::from_utf8_lossy(input);
+                if let Err(e) = NodeConfig::parse(&text, tmp.path()) {
+                    assert!(
+                        !format!("{e:#}").trim().is_empty(),
+                        "an empty error for {text:?}"
+                    );
+                }
+            },
+        );
+    }
 }

@@ -37,6 +37,7 @@ pub mod cluster;
 pub mod crash;
 pub mod engine;
 pub mod errno;
+pub mod fuzz;
 pub mod heal;
 pub mod ids;
 pub mod locks;

@@ -271,4 +271,53 @@ mod tests {
             prop_assert!(ChunkFile::decode(&longer).is_err());
         }
     }
+
+    /// Rewrites the header checksum and the whole-chunk checksum of a (mutated) chunk file
+    /// where its header length allows, so that mutations reach the checks behind them.
+    fn with_checksums_fixed(b: &[u8]) -> Vec<u8> {
+        let mut b = b.to_vec();
+        if b.len() >= 12 {
+            let hlen = usize::from(u16::from_le_bytes([b[10], b[11]]));
+            if (12..=b.len()).contains(&hlen) {
+                let crc = crate::checksum::crc32(&b[4..hlen - 4]);
+                b[hlen - 4..hlen].copy_from_slice(&crc.to_le_bytes());
+            }
+            let whole = crate::checksum::crc32(&b[4..]);
+            b[..4].copy_from_slice(&whole.to_le_bytes());
+        }
+        b
+    }
+
+    /// Fuzz target: the chunk header and chunk file parsers never panic, and what they
+    /// accept encodes back to the same bytes' meaning.
+    #[test]
+    fn fuzz_chunk_file() {
+        use crate::chunk::ChunkHeader;
+        use crate::fuzz;
+        let mut corpus: Vec<Vec<u8>> = [0, 1, 100, 65_536, 65_537, 140_000]
+            .into_iter()
+            .map(|n| sample(n).encode())
+            .collect();
+        corpus.extend(fuzz::corpus("chunk_file"));
+        let mut m = fuzz::Mutator::new(fuzz::seed(), &["WFCH"]);
+        fuzz::run(
+            "chunk_file",
+            &corpus,
+            fuzz::iterations(3000),
+            &mut m,
+            |input| {
+                for b in [input.to_vec(), with_checksums_fixed(input)] {
+                    for file_len in [b.len() as u64, (b.len() as u64).saturating_mul(2)] {
+                        if let Ok(h) = ChunkHeader::parse(&b, file_len) {
+                            let again = ChunkHeader::parse(&h.encode(), file_len);
+                            assert_eq!(again.as_ref(), Ok(&h), "a parsed header re-encodes");
+                        }
+                    }
+                    if let Ok(c) = ChunkFile::decode(&b) {
+                        assert_eq!(c.encode(), b, "a decoded chunk file re-encodes exactly");
+                    }
+                }
+            },
+        );
+    }
 }

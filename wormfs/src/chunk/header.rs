@@ -234,7 +234,7 @@ impl ChunkHeader {
             return Err(bad("block_size", "is zero".into()));
         }
         let data_len = u64_at(bytes, 70);
-        if header_len as u64 + data_len != file_len {
+        if (header_len as u64).checked_add(data_len) != Some(file_len) {
             return Err(bad_len("header plus data_len is not the file length"));
         }
         let stripe_len = stripe_end - stripe_start;

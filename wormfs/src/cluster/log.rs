@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Serialize, Deserialize)]
-enum SubmitAnswer {
+pub(super) enum SubmitAnswer {
     /// The reply and the op's log index.
     Done(OpReply, u64),
     NotLeader,

@@ -16,6 +16,8 @@
 //! ask; `store` is [`ClusterStore`].
 
 mod election;
+#[cfg(test)]
+mod fuzz_tests;
 mod heartbeat;
 mod info;
 mod locks;
