@@ -32,7 +32,8 @@ pub struct ClusterStore {
     membership: Option<crate::raft::Raft>,
     /// This node's disk ids (the config's; they do not change while the node runs).
     local_ids: Vec<DiskId>,
-    /// Nodes that did not answer a read within [`READ_TIMEOUT`], and when.
+    /// Nodes that did not answer a read in time (see [`ChunkStore::read_chunk_within`]), and
+    /// when.
     suspects: RwLock<HashMap<NodeId, (Instant, u64)>>,
 }
 
@@ -155,11 +156,11 @@ impl ClusterStore {
     }
 
     /// Marks `node` as not answering: asked last until a heartbeat newer than this comes.
-    fn suspect(&self, node: &NodeId) {
+    fn suspect(&self, node: &NodeId, patience: Duration) {
         let heard = self.heartbeats.get(node).map_or(0, |p| p.received_ms);
         tracing::warn!(
             %node,
-            "node {node} did not answer a chunk read within {READ_TIMEOUT:?}; its chunks are \
+            "node {node} did not answer a chunk read within {patience:?}; its chunks are \
              read last until it is heard from again"
         );
         self.suspects
@@ -280,21 +281,31 @@ impl ChunkStore for ClusterStore {
     }
 
     fn read_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<ChunkFile, StoreError> {
+        self.read_chunk_within(disk, addr, READ_TIMEOUT)
+    }
+
+    fn read_chunk_within(
+        &self,
+        disk: &DiskId,
+        addr: &ChunkAddr,
+        patience: Duration,
+    ) -> Result<ChunkFile, StoreError> {
         if self.holds_locally(disk) {
             return self.local.read_chunk(disk, addr);
         }
         let node = self.node_of(disk)?;
+        let patience = patience.min(READ_TIMEOUT);
         let read = self.handle.block_on(async {
-            tokio::time::timeout(READ_TIMEOUT, self.transport.read_chunk(&node, disk, addr)).await
+            tokio::time::timeout(patience, self.transport.read_chunk(&node, disk, addr)).await
         });
         match read {
             Ok(r) => r.map_err(|e| Self::remote_err(&node, disk, Some(addr.key), e)),
             Err(_) => {
-                self.suspect(&node);
+                self.suspect(&node, patience);
                 Err(StoreError::Remote {
                     node: node.clone(),
                     disk: disk.clone(),
-                    reason: format!("no answer within {READ_TIMEOUT:?}"),
+                    reason: format!("no answer within {patience:?}"),
                 })
             }
         }

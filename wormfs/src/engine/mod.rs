@@ -174,6 +174,41 @@ mod tests {
         assert_eq!(read_stripe(&s, FileId(7), &l, &rec).unwrap().data, data);
     }
 
+    /// A chunk on a slow disk (a frozen node) is given up on after the hedge and the stripe
+    /// is decoded from the others, without waiting for it; with too few others, the slow
+    /// chunk is waited for rather than the read failing.
+    #[test]
+    fn a_slow_chunk_is_read_around_and_waited_for_only_when_needed() {
+        let s = store(3);
+        let node = NodeId("n".into());
+        let view = local_view(&node, &s).unwrap();
+        let l = layout();
+        let data: Vec<u8> = (0..6000u32).map(|i| (i % 251) as u8).collect();
+        let rec = write(&s, &view, &l, &data).unwrap();
+        let disk_of = |index: u16| {
+            rec.chunks
+                .iter()
+                .find(|c| c.index == index)
+                .unwrap()
+                .disk
+                .clone()
+        };
+        let (d0, d1) = (disk_of(0), disk_of(1));
+        s.slow_disk(&d0);
+        let read = read_stripe(&s, FileId(7), &l, &rec).unwrap();
+        assert_eq!(read.data, data);
+        assert!(
+            read.damaged.is_empty(),
+            "a slow chunk is not damaged: {:?}",
+            read.damaged
+        );
+        assert_eq!(s.slow_reads(&d0), 0, "the slow data chunk was waited for");
+        // two of three slow: one of them must be waited for
+        s.slow_disk(&d1);
+        assert_eq!(read_stripe(&s, FileId(7), &l, &rec).unwrap().data, data);
+        assert!(s.slow_reads(&d0) + s.slow_reads(&d1) >= 1);
+    }
+
     #[test]
     fn no_disk_left_fails_and_leaves_nothing_behind() {
         let s = store(3);

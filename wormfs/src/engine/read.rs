@@ -6,6 +6,7 @@ use crate::meta::{ChunkRecord, ChunkState, FileLayout, StripeRecord};
 use crate::store::StoreError;
 use crate::store::{ChunkAddr, ChunkStore};
 use crate::stripe::ErasureCodec;
+use std::time::Duration;
 
 /// A stripe read back, with the chunks found damaged on the way (to report for repair).
 #[derive(Debug)]
@@ -29,6 +30,13 @@ pub struct DamagedChunk {
     /// so it is not recorded as damaged.
     pub recordable: bool,
 }
+
+/// How long the first read of a chunk may take, when the stripe has other chunks to turn
+/// to, before the reader reads those instead (a hedge against a slow or frozen node: the
+/// store's own patience, for a node that may be only busy, is longer). A chunk given up on
+/// this way is asked again, with the store's full patience, only when the other chunks do
+/// not make `k`. Stores with no slow path (local disks) ignore it.
+pub const HEDGE_AFTER: Duration = Duration::from_millis(500);
 
 /// Reads `k` good chunks of stripe `s` of `file` (data chunks first, then local ones), verifies each chunk's
 /// checksums, decodes when a data chunk is missing or bad, and checks the stripe checksum.
@@ -71,15 +79,23 @@ pub fn read_stripe(
     let mut shards: Vec<Option<Vec<u8>>> = vec![None; k + m];
     let mut damaged = Vec::new();
     let mut good = 0;
-    let read = |c: &ChunkRecord| {
+    let read = |c: &ChunkRecord, patience: Option<Duration>| {
         let addr = chunk_addr(file, layout, s, c.index);
-        store.read_chunk(&c.disk, &addr)
+        match patience {
+            Some(p) => store.read_chunk_within(&c.disk, &addr, p),
+            None => store.read_chunk(&c.disk, &addr),
+        }
     };
     // The first k chunks (the data chunks when all are there) are read at once, from their
-    // disks in parallel; each missing or bad one is replaced by the next chunk in order.
+    // disks in parallel, each given HEDGE_AFTER when the code has other chunks to turn to;
+    // each missing, bad or late one is replaced by the next chunk in order.
+    let hedge = (m > 0).then_some(HEDGE_AFTER);
     let (first, rest) = order.split_at(k.min(order.len()));
     let first_reads: Vec<_> = std::thread::scope(|scope| {
-        let handles: Vec<_> = first.iter().map(|c| scope.spawn(move || read(c))).collect();
+        let handles: Vec<_> = first
+            .iter()
+            .map(|c| scope.spawn(move || read(c, hedge)))
+            .collect();
         handles
             .into_iter()
             .map(|h| h.join().expect("chunk reader panicked"))
@@ -88,6 +104,10 @@ pub fn read_stripe(
     let mut results: Vec<(&ChunkRecord, Result<crate::chunk::ChunkFile, StoreError>)> =
         first.iter().copied().zip(first_reads).collect();
     let mut rest = rest.iter();
+    // chunks whose node did not answer within the hedge: asked again, with the store's
+    // full patience, only if the other chunks do not make k
+    let mut late: Vec<&ChunkRecord> = Vec::new();
+    let mut late_asked = false;
     while let Some((c, r)) = results.pop() {
         match r {
             Ok(chunk) if usize::from(c.index) < k + m => {
@@ -100,6 +120,7 @@ pub fn read_stripe(
                 reason: format!("chunk index {} is outside the code", c.index),
                 recordable: true,
             }),
+            Err(StoreError::Remote { .. }) if !late_asked && hedge.is_some() => late.push(c),
             Err(e) => {
                 let state = match e {
                     StoreError::Corrupt { .. } => ChunkState::Corrupt,
@@ -115,7 +136,12 @@ pub fn read_stripe(
         }
         if good + results.len() < k {
             if let Some(next) = rest.next() {
-                results.push((next, read(next)));
+                results.push((next, read(next, None)));
+            } else if !late_asked {
+                late_asked = true;
+                for c in late.drain(..) {
+                    results.push((c, read(c, None)));
+                }
             }
         }
     }

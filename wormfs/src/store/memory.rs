@@ -13,6 +13,10 @@ use std::sync::Mutex;
 struct MemDisk {
     capacity: u64,
     failed: bool,
+    /// Answers only reads that wait as long as it takes (see [`MemoryChunkStore::slow_disk`]).
+    slow: bool,
+    /// Reads of this slow disk that waited.
+    slow_reads: usize,
     chunks: BTreeMap<(ChunkFolder, ChunkKey), Vec<u8>>,
     paths: BTreeMap<FileId, String>,
 }
@@ -77,6 +81,29 @@ impl MemoryChunkStore {
         {
             d.failed = true;
         }
+    }
+
+    /// Makes `disk` slow, as a disk on a frozen or overloaded node is: a read with a
+    /// patience ([`ChunkStore::read_chunk_within`]) gets [`StoreError::Remote`] "no answer
+    /// within …", and a read without one is answered (and counted: [`Self::slow_reads`]).
+    pub fn slow_disk(&self, disk: &DiskId) {
+        if let Some(d) = self
+            .disks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(disk)
+        {
+            d.slow = true;
+        }
+    }
+
+    /// How many reads of slow `disk` waited for it.
+    pub fn slow_reads(&self, disk: &DiskId) -> usize {
+        self.disks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(disk)
+            .map_or(0, |d| d.slow_reads)
     }
 
     /// Flips one byte of a stored chunk (bit rot); false when the chunk is not there.
@@ -146,8 +173,32 @@ impl ChunkStore for MemoryChunkStore {
         })
     }
 
+    /// A slow disk stands for a disk of another node (see [`MemoryChunkStore::slow_disk`]).
+    fn is_local(&self, disk: &DiskId) -> bool {
+        !self.with_disk(disk, |d| Ok(d.slow)).unwrap_or(false)
+    }
+
+    fn read_chunk_within(
+        &self,
+        disk: &DiskId,
+        addr: &ChunkAddr,
+        patience: std::time::Duration,
+    ) -> Result<ChunkFile, StoreError> {
+        if self.with_disk(disk, |d| Ok(d.slow))? {
+            return Err(StoreError::Remote {
+                node: crate::ids::NodeId("memory".into()),
+                disk: disk.clone(),
+                reason: format!("no answer within {patience:?}"),
+            });
+        }
+        self.read_chunk(disk, addr)
+    }
+
     fn read_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<ChunkFile, StoreError> {
         self.with_disk(disk, |d| {
+            if d.slow {
+                d.slow_reads += 1;
+            }
             let bytes = d
                 .chunks
                 .get(&(addr.folder.clone(), addr.key))

@@ -256,6 +256,20 @@ pub trait ChunkStore: Send + Sync {
     /// Reads a chunk and verifies every checksum in it.
     fn read_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<ChunkFile, StoreError>;
 
+    /// [`ChunkStore::read_chunk`], given up after `patience` where the chunk is on a node
+    /// that may be slow to answer (a hedged read: the caller has other chunks to read
+    /// instead). The store may then hold the node as not responsive. Stores whose reads
+    /// cannot hang read as usual.
+    fn read_chunk_within(
+        &self,
+        disk: &DiskId,
+        addr: &ChunkAddr,
+        patience: std::time::Duration,
+    ) -> Result<ChunkFile, StoreError> {
+        let _ = patience;
+        self.read_chunk(disk, addr)
+    }
+
     /// Reads a chunk, verifies every checksum in it and copies the first `dest.len()`
     /// bytes of its data into `dest` (the chunk's place in a stripe buffer). A chunk with
     /// fewer data bytes is corrupt. Stores that can read straight into `dest` do, saving
