@@ -230,6 +230,11 @@ impl Cluster {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(settings.snapshot_after),
             max_in_snapshot_log_to_keep: settings.keep_log_entries,
             purge_batch_size: (settings.snapshot_after / 4).clamp(1, 256),
+            // openraft gives each snapshot chunk 200 ms by default: less than a chunk of a
+            // large snapshot takes on a busy node, which then never caught up. A chunk may
+            // take as long as a forwarded write.
+            install_snapshot_timeout: write_timeout(&settings).as_millis() as u64,
+            snapshot_max_chunk_size: SNAPSHOT_CHUNK as u64,
             ..Default::default()
         };
         let config = Arc::new(
@@ -412,6 +417,9 @@ impl Cluster {
         }
     }
 }
+
+/// Bytes of a snapshot sent in one request (well below the transport's message limit).
+const SNAPSHOT_CHUNK: usize = 4 * 1024 * 1024;
 
 fn write_timeout(s: &ClusterSettings) -> Duration {
     s.election_timeout * 3 + Duration::from_secs(5)

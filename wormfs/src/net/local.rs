@@ -26,8 +26,9 @@ struct Faults {
     unreachable: BTreeSet<NodeId>,
     /// Directed links that carry nothing: `(from, to)`.
     cut: BTreeSet<(NodeId, NodeId)>,
-    /// Latency added to each request.
+    /// Latency added to each request on a protocol starting with `delay_prefix`.
     delay: Duration,
+    delay_prefix: String,
     /// Requests lost, per thousand: half before the handler runs, half after (the answer).
     loss_per_mille: u32,
     /// Requests delivered twice, per thousand, on protocols starting with `dup_prefix`.
@@ -171,7 +172,15 @@ impl InProcessHub {
 
     /// Adds `delay` to every request.
     pub fn set_delay(&self, delay: Duration) {
-        self.write().faults.delay = delay;
+        self.set_delay_for("", delay);
+    }
+
+    /// Adds `delay` to every request on a protocol starting with `prefix` (the others
+    /// travel without one).
+    pub fn set_delay_for(&self, prefix: &str, delay: Duration) {
+        let mut s = self.write();
+        s.faults.delay = delay;
+        s.faults.delay_prefix = prefix.to_owned();
     }
 
     /// Loses `per_mille` of the requests: half before the handler runs (nothing happened),
@@ -349,7 +358,12 @@ impl Transport for InProcessTransport {
                     && f.roll() < f.dup_per_mille;
                 Fate::Deliver { twice }
             };
-            (handler, fate, f.delay)
+            let delay = if protocol.starts_with(f.delay_prefix.as_str()) {
+                f.delay
+            } else {
+                Duration::ZERO
+            };
+            (handler, fate, delay)
         };
         if !delay.is_zero() {
             #[cfg(feature = "rpc")]
