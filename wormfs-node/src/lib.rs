@@ -225,6 +225,11 @@ pub async fn run(
         .initial_stream_window_size(Some(wormfs::rpc::WINDOW_SIZE))
         .initial_connection_window_size(Some(4 * wormfs::rpc::WINDOW_SIZE))
         .max_frame_size(Some(wormfs::rpc::MAX_FRAME_SIZE))
+        // In a cluster, a node behind its master or behind what the client has seen does
+        // not answer from its old metadata (see wormfs::rpc::fresh).
+        .layer(tower::util::option_layer(cluster.clone().map(|c| {
+            wormfs::rpc::fresh::FreshLayer::new(c as Arc<dyn wormfs::rpc::fresh::Progress>)
+        })))
         .add_service(service)
         .serve_with_incoming_shutdown(wormfs::rpc::tls::incoming(listener, acceptor), shutdown)
         .await

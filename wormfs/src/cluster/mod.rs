@@ -20,6 +20,7 @@ mod election;
 mod fuzz_tests;
 mod heartbeat;
 mod info;
+pub mod lag;
 mod locks;
 mod log;
 mod membership;
@@ -141,6 +142,7 @@ pub struct Cluster {
     /// Read by the in-process tests' failure reports.
     #[cfg_attr(not(test), allow(dead_code))]
     contact: Arc<Contact>,
+    lag: Arc<lag::Lag>,
     admin: Admin,
     settings: ClusterSettings,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -151,6 +153,26 @@ impl Drop for Cluster {
         for t in &self.tasks {
             t.abort();
         }
+    }
+}
+
+impl crate::rpc::fresh::Progress for Cluster {
+    fn applied(&self) -> u64 {
+        network::applied(&self.raft)
+    }
+
+    fn behind(&self) -> Option<String> {
+        let m = self.raft.metrics();
+        let (leader, applied) = {
+            let m = m.borrow();
+            (m.current_leader, m.last_applied.map_or(0, |l| l.index))
+        };
+        if leader == Some(self.raft_id) {
+            return None;
+        }
+        self.lag
+            .behind(applied, std::time::Instant::now())
+            .map(|b| b.to_string())
     }
 }
 
@@ -257,7 +279,13 @@ impl Cluster {
             // a vote but no log: its log was lost or forgotten (see `election`)
             contact.abstain();
         }
-        serve_raft(transport.as_ref(), raft.clone(), contact.clone());
+        let lag = Arc::new(lag::Lag::default());
+        serve_raft(
+            transport.as_ref(),
+            raft.clone(),
+            contact.clone(),
+            lag.clone(),
+        );
         election::serve_prevote(
             transport.as_ref(),
             raft.clone(),
@@ -311,6 +339,7 @@ impl Cluster {
             meta,
             admin,
             contact: contact.clone(),
+            lag,
             local: local.clone(),
             settings,
             tasks: Vec::new(),

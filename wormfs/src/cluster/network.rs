@@ -5,6 +5,7 @@
 //! missed openraft's timeout every time, so a node behind the compacted log never caught up.
 
 use super::election::Contact;
+use super::lag::Lag;
 use crate::ids::NodeId;
 use crate::net::{Transport, TransportError};
 use crate::raft::{Member, Raft, RaftNodeId, TypeConfig};
@@ -200,21 +201,27 @@ pub fn serve_json<Req, Resp, F, Fut>(
 /// Answers the three Raft protocols on `transport` with `raft`, and records in `contact`
 /// each message from a master this node accepts and each vote it grants (the silence an
 /// election waits out starts there: see [`Contact`]).
-pub fn serve_raft(transport: &dyn Transport, raft: Raft, contact: Arc<Contact>) {
+///
+/// `lag` learns the master's commit index from each append-entries and snapshot.
+pub fn serve_raft(transport: &dyn Transport, raft: Raft, contact: Arc<Contact>, lag: Arc<Lag>) {
     let r = raft.clone();
     let c = contact.clone();
+    let l = lag.clone();
     serve_json(
         transport,
         APPEND,
         "Raft message",
         move |req: AppendEntriesRequest<TypeConfig>| {
-            let (r, c) = (r.clone(), c.clone());
+            let (r, c, l) = (r.clone(), c.clone(), l.clone());
             async move {
                 let committed = req.leader_commit.map(|l| l.index);
                 let answer = r.append_entries(req).await;
                 if matches!(&answer, Ok(a) if !matches!(a, AppendEntriesResponse::HigherVote(_))) {
                     c.touch();
                     c.master_committed(committed);
+                    if let Some(committed) = committed {
+                        l.learned(committed, applied(&r), std::time::Instant::now());
+                    }
                 }
                 answer
             }
@@ -253,10 +260,15 @@ pub fn serve_raft(transport: &dyn Transport, raft: Raft, contact: Arc<Contact>) 
     transport.serve(
         SNAPSHOT,
         Arc::new(move |_caller, body| {
-            let (r, c) = (raft.clone(), contact.clone());
+            let (r, c, l) = (raft.clone(), contact.clone(), lag.clone());
             Box::pin(async move {
                 let req = decode_snapshot(&body)?;
                 let last = req.meta.last_log_id.map(|l| l.index);
+                if let Some(last) = last {
+                    // the snapshot's last entry is committed: until it is installed, this
+                    // node is behind it
+                    l.learned(last, applied(&r), std::time::Instant::now());
+                }
                 let answer = r.install_snapshot(req).await;
                 if answer.is_ok() {
                     c.touch();
@@ -267,4 +279,9 @@ pub fn serve_raft(transport: &dyn Transport, raft: Raft, contact: Arc<Contact>) 
             })
         }),
     );
+}
+
+/// The index of the last log entry `raft` applied.
+pub fn applied(raft: &Raft) -> u64 {
+    raft.metrics().borrow().last_applied.map_or(0, |l| l.index)
 }

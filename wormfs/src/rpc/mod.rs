@@ -10,6 +10,7 @@ mod admin;
 pub mod client;
 pub mod client_config;
 pub mod convert;
+pub mod fresh;
 pub mod identity;
 pub mod local;
 pub mod locks;

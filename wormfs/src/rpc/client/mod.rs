@@ -22,7 +22,8 @@ use tonic::transport::{Channel, Endpoint};
 pub use super::identity::Identity;
 
 /// A connection to one node: TLS-PSK underneath, the acting-as headers on each call.
-pub type Conn = WormFsClient<InterceptedService<Channel, ActingAsHeaders>>;
+pub type Conn =
+    WormFsClient<InterceptedService<super::fresh::RecordApplied<Channel>, ActingAsHeaders>>;
 
 /// The uid and groups a call acts as (see [`acting_as`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,12 +56,20 @@ pub fn acting_as<T>(who: ActAs, f: impl FnOnce() -> T) -> T {
     f()
 }
 
-/// Puts the [`acting_as`] caller of this thread, if any, in each request's headers.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ActingAsHeaders;
+/// Puts the [`acting_as`] caller of this thread, if any, in each request's headers, and the
+/// highest metadata index the client has seen (see [`super::fresh`]).
+#[derive(Clone, Debug, Default)]
+pub struct ActingAsHeaders {
+    seen: super::fresh::Seen,
+}
 
 impl tonic::service::Interceptor for ActingAsHeaders {
     fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        let seen = self.seen.get();
+        if seen > 0 {
+            r.metadata_mut()
+                .insert(super::fresh::AFTER_HEADER, seen.into());
+        }
         ACTING_AS.with(|a| {
             if let Some(who) = a.borrow().as_ref() {
                 let m = r.metadata_mut();
@@ -283,6 +292,8 @@ struct State {
 #[derive(Debug)]
 struct Shared {
     first: String,
+    /// The highest metadata index seen, shared with forks (see [`super::fresh`]).
+    seen: super::fresh::Seen,
     opts: ConnectOptions,
     state: Mutex<State>,
     failover: tokio::sync::Mutex<()>,
@@ -322,8 +333,12 @@ fn is_unreachable(s: &tonic::Status) -> bool {
         )
 }
 
-/// True when `s` is a failure to open the connection, so the request never left.
+/// True when `s` is a failure to open the connection, so the request never left, or a
+/// refusal of a node that is behind, so the call did not run.
 fn never_sent(s: &tonic::Status) -> bool {
+    if super::fresh::is_behind(s) {
+        return true;
+    }
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(s);
     let mut texts = vec![s.message().to_owned()];
     while let Some(e) = cur {
@@ -380,7 +395,11 @@ fn refusal(e: &(dyn std::error::Error + 'static)) -> Option<String> {
 }
 
 /// Opens a connection to `address`.
-async fn open(address: &str, opts: &ConnectOptions) -> Result<Conn, ClientError> {
+async fn open(
+    address: &str,
+    opts: &ConnectOptions,
+    seen: &super::fresh::Seen,
+) -> Result<Conn, ClientError> {
     let endpoint = endpoint(address, opts)?;
     let Some(identity) = &opts.identity else {
         return Err(ClientError {
@@ -418,7 +437,9 @@ async fn open(address: &str, opts: &ConnectOptions) -> Result<Conn, ClientError>
         }
         Err(_) => return Err(unreachable(&"timed out")),
     };
-    Ok(WormFsClient::with_interceptor(channel, ActingAsHeaders)
+    let channel = super::fresh::RecordApplied::new(channel, seen.clone());
+    let headers = ActingAsHeaders { seen: seen.clone() };
+    Ok(WormFsClient::with_interceptor(channel, headers)
         .max_decoding_message_size(super::MAX_MESSAGE_SIZE)
         .max_encoding_message_size(super::MAX_MESSAGE_SIZE))
 }
@@ -451,12 +472,13 @@ impl Client {
         for a in addresses {
             endpoint(a, &opts)?;
         }
+        let seen = super::fresh::Seen::default();
         let mut tried: Vec<String> = Vec::new();
         let mut errors: Vec<ClientError> = Vec::new();
         let mut found = None;
         for a in addresses {
             tried.push(a.clone());
-            match open(a, &opts).await {
+            match open(a, &opts, &seen).await {
                 Ok(conn) => {
                     found = Some((a.clone(), conn));
                     break;
@@ -489,7 +511,7 @@ impl Client {
                         continue;
                     }
                     tried.push(a.clone());
-                    match open(a, &opts).await {
+                    match open(a, &opts, &seen).await {
                         Ok(conn) => {
                             log_warn!(
                                 "{} did not answer; using {a} from the node cache",
@@ -532,6 +554,7 @@ impl Client {
         let client = Client {
             shared: Arc::new(Shared {
                 first: address,
+                seen,
                 opts,
                 state: Mutex::new(State {
                     nodes,
@@ -555,10 +578,11 @@ impl Client {
             let s = self.lock();
             (s.nodes.clone(), s.current)
         };
-        let conn = open(&nodes[current], &self.shared.opts).await?;
+        let conn = open(&nodes[current], &self.shared.opts, &self.shared.seen).await?;
         Ok(Client {
             shared: Arc::new(Shared {
                 first: self.shared.first.clone(),
+                seen: self.shared.seen.clone(),
                 opts: self.shared.opts.clone(),
                 state: Mutex::new(State {
                     nodes,
@@ -683,7 +707,7 @@ impl Client {
         let mut errors = Vec::new();
         for step in 1..=nodes.len() {
             let i = (current + step) % nodes.len();
-            match open(&nodes[i], &self.shared.opts).await {
+            match open(&nodes[i], &self.shared.opts, &self.shared.seen).await {
                 Ok(conn) => {
                     {
                         let mut s = self.lock();
@@ -726,6 +750,7 @@ impl Client {
         Fut: std::future::Future<Output = Result<T, tonic::Status>>,
     {
         let mut attempts = 0;
+        let mut behind_since: Option<std::time::Instant> = None;
         loop {
             let (conn, generation, address, known) = {
                 let s = self.lock();
@@ -740,7 +765,20 @@ impl Client {
                 Ok(v) => return Ok(v),
                 Err(s) => s,
             };
-            if !is_unreachable(&status) {
+            if super::fresh::is_behind(&status) {
+                // the node has not applied what this client has seen: it catches up in
+                // milliseconds, or the client moves on (nothing of the call ran)
+                let since = *behind_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() < super::fresh::BEHIND_PATIENCE {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                behind_since = None;
+                log_warn!(
+                    "{what}: the node at {address} is behind the cluster ({}); moving to another node",
+                    status.message()
+                );
+            } else if !is_unreachable(&status) {
                 return Err(status.into());
             }
             attempts += 1;

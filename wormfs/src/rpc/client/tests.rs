@@ -242,8 +242,30 @@ struct Node {
     links: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
+/// A node's metadata progress as the test sets it (see [`crate::rpc::fresh`]).
+#[derive(Default)]
+struct TestProgress {
+    applied: std::sync::atomic::AtomicU64,
+    behind: Mutex<Option<String>>,
+}
+
+impl crate::rpc::fresh::Progress for TestProgress {
+    fn applied(&self) -> u64 {
+        self.applied.load(Ordering::SeqCst)
+    }
+
+    fn behind(&self) -> Option<String> {
+        self.behind.lock().unwrap().clone()
+    }
+}
+
 impl Node {
     async fn start(id: u64) -> Node {
+        Node::start_with(id, None).await
+    }
+
+    /// A fake node whose server checks freshness against `progress`.
+    async fn start_with(id: u64, progress: Option<Arc<TestProgress>>) -> Node {
         let fake = Arc::new(Fake {
             id,
             ..Default::default()
@@ -254,6 +276,9 @@ impl Node {
         let acceptor = Arc::new(crate::rpc::tls::PskAcceptor::new(Arc::new(TestKeys)).unwrap());
         tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
+                .layer(tower::util::option_layer(progress.map(|p| {
+                    crate::rpc::fresh::FreshLayer::new(p as Arc<dyn crate::rpc::fresh::Progress>)
+                })))
                 .add_service(svc)
                 .serve_with_incoming(crate::rpc::tls::incoming(backend, acceptor))
                 .await;
@@ -565,4 +590,96 @@ async fn a_bad_address_is_einval() {
         .await
         .unwrap_err();
     assert_eq!(e.errno, errno::EINVAL);
+}
+
+/// Two fake nodes with the given progress, listing each other, and options caching in `dir`.
+async fn fresh_cluster(
+    dir: &std::path::Path,
+) -> (
+    Node,
+    Node,
+    Arc<TestProgress>,
+    Arc<TestProgress>,
+    ConnectOptions,
+) {
+    let (pa, pb) = (
+        Arc::new(TestProgress::default()),
+        Arc::new(TestProgress::default()),
+    );
+    let a = Node::start_with(1, Some(pa.clone())).await;
+    let b = Node::start_with(2, Some(pb.clone())).await;
+    let members = vec![a.address.clone(), b.address.clone()];
+    *a.fake.members.lock().unwrap() = members.clone();
+    *b.fake.members.lock().unwrap() = members;
+    let opts = ConnectOptions {
+        cache: Some(dir.join("nodes.json")),
+        connect_timeout: Duration::from_secs(2),
+        identity: test_identity(TEST_KEY),
+    };
+    (a, b, pa, pb, opts)
+}
+
+/// A client that has seen metadata index 10 on one node is not answered by a node that has
+/// applied less: that node refuses, the client asks it again, and it answers once it has
+/// caught up (here after 300 ms).
+#[tokio::test]
+async fn a_node_behind_what_the_client_has_seen_answers_only_once_it_has_caught_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, pa, pb, opts) = fresh_cluster(dir.path()).await;
+    pa.applied.store(10, Ordering::SeqCst);
+    pb.applied.store(3, Ordering::SeqCst);
+    let client = Client::connect_with(std::slice::from_ref(&a.address), opts)
+        .await
+        .unwrap();
+    assert_eq!(
+        client.lookup(FileId::ROOT, "x").await.unwrap().ino,
+        FileId(1)
+    );
+    assert_eq!(
+        client.shared.seen.get(),
+        10,
+        "the client keeps what a answered with"
+    );
+    a.kill().await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let catch_up = tokio::spawn({
+        let pb = pb.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            pb.applied.store(12, Ordering::SeqCst);
+        }
+    });
+    let started = std::time::Instant::now();
+    client.unlink(FileId::ROOT, "x").await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "answered after {:?}, before b caught up",
+        started.elapsed()
+    );
+    assert_eq!(
+        b.fake.unlinks.load(Ordering::SeqCst),
+        1,
+        "run once, when b caught up"
+    );
+    assert_eq!(client.shared.seen.get(), 12);
+    catch_up.await.unwrap();
+}
+
+/// A node that says it is behind its master is left for another node after the client's
+/// patience, even for a change that is never repeated after an uncertain send: the refusal
+/// says that nothing ran.
+#[tokio::test]
+async fn a_node_that_stays_behind_is_left_for_another_and_nothing_runs_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, pa, _pb, opts) = fresh_cluster(dir.path()).await;
+    let client = Client::connect_with(std::slice::from_ref(&a.address), opts)
+        .await
+        .unwrap();
+    *pa.behind.lock().unwrap() = Some("a snapshot install keeps failing".into());
+    let started = std::time::Instant::now();
+    client.unlink(FileId::ROOT, "x").await.unwrap();
+    assert!(started.elapsed() >= crate::rpc::fresh::BEHIND_PATIENCE);
+    assert_eq!(a.fake.unlinks.load(Ordering::SeqCst), 0, "nothing ran on a");
+    assert_eq!(b.fake.unlinks.load(Ordering::SeqCst), 1);
+    assert_eq!(client.current_address(), b.address);
 }
