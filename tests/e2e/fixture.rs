@@ -63,12 +63,32 @@ pub fn spawn_until_with(
     marker: &str,
     envs: &[(&str, &str)],
 ) -> (Child, String) {
+    spawn_until_in(&[], args, log, marker, envs)
+}
+
+/// [`spawn_until_with`] run through `prefix` (`ip netns exec NS`, say: a command that
+/// ends by executing `wormfs ARGS`, so the child is the wormfs process).
+pub fn spawn_until_in(
+    prefix: &[&str],
+    args: &[&str],
+    log: &Path,
+    marker: &str,
+    envs: &[(&str, &str)],
+) -> (Child, String) {
     let log_file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .unwrap();
-    let mut child = Command::new(BIN)
+    let mut command = match prefix.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    let mut child = command
         .args(args)
         .env(
             "RUST_LOG",

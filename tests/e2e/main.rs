@@ -9,5 +9,6 @@ mod fixture;
 mod heal;
 mod locks;
 mod mount;
+mod netns;
 mod node;
 mod session;

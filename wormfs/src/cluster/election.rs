@@ -344,13 +344,13 @@ pub async fn drive_elections(
             .filter_map(|id| membership.get_node(id))
             .map(|n| NodeId(n.name.clone()))
             .collect();
-        let calls = peers.iter().map(|node| {
+        let calls = peers.iter().enumerate().map(|(i, node)| {
             let t = transport.clone();
             let req = req.clone();
             async move {
                 let answer =
                     tokio::time::timeout(timing.lease / 2, t.request(node, PREVOTE, req)).await;
-                match answer {
+                let (granted, reason) = match answer {
                     Ok(Ok(body)) => match serde_json::from_slice::<PreVoteAnswer>(&body) {
                         Ok(a) => (a.granted, a.reason),
                         Err(e) => (false, format!("unreadable answer: {e}")),
@@ -359,11 +359,22 @@ pub async fn drive_elections(
                     Ok(Err(TransportError::NoHandler { .. })) => (true, String::new()),
                     Ok(Err(e)) => (false, e.to_string()),
                     Err(_) => (false, "no answer".into()),
-                }
+                };
+                (i, granted, reason)
             }
         });
-        let answers = futures::future::join_all(calls).await;
-        let granted = 1 + answers.iter().filter(|(g, _)| *g).count();
+        // counted as they come: a peer cut off by the network (whose request hangs rather
+        // than fails) does not hold up a majority that has answered
+        let mut pending: futures::stream::FuturesUnordered<_> = calls.collect();
+        let mut answers: Vec<(usize, bool, String)> = Vec::new();
+        let mut granted = 1;
+        while granted * 2 <= voters.len() {
+            let Some(a) = futures::StreamExt::next(&mut pending).await else {
+                break;
+            };
+            granted += usize::from(a.1);
+            answers.push(a);
+        }
         if granted * 2 > voters.len() {
             tracing::info!(
                 term,
@@ -374,11 +385,10 @@ pub async fn drive_elections(
             contact.touch();
             wait = timing.pick(raft_id ^ attempt);
         } else {
-            let reasons: Vec<String> = peers
+            let reasons: Vec<String> = answers
                 .iter()
-                .zip(&answers)
-                .filter(|(_, (g, _))| !g)
-                .map(|(n, (_, r))| format!("{n}: {r}"))
+                .filter(|(_, g, _)| !g)
+                .map(|(i, _, r)| format!("{}: {r}", peers[*i]))
                 .collect();
             // tried again at the next step while the silence lasts: a dead master leaves
             // every follower silent from about the same time, so the others agree soon
