@@ -433,7 +433,7 @@ fn a_follower_that_lost_its_metadata_rejoins_by_snapshot() {
 /// with the raw gRPC call; the client's repeat itself is checked against fake nodes
 /// (`rpc::client::tests::a_create_cut_off_mid_call_is_repeated_on_the_next_node_with_its_request_id`).
 #[test]
-fn a_create_repeated_on_another_node_under_its_request_id_is_applied_once() {
+fn changes_repeated_on_another_node_under_their_request_id_are_applied_once() {
     use std::time::Duration;
     use wormfs::rpc::client::{Client, ConnectOptions};
     use wormfs::rpc::proto;
@@ -485,4 +485,43 @@ fn a_create_repeated_on_another_node_under_its_request_id_is_applied_once() {
     let e = create(0, "../x").expect_err("a bad request id");
     assert_eq!(e.code(), tonic::Code::InvalidArgument);
     assert!(e.message().contains("x-request-id"), "{e:?}");
+
+    // unlink and rename too: the repeat of an applied call answers as the first did, not
+    // ENOENT (the node's checks find the name gone, or the log finds the id applied)
+    fn with_id<T>(req: T, id: &str) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(req);
+        r.metadata_mut()
+            .insert(wormfs::rpc::REQUEST_ID_HEADER, id.parse().unwrap());
+        r
+    }
+    let entry = |name: &str| proto::EntryRequest {
+        parent: 1,
+        name: name.into(),
+    };
+    rt.block_on(conn(1).unlink(with_id(entry("once"), "u1")))
+        .expect("the first unlink");
+    for node in [2, 0] {
+        rt.block_on(conn(node).unlink(with_id(entry("once"), "u1")))
+            .unwrap_or_else(|e| panic!("the repeat of the unlink on node{}: {e:?}", node + 1));
+    }
+    let e = rt
+        .block_on(conn(2).unlink(with_id(entry("once"), "u2")))
+        .expect_err("another unlink of the name");
+    assert_eq!(wormfs::rpc::errno_of(&e), libc::ENOENT, "{e:?}");
+    create(0, "c2").expect("create the file to rename");
+    let rename = || proto::RenameRequest {
+        parent: 1,
+        name: "once".into(),
+        new_parent: 1,
+        new_name: "renamed".into(),
+        no_replace: false,
+    };
+    rt.block_on(conn(0).rename(with_id(rename(), "r1")))
+        .expect("the first rename");
+    rt.block_on(conn(2).rename(with_id(rename(), "r1")))
+        .expect("the repeat of the rename");
+    let e = rt
+        .block_on(conn(1).rename(with_id(rename(), "r2")))
+        .expect_err("another rename of the gone name");
+    assert_eq!(wormfs::rpc::errno_of(&e), libc::ENOENT, "{e:?}");
 }

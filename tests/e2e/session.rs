@@ -356,3 +356,86 @@ fn the_node_checks_permissions_for_direct_grpc_callers_and_refuses_acls() {
         .unwrap_err();
     assert_eq!(e.errno, libc::EOPNOTSUPP, "{e}");
 }
+
+/// A change repeated under its request id (as a client does on another node after the first
+/// stopped answering mid-call) answers as the first run did, also when the node's own
+/// permission checks look at what the first run changed: a rename's source and a sticky
+/// directory's victim are gone, and the repeat is not refused with `ENOENT`.
+#[test]
+fn a_repeated_rename_or_unlink_of_a_user_answers_as_the_first_run() {
+    use wormfs::rpc::proto;
+    let mut w = World::start(3, "");
+    w.stop_mount();
+    let (ok, _, err) = as_user(
+        &w,
+        &w.admin_identity(),
+        &["user", "add", "bob", "--uid", "65534", "--gid", "65534"],
+    );
+    assert!(ok, "{err}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let admin = client_as(&rt, &w, &w.admin_identity()).unwrap();
+    // a sticky directory everyone may write, owned by root: removing from it checks the
+    // victim's owner
+    let boxed = rt
+        .block_on(admin.create(proto::CreateRequest {
+            parent: 1,
+            name: "box".into(),
+            kind: proto::FileKind::Directory as i32,
+            perm: 0o1777,
+            ..Default::default()
+        }))
+        .unwrap();
+    let bob = client_as(&rt, &w, &w.tmp.path().join("bob.identity"))
+        .unwrap()
+        .raw();
+    fn with_id<T>(req: T, id: &str) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(req);
+        r.metadata_mut()
+            .insert(wormfs::rpc::REQUEST_ID_HEADER, id.parse().unwrap());
+        r
+    }
+    let mut call = bob.clone();
+    rt.block_on(call.create(with_id(
+        proto::CreateRequest {
+            parent: boxed.ino.0,
+            name: "f".into(),
+            kind: proto::FileKind::File as i32,
+            perm: 0o644,
+            uid: 65534,
+            gid: 65534,
+            ..Default::default()
+        },
+        "c1",
+    )))
+    .expect("bob creates box/f");
+    let rename = || proto::RenameRequest {
+        parent: boxed.ino.0,
+        name: "f".into(),
+        new_parent: boxed.ino.0,
+        new_name: "g".into(),
+        no_replace: false,
+    };
+    for _ in 0..2 {
+        rt.block_on(call.rename(with_id(rename(), "r1")))
+            .expect("the rename and its repeat");
+    }
+    let e = rt
+        .block_on(call.rename(with_id(rename(), "r2")))
+        .expect_err("a new rename of the gone name");
+    assert_eq!(wormfs::rpc::errno_of(&e), libc::ENOENT, "{e:?}");
+    let entry = || proto::EntryRequest {
+        parent: boxed.ino.0,
+        name: "g".into(),
+    };
+    for _ in 0..2 {
+        rt.block_on(call.unlink(with_id(entry(), "u1")))
+            .expect("the unlink and its repeat");
+    }
+    let e = rt
+        .block_on(call.unlink(with_id(entry(), "u2")))
+        .expect_err("a new unlink of the gone name");
+    assert_eq!(wormfs::rpc::errno_of(&e), libc::ENOENT, "{e:?}");
+}

@@ -127,6 +127,25 @@ impl MetaStore {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// What applying the op submitted under `request` (a [`MetadataOp::Once`] id) gave,
+    /// if this copy has applied it and still keeps the id: see `apply::once`.
+    pub fn request_reply(&self, request: &str) -> Result<Option<super::Applied>, MetaError> {
+        let stored: Option<String> = self
+            .conn()
+            .query_row("SELECT reply FROM requests WHERE id = ?1", [request], |r| {
+                r.get(0)
+            })
+            .optional()
+            .map_err(sql("read a request id"))?;
+        stored
+            .map(|s| {
+                serde_json::from_str(&s).map_err(|e| {
+                    MetaError::Corrupt(format!("the stored reply to request {request}: {e}"))
+                })
+            })
+            .transpose()
+    }
+
     /// The sequence number of the last applied op (0 for none).
     pub fn last_applied(&self) -> Result<u64, MetaError> {
         meta_value(&self.conn(), "last_applied")

@@ -13,5 +13,5 @@ pub use access::{Caller, EXEC, READ, WRITE};
 pub use error::FsError;
 pub use fs::{CreateKind, NodeFs, PolicyView, SetAttrArgs, StatFs};
 pub use heal::{FileRisk, RiskReport, StripeView};
-pub use request::{once, valid_request_id, MAX_REQUEST_ID};
+pub use request::{applied_before, once, valid_request_id, MAX_REQUEST_ID};
 pub use stripes::{StripeLocation, POLICY_XATTR};

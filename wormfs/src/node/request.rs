@@ -42,6 +42,19 @@ pub async fn once<F: Future>(id: Option<String>, f: F) -> F::Output {
     }
 }
 
+/// What the first op of the call under request id `id` gave, when this node's copy of the
+/// metadata has already applied it: the call ran before (through a node that stopped
+/// answering), and a repeat whose checks now fail (the file it removed is gone) answers as
+/// the first one did. A repeat whose checks pass is answered the same way by the log
+/// ([`MetadataOp::Once`]).
+pub fn applied_before(
+    meta: &crate::meta::MetaStore,
+    id: Option<&str>,
+) -> Option<crate::meta::Applied> {
+    let id = id?;
+    meta.request_reply(&format!("{id}/0")).ok().flatten()
+}
+
 /// `op` wrapped for the request this task runs, if any.
 pub(super) fn wrap(op: MetadataOp) -> MetadataOp {
     let request = REQUEST

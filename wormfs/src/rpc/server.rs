@@ -97,6 +97,15 @@ impl WormFsService {
     }
 }
 
+impl WormFsService {
+    /// What the call under `request_id` gave when it ran before (see
+    /// [`crate::node::applied_before`]): a repeat whose checks fail because the first run
+    /// changed what they look at answers as the first run did.
+    fn repeat_of(&self, request_id: &Option<String>) -> Option<crate::meta::Applied> {
+        crate::node::applied_before(self.fs.meta(), request_id.as_deref())
+    }
+}
+
 /// A failed operation as a status, logged where it is decided.
 fn status(op: &str, e: FsError) -> Status {
     let errno = e.errno();
@@ -249,20 +258,28 @@ impl WormFs for WormFsService {
         r: Request<proto::LinkRequest>,
     ) -> Result<Response<proto::AttrReply>, Status> {
         let who = caller_of(&r)?;
+        let request_id = request_id_of(&r)?;
         let r = r.into_inner();
         let new_parent = ino("new_parent", r.new_parent)?;
-        self.fs
-            .check_link(&who, new_parent)
-            .map_err(|e| status("link", e))?;
-        let a = self
-            .fs
-            .link(
+        if let Err(e) = self.fs.check_link(&who, new_parent) {
+            return match self.repeat_of(&request_id) {
+                Some(applied) => applied
+                    .attr
+                    .map(|a| attr_reply(&a))
+                    .ok_or_else(|| status("link", e)),
+                None => Err(status("link", e)),
+            };
+        }
+        let a = crate::node::once(
+            request_id,
+            self.fs.link(
                 ino("ino", r.ino)?,
                 new_parent,
                 name("new_name", &r.new_name)?,
-            )
-            .await
-            .map_err(|e| status("link", e))?;
+            ),
+        )
+        .await
+        .map_err(|e| status("link", e))?;
         Ok(attr_reply(&a))
     }
 
@@ -271,13 +288,16 @@ impl WormFs for WormFsService {
         r: Request<proto::EntryRequest>,
     ) -> Result<Response<proto::Empty>, Status> {
         let who = caller_of(&r)?;
+        let request_id = request_id_of(&r)?;
         let r = r.into_inner();
         let (parent, n) = (ino("parent", r.parent)?, name("name", &r.name)?);
-        self.fs
-            .check_remove(&who, parent, n)
-            .map_err(|e| status("unlink", e))?;
-        self.fs
-            .unlink(parent, n)
+        if let Err(e) = self.fs.check_remove(&who, parent, n) {
+            return match self.repeat_of(&request_id) {
+                Some(_) => Ok(Response::new(proto::Empty {})),
+                None => Err(status("unlink", e)),
+            };
+        }
+        crate::node::once(request_id, self.fs.unlink(parent, n))
             .await
             .map_err(|e| status("unlink", e))?;
         Ok(Response::new(proto::Empty {}))
@@ -288,13 +308,16 @@ impl WormFs for WormFsService {
         r: Request<proto::EntryRequest>,
     ) -> Result<Response<proto::Empty>, Status> {
         let who = caller_of(&r)?;
+        let request_id = request_id_of(&r)?;
         let r = r.into_inner();
         let (parent, n) = (ino("parent", r.parent)?, name("name", &r.name)?);
-        self.fs
-            .check_remove(&who, parent, n)
-            .map_err(|e| status("rmdir", e))?;
-        self.fs
-            .rmdir(parent, n)
+        if let Err(e) = self.fs.check_remove(&who, parent, n) {
+            return match self.repeat_of(&request_id) {
+                Some(_) => Ok(Response::new(proto::Empty {})),
+                None => Err(status("rmdir", e)),
+            };
+        }
+        crate::node::once(request_id, self.fs.rmdir(parent, n))
             .await
             .map_err(|e| status("rmdir", e))?;
         Ok(Response::new(proto::Empty {}))
@@ -305,19 +328,25 @@ impl WormFs for WormFsService {
         r: Request<proto::RenameRequest>,
     ) -> Result<Response<proto::Empty>, Status> {
         let who = caller_of(&r)?;
+        let request_id = request_id_of(&r)?;
         let r = r.into_inner();
         let (parent, n) = (ino("parent", r.parent)?, name("name", &r.name)?);
         let (new_parent, new_n) = (
             ino("new_parent", r.new_parent)?,
             name("new_name", &r.new_name)?,
         );
-        self.fs
-            .check_rename(&who, parent, n, new_parent, new_n)
-            .map_err(|e| status("rename", e))?;
-        self.fs
-            .rename(parent, n, new_parent, new_n, r.no_replace)
-            .await
-            .map_err(|e| status("rename", e))?;
+        if let Err(e) = self.fs.check_rename(&who, parent, n, new_parent, new_n) {
+            return match self.repeat_of(&request_id) {
+                Some(_) => Ok(Response::new(proto::Empty {})),
+                None => Err(status("rename", e)),
+            };
+        }
+        crate::node::once(
+            request_id,
+            self.fs.rename(parent, n, new_parent, new_n, r.no_replace),
+        )
+        .await
+        .map_err(|e| status("rename", e))?;
         Ok(Response::new(proto::Empty {}))
     }
 

@@ -71,7 +71,7 @@ impl Client {
         Ok((Self::attr(r)?, locked))
     }
 
-    /// Adds a hard link. Not repeated on another node once sent.
+    /// Adds a hard link; repeated on another node under its request id, as a create is.
     pub async fn link(
         &self,
         ino: FileId,
@@ -83,44 +83,47 @@ impl Client {
             new_parent: new_parent.0,
             new_name: new_name.to_owned(),
         };
+        let id = request_id();
         let r = self
-            .call("link", Retry::OnlyUnsent, |mut c| {
-                let req = req.clone();
+            .call("link", Retry::Deduplicated, |mut c| {
+                let req = with_request_id(req.clone(), &id);
                 async move { c.link(req).await }
             })
             .await?;
         Self::attr(r.into_inner())
     }
 
-    /// Removes a non-directory. Not repeated on another node once sent.
+    /// Removes a non-directory; repeated on another node under its request id.
     pub async fn unlink(&self, parent: FileId, name: &str) -> Result<(), ClientError> {
         let req = proto::EntryRequest {
             parent: parent.0,
             name: name.to_owned(),
         };
-        self.call("unlink", Retry::OnlyUnsent, |mut c| {
-            let req = req.clone();
+        let id = request_id();
+        self.call("unlink", Retry::Deduplicated, |mut c| {
+            let req = with_request_id(req.clone(), &id);
             async move { c.unlink(req).await }
         })
         .await?;
         Ok(())
     }
 
-    /// Removes an empty directory. Not repeated on another node once sent.
+    /// Removes an empty directory; repeated on another node under its request id.
     pub async fn rmdir(&self, parent: FileId, name: &str) -> Result<(), ClientError> {
         let req = proto::EntryRequest {
             parent: parent.0,
             name: name.to_owned(),
         };
-        self.call("rmdir", Retry::OnlyUnsent, |mut c| {
-            let req = req.clone();
+        let id = request_id();
+        self.call("rmdir", Retry::Deduplicated, |mut c| {
+            let req = with_request_id(req.clone(), &id);
             async move { c.rmdir(req).await }
         })
         .await?;
         Ok(())
     }
 
-    /// Renames. Not repeated on another node once sent.
+    /// Renames; repeated on another node under its request id.
     pub async fn rename(
         &self,
         parent: FileId,
@@ -136,8 +139,9 @@ impl Client {
             new_name: new_name.to_owned(),
             no_replace,
         };
-        self.call("rename", Retry::OnlyUnsent, |mut c| {
-            let req = req.clone();
+        let id = request_id();
+        self.call("rename", Retry::Deduplicated, |mut c| {
+            let req = with_request_id(req.clone(), &id);
             async move { c.rename(req).await }
         })
         .await?;

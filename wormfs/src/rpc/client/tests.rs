@@ -19,6 +19,7 @@ struct Fake {
     creates: AtomicUsize,
     writes: AtomicUsize,
     unlinks: AtomicUsize,
+    setattrs: AtomicUsize,
     /// The request id header of each call, in order ("" for none).
     request_ids: Mutex<Vec<String>>,
 }
@@ -67,6 +68,12 @@ impl Fake {
         self.unlinks.fetch_add(1, Ordering::SeqCst);
         self.maybe_hang("unlink").await;
         Ok(proto::Empty {})
+    }
+
+    async fn set_attr(&self, _: proto::SetAttrRequest) -> Result<proto::AttrReply, Status> {
+        self.setattrs.fetch_add(1, Ordering::SeqCst);
+        self.maybe_hang("setattr").await;
+        Ok(self.attr())
     }
 
     async fn write_stripes(
@@ -189,6 +196,11 @@ impl tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>> f
                 "Unlink" => {
                     let m: Handler<proto::EntryRequest, _> =
                         |f, r| Box::pin(async move { f.unlink(r).await });
+                    grpc().unary(Method(fake, m), req).await
+                }
+                "SetAttr" => {
+                    let m: Handler<proto::SetAttrRequest, _> =
+                        |f, r| Box::pin(async move { f.set_attr(r).await });
                     grpc().unary(Method(fake, m), req).await
                 }
                 "WriteStripes" => {
@@ -443,8 +455,48 @@ async fn a_create_cut_off_mid_call_is_repeated_on_the_next_node_with_its_request
     assert_ne!(next, first);
 }
 
+/// A chmod (or any change without a request id) cut off mid-call may or may not have been
+/// made: `EIO` saying so, never repeated elsewhere.
 #[tokio::test]
-async fn an_unlink_cut_off_mid_call_is_eio_and_not_repeated() {
+async fn a_setattr_cut_off_mid_call_is_eio_and_not_repeated() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, opts) = cluster(dir.path()).await;
+    let client = Client::connect_with(std::slice::from_ref(&a.address), opts)
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    *a.fake.hang.lock().unwrap() = Some(tx);
+    let chmod = SetAttr {
+        ino: 5,
+        perm: Some(0o600),
+        ..Default::default()
+    };
+    let call = tokio::spawn({
+        let client = client.clone();
+        let chmod = chmod.clone();
+        async move { client.setattr(chmod).await }
+    });
+    // The setattr reached the node; the node dies before answering.
+    assert_eq!(rx.recv().await, Some("setattr"));
+    a.kill().await;
+    let e = tokio::time::timeout(Duration::from_secs(20), call)
+        .await
+        .expect("the broken call returns")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(e.errno, errno::EIO);
+    assert!(e.message.contains("could not be confirmed"), "{e}");
+    assert_eq!(b.fake.setattrs.load(Ordering::SeqCst), 0, "not repeated");
+    // Later calls use the next node.
+    assert_eq!(client.current_address(), b.address);
+    client.setattr(chmod).await.unwrap();
+    assert_eq!(b.fake.setattrs.load(Ordering::SeqCst), 1);
+}
+
+/// An unlink carries a request id as a create does: cut off mid-call, it is repeated on the
+/// next node under the same id (the node answers a repeat of an applied id as the first).
+#[tokio::test]
+async fn an_unlink_cut_off_mid_call_is_repeated_on_the_next_node_with_its_request_id() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b, opts) = cluster(dir.path()).await;
     let client = Client::connect_with(std::slice::from_ref(&a.address), opts)
@@ -456,24 +508,18 @@ async fn an_unlink_cut_off_mid_call_is_eio_and_not_repeated() {
         let client = client.clone();
         async move { client.unlink(FileId::ROOT, "x").await }
     });
-    // The unlink reached the node; the node dies before answering.
     assert_eq!(rx.recv().await, Some("unlink"));
     a.kill().await;
-    let e = tokio::time::timeout(Duration::from_secs(20), call)
+    tokio::time::timeout(Duration::from_secs(20), call)
         .await
         .expect("the broken call returns")
         .unwrap()
-        .unwrap_err();
-    assert_eq!(e.errno, errno::EIO);
-    assert!(e.message.contains("could not be confirmed"), "{e}");
-    assert_eq!(b.fake.unlinks.load(Ordering::SeqCst), 0, "not repeated");
-    // Later calls use the next node.
-    assert_eq!(client.current_address(), b.address);
-    assert_eq!(
-        client.lookup(FileId::ROOT, "x").await.unwrap().ino,
-        FileId(2)
-    );
-    client.unlink(FileId::ROOT, "x").await.unwrap();
+        .expect("the unlink is repeated on the next node");
+    assert_eq!(b.fake.unlinks.load(Ordering::SeqCst), 1);
+    let first = a.fake.request_ids.lock().unwrap().last().cloned().unwrap();
+    let repeat = b.fake.request_ids.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(first.len(), 32, "{first:?}");
+    assert_eq!(first, repeat);
 }
 
 #[tokio::test]
@@ -677,9 +723,20 @@ async fn a_node_that_stays_behind_is_left_for_another_and_nothing_runs_twice() {
         .unwrap();
     *pa.behind.lock().unwrap() = Some("a snapshot install keeps failing".into());
     let started = std::time::Instant::now();
-    client.unlink(FileId::ROOT, "x").await.unwrap();
+    // a change without a request id: repeated elsewhere only because the refusal says
+    // nothing of it ran
+    let chmod = SetAttr {
+        ino: 5,
+        perm: Some(0o600),
+        ..Default::default()
+    };
+    client.setattr(chmod).await.unwrap();
     assert!(started.elapsed() >= crate::rpc::fresh::BEHIND_PATIENCE);
-    assert_eq!(a.fake.unlinks.load(Ordering::SeqCst), 0, "nothing ran on a");
-    assert_eq!(b.fake.unlinks.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        a.fake.setattrs.load(Ordering::SeqCst),
+        0,
+        "nothing ran on a"
+    );
+    assert_eq!(b.fake.setattrs.load(Ordering::SeqCst), 1);
     assert_eq!(client.current_address(), b.address);
 }
