@@ -473,7 +473,6 @@ async fn a_setattr_cut_off_mid_call_is_eio_and_not_repeated() {
     };
     let call = tokio::spawn({
         let client = client.clone();
-        let chmod = chmod.clone();
         async move { client.setattr(chmod).await }
     });
     // The setattr reached the node; the node dies before answering.
