@@ -81,6 +81,8 @@ pub struct NodeFs {
     pub(super) policies: PolicySet,
     pub(super) placement: Arc<dyn PlacementPolicy>,
     pub(super) liveness: Arc<dyn crate::heal::ClusterLiveness>,
+    /// Deletes what committed ops made garbage, after the answer (see [`super::deleter`]).
+    pub(super) deleter: super::deleter::Deleter,
 }
 
 impl NodeFs {
@@ -95,6 +97,7 @@ impl NodeFs {
     ) -> NodeFs {
         NodeFs {
             liveness: Arc::new(crate::heal::SoloNode(node.clone())),
+            deleter: super::deleter::Deleter::start(store.clone()),
             node,
             store,
             log,
@@ -146,12 +149,18 @@ impl NodeFs {
         &self.policies
     }
 
-    /// Puts `op` through the log; a refusal becomes [`FsError::Refused`]. Deletes the chunk
-    /// files the op made garbage.
+    /// Puts `op` through the log; a refusal becomes [`FsError::Refused`]. The chunk files
+    /// the op made garbage are deleted in the background (see [`super::deleter`]): the
+    /// caller does not wait for the nodes that hold them.
     pub(super) async fn submit(&self, op: MetadataOp) -> Result<Applied, FsError> {
         let applied = self.log.submit(super::request::wrap(op)).await??;
-        self.collect_garbage(applied.garbage.clone()).await;
+        self.deleter.delete(applied.garbage.clone());
         Ok(applied)
+    }
+
+    /// Garbage chunks handed to the background deleter and not deleted yet.
+    pub fn garbage_pending(&self) -> usize {
+        self.deleter.pending()
     }
 
     /// Deletes chunk files no metadata refers to. A failure leaves an orphan chunk (found

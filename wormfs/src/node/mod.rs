@@ -3,11 +3,14 @@
 //! [`crate::rpc::server`] is a thin translation of it.
 
 mod access;
+mod deleter;
 mod error;
 mod fs;
 mod heal;
 mod request;
 mod stripes;
+#[cfg(test)]
+mod tests;
 
 pub use access::{Caller, EXEC, READ, WRITE};
 pub use error::FsError;

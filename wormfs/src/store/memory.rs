@@ -30,6 +30,8 @@ impl MemDisk {
 /// Chunks kept in memory, on disks of a given capacity.
 pub struct MemoryChunkStore {
     disks: Mutex<BTreeMap<DiskId, MemDisk>>,
+    /// While true, deletes wait (see [`MemoryChunkStore::hold_deletes`]).
+    deletes_held: (Mutex<bool>, std::sync::Condvar),
 }
 
 impl MemoryChunkStore {
@@ -49,7 +51,29 @@ impl MemoryChunkStore {
             .collect();
         MemoryChunkStore {
             disks: Mutex::new(disks),
+            deletes_held: (Mutex::new(false), std::sync::Condvar::new()),
         }
+    }
+
+    /// Makes every delete wait until `held` is set false again, as deletes of chunks on a
+    /// frozen node do.
+    pub fn hold_deletes(&self, held: bool) {
+        *self
+            .deletes_held
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = held;
+        self.deletes_held.1.notify_all();
+    }
+
+    /// How many chunks the store holds, on every disk.
+    pub fn chunk_count(&self) -> usize {
+        self.disks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|d| d.chunks.len())
+            .sum()
     }
 
     fn with_disk<T>(
@@ -223,6 +247,12 @@ impl ChunkStore for MemoryChunkStore {
     }
 
     fn delete_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<bool, StoreError> {
+        let (held, released) = &self.deletes_held;
+        let mut h = held.lock().unwrap_or_else(|e| e.into_inner());
+        while *h {
+            h = released.wait(h).unwrap_or_else(|e| e.into_inner());
+        }
+        drop(h);
         self.with_disk(disk, |d| {
             Ok(d.chunks.remove(&(addr.folder.clone(), addr.key)).is_some())
         })
