@@ -287,6 +287,34 @@ struct State {
     conn: Conn,
     /// Bumped at each failover, so that calls failing together move only once.
     generation: u64,
+    /// When `conn` was opened.
+    since: std::time::Instant,
+}
+
+/// How long a move away from a node is followed by the other clients of its family.
+const FOLLOW_MOVES_FOR: Duration = Duration::from_secs(60);
+
+/// The failovers of a client and its forks (a mount's connections), shared: when one
+/// leaves a node that stopped answering, the others follow it on their next call instead of
+/// each waiting for the silent node on its own (up to the keep-alive timeout, 30 s, each:
+/// tests/soak.sh saw one overwrite wait the whole 68 s freeze of a node).
+#[derive(Clone, Debug, Default)]
+struct Moves(Arc<Mutex<std::collections::HashMap<String, (std::time::Instant, String)>>>);
+
+impl Moves {
+    fn record(&self, from: &str, to: &str) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|_, (at, _)| at.elapsed() < FOLLOW_MOVES_FOR);
+        m.insert(from.to_owned(), (std::time::Instant::now(), to.to_owned()));
+    }
+
+    /// Where a client family moved to from `from` after `after`, if it did.
+    fn from(&self, from: &str, after: std::time::Instant) -> Option<String> {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(from)
+            .filter(|(at, _)| *at > after && at.elapsed() < FOLLOW_MOVES_FOR)
+            .map(|(_, to)| to.clone())
+    }
 }
 
 #[derive(Debug)]
@@ -294,6 +322,8 @@ struct Shared {
     first: String,
     /// The highest metadata index seen, shared with forks (see [`super::fresh`]).
     seen: super::fresh::Seen,
+    /// Failovers, shared with forks.
+    moves: Moves,
     opts: ConnectOptions,
     state: Mutex<State>,
     failover: tokio::sync::Mutex<()>,
@@ -555,12 +585,14 @@ impl Client {
             shared: Arc::new(Shared {
                 first: address,
                 seen,
+                moves: Moves::default(),
                 opts,
                 state: Mutex::new(State {
                     nodes,
                     current: 0,
                     conn,
                     generation: 0,
+                    since: std::time::Instant::now(),
                 }),
                 failover: tokio::sync::Mutex::new(()),
             }),
@@ -583,12 +615,14 @@ impl Client {
             shared: Arc::new(Shared {
                 first: self.shared.first.clone(),
                 seen: self.shared.seen.clone(),
+                moves: self.shared.moves.clone(),
                 opts: self.shared.opts.clone(),
                 state: Mutex::new(State {
                     nodes,
                     current,
                     conn,
                     generation: 0,
+                    since: std::time::Instant::now(),
                 }),
                 failover: tokio::sync::Mutex::new(()),
             }),
@@ -714,6 +748,7 @@ impl Client {
                         s.current = i;
                         s.conn = conn;
                         s.generation += 1;
+                        s.since = std::time::Instant::now();
                     }
                     if i != current {
                         log_warn!(
@@ -721,6 +756,7 @@ impl Client {
                             nodes[current],
                             nodes[i]
                         );
+                        self.shared.moves.record(&nodes[current], &nodes[i]);
                     }
                     self.refresh_nodes().await;
                     return Ok(());
@@ -738,6 +774,50 @@ impl Client {
         })
     }
 
+    /// Moves to the node another client of this family moved to, when it left the node in
+    /// use after this client connected (see [`Moves`]). Nothing is sent before, so it is
+    /// safe for every call; a node that does not take the connection leaves things as they
+    /// are.
+    async fn follow_moves(&self) {
+        let (address, since, generation) = {
+            let s = self.lock();
+            (s.nodes[s.current].clone(), s.since, s.generation)
+        };
+        let Some(to) = self.shared.moves.from(&address, since) else {
+            return;
+        };
+        let _one_at_a_time = self.shared.failover.lock().await;
+        if self.lock().generation != generation {
+            return;
+        }
+        match open(&to, &self.shared.opts, &self.shared.seen).await {
+            Ok(conn) => {
+                let mut s = self.lock();
+                let i = match s.nodes.iter().position(|n| *n == to) {
+                    Some(i) => i,
+                    None => {
+                        s.nodes.push(to.clone());
+                        s.nodes.len() - 1
+                    }
+                };
+                s.current = i;
+                s.conn = conn;
+                s.generation += 1;
+                s.since = std::time::Instant::now();
+                drop(s);
+                log_warn!("node {address} stopped answering another connection; now using {to}");
+            }
+            Err(e) => {
+                // not worth a failover of its own: the call finds out
+                log_warn!(
+                    "cannot follow the move from {address} to {to}: {}",
+                    e.message
+                );
+                self.lock().since = std::time::Instant::now();
+            }
+        }
+    }
+
     /// Runs `call` on the node in use, failing over as the type says (see [`Client`]).
     pub(super) async fn call<T, F, Fut>(
         &self,
@@ -751,6 +831,7 @@ impl Client {
     {
         let mut attempts = 0;
         let mut behind_since: Option<std::time::Instant> = None;
+        self.follow_moves().await;
         loop {
             let (conn, generation, address, known) = {
                 let s = self.lock();

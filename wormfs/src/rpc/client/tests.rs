@@ -322,6 +322,11 @@ impl Node {
     /// The node dies: its port refuses connections and open ones are cut.
     async fn kill(&self) {
         self.proxy.abort();
+        self.cut_links().await;
+    }
+
+    /// The open connections to the node are cut; new ones are taken.
+    async fn cut_links(&self) {
         for l in self.links.lock().unwrap().drain(..) {
             l.abort();
         }
@@ -738,4 +743,45 @@ async fn a_node_that_stays_behind_is_left_for_another_and_nothing_runs_twice() {
     );
     assert_eq!(b.fake.setattrs.load(Ordering::SeqCst), 1);
     assert_eq!(client.current_address(), b.address);
+}
+
+/// When one client of a family (a mount's connections) leaves a node, the others follow it
+/// on their next call, without first asking the node it left. Here the node still takes
+/// connections but never answers an unlink: a fork that asked it would wait for ever.
+#[tokio::test]
+async fn a_fork_follows_a_move_of_its_family_without_asking_the_node_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, opts) = cluster(dir.path()).await;
+    let client = Client::connect_with(std::slice::from_ref(&a.address), opts)
+        .await
+        .unwrap();
+    let fork = client.fork().await.unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    *a.fake.hang.lock().unwrap() = Some(tx);
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.unlink(FileId::ROOT, "x").await }
+    });
+    assert_eq!(rx.recv().await, Some("unlink"));
+    // the client's connection breaks: it moves to b (a still takes connections)
+    a.cut_links().await;
+    tokio::time::timeout(Duration::from_secs(20), call)
+        .await
+        .expect("the broken call returns")
+        .unwrap()
+        .unwrap();
+    assert_eq!(client.current_address(), b.address);
+    let on_a = a.fake.unlinks.load(Ordering::SeqCst);
+    // the fork was on a; its next call goes to b at once
+    tokio::time::timeout(Duration::from_secs(10), fork.unlink(FileId::ROOT, "y"))
+        .await
+        .expect("the fork asked the node its family left, which never answers")
+        .unwrap();
+    assert_eq!(fork.current_address(), b.address);
+    assert_eq!(
+        a.fake.unlinks.load(Ordering::SeqCst),
+        on_a,
+        "nothing more sent to a"
+    );
+    assert_eq!(b.fake.unlinks.load(Ordering::SeqCst), 2);
 }
