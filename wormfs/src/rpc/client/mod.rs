@@ -779,12 +779,13 @@ impl Client {
     /// safe for every call; a node that does not take the connection leaves things as they
     /// are.
     async fn follow_moves(&self) {
-        let (address, since, generation) = {
+        let (address, to, generation) = {
             let s = self.lock();
-            (s.nodes[s.current].clone(), s.since, s.generation)
-        };
-        let Some(to) = self.shared.moves.from(&address, since) else {
-            return;
+            let current = &s.nodes[s.current];
+            let Some(to) = self.shared.moves.from(current, s.since) else {
+                return;
+            };
+            (current.clone(), to, s.generation)
         };
         let _one_at_a_time = self.shared.failover.lock().await;
         if self.lock().generation != generation {
