@@ -508,7 +508,12 @@ fn changes_repeated_on_another_node_under_their_request_id_are_applied_once() {
         .block_on(conn(2).unlink(with_id(entry("once"), "u2")))
         .expect_err("another unlink of the name");
     assert_eq!(wormfs::rpc::errno_of(&e), libc::ENOENT, "{e:?}");
-    create(0, "c2").expect("create the file to rename");
+    let renamed = create(0, "c2")
+        .expect("create the file to rename")
+        .into_inner()
+        .attr
+        .unwrap()
+        .ino;
     let rename = || proto::RenameRequest {
         parent: 1,
         name: "once".into(),
@@ -524,4 +529,39 @@ fn changes_repeated_on_another_node_under_their_request_id_are_applied_once() {
         .block_on(conn(1).rename(with_id(rename(), "r2")))
         .expect_err("another rename of the gone name");
     assert_eq!(wormfs::rpc::errno_of(&e), libc::ENOENT, "{e:?}");
+
+    // an exclusive setxattr repeated under its id is not EEXIST; a new one is
+    let xattr = || proto::SetXattrRequest {
+        ino: renamed,
+        name: "user.tag".into(),
+        value: b"blue".to_vec(),
+        mode: proto::XattrMode::Create as i32,
+    };
+    rt.block_on(conn(0).set_xattr(with_id(xattr(), "x1")))
+        .expect("the first setxattr");
+    rt.block_on(conn(1).set_xattr(with_id(xattr(), "x1")))
+        .expect("the repeat of the setxattr");
+    let e = rt
+        .block_on(conn(2).set_xattr(with_id(xattr(), "x2")))
+        .expect_err("another exclusive setxattr");
+    assert_eq!(wormfs::rpc::errno_of(&e), libc::EEXIST, "{e:?}");
+    // a chmod repeated under its id answers the attributes of the first run
+    let chmod = proto::SetAttrRequest {
+        ino: renamed,
+        perm: Some(0o600),
+        ..Default::default()
+    };
+    let first = rt
+        .block_on(conn(1).set_attr(with_id(chmod, "a1")))
+        .expect("the chmod")
+        .into_inner();
+    let again = rt
+        .block_on(conn(2).set_attr(with_id(chmod, "a1")))
+        .expect("the repeat of the chmod")
+        .into_inner();
+    assert_eq!(
+        first.attr.unwrap().ctime,
+        again.attr.unwrap().ctime,
+        "applied once"
+    );
 }

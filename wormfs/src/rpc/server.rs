@@ -175,6 +175,7 @@ impl WormFs for WormFsService {
         r: Request<proto::SetAttrRequest>,
     ) -> Result<Response<proto::AttrReply>, Status> {
         let who = caller_of(&r)?;
+        let request_id = request_id_of(&r)?;
         let r = r.into_inner();
         let perm = r.perm.map(|p| u16::try_from(p & 0o7777).expect("masked"));
         let mut args = SetAttrArgs {
@@ -186,12 +187,13 @@ impl WormFs for WormFsService {
             mtime: r.mtime.map(Timestamp),
         };
         let file = ino("ino", r.ino)?;
-        self.fs
-            .check_setattr(&who, file, &mut args, r.times_now)
-            .map_err(|e| status("setattr", e))?;
-        let a = self
-            .fs
-            .setattr(file, args)
+        if let Err(e) = self.fs.check_setattr(&who, file, &mut args, r.times_now) {
+            return match self.repeat_of(&request_id).and_then(|a| a.attr) {
+                Some(a) => Ok(attr_reply(&a)),
+                None => Err(status("setattr", e)),
+            };
+        }
+        let a = crate::node::once(request_id, self.fs.setattr(file, args))
             .await
             .map_err(|e| status("setattr", e))?;
         Ok(attr_reply(&a))
@@ -417,6 +419,7 @@ impl WormFs for WormFsService {
         r: Request<proto::SetXattrRequest>,
     ) -> Result<Response<proto::Empty>, Status> {
         let who = caller_of(&r)?;
+        let request_id = request_id_of(&r)?;
         let r = r.into_inner();
         if r.name.is_empty() || r.name.len() > 255 {
             return Err(invalid("name", "an attribute name is 1 to 255 bytes"));
@@ -443,8 +446,7 @@ impl WormFs for WormFsService {
                 .check_policy(&who, &dir)
                 .map_err(|e| status("setxattr", e))?;
         }
-        self.fs
-            .setxattr(file, &r.name, &r.value, mode)
+        crate::node::once(request_id, self.fs.setxattr(file, &r.name, &r.value, mode))
             .await
             .map_err(|e| status("setxattr", e))?;
         Ok(Response::new(proto::Empty {}))
@@ -471,6 +473,7 @@ impl WormFs for WormFsService {
         r: Request<proto::XattrRequest>,
     ) -> Result<Response<proto::Empty>, Status> {
         let who = caller_of(&r)?;
+        let request_id = request_id_of(&r)?;
         let r = r.into_inner();
         let file = ino("ino", r.ino)?;
         self.fs
@@ -485,8 +488,7 @@ impl WormFs for WormFsService {
                 .check_policy(&who, &dir)
                 .map_err(|e| status("removexattr", e))?;
         }
-        self.fs
-            .removexattr(file, &r.name)
+        crate::node::once(request_id, self.fs.removexattr(file, &r.name))
             .await
             .map_err(|e| status("removexattr", e))?;
         Ok(Response::new(proto::Empty {}))

@@ -36,11 +36,13 @@ impl Client {
         Self::attr(r.into_inner())
     }
 
-    /// Changes attributes (size included). Not repeated on another node once sent.
+    /// Changes attributes (size included); repeated on another node under its request id.
     pub async fn setattr(&self, req: SetAttr) -> Result<Attr, ClientError> {
+        let id = request_id();
         let r = self
-            .call("setattr", Retry::OnlyUnsent, |mut c| async move {
-                c.set_attr(req).await
+            .call("setattr", Retry::Deduplicated, |mut c| {
+                let req = with_request_id(req, &id);
+                async move { c.set_attr(req).await }
             })
             .await?;
         Self::attr(r.into_inner())
@@ -243,8 +245,9 @@ impl Client {
             value: value.to_vec(),
             mode,
         };
-        self.call("setxattr", Retry::OnlyUnsent, |mut c| {
-            let req = req.clone();
+        let id = request_id();
+        self.call("setxattr", Retry::Deduplicated, |mut c| {
+            let req = with_request_id(req.clone(), &id);
             async move { c.set_xattr(req).await }
         })
         .await?;
@@ -262,14 +265,15 @@ impl Client {
             .names)
     }
 
-    /// Removes an extended attribute. Not repeated on another node once sent.
+    /// Removes an extended attribute; repeated on another node under its request id.
     pub async fn removexattr(&self, ino: FileId, name: &str) -> Result<(), ClientError> {
         let req = proto::XattrRequest {
             ino: ino.0,
             name: name.to_owned(),
         };
-        self.call("removexattr", Retry::OnlyUnsent, |mut c| {
-            let req = req.clone();
+        let id = request_id();
+        self.call("removexattr", Retry::Deduplicated, |mut c| {
+            let req = with_request_id(req.clone(), &id);
             async move { c.remove_xattr(req).await }
         })
         .await?;

@@ -19,7 +19,7 @@ struct Fake {
     creates: AtomicUsize,
     writes: AtomicUsize,
     unlinks: AtomicUsize,
-    setattrs: AtomicUsize,
+    policy_changes: AtomicUsize,
     /// The request id header of each call, in order ("" for none).
     request_ids: Mutex<Vec<String>>,
 }
@@ -70,10 +70,10 @@ impl Fake {
         Ok(proto::Empty {})
     }
 
-    async fn set_attr(&self, _: proto::SetAttrRequest) -> Result<proto::AttrReply, Status> {
-        self.setattrs.fetch_add(1, Ordering::SeqCst);
-        self.maybe_hang("setattr").await;
-        Ok(self.attr())
+    async fn set_policy(&self, _: proto::SetPolicyRequest) -> Result<proto::Empty, Status> {
+        self.policy_changes.fetch_add(1, Ordering::SeqCst);
+        self.maybe_hang("set_policy").await;
+        Ok(proto::Empty {})
     }
 
     async fn write_stripes(
@@ -198,9 +198,9 @@ impl tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>> f
                         |f, r| Box::pin(async move { f.unlink(r).await });
                     grpc().unary(Method(fake, m), req).await
                 }
-                "SetAttr" => {
-                    let m: Handler<proto::SetAttrRequest, _> =
-                        |f, r| Box::pin(async move { f.set_attr(r).await });
+                "SetStoragePolicy" => {
+                    let m: Handler<proto::SetPolicyRequest, _> =
+                        |f, r| Box::pin(async move { f.set_policy(r).await });
                     grpc().unary(Method(fake, m), req).await
                 }
                 "WriteStripes" => {
@@ -460,10 +460,10 @@ async fn a_create_cut_off_mid_call_is_repeated_on_the_next_node_with_its_request
     assert_ne!(next, first);
 }
 
-/// A chmod (or any change without a request id) cut off mid-call may or may not have been
-/// made: `EIO` saying so, never repeated elsewhere.
+/// A change without a request id (a directory's policy) cut off mid-call may or may not
+/// have been made: `EIO` saying so, never repeated elsewhere.
 #[tokio::test]
-async fn a_setattr_cut_off_mid_call_is_eio_and_not_repeated() {
+async fn a_policy_change_cut_off_mid_call_is_eio_and_not_repeated() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b, opts) = cluster(dir.path()).await;
     let client = Client::connect_with(std::slice::from_ref(&a.address), opts)
@@ -471,17 +471,12 @@ async fn a_setattr_cut_off_mid_call_is_eio_and_not_repeated() {
         .unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     *a.fake.hang.lock().unwrap() = Some(tx);
-    let chmod = SetAttr {
-        ino: 5,
-        perm: Some(0o600),
-        ..Default::default()
-    };
     let call = tokio::spawn({
         let client = client.clone();
-        async move { client.setattr(chmod).await }
+        async move { client.set_policy("/media", Some("archive")).await }
     });
-    // The setattr reached the node; the node dies before answering.
-    assert_eq!(rx.recv().await, Some("setattr"));
+    // The call reached the node; the node dies before answering.
+    assert_eq!(rx.recv().await, Some("set_policy"));
     a.kill().await;
     let e = tokio::time::timeout(Duration::from_secs(20), call)
         .await
@@ -490,11 +485,15 @@ async fn a_setattr_cut_off_mid_call_is_eio_and_not_repeated() {
         .unwrap_err();
     assert_eq!(e.errno, errno::EIO);
     assert!(e.message.contains("could not be confirmed"), "{e}");
-    assert_eq!(b.fake.setattrs.load(Ordering::SeqCst), 0, "not repeated");
+    assert_eq!(
+        b.fake.policy_changes.load(Ordering::SeqCst),
+        0,
+        "not repeated"
+    );
     // Later calls use the next node.
     assert_eq!(client.current_address(), b.address);
-    client.setattr(chmod).await.unwrap();
-    assert_eq!(b.fake.setattrs.load(Ordering::SeqCst), 1);
+    client.set_policy("/media", Some("archive")).await.unwrap();
+    assert_eq!(b.fake.policy_changes.load(Ordering::SeqCst), 1);
 }
 
 /// An unlink carries a request id as a create does: cut off mid-call, it is repeated on the
@@ -729,19 +728,14 @@ async fn a_node_that_stays_behind_is_left_for_another_and_nothing_runs_twice() {
     let started = std::time::Instant::now();
     // a change without a request id: repeated elsewhere only because the refusal says
     // nothing of it ran
-    let chmod = SetAttr {
-        ino: 5,
-        perm: Some(0o600),
-        ..Default::default()
-    };
-    client.setattr(chmod).await.unwrap();
+    client.set_policy("/media", Some("archive")).await.unwrap();
     assert!(started.elapsed() >= crate::rpc::fresh::BEHIND_PATIENCE);
     assert_eq!(
-        a.fake.setattrs.load(Ordering::SeqCst),
+        a.fake.policy_changes.load(Ordering::SeqCst),
         0,
         "nothing ran on a"
     );
-    assert_eq!(b.fake.setattrs.load(Ordering::SeqCst), 1);
+    assert_eq!(b.fake.policy_changes.load(Ordering::SeqCst), 1);
     assert_eq!(client.current_address(), b.address);
 }
 
