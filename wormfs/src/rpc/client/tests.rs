@@ -219,12 +219,23 @@ impl tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>> f
     }
 }
 
-/// Copies bytes one way until either side closes.
-async fn pump(from: tokio::net::tcp::OwnedReadHalf, to: tokio::net::tcp::OwnedWriteHalf) {
+/// Copies bytes one way until either side closes; while `frozen`, copies nothing and keeps
+/// both sides open (a stopped process: its kernel keeps the connections, nothing answers).
+async fn pump(
+    from: tokio::net::tcp::OwnedReadHalf,
+    to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+) {
     let mut buf = vec![0u8; 64 << 10];
     loop {
+        while frozen.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         if from.readable().await.is_err() {
             return;
+        }
+        if frozen.load(Ordering::SeqCst) {
+            continue;
         }
         let n = match from.try_read(&mut buf) {
             Ok(0) => return,
@@ -252,6 +263,7 @@ struct Node {
     fake: Arc<Fake>,
     proxy: JoinHandle<()>,
     links: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A node's metadata progress as the test sets it (see [`crate::rpc::fresh`]).
@@ -299,6 +311,8 @@ impl Node {
         let address = front.local_addr().unwrap().to_string();
         let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
         let links2 = links.clone();
+        let frozen: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+        let frozen2 = frozen.clone();
         let proxy = tokio::spawn(async move {
             while let Ok((client, _)) = front.accept().await {
                 let Ok(server) = TcpStream::connect(backend_addr).await else {
@@ -307,8 +321,8 @@ impl Node {
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
                 let mut l = links2.lock().unwrap();
-                l.push(tokio::spawn(pump(cr, sw)));
-                l.push(tokio::spawn(pump(sr, cw)));
+                l.push(tokio::spawn(pump(cr, sw, frozen2.clone())));
+                l.push(tokio::spawn(pump(sr, cw, frozen2.clone())));
             }
         });
         Node {
@@ -316,7 +330,14 @@ impl Node {
             fake,
             proxy,
             links,
+            frozen,
         }
+    }
+
+    /// The node freezes (SIGSTOP): connections stay open and new ones are taken, and
+    /// nothing is answered, not even HTTP/2 pings.
+    fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
     }
 
     /// The node dies: its port refuses connections and open ones are cut.
@@ -778,4 +799,34 @@ async fn a_fork_follows_a_move_of_its_family_without_asking_the_node_left() {
         "nothing more sent to a"
     );
     assert_eq!(b.fake.unlinks.load(Ordering::SeqCst), 2);
+}
+
+/// A node that freezes while a call waits on it (SIGSTOP: the connection stays open, nothing
+/// answers) is given up within the keep-alive (a ping every 3 s, 5 s to answer), and the
+/// call goes to the next node. With pings every 10 s and 20 s to answer, a mount waited up
+/// to 30 s for each frozen node (tests/soak.sh: a patch waited 50 s).
+#[tokio::test]
+async fn a_node_that_freezes_mid_call_is_left_within_the_keep_alive() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, opts) = cluster(dir.path()).await;
+    let client = Client::connect_with(std::slice::from_ref(&a.address), opts)
+        .await
+        .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    *a.fake.hang.lock().unwrap() = Some(tx);
+    let started = std::time::Instant::now();
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.unlink(FileId::ROOT, "x").await }
+    });
+    assert_eq!(rx.recv().await, Some("unlink"));
+    a.freeze();
+    tokio::time::timeout(Duration::from_secs(15), call)
+        .await
+        .expect("the call still waits on the frozen node after 15 s")
+        .unwrap()
+        .expect("repeated on the next node");
+    assert_eq!(client.current_address(), b.address);
+    assert_eq!(b.fake.unlinks.load(Ordering::SeqCst), 1);
+    eprintln!("left the frozen node after {:?}", started.elapsed());
 }
