@@ -309,11 +309,15 @@ struct Shared {
 /// refused or broken, timeouts: not the errors a node returns with an errno), the client
 /// moves to the next node that answers, and:
 /// - repeats reads, lookups and whole-stripe writes there;
-/// - repeats a create there too: it carries a request id, which every node applies once;
-/// - for another metadata change that may have reached the dead node, returns `EIO` saying
-///   the change could not be confirmed (it is repeated only when it was never sent).
+/// - repeats the file-system changes there too (create, link, unlink, rmdir, rename,
+///   setattr, setxattr, removexattr): each carries a request id, which the cluster applies
+///   once;
+/// - for another change that may have reached the dead node (a policy, the admin calls),
+///   returns `EIO` saying the change could not be confirmed (it is repeated only when it
+///   was never sent, or the node refused it for being behind).
 ///
-/// Later calls go to the new node. See `docs/client.md`.
+/// Later calls go to the new node, and the client's forks follow it. A node behind what the
+/// client has seen is asked again, then left (see [`super::fresh`]). See `docs/client.md`.
 #[derive(Clone, Debug)]
 pub struct Client {
     shared: Arc<Shared>,
