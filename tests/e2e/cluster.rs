@@ -247,14 +247,7 @@ impl Cluster {
 
     /// `wormfs status --json` through node `i`, `None` when it does not answer.
     pub fn status(&self, i: usize) -> Option<serde_json::Value> {
-        let out = Command::new(BIN)
-            .args(["--node", &self.addrs[i], "status", "--json"])
-            .output()
-            .ok()?;
-        if !out.status.success() {
-            return None;
-        }
-        serde_json::from_slice(&out.stdout).ok()
+        super::fixture::status_at(&self.addrs[i])
     }
 
     /// Waits until node `via` names a master other than `not`, and returns its name.

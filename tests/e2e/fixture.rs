@@ -44,6 +44,18 @@ pub fn wait_for_or_show<T>(
     }
 }
 
+/// `wormfs --node ADDR status --json`, `None` when the node does not answer.
+pub fn status_at(addr: &str) -> Option<serde_json::Value> {
+    let out = Command::new(BIN)
+        .args(["--node", addr, "status", "--json"])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
 pub fn is_mounted(path: &Path) -> bool {
     let text = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
     text.lines()

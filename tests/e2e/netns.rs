@@ -199,21 +199,11 @@ impl Net {
         self.nodes[i] = Some(child);
     }
 
-    /// `wormfs --node NODE_i status --json`, `None` when it does not answer.
-    fn status(&self, i: usize) -> Option<serde_json::Value> {
-        let out = Command::new(super::fixture::BIN)
-            .args(["--node", &self.addrs[i], "status", "--json"])
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| serde_json::from_slice(&out.stdout).ok())
-            .flatten()
-    }
-
     /// The master node `i` names, if any.
     fn master_seen_by(&self, i: usize) -> Option<String> {
-        let m = self.status(i)?["master"].as_str()?.to_owned();
+        let m = super::fixture::status_at(&self.addrs[i])?["master"]
+            .as_str()?
+            .to_owned();
         (!m.is_empty()).then_some(m)
     }
 

@@ -334,6 +334,22 @@ impl Node {
         }
     }
 
+    /// Makes the node take the calls that can hang (create, unlink, a policy change, a
+    /// stripe write) and never answer them, starts `call` on a clone of `client`, and
+    /// returns it once it has reached the node as `what`.
+    async fn hang_in<T, F, Fut>(&self, client: &Client, what: &str, call: F) -> JoinHandle<T>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: std::future::Future<Output = T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        *self.fake.hang.lock().unwrap() = Some(tx);
+        let call = tokio::spawn(call(client.clone()));
+        assert_eq!(rx.recv().await, Some(what));
+        call
+    }
+
     /// The node freezes (SIGSTOP): connections stay open and new ones are taken, and
     /// nothing is answered, not even HTTP/2 pings.
     fn freeze(&self) {
@@ -451,14 +467,12 @@ async fn a_create_cut_off_mid_call_is_repeated_on_the_next_node_with_its_request
     let client = Client::connect_with(std::slice::from_ref(&a.address), opts)
         .await
         .unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    *a.fake.hang.lock().unwrap() = Some(tx);
-    let call = tokio::spawn({
-        let client = client.clone();
-        async move { client.create(create_req()).await }
-    });
+    let call = a
+        .hang_in(&client, "create", |client| async move {
+            client.create(create_req()).await
+        })
+        .await;
     // The create reached the node; the node dies before answering.
-    assert_eq!(rx.recv().await, Some("create"));
     a.kill().await;
     let attr = tokio::time::timeout(Duration::from_secs(20), call)
         .await
@@ -490,14 +504,12 @@ async fn a_policy_change_cut_off_mid_call_is_eio_and_not_repeated() {
     let client = Client::connect_with(std::slice::from_ref(&a.address), opts)
         .await
         .unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    *a.fake.hang.lock().unwrap() = Some(tx);
-    let call = tokio::spawn({
-        let client = client.clone();
-        async move { client.set_policy("/media", Some("archive")).await }
-    });
+    let call = a
+        .hang_in(&client, "set_policy", |client| async move {
+            client.set_policy("/media", Some("archive")).await
+        })
+        .await;
     // The call reached the node; the node dies before answering.
-    assert_eq!(rx.recv().await, Some("set_policy"));
     a.kill().await;
     let e = tokio::time::timeout(Duration::from_secs(20), call)
         .await
@@ -526,13 +538,11 @@ async fn an_unlink_cut_off_mid_call_is_repeated_on_the_next_node_with_its_reques
     let client = Client::connect_with(std::slice::from_ref(&a.address), opts)
         .await
         .unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    *a.fake.hang.lock().unwrap() = Some(tx);
-    let call = tokio::spawn({
-        let client = client.clone();
-        async move { client.unlink(FileId::ROOT, "x").await }
-    });
-    assert_eq!(rx.recv().await, Some("unlink"));
+    let call = a
+        .hang_in(&client, "unlink", |client| async move {
+            client.unlink(FileId::ROOT, "x").await
+        })
+        .await;
     a.kill().await;
     tokio::time::timeout(Duration::from_secs(20), call)
         .await
@@ -571,14 +581,12 @@ async fn a_stripe_write_cut_off_mid_call_is_sent_again() {
     let client = Client::connect_with(std::slice::from_ref(&a.address), opts)
         .await
         .unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    *a.fake.hang.lock().unwrap() = Some(tx);
     let data = prost::bytes::Bytes::from(vec![7u8; 3 * PIECE_SIZE + 5]);
-    let call = tokio::spawn({
-        let client = client.clone();
-        async move { client.write_stripes(vec![(FileId(9), 0, data)]).await }
-    });
-    assert_eq!(rx.recv().await, Some("write"));
+    let call = a
+        .hang_in(&client, "write", |client| async move {
+            client.write_stripes(vec![(FileId(9), 0, data)]).await
+        })
+        .await;
     a.kill().await;
     let attr = tokio::time::timeout(Duration::from_secs(20), call)
         .await
@@ -771,13 +779,11 @@ async fn a_fork_follows_a_move_of_its_family_without_asking_the_node_left() {
         .await
         .unwrap();
     let fork = client.fork().await.unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    *a.fake.hang.lock().unwrap() = Some(tx);
-    let call = tokio::spawn({
-        let client = client.clone();
-        async move { client.unlink(FileId::ROOT, "x").await }
-    });
-    assert_eq!(rx.recv().await, Some("unlink"));
+    let call = a
+        .hang_in(&client, "unlink", |client| async move {
+            client.unlink(FileId::ROOT, "x").await
+        })
+        .await;
     // the client's connection breaks: it moves to b (a still takes connections)
     a.cut_links().await;
     tokio::time::timeout(Duration::from_secs(20), call)
@@ -812,14 +818,12 @@ async fn a_node_that_freezes_mid_call_is_left_within_the_keep_alive() {
     let client = Client::connect_with(std::slice::from_ref(&a.address), opts)
         .await
         .unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    *a.fake.hang.lock().unwrap() = Some(tx);
     let started = std::time::Instant::now();
-    let call = tokio::spawn({
-        let client = client.clone();
-        async move { client.unlink(FileId::ROOT, "x").await }
-    });
-    assert_eq!(rx.recv().await, Some("unlink"));
+    let call = a
+        .hang_in(&client, "unlink", |client| async move {
+            client.unlink(FileId::ROOT, "x").await
+        })
+        .await;
     a.freeze();
     tokio::time::timeout(Duration::from_secs(15), call)
         .await
