@@ -1,4 +1,5 @@
-//! Generates the gRPC code from `proto/wormfs.proto` when the `rpc` feature is on.
+//! Generates the gRPC code from `proto/wormfs.proto` when the `rpc` feature is on, and the
+//! node-to-node messages from `proto/wormfs_p2p.proto` when the `cluster` feature is on.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var_os("CARGO_FEATURE_RPC").is_none() {
@@ -14,6 +15,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .build_server(true)
             .build_client(true)
             .compile_protos(&[proto], &["../proto"])?;
+        if std::env::var_os("CARGO_FEATURE_CLUSTER").is_some() {
+            let p2p = "../proto/wormfs_p2p.proto";
+            println!("cargo:rerun-if-changed={p2p}");
+            tonic_prost_build::configure()
+                .build_server(false)
+                .build_client(false)
+                .compile_protos(&[p2p], &["../proto"])?;
+        }
     }
     Ok(())
 }

@@ -1,25 +1,24 @@
 //! The chunk protocol: one libp2p stream per chunk operation, straight to the node owning
-//! the disk. A frame is `u32 LE` header length, the JSON header, `u64 LE` payload length,
-//! the payload (the encoded chunk file for a put or a read, empty otherwise).
+//! the disk. A frame is `u32 LE` header length, the header (protobuf on `/wormfs/chunk/2`,
+//! JSON on `/wormfs/chunk/1`: see [`super::wire`]), `u64 LE` payload length, the payload
+//! (the encoded chunk file for a put or a read, the listing for a scan, empty otherwise).
 
+use super::wire::{encode_listing, Header, Wire};
 use crate::chunk::ChunkFile;
 use crate::ids::{DiskId, FileId, NodeId};
 use crate::net::TransportError;
 use crate::store::{ChunkAddr, ChunkFolder, ChunkStore, StoreError, StoredChunk};
 use futures::{AsyncReadExt, AsyncWriteExt};
-use libp2p::{PeerId, Stream, StreamProtocol};
+use libp2p::{PeerId, Stream};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-
-/// The chunk protocol's name.
-pub(crate) const CHUNK_PROTOCOL: StreamProtocol = StreamProtocol::new("/wormfs/chunk/1");
 
 /// Largest header accepted.
 const MAX_HEADER: u32 = 64 * 1024;
 /// Largest chunk file accepted (a stripe is at most 64 MiB, so a chunk is far smaller).
 pub(crate) const MAX_PAYLOAD: u64 = 256 * 1024 * 1024;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum ChunkRequest {
     Put {
         disk: DiskId,
@@ -51,7 +50,7 @@ pub(crate) enum ChunkRequest {
     },
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum ChunkResponse {
     Stored(StoredChunk),
     /// The chunk file follows as the payload.
@@ -73,23 +72,25 @@ fn proto_err(e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
 }
 
-pub(crate) async fn write_frame<T: Serialize>(
+pub(crate) async fn write_frame<T: Header>(
     stream: &mut (impl futures::AsyncWrite + Unpin),
-    header: &T,
+    wire: Wire,
+    header: T,
     payload: &[u8],
 ) -> std::io::Result<()> {
-    let json = serde_json::to_vec(header).map_err(proto_err)?;
-    let mut head = Vec::with_capacity(json.len() + 12);
-    head.extend_from_slice(&(json.len() as u32).to_le_bytes());
-    head.extend_from_slice(&json);
+    let encoded = header.encode(wire)?;
+    let mut head = Vec::with_capacity(encoded.len() + 12);
+    head.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
+    head.extend_from_slice(&encoded);
     head.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     stream.write_all(&head).await?;
     stream.write_all(payload).await?;
     stream.flush().await
 }
 
-pub(crate) async fn read_frame<T: for<'de> Deserialize<'de>>(
+pub(crate) async fn read_frame<T: Header>(
     stream: &mut (impl futures::AsyncRead + Unpin),
+    wire: Wire,
 ) -> std::io::Result<(T, Vec<u8>)> {
     let mut len4 = [0u8; 4];
     stream.read_exact(&mut len4).await?;
@@ -99,9 +100,9 @@ pub(crate) async fn read_frame<T: for<'de> Deserialize<'de>>(
             "frame header of {hlen} bytes is over the {MAX_HEADER} limit"
         )));
     }
-    let mut json = vec![0u8; hlen as usize];
-    stream.read_exact(&mut json).await?;
-    let header = serde_json::from_slice(&json).map_err(proto_err)?;
+    let mut encoded = vec![0u8; hlen as usize];
+    stream.read_exact(&mut encoded).await?;
+    let header = T::decode(&encoded, wire)?;
     let mut len8 = [0u8; 8];
     stream.read_exact(&mut len8).await?;
     let plen = u64::from_le_bytes(len8);
@@ -125,15 +126,20 @@ fn store_reply(e: StoreError) -> ChunkResponse {
     }
 }
 
-/// Serves one inbound chunk stream against the local store.
-pub(crate) async fn serve_stream(store: Arc<dyn ChunkStore>, peer: PeerId, mut stream: Stream) {
+/// Serves one inbound chunk stream, opened with `wire`'s protocol, against the local store.
+pub(crate) async fn serve_stream(
+    store: Arc<dyn ChunkStore>,
+    peer: PeerId,
+    wire: Wire,
+    mut stream: Stream,
+) {
     let result = async {
-        let (request, payload): (ChunkRequest, Vec<u8>) = read_frame(&mut stream).await?;
+        let (request, payload): (ChunkRequest, Vec<u8>) = read_frame(&mut stream, wire).await?;
         let (reply, out) =
-            tokio::task::spawn_blocking(move || run_local(&*store, request, payload))
+            tokio::task::spawn_blocking(move || run_local(&*store, wire, request, payload))
                 .await
                 .map_err(|e| proto_err(format!("chunk task failed: {e}")))?;
-        write_frame(&mut stream, &reply, &out).await?;
+        write_frame(&mut stream, wire, reply, &out).await?;
         stream.close().await
     }
     .await;
@@ -142,9 +148,11 @@ pub(crate) async fn serve_stream(store: Arc<dyn ChunkStore>, peer: PeerId, mut s
     }
 }
 
-/// Runs a chunk request on the local store (blocking).
+/// Runs a chunk request on the local store (blocking); a scan's listing is encoded for
+/// `wire`.
 pub(crate) fn run_local(
     store: &dyn ChunkStore,
+    wire: Wire,
     request: ChunkRequest,
     payload: Vec<u8>,
 ) -> (ChunkResponse, Vec<u8>) {
@@ -171,7 +179,7 @@ pub(crate) fn run_local(
             Ok(gone) => (ChunkResponse::Deleted(gone), Vec::new()),
             Err(e) => (store_reply(e), Vec::new()),
         },
-        ChunkRequest::Scan { disk } => match store.scan(&disk).map(|l| serde_json::to_vec(&l)) {
+        ChunkRequest::Scan { disk } => match store.scan(&disk).map(|l| encode_listing(l, wire)) {
             Ok(Ok(listing)) => (ChunkResponse::Scanned, listing),
             Ok(Err(e)) => (ChunkResponse::Failed(e.to_string()), Vec::new()),
             Err(e) => (store_reply(e), Vec::new()),
@@ -229,14 +237,14 @@ mod fuzz_tests {
     use crate::fuzz;
     use crate::ids::ChunkKey;
 
-    fn frame<T: Serialize>(header: &T, payload: &[u8]) -> Vec<u8> {
+    fn frame<T: Header>(wire: Wire, header: T, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        futures::executor::block_on(write_frame(&mut out, header, payload)).unwrap();
+        futures::executor::block_on(write_frame(&mut out, wire, header, payload)).unwrap();
         out
     }
 
-    fn read<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> std::io::Result<(T, Vec<u8>)> {
-        futures::executor::block_on(read_frame(&mut &bytes[..]))
+    fn read<T: Header>(wire: Wire, bytes: &[u8]) -> std::io::Result<(T, Vec<u8>)> {
+        futures::executor::block_on(read_frame(&mut &bytes[..], wire))
     }
 
     /// Fuzz target: a chunk-protocol frame from a peer (request or answer) is read without
@@ -288,27 +296,25 @@ mod fuzz_tests {
             ChunkResponse::Missing("not here".into()),
         ];
         let mut corpus: Vec<Vec<u8>> = Vec::new();
-        for r in &requests {
-            corpus.push(frame(
-                r,
-                if matches!(r, ChunkRequest::Put { .. }) {
+        for wire in [Wire::V1, Wire::V2] {
+            for r in &requests {
+                let payload: &[u8] = if matches!(r, ChunkRequest::Put { .. }) {
                     &body
                 } else {
                     &[]
-                },
-            ));
-            corpus.push(serde_json::to_vec(r).unwrap());
-        }
-        for a in &answers {
-            corpus.push(frame(
-                a,
-                if matches!(a, ChunkResponse::Chunk) {
+                };
+                corpus.push(frame(wire, r.clone(), payload));
+                corpus.push(r.clone().encode(wire).unwrap());
+            }
+            for a in &answers {
+                let payload: &[u8] = if matches!(a, ChunkResponse::Chunk) {
                     &body
                 } else {
                     &[]
-                },
-            ));
-            corpus.push(serde_json::to_vec(a).unwrap());
+                };
+                corpus.push(frame(wire, a.clone(), payload));
+                corpus.push(a.clone().encode(wire).unwrap());
+            }
         }
         corpus.extend(fuzz::corpus("chunk_frames"));
         let tokens = [
@@ -337,16 +343,20 @@ mod fuzz_tests {
                 let mut header_only = (input.len() as u32).to_le_bytes().to_vec();
                 header_only.extend_from_slice(input);
                 header_only.extend_from_slice(&0u64.to_le_bytes());
-                for bytes in [input, &header_only[..]] {
-                    if let Ok((r, payload)) = read::<ChunkRequest>(bytes) {
-                        let (r2, p2) = read::<ChunkRequest>(&frame(&r, &payload)).unwrap();
-                        assert_eq!(format!("{r:?}"), format!("{r2:?}"));
-                        assert_eq!(payload, p2);
-                    }
-                    if let Ok((a, payload)) = read::<ChunkResponse>(bytes) {
-                        let (a2, p2) = read::<ChunkResponse>(&frame(&a, &payload)).unwrap();
-                        assert_eq!(format!("{a:?}"), format!("{a2:?}"));
-                        assert_eq!(payload, p2);
+                for wire in [Wire::V1, Wire::V2] {
+                    for bytes in [input, &header_only[..]] {
+                        if let Ok((r, payload)) = read::<ChunkRequest>(wire, bytes) {
+                            let again = frame(wire, r.clone(), &payload);
+                            let (r2, p2) = read::<ChunkRequest>(wire, &again).unwrap();
+                            assert_eq!(format!("{r:?}"), format!("{r2:?}"));
+                            assert_eq!(payload, p2);
+                        }
+                        if let Ok((a, payload)) = read::<ChunkResponse>(wire, bytes) {
+                            let again = frame(wire, a.clone(), &payload);
+                            let (a2, p2) = read::<ChunkResponse>(wire, &again).unwrap();
+                            assert_eq!(format!("{a:?}"), format!("{a2:?}"));
+                            assert_eq!(payload, p2);
+                        }
                     }
                 }
             },

@@ -6,9 +6,9 @@
 //! - **Pinning**: the [`PeerBook`] lists the peers' addresses and the ID pinned for each. A
 //!   connection to a listed address that presents another ID is refused and recorded (see
 //!   [`P2pTransport::refusals`]); an inbound connection from an ID not in the book is refused.
-//! - **Requests** ([`Transport::request`]): request-response with CBOR, for Raft and
-//!   heartbeats. Each connection starts with a hello that tells each side the other's node
-//!   name.
+//! - **Requests** ([`Transport::request`]): request-response in protobuf (`/wormfs/rpc/2`;
+//!   CBOR `/1` with older nodes, see [`wire`]), for Raft and heartbeats. Each connection
+//!   starts with a hello that tells each side the other's node name.
 //! - **Chunks**: one libp2p stream per chunk operation straight to the owning node, served
 //!   by a dedicated accept loop; opening a stream is retried, since a busy peer may reset it.
 
@@ -17,6 +17,7 @@ mod chunks;
 mod gate;
 mod identity;
 mod swarm;
+mod wire;
 
 pub use book::{BookEntry, PeerBook, PEER_BOOK_FILE_NAME};
 pub use identity::{load_or_create_identity, KEY_FILE_NAME};
@@ -29,19 +30,19 @@ use crate::ids::{DiskId, FileId, NodeId};
 use crate::net::{Transport, TransportError};
 use crate::store::{ChunkAddr, ChunkFolder, ChunkStore, IndexedChunk, StoredChunk};
 use async_trait::async_trait;
-use chunks::{ChunkRequest, ChunkResponse, CHUNK_PROTOCOL};
+use chunks::{ChunkRequest, ChunkResponse};
 use futures::StreamExt;
 use libp2p::identity::Keypair;
-use libp2p::request_response::{self, cbor, ProtocolSupport, ResponseChannel};
+use libp2p::request_response::{self, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{noise, tcp, yamux, PeerId, StreamProtocol, SwarmBuilder};
-use serde::{Deserialize, Serialize};
+use libp2p::{noise, tcp, yamux, PeerId, SwarmBuilder};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, oneshot};
+use wire::{Wire, WireCodec, WireRequest, WireResponse, CHUNK_V1, CHUNK_V2, RPC_V1, RPC_V2};
 
 /// Why the transport could not start or be configured.
 #[derive(Debug, thiserror::Error)]
@@ -108,27 +109,6 @@ pub struct PeerStatus {
     pub connected: bool,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-enum WireRequest {
-    Hello {
-        node: NodeId,
-    },
-    Call {
-        protocol: String,
-        #[serde(with = "serde_bytes")]
-        body: Vec<u8>,
-    },
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-enum WireResponse {
-    Hello { node: NodeId },
-    Reply(#[serde(with = "serde_bytes")] Vec<u8>),
-    Failed(String),
-    NoHandler,
-}
-
-const RPC_PROTOCOL: StreamProtocol = StreamProtocol::new("/wormfs/rpc/1");
 /// Largest request or response on the request protocol (Raft batches stay well under it).
 const MAX_MESSAGE: u64 = 32 * 1024 * 1024;
 const REFUSALS_KEPT: usize = 32;
@@ -165,6 +145,8 @@ struct Shared {
     store: Arc<dyn ChunkStore>,
     book: Arc<PeerBook>,
     chunk_timeout: Duration,
+    /// False only for a node playing one of the release before protobuf, in tests.
+    speaks_v2: bool,
     refusals: Arc<Mutex<VecDeque<Refusal>>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -192,7 +174,7 @@ pub struct P2pTransport {
 #[derive(NetworkBehaviour)]
 struct Behaviour {
     gate: Gate,
-    rpc: cbor::Behaviour<WireRequest, WireResponse>,
+    rpc: request_response::Behaviour<WireCodec>,
     streams: libp2p_stream::Behaviour,
 }
 
@@ -204,6 +186,15 @@ enum Pending {
 impl P2pTransport {
     /// Starts listening and dialling the book's peers. Returns once the listener is bound.
     pub async fn start(config: P2pConfig) -> Result<P2pTransport, P2pError> {
+        Self::start_speaking(config, true).await
+    }
+
+    /// [`P2pTransport::start`], speaking version 2 of the protocols or, as a node of the
+    /// release before protobuf (for upgrade tests), only version 1.
+    pub(crate) async fn start_speaking(
+        config: P2pConfig,
+        speaks_v2: bool,
+    ) -> Result<P2pTransport, P2pError> {
         let P2pConfig {
             node,
             keypair,
@@ -231,11 +222,13 @@ impl P2pTransport {
             .map_err(|e| net(&e))?
             .with_behaviour(|_| Behaviour {
                 gate,
-                rpc: cbor::Behaviour::with_codec(
-                    cbor::codec::Codec::default()
-                        .set_request_size_maximum(MAX_MESSAGE)
-                        .set_response_size_maximum(MAX_MESSAGE),
-                    [(RPC_PROTOCOL, ProtocolSupport::Full)],
+                // version 2 first: a peer that knows it picks it
+                rpc: request_response::Behaviour::with_codec(
+                    WireCodec::new(MAX_MESSAGE),
+                    [(RPC_V2, speaks_v2), (RPC_V1, true)]
+                        .into_iter()
+                        .filter(|(_, on)| *on)
+                        .map(|(p, _)| (p, ProtocolSupport::Full)),
                     request_response::Config::default().with_request_timeout(request_timeout),
                 ),
                 streams: libp2p_stream::Behaviour::new(),
@@ -267,7 +260,12 @@ impl P2pTransport {
             }
         };
         let mut control = swarm.behaviour().streams.new_control();
-        let incoming = control.accept(CHUNK_PROTOCOL).map_err(|e| net(&e))?;
+        let incoming_v2 = if speaks_v2 {
+            Some(control.accept(CHUNK_V2).map_err(|e| net(&e))?)
+        } else {
+            None
+        };
+        let incoming_v1 = control.accept(CHUNK_V1).map_err(|e| net(&e))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             node,
@@ -281,13 +279,23 @@ impl P2pTransport {
             store,
             book,
             chunk_timeout,
+            speaks_v2,
             refusals,
             tasks: Mutex::new(Vec::new()),
         });
         let weak = Arc::downgrade(&shared);
-        let swarm_task = tokio::spawn(run_swarm(swarm, rx, weak.clone()));
-        let accept_task = tokio::spawn(accept_chunks(incoming, weak.clone()));
-        let redial_task = tokio::spawn({
+        let mut tasks = vec![
+            tokio::spawn(run_swarm(swarm, rx, weak.clone())),
+            tokio::spawn(accept_chunks(incoming_v1, Wire::V1, weak.clone())),
+        ];
+        if let Some(incoming) = incoming_v2 {
+            tasks.push(tokio::spawn(accept_chunks(
+                incoming,
+                Wire::V2,
+                weak.clone(),
+            )));
+        }
+        tasks.push(tokio::spawn({
             let commands = shared.commands.clone();
             async move {
                 let mut tick = tokio::time::interval(redial_interval);
@@ -298,12 +306,12 @@ impl P2pTransport {
                     }
                 }
             }
-        });
+        }));
         shared
             .tasks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .extend([swarm_task, accept_task, redial_task]);
+            .extend(tasks);
         Ok(P2pTransport { shared })
     }
 
@@ -429,16 +437,18 @@ impl P2pTransport {
     }
 
     /// Runs one chunk operation on `node`: locally for this node, else on a fresh stream.
+    /// Returns the answer, its payload, and the encoding the payload is in.
     async fn chunk_op(
         &self,
         node: &NodeId,
         request: ChunkRequest,
         payload: Vec<u8>,
-    ) -> Result<(ChunkResponse, Vec<u8>), TransportError> {
+    ) -> Result<(ChunkResponse, Vec<u8>, Wire), TransportError> {
         if *node == self.shared.node {
             let store = self.shared.store.clone();
             return tokio::task::spawn_blocking(move || {
-                chunks::run_local(&*store, request, payload)
+                let (answer, payload) = chunks::run_local(&*store, Wire::V2, request, payload);
+                (answer, payload, Wire::V2)
             })
             .await
             .map_err(|e| TransportError::Remote {
@@ -482,33 +492,50 @@ impl P2pTransport {
     }
 
     /// One chunk call on one fresh stream; the error says whether the request went out.
+    /// The stream speaks version 2 unless the peer only knows version 1.
     async fn chunk_stream(
         &self,
         node: &NodeId,
         peer: PeerId,
         request: &ChunkRequest,
         payload: &[u8],
-    ) -> Result<(ChunkResponse, Vec<u8>), (bool, TransportError)> {
+    ) -> Result<(ChunkResponse, Vec<u8>, Wire), (bool, TransportError)> {
         let unreachable = |reason: String| TransportError::Unreachable {
             node: node.clone(),
             reason,
         };
+        let cannot_open = |e: libp2p_stream::OpenStreamError| {
+            (
+                false,
+                unreachable(format!("cannot open a chunk stream: {e}")),
+            )
+        };
         let mut control = self.shared.control.clone();
-        let mut stream = control
-            .open_stream(peer, CHUNK_PROTOCOL)
-            .await
-            .map_err(|e| {
-                (
-                    false,
-                    unreachable(format!("cannot open a chunk stream: {e}")),
-                )
-            })?;
-        chunks::write_frame(&mut stream, request, payload)
+        let first = if self.shared.speaks_v2 {
+            control.open_stream(peer, CHUNK_V2).await
+        } else {
+            Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(
+                CHUNK_V2,
+            ))
+        };
+        let (wire, mut stream) = match first {
+            Ok(s) => (Wire::V2, s),
+            Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_)) => (
+                Wire::V1,
+                control
+                    .open_stream(peer, CHUNK_V1)
+                    .await
+                    .map_err(cannot_open)?,
+            ),
+            Err(e) => return Err(cannot_open(e)),
+        };
+        chunks::write_frame(&mut stream, wire, request.clone(), payload)
             .await
             .map_err(|e| (true, unreachable(format!("sending the chunk request: {e}"))))?;
-        chunks::read_frame::<ChunkResponse>(&mut stream)
+        let (answer, payload) = chunks::read_frame::<ChunkResponse>(&mut stream, wire)
             .await
-            .map_err(|e| (true, unreachable(format!("reading the chunk reply: {e}"))))
+            .map_err(|e| (true, unreachable(format!("reading the chunk reply: {e}"))))?;
+        Ok((answer, payload, wire))
     }
 }
 
@@ -553,8 +580,8 @@ impl Transport for P2pTransport {
             path: path.to_owned(),
         };
         match self.chunk_op(node, request, chunk.encode()).await? {
-            (ChunkResponse::Stored(s), _) => Ok(s),
-            (other, _) => Err(chunks::reply_error(node, None, other)),
+            (ChunkResponse::Stored(s), _, _) => Ok(s),
+            (other, _, _) => Err(chunks::reply_error(node, None, other)),
         }
     }
 
@@ -569,7 +596,7 @@ impl Transport for P2pTransport {
             addr: addr.clone(),
         };
         match self.chunk_op(node, request, Vec::new()).await? {
-            (ChunkResponse::Chunk, bytes) => {
+            (ChunkResponse::Chunk, bytes, _) => {
                 ChunkFile::decode(&bytes).map_err(|e| TransportError::ChunkDamaged {
                     node: node.clone(),
                     key: addr.key,
@@ -577,7 +604,7 @@ impl Transport for P2pTransport {
                     reason: format!("arrived damaged: {e}"),
                 })
             }
-            (other, _) => Err(chunks::reply_error(node, Some(addr), other)),
+            (other, _, _) => Err(chunks::reply_error(node, Some(addr), other)),
         }
     }
 
@@ -592,8 +619,8 @@ impl Transport for P2pTransport {
             addr: addr.clone(),
         };
         match self.chunk_op(node, request, Vec::new()).await? {
-            (ChunkResponse::Checked(size), _) => Ok(size),
-            (other, _) => Err(chunks::reply_error(node, Some(addr), other)),
+            (ChunkResponse::Checked(size), _, _) => Ok(size),
+            (other, _, _) => Err(chunks::reply_error(node, Some(addr), other)),
         }
     }
 
@@ -608,8 +635,8 @@ impl Transport for P2pTransport {
             addr: addr.clone(),
         };
         match self.chunk_op(node, request, Vec::new()).await? {
-            (ChunkResponse::Deleted(gone), _) => Ok(gone),
-            (other, _) => Err(chunks::reply_error(node, Some(addr), other)),
+            (ChunkResponse::Deleted(gone), _, _) => Ok(gone),
+            (other, _, _) => Err(chunks::reply_error(node, Some(addr), other)),
         }
     }
 
@@ -620,13 +647,12 @@ impl Transport for P2pTransport {
     ) -> Result<Vec<IndexedChunk>, TransportError> {
         let request = ChunkRequest::Scan { disk: disk.clone() };
         match self.chunk_op(node, request, Vec::new()).await? {
-            (ChunkResponse::Scanned, listing) => {
-                serde_json::from_slice(&listing).map_err(|e| TransportError::Remote {
+            (ChunkResponse::Scanned, listing, wire) => wire::decode_listing(&listing, wire)
+                .map_err(|e| TransportError::Remote {
                     node: node.clone(),
                     reason: format!("malformed listing of disk {disk}: {e}"),
-                })
-            }
-            (other, _) => Err(chunks::reply_error(node, None, other)),
+                }),
+            (other, _, _) => Err(chunks::reply_error(node, None, other)),
         }
     }
 
@@ -645,8 +671,8 @@ impl Transport for P2pTransport {
             path: path.to_owned(),
         };
         match self.chunk_op(node, request, Vec::new()).await? {
-            (ChunkResponse::Renamed, _) => Ok(()),
-            (other, _) => Err(chunks::reply_error(node, None, other)),
+            (ChunkResponse::Renamed, _, _) => Ok(()),
+            (other, _, _) => Err(chunks::reply_error(node, None, other)),
         }
     }
 

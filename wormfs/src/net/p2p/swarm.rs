@@ -2,9 +2,8 @@
 //! hellos, carries request/response calls, and hands inbound chunk streams to the store.
 
 use super::gate::multiaddr;
-use super::{
-    chunks, Behaviour, BehaviourEvent, Command, Pending, Shared, WireRequest, WireResponse,
-};
+use super::wire::{Wire, WireRequest, WireResponse};
+use super::{chunks, Behaviour, BehaviourEvent, Command, Pending, Shared};
 use crate::ids::NodeId;
 use futures::StreamExt;
 use libp2p::request_response::{self, OutboundRequestId};
@@ -16,11 +15,12 @@ use tokio::sync::mpsc;
 
 pub(super) async fn accept_chunks(
     mut incoming: libp2p_stream::IncomingStreams,
+    wire: Wire,
     shared: std::sync::Weak<Shared>,
 ) {
     while let Some((peer, stream)) = incoming.next().await {
         let Some(s) = shared.upgrade() else { break };
-        tokio::spawn(chunks::serve_stream(s.store.clone(), peer, stream));
+        tokio::spawn(chunks::serve_stream(s.store.clone(), peer, wire, stream));
     }
 }
 

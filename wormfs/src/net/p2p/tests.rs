@@ -14,6 +14,17 @@ async fn start(
     keypair: Option<Keypair>,
     peers: &[SocketAddr],
 ) -> Node {
+    start_speaking(name, listen, keypair, peers, true).await
+}
+
+/// A node; `speaks_v2` false plays one of the release before protobuf.
+async fn start_speaking(
+    name: &str,
+    listen: SocketAddr,
+    keypair: Option<Keypair>,
+    peers: &[SocketAddr],
+    speaks_v2: bool,
+) -> Node {
     let dir = tempfile::tempdir().unwrap();
     let book = Arc::new(PeerBook::open(&dir.path().join(PEER_BOOK_FILE_NAME)).unwrap());
     for p in peers {
@@ -23,9 +34,12 @@ async fn start(
         DiskId(format!("{name}-d0")),
         1 << 30,
     )]));
-    let transport = P2pTransport::start(config(name, keypair, listen, book, store.clone()))
-        .await
-        .unwrap();
+    let transport = P2pTransport::start_speaking(
+        config(name, keypair, listen, book, store.clone()),
+        speaks_v2,
+    )
+    .await
+    .unwrap();
     Node {
         transport,
         store,
@@ -312,4 +326,68 @@ async fn a_busy_port_is_named_with_its_cause() {
         text.contains(&addr.to_string()) && text.to_lowercase().contains("in use"),
         "the error does not name the port and its cause: {text}"
     );
+}
+
+/// A cluster is upgraded one node at a time: a node of this version and one of the release
+/// before protobuf (CBOR requests, JSON chunk headers) exchange chunks, listings and
+/// requests both ways, each side falling back to what the other speaks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_of_the_release_before_protobuf_works_with_this_one() {
+    let old = start_speaking("old", any_port(), None, &[], false).await;
+    let new = start("new", any_port(), None, &[old.transport.listen_addr()]).await;
+    old.transport
+        .add_peer(new.transport.listen_addr(), None)
+        .unwrap();
+    let (n_old, n_new) = (NodeId("old".into()), NodeId("new".into()));
+    wait_for("the old and the new node to connect", || {
+        old.transport.is_connected(&n_new) && new.transport.is_connected(&n_old)
+    })
+    .await;
+    let echo: RequestHandler = Arc::new(|caller: NodeId, body: Vec<u8>| {
+        Box::pin(async move {
+            let mut out = caller.0.into_bytes();
+            out.extend(body);
+            Ok(out)
+        })
+    });
+    old.transport.serve("echo", echo.clone());
+    new.transport.serve("echo", echo);
+    let folder = ChunkFolder::for_path("/movie.mkv");
+    let c = chunk();
+    for (from, to, to_name) in [(&new, &old, &n_old), (&old, &new, &n_new)] {
+        let disk = DiskId(format!("{}-d0", to_name.0));
+        let stored = from
+            .transport
+            .put_chunk(to_name, &disk, &folder, "/movie.mkv", c.clone())
+            .await
+            .unwrap_or_else(|e| panic!("a put to {to_name}: {e}"));
+        assert_eq!(to.store.chunk_count(), 1);
+        assert_eq!(
+            from.transport
+                .read_chunk(to_name, &disk, &stored.addr)
+                .await
+                .unwrap(),
+            c
+        );
+        let listed = from.transport.scan_disk(to_name, &disk).await.unwrap();
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!(listed[0].key, c.header.key);
+        assert!(from
+            .transport
+            .delete_chunk(to_name, &disk, &stored.addr)
+            .await
+            .unwrap());
+        let body = from
+            .transport
+            .request(to_name, "echo", vec![1, 2])
+            .await
+            .unwrap();
+        let mut expected = from.transport.local_node().0.clone().into_bytes();
+        expected.extend([1, 2]);
+        assert_eq!(body, expected);
+        assert!(matches!(
+            from.transport.request(to_name, "raft", vec![]).await,
+            Err(TransportError::NoHandler { .. })
+        ));
+    }
 }
