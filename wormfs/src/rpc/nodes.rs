@@ -109,8 +109,11 @@ pub fn cached_nodes() -> Vec<String> {
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory, synced and
-/// renamed over `path`, so readers see the old contents or the new, never a part.
+/// renamed over `path`, so readers see the old contents or the new, never a part. Each
+/// call has its own temporary file, so the clients of one process (a mount's connections)
+/// may write at once.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -124,7 +127,8 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     })?;
     let mut tmp_name = std::ffi::OsString::from(".");
     tmp_name.push(name);
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tmp_name.push(format!(".tmp.{}.{n}", std::process::id()));
     let tmp = dir.join(tmp_name);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
@@ -182,6 +186,51 @@ mod tests {
         assert_eq!(names, vec![std::ffi::OsString::from("nodes.json")]);
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("\"nodes\""), "{text}");
+    }
+
+    /// The clients of one mount write the cache at once (found by the soak: they shared
+    /// one temporary file): every write succeeds and every read sees one whole list.
+    #[test]
+    fn clients_of_one_process_write_the_cache_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("nodes.json");
+        let lists: Vec<Vec<String>> = (0..6)
+            .map(|t| (0..200).map(|i| format!("node{t}-{i}:7000")).collect())
+            .collect();
+        write_cache(&cache, &lists[0]).unwrap();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let writers: Vec<_> = lists
+                .iter()
+                .map(|list| {
+                    let cache = &cache;
+                    s.spawn(move || {
+                        for _ in 0..40 {
+                            write_cache(cache, list).unwrap();
+                        }
+                    })
+                })
+                .collect();
+            s.spawn(|| {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let read = read_cache(&cache).unwrap().unwrap();
+                    assert!(
+                        lists.contains(&read),
+                        "a torn cache of {} nodes",
+                        read.len()
+                    );
+                }
+            });
+            for w in writers {
+                w.join().unwrap();
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["nodes.json"], "temporary files left behind");
     }
 
     #[test]
