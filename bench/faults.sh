@@ -5,8 +5,8 @@
 #   bench/faults.sh [READ_MIB] [FREEZE_S] [WRITE_MIB]      (defaults: 200, 75 and 2048)
 #
 # 1. hung follower: a cold sequential read of a READ_MIB file with every node running,
-#    then of another such file with one follower stopped (SIGSTOP); prints both rates and
-#    their ratio.
+#    then of another such file with one follower stopped (SIGSTOP); prints both rates,
+#    their ratio, and the CPU time the nodes and the mount spent per GiB read in each.
 # 2. returning follower: a follower stopped for FREEZE_S seconds, then resumed; every
 #    node's `status --json` is polled every 0.25 s from the freeze until 20 s after the
 #    resume; prints the longest time the running nodes named no master and the terms seen.
@@ -64,6 +64,20 @@ SRC=/dev/shm/wormfs-bench-faults-src
 head -c "$((READ_MIB << 20))" /dev/urandom > "$SRC"
 for f in a b c; do cp "$SRC" "$MNT/$f"; done # c last: what the mount's stripe cache holds
 sync
+cpu_s() { # CPU seconds used so far by the quickstart (the mount) and the nodes
+    python3 - $QS_PID $(pgrep -f "$WORK/demo/node" || true) <<'PY'
+import os, sys
+tick = os.sysconf("SC_CLK_TCK"); total = 0
+for pid in set(sys.argv[1:]):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    except OSError:
+        pass
+print(total / tick)
+PY
+}
 rate() { # MiB/s of a cold read of $1
     drop_caches
     python3 -c 'import sys,time
@@ -76,12 +90,15 @@ with open(sys.argv[1], "rb", buffering=0) as f:
 print(f"{n/(1<<20)/(time.perf_counter()-t):.1f}")' "$1"
 }
 echo "== 1. hung follower during a ${READ_MIB} MiB read"
-R_OK=$(rate "$MNT/a")
+C0=$(cpu_s); R_OK=$(rate "$MNT/a"); C1=$(cpu_s)
 kill -STOP "$(pid_of "$F")"
-R_HUNG=$(rate "$MNT/b")
+R_HUNG=$(rate "$MNT/b"); C2=$(cpu_s)
 kill -CONT "$(pid_of "$F")"
 cmp -s "$SRC" "$MNT/b" && SAME=yes || SAME=NO
-python3 -c "import sys; print(f'read {sys.argv[1]} MiB/s, with node{sys.argv[3]} stopped {sys.argv[2]} MiB/s: {float(sys.argv[2])/float(sys.argv[1]):.2f}x; bytes right: {sys.argv[4]}')" "$R_OK" "$R_HUNG" "$F" "$SAME"
+python3 -c "import sys
+ok, hung, f, same, c0, c1, c2, mib = sys.argv[1:]
+gib = float(mib) / 1024
+print(f'read {ok} MiB/s ({(float(c1)-float(c0))/gib:.2f} CPU-s a GiB), with node{f} stopped {hung} MiB/s ({(float(c2)-float(c1))/gib:.2f} CPU-s a GiB): {float(hung)/float(ok):.2f}x; bytes right: {same}')" "$R_OK" "$R_HUNG" "$F" "$SAME" "$C0" "$C1" "$C2" "$READ_MIB"
 
 echo "== 2. follower node$F stopped for ${FREEZE_S} s, then resumed"
 for _ in $(seq 1 100); do [ "$(status "$F" | field master)" = "$M" ] && break; sleep 0.2; done
