@@ -685,6 +685,7 @@ impl WormFs for WormFsService {
         r: Request<proto::SetPolicyRequest>,
     ) -> Result<Response<proto::Empty>, Status> {
         let who = caller_of(&r)?;
+        let request_id = request_id_of(&r)?;
         let r = r.into_inner();
         let norm = crate::policy::normalize_path(&r.path).map_err(|e| invalid("path", e))?;
         let attr = self
@@ -695,8 +696,7 @@ impl WormFs for WormFsService {
             .check_policy(&who, &attr)
             .map_err(|e| status("set policy", e))?;
         let policy = (!r.policy.is_empty()).then_some(r.policy.as_str());
-        self.fs
-            .set_dir_policy(attr.ino, policy)
+        crate::node::once(request_id, self.fs.set_dir_policy(attr.ino, policy))
             .await
             .map_err(|e| status("set policy", e))?;
         Ok(Response::new(proto::Empty {}))

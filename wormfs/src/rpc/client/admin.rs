@@ -1,18 +1,20 @@
 //! The admin calls of [`Client`]: policies, status, file layouts, workers and risk.
 
-use super::{Client, ClientError, Retry};
+use super::{request_id, with_request_id, Client, ClientError, Retry};
 use crate::rpc::proto;
 
 impl Client {
-    /// Sets (or with `None` clears) the policy of the directory at `path`. Not repeated on
-    /// another node once sent.
+    /// Sets (or with `None` clears) the policy of the directory at `path`. Carries a request
+    /// id, so a call cut off by a node's death is repeated on the next node and applied
+    /// once.
     pub async fn set_policy(&self, path: &str, policy: Option<&str>) -> Result<(), ClientError> {
         let req = proto::SetPolicyRequest {
             path: path.to_owned(),
             policy: policy.unwrap_or_default().to_owned(),
         };
-        self.call("set_policy", Retry::OnlyUnsent, |mut c| {
-            let req = req.clone();
+        let id = request_id();
+        self.call("set_policy", Retry::Deduplicated, |mut c| {
+            let req = with_request_id(req.clone(), &id);
             async move { c.set_storage_policy(req).await }
         })
         .await?;

@@ -20,6 +20,7 @@ struct Fake {
     writes: AtomicUsize,
     unlinks: AtomicUsize,
     policy_changes: AtomicUsize,
+    user_removals: AtomicUsize,
     /// The request id header of each call, in order ("" for none).
     request_ids: Mutex<Vec<String>>,
 }
@@ -73,6 +74,12 @@ impl Fake {
     async fn set_policy(&self, _: proto::SetPolicyRequest) -> Result<proto::Empty, Status> {
         self.policy_changes.fetch_add(1, Ordering::SeqCst);
         self.maybe_hang("set_policy").await;
+        Ok(proto::Empty {})
+    }
+
+    async fn remove_user(&self, _: proto::UserRequest) -> Result<proto::Empty, Status> {
+        self.user_removals.fetch_add(1, Ordering::SeqCst);
+        self.maybe_hang("remove_user").await;
         Ok(proto::Empty {})
     }
 
@@ -201,6 +208,11 @@ impl tonic::codegen::Service<tonic::codegen::http::Request<tonic::body::Body>> f
                 "SetStoragePolicy" => {
                     let m: Handler<proto::SetPolicyRequest, _> =
                         |f, r| Box::pin(async move { f.set_policy(r).await });
+                    grpc().unary(Method(fake, m), req).await
+                }
+                "RemoveUser" => {
+                    let m: Handler<proto::UserRequest, _> =
+                        |f, r| Box::pin(async move { f.remove_user(r).await });
                     grpc().unary(Method(fake, m), req).await
                 }
                 "WriteStripes" => {
@@ -495,18 +507,18 @@ async fn a_create_cut_off_mid_call_is_repeated_on_the_next_node_with_its_request
     assert_ne!(next, first);
 }
 
-/// A change without a request id (a directory's policy) cut off mid-call may or may not
-/// have been made: `EIO` saying so, never repeated elsewhere.
+/// A change without a request id (removing a user) cut off mid-call may or may not have
+/// been made: `EIO` saying so, never repeated elsewhere.
 #[tokio::test]
-async fn a_policy_change_cut_off_mid_call_is_eio_and_not_repeated() {
+async fn a_change_without_a_request_id_cut_off_mid_call_is_eio_and_not_repeated() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b, opts) = cluster(dir.path()).await;
     let client = Client::connect_with(std::slice::from_ref(&a.address), opts)
         .await
         .unwrap();
     let call = a
-        .hang_in(&client, "set_policy", |client| async move {
-            client.set_policy("/media", Some("archive")).await
+        .hang_in(&client, "remove_user", |client| async move {
+            client.remove_user("alice").await
         })
         .await;
     // The call reached the node; the node dies before answering.
@@ -519,14 +531,41 @@ async fn a_policy_change_cut_off_mid_call_is_eio_and_not_repeated() {
     assert_eq!(e.errno, errno::EIO);
     assert!(e.message.contains("could not be confirmed"), "{e}");
     assert_eq!(
-        b.fake.policy_changes.load(Ordering::SeqCst),
+        b.fake.user_removals.load(Ordering::SeqCst),
         0,
         "not repeated"
     );
     // Later calls use the next node.
     assert_eq!(client.current_address(), b.address);
-    client.set_policy("/media", Some("archive")).await.unwrap();
+    client.remove_user("alice").await.unwrap();
+    assert_eq!(b.fake.user_removals.load(Ordering::SeqCst), 1);
+}
+
+/// A directory's policy change carries a request id: cut off mid-call, it is repeated on
+/// the next node under the same id, so the log applies it once.
+#[tokio::test]
+async fn a_policy_change_cut_off_mid_call_is_repeated_with_its_request_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, opts) = cluster(dir.path()).await;
+    let client = Client::connect_with(std::slice::from_ref(&a.address), opts)
+        .await
+        .unwrap();
+    let call = a
+        .hang_in(&client, "set_policy", |client| async move {
+            client.set_policy("/media", Some("archive")).await
+        })
+        .await;
+    a.kill().await;
+    tokio::time::timeout(Duration::from_secs(20), call)
+        .await
+        .expect("the broken call returns")
+        .unwrap()
+        .expect("the policy change is repeated on the next node");
     assert_eq!(b.fake.policy_changes.load(Ordering::SeqCst), 1);
+    let first = a.fake.request_ids.lock().unwrap().last().cloned().unwrap();
+    let repeat = b.fake.request_ids.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(first.len(), 32, "{first:?}");
+    assert_eq!(first, repeat);
 }
 
 /// An unlink carries a request id as a create does: cut off mid-call, it is repeated on the
