@@ -1,5 +1,9 @@
 //! Generates the gRPC code from `proto/wormfs.proto` when the `rpc` feature is on, and the
 //! node-to-node messages from `proto/wormfs_p2p.proto` when the `cluster` feature is on.
+//!
+//! `protoc` comes from the `protoc-bin-vendored` crate, so a machine with only the Rust
+//! toolchain builds WormFS; `PROTOC` names another one, and a platform the crate has no
+//! binary for uses the `protoc` on the `PATH`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var_os("CARGO_FEATURE_RPC").is_none() {
@@ -7,6 +11,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     #[cfg(feature = "rpc")]
     {
+        println!("cargo:rerun-if-env-changed=PROTOC");
+        if std::env::var_os("PROTOC").is_none() {
+            if let Ok(vendored) = protoc_bin_vendored::protoc_bin_path() {
+                // SAFETY (for editions where this is unsafe): a build script runs one
+                // thread, and nothing reads the environment concurrently.
+                std::env::set_var("PROTOC", vendored);
+            }
+        }
         let proto = "../proto/wormfs.proto";
         println!("cargo:rerun-if-changed={proto}");
         tonic_prost_build::configure()
