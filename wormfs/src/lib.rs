@@ -42,6 +42,8 @@ pub mod heal;
 pub mod ids;
 pub mod locks;
 pub mod meta;
+#[cfg(feature = "node")]
+pub mod metrics;
 pub mod net;
 #[cfg(feature = "node")]
 pub mod node;
