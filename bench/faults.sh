@@ -28,7 +28,7 @@ mkdir -p "$WORK"
 BASE=$(python3 -c 'import socket
 for p in range(21000, 29000, 50):
     try:
-        for o in (0, 1, 2, 30, 31, 32):
+        for o in (0, 1, 2, 30, 31, 32, 60, 61, 62):
             s = socket.socket(); s.bind(("127.0.0.1", p + o)); s.close()
         print(p); break
     except OSError: pass')

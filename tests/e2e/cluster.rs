@@ -687,9 +687,10 @@ fn quickstart_runs_a_cluster_that_wormfs_finds_through_the_client_config() {
     let dir = tmp.path().join("demo");
     let home = tmp.path().join("home");
     fs::create_dir(&home).unwrap();
-    // a base port whose 3 gRPC and 3 node-to-node ports (base+0..2, base+30..32) are free,
-    // below the kernel's ephemeral range, so no other test's port 0 lands on them
-    let base = free_block(&[0, 1, 2, 30, 31, 32]);
+    // a base port whose 3 gRPC, 3 node-to-node and 3 admin ports (base+0..2, base+30..32,
+    // base+60..62) are free, below the kernel's ephemeral range, so no other test's port 0
+    // lands on them
+    let base = free_block(&[0, 1, 2, 30, 31, 32, 60, 61, 62]);
     let log = tmp.path().join("quickstart.log");
     let mut child = Command::new(BIN)
         .args(["quickstart", "--dir", dir.to_str().unwrap(), "--nodes", "3"])
@@ -738,10 +739,104 @@ fn quickstart_runs_a_cluster_that_wormfs_finds_through_the_client_config() {
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["nodes"].as_array().unwrap().len(), 3, "{s}");
     assert!(!s["master"].as_str().unwrap().is_empty());
+    // every node's admin listener (60 above its gRPC port) is live, ready, and scraped
+    let admin = |i: u16| format!("127.0.0.1:{}", base + 60 + i);
+    for i in 0..3 {
+        let (code, body) = http_get(&admin(i), "/health");
+        assert_eq!((code, body.as_str()), (200, "ok\n"));
+        wait_for("node to be ready", Duration::from_secs(30), || {
+            (http_get(&admin(i), "/ready").0 == 200).then_some(())
+        });
+        assert_eq!(http_get(&admin(i), "/nope").0, 404);
+    }
+    let scrape_all =
+        || -> Vec<prometheus_parse::Scrape> { (0..3).map(|i| scrape(&admin(i))).collect() };
+    let before = scrape_all();
     // the mount works, and every stripe of a file spans three nodes
     let data = bytes(1 << 20, 5);
     write_synced(&dir.join("mnt/hello.bin"), &data).unwrap();
     assert!(fs::read(dir.join("mnt/hello.bin")).unwrap() == data);
+    // the series moved with the write, on the nodes the mount's connections use
+    let after = scrape_all();
+    let sum = |all: &[prometheus_parse::Scrape], name: &str, labels: &[(&str, &str)]| -> f64 {
+        all.iter()
+            .flat_map(|s| s.samples.iter())
+            .filter(|x| x.metric == name)
+            .filter(|x| labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+            // the parser reads OpenMetrics counters (`# TYPE x counter`, samples `x_total`)
+            // as untyped
+            .map(|x| match x.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum()
+    };
+    assert_eq!(
+        sum(
+            &after[..1],
+            "wormfs_cluster_members",
+            &[("state", "online")]
+        ),
+        3.0
+    );
+    assert!(sum(&after, "wormfs_disk_capacity_bytes", &[]) > 0.0);
+    assert!(
+        sum(
+            &after,
+            "wormfs_client_bytes_total",
+            &[("direction", "written")]
+        ) >= sum(
+            &before,
+            "wormfs_client_bytes_total",
+            &[("direction", "written")]
+        ) + (1 << 20) as f64,
+        "the 1 MiB write is counted: {} then {}",
+        sum(
+            &before,
+            "wormfs_client_bytes_total",
+            &[("direction", "written")]
+        ),
+        sum(
+            &after,
+            "wormfs_client_bytes_total",
+            &[("direction", "written")]
+        )
+    );
+    assert!(
+        sum(
+            &after,
+            "wormfs_grpc_requests_total",
+            &[("method", "Create")]
+        ) > sum(
+            &before,
+            "wormfs_grpc_requests_total",
+            &[("method", "Create")]
+        )
+    );
+    // 2+1 over three nodes: each node's disks took a chunk
+    for i in 0..3 {
+        assert!(
+            sum(
+                &after[i..=i],
+                "wormfs_chunk_operations_total",
+                &[("op", "put")]
+            ) > sum(
+                &before[i..=i],
+                "wormfs_chunk_operations_total",
+                &[("op", "put")]
+            ),
+            "node{}'s disks took chunks",
+            i + 1
+        );
+    }
+    assert!(
+        sum(&after[..1], "wormfs_metadata_applied_index", &[])
+            > sum(&before[..1], "wormfs_metadata_applied_index", &[])
+    );
+    let masters = sum(&after, "wormfs_cluster_is_master", &[]);
+    assert_eq!(masters, 1.0, "one master among the three");
     // Ctrl-C (SIGTERM here) unmounts and stops every node cleanly
     // SAFETY: kill(2) with a pid we spawned.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -752,6 +847,35 @@ fn quickstart_runs_a_cluster_that_wormfs_finds_through_the_client_config() {
         .unwrap()
         .contains("stopped cleanly"));
     assert!(!is_mounted(&dir.join("mnt")));
+}
+
+/// A plain HTTP/1.1 GET: the status code and the body.
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{addr}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status line");
+    (code, body.to_owned())
+}
+
+/// `/metrics` of the node whose admin listener is `addr`, parsed as Prometheus text.
+fn scrape(addr: &str) -> prometheus_parse::Scrape {
+    let (code, body) = http_get(addr, "/metrics");
+    assert_eq!(code, 200, "{body}");
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+        .expect("the metrics parse as Prometheus text")
 }
 
 /// Kills the quickstart process group's leader if the test fails before stopping it.

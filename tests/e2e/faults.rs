@@ -166,7 +166,7 @@ fn a_node_down_is_logged_once_not_several_lines_a_second() {
 fn a_failed_quickstart_names_the_busy_port_and_shows_only_its_own_log() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("demo");
-    let base = crate::cluster::free_block(&[0, 1, 30, 31]);
+    let base = crate::cluster::free_block(&[0, 1, 30, 31, 60, 61]);
     // node1's node-to-node port is taken by someone else
     let _taken = std::net::TcpListener::bind(("127.0.0.1", base + 30)).unwrap();
     std::fs::create_dir_all(dir.join("node1")).unwrap();

@@ -128,7 +128,8 @@ start_quickstart() {
         extra+=(--allow-other)
     fi
     for ((attempt = 0; attempt < 5; attempt++)); do
-        while ! port_free "$port"; do
+        # the quickstart's admin listener takes the port 60 above
+        while ! port_free "$port" || ! port_free "$((port + 60))"; do
             port=$((port + 1))
             [ "$port" -lt 7300 ] || die "no free loopback port in 7191..7299"
         done

@@ -21,8 +21,9 @@ pub fn run(
     let mnt = dir.join("mnt");
     std::fs::create_dir_all(&mnt).with_context(|| format!("create `{}`", mnt.display()))?;
     let identity = admin_identity(&dir)?;
+    let admin = admin_address(listen, 0)?;
     let mut config = format!(
-        "node_id = \"node1\"\nlisten = \"{listen}\"\ndata_dir = \"meta\"\nadmin_identity = \"{}\"\n\n",
+        "node_id = \"node1\"\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\ndata_dir = \"meta\"\nadmin_identity = \"{}\"\n\n",
         identity.display()
     );
     for i in 0..disks {
@@ -82,6 +83,7 @@ pub fn run(
     );
     say!("  config  {}", config_path.display());
     say!("  mount   {}", mnt.display());
+    say_admin(&admin);
     print_client(client_config.as_deref(), &identity);
     say!(
         "Try: cp -r ~/Pictures {0}/ ; wormfs status ; wormfs file info {0}/<file>",
@@ -97,6 +99,31 @@ pub fn run(
     stopped?;
     say!("stopped cleanly");
     Ok(())
+}
+
+/// How far above a node's gRPC port its admin HTTP listener is (node-to-node ports are
+/// 30 above).
+const ADMIN_OFFSET: u16 = 60;
+
+/// The admin listener of the node whose gRPC address is `listen`, `i` nodes along: port 0
+/// stays port 0.
+fn admin_address(listen: &str, i: u16) -> anyhow::Result<std::net::SocketAddr> {
+    let a: std::net::SocketAddr = listen
+        .parse()
+        .with_context(|| format!("`--listen`: `{listen}` is not an address like 127.0.0.1:7070"))?;
+    let port = match a.port() {
+        0 => 0,
+        p => p
+            .checked_add(ADMIN_OFFSET + i)
+            .context("`--listen` port too high for the admin listener")?,
+    };
+    Ok(std::net::SocketAddr::new(a.ip(), port))
+}
+
+fn say_admin(admin: &std::net::SocketAddr) {
+    if admin.port() != 0 {
+        say!("          metrics http://{admin}/metrics, health http://{admin}/ready");
+    }
 }
 
 /// A node process started by the cluster quickstart.
@@ -221,9 +248,11 @@ pub fn run_cluster(
         let name = format!("node{}", i + 1);
         let ndir = dir.join(&name);
         let mut config = format!(
-            "node_id = \"{name}\"\nlisten = \"{}:{}\"\ndata_dir = \"meta\"\nadmin_identity = \"{}\"\n\n",
+            "node_id = \"{name}\"\nlisten = \"{}:{}\"\nadmin_listen = \"{}:{}\"\ndata_dir = \"meta\"\nadmin_identity = \"{}\"\n\n",
             base.ip(),
             port(i, 0)?,
+            base.ip(),
+            port(i, ADMIN_OFFSET)?,
             identity.display()
         );
         for d in 0..disks_per_node {
@@ -291,13 +320,17 @@ pub fn run_cluster(
     let wait_for_stop = stop_signals(rt)?;
     let mounted = mount_at(rt, &first, &identity, &mnt, allow_other)?;
     say!("WormFS cluster is running ({nodes} nodes, master {master}):");
-    for p in &procs {
+    for (i, p) in procs.iter().enumerate() {
         say!(
             "  {:<7} at {}, {disks_per_node} disks, data and log under {}",
             p.name,
             p.addr,
             dir.join(&p.name).display()
         );
+        say_admin(&std::net::SocketAddr::new(
+            base.ip(),
+            port(i, ADMIN_OFFSET)?,
+        ));
     }
     say!("  mount   {} (through node1)", mnt.display());
     print_client(client_config.as_deref(), &identity);

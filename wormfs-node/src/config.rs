@@ -20,6 +20,10 @@ pub struct RawConfig {
     /// Address the gRPC API listens on (default `127.0.0.1:7070`; port 0 picks a free one).
     #[serde(default)]
     pub listen: Option<String>,
+    /// Address of the admin HTTP listener: `/metrics`, `/health`, `/ready` (default
+    /// `127.0.0.1:7170`, skipped with a warning when taken; `off` for none).
+    #[serde(default)]
+    pub admin_listen: Option<String>,
     /// Directory for the metadata database.
     pub data_dir: Option<PathBuf>,
     /// The first admin's identity file (default `DATA_DIR/admin.identity`): read and added
@@ -188,6 +192,8 @@ pub struct NodeConfig {
     pub node_id: NodeId,
     /// The gRPC listen address.
     pub listen: SocketAddr,
+    /// The admin HTTP listener, if any.
+    pub admin_listen: Option<AdminListen>,
     /// The metadata directory.
     pub data_dir: PathBuf,
     /// The first admin's identity file.
@@ -203,6 +209,19 @@ pub struct NodeConfig {
     /// File locks.
     pub locks: LockSettings,
 }
+
+/// Where the admin HTTP listener listens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AdminListen {
+    /// The address.
+    pub addr: SocketAddr,
+    /// True when the config names it: the node does not start without it. The default
+    /// address is skipped, with a warning, when another process holds it.
+    pub required: bool,
+}
+
+/// The default admin HTTP listen address.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:7170";
 
 /// The default libp2p listen address.
 pub const DEFAULT_P2P_LISTEN: &str = "127.0.0.1:7100";
@@ -226,6 +245,7 @@ impl NodeConfig {
         let RawConfig {
             node_id,
             listen,
+            admin_listen,
             data_dir,
             admin_identity,
             disks,
@@ -246,6 +266,21 @@ impl NodeConfig {
         let listen: SocketAddr = listen_text.parse().map_err(|e| {
             anyhow::anyhow!("`listen`: `{listen_text}` is not an address like 127.0.0.1:7070 ({e})")
         })?;
+        let admin_listen = match admin_listen.as_deref().map(str::trim) {
+            Some("off") => None,
+            Some(text) => Some(AdminListen {
+                addr: text.parse().map_err(|e| {
+                    anyhow::anyhow!(
+                        "`admin_listen`: `{text}` is not an address like 127.0.0.1:7170, or `off` ({e})"
+                    )
+                })?,
+                required: true,
+            }),
+            None => Some(AdminListen {
+                addr: DEFAULT_ADMIN_LISTEN.parse().expect("a valid default"),
+                required: false,
+            }),
+        };
         let Some(data_dir) = data_dir else {
             bail!("`data_dir` is missing: name the directory for the metadata database");
         };
@@ -311,6 +346,7 @@ impl NodeConfig {
         Ok(NodeConfig {
             node_id: NodeId(node_id),
             listen,
+            admin_listen,
             data_dir,
             admin_identity,
             disks: checked,

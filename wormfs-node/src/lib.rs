@@ -2,6 +2,7 @@
 //! gRPC API until told to stop. `main` is a thin wrapper; tests and `wormfs quickstart` call
 //! [`run`] too.
 
+pub mod admin;
 pub mod config;
 
 use anyhow::Context;
@@ -62,7 +63,11 @@ pub async fn run(
         .filter(|(id, _)| !failed.contains(id))
         .map(|(_, p)| p.clone())
         .collect();
-    let local: Arc<dyn ChunkStore> = Arc::new(disks);
+    let metrics = wormfs::metrics::Metrics::new();
+    let local: Arc<dyn ChunkStore> = Arc::new(wormfs::metrics::MeteredStore::new(
+        Arc::new(disks),
+        metrics.clone(),
+    ));
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -73,6 +78,28 @@ pub async fn run(
             )
         })?;
     let addr = listener.local_addr().context("read the bound address")?;
+    let admin_listener = match config.admin_listen {
+        None => None,
+        Some(a) => match tokio::net::TcpListener::bind(a.addr).await {
+            Ok(l) => Some(l),
+            Err(e) if !a.required => {
+                tracing::warn!(
+                    "no admin listener (/metrics, /health, /ready): the default address {} is \
+                     taken ({e}); set `admin_listen` to another address, or `off`",
+                    a.addr
+                );
+                None
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "listen on {} for `admin_listen` (is another node running there?)",
+                        a.addr
+                    )
+                })
+            }
+        },
+    };
 
     let (store, log, cluster): Parts = match &config.cluster {
         None => {
@@ -187,7 +214,23 @@ pub async fn run(
         .with_liveness(liveness),
     );
     let users = Arc::new(Users::new(fs.meta().clone()));
-    let mut service = WormFsService::new(fs.clone(), addr.to_string()).with_locks(locks.clone());
+    let admin = admin_listener.map(|l| {
+        match l.local_addr() {
+            Ok(a) => tracing::info!(addr = %a, "admin listener up: /metrics, /health, /ready"),
+            Err(e) => tracing::warn!("admin listener: cannot read its address: {e}"),
+        }
+        let state = admin::AdminState {
+            metrics: metrics.clone(),
+            fs: fs.clone(),
+            cluster: cluster
+                .clone()
+                .map(|c| c as Arc<dyn wormfs::rpc::server::ClusterInfo>),
+        };
+        tokio::spawn(admin::serve(l, admin::router(state)))
+    });
+    let mut service = WormFsService::new(fs.clone(), addr.to_string())
+        .with_locks(locks.clone())
+        .with_metrics(metrics.clone());
     if let Some(c) = &cluster {
         c.serve_locks(locks);
         service = service.with_cluster(c.clone());
@@ -227,6 +270,7 @@ pub async fn run(
         .max_frame_size(Some(wormfs::rpc::MAX_FRAME_SIZE))
         // In a cluster, a node behind its master or behind what the client has seen does
         // not answer from its old metadata (see wormfs::rpc::fresh).
+        .layer(wormfs::metrics::GrpcMetricsLayer::new(metrics.clone()))
         .layer(tower::util::option_layer(cluster.clone().map(|c| {
             wormfs::rpc::fresh::FreshLayer::new(c as Arc<dyn wormfs::rpc::fresh::Progress>)
         })))
@@ -234,6 +278,9 @@ pub async fn run(
         .serve_with_incoming_shutdown(wormfs::rpc::tls::incoming(listener, acceptor), shutdown)
         .await
         .context("serve gRPC")?;
+    if let Some(a) = admin {
+        a.abort();
+    }
     heal.shutdown().await;
     if let Some(b) = backups {
         b.abort();

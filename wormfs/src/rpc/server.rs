@@ -18,6 +18,7 @@ pub struct WormFsService {
     address: String,
     cluster: Option<Arc<dyn ClusterInfo>>,
     locks: Option<Arc<crate::locks::LockService>>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// One node as `GetClusterStatus` reports it.
@@ -64,6 +65,19 @@ impl WormFsService {
             address,
             cluster: None,
             locks: None,
+            metrics: None,
+        }
+    }
+
+    /// Counts the stripe bytes read and written for clients in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> WormFsService {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn count_client_bytes(&self, read: bool, n: usize) {
+        if let Some(m) = &self.metrics {
+            m.client_bytes(read, n as u64);
         }
     }
 
@@ -528,6 +542,7 @@ impl WormFs for WormFsService {
         .map_err(|e| status("read stripe", e))?
         .unwrap_or_default();
         let len = data.len();
+        self.count_client_bytes(true, len);
         let data = prost::bytes::Bytes::from(data);
         let mut pieces: Vec<Result<proto::StripePiece, Status>> = (0..len)
             .step_by(READ_PIECE_SIZE)
@@ -652,11 +667,13 @@ impl WormFs for WormFsService {
             buf.extend_from_slice(&piece.data);
             if buf.len() as u64 == *len {
                 let (_, index, _, data) = current.take().expect("just filled");
+                let n = data.len();
                 let attr = self
                     .fs
                     .write_stripe(file, index, data)
                     .await
                     .map_err(|e| status("write stripe", e))?;
+                self.count_client_bytes(false, n);
                 last = Some(attr);
             }
         }

@@ -1,0 +1,110 @@
+//! The node's admin HTTP listener: `/metrics` (Prometheus), `/health` and `/ready`.
+//!
+//! Plain HTTP on loopback by default (`admin_listen`), as Prometheus scrapes; none of these
+//! endpoints changes anything or shows file data.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use std::sync::Arc;
+use wormfs::metrics::Metrics;
+use wormfs::node::NodeFs;
+use wormfs::rpc::server::ClusterInfo;
+
+/// What the endpoints read.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The node's metrics.
+    pub metrics: Arc<Metrics>,
+    /// The node's file system.
+    pub fs: Arc<NodeFs>,
+    /// The cluster, when the node is in one.
+    pub cluster: Option<Arc<dyn ClusterInfo>>,
+}
+
+/// The routes.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
+    let text = tokio::task::spawn_blocking(move || s.metrics.render(&s.fs, s.cluster.as_deref()))
+        .await
+        .unwrap_or_else(|e| format!("# the metrics could not be read: {e}\n# EOF\n"));
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+}
+
+/// Live: the process answers.
+async fn health() -> &'static str {
+    "ok\n"
+}
+
+/// Ready: a member of a cluster that has a master (a node alone always is).
+async fn ready(State(s): State<AdminState>) -> (StatusCode, String) {
+    let Some(c) = &s.cluster else {
+        return (StatusCode::OK, "ready: a node on its own\n".into());
+    };
+    let me = s.fs.node().to_string();
+    if !c.members().iter().any(|m| m.id == me) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {me} is not a member of the cluster (yet)\n"),
+        );
+    }
+    match c.master() {
+        m if m.is_empty() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no master (an election is running, or too few nodes answer)\n".into(),
+        ),
+        m => (
+            StatusCode::OK,
+            format!("ready: master {m}, term {}\n", c.term()),
+        ),
+    }
+}
+
+async fn not_found() -> (StatusCode, &'static str) {
+    (
+        StatusCode::NOT_FOUND,
+        "not found: this listener serves /metrics, /health and /ready\n",
+    )
+}
+
+/// Serves `router` on `listener` until the task is aborted.
+pub async fn serve(listener: tokio::net::TcpListener, router: Router) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("admin listener: accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let service = TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            if let Err(e) = auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%peer, "admin connection: {e}");
+            }
+        });
+    }
+}
