@@ -646,3 +646,50 @@ fn a_stripe_located_before_another_mount_rewrote_it_is_located_again_and_read_fr
         "read {files} stripes from chunk files, {node} through the node"
     );
 }
+
+/// The systemd units of docs/running.md (examples/deploy) run `wormfs` subcommands and
+/// flags that exist, and name the config and identity files the guide writes.
+#[test]
+fn the_systemd_units_run_commands_that_exist() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/deploy");
+    for unit in ["wormfs-node.service", "wormfs-mount.service"] {
+        let text = fs::read_to_string(dir.join(unit)).unwrap();
+        let exec = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart="))
+            .unwrap_or_else(|| panic!("{unit} has an ExecStart"));
+        let mut words = exec.split_whitespace();
+        assert_eq!(words.next(), Some("/usr/local/bin/wormfs"), "{unit}");
+        let sub = words.next().unwrap();
+        let out = std::process::Command::new(BIN)
+            .args([sub, "--help"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{unit}: `wormfs {sub}` is not a command"
+        );
+        let help = String::from_utf8_lossy(&out.stdout);
+        for flag in words.filter(|w| w.starts_with("--")) {
+            assert!(
+                help.contains(flag),
+                "{unit}: `wormfs {sub}` has no {flag}:\n{help}"
+            );
+        }
+        for file in text
+            .split_whitespace()
+            .filter(|w| w.contains("/etc/wormfs/"))
+            .map(|w| w.rsplit('=').next().unwrap())
+        {
+            let name = Path::new(file).file_name().unwrap().to_str().unwrap();
+            let guide = fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/running.md"),
+            )
+            .unwrap();
+            assert!(
+                guide.contains(name),
+                "{unit} names {file}, which docs/running.md never writes"
+            );
+        }
+    }
+}

@@ -503,6 +503,40 @@ mod tests {
         format!("{:#}", NodeConfig::parse(text, base).unwrap_err())
     }
 
+    /// The configs of docs/running.md (examples/deploy) are valid, once their disk
+    /// directories exist: a change of the config format that breaks them fails here.
+    #[test]
+    fn the_deploy_examples_parse() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_str().unwrap();
+        for d in ["disk0/data", "disk1/data"] {
+            std::fs::create_dir_all(tmp.path().join(d)).unwrap();
+        }
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/deploy");
+        for (file, node, bootstrap) in [
+            ("node1.toml", "node1", true),
+            ("node2.toml", "node2", false),
+        ] {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap();
+            assert!(text.contains("/srv/wormfs/"), "{file} names its disks");
+            let text = text.replace("/srv/wormfs", root);
+            let c =
+                NodeConfig::parse(&text, tmp.path()).unwrap_or_else(|e| panic!("{file}: {e:#}"));
+            assert_eq!(c.node_id.0, node);
+            assert_eq!(c.disks.len(), 2);
+            let cluster = c.cluster.expect("a cluster member");
+            assert_eq!(cluster.bootstrap, bootstrap, "{file}");
+            assert_eq!(cluster.peers.len(), 2, "{file}");
+            assert_eq!(
+                c.admin_listen.map(|a| (a.addr.to_string(), a.required)),
+                Some(("127.0.0.1:7170".to_owned(), true))
+            );
+        }
+        let client = std::fs::read_to_string(dir.join("client.toml")).unwrap();
+        let client: wormfs::rpc::client_config::ClientConfig = toml::from_str(&client).unwrap();
+        assert_eq!(client.nodes.len(), 3);
+    }
+
     #[test]
     fn bad_configs_name_the_field() {
         let tmp = tempfile::tempdir().unwrap();
