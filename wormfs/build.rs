@@ -5,6 +5,33 @@
 //! toolchain builds WormFS; `PROTOC` names another one, and a platform the crate has no
 //! binary for uses the `protoc` on the `PATH`.
 
+/// Messages the admin REST API sends as JSON.
+#[cfg(feature = "rpc")]
+const REST_ANSWERS: &[&str] = &[
+    "ClusterStatusReply",
+    "NodeStatus",
+    "DiskStatus",
+    "PolicyInfo",
+    "PolicyReply",
+    "FileLayoutReply",
+    "Attr",
+    "Layout",
+    "StripeLayout",
+    "ChunkLayout",
+    "WorkersReply",
+    "WorkerInfo",
+    "RiskReply",
+    "FileRisk",
+    "UsersReply",
+    "UserInfo",
+    "TokensReply",
+    "TokenInfo",
+];
+
+/// Messages the admin REST API takes as JSON bodies.
+#[cfg(feature = "rpc")]
+const REST_BODIES: &[&str] = &["WorkerRequest", "RiskRequest", "DiskRequest"];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var_os("CARGO_FEATURE_RPC").is_none() {
         return Ok(());
@@ -21,9 +48,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let proto = "../proto/wormfs.proto";
         println!("cargo:rerun-if-changed={proto}");
-        tonic_prost_build::configure()
+        let mut config = tonic_prost_build::configure()
             // Stripe pieces are sliced from and into buffers without copying.
-            .bytes(".wormfs.v1.StripePiece.data")
+            .bytes(".wormfs.v1.StripePiece.data");
+        // The messages the admin REST API answers with (`wormfs::admin`): JSON, and
+        // described in its OpenAPI document.
+        for m in REST_ANSWERS {
+            config = config.type_attribute(
+                format!(".wormfs.v1.{m}"),
+                "#[derive(serde::Serialize)] #[cfg_attr(feature = \"node\", derive(utoipa::ToSchema))]",
+            );
+        }
+        for m in REST_BODIES {
+            config = config.type_attribute(
+                format!(".wormfs.v1.{m}"),
+                "#[derive(serde::Deserialize)] #[serde(default)] #[cfg_attr(feature = \"node\", derive(utoipa::ToSchema))]",
+            );
+        }
+        config
             .build_server(true)
             .build_client(true)
             .compile_protos(&[proto], &["../proto"])?;

@@ -835,6 +835,50 @@ fn quickstart_runs_a_cluster_that_wormfs_finds_through_the_client_config() {
         sum(&after[..1], "wormfs_metadata_applied_index", &[])
             > sum(&before[..1], "wormfs_metadata_applied_index", &[])
     );
+    // an admin token made through one node works on every node's REST API, and a revoked
+    // one on none
+    let token_file = tmp.path().join("ops.token");
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .env_remove("WORMFS_NODE")
+            .env_remove("WORMFS_IDENTITY")
+            .env("XDG_CONFIG_HOME", home.join("config"))
+            .env("XDG_CACHE_HOME", home.join("cache"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "wormfs {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    cli(&[
+        "token",
+        "create",
+        "ops",
+        "--out",
+        token_file.to_str().unwrap(),
+    ]);
+    let token = fs::read_to_string(&token_file).unwrap().trim().to_owned();
+    assert!(token.starts_with("wfs_"), "{token}");
+    assert!(cli(&["token", "list"]).contains("ops"));
+    for i in 0..3 {
+        assert_eq!(http_get(&admin(i), "/api/v1/cluster").0, 401);
+        let cluster = wait_for("the token on every node", Duration::from_secs(20), || {
+            let (code, body) = http_get_with(&admin(i), "/api/v1/cluster", Some(&token));
+            (code == 200).then_some(body)
+        });
+        let cluster: serde_json::Value = serde_json::from_str(&cluster).unwrap();
+        assert_eq!(cluster["nodes"].as_array().unwrap().len(), 3, "{cluster}");
+    }
+    cli(&["token", "revoke", "ops"]);
+    for i in 0..3 {
+        wait_for("the revoked token refused", Duration::from_secs(20), || {
+            (http_get_with(&admin(i), "/api/v1/cluster", Some(&token)).0 == 401).then_some(())
+        });
+    }
     let masters = sum(&after, "wormfs_cluster_is_master", &[]);
     assert_eq!(masters, 1.0, "one master among the three");
     // Ctrl-C (SIGTERM here) unmounts and stops every node cleanly
@@ -851,12 +895,18 @@ fn quickstart_runs_a_cluster_that_wormfs_finds_through_the_client_config() {
 
 /// A plain HTTP/1.1 GET: the status code and the body.
 fn http_get(addr: &str, path: &str) -> (u16, String) {
+    http_get_with(addr, path, None)
+}
+
+/// [`http_get`] with a bearer token.
+fn http_get_with(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{addr}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut raw = String::new();

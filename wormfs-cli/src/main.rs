@@ -55,6 +55,11 @@ enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Bearer tokens for the admin API on the nodes' admin listener (admin only).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
     /// Files.
     File {
         #[command(subcommand)]
@@ -269,6 +274,22 @@ enum UserAction {
     },
 }
 
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Make a token: printed once (or written to --out, mode 0600); the nodes keep only its
+    /// SHA-256.
+    Create {
+        name: String,
+        /// Write the token to this file (mode 0600) instead of printing it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// List the tokens by name.
+    List,
+    /// Revoke a token: every node refuses it from its next request.
+    Revoke { name: String },
+}
+
 fn main() -> ExitCode {
     wormfs::process::keep_stripe_buffers();
     let cli = Cli::parse();
@@ -413,6 +434,15 @@ fn main() -> ExitCode {
                 UserAction::Rotate { name, out } => {
                     users::rotate(&node, &name, out, cli.json).await
                 }
+            }
+        }),
+        Command::Token { action } => rt.block_on(async {
+            match action {
+                TokenAction::Create { name, out } => {
+                    users::token_create(&node, &name, out, cli.json).await
+                }
+                TokenAction::List => users::token_list(&node, cli.json).await,
+                TokenAction::Revoke { name } => users::token_revoke(&node, &name, cli.json).await,
             }
         }),
         Command::Serve { .. } | Command::Mount { .. } => unreachable!("handled above"),

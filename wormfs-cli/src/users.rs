@@ -212,3 +212,101 @@ pub async fn list(node: &str, as_json: bool) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `wormfs token create NAME [--out FILE]`.
+pub async fn token_create(
+    node: &str,
+    name: &str,
+    out: Option<PathBuf>,
+    as_json: bool,
+) -> anyhow::Result<()> {
+    wormfs::rpc::identity::check_user_name(name).map_err(|e| anyhow::anyhow!("token name: {e}"))?;
+    if let Some(p) = out.as_ref().filter(|p| p.exists()) {
+        anyhow::bail!(
+            "`{}` exists already: choose another file with --out, or remove it",
+            p.display()
+        );
+    }
+    let client = crate::commands::connect(node).await?;
+    let token = client
+        .create_token(name)
+        .await
+        .with_context(|| format!("make token `{name}`"))?;
+    match &out {
+        Some(p) => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(p)
+                .with_context(|| format!("write `{}`", p.display()))?;
+            writeln!(f, "{token}").with_context(|| format!("write `{}`", p.display()))?;
+            f.sync_all()
+                .with_context(|| format!("write `{}`", p.display()))?;
+            if as_json {
+                out!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({"token": name, "file": shown(p)}))?
+                );
+            } else {
+                out!(
+                    "made token {name}; it is in {} (mode 0600), and nowhere else: the nodes keep only its hash",
+                    shown(p)
+                );
+            }
+        }
+        None if as_json => out!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"token": name, "secret": token}))?
+        ),
+        None => {
+            out!("{token}");
+            eprintln!(
+                "made token {name}: shown once above, the nodes keep only its hash; send it as `Authorization: Bearer TOKEN`"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `wormfs token list`.
+pub async fn token_list(node: &str, as_json: bool) -> anyhow::Result<()> {
+    let client = crate::commands::connect(node).await?;
+    let tokens = client.list_tokens().await.context("list tokens")?;
+    if as_json {
+        let rows: Vec<_> = tokens
+            .iter()
+            .map(|t| json!({"name": t.name, "created": t.created}))
+            .collect();
+        out!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "tokens": rows }))?
+        );
+        return Ok(());
+    }
+    out!("{:<24} created (Unix seconds)", "token");
+    for t in &tokens {
+        out!("{:<24} {}", t.name, t.created / 1_000_000_000);
+    }
+    Ok(())
+}
+
+/// `wormfs token revoke NAME`.
+pub async fn token_revoke(node: &str, name: &str, as_json: bool) -> anyhow::Result<()> {
+    let client = crate::commands::connect(node).await?;
+    client
+        .remove_token(name)
+        .await
+        .with_context(|| format!("revoke token `{name}`"))?;
+    if as_json {
+        out!(
+            "{}",
+            serde_json::to_string_pretty(&json!({ "revoked": name }))?
+        );
+    } else {
+        out!("revoked token {name}: every node refuses it from its next request");
+    }
+    Ok(())
+}

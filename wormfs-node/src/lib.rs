@@ -2,7 +2,6 @@
 //! gRPC API until told to stop. `main` is a thin wrapper; tests and `wormfs quickstart` call
 //! [`run`] too.
 
-pub mod admin;
 pub mod config;
 
 use anyhow::Context;
@@ -219,14 +218,28 @@ pub async fn run(
             Ok(a) => tracing::info!(addr = %a, "admin listener up: /metrics, /health, /ready"),
             Err(e) => tracing::warn!("admin listener: cannot read its address: {e}"),
         }
-        let state = admin::AdminState {
+        let mut service =
+            WormFsService::new(fs.clone(), addr.to_string()).with_locks(locks.clone());
+        if let Some(c) = &cluster {
+            service = service.with_cluster(c.clone());
+        }
+        let state = wormfs::admin::AdminState {
             metrics: metrics.clone(),
             fs: fs.clone(),
             cluster: cluster
                 .clone()
                 .map(|c| c as Arc<dyn wormfs::rpc::server::ClusterInfo>),
+            service: Arc::new(service),
         };
-        tokio::spawn(admin::serve(l, admin::router(state)))
+        // bearer tokens do not cross a network in the clear: the API only on loopback
+        let api = l.local_addr().is_ok_and(|a| a.ip().is_loopback());
+        if !api {
+            tracing::warn!(
+                "the admin listener is not on a loopback address: it serves /metrics, /health \
+                 and /ready, not the REST API (which needs HTTPS, not built yet)"
+            );
+        }
+        tokio::spawn(wormfs::admin::serve(l, wormfs::admin::router(state, api)))
     });
     let mut service = WormFsService::new(fs.clone(), addr.to_string())
         .with_locks(locks.clone())

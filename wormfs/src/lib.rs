@@ -28,6 +28,8 @@
 //! ```
 #![deny(missing_docs)]
 
+#[cfg(feature = "node")]
+pub mod admin;
 #[cfg(feature = "local")]
 pub mod archive;
 pub mod checksum;

@@ -255,6 +255,12 @@ pub(crate) fn apply_op(c: &Connection, op: &MetadataOp) -> Res {
         }
         MetadataOp::PutUser { user, replace } => super::users::put_user(c, user, *replace),
         MetadataOp::RemoveUser(name) => super::users::remove_user(c, name),
+        MetadataOp::PutToken {
+            name,
+            hash,
+            created,
+        } => super::tokens::put_token(c, name, hash, *created),
+        MetadataOp::RemoveToken(name) => super::tokens::remove_token(c, name),
         MetadataOp::OpenLockSession { id, client, opened } => {
             super::users::open_lock_session(c, id, client, *opened)
         }

@@ -21,6 +21,8 @@ mod restore;
 mod schema;
 #[cfg(feature = "local")]
 mod sqlite;
+mod tokens;
+pub use tokens::TokenRecord;
 mod types;
 #[cfg(feature = "local")]
 mod users;

@@ -247,6 +247,18 @@ pub enum MetadataOp {
     },
     /// Removes a user: its identity is refused from then on.
     RemoveUser(String),
+    /// Adds an admin API token (refused when the name exists): its name and the SHA-256
+    /// of its text, in hex. The token itself never reaches the metadata.
+    PutToken {
+        /// The token's name, to list and revoke it by.
+        name: String,
+        /// `sha256(token)` in lowercase hex.
+        hash: String,
+        /// When it was made.
+        created: Timestamp,
+    },
+    /// Revokes an admin API token.
+    RemoveToken(String),
     /// Records a client's lock session before the master grants it any lock, so that a
     /// new master knows whom to wait for (see [`crate::locks`]).
     OpenLockSession {

@@ -242,6 +242,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX requests_by_time ON requests (time);
     ",
+    // the admin API's bearer tokens, by name; only a token's SHA-256 is kept
+    "
+    CREATE TABLE admin_tokens (
+        name TEXT PRIMARY KEY,
+        hash TEXT NOT NULL UNIQUE,
+        created INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The first schema version with the `raft_state` table (a database copy older than this

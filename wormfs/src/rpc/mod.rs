@@ -20,6 +20,7 @@ pub mod server;
 #[cfg(feature = "node")]
 pub mod session;
 pub mod tls;
+pub mod token;
 #[cfg(feature = "node")]
 mod users;
 

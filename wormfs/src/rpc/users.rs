@@ -117,3 +117,65 @@ pub(super) async fn remove(fs: &NodeFs, caller: &Caller, name: String) -> Result
     tracing::info!(user = %name, by = %caller.user, "user removed");
     Ok(())
 }
+
+/// Every admin API token, by name (never the tokens).
+pub(super) fn list_tokens(fs: &NodeFs, caller: &Caller) -> Result<proto::TokensReply, Status> {
+    require_admin(caller, "listing API tokens")?;
+    let tokens = fs
+        .meta()
+        .tokens()
+        .map_err(|e| fs_status("list tokens", e))?;
+    Ok(proto::TokensReply {
+        tokens: tokens
+            .into_iter()
+            .map(|t| proto::TokenInfo {
+                name: t.name,
+                created: t.created.0,
+            })
+            .collect(),
+    })
+}
+
+/// Records a token by name and hash.
+pub(super) async fn put_token(
+    fs: &NodeFs,
+    caller: &Caller,
+    r: proto::PutTokenRequest,
+) -> Result<(), Status> {
+    require_admin(caller, "making API tokens")?;
+    super::identity::check_user_name(&r.name)
+        .map_err(|e| Status::invalid_argument(format!("token name: {e}")))?;
+    if r.hash.len() != 64
+        || !r
+            .hash
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
+        return Err(Status::invalid_argument(
+            "hash: send the token's SHA-256 as 64 lowercase hex digits",
+        ));
+    }
+    fs.log()
+        .submit(MetadataOp::PutToken {
+            name: r.name.clone(),
+            hash: r.hash,
+            created: Timestamp::now(),
+        })
+        .await
+        .map_err(|e| fs_status("record token", e))?
+        .map_err(refusal)?;
+    tracing::info!(token = %r.name, by = %caller.user, "API token added");
+    Ok(())
+}
+
+/// Revokes a token: every node refuses it from its next request.
+pub(super) async fn remove_token(fs: &NodeFs, caller: &Caller, name: String) -> Result<(), Status> {
+    require_admin(caller, "revoking API tokens")?;
+    fs.log()
+        .submit(MetadataOp::RemoveToken(name.clone()))
+        .await
+        .map_err(|e| fs_status("revoke token", e))?
+        .map_err(refusal)?;
+    tracing::info!(token = %name, by = %caller.user, "API token revoked");
+    Ok(())
+}

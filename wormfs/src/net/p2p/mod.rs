@@ -7,7 +7,7 @@
 //!   connection to a listed address that presents another ID is refused and recorded (see
 //!   [`P2pTransport::refusals`]); an inbound connection from an ID not in the book is refused.
 //! - **Requests** ([`Transport::request`]): request-response in protobuf (`/wormfs/rpc/2`;
-//!   CBOR `/1` with older nodes, see [`wire`]), for Raft and heartbeats. Each connection
+//!   CBOR `/1` with older nodes; `proto/wormfs_p2p.proto`), for Raft and heartbeats. Each connection
 //!   starts with a hello that tells each side the other's node name.
 //! - **Chunks**: one libp2p stream per chunk operation straight to the owning node, served
 //!   by a dedicated accept loop; opening a stream is retried, since a busy peer may reset it.

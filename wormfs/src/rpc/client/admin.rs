@@ -164,4 +164,49 @@ impl Client {
         .await?;
         Ok(())
     }
+
+    /// Every admin API token (names and times; admin identities only).
+    pub async fn list_tokens(&self) -> Result<Vec<proto::TokenInfo>, ClientError> {
+        Ok(self
+            .call("list_tokens", Retry::Safe, |mut c| async move {
+                c.list_tokens(proto::Empty {}).await
+            })
+            .await?
+            .into_inner()
+            .tokens)
+    }
+
+    /// Makes an admin API token named `name`: a random 256-bit token whose SHA-256 alone
+    /// is sent and kept. Returns the token, to show once. A call cut off by a node's death
+    /// is repeated on the next node: a second record of the same hash is refused as
+    /// existing, which then means the first was made.
+    pub async fn create_token(&self, name: &str) -> Result<String, ClientError> {
+        let token = crate::rpc::token::new_token().map_err(|e| ClientError {
+            errno: crate::errno::EIO,
+            message: format!("no randomness for a token: {e}"),
+        })?;
+        let req = proto::PutTokenRequest {
+            name: name.to_owned(),
+            hash: crate::rpc::token::token_hash(&token),
+        };
+        self.call("put_token", Retry::OnlyUnsent, |mut c| {
+            let req = req.clone();
+            async move { c.put_token(req).await }
+        })
+        .await?;
+        Ok(token)
+    }
+
+    /// Revokes the admin API token `name`. Not repeated on another node once sent.
+    pub async fn remove_token(&self, name: &str) -> Result<(), ClientError> {
+        let req = proto::UserRequest {
+            name: name.to_owned(),
+        };
+        self.call("remove_token", Retry::OnlyUnsent, |mut c| {
+            let req = req.clone();
+            async move { c.remove_token(req).await }
+        })
+        .await?;
+        Ok(())
+    }
 }

@@ -738,6 +738,32 @@ impl WormFs for WormFsService {
         Ok(Response::new(proto::Empty {}))
     }
 
+    async fn list_tokens(
+        &self,
+        r: Request<proto::Empty>,
+    ) -> Result<Response<proto::TokensReply>, Status> {
+        let caller = caller_of(&r)?;
+        super::users::list_tokens(&self.fs, &caller).map(Response::new)
+    }
+
+    async fn put_token(
+        &self,
+        r: Request<proto::PutTokenRequest>,
+    ) -> Result<Response<proto::Empty>, Status> {
+        let caller = caller_of(&r)?;
+        super::users::put_token(&self.fs, &caller, r.into_inner()).await?;
+        Ok(Response::new(proto::Empty {}))
+    }
+
+    async fn remove_token(
+        &self,
+        r: Request<proto::UserRequest>,
+    ) -> Result<Response<proto::Empty>, Status> {
+        let caller = caller_of(&r)?;
+        super::users::remove_token(&self.fs, &caller, r.into_inner().name).await?;
+        Ok(Response::new(proto::Empty {}))
+    }
+
     async fn lock(
         &self,
         r: Request<proto::LockRequest>,

@@ -1,8 +1,18 @@
-//! The node's admin HTTP listener: `/metrics` (Prometheus), `/health` and `/ready`.
+//! A node's admin HTTP listener: `/metrics` (Prometheus), `/health` and `/ready` for
+//! anyone who reaches it, and the REST API under `/api/v1` ([`api`]) for holders of an
+//! admin token.
 //!
-//! Plain HTTP on loopback by default (`admin_listen`), as Prometheus scrapes; none of these
-//! endpoints changes anything or shows file data.
+//! Plain HTTP, on loopback by default (`admin_listen`). The REST API is served only when
+//! the listener is on a loopback address: a bearer token must not cross a network in the
+//! clear (HTTPS for it is not built yet).
 
+pub mod api;
+#[cfg(test)]
+mod tests;
+
+use crate::metrics::Metrics;
+use crate::node::NodeFs;
+use crate::rpc::server::{ClusterInfo, WormFsService};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -12,9 +22,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use std::sync::Arc;
-use wormfs::metrics::Metrics;
-use wormfs::node::NodeFs;
-use wormfs::rpc::server::ClusterInfo;
 
 /// What the endpoints read.
 #[derive(Clone)]
@@ -25,16 +32,30 @@ pub struct AdminState {
     pub fs: Arc<NodeFs>,
     /// The cluster, when the node is in one.
     pub cluster: Option<Arc<dyn ClusterInfo>>,
+    /// The node's gRPC service: the REST API answers through it, so both check and
+    /// answer alike.
+    pub service: Arc<WormFsService>,
 }
 
-/// The routes.
-pub fn router(state: AdminState) -> Router {
-    Router::new()
+impl std::fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminState")
+    }
+}
+
+/// The routes: the probes and metrics, and with `api` the REST API and its OpenAPI
+/// document.
+pub fn router(state: AdminState, api: bool) -> Router {
+    let probes = Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
-        .route("/ready", get(ready))
-        .fallback(not_found)
-        .with_state(state)
+        .route("/ready", get(ready));
+    let routes = if api {
+        probes.merge(api::router())
+    } else {
+        probes
+    };
+    routes.fallback(not_found).with_state(state)
 }
 
 async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
@@ -82,7 +103,8 @@ async fn ready(State(s): State<AdminState>) -> (StatusCode, String) {
 async fn not_found() -> (StatusCode, &'static str) {
     (
         StatusCode::NOT_FOUND,
-        "not found: this listener serves /metrics, /health and /ready\n",
+        "not found: this listener serves /metrics, /health, /ready and, on a loopback \
+         address, the REST API under /api/v1 (see /api/v1/openapi.json)\n",
     )
 }
 

@@ -1,0 +1,466 @@
+//! The REST API, `/api/v1`: JSON over the node's gRPC service, for holders of an admin
+//! token (`Authorization: Bearer wfs_...`; `wormfs token create NAME`).
+//!
+//! Each endpoint calls the same [`WormFs`] method a gRPC client would, as an admin caller,
+//! so the checks, the forwarding to the master and the answers are the gRPC API's: the
+//! JSON shapes are its messages (`proto/wormfs.proto`). Errors are one shape,
+//! [`ApiError`]: a stable `code` and a `message`, with the matching HTTP status. The
+//! OpenAPI 3 document is built from the handlers themselves (utoipa) and served at
+//! `/api/v1/openapi.json`, so it lists exactly the routes the server has.
+
+use super::AdminState;
+use crate::node::Caller;
+use crate::rpc::proto::{self, worm_fs_server::WormFs};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// An error answer: `{"error": {"code": ..., "message": ...}}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiError {
+    /// What went wrong.
+    pub error: ErrorBody,
+    #[serde(skip)]
+    status: StatusCode,
+}
+
+/// The body of an [`ApiError`].
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A stable code: `unauthorized`, `forbidden`, `not_found`, `invalid`, `exists`,
+    /// `unavailable`, `failed`.
+    pub code: &'static str,
+    /// What happened and what to do, for a person.
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            error: ErrorBody {
+                code,
+                message: message.into(),
+            },
+            status,
+        }
+    }
+
+    fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid", message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.status, Json(&self)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("valid"));
+        }
+        r
+    }
+}
+
+/// A gRPC status as an API error: by its errno when it carries one, else by its code.
+impl From<tonic::Status> for ApiError {
+    fn from(s: tonic::Status) -> ApiError {
+        let errno = s
+            .metadata()
+            .get(crate::rpc::ERRNO_METADATA)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<i32>().ok());
+        use crate::errno as e;
+        let (status, code) = match (errno, s.code()) {
+            (Some(e::ENOENT), _) | (_, tonic::Code::NotFound) => {
+                (StatusCode::NOT_FOUND, "not_found")
+            }
+            (Some(e::EPERM | e::EACCES), _) | (_, tonic::Code::PermissionDenied) => {
+                (StatusCode::FORBIDDEN, "forbidden")
+            }
+            (Some(e::EEXIST | e::ENOTEMPTY), _) | (_, tonic::Code::AlreadyExists) => {
+                (StatusCode::CONFLICT, "exists")
+            }
+            (Some(e::EINVAL | e::ENAMETOOLONG | e::ENOTDIR | e::EISDIR), _)
+            | (_, tonic::Code::InvalidArgument) => (StatusCode::BAD_REQUEST, "invalid"),
+            (_, tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
+            (Some(e::ENOSPC), _) => (StatusCode::INSUFFICIENT_STORAGE, "failed"),
+            _ => (StatusCode::SERVICE_UNAVAILABLE, "failed"),
+        };
+        ApiError::new(status, code, s.message())
+    }
+}
+
+/// The caller of an API request: the admin whose token it presented.
+#[derive(Debug)]
+pub struct Admin(Caller);
+
+impl FromRequestParts<AdminState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AdminState) -> Result<Admin, ApiError> {
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Err(ApiError::unauthorized(
+                "send an admin token as `Authorization: Bearer TOKEN` (make one with `wormfs token create NAME`)",
+            ));
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header is not `Bearer TOKEN`")
+            })?;
+        let hash = crate::rpc::token::token_hash(token);
+        let fs = state.fs.clone();
+        let name = tokio::task::spawn_blocking(move || fs.meta().token_named_by_hash(&hash))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "failed", e.to_string()))?
+            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "failed", e.to_string()))?;
+        match name {
+            Some(name) => Ok(Admin(Caller {
+                user: format!("token:{name}"),
+                uid: 0,
+                gid: 0,
+                groups: Vec::new(),
+                admin: true,
+            })),
+            None => {
+                tracing::info!("admin API: a request with an unknown or revoked token refused");
+                Err(ApiError::unauthorized(
+                    "this token is unknown or revoked (`wormfs token list` shows the tokens)",
+                ))
+            }
+        }
+    }
+}
+
+/// `body` as a gRPC request from `caller`.
+fn call<T>(caller: &Admin, body: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(body);
+    r.extensions_mut().insert(caller.0.clone());
+    r
+}
+
+/// A query naming a path in the file system.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct PathQuery {
+    /// An absolute path in WormFS, e.g. `/media/film.mkv`.
+    pub path: String,
+}
+
+/// A query for the files at risk.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(default)]
+pub struct RiskQuery {
+    /// List files whose margin is at most this (0: one more loss and data is gone).
+    pub max_margin: i64,
+    /// At most this many files (0: 1000).
+    pub limit: u32,
+}
+
+/// The policies a cluster knows.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PoliciesReply {
+    /// The policy of directories without one of their own.
+    pub default_policy: String,
+    /// Every named policy.
+    pub policies: Vec<proto::PolicyInfo>,
+}
+
+/// A worker's control, as the body of `POST /api/v1/workers/{name}`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerControl {
+    /// `start` (scrub: a new pass), `pause`, `resume` or `rate`.
+    pub action: String,
+    /// With `start`: a deep scrub (read every chunk and check the parity).
+    pub deep: bool,
+    /// With `rate` or `start`: the I/O budget in bytes per second (0 keeps the node's).
+    pub bytes_per_sec: u64,
+    /// With `rate` or `start`: the budget in operations per second (0 keeps the node's).
+    pub ops_per_sec: u64,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "WormFS admin API",
+        description = "Cluster status, policies, file layouts, risk, workers, users and tokens. Every call needs `Authorization: Bearer TOKEN` (`wormfs token create NAME`).",
+        version = "1"
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The API's routes and their OpenAPI document, built together.
+fn parts() -> (Router<AdminState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(cluster))
+        .routes(routes!(nodes))
+        .routes(routes!(policies))
+        .routes(routes!(policy_of))
+        .routes(routes!(file_layout))
+        .routes(routes!(at_risk))
+        .routes(routes!(what_if))
+        .routes(routes!(workers))
+        .routes(routes!(control_worker))
+        .routes(routes!(disk_command))
+        .routes(routes!(users))
+        .routes(routes!(tokens))
+        .split_for_parts()
+}
+
+/// The OpenAPI document of the API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    parts().1
+}
+
+/// The API's routes, and `/api/v1/openapi.json`.
+pub fn router() -> Router<AdminState> {
+    let (routes, doc) = parts();
+    let doc = std::sync::Arc::new(doc);
+    routes.route(
+        "/api/v1/openapi.json",
+        axum::routing::get(move || {
+            let doc = doc.clone();
+            async move { Json((*doc).clone()) }
+        }),
+    )
+}
+
+type Answer<T> = Result<Json<T>, ApiError>;
+
+/// The cluster: its members and their disks, the master, the term, the last applied
+/// metadata entry, the policies, and the files and bytes stored.
+#[utoipa::path(get, path = "/api/v1/cluster", tag = "cluster",
+    responses((status = 200, body = proto::ClusterStatusReply), (status = 401, body = ApiError)))]
+async fn cluster(State(s): State<AdminState>, a: Admin) -> Answer<proto::ClusterStatusReply> {
+    let r = s
+        .service
+        .get_cluster_status(call(&a, proto::Empty {}))
+        .await?;
+    Ok(Json(r.into_inner()))
+}
+
+/// The nodes, with their state, role, last heartbeat and disks.
+#[utoipa::path(get, path = "/api/v1/nodes", tag = "cluster",
+    responses((status = 200, body = Vec<proto::NodeStatus>), (status = 401, body = ApiError)))]
+async fn nodes(State(s): State<AdminState>, a: Admin) -> Answer<Vec<proto::NodeStatus>> {
+    let r = s
+        .service
+        .get_cluster_status(call(&a, proto::Empty {}))
+        .await?;
+    Ok(Json(r.into_inner().nodes))
+}
+
+/// The named policies and the default.
+#[utoipa::path(get, path = "/api/v1/policies", tag = "policies",
+    responses((status = 200, body = PoliciesReply), (status = 401, body = ApiError)))]
+async fn policies(State(s): State<AdminState>, a: Admin) -> Answer<PoliciesReply> {
+    let r = s
+        .service
+        .get_cluster_status(call(&a, proto::Empty {}))
+        .await?
+        .into_inner();
+    Ok(Json(PoliciesReply {
+        default_policy: r.default_policy,
+        policies: r.policies,
+    }))
+}
+
+/// The policy that applies at a path, and where it comes from.
+#[utoipa::path(get, path = "/api/v1/policy", tag = "policies", params(PathQuery),
+    responses((status = 200, body = proto::PolicyReply), (status = 404, body = ApiError),
+        (status = 401, body = ApiError)))]
+async fn policy_of(
+    State(s): State<AdminState>,
+    a: Admin,
+    q: Result<Query<PathQuery>, QueryRejection>,
+) -> Answer<proto::PolicyReply> {
+    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let r = s
+        .service
+        .get_storage_policy(call(&a, proto::PathRequest { path: q.path }))
+        .await?;
+    Ok(Json(r.into_inner()))
+}
+
+/// A file's stripes and chunks: where each chunk is, its state, and each stripe's margin.
+#[utoipa::path(get, path = "/api/v1/files/layout", tag = "files", params(PathQuery),
+    responses((status = 200, body = proto::FileLayoutReply), (status = 404, body = ApiError),
+        (status = 401, body = ApiError)))]
+async fn file_layout(
+    State(s): State<AdminState>,
+    a: Admin,
+    q: Result<Query<PathQuery>, QueryRejection>,
+) -> Answer<proto::FileLayoutReply> {
+    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let r = s
+        .service
+        .get_file_layout(call(&a, proto::PathRequest { path: q.path }))
+        .await?;
+    Ok(Json(r.into_inner()))
+}
+
+/// The files at risk now, riskiest first.
+#[utoipa::path(get, path = "/api/v1/files/at-risk", tag = "files", params(RiskQuery),
+    responses((status = 200, body = proto::RiskReply), (status = 401, body = ApiError)))]
+async fn at_risk(
+    State(s): State<AdminState>,
+    a: Admin,
+    q: Result<Query<RiskQuery>, QueryRejection>,
+) -> Answer<proto::RiskReply> {
+    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let req = proto::RiskRequest {
+        nodes: Vec::new(),
+        disks: Vec::new(),
+        max_margin: q.max_margin,
+        limit: q.limit,
+    };
+    Ok(Json(s.service.get_risk(call(&a, req)).await?.into_inner()))
+}
+
+/// The files a loss of these nodes and disks would put at risk or make unreadable.
+#[utoipa::path(post, path = "/api/v1/files/what-if", tag = "files",
+    request_body = proto::RiskRequest,
+    responses((status = 200, body = proto::RiskReply), (status = 400, body = ApiError),
+        (status = 401, body = ApiError)))]
+async fn what_if(
+    State(s): State<AdminState>,
+    a: Admin,
+    body: Result<Json<proto::RiskRequest>, axum::extract::rejection::JsonRejection>,
+) -> Answer<proto::RiskReply> {
+    let Json(req) = body.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let known = s
+        .service
+        .get_cluster_status(call(&a, proto::Empty {}))
+        .await?
+        .into_inner();
+    if let Some(n) = req
+        .nodes
+        .iter()
+        .find(|n| !known.nodes.iter().any(|k| &k.id == *n))
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no node `{n}` in the cluster"),
+        ));
+    }
+    if let Some(d) = req.disks.iter().find(|d| {
+        !known
+            .nodes
+            .iter()
+            .flat_map(|k| &k.disks)
+            .any(|k| &k.id == *d)
+    }) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no disk `{d}` in the cluster"),
+        ));
+    }
+    Ok(Json(s.service.get_risk(call(&a, req)).await?.into_inner()))
+}
+
+/// The background workers (scrub, repair, each node's garbage worker): state, progress,
+/// rate and time left.
+#[utoipa::path(get, path = "/api/v1/workers", tag = "workers",
+    responses((status = 200, body = proto::WorkersReply), (status = 401, body = ApiError)))]
+async fn workers(State(s): State<AdminState>, a: Admin) -> Answer<proto::WorkersReply> {
+    let r = s.service.list_workers(call(&a, proto::Empty {})).await?;
+    Ok(Json(r.into_inner()))
+}
+
+/// Starts, pauses or resumes a worker, or sets its rate; answers with every worker.
+#[utoipa::path(post, path = "/api/v1/workers/{name}", tag = "workers",
+    params(("name" = String, Path, description = "`scrub` or `repair`")),
+    request_body = WorkerControl,
+    responses((status = 200, body = proto::WorkersReply), (status = 400, body = ApiError),
+        (status = 401, body = ApiError)))]
+async fn control_worker(
+    State(s): State<AdminState>,
+    a: Admin,
+    Path(name): Path<String>,
+    body: Result<Json<WorkerControl>, axum::extract::rejection::JsonRejection>,
+) -> Answer<proto::WorkersReply> {
+    let Json(c) = body.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let req = proto::WorkerRequest {
+        name,
+        action: c.action,
+        deep: c.deep,
+        bytes_per_sec: c.bytes_per_sec,
+        ops_per_sec: c.ops_per_sec,
+    };
+    Ok(Json(
+        s.service.control_worker(call(&a, req)).await?.into_inner(),
+    ))
+}
+
+/// Drains a disk (no new chunks; repair moves its chunks away), stops draining it, or
+/// removes a drained one.
+#[utoipa::path(post, path = "/api/v1/disks", tag = "cluster",
+    request_body = proto::DiskRequest,
+    responses((status = 204), (status = 400, body = ApiError), (status = 404, body = ApiError),
+        (status = 401, body = ApiError)))]
+async fn disk_command(
+    State(s): State<AdminState>,
+    a: Admin,
+    body: Result<Json<proto::DiskRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::invalid(e.body_text()))?;
+    s.service.disk_command(call(&a, req)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The users (never their keys).
+#[utoipa::path(get, path = "/api/v1/users", tag = "users",
+    responses((status = 200, body = proto::UsersReply), (status = 401, body = ApiError)))]
+async fn users(State(s): State<AdminState>, a: Admin) -> Answer<proto::UsersReply> {
+    Ok(Json(
+        s.service
+            .list_users(call(&a, proto::Empty {}))
+            .await?
+            .into_inner(),
+    ))
+}
+
+/// The admin tokens, by name (never the tokens).
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "users",
+    responses((status = 200, body = proto::TokensReply), (status = 401, body = ApiError)))]
+async fn tokens(State(s): State<AdminState>, a: Admin) -> Answer<proto::TokensReply> {
+    Ok(Json(
+        s.service
+            .list_tokens(call(&a, proto::Empty {}))
+            .await?
+            .into_inner(),
+    ))
+}
