@@ -242,7 +242,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX requests_by_time ON requests (time);
     ",
-    // the admin API's bearer tokens, by name; only a token's SHA-256 is kept
+    // 12: the admin API's bearer tokens, by name; only a token's SHA-256 is kept
     "
     CREATE TABLE admin_tokens (
         name TEXT PRIMARY KEY,
