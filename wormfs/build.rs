@@ -46,7 +46,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 std::env::set_var("PROTOC", vendored);
             }
         }
-        let proto = "../proto/wormfs.proto";
+        // `proto` is a link to the workspace's `proto/`, so a published package holds it too.
+        let proto = "proto/wormfs.proto";
         println!("cargo:rerun-if-changed={proto}");
         let mut config = tonic_prost_build::configure()
             // Stripe pieces are sliced from and into buffers without copying.
@@ -68,14 +69,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         config
             .build_server(true)
             .build_client(true)
-            .compile_protos(&[proto], &["../proto"])?;
+            .compile_protos(&[proto], &["proto"])?;
         if std::env::var_os("CARGO_FEATURE_CLUSTER").is_some() {
-            let p2p = "../proto/wormfs_p2p.proto";
+            let p2p = "proto/wormfs_p2p.proto";
             println!("cargo:rerun-if-changed={p2p}");
             tonic_prost_build::configure()
                 .build_server(false)
                 .build_client(false)
-                .compile_protos(&[p2p], &["../proto"])?;
+                .compile_protos(&[p2p], &["proto"])?;
         }
     }
     Ok(())
