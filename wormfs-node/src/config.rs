@@ -24,6 +24,17 @@ pub struct RawConfig {
     /// `127.0.0.1:7170`, skipped with a warning when taken; `off` for none).
     #[serde(default)]
     pub admin_listen: Option<String>,
+    /// HTTPS on the admin listener: `auto` (default: on unless the address is loopback),
+    /// `on` or `off`.
+    #[serde(default)]
+    pub admin_tls: Option<String>,
+    /// The admin listener's certificate (PEM), with `admin_key`; default: one the node
+    /// makes for itself in `data_dir`.
+    #[serde(default)]
+    pub admin_cert: Option<PathBuf>,
+    /// The key of `admin_cert` (PEM).
+    #[serde(default)]
+    pub admin_key: Option<PathBuf>,
     /// Directory for the metadata database.
     pub data_dir: Option<PathBuf>,
     /// The first admin's identity file (default `DATA_DIR/admin.identity`): read and added
@@ -211,13 +222,17 @@ pub struct NodeConfig {
 }
 
 /// Where the admin HTTP listener listens.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AdminListen {
     /// The address.
     pub addr: SocketAddr,
     /// True when the config names it: the node does not start without it. The default
     /// address is skipped, with a warning, when another process holds it.
     pub required: bool,
+    /// HTTPS.
+    pub tls: bool,
+    /// The certificate and key files, when the config names them (else the node's own).
+    pub cert: Option<(PathBuf, PathBuf)>,
 }
 
 /// The default admin HTTP listen address.
@@ -246,6 +261,9 @@ impl NodeConfig {
             node_id,
             listen,
             admin_listen,
+            admin_tls,
+            admin_cert,
+            admin_key,
             data_dir,
             admin_identity,
             disks,
@@ -266,20 +284,42 @@ impl NodeConfig {
         let listen: SocketAddr = listen_text.parse().map_err(|e| {
             anyhow::anyhow!("`listen`: `{listen_text}` is not an address like 127.0.0.1:7070 ({e})")
         })?;
-        let admin_listen = match admin_listen.as_deref().map(str::trim) {
+        let admin_addr = match admin_listen.as_deref().map(str::trim) {
             Some("off") => None,
-            Some(text) => Some(AdminListen {
-                addr: text.parse().map_err(|e| {
+            Some(text) => Some((
+                text.parse::<SocketAddr>().map_err(|e| {
                     anyhow::anyhow!(
                         "`admin_listen`: `{text}` is not an address like 127.0.0.1:7170, or `off` ({e})"
                     )
                 })?,
-                required: true,
-            }),
-            None => Some(AdminListen {
-                addr: DEFAULT_ADMIN_LISTEN.parse().expect("a valid default"),
-                required: false,
-            }),
+                true,
+            )),
+            None => Some((DEFAULT_ADMIN_LISTEN.parse().expect("a valid default"), false)),
+        };
+        let cert = match (admin_cert, admin_key) {
+            (Some(c), Some(k)) => Some((base.join(c), base.join(k))),
+            (None, None) => None,
+            _ => bail!("`admin_cert` and `admin_key` go together: name both files, or neither"),
+        };
+        let admin_listen = match admin_addr {
+            None => None,
+            Some((addr, required)) => {
+                let tls = match admin_tls.as_deref().map(str::trim) {
+                    None | Some("auto") => !addr.ip().is_loopback() || cert.is_some(),
+                    Some("on") => true,
+                    Some("off") if cert.is_some() => {
+                        bail!("`admin_tls` is `off` but `admin_cert` is set: remove one of them")
+                    }
+                    Some("off") => false,
+                    Some(other) => bail!("`admin_tls`: `{other}` is not `auto`, `on` or `off`"),
+                };
+                Some(AdminListen {
+                    addr,
+                    required,
+                    tls,
+                    cert: cert.clone(),
+                })
+            }
         };
         let Some(data_dir) = data_dir else {
             bail!("`data_dir` is missing: name the directory for the metadata database");
@@ -528,8 +568,9 @@ mod tests {
             assert_eq!(cluster.bootstrap, bootstrap, "{file}");
             assert_eq!(cluster.peers.len(), 2, "{file}");
             assert_eq!(
-                c.admin_listen.map(|a| (a.addr.to_string(), a.required)),
-                Some(("127.0.0.1:7170".to_owned(), true))
+                c.admin_listen
+                    .map(|a| (a.addr.to_string(), a.required, a.tls)),
+                Some(("127.0.0.1:7170".to_owned(), true, false))
             );
         }
         let client = std::fs::read_to_string(dir.join("client.toml")).unwrap();
@@ -556,6 +597,10 @@ mod tests {
             (format!("data_dir = \"m\"\n{disks3}[policies.named.x]\nk = 0\nm = 1\nstripe_size = \"1MiB\"\n"), "`policies.named.x.k`"),
             (format!("data_dir = \"m\"\ncolour = 1\n{disks3}"), "unknown field `colour`"),
             (format!("data_dir = \"m\"\n{disks3}[policies]\ninline_max = \"1MiB\"\n"), "`policies.inline_max`"),
+            (format!("data_dir = \"m\"\nadmin_listen = \"here\"\n{disks3}"), "`admin_listen`: `here`"),
+            (format!("data_dir = \"m\"\nadmin_tls = \"maybe\"\n{disks3}"), "`admin_tls`: `maybe` is not"),
+            (format!("data_dir = \"m\"\nadmin_cert = \"c.pem\"\n{disks3}"), "`admin_cert` and `admin_key` go together"),
+            (format!("data_dir = \"m\"\nadmin_tls = \"off\"\nadmin_cert = \"c\"\nadmin_key = \"k\"\n{disks3}"), "`admin_tls` is `off` but `admin_cert` is set"),
         ];
         for (text, want) in cases {
             let e = err(&text, base);

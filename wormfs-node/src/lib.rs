@@ -77,10 +77,10 @@ pub async fn run(
             )
         })?;
     let addr = listener.local_addr().context("read the bound address")?;
-    let admin_listener = match config.admin_listen {
+    let admin_listener = match &config.admin_listen {
         None => None,
         Some(a) => match tokio::net::TcpListener::bind(a.addr).await {
-            Ok(l) => Some(l),
+            Ok(l) => Some((l, a.clone())),
             Err(e) if !a.required => {
                 tracing::warn!(
                     "no admin listener (/metrics, /health, /ready): the default address {} is \
@@ -213,9 +213,29 @@ pub async fn run(
         .with_liveness(liveness),
     );
     let users = Arc::new(Users::new(fs.meta().clone()));
-    let admin = admin_listener.map(|l| {
+    let admin_tls = match &admin_listener {
+        Some((l, a)) if a.tls => {
+            let bound = l
+                .local_addr()
+                .context("read the admin listener's address")?;
+            let names = vec![bound.ip().to_string(), "localhost".to_owned()];
+            let given = a.cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+            Some(
+                wormfs::admin::tls::load_or_create(&config.data_dir, given, &names)
+                    .map_err(anyhow::Error::msg)
+                    .context("set up HTTPS for `admin_listen`")?,
+            )
+        }
+        _ => None,
+    };
+    let admin = admin_listener.map(|(l, _)| {
+        let scheme = if admin_tls.is_some() { "https" } else { "http" };
         match l.local_addr() {
-            Ok(a) => tracing::info!(addr = %a, "admin listener up: /metrics, /health, /ready"),
+            Ok(a) => tracing::info!(
+                url = %format!("{scheme}://{a}/"),
+                fingerprint = admin_tls.as_ref().map_or("", |t| t.fingerprint.as_str()),
+                "admin listener up: /metrics, /health, /ready and the API"
+            ),
             Err(e) => tracing::warn!("admin listener: cannot read its address: {e}"),
         }
         let mut service =
@@ -231,15 +251,20 @@ pub async fn run(
                 .map(|c| c as Arc<dyn wormfs::rpc::server::ClusterInfo>),
             service: Arc::new(service),
         };
-        // bearer tokens do not cross a network in the clear: the API only on loopback
-        let api = l.local_addr().is_ok_and(|a| a.ip().is_loopback());
+        // bearer tokens never cross a network in the clear: the API over HTTPS, or on
+        // loopback
+        let api = admin_tls.is_some() || l.local_addr().is_ok_and(|a| a.ip().is_loopback());
         if !api {
             tracing::warn!(
-                "the admin listener is not on a loopback address: it serves /metrics, /health \
-                 and /ready, not the REST API (which needs HTTPS, not built yet)"
+                "the admin listener serves plain HTTP on a network address (`admin_tls = \"off\"`): \
+                 it serves /metrics, /health and /ready there, not the REST API"
             );
         }
-        tokio::spawn(wormfs::admin::serve(l, wormfs::admin::router(state, api)))
+        tokio::spawn(wormfs::admin::serve(
+            l,
+            wormfs::admin::router(state, api),
+            admin_tls.clone(),
+        ))
     });
     let mut service = WormFsService::new(fs.clone(), addr.to_string())
         .with_locks(locks.clone())

@@ -2,13 +2,14 @@
 //! anyone who reaches it, and the REST API under `/api/v1` ([`api`]) for holders of an
 //! admin token.
 //!
-//! Plain HTTP, on loopback by default (`admin_listen`). The REST API is served only when
-//! the listener is on a loopback address: a bearer token must not cross a network in the
-//! clear (HTTPS for it is not built yet).
+//! Plain HTTP on loopback (the default `admin_listen`), HTTPS ([`tls`]) elsewhere or when
+//! asked. The REST API is served over HTTPS, or over plain HTTP on loopback only: a bearer
+//! token never crosses a network in the clear.
 
 pub mod api;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 
 use crate::metrics::Metrics;
 use crate::node::NodeFs;
@@ -108,8 +109,8 @@ async fn not_found() -> (StatusCode, &'static str) {
     )
 }
 
-/// Serves `router` on `listener` until the task is aborted.
-pub async fn serve(listener: tokio::net::TcpListener, router: Router) {
+/// Serves `router` on `listener` until the task is aborted, over TLS with `tls`.
+pub async fn serve(listener: tokio::net::TcpListener, router: Router, tls: Option<tls::AdminTls>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -120,11 +121,38 @@ pub async fn serve(listener: tokio::net::TcpListener, router: Router) {
             }
         };
         let service = TowerToHyperService::new(router.clone());
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let served = match tls {
+                None => {
+                    builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await
+                }
+                Some(t) => {
+                    let stream = match tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        t.acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, "admin connection: TLS handshake failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "admin connection: no TLS handshake within 10 s");
+                            return;
+                        }
+                    };
+                    builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(%peer, "admin connection: {e}");
             }
         });

@@ -340,3 +340,69 @@ async fn the_openapi_document_lists_every_route_the_server_has() {
     let a = n.ask(Method::GET, "/api/v1/secret", Some("x"), None).await;
     assert_eq!(a.0, StatusCode::NOT_FOUND);
 }
+
+/// The listener over HTTPS on a real socket: a client that trusts the node's own
+/// certificate (checked by its fingerprint) gets the API; plain HTTP gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_over_https_with_the_nodes_own_certificate() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let n = node();
+    let token = n.add_token("ops").await;
+    let dir = tempfile::tempdir().unwrap();
+    let tls = super::tls::load_or_create(dir.path(), None, &["127.0.0.1".to_owned()]).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(super::serve(listener, n.app.clone(), Some(tls.clone())));
+
+    // trust exactly the certificate the node wrote, after checking its fingerprint
+    let pem = std::fs::read(dir.path().join(super::tls::SELF_CERT_FILE)).unwrap();
+    use rustls::pki_types::pem::PemObject;
+    let cert = rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap();
+    assert_eq!(super::tls::fingerprint(cert.as_ref()), tls.fingerprint);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut s = connector
+        .connect(name, tcp)
+        .await
+        .expect("the TLS handshake");
+    s.write_all(
+        format!(
+            "GET /api/v1/cluster HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"master\":\"n1\""), "{answer}");
+
+    // plain HTTP to the HTTPS port: no HTTP answer
+    let mut plain = tokio::net::TcpStream::connect(addr).await.unwrap();
+    plain
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(15),
+        plain.read_to_end(&mut got),
+    )
+    .await;
+    assert!(
+        !String::from_utf8_lossy(&got).contains("200 OK"),
+        "plain HTTP was answered: {}",
+        String::from_utf8_lossy(&got)
+    );
+    server.abort();
+}
