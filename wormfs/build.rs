@@ -26,11 +26,18 @@ const REST_ANSWERS: &[&str] = &[
     "UserInfo",
     "TokensReply",
     "TokenInfo",
+    "AddNodeReply",
 ];
 
 /// Messages the admin REST API takes as JSON bodies.
 #[cfg(feature = "rpc")]
-const REST_BODIES: &[&str] = &["WorkerRequest", "RiskRequest", "DiskRequest"];
+const REST_BODIES: &[&str] = &[
+    "WorkerRequest",
+    "RiskRequest",
+    "DiskRequest",
+    "AddNodeRequest",
+    "SetPolicyRequest",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var_os("CARGO_FEATURE_RPC").is_none() {

@@ -35,7 +35,7 @@ pub struct ApiError {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// A stable code: `unauthorized`, `forbidden`, `not_found`, `invalid`, `exists`,
-    /// `unavailable`, `failed`.
+    /// `refused` (the cluster's state does not allow it now), `unavailable`, `failed`.
     pub code: &'static str,
     /// What happened and what to do, for a person.
     pub message: String,
@@ -93,6 +93,7 @@ impl From<tonic::Status> for ApiError {
             }
             (Some(e::EINVAL | e::ENAMETOOLONG | e::ENOTDIR | e::EISDIR), _)
             | (_, tonic::Code::InvalidArgument) => (StatusCode::BAD_REQUEST, "invalid"),
+            (_, tonic::Code::FailedPrecondition) => (StatusCode::CONFLICT, "refused"),
             (_, tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
             }
@@ -224,16 +225,20 @@ impl utoipa::Modify for BearerAuth {
 fn parts() -> (Router<AdminState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(cluster))
-        .routes(routes!(nodes))
+        .routes(routes!(nodes, add_node))
+        .routes(routes!(remove_node))
+        .routes(routes!(removal_preview))
         .routes(routes!(policies))
-        .routes(routes!(policy_of))
+        .routes(routes!(policy_of, set_policy))
         .routes(routes!(file_layout))
         .routes(routes!(at_risk))
         .routes(routes!(what_if))
         .routes(routes!(workers))
         .routes(routes!(control_worker))
         .routes(routes!(disk_command))
-        .routes(routes!(users))
+        .routes(routes!(users, add_user))
+        .routes(routes!(remove_user))
+        .routes(routes!(rotate_user))
         .routes(routes!(tokens))
         .split_for_parts()
 }
@@ -463,4 +468,244 @@ async fn tokens(State(s): State<AdminState>, a: Admin) -> Answer<proto::TokensRe
             .await?
             .into_inner(),
     ))
+}
+
+type Body<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+fn body<T>(b: Body<T>) -> Result<T, ApiError> {
+    b.map(|Json(t)| t)
+        .map_err(|e| ApiError::invalid(e.body_text()))
+}
+
+/// Adds a node to the cluster as a voter, by its node-to-node address (and peer ID, or
+/// trusting the first it presents).
+#[utoipa::path(post, path = "/api/v1/nodes", tag = "cluster",
+    request_body = proto::AddNodeRequest,
+    responses((status = 200, body = proto::AddNodeReply), (status = 400, body = ApiError),
+        (status = 409, body = ApiError), (status = 401, body = ApiError)))]
+async fn add_node(
+    State(s): State<AdminState>,
+    a: Admin,
+    b: Body<proto::AddNodeRequest>,
+) -> Answer<proto::AddNodeReply> {
+    let req = body(b)?;
+    Ok(Json(s.service.add_node(call(&a, req)).await?.into_inner()))
+}
+
+/// Whether a removal is confirmed.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(default)]
+pub struct Confirm {
+    /// `true` once the preview (`GET /api/v1/nodes/{id}/removal`) was looked at.
+    pub confirm: bool,
+}
+
+/// What removing node `id` would cost: the files it would leave at risk or unreadable.
+async fn preview(s: &AdminState, a: &Admin, id: &str) -> Result<proto::RiskReply, ApiError> {
+    let known = s
+        .service
+        .get_cluster_status(call(a, proto::Empty {}))
+        .await?
+        .into_inner();
+    if !known.nodes.iter().any(|n| n.id == id) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no node `{id}` in the cluster"),
+        ));
+    }
+    let req = proto::RiskRequest {
+        nodes: vec![id.to_owned()],
+        disks: Vec::new(),
+        max_margin: 0,
+        limit: 0,
+    };
+    Ok(s.service.get_risk(call(a, req)).await?.into_inner())
+}
+
+/// The preview of a node's removal: the files that would be at risk or unreadable until
+/// repair rebuilds its chunks elsewhere.
+#[utoipa::path(get, path = "/api/v1/nodes/{id}/removal", tag = "cluster",
+    params(("id" = String, Path, description = "the node's name")),
+    responses((status = 200, body = proto::RiskReply), (status = 404, body = ApiError),
+        (status = 401, body = ApiError)))]
+async fn removal_preview(
+    State(s): State<AdminState>,
+    a: Admin,
+    Path(id): Path<String>,
+) -> Answer<proto::RiskReply> {
+    Ok(Json(preview(&s, &a, &id).await?))
+}
+
+/// Removes a node: its chunks count as lost and repair rebuilds them on the others. Needs
+/// `?confirm=true`; without it, the answer is a 400 that says what the removal costs.
+#[utoipa::path(delete, path = "/api/v1/nodes/{id}", tag = "cluster",
+    params(("id" = String, Path, description = "the node's name"), Confirm),
+    responses((status = 204), (status = 400, body = ApiError), (status = 404, body = ApiError),
+        (status = 409, body = ApiError), (status = 401, body = ApiError)))]
+async fn remove_node(
+    State(s): State<AdminState>,
+    a: Admin,
+    Path(id): Path<String>,
+    q: Result<Query<Confirm>, QueryRejection>,
+) -> Result<StatusCode, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let cost = preview(&s, &a, &id).await?;
+    if !q.confirm {
+        return Err(ApiError::invalid(format!(
+            "removing `{id}` leaves {} files unreadable and {} at risk until repair rebuilds \
+             its chunks ({} bytes): see GET /api/v1/nodes/{id}/removal, then DELETE with \
+             ?confirm=true",
+            cost.files_unreadable, cost.files_at_risk, cost.rebuild_bytes
+        )));
+    }
+    s.service
+        .remove_node(call(&a, proto::RemoveNodeRequest { id }))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Sets the policy of a directory (`policy` empty: clears it, so it inherits).
+#[utoipa::path(put, path = "/api/v1/policy", tag = "policies",
+    request_body = proto::SetPolicyRequest,
+    responses((status = 204), (status = 400, body = ApiError), (status = 404, body = ApiError),
+        (status = 401, body = ApiError)))]
+async fn set_policy(
+    State(s): State<AdminState>,
+    a: Admin,
+    b: Body<proto::SetPolicyRequest>,
+) -> Result<StatusCode, ApiError> {
+    let req = body(b)?;
+    s.service.set_storage_policy(call(&a, req)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A user to add.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct NewUser {
+    /// Its name (letters, digits, `.`, `_`, `-`, `@`).
+    pub name: String,
+    /// The uid it acts as.
+    pub uid: u32,
+    /// Its primary gid.
+    pub gid: u32,
+    /// Its supplementary groups.
+    pub groups: Vec<u32>,
+    /// May manage membership, users, disks, workers and the policy of `/`.
+    pub admin: bool,
+    /// A trusted host: a mount acting as each local caller's uid.
+    pub host: bool,
+}
+
+/// A user and its identity file, shown once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IdentityReply {
+    /// The user.
+    pub user: proto::UserInfo,
+    /// The identity file's text (a secret key): save it with mode 0600 and give it to the
+    /// user only. It is not kept anywhere.
+    pub identity: String,
+}
+
+/// `reply` as a user and its identity file, naming the cluster's nodes.
+async fn identity_of(
+    s: &AdminState,
+    a: &Admin,
+    reply: proto::PutUserReply,
+) -> Result<IdentityReply, ApiError> {
+    let user = reply.user.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "failed",
+            "the node sent no user",
+        )
+    })?;
+    let key: [u8; 32] = reply.key.as_slice().try_into().map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "failed",
+            "the node sent a bad key",
+        )
+    })?;
+    let nodes = s
+        .service
+        .get_cluster_status(call(a, proto::Empty {}))
+        .await?
+        .into_inner()
+        .nodes
+        .into_iter()
+        .map(|n| n.address)
+        .collect();
+    let identity = crate::rpc::identity::Identity {
+        user: user.name.clone(),
+        key,
+        nodes,
+    }
+    .to_text()
+    .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "failed", e.to_string()))?;
+    Ok(IdentityReply { user, identity })
+}
+
+/// Adds a user; answers its identity file, once.
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = NewUser,
+    responses((status = 200, body = IdentityReply), (status = 400, body = ApiError),
+        (status = 409, body = ApiError), (status = 401, body = ApiError)))]
+async fn add_user(
+    State(s): State<AdminState>,
+    a: Admin,
+    b: Body<NewUser>,
+) -> Answer<IdentityReply> {
+    let u = body(b)?;
+    let req = proto::PutUserRequest {
+        user: Some(proto::UserInfo {
+            name: u.name,
+            uid: u.uid,
+            gid: u.gid,
+            groups: u.groups,
+            admin: u.admin,
+            host: u.host,
+            created: 0,
+        }),
+        rotate: false,
+    };
+    let reply = s.service.put_user(call(&a, req)).await?.into_inner();
+    Ok(Json(identity_of(&s, &a, reply).await?))
+}
+
+/// Gives a user a new key; answers its new identity file, once. The old one is refused.
+#[utoipa::path(post, path = "/api/v1/users/{name}/rotate", tag = "users",
+    params(("name" = String, Path, description = "the user")),
+    responses((status = 200, body = IdentityReply), (status = 404, body = ApiError),
+        (status = 401, body = ApiError)))]
+async fn rotate_user(
+    State(s): State<AdminState>,
+    a: Admin,
+    Path(name): Path<String>,
+) -> Answer<IdentityReply> {
+    let req = proto::PutUserRequest {
+        user: Some(proto::UserInfo {
+            name,
+            ..Default::default()
+        }),
+        rotate: true,
+    };
+    let reply = s.service.put_user(call(&a, req)).await?.into_inner();
+    Ok(Json(identity_of(&s, &a, reply).await?))
+}
+
+/// Removes a user: every node refuses its identity from now on.
+#[utoipa::path(delete, path = "/api/v1/users/{name}", tag = "users",
+    params(("name" = String, Path, description = "the user")),
+    responses((status = 204), (status = 403, body = ApiError), (status = 404, body = ApiError),
+        (status = 401, body = ApiError)))]
+async fn remove_user(
+    State(s): State<AdminState>,
+    a: Admin,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    s.service
+        .remove_user(call(&a, proto::UserRequest { name }))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -316,7 +316,7 @@ async fn the_openapi_document_lists_every_route_the_server_has() {
     for (path, item) in paths {
         for (method, _) in item.as_object().unwrap() {
             let m = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-            let concrete = path.replace("{name}", "scrub");
+            let concrete = path.replace("{name}", "scrub").replace("{id}", "n1");
             let body = (m == Method::POST).then_some("{}");
             let a = n.ask(m.clone(), &concrete, None, body).await;
             assert_eq!(
@@ -405,4 +405,126 @@ async fn the_api_over_https_with_the_nodes_own_certificate() {
         String::from_utf8_lossy(&got)
     );
     server.abort();
+}
+
+/// Changes through the API: membership with its preview and confirmation, a directory's
+/// policy, and users with their identity files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_go_through_the_api_with_previews_and_named_refusals() {
+    let n = node();
+    let t = n.add_token("ops").await;
+    let t = Some(t.as_str());
+    let a =
+        n.fs.create(FileId::ROOT, "film.mkv", CreateKind::File, 0o644, 0, 0)
+            .await
+            .unwrap();
+    n.fs.write_stripe(a.ino, 0, vec![9; STRIPE]).await.unwrap();
+
+    // a node on its own has no membership to change: refused, saying why
+    let add = n
+        .ask(
+            Method::POST,
+            "/api/v1/nodes",
+            t,
+            Some(r#"{"addr": "127.0.0.1:7101"}"#),
+        )
+        .await;
+    assert_error(&add, StatusCode::CONFLICT, "refused");
+    assert!(add.1.to_string().contains("on its own"), "{}", add.1);
+    // removal: previewed, refused without confirmation, with the cost in the message
+    let (s, cost) = n.get("/api/v1/nodes/n1/removal", t.unwrap()).await;
+    assert_eq!(s, StatusCode::OK, "{cost}");
+    assert_eq!(cost["files_unreadable"], 1, "{cost}");
+    let unconfirmed = n.ask(Method::DELETE, "/api/v1/nodes/n1", t, None).await;
+    assert_error(&unconfirmed, StatusCode::BAD_REQUEST, "invalid");
+    assert!(
+        unconfirmed.1.to_string().contains("1 files unreadable"),
+        "{}",
+        unconfirmed.1
+    );
+    assert_error(
+        &n.ask(Method::DELETE, "/api/v1/nodes/n9?confirm=true", t, None)
+            .await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &n.ask(Method::DELETE, "/api/v1/nodes/n1?confirm=true", t, None)
+            .await,
+        StatusCode::CONFLICT,
+        "refused",
+    );
+
+    // a directory's policy
+    n.fs.create(FileId::ROOT, "media", CreateKind::Directory, 0o755, 0, 0)
+        .await
+        .unwrap();
+    let set = n
+        .ask(
+            Method::PUT,
+            "/api/v1/policy",
+            t,
+            Some(r#"{"path": "/media", "policy": "t"}"#),
+        )
+        .await;
+    assert_eq!(set.0, StatusCode::NO_CONTENT, "{}", set.1);
+    let (_, p) = n.get("/api/v1/policy?path=/media", t.unwrap()).await;
+    assert_eq!(p["name"], "t", "{p}");
+    assert_error(
+        &n.ask(
+            Method::PUT,
+            "/api/v1/policy",
+            t,
+            Some(r#"{"path": "/media", "policy": "gold"}"#),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        "invalid",
+    );
+
+    // users: the identity file comes back once; a second add is a conflict
+    let (s, alice) = n
+        .ask(
+            Method::POST,
+            "/api/v1/users",
+            t,
+            Some(r#"{"name": "alice", "uid": 1000, "gid": 1000}"#),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{alice}");
+    assert_eq!(alice["user"]["uid"], 1000);
+    let text = alice["identity"].as_str().unwrap();
+    assert!(
+        text.contains("user = \"alice\"") && text.contains("key = "),
+        "{text}"
+    );
+    assert_error(
+        &n.ask(
+            Method::POST,
+            "/api/v1/users",
+            t,
+            Some(r#"{"name": "alice", "uid": 1000, "gid": 1000}"#),
+        )
+        .await,
+        StatusCode::CONFLICT,
+        "exists",
+    );
+    assert_error(
+        &n.ask(Method::POST, "/api/v1/users", t, Some(r#"{"name": "a b"}"#))
+            .await,
+        StatusCode::BAD_REQUEST,
+        "invalid",
+    );
+    let (s, rotated) = n
+        .ask(Method::POST, "/api/v1/users/alice/rotate", t, None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{rotated}");
+    assert_ne!(rotated["identity"], alice["identity"], "a new key");
+    let gone = n.ask(Method::DELETE, "/api/v1/users/alice", t, None).await;
+    assert_eq!(gone.0, StatusCode::NO_CONTENT, "{}", gone.1);
+    assert_error(
+        &n.ask(Method::DELETE, "/api/v1/users/alice", t, None).await,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
 }

@@ -93,6 +93,21 @@ pub fn check_user_name(name: &str) -> Result<(), String> {
 }
 
 impl Identity {
+    /// The identity file's text, as [`Identity::write`] writes it.
+    pub fn to_text(&self) -> io::Result<String> {
+        let body = toml::to_string(&IdentityFile {
+            user: self.user.clone(),
+            key: to_hex(&self.key),
+            nodes: self.nodes.clone(),
+        })
+        .map_err(io::Error::other)?;
+        Ok(format!(
+            "# WormFS client identity. Secret: anyone who has this file is user `{}`.\n\
+             # See docs/security.md.\n{body}",
+            self.user
+        ))
+    }
+
     /// Reads the identity file at `path`, refusing one that others can read.
     pub fn read(path: &Path) -> io::Result<Identity> {
         use std::os::unix::fs::PermissionsExt;
@@ -137,17 +152,7 @@ impl Identity {
     pub fn write(&self, path: &Path) -> io::Result<()> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let body = toml::to_string(&IdentityFile {
-            user: self.user.clone(),
-            key: to_hex(&self.key),
-            nodes: self.nodes.clone(),
-        })
-        .map_err(io::Error::other)?;
-        let text = format!(
-            "# WormFS client identity. Secret: anyone who has this file is user `{}`.\n\
-             # See docs/security.md.\n{body}",
-            self.user
-        );
+        let text = self.to_text()?;
         let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
         if let Some(dir) = dir {
             std::fs::create_dir_all(dir)?;
