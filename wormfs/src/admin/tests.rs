@@ -432,7 +432,7 @@ async fn changes_go_through_the_api_with_previews_and_named_refusals() {
     assert_error(&add, StatusCode::CONFLICT, "refused");
     assert!(add.1.to_string().contains("on its own"), "{}", add.1);
     // removal: previewed, refused without confirmation, with the cost in the message
-    let (s, cost) = n.get("/api/v1/nodes/n1/removal", t.unwrap()).await;
+    let (s, cost) = n.get("/api/v1/nodes/n1/removal", &token).await;
     assert_eq!(s, StatusCode::OK, "{cost}");
     assert_eq!(cost["files_unreadable"], 1, "{cost}");
     let unconfirmed = n.ask(Method::DELETE, "/api/v1/nodes/n1", t, None).await;
@@ -468,7 +468,7 @@ async fn changes_go_through_the_api_with_previews_and_named_refusals() {
         )
         .await;
     assert_eq!(set.0, StatusCode::NO_CONTENT, "{}", set.1);
-    let (_, p) = n.get("/api/v1/policy?path=/media", t.unwrap()).await;
+    let (_, p) = n.get("/api/v1/policy?path=/media", &token).await;
     assert_eq!(p["name"], "t", "{p}");
     assert_error(
         &n.ask(
