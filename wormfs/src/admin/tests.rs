@@ -412,8 +412,8 @@ async fn the_api_over_https_with_the_nodes_own_certificate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_go_through_the_api_with_previews_and_named_refusals() {
     let n = node();
-    let t = n.add_token("ops").await;
-    let t = Some(t.as_str());
+    let token = n.add_token("ops").await;
+    let t = Some(token.as_str());
     let a =
         n.fs.create(FileId::ROOT, "film.mkv", CreateKind::File, 0o644, 0, 0)
             .await
