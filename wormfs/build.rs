@@ -26,6 +26,8 @@ const REST_ANSWERS: &[&str] = &[
     "UserInfo",
     "TokensReply",
     "TokenInfo",
+    "ReadDirReply",
+    "DirEntry",
     "AddNodeReply",
 ];
 

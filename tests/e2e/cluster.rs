@@ -894,12 +894,12 @@ fn quickstart_runs_a_cluster_that_wormfs_finds_through_the_client_config() {
 }
 
 /// A plain HTTP/1.1 GET: the status code and the body.
-fn http_get(addr: &str, path: &str) -> (u16, String) {
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
     http_get_with(addr, path, None)
 }
 
 /// [`http_get`] with a bearer token.
-fn http_get_with(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
+pub fn http_get_with(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{addr}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -929,7 +929,7 @@ fn scrape(addr: &str) -> prometheus_parse::Scrape {
 }
 
 /// Kills the quickstart process group's leader if the test fails before stopping it.
-struct Guard(u32);
+pub struct Guard(u32);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -938,7 +938,7 @@ impl Drop for Guard {
     }
 }
 
-fn scopeguard(pid: u32) -> Guard {
+pub fn scopeguard(pid: u32) -> Guard {
     Guard(pid)
 }
 

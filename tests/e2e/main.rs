@@ -12,3 +12,4 @@ mod mount;
 mod netns;
 mod node;
 mod session;
+mod ui;

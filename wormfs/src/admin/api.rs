@@ -231,6 +231,7 @@ fn parts() -> (Router<AdminState>, utoipa::openapi::OpenApi) {
         .routes(routes!(policies))
         .routes(routes!(policy_of, set_policy))
         .routes(routes!(file_layout))
+        .routes(routes!(list_dir))
         .routes(routes!(at_risk))
         .routes(routes!(what_if))
         .routes(routes!(workers))
@@ -708,4 +709,44 @@ async fn remove_user(
         .remove_user(call(&a, proto::UserRequest { name }))
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A page of a directory listing.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct ListQuery {
+    /// The directory, e.g. `/media`.
+    pub path: String,
+    /// List the names after this one ("" or absent: from the first).
+    #[serde(default)]
+    pub after: String,
+    /// At most this many (0 or absent: a node's page).
+    #[serde(default)]
+    pub limit: u32,
+}
+
+/// A directory's entries, by name, a page at a time (`more` set while others follow).
+#[utoipa::path(get, path = "/api/v1/files/list", tag = "files", params(ListQuery),
+    responses((status = 200, body = proto::ReadDirReply), (status = 400, body = ApiError),
+        (status = 404, body = ApiError), (status = 401, body = ApiError)))]
+async fn list_dir(
+    State(s): State<AdminState>,
+    a: Admin,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Answer<proto::ReadDirReply> {
+    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let attr =
+        s.fs.attr_at(&q.path)
+            .map_err(|e| ApiError::from(crate::rpc::status_with_errno(e.errno(), e.to_string())))?;
+    if attr.kind != crate::meta::FileKind::Directory {
+        return Err(ApiError::invalid(format!(
+            "`{}` is not a directory",
+            q.path
+        )));
+    }
+    let req = proto::ReadDirRequest {
+        ino: attr.ino.0,
+        after: q.after,
+        limit: q.limit,
+    };
+    Ok(Json(s.service.read_dir(call(&a, req)).await?.into_inner()))
 }

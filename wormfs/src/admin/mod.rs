@@ -52,11 +52,37 @@ pub fn router(state: AdminState, api: bool) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready));
     let routes = if api {
-        probes.merge(api::router())
+        probes
+            .merge(api::router())
+            .route("/", get(|| asset("text/html; charset=utf-8", UI_HTML)))
+            .route(
+                "/ui/app.js",
+                get(|| asset("text/javascript; charset=utf-8", UI_JS)),
+            )
+            .route(
+                "/ui/style.css",
+                get(|| asset("text/css; charset=utf-8", UI_CSS)),
+            )
     } else {
         probes
     };
     routes.fallback(not_found).with_state(state)
+}
+
+/// The web UI, in the binary: plain HTML, CSS and JavaScript over the REST API, nothing
+/// fetched from anywhere else.
+const UI_HTML: &str = include_str!("ui/index.html");
+const UI_JS: &str = include_str!("ui/app.js");
+const UI_CSS: &str = include_str!("ui/style.css");
+
+async fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
 }
 
 async fn metrics(State(s): State<AdminState>) -> impl IntoResponse {
