@@ -722,6 +722,21 @@ fn quickstart_runs_a_cluster_that_wormfs_finds_through_the_client_config() {
     for n in ["node1", "node2", "node3"] {
         assert!(text.contains(n), "{text}");
     }
+    // the web UI's address, and a token for it in a private file
+    assert!(
+        text.contains(&format!("web UI  http://127.0.0.1:{}/", base + 60)),
+        "{text}"
+    );
+    let ui_token = fs::read_to_string(dir.join("admin.token")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(dir.join("admin.token"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
     // `wormfs status` without --node finds the cluster through client.toml
     let out = Command::new(BIN)
         .args(["status", "--json"])
@@ -854,6 +869,8 @@ fn quickstart_runs_a_cluster_that_wormfs_finds_through_the_client_config() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    let (code, _) = http_get_with(&admin(0), "/api/v1/cluster", Some(ui_token.trim()));
+    assert_eq!(code, 200, "the quickstart's own token works");
     cli(&[
         "token",
         "create",

@@ -85,6 +85,7 @@ pub fn run(
     say!("  mount   {}", mnt.display());
     say_admin(&admin);
     print_client(client_config.as_deref(), &identity);
+    print_ui(rt, &addr.to_string(), &identity, &dir, &admin);
     say!(
         "Try: cp -r ~/Pictures {0}/ ; wormfs status ; wormfs file info {0}/<file>",
         mnt.display()
@@ -334,6 +335,13 @@ pub fn run_cluster(
     }
     say!("  mount   {} (through node1)", mnt.display());
     print_client(client_config.as_deref(), &identity);
+    print_ui(
+        rt,
+        &first,
+        &identity,
+        &dir,
+        &std::net::SocketAddr::new(base.ip(), port(0, ADMIN_OFFSET)?),
+    );
     say!(
         "Try: cp -r ~/Pictures {0}/ ; wormfs status ; wormfs file info {0}/<file>",
         mnt.display()
@@ -389,6 +397,54 @@ fn admin_identity(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
 fn connect_options(path: &Path) -> anyhow::Result<wormfs::rpc::client::ConnectOptions> {
     let identity = wormfs::rpc::identity::Identity::read(path)?;
     Ok(wormfs::rpc::client::ConnectOptions::with_identity(identity))
+}
+
+/// Makes the quickstart's admin token for the web UI and the REST API, once, in
+/// `DIR/admin.token` (mode 0600), and says where the UI is. A failure is a warning: the
+/// file system runs without it.
+fn print_ui(
+    rt: &tokio::runtime::Runtime,
+    node: &str,
+    identity: &Path,
+    dir: &Path,
+    admin: &std::net::SocketAddr,
+) {
+    if admin.port() == 0 {
+        return;
+    }
+    let path = dir.join("admin.token");
+    if !path.exists() {
+        let made = rt.block_on(async {
+            let opts = connect_options(identity)?;
+            let client =
+                wormfs::rpc::client::Client::connect_with(&[node.to_owned()], opts).await?;
+            let name = format!(
+                "quickstart-{}",
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs())
+            );
+            let token = client.create_token(&name).await?;
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)?;
+            writeln!(f, "{token}")?;
+            f.sync_all()?;
+            anyhow::Ok(())
+        });
+        if let Err(e) = made {
+            eprintln!("warning: no admin token for the web UI: {e:#}");
+            return;
+        }
+    }
+    say!(
+        "  web UI  http://{admin}/ (log in with the token in {}; REST API under /api/v1)",
+        path.display()
+    );
 }
 
 /// Tells where the client config and the admin identity are.
