@@ -754,6 +754,33 @@ fn quickstart_runs_a_cluster_that_wormfs_finds_through_the_client_config() {
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["nodes"].as_array().unwrap().len(), 3, "{s}");
     assert!(!s["master"].as_str().unwrap().is_empty());
+    // every node's admin listener is in the status, carried by the heartbeats
+    wait_for(
+        "every node's admin URL in the status",
+        Duration::from_secs(20),
+        || {
+            let out = Command::new(BIN)
+                .args(["status", "--json"])
+                .env_remove("WORMFS_NODE")
+                .env_remove("WORMFS_IDENTITY")
+                .env("XDG_CONFIG_HOME", home.join("config"))
+                .env("XDG_CACHE_HOME", home.join("cache"))
+                .output()
+                .ok()?;
+            let s: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            let urls: Vec<String> = s["nodes"]
+                .as_array()?
+                .iter()
+                .map(|n| n["admin_url"].as_str().unwrap_or("").to_owned())
+                .collect();
+            let want: Vec<String> = (0..3)
+                .map(|i| format!("http://127.0.0.1:{}/", base + 60 + i))
+                .collect();
+            let mut got = urls.clone();
+            got.sort();
+            (got == want).then_some(())
+        },
+    );
     // every node's admin listener (60 above its gRPC port) is live, ready, and scraped
     let admin = |i: u16| format!("127.0.0.1:{}", base + 60 + i);
     for i in 0..3 {

@@ -91,6 +91,7 @@ pub async fn status(node: &str, as_json: bool) -> anyhow::Result<()> {
                 json!({
                     "id": n.id, "address": n.address, "state": n.state, "role": n.role,
                     "last_heartbeat_ns": n.last_heartbeat,
+                    "admin_url": n.admin_url, "admin_fingerprint": n.admin_fingerprint,
                     "disks": n.disks.iter().map(|d| json!({"id": d.id, "path": d.path, "total": d.total, "free": d.free, "healthy": d.healthy && n.state == "online"})).collect::<Vec<_>>(),
                 })
             })
@@ -121,6 +122,17 @@ pub async fn status(node: &str, as_json: bool) -> anyhow::Result<()> {
     );
     for n in &s.nodes {
         out!("node {} at {}: {} ({})", n.id, n.address, n.state, n.role);
+        if !n.admin_url.is_empty() {
+            if n.admin_fingerprint.is_empty() {
+                out!("  admin {} (web UI, REST API, metrics)", n.admin_url);
+            } else {
+                out!(
+                    "  admin {} (web UI, REST API, metrics; certificate SHA-256 {})",
+                    n.admin_url,
+                    n.admin_fingerprint
+                );
+            }
+        }
         for d in &n.disks {
             let used = d.total.saturating_sub(d.free);
             out!(

@@ -228,18 +228,35 @@ pub async fn run(
         }
         _ => None,
     };
-    let admin = admin_listener.map(|(l, _)| {
-        let scheme = if admin_tls.is_some() { "https" } else { "http" };
-        match l.local_addr() {
-            Ok(a) => tracing::info!(
-                url = %format!("{scheme}://{a}/"),
-                fingerprint = admin_tls.as_ref().map_or("", |t| t.fingerprint.as_str()),
-                "admin listener up: /metrics, /health, /ready and the API"
-            ),
-            Err(e) => tracing::warn!("admin listener: cannot read its address: {e}"),
+    // where the admin listener is, as `wormfs status` shows it (heartbeats carry it)
+    let admin_endpoint = match &admin_listener {
+        Some((l, _)) => {
+            let scheme = if admin_tls.is_some() { "https" } else { "http" };
+            let bound = l
+                .local_addr()
+                .context("read the admin listener's address")?;
+            let endpoint = wormfs::rpc::server::AdminEndpoint {
+                url: format!("{scheme}://{}/", announced(bound, addr)),
+                fingerprint: admin_tls
+                    .as_ref()
+                    .map_or(String::new(), |t| t.fingerprint.clone()),
+            };
+            tracing::info!(
+                url = %endpoint.url,
+                fingerprint = %endpoint.fingerprint,
+                "admin listener up: the web UI, the REST API, /metrics, /health, /ready"
+            );
+            endpoint
         }
-        let mut service =
-            WormFsService::new(fs.clone(), addr.to_string()).with_locks(locks.clone());
+        None => wormfs::rpc::server::AdminEndpoint::default(),
+    };
+    if let Some(c) = &cluster {
+        c.heartbeats.set_own_admin(admin_endpoint.clone());
+    }
+    let admin = admin_listener.map(|(l, _)| {
+        let mut service = WormFsService::new(fs.clone(), addr.to_string())
+            .with_locks(locks.clone())
+            .with_admin(admin_endpoint.clone());
         if let Some(c) = &cluster {
             service = service.with_cluster(c.clone());
         }
@@ -268,7 +285,8 @@ pub async fn run(
     });
     let mut service = WormFsService::new(fs.clone(), addr.to_string())
         .with_locks(locks.clone())
-        .with_metrics(metrics.clone());
+        .with_metrics(metrics.clone())
+        .with_admin(admin_endpoint);
     if let Some(c) = &cluster {
         c.serve_locks(locks);
         service = service.with_cluster(c.clone());
@@ -339,6 +357,16 @@ pub async fn run(
     }
     tracing::info!("node stopped: requests drained, metadata closed");
     Ok(())
+}
+
+/// The address others reach the admin listener at: `bound`, with an unspecified IP
+/// (`0.0.0.0`, `[::]`) replaced by the gRPC listener's, when that one is specific.
+fn announced(bound: SocketAddr, grpc: SocketAddr) -> SocketAddr {
+    if bound.ip().is_unspecified() && !grpc.ip().is_unspecified() {
+        SocketAddr::new(grpc.ip(), bound.port())
+    } else {
+        bound
+    }
 }
 
 /// Opens the node's disks. A disk the metadata knows (recorded before, or holding chunks)

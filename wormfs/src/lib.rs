@@ -16,6 +16,20 @@
 //! * a daemon-less [`archive::LocalArchive`] that composes them to write and read files over
 //!   a few directories.
 //!
+//! ## Features
+//!
+//! | feature | what it adds | what it pulls in |
+//! |---|---|---|
+//! | `local` (default) | [`store::DiskChunkStore`], [`meta::MetaStore`], [`archive::LocalArchive`] | rusqlite (bundled SQLite), rustix |
+//! | `rpc` | the gRPC wire types and `rpc::client::Client`: what a mount or a remote program needs | tonic, prost, tokio, OpenSSL (TLS 1.3 with a user's pre-shared key) |
+//! | `node` | everything a storage node runs: the file-system core (`node::NodeFs`), the gRPC server, scrub and repair, metrics and the admin listener (REST API, web UI) | `local`, `rpc`, axum, rustls, prometheus-client |
+//! | `cluster` | Raft-replicated metadata (openraft) and the libp2p transport between nodes | `node`, openraft, libp2p |
+//! | `conformance` | `store::conformance`: the suite every `ChunkStore` passes, to run on your own | nothing |
+//! | `crash-points` | crash points for tests ([`crash`]); never in a build for use | nothing |
+//!
+//! A program that writes archives over gRPC needs `rpc` only (`default-features = false`),
+//! and does not compile SQLite, libp2p or openraft.
+//!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use wormfs::archive::LocalArchive;

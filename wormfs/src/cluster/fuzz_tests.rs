@@ -139,6 +139,10 @@ fn fuzz_cluster_messages() {
         disks: Vec::new(),
         sent_ms: 1_700_000_000_000,
         term: 3,
+        admin: crate::rpc::server::AdminEndpoint {
+            url: "https://127.0.0.1:7170/".into(),
+            fingerprint: "AB:CD".into(),
+        },
     };
     let mut corpus = vec![
         json(&append),

@@ -59,6 +59,9 @@ pub struct Beat {
     /// too old to send it).
     #[serde(default)]
     pub term: u64,
+    /// The sender's admin listener (absent from nodes too old to send it).
+    #[serde(default)]
+    pub admin: crate::rpc::server::AdminEndpoint,
 }
 
 /// The last heartbeat of a peer and how long ago it came.
@@ -79,6 +82,7 @@ pub struct Heartbeats {
     interval: Duration,
     offline_after: u32,
     table: RwLock<HashMap<NodeId, (Beat, Instant, u64)>>,
+    own_admin: RwLock<crate::rpc::server::AdminEndpoint>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -95,7 +99,21 @@ impl Heartbeats {
             interval,
             offline_after,
             table: RwLock::new(HashMap::new()),
+            own_admin: RwLock::default(),
         }
+    }
+
+    /// This node's admin listener, announced in its heartbeats from now on.
+    pub fn set_own_admin(&self, admin: crate::rpc::server::AdminEndpoint) {
+        *self.own_admin.write().unwrap_or_else(|e| e.into_inner()) = admin;
+    }
+
+    /// This node's admin listener, as announced.
+    pub fn own_admin(&self) -> crate::rpc::server::AdminEndpoint {
+        self.own_admin
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Records a heartbeat.
@@ -182,6 +200,7 @@ pub(super) async fn send_heartbeats(
             disks,
             sent_ms: now_ms(),
             term: term.borrow().current_term,
+            admin: heard.own_admin(),
         };
         let Ok(body) = serde_json::to_vec(&beat) else {
             continue;
@@ -236,6 +255,7 @@ mod tests {
             disks: vec![],
             sent_ms: now_ms(),
             term: 0,
+            admin: Default::default(),
         });
         assert!(hb.get(&NodeId("b".into())).unwrap().online);
         let deadline = Instant::now() + Duration::from_secs(10);

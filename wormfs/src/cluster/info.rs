@@ -43,6 +43,7 @@ impl crate::rpc::server::ClusterInfo for Cluster {
                     role: role(&m.name).into(),
                     last_heartbeat: crate::meta::Timestamp::now().0,
                     disks: self.local.disks().unwrap_or_default(),
+                    admin: self.heartbeats.own_admin(),
                 });
                 continue;
             }
@@ -65,6 +66,7 @@ impl crate::rpc::server::ClusterInfo for Cluster {
                             healthy: d.healthy,
                         })
                         .collect(),
+                    admin: p.beat.admin.clone(),
                 },
                 None => MemberRow {
                     id: m.name.clone(),
@@ -73,6 +75,7 @@ impl crate::rpc::server::ClusterInfo for Cluster {
                     role: role(&m.name).into(),
                     last_heartbeat: 0,
                     disks: Vec::new(),
+                    admin: Default::default(),
                 },
             };
             rows.push(row);
@@ -86,6 +89,7 @@ impl crate::rpc::server::ClusterInfo for Cluster {
                 role: "joining".into(),
                 last_heartbeat: crate::meta::Timestamp::now().0,
                 disks: self.local.disks().unwrap_or_default(),
+                admin: self.heartbeats.own_admin(),
             });
         }
         rows

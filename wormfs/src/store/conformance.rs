@@ -1,4 +1,19 @@
-//! One conformance suite for every [`ChunkStore`], run on the disk and the memory store.
+//! One conformance suite for every [`ChunkStore`]: the disk store, the memory store and
+//! the cluster store pass it, and a store of your own can run it too (feature
+//! `conformance`):
+//!
+//! ```ignore
+//! use wormfs::store::conformance::{run, Subject};
+//! let store = MyStore::new(/* four disks or more */);
+//! run(&Subject {
+//!     store: &store,
+//!     disks: store.disk_ids(),
+//!     corrupt: &|disk, addr| store.flip_a_byte(disk, addr),
+//! });
+//! ```
+//!
+//! [`run`] panics, naming the broken expectation, at the first check the store fails:
+//! call it from a `#[test]`.
 
 use super::*;
 use crate::chunk::ChunkFile;
@@ -6,10 +21,22 @@ use crate::ids::{ChunkKey, DiskId, FileId};
 use crate::stripe::ErasureCodec;
 
 /// A store under test, its disks, and a way to rot one of its chunks.
-pub(crate) struct Subject<'a> {
+pub struct Subject<'a> {
+    /// The store.
     pub store: &'a dyn ChunkStore,
+    /// Its disks (at least three: a stripe's chunks go to distinct disks).
     pub disks: Vec<DiskId>,
+    /// Damages the stored chunk at an address on a disk (flips a byte of its data), so
+    /// that the suite can check the store notices.
     pub corrupt: &'a dyn Fn(&DiskId, &ChunkAddr),
+}
+
+impl std::fmt::Debug for Subject<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subject")
+            .field("disks", &self.disks)
+            .finish()
+    }
 }
 
 fn chunks_of(file: u64, stripe: u64, data: &[u8]) -> Vec<ChunkFile> {
@@ -45,7 +72,10 @@ fn addr(path: &str, c: &ChunkFile) -> ChunkAddr {
     }
 }
 
-pub(crate) fn run(s: &Subject<'_>) {
+/// Runs every check on `s`: put, read, check and delete; byte ranges; missing chunks and
+/// unknown disks; renames and scans; damage detected; concurrent puts; space reported.
+/// Panics at the first failure.
+pub fn run(s: &Subject<'_>) {
     put_read_check_delete(s);
     ranges_read_exactly_what_was_asked(s);
     missing_and_unknown(s);

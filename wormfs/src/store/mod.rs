@@ -17,8 +17,8 @@ mod index;
 mod lock;
 mod memory;
 
-#[cfg(test)]
-pub(crate) mod conformance;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 
 pub use chunk_file::{
     read_chunk_file_into, read_chunk_file_range, read_chunk_file_whole, WholeChunk,

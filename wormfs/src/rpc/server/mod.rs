@@ -22,6 +22,7 @@ pub struct WormFsService {
     cluster: Option<Arc<dyn ClusterInfo>>,
     locks: Option<Arc<crate::locks::LockService>>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    admin: AdminEndpoint,
 }
 
 /// One node as `GetClusterStatus` reports it.
@@ -39,6 +40,18 @@ pub struct MemberRow {
     pub last_heartbeat: i64,
     /// Its disks.
     pub disks: Vec<crate::store::DiskStatus>,
+    /// Its admin listener's URL and certificate fingerprint (empty when unknown).
+    pub admin: AdminEndpoint,
+}
+
+/// Where a node's admin listener is: its URL, and its certificate's SHA-256 fingerprint
+/// when it speaks HTTPS. Empty strings when it has none.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AdminEndpoint {
+    /// E.g. `https://10.0.0.1:7170/`.
+    pub url: String,
+    /// E.g. `AB:CD:...` (32 pairs), empty for plain HTTP.
+    pub fingerprint: String,
 }
 
 /// What the status call needs from the cluster, when the node is part of one.
@@ -69,7 +82,15 @@ impl WormFsService {
             cluster: None,
             locks: None,
             metrics: None,
+            admin: AdminEndpoint::default(),
         }
+    }
+
+    /// Reports this node's admin listener in `GetClusterStatus` (a node on its own; in a
+    /// cluster the heartbeats carry it).
+    pub fn with_admin(mut self, admin: AdminEndpoint) -> WormFsService {
+        self.admin = admin;
+        self
     }
 
     /// Counts the stripe bytes read and written for clients in `metrics`.

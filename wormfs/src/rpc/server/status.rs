@@ -27,6 +27,7 @@ impl WormFsService {
                     role: "master".into(),
                     last_heartbeat: Timestamp::now().0,
                     disks,
+                    admin: self.admin.clone(),
                 };
                 (vec![row], fs.node().to_string(), 0)
             }
@@ -40,6 +41,8 @@ impl WormFsService {
                 role: r.role,
                 last_heartbeat: r.last_heartbeat,
                 disks: r.disks.iter().map(disk_status).collect(),
+                admin_url: r.admin.url,
+                admin_fingerprint: r.admin.fingerprint,
             })
             .collect();
         Ok(Response::new(proto::ClusterStatusReply {
