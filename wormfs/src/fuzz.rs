@@ -209,6 +209,8 @@ pub fn run(
     corpus.len() as u64 + iterations
 }
 
+debug_by_name!(Mutator);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,6 +41,21 @@
 //! # }
 //! ```
 #![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
+
+/// `Debug` for types whose fields are handles (stores, connections, tasks, trait objects):
+/// their name, which is what a log line or a test failure can use of them.
+macro_rules! debug_by_name {
+    ($($t:ident),+ $(,)?) => {
+        $(
+            impl std::fmt::Debug for $t {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str(stringify!($t))
+                }
+            }
+        )+
+    };
+}
 
 #[cfg(feature = "node")]
 pub mod admin;

@@ -486,3 +486,5 @@ impl LocalArchive {
         Ok(out)
     }
 }
+
+debug_by_name!(LocalArchive);

@@ -170,7 +170,7 @@ impl Contact {
 }
 
 /// A pre-vote request.
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct PreVote {
     /// The candidate's Raft id.
     pub candidate: RaftNodeId,
@@ -187,7 +187,7 @@ pub struct PreVote {
 }
 
 /// A pre-vote answer.
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct PreVoteAnswer {
     /// Whether this node would vote.
     pub granted: bool,

@@ -239,6 +239,8 @@ fn log_liveness(heard: &Heartbeats, online: &mut HashMap<NodeId, bool>) {
     }
 }
 
+debug_by_name!(Heartbeats);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -117,3 +117,5 @@ impl Cluster {
         );
     }
 }
+
+debug_by_name!(ClusterLocks);

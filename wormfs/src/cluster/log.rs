@@ -138,3 +138,5 @@ pub(super) fn serve_submit(transport: &dyn Transport, raft: Raft, write_timeout:
         }
     });
 }
+
+debug_by_name!(RaftLog);

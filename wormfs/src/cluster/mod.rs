@@ -26,6 +26,9 @@ mod log;
 mod membership;
 mod network;
 mod store;
+
+debug_by_name!(Cluster, ClusterNet);
+
 #[cfg(test)]
 mod tests;
 

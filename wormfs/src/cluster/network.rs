@@ -285,3 +285,5 @@ pub fn serve_raft(transport: &dyn Transport, raft: Raft, contact: Arc<Contact>, 
 pub fn applied(raft: &Raft) -> u64 {
     raft.metrics().borrow().last_applied.map_or(0, |l| l.index)
 }
+
+debug_by_name!(RaftNet, RaftPeer);

@@ -393,3 +393,5 @@ impl ChunkStore for ClusterStore {
         }
     }
 }
+
+debug_by_name!(ClusterStore);

@@ -335,3 +335,5 @@ impl Worker for GarbageWorker {
         })
     }
 }
+
+debug_by_name!(GarbageWorker);

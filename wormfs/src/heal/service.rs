@@ -316,3 +316,5 @@ async fn supervise(
         }
     }
 }
+
+debug_by_name!(HealContext, HealService);

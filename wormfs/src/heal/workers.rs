@@ -568,3 +568,5 @@ impl Worker for RepairWorker {
         Ok(Step::Idle)
     }
 }
+
+debug_by_name!(RepairWorker, ScrubWorker);

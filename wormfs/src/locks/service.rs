@@ -103,6 +103,7 @@ pub trait LockAuthority: Send + Sync {
 }
 
 /// The authority of a node on its own: always the master.
+#[derive(Debug)]
 pub struct SoloAuthority;
 
 #[async_trait]
@@ -355,3 +356,5 @@ impl crate::heal::OpenFiles for LockService {
         LockService::is_open(self, ino).await
     }
 }
+
+debug_by_name!(LockService);

@@ -47,6 +47,8 @@ mod local {
     use crate::meta::MetaStore;
     use std::sync::{Arc, Mutex};
 
+    debug_by_name!(LocalLog);
+
     /// The single-node log: ops are numbered by a counter and applied to one SQLite store.
     pub struct LocalLog {
         store: Arc<MetaStore>,

@@ -21,7 +21,9 @@ mod restore;
 mod schema;
 #[cfg(feature = "local")]
 mod sqlite;
+#[cfg(feature = "local")]
 mod tokens;
+#[cfg(feature = "local")]
 pub use tokens::TokenRecord;
 mod types;
 #[cfg(feature = "local")]

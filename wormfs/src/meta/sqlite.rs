@@ -828,3 +828,5 @@ pub(crate) fn path_of(conn: &Connection, ino: FileId) -> Result<Option<String>, 
     parts.reverse();
     Ok(Some(format!("/{}", parts.join("/"))))
 }
+
+debug_by_name!(MetaStore);

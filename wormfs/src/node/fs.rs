@@ -549,3 +549,5 @@ impl NodeFs {
         })
     }
 }
+
+debug_by_name!(NodeFs);

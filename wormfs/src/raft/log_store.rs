@@ -384,3 +384,5 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
         .map_err(|e| e.into_storage(ErrorSubject::Log(log_id), ErrorVerb::Delete))
     }
 }
+
+debug_by_name!(SqliteLogStore);

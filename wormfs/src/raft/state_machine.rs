@@ -544,3 +544,5 @@ impl SqliteStateMachine {
         Ok(path)
     }
 }
+
+debug_by_name!(SqliteSnapshotBuilder, SqliteStateMachine);

@@ -124,6 +124,14 @@ mod server {
         fn behind(&self) -> Option<String>;
     }
 
+    debug_by_name!(FreshLayer);
+
+    impl<S> std::fmt::Debug for Fresh<S> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Fresh")
+        }
+    }
+
     /// The server layer of session consistency: refuses a call the node is not fresh enough
     /// for, and puts [`APPLIED_HEADER`] on every answer.
     #[derive(Clone)]

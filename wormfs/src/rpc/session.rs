@@ -176,3 +176,5 @@ impl tonic::service::Interceptor for Authenticator {
         Ok(r)
     }
 }
+
+debug_by_name!(Authenticator, Users);

@@ -135,6 +135,8 @@ mod server {
     use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
     use tokio::net::TcpListener;
 
+    debug_by_name!(PskAcceptor, SessionStream);
+
     /// Where the node finds a user's key during a handshake.
     pub trait KeyLookup: Send + Sync + 'static {
         /// The key of the user named `name`, if there is such a user.

@@ -593,6 +593,8 @@ impl ChunkStore for DiskChunkStore {
     }
 }
 
+debug_by_name!(DiskChunkStore);
+
 #[cfg(test)]
 mod tests {
     use super::*;

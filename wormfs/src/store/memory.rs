@@ -304,3 +304,5 @@ impl ChunkStore for MemoryChunkStore {
         })
     }
 }
+
+debug_by_name!(MemoryChunkStore);

@@ -235,6 +235,8 @@ async fn publish(
     }
 }
 
+debug_by_name!(WorkerHost);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -186,6 +186,8 @@ fn parse_peer(s: &str) -> Result<PeerId, P2pError> {
     PeerId::from_str(s).map_err(|e| P2pError::PeerBook(format!("bad peer id `{s}`: {e}")))
 }
 
+debug_by_name!(PeerBook);
+
 #[cfg(test)]
 mod tests {
     use super::*;

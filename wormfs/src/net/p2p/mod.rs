@@ -725,6 +725,8 @@ impl Transport for P2pTransport {
     }
 }
 
+debug_by_name!(P2pConfig, P2pTransport);
+
 #[cfg(test)]
 mod tests;
 

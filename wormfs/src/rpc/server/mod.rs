@@ -828,3 +828,5 @@ fn request_id_of<T>(r: &Request<T>) -> Result<Option<String>, Status> {
         )),
     }
 }
+
+debug_by_name!(WormFsService);
