@@ -319,8 +319,7 @@ async fn a_busy_port_is_named_with_its_cause() {
     let store = Arc::new(MemoryChunkStore::new(&[(DiskId("d0".into()), 1 << 30)]));
     let err = P2pTransport::start(config("busy", None, addr, book, store))
         .await
-        .err()
-        .expect("a second listener on a bound port");
+        .expect_err("a second listener on a bound port");
     let text = err.to_string();
     assert!(
         text.contains(&addr.to_string()) && text.to_lowercase().contains("in use"),
