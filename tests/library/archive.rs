@@ -338,8 +338,7 @@ fn a_second_archive_on_the_same_directories_is_refused() {
     let s = setup(3);
     let a = s.open(small_policy(2, 1));
     let err = LocalArchive::open(s.dir.path().join("meta"), &s.disks, small_policy(2, 1))
-        .err()
-        .expect("a second archive must be refused");
+        .expect_err("a second archive must be refused");
     assert!(
         err.to_string().contains("in use by another WormFS process"),
         "{err}"
