@@ -25,6 +25,7 @@ pub const META_FILE_NAME: &str = "meta.sqlite";
 
 /// Why an archive operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ArchiveError {
     /// The path is not absolute or not normalizable.
     #[error("bad path: {0}")]

@@ -2,6 +2,7 @@
 
 /// A chunk file that cannot be trusted, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ChunkFormatError {
     /// Fewer bytes than the smallest possible header.
     #[error("chunk is {len} bytes, shorter than the {min}-byte minimum header")]

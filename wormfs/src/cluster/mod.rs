@@ -84,6 +84,7 @@ pub struct ClusterSettings {
 
 /// Why the cluster part of a node could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClusterError {
     /// The network.
     #[error(transparent)]

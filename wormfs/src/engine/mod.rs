@@ -18,6 +18,7 @@ use crate::stripe::CodecError;
 
 /// Why a stripe could not be written or read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EngineError {
     /// Not enough disks to place the stripe.
     #[error(transparent)]

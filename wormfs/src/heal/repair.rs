@@ -18,6 +18,7 @@ use crate::stripe::ErasureCodec;
 
 /// Why a stripe could not be repaired (it stays as it was).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RepairError {
     /// Fewer than `k` chunks could be read.
     #[error(transparent)]

@@ -11,6 +11,7 @@ use async_trait::async_trait;
 /// Why an op could not be put through the log (it may or may not have been applied when
 /// the error is [`LogError::Unavailable`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum LogError {
     /// This node cannot order writes; the leader is named when known.
     #[error("this node is not the metadata master{}", .leader.as_ref().map(|l| format!("; the master is {l}")).unwrap_or_default())]

@@ -16,6 +16,7 @@ use std::sync::{Mutex, MutexGuard};
 
 /// A metadata store failure (not a refusal): the store cannot be trusted to go on.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MetaError {
     /// SQLite failed.
     #[error("metadata database: {action}: {source}")]

@@ -28,6 +28,7 @@ pub type RequestHandler = Arc<dyn Fn(NodeId, Vec<u8>) -> HandlerFuture + Send + 
 
 /// Why a call to a peer failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum TransportError {
     /// The peer could not be reached (down, partitioned, refused); the call may be retried
     /// elsewhere.

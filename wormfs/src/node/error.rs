@@ -8,6 +8,7 @@ use crate::store::StoreError;
 
 /// Why a file-system operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FsError {
     /// The metadata refused the change (not found, exists, not empty, …).
     #[error(transparent)]

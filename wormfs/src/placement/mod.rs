@@ -56,6 +56,7 @@ pub struct DiskRef {
 
 /// A stripe that cannot be placed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PlacementError {
     /// Fewer usable disks than chunks in the stripe.
     #[error(

@@ -30,6 +30,7 @@ pub struct StoragePolicy {
 
 /// A policy that is not valid, or a policy name that does not resolve, with the field named.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PolicyError {
     /// A field holds a value no policy may have.
     #[error("`{field}`: {reason}")]

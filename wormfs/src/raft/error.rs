@@ -8,6 +8,7 @@ use std::path::PathBuf;
 /// A Raft storage failure. Any of them stops the Raft node: a domain refusal of an op is a
 /// reply of the state machine, never one of these.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RaftStoreError {
     /// The Raft log database failed.
     #[error("raft log database: {action}: {source}")]

@@ -83,6 +83,7 @@ fn chunk_readers() -> &'static ChunkReaders {
 
 /// Why a stripe could not be read from its chunk files.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LocalReadError {
     /// The node runs on another machine (or either side has no boot id).
     #[error("the node runs on another machine")]

@@ -99,6 +99,7 @@ pub struct StoredChunk {
 
 /// Why a chunk store operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The store has no disk with this id.
     #[error("no disk `{0}` on this node")]

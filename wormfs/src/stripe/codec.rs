@@ -16,6 +16,7 @@ const SEGMENT: usize = 32 * 1024;
 
 /// Why a stripe could not be coded or rebuilt.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CodecError {
     /// `k`/`m` out of range.
     #[error(

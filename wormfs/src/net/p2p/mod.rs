@@ -46,6 +46,7 @@ use wire::{Wire, WireCodec, WireRequest, WireResponse, CHUNK_V1, CHUNK_V2, RPC_V
 
 /// Why the transport could not start or be configured.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum P2pError {
     /// The node's key file cannot be used.
     #[error("node identity `{}`: {reason}", path.display())]
