@@ -253,20 +253,23 @@ pub async fn run(
     if let Some(c) = &cluster {
         c.heartbeats.set_own_admin(admin_endpoint.clone());
     }
+    let mut service = WormFsService::new(fs.clone(), addr.to_string())
+        .with_locks(locks.clone())
+        .with_metrics(metrics.clone())
+        .with_admin(admin_endpoint);
+    if let Some(c) = &cluster {
+        c.serve_locks(locks);
+        service = service.with_cluster(c.clone());
+    }
+    // the REST API answers through the same service as gRPC
     let admin = admin_listener.map(|(l, _)| {
-        let mut service = WormFsService::new(fs.clone(), addr.to_string())
-            .with_locks(locks.clone())
-            .with_admin(admin_endpoint.clone());
-        if let Some(c) = &cluster {
-            service = service.with_cluster(c.clone());
-        }
         let state = wormfs::admin::AdminState {
             metrics: metrics.clone(),
             fs: fs.clone(),
             cluster: cluster
                 .clone()
                 .map(|c| c as Arc<dyn wormfs::rpc::server::ClusterInfo>),
-            service: Arc::new(service),
+            service: Arc::new(service.clone()),
         };
         // bearer tokens never cross a network in the clear: the API over HTTPS, or on
         // loopback
@@ -283,14 +286,6 @@ pub async fn run(
             admin_tls.clone(),
         ))
     });
-    let mut service = WormFsService::new(fs.clone(), addr.to_string())
-        .with_locks(locks.clone())
-        .with_metrics(metrics.clone())
-        .with_admin(admin_endpoint);
-    if let Some(c) = &cluster {
-        c.serve_locks(locks);
-        service = service.with_cluster(c.clone());
-    }
     let service = service.into_server(users.clone());
     // A node whose Raft stopped by itself stops too (drained, as on SIGTERM) and exits with
     // an error, so that a supervisor restarts it, instead of going on without a metadata log.

@@ -15,7 +15,8 @@ use tonic::{Request, Response, Status, Streaming};
 mod status;
 mod stripes;
 
-/// The gRPC service over one node's file system.
+/// The gRPC service over one node's file system. Cheap to clone: its parts are shared.
+#[derive(Clone)]
 pub struct WormFsService {
     fs: Arc<NodeFs>,
     address: String,
