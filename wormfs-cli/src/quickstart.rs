@@ -425,15 +425,7 @@ fn print_ui(
                     .map_or(0, |d| d.as_secs())
             );
             let token = client.create_token(&name).await?;
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)?;
-            writeln!(f, "{token}")?;
-            f.sync_all()?;
+            wormfs::rpc::token::write_token_file(&path, &token)?;
             anyhow::Ok(())
         });
         if let Err(e) = made {

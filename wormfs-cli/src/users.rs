@@ -234,16 +234,7 @@ pub async fn token_create(
         .with_context(|| format!("make token `{name}`"))?;
     match &out {
         Some(p) => {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(p)
-                .with_context(|| format!("write `{}`", p.display()))?;
-            writeln!(f, "{token}").with_context(|| format!("write `{}`", p.display()))?;
-            f.sync_all()
+            wormfs::rpc::token::write_token_file(p, &token)
                 .with_context(|| format!("write `{}`", p.display()))?;
             if as_json {
                 out!(

@@ -16,6 +16,20 @@ pub fn token_hash(token: &str) -> String {
     hex(&openssl::sha::sha256(token.as_bytes()))
 }
 
+/// Writes `token` to a new file at `path`, readable by its owner only (mode 0600), and
+/// syncs it. An existing file is an error: a token is never written over another.
+pub fn write_token_file(path: &std::path::Path, token: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    writeln!(f, "{token}")?;
+    f.sync_all()
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
