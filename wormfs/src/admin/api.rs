@@ -264,6 +264,59 @@ pub fn router() -> Router<AdminState> {
 
 type Answer<T> = Result<Json<T>, ApiError>;
 
+/// A JSON body, or the reason it is not one: a 400 `invalid` in the API's error shape.
+type Body<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
+
+fn body<T>(b: Body<T>) -> Result<T, ApiError> {
+    b.map(|Json(t)| t)
+        .map_err(|e| ApiError::invalid(e.body_text()))
+}
+
+/// Query parameters, or the reason they are not valid: a 400 `invalid`, as for bodies.
+type Params<T> = Result<Query<T>, QueryRejection>;
+
+fn query<T>(q: Params<T>) -> Result<T, ApiError> {
+    q.map(|Query(t)| t)
+        .map_err(|e| ApiError::invalid(e.body_text()))
+}
+
+/// Refuses, with a 404 naming it, a node or disk the cluster does not have.
+async fn check_known(
+    s: &AdminState,
+    a: &Admin,
+    nodes: &[String],
+    disks: &[String],
+) -> Result<(), ApiError> {
+    let known = s
+        .service
+        .get_cluster_status(call(a, proto::Empty {}))
+        .await?
+        .into_inner();
+    let missing = |what: &str, name: &str| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no {what} `{name}` in the cluster"),
+        )
+    };
+    if let Some(n) = nodes
+        .iter()
+        .find(|n| !known.nodes.iter().any(|k| &k.id == *n))
+    {
+        return Err(missing("node", n));
+    }
+    if let Some(d) = disks.iter().find(|d| {
+        !known
+            .nodes
+            .iter()
+            .flat_map(|k| &k.disks)
+            .any(|k| &k.id == *d)
+    }) {
+        return Err(missing("disk", d));
+    }
+    Ok(())
+}
+
 /// The cluster: its members and their disks, the master, the term, the last applied
 /// metadata entry, the policies, and the files and bytes stored.
 #[utoipa::path(get, path = "/api/v1/cluster", tag = "cluster",
@@ -309,9 +362,9 @@ async fn policies(State(s): State<AdminState>, a: Admin) -> Answer<PoliciesReply
 async fn policy_of(
     State(s): State<AdminState>,
     a: Admin,
-    q: Result<Query<PathQuery>, QueryRejection>,
+    q: Params<PathQuery>,
 ) -> Answer<proto::PolicyReply> {
-    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let q = query(q)?;
     let r = s
         .service
         .get_storage_policy(call(&a, proto::PathRequest { path: q.path }))
@@ -326,9 +379,9 @@ async fn policy_of(
 async fn file_layout(
     State(s): State<AdminState>,
     a: Admin,
-    q: Result<Query<PathQuery>, QueryRejection>,
+    q: Params<PathQuery>,
 ) -> Answer<proto::FileLayoutReply> {
-    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let q = query(q)?;
     let r = s
         .service
         .get_file_layout(call(&a, proto::PathRequest { path: q.path }))
@@ -342,9 +395,9 @@ async fn file_layout(
 async fn at_risk(
     State(s): State<AdminState>,
     a: Admin,
-    q: Result<Query<RiskQuery>, QueryRejection>,
+    q: Params<RiskQuery>,
 ) -> Answer<proto::RiskReply> {
-    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let q = query(q)?;
     let req = proto::RiskRequest {
         nodes: Vec::new(),
         disks: Vec::new(),
@@ -362,38 +415,10 @@ async fn at_risk(
 async fn what_if(
     State(s): State<AdminState>,
     a: Admin,
-    body: Result<Json<proto::RiskRequest>, axum::extract::rejection::JsonRejection>,
+    b: Body<proto::RiskRequest>,
 ) -> Answer<proto::RiskReply> {
-    let Json(req) = body.map_err(|e| ApiError::invalid(e.body_text()))?;
-    let known = s
-        .service
-        .get_cluster_status(call(&a, proto::Empty {}))
-        .await?
-        .into_inner();
-    if let Some(n) = req
-        .nodes
-        .iter()
-        .find(|n| !known.nodes.iter().any(|k| &k.id == *n))
-    {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no node `{n}` in the cluster"),
-        ));
-    }
-    if let Some(d) = req.disks.iter().find(|d| {
-        !known
-            .nodes
-            .iter()
-            .flat_map(|k| &k.disks)
-            .any(|k| &k.id == *d)
-    }) {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no disk `{d}` in the cluster"),
-        ));
-    }
+    let req = body(b)?;
+    check_known(&s, &a, &req.nodes, &req.disks).await?;
     Ok(Json(s.service.get_risk(call(&a, req)).await?.into_inner()))
 }
 
@@ -416,9 +441,9 @@ async fn control_worker(
     State(s): State<AdminState>,
     a: Admin,
     Path(name): Path<String>,
-    body: Result<Json<WorkerControl>, axum::extract::rejection::JsonRejection>,
+    b: Body<WorkerControl>,
 ) -> Answer<proto::WorkersReply> {
-    let Json(c) = body.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let c = body(b)?;
     let req = proto::WorkerRequest {
         name,
         action: c.action,
@@ -440,9 +465,9 @@ async fn control_worker(
 async fn disk_command(
     State(s): State<AdminState>,
     a: Admin,
-    body: Result<Json<proto::DiskRequest>, axum::extract::rejection::JsonRejection>,
+    b: Body<proto::DiskRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let req = body(b)?;
     s.service.disk_command(call(&a, req)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -471,13 +496,6 @@ async fn tokens(State(s): State<AdminState>, a: Admin) -> Answer<proto::TokensRe
     ))
 }
 
-type Body<T> = Result<Json<T>, axum::extract::rejection::JsonRejection>;
-
-fn body<T>(b: Body<T>) -> Result<T, ApiError> {
-    b.map(|Json(t)| t)
-        .map_err(|e| ApiError::invalid(e.body_text()))
-}
-
 /// Adds a node to the cluster as a voter, by its node-to-node address (and peer ID, or
 /// trusting the first it presents).
 #[utoipa::path(post, path = "/api/v1/nodes", tag = "cluster",
@@ -503,20 +521,10 @@ pub struct Confirm {
 
 /// What removing node `id` would cost: the files it would leave at risk or unreadable.
 async fn preview(s: &AdminState, a: &Admin, id: &str) -> Result<proto::RiskReply, ApiError> {
-    let known = s
-        .service
-        .get_cluster_status(call(a, proto::Empty {}))
-        .await?
-        .into_inner();
-    if !known.nodes.iter().any(|n| n.id == id) {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no node `{id}` in the cluster"),
-        ));
-    }
+    let nodes = vec![id.to_owned()];
+    check_known(s, a, &nodes, &[]).await?;
     let req = proto::RiskRequest {
-        nodes: vec![id.to_owned()],
+        nodes,
         disks: Vec::new(),
         max_margin: 0,
         limit: 0,
@@ -548,9 +556,9 @@ async fn remove_node(
     State(s): State<AdminState>,
     a: Admin,
     Path(id): Path<String>,
-    q: Result<Query<Confirm>, QueryRejection>,
+    q: Params<Confirm>,
 ) -> Result<StatusCode, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let q = query(q)?;
     let cost = preview(&s, &a, &id).await?;
     if !q.confirm {
         return Err(ApiError::invalid(format!(
@@ -731,9 +739,9 @@ pub struct ListQuery {
 async fn list_dir(
     State(s): State<AdminState>,
     a: Admin,
-    q: Result<Query<ListQuery>, QueryRejection>,
+    q: Params<ListQuery>,
 ) -> Answer<proto::ReadDirReply> {
-    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let q = query(q)?;
     let attr =
         s.fs.attr_at(&q.path)
             .map_err(|e| ApiError::from(crate::rpc::status_with_errno(e.errno(), e.to_string())))?;
