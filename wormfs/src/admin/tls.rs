@@ -97,30 +97,12 @@ pub fn load_or_create(
 fn make_self_signed(cert: &Path, key: &Path, names: &[String]) -> Result<(), String> {
     let made = rcgen::generate_simple_self_signed(names.to_vec())
         .map_err(|e| format!("make a certificate for {names:?}: {e}"))?;
-    write_new(key, made.key_pair.serialize_pem().as_bytes(), 0o600)?;
-    write_new(cert, made.cert.pem().as_bytes(), 0o644)
-}
-
-/// Writes `bytes` to `path` with `mode`, through a synced temporary file renamed over it.
-fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("pem.tmp");
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("write `{}`: {e}", path.display())
-    })
+    let write = |path: &Path, text: String, mode| {
+        crate::rpc::nodes::write_atomic_mode(path, text.as_bytes(), mode)
+            .map_err(|e| format!("write `{}`: {e}", path.display()))
+    };
+    write(key, made.key_pair.serialize_pem(), 0o600)?;
+    write(cert, made.cert.pem(), 0o644)
 }
 
 #[cfg(test)]
