@@ -738,14 +738,7 @@ fn quickstart_runs_a_cluster_that_wormfs_finds_through_the_client_config() {
         0o600
     );
     // `wormfs status` without --node finds the cluster through client.toml
-    let out = Command::new(BIN)
-        .args(["status", "--json"])
-        .env_remove("WORMFS_NODE")
-        .env_remove("WORMFS_IDENTITY")
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .env("XDG_CACHE_HOME", home.join("cache"))
-        .output()
-        .unwrap();
+    let out = cli_in(&home, &["status", "--json"]);
     assert!(
         out.status.success(),
         "{}",
@@ -759,14 +752,7 @@ fn quickstart_runs_a_cluster_that_wormfs_finds_through_the_client_config() {
         "every node's admin URL in the status",
         Duration::from_secs(20),
         || {
-            let out = Command::new(BIN)
-                .args(["status", "--json"])
-                .env_remove("WORMFS_NODE")
-                .env_remove("WORMFS_IDENTITY")
-                .env("XDG_CONFIG_HOME", home.join("config"))
-                .env("XDG_CACHE_HOME", home.join("cache"))
-                .output()
-                .ok()?;
+            let out = cli_in(&home, &["status", "--json"]);
             let s: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
             let urls: Vec<String> = s["nodes"]
                 .as_array()?
@@ -880,22 +866,7 @@ fn quickstart_runs_a_cluster_that_wormfs_finds_through_the_client_config() {
     // an admin token made through one node works on every node's REST API, and a revoked
     // one on none
     let token_file = tmp.path().join("ops.token");
-    let cli = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .args(args)
-            .env_remove("WORMFS_NODE")
-            .env_remove("WORMFS_IDENTITY")
-            .env("XDG_CONFIG_HOME", home.join("config"))
-            .env("XDG_CACHE_HOME", home.join("cache"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "wormfs {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let cli = |args: &[&str]| cli_ok(&home, args);
     let (code, _) = http_get_with(&admin(0), "/api/v1/cluster", Some(ui_token.trim()));
     assert_eq!(code, 200, "the quickstart's own token works");
     cli(&[
@@ -935,6 +906,31 @@ fn quickstart_runs_a_cluster_that_wormfs_finds_through_the_client_config() {
         .unwrap()
         .contains("stopped cleanly"));
     assert!(!is_mounted(&dir.join("mnt")));
+}
+
+/// `wormfs ARGS` for a user whose configuration is under `home` (where a quickstart wrote
+/// the client config naming its nodes and identity), with no node or identity from this
+/// process's environment.
+pub fn cli_in(home: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("WORMFS_NODE")
+        .env_remove("WORMFS_IDENTITY")
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .output()
+        .unwrap()
+}
+
+/// [`cli_in`] that must succeed: its standard output.
+pub fn cli_ok(home: &Path, args: &[&str]) -> String {
+    let out = cli_in(home, args);
+    assert!(
+        out.status.success(),
+        "wormfs {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A plain HTTP/1.1 GET: the status code and the body.

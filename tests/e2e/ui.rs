@@ -6,7 +6,7 @@
 //! Needs `chromium` (`.ci/run` installs it); `WORMFS_SKIP_BROWSER=1` skips the test on a
 //! machine without one, saying so.
 
-use super::cluster::{free_block, scopeguard};
+use super::cluster::{cli_ok, free_block, scopeguard};
 use super::fixture::{bytes, wait_for, BIN};
 use serde_json::{json, Value};
 use std::fs;
@@ -215,23 +215,8 @@ fn the_web_ui_logs_in_shows_the_cluster_and_removes_a_stopped_node_after_its_pre
             .contains("Stop with Ctrl-C")
             .then_some(())
     });
-    let cli = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .args(args)
-            .env_remove("WORMFS_NODE")
-            .env_remove("WORMFS_IDENTITY")
-            .env("XDG_CONFIG_HOME", home.join("config"))
-            .env("XDG_CACHE_HOME", home.join("cache"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "wormfs {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
-    let token = cli(&["token", "create", "ui"]);
+    let cli = |args: &[&str]| cli_ok(&home, args);
+    let token = cli(&["token", "create", "ui"]).trim().to_owned();
     fs::create_dir(dir.join("mnt/media")).unwrap();
     let data = bytes(3 << 20, 8);
     let mut f = fs::File::create(dir.join("mnt/media/film.bin")).unwrap();
