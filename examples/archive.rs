@@ -45,24 +45,25 @@ fn main() -> Result<(), Box<dyn Error>> {
 
     let chunks = archive.chunk_files("/videos/holiday.mkv")?;
     for c in chunks.iter().filter(|c| c.stripe == 1) {
+        let path = c
+            .path
+            .as_ref()
+            .ok_or("the disk store keeps chunks as files")?;
         println!(
             "  stripe 1 chunk {} on {}: {}",
             c.index,
             c.disk,
-            c.path.display()
+            path.display()
         );
     }
     let victims: Vec<_> = chunks
         .iter()
         .filter(|c| c.stripe == 1 && (c.index == 0 || c.index == 3))
+        .filter_map(|c| Some((c.index, c.path.as_ref()?)))
         .collect();
-    for v in &victims {
-        std::fs::remove_file(&v.path)?;
-        println!(
-            "deleted chunk {} of stripe 1 ({})",
-            v.index,
-            v.path.display()
-        );
+    for (index, path) in &victims {
+        std::fs::remove_file(path)?;
+        println!("deleted chunk {index} of stripe 1 ({})", path.display());
     }
 
     let back = archive.read_to_vec("/videos/holiday.mkv")?;

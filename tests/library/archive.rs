@@ -79,6 +79,11 @@ fn files_of_many_sizes_round_trip() {
         let stripes = a.meta().stripes(attr.ino).unwrap();
         assert_eq!(stripes.len(), len.div_ceil(stripe), "{len}");
         for st in &stripes {
+            if st.len <= 4096 {
+                // as a node does: a stripe within `inline_max` stays in the metadata
+                assert!(st.chunks.is_empty() && st.inline.is_some(), "{len}: {st:?}");
+                continue;
+            }
             let disks: std::collections::BTreeSet<_> = st.chunks.iter().map(|c| &c.disk).collect();
             assert_eq!(disks.len(), 6, "one chunk per disk");
         }
@@ -97,7 +102,7 @@ fn files_of_many_sizes_round_trip() {
 fn losing_m_chunks_reads_exact_losing_more_names_the_stripe() {
     let s = setup(6);
     let a = s.open(small_policy(4, 2));
-    let data = bytes(3 * 4 * 4096 + 500, 7);
+    let data = bytes(3 * 4 * 4096 + 5000, 7);
     a.write_file("/f", &data[..]).unwrap();
     let chunks = a.chunk_files("/f").unwrap();
     assert_eq!(chunks.len(), 4 * 6);
@@ -105,9 +110,10 @@ fn losing_m_chunks_reads_exact_losing_more_names_the_stripe() {
 
     // lose a data chunk and a parity chunk of stripe 1, a data chunk of stripe 3
     for c in of_stripe(1).filter(|c| c.index == 0 || c.index == 5) {
-        std::fs::remove_file(&c.path).unwrap();
+        std::fs::remove_file(c.path.as_ref().unwrap()).unwrap();
     }
-    std::fs::remove_file(&of_stripe(3).find(|c| c.index == 2).unwrap().path).unwrap();
+    let path = of_stripe(3).find(|c| c.index == 2).unwrap().path.clone();
+    std::fs::remove_file(path.unwrap()).unwrap();
     assert_eq!(a.read_to_vec("/f").unwrap(), data);
     let ino = a.stat("/f").unwrap().ino;
     let states: Vec<_> = a
@@ -127,7 +133,7 @@ fn losing_m_chunks_reads_exact_losing_more_names_the_stripe() {
 
     // a third loss in stripe 1 is one too many
     for c in of_stripe(1).filter(|c| c.index == 1) {
-        std::fs::remove_file(&c.path).unwrap();
+        std::fs::remove_file(c.path.as_ref().unwrap()).unwrap();
     }
     match a.read_to_vec("/f") {
         Err(ArchiveError::Engine(
@@ -157,10 +163,11 @@ fn corrupt_chunks_are_detected_and_decoded_around() {
         .into_iter()
         .find(|c| c.stripe == 0 && c.index == 1)
         .unwrap();
-    let mut raw = std::fs::read(&victim.path).unwrap();
+    let victim = victim.path.unwrap();
+    let mut raw = std::fs::read(&victim).unwrap();
     let last = raw.len() - 10;
     raw[last] ^= 0xff; // bit rot in the data
-    std::fs::write(&victim.path, raw).unwrap();
+    std::fs::write(&victim, raw).unwrap();
     assert_eq!(a.read_to_vec("/c").unwrap(), data);
     let ino = a.stat("/c").unwrap().ino;
     assert_eq!(
@@ -179,7 +186,7 @@ fn rewrite_replaces_atomically_and_frees_old_chunks() {
     a.write_file("/r", &new[..]).unwrap();
     assert_eq!(a.read_to_vec("/r").unwrap(), new);
     assert!(
-        old.iter().all(|c| !c.path.exists()),
+        old.iter().all(|c| !c.path.as_ref().unwrap().exists()),
         "old chunk files are deleted"
     );
     assert_eq!(a.list("/").unwrap().len(), 1);
@@ -245,7 +252,8 @@ fn directory_policies_apply_to_new_files() {
 fn too_few_disks_is_a_clear_error() {
     let s = setup(2);
     let a = s.open(PolicySet::defaults());
-    let err = a.write_file("/x", &b"abc"[..]).unwrap_err();
+    // bigger than `inline_max`, so it needs chunks
+    let err = a.write_file("/x", &bytes(10_000, 1)[..]).unwrap_err();
     let text = err.to_string();
     assert!(
         text.contains("policy `general`")
@@ -291,7 +299,7 @@ fn deletes_remove_chunks_and_refuse_non_empty_directories() {
     let err = a.delete("/d").unwrap_err();
     assert_eq!(err.errno(), 39, "{err}");
     a.delete("/d/x").unwrap();
-    assert!(chunks.iter().all(|c| !c.path.exists()));
+    assert!(chunks.iter().all(|c| !c.path.as_ref().unwrap().exists()));
     a.delete("/d").unwrap();
     assert!(a.list("/").unwrap().is_empty());
     assert_eq!(a.delete("/d").unwrap_err().errno(), 2);
@@ -386,4 +394,71 @@ fn the_temporary_file_of_a_write_cut_short_is_removed_at_the_next_open() {
         .map(|e| e.name)
         .collect();
     assert_eq!(names, vec!["kept".to_owned()]);
+}
+
+#[test]
+fn small_files_stay_in_the_metadata_and_cost_no_chunk_files() {
+    let s = setup(3);
+    let a = s.open(PolicySet::defaults());
+    let files: Vec<(String, Vec<u8>)> = (0..200)
+        .map(|i| (format!("/small/f{i}"), bytes(2048, i)))
+        .collect();
+    for (path, data) in &files {
+        a.write_file(path, &data[..]).unwrap();
+    }
+    let chunk_files: usize = s.disks.iter().map(|d| count_chunk_files(d)).sum();
+    assert_eq!(
+        chunk_files, 0,
+        "2 KiB files are kept inline, as a node does"
+    );
+    for d in &s.disks {
+        let folders = std::fs::read_dir(d)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().is_dir())
+            .count();
+        assert_eq!(folders, 0, "no chunk folder on {}", d.display());
+    }
+    // a file past `inline_max` is coded over the disks as before
+    let big = bytes(5000, 99);
+    a.write_file("/small/big", &big[..]).unwrap();
+    assert_eq!(a.chunk_files("/small/big").unwrap().len(), 3);
+    drop(a);
+    let a = s.open(PolicySet::defaults());
+    for (path, data) in &files {
+        assert_eq!(&a.read_to_vec(path).unwrap(), data, "{path}");
+    }
+    assert_eq!(a.read_to_vec("/small/big").unwrap(), big);
+}
+
+#[test]
+fn an_archive_keeps_its_chunks_in_any_chunk_store() {
+    use std::sync::Arc;
+    use wormfs::ids::DiskId;
+    use wormfs::store::MemoryChunkStore;
+    let dir = tempfile::tempdir().unwrap();
+    let err = LocalArchive::builder(dir.path().join("meta"))
+        .open()
+        .expect_err("an archive without a store");
+    assert!(matches!(err, ArchiveError::NoStore), "{err}");
+    assert!(err.to_string().contains("ArchiveBuilder::disks"), "{err}");
+
+    let disks: Vec<(DiskId, u64)> = (0..6)
+        .map(|i| (DiskId(format!("mem{i}")), 64 << 20))
+        .collect();
+    let store = Arc::new(MemoryChunkStore::new(&disks));
+    let a = LocalArchive::builder(dir.path().join("meta"))
+        .store(store.clone())
+        .policies(small_policy(4, 2))
+        .open()
+        .unwrap();
+    let data = bytes(100_000, 4);
+    a.write_file("/m/data.bin", &data[..]).unwrap();
+    let chunks = a.chunk_files("/m/data.bin").unwrap();
+    // 100,000 bytes in 16 KiB stripes: six full ones and a 1,696-byte tail kept inline
+    assert_eq!(chunks.len(), 6 * 6);
+    assert_eq!(store.chunk_count(), 6 * 6);
+    assert!(chunks.iter().all(|c| c.path.is_none()), "no files to name");
+    assert_eq!(a.read_to_vec("/m/data.bin").unwrap(), data);
+    a.delete("/m/data.bin").unwrap();
+    assert_eq!(store.chunk_count(), 0, "a delete frees the store's chunks");
 }

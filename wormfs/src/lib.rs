@@ -40,6 +40,16 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Examples (each runs in CI, `cargo run -p wormfs --example NAME`):
+//!
+//! - `archive`: a file over six directories with the `media` policy, two chunks of a
+//!   stripe deleted, the file read back identical;
+//! - `layout`: a file's policy, stripes and chunks, and what a read records about a lost
+//!   and a rotten chunk;
+//! - `custom_store` (feature `conformance`): a `ChunkStore` of your own, checked by the
+//!   conformance suite and used by the stripe engine and by an archive
+//!   ([`archive::LocalArchive::builder`]).
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 

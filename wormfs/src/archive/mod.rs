@@ -2,6 +2,12 @@
 //! directories (one per disk), with metadata in a local SQLite file. For programs that want
 //! to write archives with `cargo add wormfs` and no running node.
 //!
+//! Stripes go the node's way ([`engine::store_stripe`]): a stripe of at most the policy
+//! set's `inline_max` bytes is kept in the metadata, so small files cost no chunk files;
+//! bigger ones are coded over the disks. The chunks live in any [`ChunkStore`]: the local
+//! directories of [`LocalArchive::open`], or a store of your own through
+//! [`LocalArchive::builder`].
+//!
 //! Writes are atomic per file: a file is written under a temporary name and renamed over
 //! the target once all its stripes are durable and committed, so a reader (or a crash) sees
 //! the old file or the new one, never a mix.
@@ -12,7 +18,7 @@ use crate::meta::{
     Attr, DirEntry, FileKind, FileLayout, LocalLog, LogError, MetaError, MetaStore, MetadataOp,
     NewKind, Refusal, Timestamp,
 };
-use crate::placement::SpreadPlacement;
+use crate::placement::{PlacementPolicy, SpreadPlacement};
 use crate::policy::{normalize_path, PolicyError, PolicySet};
 use crate::store::{ChunkFolder, ChunkStore, DiskChunkStore, StoreError};
 use crate::stripe::Stripes;
@@ -56,6 +62,12 @@ pub enum ArchiveError {
     /// The chunk store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The builder was given no chunk store.
+    #[error(
+        "the archive has nowhere to keep chunks: call ArchiveBuilder::disks with its \
+         directories, or ArchiveBuilder::store with a chunk store"
+    )]
+    NoStore,
     /// The metadata store failed.
     #[error(transparent)]
     Meta(#[from] MetaError),
@@ -85,17 +97,100 @@ pub struct ChunkFileInfo {
     pub index: u16,
     /// The disk.
     pub disk: DiskId,
-    /// The chunk file.
-    pub path: PathBuf,
+    /// The chunk file, when the store keeps chunks as files on this machine
+    /// ([`ChunkStore::chunk_file`]).
+    pub path: Option<PathBuf>,
 }
+
+/// Where an archive keeps its chunks.
+enum Chunks {
+    Disks(Vec<PathBuf>),
+    Store(Arc<dyn ChunkStore>),
+}
+
+/// Opens a [`LocalArchive`] over a chunk store of your choice; see
+/// [`LocalArchive::builder`].
+pub struct ArchiveBuilder {
+    meta_dir: PathBuf,
+    chunks: Option<Chunks>,
+    policies: PolicySet,
+    placement: Arc<dyn PlacementPolicy>,
+}
+
+impl ArchiveBuilder {
+    /// Keeps chunks in these directories, one per disk (disk ids `disk0`, `disk1`, … in
+    /// this order; the disks' marker files catch a reordering). Each directory must exist
+    /// and be empty on first use.
+    pub fn disks(mut self, disks: &[PathBuf]) -> ArchiveBuilder {
+        self.chunks = Some(Chunks::Disks(disks.to_vec()));
+        self
+    }
+
+    /// Keeps chunks in `store`: any [`ChunkStore`] (a store of your own can check itself
+    /// with the conformance suite, feature `conformance`).
+    pub fn store(mut self, store: Arc<dyn ChunkStore>) -> ArchiveBuilder {
+        self.chunks = Some(Chunks::Store(store));
+        self
+    }
+
+    /// The storage policies (default: [`PolicySet::defaults`]).
+    pub fn policies(mut self, policies: PolicySet) -> ArchiveBuilder {
+        self.policies = policies;
+        self
+    }
+
+    /// How chunks are spread over the disks (default: [`SpreadPlacement`], the most free
+    /// space first, never two chunks of a stripe on one disk).
+    pub fn placement(mut self, placement: Arc<dyn PlacementPolicy>) -> ArchiveBuilder {
+        self.placement = placement;
+        self
+    }
+
+    /// Opens the archive, creating its metadata on first use, and removes the temporary
+    /// files of writes a crash cut short.
+    pub fn open(self) -> Result<LocalArchive, ArchiveError> {
+        let meta_dir = self.meta_dir.as_path();
+        let chunks = self.chunks.ok_or(ArchiveError::NoStore)?;
+        std::fs::create_dir_all(meta_dir).map_err(|source| ArchiveError::Io {
+            action: "create metadata directory",
+            source,
+        })?;
+        let lock = crate::store::DirLock::acquire(meta_dir, "archive metadata directory")?;
+        let store: Arc<dyn ChunkStore> = match chunks {
+            Chunks::Store(store) => store,
+            Chunks::Disks(disks) => {
+                let disks: Vec<(DiskId, PathBuf)> = disks
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, p)| (DiskId(format!("disk{i}")), p))
+                    .collect();
+                Arc::new(DiskChunkStore::open(&disks)?)
+            }
+        };
+        let meta = Arc::new(MetaStore::open(&meta_dir.join(META_FILE_NAME))?);
+        let log = LocalLog::new(meta)?;
+        let archive = LocalArchive {
+            node: NodeId("local".into()),
+            store,
+            log,
+            policies: self.policies,
+            placement: self.placement,
+            _lock: lock,
+        };
+        archive.remove_unfinished_writes()?;
+        Ok(archive)
+    }
+}
+
+debug_by_name!(ArchiveBuilder);
 
 /// An erasure-coded archive over local directories.
 pub struct LocalArchive {
     node: NodeId,
-    store: DiskChunkStore,
+    store: Arc<dyn ChunkStore>,
     log: LocalLog,
     policies: PolicySet,
-    placement: SpreadPlacement,
+    placement: Arc<dyn PlacementPolicy>,
     /// This archive's exclusive hold on its metadata directory.
     _lock: crate::store::DirLock,
 }
@@ -110,30 +205,36 @@ impl LocalArchive {
         disks: &[PathBuf],
         policies: PolicySet,
     ) -> Result<LocalArchive, ArchiveError> {
-        let meta_dir = meta_dir.as_ref();
-        std::fs::create_dir_all(meta_dir).map_err(|source| ArchiveError::Io {
-            action: "create metadata directory",
-            source,
-        })?;
-        let disks: Vec<(DiskId, PathBuf)> = disks
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (DiskId(format!("disk{i}")), p.clone()))
-            .collect();
-        let lock = crate::store::DirLock::acquire(meta_dir, "archive metadata directory")?;
-        let store = DiskChunkStore::open(&disks)?;
-        let meta = Arc::new(MetaStore::open(&meta_dir.join(META_FILE_NAME))?);
-        let log = LocalLog::new(meta)?;
-        let archive = LocalArchive {
-            node: NodeId("local".into()),
-            store,
-            log,
-            policies,
-            placement: SpreadPlacement,
-            _lock: lock,
-        };
-        archive.remove_unfinished_writes()?;
-        Ok(archive)
+        Self::builder(meta_dir)
+            .disks(disks)
+            .policies(policies)
+            .open()
+    }
+
+    /// An archive with its metadata in `meta_dir`, its chunks where the builder says:
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), wormfs::archive::ArchiveError> {
+    /// use std::sync::Arc;
+    /// use wormfs::archive::LocalArchive;
+    /// use wormfs::ids::DiskId;
+    /// use wormfs::store::MemoryChunkStore;
+    ///
+    /// let disks: Vec<(DiskId, u64)> =
+    ///     (0..6).map(|i| (DiskId(format!("m{i}")), 1 << 30)).collect();
+    /// let archive = LocalArchive::builder("/tmp/archive-meta")
+    ///     .store(Arc::new(MemoryChunkStore::new(&disks)))
+    ///     .open()?;
+    /// archive.write_file("/hello.txt", &b"hello"[..])?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder(meta_dir: impl AsRef<Path>) -> ArchiveBuilder {
+        ArchiveBuilder {
+            meta_dir: meta_dir.as_ref().to_owned(),
+            chunks: None,
+            policies: PolicySet::defaults(),
+            placement: Arc::new(SpreadPlacement),
+        }
     }
 
     /// Same as [`LocalArchive::create`]: opening an existing archive and creating a new one
@@ -342,7 +443,6 @@ impl LocalArchive {
             if len == 0 {
                 return Ok(());
             }
-            let view = engine::local_view(&self.node, &self.store)?;
             let w = StripeWrite {
                 file: ino,
                 path,
@@ -351,7 +451,14 @@ impl LocalArchive {
                 generation: engine::next_generation(),
                 data: &buf[..len],
             };
-            let record = engine::write_stripe(&self.store, &self.placement, &view, w)?;
+            let view = || engine::local_view(&self.node, self.store.as_ref());
+            let record = engine::store_stripe(
+                self.store.as_ref(),
+                self.placement.as_ref(),
+                view,
+                self.policies.inline_max(),
+                w,
+            )?;
             let size = index * layout.stripe_size + len as u64;
             let commit = MetadataOp::CommitStripe {
                 ino,
@@ -389,7 +496,7 @@ impl LocalArchive {
             }
             match records.peek().filter(|r| r.index == range.index) {
                 Some(record) => {
-                    let read = engine::read_stripe(&self.store, attr.ino, &layout, record)?;
+                    let read = engine::read_stripe(self.store.as_ref(), attr.ino, &layout, record)?;
                     for d in &read.damaged {
                         let op = MetadataOp::SetChunkState {
                             ino: attr.ino,
@@ -479,7 +586,7 @@ impl LocalArchive {
                 out.push(ChunkFileInfo {
                     stripe: s.index,
                     index: c.index,
-                    path: self.store.chunk_path(&c.disk, &addr)?,
+                    path: self.store.chunk_file(&c.disk, &addr),
                     disk: c.disk,
                 });
             }

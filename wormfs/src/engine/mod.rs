@@ -9,7 +9,7 @@ mod read;
 mod write;
 
 pub use read::{chunk_addr, read_stripe, read_stripe_range, DamagedChunk, StripeRead};
-pub use write::{write_stripe, StripeWrite};
+pub use write::{inline_stripe, store_stripe, write_stripe, StripeWrite};
 
 use crate::ids::{FileId, NodeId};
 use crate::placement::{ClusterView, DiskView, PlacementError};

@@ -26,9 +26,49 @@ pub struct StripeWrite<'a> {
     pub data: &'a [u8],
 }
 
-/// Codes `w.data`, places its chunks over the disks of `view` (which `store` reaches), stores each durably and returns the stripe's record, ready to commit. A
-/// chunk that fails to store is placed on another disk; the write fails only when no disk
-/// is left for it. On failure, the chunks already stored are removed again.
+/// A stripe of at most `inline_max` bytes, kept in the metadata instead of in chunks:
+/// the record for its commit, or `None` when the stripe is too big for that. Small files
+/// then cost no chunk file, folder or index line on any disk, and one commit.
+pub fn inline_stripe(
+    index: u64,
+    generation: u64,
+    layout: &FileLayout,
+    data: &[u8],
+    inline_max: u64,
+) -> Option<StripeRecord> {
+    (data.len() as u64 <= inline_max).then(|| StripeRecord {
+        index,
+        generation,
+        len: data.len() as u64,
+        crc: crate::checksum::crc32(data),
+        k: layout.k,
+        m: layout.m,
+        chunks: Vec::new(),
+        inline: Some(data.to_vec()),
+    })
+}
+
+/// The way from a stripe's bytes to the record that commits it, as a node writes it:
+/// in the metadata when it fits in `inline_max` bytes ([`inline_stripe`]), else coded and
+/// stored over the disks of `view` ([`write_stripe`]). `view` is asked for only then.
+pub fn store_stripe(
+    store: &dyn ChunkStore,
+    placement: &dyn PlacementPolicy,
+    view: impl FnOnce() -> Result<ClusterView, StoreError>,
+    inline_max: u64,
+    w: StripeWrite<'_>,
+) -> Result<StripeRecord, EngineError> {
+    if let Some(record) = inline_stripe(w.index, w.generation, w.layout, w.data, inline_max) {
+        return Ok(record);
+    }
+    let view = view().map_err(EngineError::Store)?;
+    write_stripe(store, placement, &view, w)
+}
+
+/// Codes `w.data`, places its chunks over the disks of `view` (which `store` reaches),
+/// stores each durably and returns the stripe's record, ready to commit. A chunk that
+/// fails to store is placed on another disk; the write fails only when no disk is left for
+/// it. On failure, the chunks already stored are removed again.
 pub fn write_stripe(
     store: &dyn ChunkStore,
     placement: &dyn PlacementPolicy,

@@ -182,18 +182,11 @@ impl NodeFs {
         index: u64,
         data: Vec<u8>,
     ) -> Result<StripeRecord, FsError> {
-        if data.len() as u64 <= self.policies.inline_max() {
-            // Small enough to keep in the metadata: no chunk files, one commit.
-            return Ok(StripeRecord {
-                index,
-                generation: engine::next_generation(),
-                len: data.len() as u64,
-                crc: crate::checksum::crc32(&data),
-                k: layout.k,
-                m: layout.m,
-                chunks: Vec::new(),
-                inline: Some(data),
-            });
+        let generation = engine::next_generation();
+        let inline_max = self.policies.inline_max();
+        if let Some(record) = engine::inline_stripe(index, generation, layout, &data, inline_max) {
+            // small enough to keep in the metadata: no chunk files, one commit
+            return Ok(record);
         }
         let path = self
             .meta
@@ -205,18 +198,21 @@ impl NodeFs {
         let layout = layout.clone();
         let draining = self.meta.draining_disks()?;
         tokio::task::spawn_blocking(move || {
-            let mut view = engine::local_view(&node, store.as_ref())?;
-            // disks being drained take no new chunks
-            view.close(|d| draining.contains(d));
+            let view = || {
+                let mut view = engine::local_view(&node, store.as_ref())?;
+                // disks being drained take no new chunks
+                view.close(|d| draining.contains(d));
+                Ok(view)
+            };
             let w = StripeWrite {
                 file: ino,
                 path: &path,
                 layout: &layout,
                 index,
-                generation: engine::next_generation(),
+                generation,
                 data: &data,
             };
-            engine::write_stripe(store.as_ref(), placement.as_ref(), &view, w)
+            engine::store_stripe(store.as_ref(), placement.as_ref(), view, inline_max, w)
                 .map_err(FsError::from)
         })
         .await
