@@ -248,6 +248,30 @@ fn the_web_ui_logs_in_shows_the_cluster_and_removes_a_stopped_node_after_its_pre
     );
     b.screenshot("nodes");
 
+    // drain node1's disk: it shows as draining with an Undrain button; then undrain it
+    let drain = "button[data-disk='node1-disk0'][data-action='drain']";
+    let undrain = "button[data-disk='node1-disk0'][data-action='undrain']";
+    b.eval("document.body.dataset.ready = ''");
+    b.click(drain);
+    b.wait_ready("nodes");
+    let row = "document.querySelector(\"tr[data-node='node1']\").innerText";
+    let text = b.eval(row);
+    assert!(text.as_str().unwrap().contains("draining"), "{text}");
+    assert_eq!(
+        b.eval(&format!("!!document.querySelector({drain:?})")),
+        false
+    );
+    b.screenshot("disk-draining");
+    b.eval("document.body.dataset.ready = ''");
+    b.click(undrain);
+    b.wait_ready("nodes");
+    let text = b.eval(row);
+    assert!(!text.as_str().unwrap().contains("draining"), "{text}");
+    assert_eq!(
+        b.eval(&format!("!!document.querySelector({undrain:?})")),
+        false
+    );
+
     // a file's layout: three chunks per stripe, on three nodes, all ok
     b.goto(&format!("{ui}/#/files?path=/media/"));
     b.wait_ready("files");
@@ -324,6 +348,31 @@ fn the_web_ui_logs_in_shows_the_cluster_and_removes_a_stopped_node_after_its_pre
             .then_some(())
     });
     b.screenshot("workers");
+
+    // pause the scrub: it shows as paused with a Resume button (and no Pause); resume it
+    let scrub_row = "document.querySelector(\"tr[data-worker-row='scrub']\").innerText";
+    for (click, shown, gone) in [("pause", "resume", "pause"), ("resume", "pause", "resume")] {
+        b.click(&format!(
+            "button[data-worker='scrub'][data-action='{click}']"
+        ));
+        let sel = |a: &str| {
+            format!("!!document.querySelector(\"button[data-worker='scrub'][data-action='{a}']\")")
+        };
+        wait_for(
+            "the scrub's buttons to follow",
+            Duration::from_secs(10),
+            || {
+                let ok = b.eval(&sel(shown)) == true && b.eval(&sel(gone)) == false;
+                ok.then_some(())
+            },
+        );
+        let row = b.eval(scrub_row);
+        assert_eq!(
+            row.as_str().unwrap().contains("paused"),
+            click == "pause",
+            "{row}"
+        );
+    }
 
     // SAFETY: kill(2) with a pid we spawned.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

@@ -92,7 +92,7 @@ pub async fn status(node: &str, as_json: bool) -> anyhow::Result<()> {
                     "id": n.id, "address": n.address, "state": n.state, "role": n.role,
                     "last_heartbeat_ns": n.last_heartbeat,
                     "admin_url": n.admin_url, "admin_fingerprint": n.admin_fingerprint,
-                    "disks": n.disks.iter().map(|d| json!({"id": d.id, "path": d.path, "total": d.total, "free": d.free, "healthy": d.healthy && n.state == "online"})).collect::<Vec<_>>(),
+                    "disks": n.disks.iter().map(|d| json!({"id": d.id, "path": d.path, "total": d.total, "free": d.free, "healthy": d.healthy && n.state == "online", "draining": d.draining})).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -146,9 +146,10 @@ pub async fn status(node: &str, as_json: bool) -> anyhow::Result<()> {
                     0.0
                 },
                 // a disk of a node not heard from is not known to be ok
-                match (n.state.as_str(), d.healthy) {
-                    ("online", true) => "ok",
-                    ("online", false) => "FAILING",
+                match (n.state.as_str(), d.healthy, d.draining) {
+                    ("online", true, false) => "ok",
+                    ("online", true, true) => "draining",
+                    ("online", false, _) => "FAILING",
                     _ => "NODE OFFLINE",
                 },
                 d.path

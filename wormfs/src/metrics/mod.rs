@@ -116,7 +116,7 @@ pub struct Metrics {
     bytes: Gauge,
     worker_state: Family<WorkerStateLabels, Gauge>,
     worker_done: Family<WorkerLabels, Gauge>,
-    worker_total: Family<WorkerLabels, Gauge>,
+    worker_todo: Family<WorkerLabels, Gauge>,
     worker_progress: Family<WorkerLabels, FloatGauge>,
     worker_rate: Family<WorkerLabels, Gauge>,
     stripes_degraded: Gauge,
@@ -160,7 +160,7 @@ impl Metrics {
             bytes: Gauge::default(),
             worker_state: Family::default(),
             worker_done: Family::default(),
-            worker_total: Family::default(),
+            worker_todo: Family::default(),
             worker_progress: Family::default(),
             worker_rate: Family::default(),
             stripes_degraded: Gauge::default(),
@@ -264,9 +264,9 @@ impl Metrics {
             m.worker_done.clone(),
         );
         r.register(
-            "worker_total",
+            "worker_todo",
             "Items the worker's current or last run counted to do",
-            m.worker_total.clone(),
+            m.worker_todo.clone(),
         );
         r.register(
             "worker_progress_ratio",
@@ -431,7 +431,7 @@ impl Metrics {
                             .set(i64::from(now == state));
                     }
                     self.worker_done.get_or_create(&l).set(gauge(s.done));
-                    self.worker_total.get_or_create(&l).set(gauge(s.total));
+                    self.worker_todo.get_or_create(&l).set(gauge(s.total));
                     let ratio = if s.total == 0 {
                         1.0
                     } else {

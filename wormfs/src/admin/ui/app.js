@@ -91,9 +91,9 @@ const pages = {
     const c = await api("GET", "/cluster");
     const rows = c.nodes.map((n) => {
       const disks = n.disks.map((d) => `<div class="mono">${esc(d.id)}: ${bytes(d.free)} free of ${bytes(d.total)} ` +
-        `${state(d.state || (d.healthy ? "ok" : "failed"))} ` +
-        `<button data-disk="${esc(d.id)}" data-action="drain">Drain</button> ` +
-        `<button data-disk="${esc(d.id)}" data-action="undrain">Undrain</button></div>`).join("");
+        `${state(n.state !== "online" ? "node " + n.state : !d.healthy ? "failed" : d.draining ? "draining" : "ok")} ` +
+        (d.draining ? `<button data-disk="${esc(d.id)}" data-action="undrain">Undrain</button>`
+          : `<button data-disk="${esc(d.id)}" data-action="drain">Drain</button>`) + `</div>`).join("");
       return `<tr data-node="${esc(n.id)}"><td>${esc(n.id)}</td><td class="mono">${esc(n.address)}</td>` +
         `<td>${state(n.state)}</td><td>${esc(n.role)}</td><td>${when(n.last_heartbeat)}</td><td>${disks}</td>` +
         `<td><button class="danger" data-remove="${esc(n.id)}">Remove…</button></td></tr>`;
@@ -168,15 +168,17 @@ function policyTable(policies, def) {
 
 function workerTable(workers, controls) {
   return table(["worker", "state", "progress", "rate", "time left", ""], workers.map((w) => {
-    const pct = w.total ? Math.min(100, Math.floor(100 * w.done / w.total)) : (w.state === "done" || w.state === "idle" ? 100 : 0);
+    // a run with nothing to do (0 / 0) has no progress to draw: it is not 100 % of anything
+    const pct = w.total ? Math.min(100, Math.floor(100 * w.done / w.total)) : null;
     const eta = w.eta_secs >= 0 ? `${w.eta_secs} s` : "";
     const buttons = !controls || w.name.startsWith("garbage") ? "" :
-      `<button data-worker="${esc(w.name)}" data-action="pause">Pause</button> ` +
-      `<button data-worker="${esc(w.name)}" data-action="resume">Resume</button>` +
+      (w.paused ? `<button data-worker="${esc(w.name)}" data-action="resume">Resume</button>`
+        : `<button data-worker="${esc(w.name)}" data-action="pause">Pause</button>`) +
       (w.name === "scrub" ? ` <button data-worker="scrub" data-action="start">Start</button> ` +
         `<button data-worker="scrub" data-action="start" data-deep="1">Start deep</button>` : "");
     return `<tr data-worker-row="${esc(w.name)}"><td>${esc(w.name)}</td><td>${state(w.paused ? "paused" : w.state)}</td>` +
-      `<td><div class="bar"><div style="width:${pct}%"></div></div><span class="pct">${pct} %</span> ${w.done} / ${w.total}</td>` +
+      (pct === null ? `<td class="muted">nothing to do</td>`
+        : `<td><div class="bar"><div style="width:${pct}%"></div></div><span class="pct">${pct} %</span> ${w.done} / ${w.total}</td>`) +
       `<td>${bytes(w.rate)}/s</td><td>${eta}</td><td>${buttons}</td></tr>`;
   }));
 }

@@ -163,7 +163,8 @@ fn attr_reply(a: &crate::meta::Attr) -> Response<proto::AttrReply> {
     })
 }
 
-fn disk_status(d: &crate::store::DiskStatus) -> proto::DiskStatus {
+/// A disk as the status calls show it; `draining` lists the disks being drained.
+fn disk_status(d: &crate::store::DiskStatus, draining: &[crate::ids::DiskId]) -> proto::DiskStatus {
     proto::DiskStatus {
         id: d.disk.to_string(),
         path: d
@@ -174,6 +175,7 @@ fn disk_status(d: &crate::store::DiskStatus) -> proto::DiskStatus {
         total: d.total,
         free: d.free,
         healthy: d.healthy,
+        draining: draining.contains(&d.disk),
     }
 }
 

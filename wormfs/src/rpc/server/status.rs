@@ -16,6 +16,10 @@ impl WormFsService {
             .last_applied()
             .map_err(|e| status("status", e.into()))?;
         let (files, bytes) = fs.meta().usage().map_err(|e| status("status", e.into()))?;
+        let draining = fs
+            .meta()
+            .draining_disks()
+            .map_err(|e| status("status", e.into()))?;
         let (rows, master, term) = match &self.cluster {
             Some(c) => (c.members(), c.master(), c.term()),
             None => {
@@ -40,7 +44,7 @@ impl WormFsService {
                 state: r.state,
                 role: r.role,
                 last_heartbeat: r.last_heartbeat,
-                disks: r.disks.iter().map(disk_status).collect(),
+                disks: r.disks.iter().map(|d| disk_status(d, &draining)).collect(),
                 admin_url: r.admin.url,
                 admin_fingerprint: r.admin.fingerprint,
             })
@@ -81,12 +85,17 @@ impl WormFsService {
             .meta()
             .last_applied()
             .map_err(|e| status("health", e.into()))?;
+        let draining = self
+            .fs
+            .meta()
+            .draining_disks()
+            .map_err(|e| status("health", e.into()))?;
         Ok(Response::new(proto::NodeHealthReply {
             node: self.fs.node().to_string(),
             healthy: disks.iter().all(|d| d.healthy),
             version: crate::VERSION.to_owned(),
             last_applied,
-            disks: disks.iter().map(disk_status).collect(),
+            disks: disks.iter().map(|d| disk_status(d, &draining)).collect(),
         }))
     }
 }
