@@ -341,6 +341,82 @@ async fn the_openapi_document_lists_every_route_the_server_has() {
     assert_eq!(a.0, StatusCode::NOT_FOUND);
 }
 
+/// The OpenAPI document validates: an OpenAPI 3.1 parser of its own (the `oas3` crate)
+/// reads it; every `$ref` names a schema the document has; every operation has a unique
+/// `operationId`, a response, and a declared, required parameter for each `{name}` in its
+/// path; and every parameter says where it goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_validates() {
+    let n = node();
+    let (s, doc) = n.ask(Method::GET, "/api/v1/openapi.json", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let spec = oas3::from_json(doc.to_string()).expect("an OpenAPI 3.1 parser reads it");
+    assert!(spec.openapi.starts_with("3.1"), "{}", spec.openapi);
+    assert!(!spec.info.title.is_empty() && !spec.info.version.is_empty());
+
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r);
+                }
+                m.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(!all.is_empty(), "the API's bodies are described by schemas");
+    for r in all {
+        let name = r
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("`{r}` is not a local schema reference"));
+        assert!(
+            doc["components"]["schemas"].get(name).is_some(),
+            "`{r}` names no schema in components"
+        );
+    }
+
+    let mut ids = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let templated: Vec<&str> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+            .collect();
+        for (method, op) in item.as_object().unwrap() {
+            let at = format!("{method} {path}");
+            let id = op["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{at}: no operationId"));
+            assert!(ids.insert(id.to_owned()), "{at}: operationId `{id}` twice");
+            assert!(
+                op["responses"].as_object().is_some_and(|r| !r.is_empty()),
+                "{at}: no responses"
+            );
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            for p in &params {
+                assert!(
+                    matches!(
+                        p["in"].as_str(),
+                        Some("path" | "query" | "header" | "cookie")
+                    ),
+                    "{at}: parameter {p} says not where it goes"
+                );
+            }
+            for t in &templated {
+                assert!(
+                    params
+                        .iter()
+                        .any(|p| p["name"] == *t && p["in"] == "path" && p["required"] == true),
+                    "{at}: `{{{t}}}` is not a required path parameter"
+                );
+            }
+        }
+    }
+}
+
 /// The listener over HTTPS on a real socket: a client that trusts the node's own
 /// certificate (checked by its fingerprint) gets the API; plain HTTP gets nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
