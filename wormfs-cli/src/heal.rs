@@ -184,6 +184,89 @@ fn progress_line(w: &proto::WorkerInfo) -> String {
     )
 }
 
+/// Repair passes [`wait_for_repair`] sees end with work left before it gives up.
+const PASSES_BEFORE_GIVING_UP: u64 = 3;
+
+/// Asks for a repair sweep now, then shows the repair worker's progress (a bar on a
+/// terminal, a line per change otherwise) until that sweep, and the repairs it queued,
+/// are done and a sweep after them found nothing more to rebuild. Fails when a repair pass
+/// ends with chunks it could not rebuild, or when stripes are still degraded or
+/// unreadable at the end: the wait never ends on "done" while data lacks its redundancy.
+pub async fn wait_for_repair(node: &str, as_json: bool) -> anyhow::Result<()> {
+    let client = connect(node).await?;
+    let asked = client
+        .control_worker(proto::WorkerRequest {
+            name: "repair".into(),
+            action: "start".into(),
+            deep: false,
+            bytes_per_sec: 0,
+            ops_per_sec: 0,
+        })
+        .await
+        .context("ask for a repair sweep")?;
+    let first = find(&asked, "repair")?.clone();
+    let want = first.requested;
+    let tty = std::io::stderr().is_terminal() && !as_json;
+    let mut last_line = String::new();
+    loop {
+        let r = client
+            .list_workers()
+            .await
+            .context("read the repair's progress")?;
+        let w = find(&r, "repair")?;
+        let line = progress_line(w);
+        if tty {
+            eprint!("\r\x1b[2K{line}");
+            let _ = std::io::stderr().flush();
+        } else if line != last_line && !as_json {
+            eprintln!("{line}");
+        }
+        last_line = line;
+        if w.state == "error" {
+            anyhow::bail!("the repair worker stopped on an error: {}", w.message);
+        }
+        // the sweep asked for is done, nothing is queued, and the counts are newer than the
+        // last repair pass
+        let settled =
+            w.request >= want && w.state != "active" && w.queued == 0 && w.counted >= w.finished;
+        // each pass rebuilds all it can; one that leaves work behind failed somewhere
+        if !settled && w.passes >= first.passes + PASSES_BEFORE_GIVING_UP {
+            anyhow::bail!(
+                "repair ran {PASSES_BEFORE_GIVING_UP} passes and stripes still need it ({} \
+                 failed in the last{}): `wormfs repair` and `wormfs at-risk` show them",
+                w.failed,
+                if w.message.is_empty() {
+                    String::new()
+                } else {
+                    format!("; last error: {}", w.message)
+                }
+            );
+        }
+        if !settled {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            continue;
+        }
+        if tty {
+            eprintln!();
+        }
+        if as_json {
+            out!("{}", json!({ "repair": worker_json(w) }));
+        }
+        if w.degraded > 0 || w.unreadable > 0 {
+            anyhow::bail!(
+                "repair can do no more now, but {} stripes are still degraded and {} \
+                 unreadable: `wormfs at-risk --max-margin 100` lists their files",
+                w.degraded,
+                w.unreadable
+            );
+        }
+        if !as_json {
+            out!("repair finished: every stripe has all its chunks");
+        }
+        return Ok(());
+    }
+}
+
 /// `wormfs repair [status|pause|resume] [--rate BYTES] [--ops N]`.
 pub async fn repair(
     node: &str,

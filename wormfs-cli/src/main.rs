@@ -78,10 +78,10 @@ enum Command {
         #[arg(long)]
         rate: Option<wormfs::size::ByteSize>,
     },
-    /// The repair worker: `status` (default), `pause` or `resume`; `--rate` and `--ops` set
-    /// its I/O budget.
+    /// The repair worker: `status` (default), `start` (look for work now), `pause` or
+    /// `resume`; `--rate` and `--ops` set its I/O budget.
     Repair {
-        #[arg(default_value = "status", value_parser = ["status", "pause", "resume"])]
+        #[arg(default_value = "status", value_parser = ["status", "start", "pause", "resume"])]
         action: String,
         /// I/O budget in bytes per second (e.g. 200MiB; 0: the node's default).
         #[arg(long)]
@@ -89,6 +89,10 @@ enum Command {
         /// Budget in chunk operations per second (0: the node's default).
         #[arg(long)]
         ops: Option<u64>,
+        /// Then show progress until repair has rebuilt all it can; fails if stripes are
+        /// still degraded or unreadable then.
+        #[arg(long)]
+        wait: bool,
     },
     /// Files by remaining margin (further losses they survive; 0: one more loss and data is
     /// gone, -1: unreadable now).
@@ -188,6 +192,9 @@ enum NodeAction {
         /// Remove it even though some files would become unreadable.
         #[arg(long)]
         force: bool,
+        /// Then show the repair's progress until the node's chunks are rebuilt.
+        #[arg(long)]
+        wait: bool,
     },
 }
 
@@ -197,6 +204,9 @@ enum DiskAction {
     Drain {
         /// The disk's id, as `wormfs status` shows it.
         disk: String,
+        /// Then show the repair's progress until the disk's chunks are moved.
+        #[arg(long)]
+        wait: bool,
     },
     /// Stop draining DISK: it takes new chunks again.
     Undrain {
@@ -374,15 +384,33 @@ fn main() -> ExitCode {
             action: NodeAction::Add { addr, peer_id },
         } => rt.block_on(membership::add(&node, &addr, peer_id.as_deref(), cli.json)),
         Command::Node {
-            action: NodeAction::Remove { id, yes, force },
-        } => rt.block_on(membership::remove(&node, &id, yes, force, cli.json)),
+            action:
+                NodeAction::Remove {
+                    id,
+                    yes,
+                    force,
+                    wait,
+                },
+        } => rt.block_on(async {
+            membership::remove(&node, &id, yes, force, cli.json).await?;
+            if wait {
+                heal::wait_for_repair(&node, cli.json).await?;
+            }
+            Ok(())
+        }),
         Command::Disk { action } => {
-            let (disk, verb) = match action {
-                DiskAction::Drain { disk } => (disk, "drain"),
-                DiskAction::Undrain { disk } => (disk, "undrain"),
-                DiskAction::Remove { disk } => (disk, "remove"),
+            let (disk, verb, wait) = match action {
+                DiskAction::Drain { disk, wait } => (disk, "drain", wait),
+                DiskAction::Undrain { disk } => (disk, "undrain", false),
+                DiskAction::Remove { disk } => (disk, "remove", false),
             };
-            rt.block_on(heal::disk(&node, &disk, verb, cli.json))
+            rt.block_on(async {
+                heal::disk(&node, &disk, verb, cli.json).await?;
+                if wait {
+                    heal::wait_for_repair(&node, cli.json).await?;
+                }
+                Ok(())
+            })
         }
         Command::Scrub { deep, wait, rate } => rt.block_on(heal::scrub(
             &node,
@@ -391,13 +419,18 @@ fn main() -> ExitCode {
             rate.map_or(0, |r| r.0),
             cli.json,
         )),
-        Command::Repair { action, rate, ops } => rt.block_on(heal::repair(
-            &node,
-            &action,
-            rate.map(|r| r.0),
+        Command::Repair {
+            action,
+            rate,
             ops,
-            cli.json,
-        )),
+            wait,
+        } => rt.block_on(async {
+            heal::repair(&node, &action, rate.map(|r| r.0), ops, cli.json).await?;
+            if wait {
+                heal::wait_for_repair(&node, cli.json).await?;
+            }
+            Ok(())
+        }),
         Command::AtRisk { max_margin, limit } => {
             rt.block_on(heal::at_risk(&node, max_margin, limit, cli.json))
         }

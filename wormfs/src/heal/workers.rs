@@ -330,6 +330,8 @@ pub struct RepairWorker {
 /// A sweep in progress.
 #[derive(Default)]
 struct Sweep {
+    /// The operator's request (`wormfs repair start`) this sweep serves.
+    request: u64,
     cursor: Option<Cursor>,
     found: Vec<Queued>,
     degraded: u64,
@@ -357,9 +359,17 @@ impl RepairWorker {
         }
     }
 
-    async fn sweep_step(&mut self) -> Result<Step, String> {
+    async fn sweep_step(&mut self, request: u64) -> Result<Step, String> {
+        if self.sweep.is_none() {
+            // a new sweep sees the cluster as it is now: a drain or a removal just made
+            // is what a sweep asked for by `wormfs repair start` must find
+            self.live.at = None;
+        }
         let live = self.live.get(&self.ctx).await?;
-        let sweep = self.sweep.get_or_insert_with(Sweep::default);
+        let sweep = self.sweep.get_or_insert_with(|| Sweep {
+            request,
+            ..Sweep::default()
+        });
         let (meta, cursor) = (self.ctx.meta.clone(), sweep.cursor);
         let page = blocking(move || meta.stripes_after(cursor, SWEEP_PAGE))
             .await?
@@ -392,6 +402,7 @@ impl RepairWorker {
                 st.at_risk = done.at_risk;
                 st.unreadable = done.unreadable;
                 st.counted = Timestamp::now();
+                st.request = st.request.max(done.request);
                 st.queued = done.found.len() as u64;
                 if !done.found.is_empty() {
                     tracing::info!(stripes = done.found.len(), "repair queue filled");
@@ -406,6 +417,7 @@ impl RepairWorker {
                         queued: done.found.len() as u64,
                         counted: st.counted,
                         finished: st.finished,
+                        request: st.request,
                         ..Default::default()
                     };
                 }
@@ -538,7 +550,7 @@ impl Worker for RepairWorker {
         Duration::from_millis(500)
     }
 
-    async fn step(&mut self, _control: &WorkerControl) -> Result<Step, String> {
+    async fn step(&mut self, control: &WorkerControl) -> Result<Step, String> {
         if !self.queue.is_empty() {
             self.status.state = WorkerState::Active;
             let at = self.queue.len().saturating_sub(REPAIR_AT_ONCE);
@@ -559,8 +571,10 @@ impl Worker for RepairWorker {
             || self
                 .last_sweep
                 .is_none_or(|t| t.elapsed() >= self.ctx.settings.repair_every);
-        if self.sweep.is_some() || due {
-            return self.sweep_step().await;
+        // `wormfs repair start` asks for a sweep now (after a removal or a drain, say)
+        let asked = control.request > self.status.request;
+        if self.sweep.is_some() || due || asked {
+            return self.sweep_step(control.request).await;
         }
         if self.status.state != WorkerState::Done {
             self.status.state = WorkerState::Idle;

@@ -335,7 +335,8 @@ impl NodeFs {
             .collect()
     }
 
-    /// Changes a worker's control: `start` (a new scrub pass, deep or not), `pause`,
+    /// Changes a worker's control: `start` (a new scrub pass, deep or not; for repair, a
+    /// sweep for work now), `pause`,
     /// `resume`, or `rate` (its I/O budget). The master running the worker obeys it
     /// within a step.
     pub async fn control_worker(
@@ -358,7 +359,12 @@ impl NodeFs {
                 control.deep = deep;
                 control.paused = false;
             }
-            "start" | "resume" => control.paused = false,
+            // a repair sweep now: the status's `request` reaches this one when it is done
+            "start" => {
+                control.request += 1;
+                control.paused = false;
+            }
+            "resume" => control.paused = false,
             "pause" => control.paused = true,
             "rate" => {}
             other => {

@@ -175,7 +175,8 @@ function workerTable(workers, controls) {
       (w.paused ? `<button data-worker="${esc(w.name)}" data-action="resume">Resume</button>`
         : `<button data-worker="${esc(w.name)}" data-action="pause">Pause</button>`) +
       (w.name === "scrub" ? ` <button data-worker="scrub" data-action="start">Start</button> ` +
-        `<button data-worker="scrub" data-action="start" data-deep="1">Start deep</button>` : "");
+        `<button data-worker="scrub" data-action="start" data-deep="1">Start deep</button>`
+        : ` <button data-worker="repair" data-action="start">Look for work now</button>`);
     return `<tr data-worker-row="${esc(w.name)}"><td>${esc(w.name)}</td><td>${state(w.paused ? "paused" : w.state)}</td>` +
       (pct === null ? `<td class="muted">nothing to do</td>`
         : `<td><div class="bar"><div style="width:${pct}%"></div></div><span class="pct">${pct} %</span> ${w.done} / ${w.total}</td>`) +
