@@ -24,6 +24,7 @@
 //! | `rpc` | the gRPC wire types and `rpc::client::Client`: what a mount or a remote program needs | tonic, prost, tokio, OpenSSL (TLS 1.3 with a user's pre-shared key) |
 //! | `node` | everything a storage node runs: the file-system core (`node::NodeFs`), the gRPC server, scrub and repair, metrics and the admin listener (REST API, web UI) | `local`, `rpc`, axum, rustls, prometheus-client |
 //! | `cluster` | Raft-replicated metadata (openraft) and the libp2p transport between nodes | `node`, openraft, libp2p |
+//! | `vendored-openssl` | `rpc` with OpenSSL built from source, so no `libssl-dev` is needed (the `wormfs` binaries turn it on) | openssl-src (a C compiler, `make`, `perl`) |
 //! | `conformance` | `store::conformance`: the suite every `ChunkStore` passes, to run on your own | nothing |
 //! | `crash-points` | crash points for tests ([`crash`]); never in a build for use | nothing |
 //!
