@@ -724,9 +724,21 @@ fn quickstart_runs_a_cluster_that_wormfs_finds_through_the_client_config() {
     }
     // the web UI's address, and a token for it in a private file
     assert!(
-        text.contains(&format!("web UI  http://127.0.0.1:{}/", base + 60)),
+        text.contains(&format!("web UI  https://127.0.0.1:{}/", base + 60)),
         "{text}"
     );
+    // each node's admin listener is HTTPS with its own certificate, whose fingerprint the
+    // quickstart prints
+    let admin = |i: u16| AdminAt {
+        addr: format!("127.0.0.1:{}", base + 60 + i),
+        cert: dir.join(format!("node{}/meta/admin-cert.pem", i + 1)),
+    };
+    let fingerprints: Vec<String> = (0..3)
+        .map(|i| wormfs::admin::tls::file_fingerprint(&admin(i).cert).unwrap())
+        .collect();
+    for f in &fingerprints {
+        assert!(text.contains(&format!("certificate SHA-256 {f}")), "{text}");
+    }
     let ui_token = fs::read_to_string(dir.join("admin.token")).unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
@@ -754,21 +766,25 @@ fn quickstart_runs_a_cluster_that_wormfs_finds_through_the_client_config() {
         || {
             let out = cli_in(&home, &["status", "--json"]);
             let s: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-            let urls: Vec<String> = s["nodes"]
+            let mut got: Vec<(String, String)> = s["nodes"]
                 .as_array()?
                 .iter()
-                .map(|n| n["admin_url"].as_str().unwrap_or("").to_owned())
+                .map(|n| {
+                    let field = |k: &str| n[k].as_str().unwrap_or("").to_owned();
+                    (field("admin_url"), field("admin_fingerprint"))
+                })
                 .collect();
-            let want: Vec<String> = (0..3)
-                .map(|i| format!("http://127.0.0.1:{}/", base + 60 + i))
-                .collect();
-            let mut got = urls.clone();
             got.sort();
+            let want: Vec<(String, String)> = (0..3)
+                .map(|i| {
+                    let url = format!("https://127.0.0.1:{}/", base + 60 + i);
+                    (url, fingerprints[i as usize].clone())
+                })
+                .collect();
             (got == want).then_some(())
         },
     );
     // every node's admin listener (60 above its gRPC port) is live, ready, and scraped
-    let admin = |i: u16| format!("127.0.0.1:{}", base + 60 + i);
     for i in 0..3 {
         let (code, body) = http_get(&admin(i), "/health");
         assert_eq!((code, body.as_str()), (200, "ok\n"));
@@ -933,24 +949,53 @@ pub fn cli_ok(home: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A plain HTTP/1.1 GET: the status code and the body.
-pub fn http_get(addr: &str, path: &str) -> (u16, String) {
-    http_get_with(addr, path, None)
+/// An HTTPS GET (HTTP/1.1) to a node's admin listener: the status code and the body.
+pub fn http_get(at: &AdminAt, path: &str) -> (u16, String) {
+    http_get_with(at, path, None)
+}
+
+/// A node's admin listener: its address, and the certificate it serves, which a client
+/// trusts alone.
+pub struct AdminAt {
+    pub addr: String,
+    pub cert: PathBuf,
 }
 
 /// [`http_get`] with a bearer token.
-pub fn http_get_with(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
+pub fn http_get_with(at: &AdminAt, path: &str, token: Option<&str>) -> (u16, String) {
+    use rustls::pki_types::pem::PemObject;
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let addr = &at.addr;
+    let cert = rustls::pki_types::CertificateDer::from_pem_file(&at.cert)
+        .unwrap_or_else(|e| panic!("{}: {e}", at.cert.display()));
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let host = addr.rsplit_once(':').unwrap().0.to_owned();
+    let name = rustls::pki_types::ServerName::try_from(host).unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let tcp = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("{addr}: {e}"));
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
     let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
     )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
+    .unwrap_or_else(|e| panic!("https://{addr}{path}: {e}"));
+    let mut raw = Vec::new();
+    match s.read_to_end(&mut raw) {
+        Ok(_) => {}
+        // a server that closes without TLS's close_notify, after the whole answer
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        Err(e) => panic!("https://{addr}{path}: {e}"),
+    }
+    let raw = String::from_utf8(raw).expect("a UTF-8 answer");
     let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP answer");
     let code = head
         .split_whitespace()
@@ -961,8 +1006,8 @@ pub fn http_get_with(addr: &str, path: &str, token: Option<&str>) -> (u16, Strin
 }
 
 /// `/metrics` of the node whose admin listener is `addr`, parsed as Prometheus text.
-fn scrape(addr: &str) -> prometheus_parse::Scrape {
-    let (code, body) = http_get(addr, "/metrics");
+fn scrape(at: &AdminAt) -> prometheus_parse::Scrape {
+    let (code, body) = http_get(at, "/metrics");
     assert_eq!(code, 200, "{body}");
     prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
         .expect("the metrics parse as Prometheus text")

@@ -35,7 +35,9 @@ impl Drop for Browser {
 }
 
 impl Browser {
-    fn start() -> Browser {
+    /// Chromium trusting the one certificate whose public key has SHA-256 `spki` (base64),
+    /// as a user who checked the node's fingerprint would.
+    fn start(spki: &str) -> Browser {
         let profile = tempfile::tempdir().unwrap();
         let port = free_block(&[0]);
         let child = Command::new("chromium")
@@ -46,6 +48,7 @@ impl Browser {
                 "--hide-scrollbars",
                 "--window-size=1280,900",
                 "--remote-allow-origins=*",
+                &format!("--ignore-certificate-errors-spki-list={spki}"),
                 &format!("--remote-debugging-port={port}"),
                 &format!("--user-data-dir={}", profile.path().display()),
                 "about:blank",
@@ -155,6 +158,15 @@ impl Browser {
     }
 }
 
+/// base64(SHA-256(SubjectPublicKeyInfo)) of a PEM certificate: what Chromium's
+/// `--ignore-certificate-errors-spki-list` names.
+fn spki_sha256(pem: &[u8]) -> String {
+    use base64::Engine;
+    let cert = openssl::x509::X509::from_pem(pem).unwrap();
+    let spki = cert.public_key().unwrap().public_key_to_der().unwrap();
+    base64::engine::general_purpose::STANDARD.encode(openssl::sha::sha256(&spki))
+}
+
 /// The page list of Chromium's DevTools HTTP endpoint (which keeps its connections open:
 /// the body is read by its length).
 fn devtools_pages(addr: &str) -> Option<Value> {
@@ -223,9 +235,10 @@ fn the_web_ui_logs_in_shows_the_cluster_and_removes_a_stopped_node_after_its_pre
     f.write_all(&data).unwrap();
     f.sync_all().unwrap();
     drop(f);
-    let ui = format!("http://127.0.0.1:{}", base + 61); // node2's listener
+    let ui = format!("https://127.0.0.1:{}", base + 61); // node2's listener
+    let cert = fs::read(dir.join("node2/meta/admin-cert.pem")).unwrap();
 
-    let mut b = Browser::start();
+    let mut b = Browser::start(&spki_sha256(&cert));
     // log in with the form
     b.goto(&format!("{ui}/"));
     b.wait_ready("login");

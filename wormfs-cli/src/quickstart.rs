@@ -23,7 +23,7 @@ pub fn run(
     let identity = admin_identity(&dir)?;
     let admin = admin_address(listen, 0)?;
     let mut config = format!(
-        "node_id = \"node1\"\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\ndata_dir = \"meta\"\nadmin_identity = \"{}\"\n\n",
+        "node_id = \"node1\"\nlisten = \"{listen}\"\nadmin_listen = \"{admin}\"\nadmin_tls = \"on\"\ndata_dir = \"meta\"\nadmin_identity = \"{}\"\n\n",
         identity.display()
     );
     for i in 0..disks {
@@ -83,7 +83,7 @@ pub fn run(
     );
     say!("  config  {}", config_path.display());
     say!("  mount   {}", mnt.display());
-    say_admin(&admin);
+    say_admin(&admin, &dir.join("meta"));
     print_client(client_config.as_deref(), &identity);
     print_ui(rt, &addr.to_string(), &identity, &dir, &admin);
     say!(
@@ -121,10 +121,19 @@ fn admin_address(listen: &str, i: u16) -> anyhow::Result<std::net::SocketAddr> {
     Ok(std::net::SocketAddr::new(a.ip(), port))
 }
 
-fn say_admin(admin: &std::net::SocketAddr) {
-    if admin.port() != 0 {
-        say!("          metrics http://{admin}/metrics, health http://{admin}/ready");
+/// Says where a node's admin listener is (HTTPS, with the node's own certificate, whose
+/// SHA-256 fingerprint is in `data_dir`'s certificate file) and its probes.
+fn say_admin(admin: &std::net::SocketAddr, data_dir: &Path) {
+    if admin.port() == 0 {
+        return;
     }
+    let cert = data_dir.join(wormfs::admin::tls::SELF_CERT_FILE);
+    let fingerprint = match wormfs::admin::tls::file_fingerprint(&cert) {
+        Ok(f) => format!("certificate SHA-256 {f}"),
+        Err(e) => format!("certificate not readable yet: {e}"),
+    };
+    say!("          admin https://{admin}/ ({fingerprint})");
+    say!("          metrics https://{admin}/metrics, health https://{admin}/ready");
 }
 
 /// A node process started by the cluster quickstart.
@@ -249,7 +258,7 @@ pub fn run_cluster(
         let name = format!("node{}", i + 1);
         let ndir = dir.join(&name);
         let mut config = format!(
-            "node_id = \"{name}\"\nlisten = \"{}:{}\"\nadmin_listen = \"{}:{}\"\ndata_dir = \"meta\"\nadmin_identity = \"{}\"\n\n",
+            "node_id = \"{name}\"\nlisten = \"{}:{}\"\nadmin_listen = \"{}:{}\"\nadmin_tls = \"on\"\ndata_dir = \"meta\"\nadmin_identity = \"{}\"\n\n",
             base.ip(),
             port(i, 0)?,
             base.ip(),
@@ -328,10 +337,10 @@ pub fn run_cluster(
             p.addr,
             dir.join(&p.name).display()
         );
-        say_admin(&std::net::SocketAddr::new(
-            base.ip(),
-            port(i, ADMIN_OFFSET)?,
-        ));
+        say_admin(
+            &std::net::SocketAddr::new(base.ip(), port(i, ADMIN_OFFSET)?),
+            &dir.join(&p.name).join("meta"),
+        );
     }
     say!("  mount   {} (through node1)", mnt.display());
     print_client(client_config.as_deref(), &identity);
@@ -434,7 +443,9 @@ fn print_ui(
         }
     }
     say!(
-        "  web UI  http://{admin}/ (log in with the token in {}; REST API under /api/v1)",
+        "  web UI  https://{admin}/ (log in with the token in {}; REST API under /api/v1; \
+         the browser warns of the node's self-signed certificate: compare its SHA-256 \
+         fingerprint with the one above)",
         path.display()
     );
 }

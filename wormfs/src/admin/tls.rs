@@ -43,6 +43,16 @@ pub fn fingerprint(der: &[u8]) -> String {
         .join(":")
 }
 
+/// The fingerprint of the first certificate in PEM file `cert`, as the node logs it.
+pub fn file_fingerprint(cert: &Path) -> Result<String, String> {
+    let first = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| format!("certificate `{}`: {e}", cert.display()))?
+        .next()
+        .ok_or_else(|| format!("certificate `{}` holds no certificate", cert.display()))?
+        .map_err(|e| format!("certificate `{}`: {e}", cert.display()))?;
+    Ok(fingerprint(first.as_ref()))
+}
+
 /// The TLS setup from `cert` and `key` (PEM files) when given, else from the node's own
 /// certificate in `data_dir`, made at the first call for the names `names` (the listen
 /// address and `localhost`) and kept for later starts.
