@@ -6,6 +6,7 @@
 //! (`ceil(len / k)`, the last data shard zero-padded). Any `k` shards give the stripe back.
 
 mod codec;
+pub mod gf;
 mod layout;
 
 pub use codec::{CodecError, EncodedStripe, ErasureCodec, MAX_SHARDS};
