@@ -7,12 +7,15 @@
 # default policy (general: 2+1, 1 MiB stripes, one chunk per node), mounted through a
 # follower (so metadata writes are forwarded to the master). Measures sequential write of
 # SIZE_MIB including the final fsync, sequential read with caches dropped and a fresh mount,
-# and create / stat / read / delete of SMALL_FILES 4 KiB files, then the failover time:
+# 4 KiB reads at random offsets of the big file (caches dropped, a fresh mount: RANDOM_READS
+# of them, default 2000), and create / stat / read / delete of SMALL_FILES 4 KiB files, then
+# the failover time:
 # SIGKILL of the master until another node reports a new master. Prints a Markdown table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MIB=${1:-512}
 FILES=${2:-1000}
+RANDOM_READS=${RANDOM_READS:-2000}
 ELECTION_MS=${ELECTION_MS:-1500}
 # WORMFS_BIN: measure that binary (another commit's, for a before/after) instead of building
 BIN=${WORMFS_BIN:-target/release/wormfs}
@@ -82,7 +85,25 @@ for target in plain mnt; do
     c2=$(cpu "${PIDS[@]}" "$MOUNT_PID")
     R[$target.read]=$(seconds dd if="$dir/big" of=/dev/null bs=4M)
     c3=$(cpu "${PIDS[@]}" "$MOUNT_PID")
+    drop_caches
+    if [ "$target" = mnt ]; then stop_mount; start_mount; fi
+    c4=$(cpu "${PIDS[@]}" "$MOUNT_PID")
+    R[$target.random]=$(python3 - "$dir/big" "$RANDOM_READS" <<'PY'
+import os, random, sys, time
+path, n = sys.argv[1], int(sys.argv[2])
+fd = os.open(path, os.O_RDONLY)
+blocks = os.fstat(fd).st_size // 4096
+rng = random.Random(42)
+t = time.perf_counter()
+for _ in range(n):
+    if len(os.pread(fd, 4096, rng.randrange(blocks) * 4096)) != 4096:
+        sys.exit("short read")
+print(f"{n / (time.perf_counter() - t):.0f}")
+PY
+)
+    c5=$(cpu "${PIDS[@]}" "$MOUNT_PID")
     if [ "$target" = mnt ]; then
+        R[cpu.random]=$(python3 -c "print(f'{($c5-$c4)/$HZ*1e6/$RANDOM_READS:.0f}')")
         R[cpu.write]=$(python3 -c "print(f'{($c1-$c0)/$HZ/($SIZE_MIB/1024):.2f}')")
         R[cpu.read]=$(python3 -c "print(f'{($c3-$c2)/$HZ/($SIZE_MIB/1024):.2f}')")
         pids="${PIDS[*]} $MOUNT_PID"
@@ -109,11 +130,13 @@ echo "| measure | plain dir | 3-node mount | mount ÷ plain |"
 echo "|---|---|---|---|"
 echo "| sequential write ${SIZE_MIB} MiB + fsync (MiB/s) | $pw | $mw | $(ratio "$mw" "$pw")× |"
 echo "| sequential read, caches dropped (MiB/s) | $pr | $mr | $(ratio "$mr" "$pr")× |"
+echo "| 4 KiB random reads, caches dropped (reads/s) | ${R[plain.random]} | ${R[mnt.random]} | $(ratio "${R[mnt.random]}" "${R[plain.random]}")× |"
 echo "| create 4 KiB files (files/s) | $pc | $mc | $(ratio "$mc" "$pc")× |"
 echo "| stat (files/s) | $ps | $ms | $(ratio "$ms" "$ps")× |"
 echo "| read 4 KiB files (files/s) | $pre | $mre | $(ratio "$mre" "$pre")× |"
 echo "| delete (files/s) | $pd | $md | $(ratio "$md" "$pd")× |"
 echo
 echo "CPU seconds (3 nodes + mount) per GiB: write ${R[cpu.write]}, read ${R[cpu.read]}"
+echo "CPU µs (3 nodes + mount) per 4 KiB random read: ${R[cpu.random]}"
 echo "CPU µs (3 nodes + mount) per 4 KiB file: create $cc, stat $cs, read $cre, delete $cd"
 echo "Failover: master $M SIGKILLed, $NEW named master ${FAILOVER} s later (election timeout ${ELECTION_MS} ms)."

@@ -275,6 +275,20 @@ impl Transport for InProcessTransport {
             .map_err(|e| TransportError::from_store(node, e))
     }
 
+    async fn read_chunk_range(
+        &self,
+        node: &NodeId,
+        disk: &DiskId,
+        addr: &ChunkAddr,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, TransportError> {
+        let store = self.hub.store(&self.me, node)?;
+        store
+            .read_chunk_range(disk, addr, offset, len)
+            .map_err(|e| TransportError::from_store(node, e))
+    }
+
     async fn check_chunk(
         &self,
         node: &NodeId,

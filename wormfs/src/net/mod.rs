@@ -113,6 +113,24 @@ pub trait Transport: Send + Sync {
         addr: &ChunkAddr,
     ) -> Result<ChunkFile, TransportError>;
 
+    /// `len` bytes of a chunk's data on `node` from data offset `offset` (clipped to the
+    /// data), verified there by the checksums of the blocks they lie in (see
+    /// [`crate::store::ChunkStore::read_chunk_range`]). A transport that cannot ask for a
+    /// part reads the whole chunk and cuts it.
+    async fn read_chunk_range(
+        &self,
+        node: &NodeId,
+        disk: &DiskId,
+        addr: &ChunkAddr,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, TransportError> {
+        let chunk = self.read_chunk(node, disk, addr).await?;
+        let start = (offset as usize).min(chunk.data.len());
+        let end = (offset.saturating_add(len) as usize).min(chunk.data.len());
+        Ok(chunk.data[start..end].to_vec())
+    }
+
     /// Checks a chunk's presence on `node` (a stat).
     async fn check_chunk(
         &self,

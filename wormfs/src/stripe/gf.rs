@@ -257,7 +257,10 @@ mod tests {
         let b = invert(&a).unwrap();
         for (i, row) in a.iter().enumerate() {
             for j in 0..3usize {
-                let v = row.iter().zip(&b).fold(0u8, |acc, (x, col)| acc ^ mul(*x, col[j]));
+                let v = row
+                    .iter()
+                    .zip(&b)
+                    .fold(0u8, |acc, (x, col)| acc ^ mul(*x, col[j]));
                 assert_eq!(v, u8::from(i == j), "({i}, {j})");
             }
         }

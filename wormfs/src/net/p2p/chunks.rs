@@ -29,6 +29,13 @@ pub(crate) enum ChunkRequest {
         disk: DiskId,
         addr: ChunkAddr,
     },
+    /// Part of a chunk's data (`/wormfs/chunk/2` only; the answer is `Chunk` with the bytes).
+    ReadRange {
+        disk: DiskId,
+        addr: ChunkAddr,
+        offset: u64,
+        len: u64,
+    },
     Check {
         disk: DiskId,
         addr: ChunkAddr,
@@ -127,14 +134,22 @@ fn store_reply(e: StoreError) -> ChunkResponse {
 }
 
 /// Serves one inbound chunk stream, opened with `wire`'s protocol, against the local store.
+/// Without `ranges` it drops a `ReadRange` unanswered, as a node of a release before it
+/// does (for tests that play one).
 pub(crate) async fn serve_stream(
     store: Arc<dyn ChunkStore>,
     peer: PeerId,
     wire: Wire,
     mut stream: Stream,
+    ranges: bool,
 ) {
     let result = async {
         let (request, payload): (ChunkRequest, Vec<u8>) = read_frame(&mut stream, wire).await?;
+        if !ranges && matches!(request, ChunkRequest::ReadRange { .. }) {
+            return Err(proto_err(
+                "a chunk request of a kind this node does not know",
+            ));
+        }
         let (reply, out) =
             tokio::task::spawn_blocking(move || run_local(&*store, wire, request, payload))
                 .await
@@ -169,6 +184,15 @@ pub(crate) fn run_local(
         },
         ChunkRequest::Read { disk, addr } => match store.read_chunk(&disk, &addr) {
             Ok(chunk) => (ChunkResponse::Chunk, chunk.encode()),
+            Err(e) => (store_reply(e), Vec::new()),
+        },
+        ChunkRequest::ReadRange {
+            disk,
+            addr,
+            offset,
+            len,
+        } => match store.read_chunk_range(&disk, &addr, offset, len) {
+            Ok(bytes) => (ChunkResponse::Chunk, bytes),
             Err(e) => (store_reply(e), Vec::new()),
         },
         ChunkRequest::Check { disk, addr } => match store.check_chunk(&disk, &addr) {

@@ -148,6 +148,9 @@ struct Shared {
     chunk_timeout: Duration,
     /// False only for a node playing one of the release before protobuf, in tests.
     speaks_v2: bool,
+    /// Peers that could not serve a part of a chunk (nodes of a release before
+    /// `ReadRange`): they are asked for whole chunks.
+    no_ranges: Mutex<HashSet<NodeId>>,
     refusals: Arc<Mutex<VecDeque<Refusal>>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -281,6 +284,7 @@ impl P2pTransport {
             book,
             chunk_timeout,
             speaks_v2,
+            no_ranges: Mutex::new(HashSet::new()),
             refusals,
             tasks: Mutex::new(Vec::new()),
         });
@@ -606,6 +610,53 @@ impl Transport for P2pTransport {
                 })
             }
             (other, _, _) => Err(chunks::reply_error(node, Some(addr), other)),
+        }
+    }
+
+    async fn read_chunk_range(
+        &self,
+        node: &NodeId,
+        disk: &DiskId,
+        addr: &ChunkAddr,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>, TransportError> {
+        let whole = || async {
+            let chunk = self.read_chunk(node, disk, addr).await?;
+            let start = (offset as usize).min(chunk.data.len());
+            let end = (offset.saturating_add(len) as usize).min(chunk.data.len());
+            Ok(chunk.data[start..end].to_vec())
+        };
+        let ranges_known_bad = self
+            .shared
+            .no_ranges
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(node);
+        if ranges_known_bad || !self.shared.speaks_v2 {
+            return whole().await;
+        }
+        let request = ChunkRequest::ReadRange {
+            disk: disk.clone(),
+            addr: addr.clone(),
+            offset,
+            len,
+        };
+        match self.chunk_op(node, request, Vec::new()).await {
+            Ok((ChunkResponse::Chunk, bytes, _)) => Ok(bytes),
+            Ok((other, _, _)) => Err(chunks::reply_error(node, Some(addr), other)),
+            // a node of a release before `ReadRange` (or before protobuf) cannot read the
+            // request and drops the stream unanswered, while it is still connected
+            Err(TransportError::Unreachable { .. }) if self.is_connected(node) => {
+                tracing::debug!(%node, "the node reads no chunk ranges: asking for whole chunks");
+                self.shared
+                    .no_ranges
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(node.clone());
+                whole().await
+            }
+            Err(e) => Err(e),
         }
     }
 

@@ -20,7 +20,15 @@ pub(super) async fn accept_chunks(
 ) {
     while let Some((peer, stream)) = incoming.next().await {
         let Some(s) = shared.upgrade() else { break };
-        tokio::spawn(chunks::serve_stream(s.store.clone(), peer, wire, stream));
+        // a node playing the release before protobuf (tests) knows no ranges either
+        let ranges = s.speaks_v2;
+        tokio::spawn(chunks::serve_stream(
+            s.store.clone(),
+            peer,
+            wire,
+            stream,
+            ranges,
+        ));
     }
 }
 

@@ -145,6 +145,23 @@ async fn pinned_peers_exchange_chunks_and_requests() {
             .unwrap(),
         Some(stored.size)
     );
+    // part of the chunk's data, clipped to it
+    for (offset, len, want) in [
+        (3, 5, &c.data[3..8]),
+        (7, 100, &c.data[7..]),
+        (50, 4, &[][..]),
+    ] {
+        let part = a
+            .transport
+            .read_chunk_range(&nb, &disk, &stored.addr, offset, len)
+            .await
+            .unwrap();
+        assert_eq!(part, want, "{offset}+{len}");
+    }
+    assert!(
+        a.transport.shared.no_ranges.lock().unwrap().is_empty(),
+        "a node of this release reads ranges itself"
+    );
     // the peer's index lists the chunk, and records a rename
     a.transport
         .rename_file(&nb, &disk, &folder, c.header.key.file, "/renamed.mkv")
@@ -166,6 +183,15 @@ async fn pinned_peers_exchange_chunks_and_requests() {
     assert!(
         matches!(err, TransportError::ChunkDamaged { missing: false, .. }),
         "{err}"
+    );
+    let err = a
+        .transport
+        .read_chunk_range(&nb, &disk, &stored.addr, 0, 4)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TransportError::ChunkDamaged { missing: false, .. }),
+        "a range of a rotten chunk: {err}"
     );
     // a disk the peer does not have is the peer failing, not the chunk
     let err = a
@@ -368,6 +394,24 @@ async fn a_node_of_the_release_before_protobuf_works_with_this_one() {
                 .unwrap(),
             c
         );
+        // a range, from a node that cannot ask for one or of one that cannot serve it
+        let part = from
+            .transport
+            .read_chunk_range(to_name, &disk, &stored.addr, 2, 6)
+            .await
+            .unwrap_or_else(|e| panic!("a range of a chunk on {to_name}: {e}"));
+        assert_eq!(part, c.data[2..8]);
+        if to_name == &n_old {
+            // the old node dropped the request: the new one reads it whole from now on
+            let known = new
+                .transport
+                .shared
+                .no_ranges
+                .lock()
+                .unwrap()
+                .contains(&n_old);
+            assert!(known, "the old node is remembered as reading no ranges");
+        }
         let listed = from.transport.scan_disk(to_name, &disk).await.unwrap();
         assert_eq!(listed.len(), 1, "{listed:?}");
         assert_eq!(listed[0].key, c.header.key);

@@ -308,6 +308,17 @@ impl From<ChunkRequest> for pb::ChunkRequest {
                 path,
             }),
             ChunkRequest::Read { disk, addr } => Kind::Read(on_disk(disk, addr)),
+            ChunkRequest::ReadRange {
+                disk,
+                addr,
+                offset,
+                len,
+            } => Kind::Range(pb::ReadRange {
+                disk: disk.0,
+                addr: Some(addr_to_pb(addr)),
+                offset,
+                len,
+            }),
             ChunkRequest::Check { disk, addr } => Kind::Check(on_disk(disk, addr)),
             ChunkRequest::Delete { disk, addr } => Kind::Delete(on_disk(disk, addr)),
             ChunkRequest::Scan { disk } => Kind::Scan(pb::ScanDisk { disk: disk.0 }),
@@ -341,6 +352,18 @@ impl TryFrom<pb::ChunkRequest> for ChunkRequest {
             Kind::Read(c) => {
                 let (disk, addr) = from_on_disk(c)?;
                 ChunkRequest::Read { disk, addr }
+            }
+            Kind::Range(r) => {
+                let (disk, addr) = from_on_disk(pb::ChunkOnDisk {
+                    disk: r.disk,
+                    addr: r.addr,
+                })?;
+                ChunkRequest::ReadRange {
+                    disk,
+                    addr,
+                    offset: r.offset,
+                    len: r.len,
+                }
             }
             Kind::Check(c) => {
                 let (disk, addr) = from_on_disk(c)?;

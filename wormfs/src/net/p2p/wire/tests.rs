@@ -176,10 +176,16 @@ fn every_request() -> Vec<ChunkRequest> {
         },
         ChunkRequest::Scan { disk: disk.clone() },
         ChunkRequest::Rename {
-            disk,
+            disk: disk.clone(),
             folder: addr().folder,
             file: FileId(42),
             path: "/photos/b.jpg".into(),
+        },
+        ChunkRequest::ReadRange {
+            disk,
+            addr: addr(),
+            offset: 65_536,
+            len: 4096,
         },
     ]
 }
