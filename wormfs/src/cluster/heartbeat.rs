@@ -116,6 +116,20 @@ impl Heartbeats {
             .clone()
     }
 
+    /// How often peers send heartbeats.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// `p` online by its heartbeats, unless this node's connection to it is down
+    /// (`connected` false) and it has missed two heartbeats since: a killed node (its
+    /// connection closes at once) counts as offline, and its chunks not as "ok", within
+    /// about two intervals instead of after `offline_after` of them. A node that hangs with
+    /// its connection open still takes `offline_after`.
+    pub fn reachable(&self, p: &PeerBeat, connected: bool) -> bool {
+        p.online && (connected || p.age <= self.interval * 2)
+    }
+
     /// Records a heartbeat.
     pub fn record(&self, beat: Beat) {
         self.table
@@ -268,5 +282,36 @@ mod tests {
         assert!(hb.get(&NodeId("b".into())).unwrap().age >= Duration::from_millis(30));
         hb.forget(&NodeId("b".into()));
         assert!(hb.peers().is_empty());
+    }
+
+    /// A peer whose connection is down counts as offline once it has missed two beats,
+    /// long before `offline_after`; one still connected keeps its heartbeats' word.
+    #[test]
+    fn a_peer_without_a_connection_is_offline_after_two_missed_beats() {
+        let hb = Heartbeats::new(Duration::from_millis(100), 300);
+        let beat = |age_ms: u64| PeerBeat {
+            beat: Beat {
+                node: NodeId("b".into()),
+                rpc_addr: "127.0.0.1:1".into(),
+                p2p_addr: "127.0.0.1:2".into(),
+                peer_id: "x".into(),
+                raft_id: 2,
+                disks: vec![],
+                sent_ms: 0,
+                term: 0,
+                admin: Default::default(),
+            },
+            received_ms: 0,
+            age: Duration::from_millis(age_ms),
+            online: age_ms <= 100 * 300,
+        };
+        // a fresh beat: reachable, connected or not (a redial in progress)
+        assert!(hb.reachable(&beat(150), false));
+        assert!(hb.reachable(&beat(150), true));
+        // two beats missed: offline without a connection, online with one (a hang)
+        assert!(!hb.reachable(&beat(250), false));
+        assert!(hb.reachable(&beat(250), true));
+        // past offline_after: offline either way
+        assert!(!hb.reachable(&beat(31_000), true));
     }
 }

@@ -11,7 +11,11 @@ impl crate::heal::ClusterLiveness for Cluster {
     }
 
     fn node_online(&self, node: &NodeId) -> bool {
-        *node == self.node || self.heartbeats.get(node).is_some_and(|p| p.online)
+        *node == self.node
+            || self
+                .heartbeats
+                .get(node)
+                .is_some_and(|p| self.reachable(node, &p))
     }
 
     fn members(&self) -> Vec<NodeId> {
@@ -19,6 +23,14 @@ impl crate::heal::ClusterLiveness for Cluster {
             .into_iter()
             .map(|(_, m)| NodeId(m.name))
             .collect()
+    }
+}
+
+impl Cluster {
+    /// See [`super::heartbeat::Heartbeats::reachable`].
+    fn reachable(&self, node: &NodeId, p: &super::heartbeat::PeerBeat) -> bool {
+        self.heartbeats
+            .reachable(p, self.transport.is_connected(node))
     }
 }
 
@@ -51,7 +63,12 @@ impl crate::rpc::server::ClusterInfo for Cluster {
                 Some(p) => MemberRow {
                     id: m.name.clone(),
                     address: m.rpc_addr.clone(),
-                    state: if p.online { "online" } else { "offline" }.into(),
+                    state: if self.reachable(&NodeId(m.name.clone()), &p) {
+                        "online"
+                    } else {
+                        "offline"
+                    }
+                    .into(),
                     role: role(&m.name).into(),
                     last_heartbeat: (p.received_ms as i64).saturating_mul(1_000_000),
                     disks: p

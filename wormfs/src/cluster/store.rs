@@ -110,7 +110,10 @@ impl ClusterStore {
                     disk: d.id.clone(),
                     total: d.total,
                     free: d.free,
-                    usable: p.online && d.healthy,
+                    usable: d.healthy
+                        && self
+                            .heartbeats
+                            .reachable(&p, self.transport.is_connected(&p.beat.node)),
                 });
             }
         }
@@ -211,7 +214,11 @@ impl ChunkStore for ClusterStore {
             return false;
         };
         let beat = self.heartbeats.get(&node);
-        if beat.as_ref().is_some_and(|p| !p.online) {
+        if beat.as_ref().is_some_and(|p| {
+            !self
+                .heartbeats
+                .reachable(p, self.transport.is_connected(&node))
+        }) {
             return false;
         }
         let suspected = self
