@@ -124,8 +124,8 @@ mbps() { python3 -c "print(f'{$SIZE_MIB/$1:.0f}')"; }
 ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
 pw=$(mbps "${R[plain.write]}"); mw=$(mbps "${R[mnt.write]}")
 pr=$(mbps "${R[plain.read]}"); mr=$(mbps "${R[mnt.read]}")
-read -r pc ps pre pd _ <<< "${R[plain.small]}"
-read -r mc ms mre md cc cs cre cd <<< "${R[mnt.small]}"
+read -r pc ps pre pd pl _ <<< "${R[plain.small]}"
+read -r mc ms mre md ml cc cs cre cd cl <<< "${R[mnt.small]}"
 echo "| measure | plain dir | 3-node mount | mount ÷ plain |"
 echo "|---|---|---|---|"
 echo "| sequential write ${SIZE_MIB} MiB + fsync (MiB/s) | $pw | $mw | $(ratio "$mw" "$pw")× |"
@@ -135,8 +135,9 @@ echo "| create 4 KiB files (files/s) | $pc | $mc | $(ratio "$mc" "$pc")× |"
 echo "| stat (files/s) | $ps | $ms | $(ratio "$ms" "$ps")× |"
 echo "| read 4 KiB files (files/s) | $pre | $mre | $(ratio "$mre" "$pre")× |"
 echo "| delete (files/s) | $pd | $md | $(ratio "$md" "$pd")× |"
+echo "| ls -l (entries/s) | $pl | $ml | $(ratio "$ml" "$pl")× |"
 echo
 echo "CPU seconds (3 nodes + mount) per GiB: write ${R[cpu.write]}, read ${R[cpu.read]}"
 echo "CPU µs (3 nodes + mount) per 4 KiB random read: ${R[cpu.random]}"
-echo "CPU µs (3 nodes + mount) per 4 KiB file: create $cc, stat $cs, read $cre, delete $cd"
+echo "CPU µs (3 nodes + mount) per 4 KiB file: create $cc, stat $cs, read $cre, delete $cd, ls -l $cl per entry"
 echo "Failover: master $M SIGKILLed, $NEW named master ${FAILOVER} s later (election timeout ${ELECTION_MS} ms)."

@@ -1,6 +1,8 @@
 """Create / stat / read / delete N files of 4 KiB in a new directory DIR, one after the
-other; prints the four rates in files per second, then, when PIDs are given, the CPU time
-those processes spent per file in each of the four phases (microseconds; `-` without PIDs).
+other, and list the directory with each entry's attributes (what `ls -l` does) between
+the read and the delete; prints the rates in files (entries) per second in the order
+create stat read delete list, then, when PIDs are given, the CPU time those processes
+spent per file in each phase, in the same order (microseconds; `-` without PIDs).
 Used by bench/fuse.sh and bench/cluster.sh:  python3 bench/small-files.py DIR N [PID...]"""
 import os, sys, time
 
@@ -31,7 +33,11 @@ def read():
         with open(f"{d}/f{i}", "rb") as f: f.read()
 def delete():
     for i in range(n): os.unlink(f"{d}/f{i}")
+def listing():  # ls -l: the names, then each entry's attributes
+    if sum(1 for e in os.scandir(d) if e.stat(follow_symlinks=False)) != n:
+        sys.exit("the listing misses files")
 
-for w in (create, stat, read, delete): phase(w)
-print(" ".join(f"{x:.0f}" for x in rates),
-      " ".join(f"{x:.0f}" if pids else "-" for x in cpus))
+for w in (create, stat, read, listing, delete): phase(w)
+order = (0, 1, 2, 4, 3)  # create stat read delete list: the first four as before
+print(" ".join(f"{rates[i]:.0f}" for i in order),
+      " ".join(f"{cpus[i]:.0f}" if pids else "-" for i in order))
