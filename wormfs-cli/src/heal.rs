@@ -122,8 +122,7 @@ pub async fn scrub(
         }
         return Ok(());
     }
-    let tty = std::io::stderr().is_terminal() && !as_json;
-    let mut last_line = String::new();
+    let mut progress = Progress::new(as_json);
     loop {
         let r = client
             .list_workers()
@@ -136,18 +135,9 @@ pub async fn scrub(
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
-        let line = progress_line(w);
-        if tty {
-            eprint!("\r\x1b[2K{line}");
-            let _ = std::io::stderr().flush();
-        } else if line != last_line && !as_json {
-            eprintln!("{line}");
-        }
-        last_line = line;
+        progress.show(w);
         if finished {
-            if tty {
-                eprintln!();
-            }
+            progress.done();
             if as_json {
                 out!("{}", serde_json::to_string_pretty(&worker_json(w))?);
             } else {
@@ -165,6 +155,42 @@ pub async fn scrub(
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A worker's progress on stderr: a bar redrawn in place on a terminal, a line per change
+/// otherwise, nothing with `--json`.
+struct Progress {
+    tty: bool,
+    quiet: bool,
+    last: String,
+}
+
+impl Progress {
+    fn new(as_json: bool) -> Progress {
+        Progress {
+            tty: std::io::stderr().is_terminal() && !as_json,
+            quiet: as_json,
+            last: String::new(),
+        }
+    }
+
+    fn show(&mut self, w: &proto::WorkerInfo) {
+        let line = progress_line(w);
+        if self.tty {
+            eprint!("\r\x1b[2K{line}");
+            let _ = std::io::stderr().flush();
+        } else if line != self.last && !self.quiet {
+            eprintln!("{line}");
+        }
+        self.last = line;
+    }
+
+    /// Ends the bar's line.
+    fn done(&self) {
+        if self.tty {
+            eprintln!();
+        }
     }
 }
 
@@ -206,22 +232,14 @@ pub async fn wait_for_repair(node: &str, as_json: bool) -> anyhow::Result<()> {
         .context("ask for a repair sweep")?;
     let first = find(&asked, "repair")?.clone();
     let want = first.requested;
-    let tty = std::io::stderr().is_terminal() && !as_json;
-    let mut last_line = String::new();
+    let mut progress = Progress::new(as_json);
     loop {
         let r = client
             .list_workers()
             .await
             .context("read the repair's progress")?;
         let w = find(&r, "repair")?;
-        let line = progress_line(w);
-        if tty {
-            eprint!("\r\x1b[2K{line}");
-            let _ = std::io::stderr().flush();
-        } else if line != last_line && !as_json {
-            eprintln!("{line}");
-        }
-        last_line = line;
+        progress.show(w);
         if w.state == "error" {
             anyhow::bail!("the repair worker stopped on an error: {}", w.message);
         }
@@ -246,9 +264,7 @@ pub async fn wait_for_repair(node: &str, as_json: bool) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(250)).await;
             continue;
         }
-        if tty {
-            eprintln!();
-        }
+        progress.done();
         if as_json {
             out!("{}", json!({ "repair": worker_json(w) }));
         }

@@ -126,9 +126,7 @@ pub trait Transport: Send + Sync {
         len: u64,
     ) -> Result<Vec<u8>, TransportError> {
         let chunk = self.read_chunk(node, disk, addr).await?;
-        let start = (offset as usize).min(chunk.data.len());
-        let end = (offset.saturating_add(len) as usize).min(chunk.data.len());
-        Ok(chunk.data[start..end].to_vec())
+        Ok(crate::store::data_range(&chunk, offset, len))
     }
 
     /// Checks a chunk's presence on `node` (a stat).

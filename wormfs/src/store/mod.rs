@@ -172,6 +172,13 @@ impl StoreError {
 
 /// Copies the first `dest.len()` data bytes of `chunk` into `dest`, for
 /// [`ChunkStore::read_chunk_into`]; a chunk with fewer is corrupt.
+/// `len` bytes of `chunk`'s data from data offset `offset`, clipped to the data.
+pub(crate) fn data_range(chunk: &ChunkFile, offset: u64, len: u64) -> Vec<u8> {
+    let start = (offset as usize).min(chunk.data.len());
+    let end = (offset.saturating_add(len) as usize).min(chunk.data.len());
+    chunk.data[start..end].to_vec()
+}
+
 pub(crate) fn copy_data_into(
     chunk: &ChunkFile,
     disk: &DiskId,
@@ -294,10 +301,7 @@ pub trait ChunkStore: Send + Sync {
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, StoreError> {
-        let chunk = self.read_chunk(disk, addr)?;
-        let start = (offset as usize).min(chunk.data.len());
-        let end = (offset.saturating_add(len) as usize).min(chunk.data.len());
-        Ok(chunk.data[start..end].to_vec())
+        Ok(data_range(&self.read_chunk(disk, addr)?, offset, len))
     }
 
     /// A cheap presence check (a stat): the chunk file's size, or `None` when it is missing.

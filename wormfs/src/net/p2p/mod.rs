@@ -623,9 +623,7 @@ impl Transport for P2pTransport {
     ) -> Result<Vec<u8>, TransportError> {
         let whole = || async {
             let chunk = self.read_chunk(node, disk, addr).await?;
-            let start = (offset as usize).min(chunk.data.len());
-            let end = (offset.saturating_add(len) as usize).min(chunk.data.len());
-            Ok(chunk.data[start..end].to_vec())
+            Ok(crate::store::data_range(&chunk, offset, len))
         };
         let ranges_known_bad = self
             .shared
