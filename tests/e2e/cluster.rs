@@ -684,40 +684,14 @@ fn nodes_join_and_leave_with_node_add_and_remove() {
 #[test]
 fn quickstart_runs_a_cluster_that_wormfs_finds_through_the_client_config() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("demo");
-    let home = tmp.path().join("home");
-    fs::create_dir(&home).unwrap();
-    // a base port whose 3 gRPC, 3 node-to-node and 3 admin ports (base+0..2, base+30..32,
-    // base+60..62) are free, below the kernel's ephemeral range, so no other test's port 0
-    // lands on them
-    let base = free_block(&[0, 1, 2, 30, 31, 32, 60, 61, 62]);
-    let log = tmp.path().join("quickstart.log");
-    let mut child = Command::new(BIN)
-        .args(["quickstart", "--dir", dir.to_str().unwrap(), "--nodes", "3"])
-        .args([
-            "--disks-per-node",
-            "2",
-            "--listen",
-            &format!("127.0.0.1:{base}"),
-        ])
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .env("XDG_CACHE_HOME", home.join("cache"))
-        .env("RUST_LOG", "warn")
-        .stdout(fs::File::create(&log).unwrap())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let guard = scopeguard(child.id());
-    wait_for("the quickstart cluster", Duration::from_secs(60), || {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "quickstart exited with {status}:\n{}",
-                fs::read_to_string(&log).unwrap()
-            );
-        }
-        let text = fs::read_to_string(&log).ok()?;
-        text.contains("Stop with Ctrl-C").then_some(())
-    });
+    let Quickstart {
+        mut child,
+        guard,
+        dir,
+        home,
+        base,
+        log,
+    } = start_quickstart(tmp.path(), &["--disks-per-node", "2"]);
     let text = fs::read_to_string(&log).unwrap();
     for n in ["node1", "node2", "node3"] {
         assert!(text.contains(n), "{text}");
@@ -1011,6 +985,64 @@ fn scrape(at: &AdminAt) -> prometheus_parse::Scrape {
     assert_eq!(code, 200, "{body}");
     prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
         .expect("the metrics parse as Prometheus text")
+}
+
+/// A three-node `wormfs quickstart` that [`start_quickstart`] started.
+pub struct Quickstart {
+    pub child: Child,
+    /// Stops it if the test fails first.
+    pub guard: Guard,
+    /// Its `--dir`.
+    pub dir: PathBuf,
+    /// The `XDG_CONFIG_HOME`/`XDG_CACHE_HOME` parent: the client config goes there.
+    pub home: PathBuf,
+    /// Its first gRPC port.
+    pub base: u16,
+    /// Its stdout.
+    pub log: PathBuf,
+}
+
+/// Starts `wormfs quickstart --nodes 3 ARGS` under `tmp` (data in `tmp/demo`, the client's
+/// config and cache in `tmp/home`) and waits until it says it runs.
+pub fn start_quickstart(tmp: &Path, args: &[&str]) -> Quickstart {
+    let dir = tmp.join("demo");
+    let home = tmp.join("home");
+    fs::create_dir(&home).unwrap();
+    // a base port whose 3 gRPC, 3 node-to-node and 3 admin ports (base+0..2, base+30..32,
+    // base+60..62) are free, below the kernel's ephemeral range, so no other test's port 0
+    // lands on them
+    let base = free_block(&[0, 1, 2, 30, 31, 32, 60, 61, 62]);
+    let log = tmp.join("quickstart.log");
+    let mut child = Command::new(BIN)
+        .args(["quickstart", "--dir", dir.to_str().unwrap(), "--nodes", "3"])
+        .args(["--listen", &format!("127.0.0.1:{base}")])
+        .args(args)
+        .env("XDG_CONFIG_HOME", home.join("config"))
+        .env("XDG_CACHE_HOME", home.join("cache"))
+        .env("RUST_LOG", "warn")
+        .stdout(fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let guard = scopeguard(child.id());
+    wait_for("the quickstart cluster", Duration::from_secs(60), || {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "quickstart exited with {status}:\n{}",
+                fs::read_to_string(&log).unwrap()
+            );
+        }
+        let text = fs::read_to_string(&log).ok()?;
+        text.contains("Stop with Ctrl-C").then_some(())
+    });
+    Quickstart {
+        child,
+        guard,
+        dir,
+        home,
+        base,
+        log,
+    }
 }
 
 /// Kills the quickstart process group's leader if the test fails before stopping it.

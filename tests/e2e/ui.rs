@@ -6,8 +6,8 @@
 //! Needs `chromium` (`.ci/run` installs it); `WORMFS_SKIP_BROWSER=1` skips the test on a
 //! machine without one, saying so.
 
-use super::cluster::{cli_ok, free_block, scopeguard};
-use super::fixture::{bytes, wait_for, BIN};
+use super::cluster::{cli_ok, free_block, start_quickstart, Quickstart};
+use super::fixture::{bytes, wait_for};
 use serde_json::{json, Value};
 use std::fs;
 use std::io::Write;
@@ -199,34 +199,14 @@ fn the_web_ui_logs_in_shows_the_cluster_and_removes_a_stopped_node_after_its_pre
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("demo");
-    let home = tmp.path().join("home");
-    fs::create_dir(&home).unwrap();
-    let base = free_block(&[0, 1, 2, 30, 31, 32, 60, 61, 62]);
-    let log = tmp.path().join("quickstart.log");
-    let mut child = Command::new(BIN)
-        .args(["quickstart", "--dir", dir.to_str().unwrap(), "--nodes", "3"])
-        .args(["--listen", &format!("127.0.0.1:{base}")])
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .env("XDG_CACHE_HOME", home.join("cache"))
-        .env("RUST_LOG", "warn")
-        .stdout(fs::File::create(&log).unwrap())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let guard = scopeguard(child.id());
-    wait_for("the quickstart cluster", Duration::from_secs(60), || {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "quickstart exited with {status}: {}",
-                fs::read_to_string(&log).unwrap()
-            );
-        }
-        fs::read_to_string(&log)
-            .ok()?
-            .contains("Stop with Ctrl-C")
-            .then_some(())
-    });
+    let Quickstart {
+        mut child,
+        guard,
+        dir,
+        home,
+        base,
+        ..
+    } = start_quickstart(tmp.path(), &[]);
     let cli = |args: &[&str]| cli_ok(&home, args);
     let token = cli(&["token", "create", "ui"]).trim().to_owned();
     fs::create_dir(dir.join("mnt/media")).unwrap();

@@ -259,20 +259,25 @@ debug_by_name!(Heartbeats);
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_peer_goes_offline_after_the_missed_beats() {
-        let hb = Heartbeats::new(Duration::from_millis(10), 3);
-        hb.record(Beat {
+    /// A heartbeat of node `b`, sent at `sent_ms`.
+    fn beat_of_b(sent_ms: u64) -> Beat {
+        Beat {
             node: NodeId("b".into()),
             rpc_addr: "127.0.0.1:1".into(),
             p2p_addr: "127.0.0.1:2".into(),
             peer_id: "x".into(),
             raft_id: 2,
             disks: vec![],
-            sent_ms: now_ms(),
+            sent_ms,
             term: 0,
             admin: Default::default(),
-        });
+        }
+    }
+
+    #[test]
+    fn a_peer_goes_offline_after_the_missed_beats() {
+        let hb = Heartbeats::new(Duration::from_millis(10), 3);
+        hb.record(beat_of_b(now_ms()));
         assert!(hb.get(&NodeId("b".into())).unwrap().online);
         let deadline = Instant::now() + Duration::from_secs(10);
         while hb.get(&NodeId("b".into())).unwrap().online {
@@ -290,17 +295,7 @@ mod tests {
     fn a_peer_without_a_connection_is_offline_after_two_missed_beats() {
         let hb = Heartbeats::new(Duration::from_millis(100), 300);
         let beat = |age_ms: u64| PeerBeat {
-            beat: Beat {
-                node: NodeId("b".into()),
-                rpc_addr: "127.0.0.1:1".into(),
-                p2p_addr: "127.0.0.1:2".into(),
-                peer_id: "x".into(),
-                raft_id: 2,
-                disks: vec![],
-                sent_ms: 0,
-                term: 0,
-                admin: Default::default(),
-            },
+            beat: beat_of_b(0),
             received_ms: 0,
             age: Duration::from_millis(age_ms),
             online: age_ms <= 100 * 300,

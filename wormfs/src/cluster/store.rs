@@ -172,6 +172,32 @@ impl ClusterStore {
             .insert(node.clone(), (Instant::now(), heard));
     }
 
+    /// Waits up to `patience` for a read of `addr` from `node`; a node that does not
+    /// answer in time is held as not responsive ([`Self::suspect`]).
+    fn remote_read<T>(
+        &self,
+        node: &NodeId,
+        disk: &DiskId,
+        addr: &ChunkAddr,
+        patience: Duration,
+        read: impl std::future::Future<Output = Result<T, crate::net::TransportError>>,
+    ) -> Result<T, StoreError> {
+        match self
+            .handle
+            .block_on(async { tokio::time::timeout(patience, read).await })
+        {
+            Ok(r) => r.map_err(|e| Self::remote_err(node, disk, Some(addr.key), e)),
+            Err(_) => {
+                self.suspect(node, patience);
+                Err(StoreError::Remote {
+                    node: node.clone(),
+                    disk: disk.clone(),
+                    reason: format!("no answer within {patience:?}"),
+                })
+            }
+        }
+    }
+
     fn remote_err(
         node: &NodeId,
         disk: &DiskId,
@@ -301,21 +327,8 @@ impl ChunkStore for ClusterStore {
             return self.local.read_chunk(disk, addr);
         }
         let node = self.node_of(disk)?;
-        let patience = patience.min(READ_TIMEOUT);
-        let read = self.handle.block_on(async {
-            tokio::time::timeout(patience, self.transport.read_chunk(&node, disk, addr)).await
-        });
-        match read {
-            Ok(r) => r.map_err(|e| Self::remote_err(&node, disk, Some(addr.key), e)),
-            Err(_) => {
-                self.suspect(&node, patience);
-                Err(StoreError::Remote {
-                    node: node.clone(),
-                    disk: disk.clone(),
-                    reason: format!("no answer within {patience:?}"),
-                })
-            }
-        }
+        let read = self.transport.read_chunk(&node, disk, addr);
+        self.remote_read(&node, disk, addr, patience.min(READ_TIMEOUT), read)
     }
 
     fn read_chunk_into(
@@ -343,25 +356,10 @@ impl ChunkStore for ClusterStore {
         // only the bytes asked for cross the network, verified by the holder's block
         // checksums: a 4 KiB read of a 512 KiB chunk moves 4 KiB, not the chunk
         let node = self.node_of(disk)?;
-        let read = self.handle.block_on(async {
-            tokio::time::timeout(
-                READ_TIMEOUT,
-                self.transport
-                    .read_chunk_range(&node, disk, addr, offset, len),
-            )
-            .await
-        });
-        match read {
-            Ok(r) => r.map_err(|e| Self::remote_err(&node, disk, Some(addr.key), e)),
-            Err(_) => {
-                self.suspect(&node, READ_TIMEOUT);
-                Err(StoreError::Remote {
-                    node: node.clone(),
-                    disk: disk.clone(),
-                    reason: format!("no answer within {READ_TIMEOUT:?}"),
-                })
-            }
-        }
+        let read = self
+            .transport
+            .read_chunk_range(&node, disk, addr, offset, len);
+        self.remote_read(&node, disk, addr, READ_TIMEOUT, read)
     }
 
     fn check_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<Option<u64>, StoreError> {

@@ -416,6 +416,19 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// `0..n` in an order the seed decides (Fisher-Yates over an LCG).
+    fn shuffled(n: usize, seed: u64) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..n).collect();
+        let mut s = seed;
+        for i in (1..n).rev() {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            order.swap(i, (s >> 33) as usize % (i + 1));
+        }
+        order
+    }
+
     fn drop_shards(enc: &EncodedStripe, lost: &[usize]) -> Vec<Option<Vec<u8>>> {
         enc.shards
             .iter()
@@ -513,12 +526,7 @@ mod tests {
         ) {
             let reference = ErasureCodec::new(k, m).unwrap().with_kernel(None);
             let want = reference.encode(&data);
-            let mut order: Vec<usize> = (0..k + m).collect();
-            let mut s = seed;
-            for i in (1..order.len()).rev() {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                order.swap(i, (s >> 33) as usize % (i + 1));
-            }
+            let order = shuffled(k + m, seed);
             let lost = &order[..1 + (seed as usize) % m];
             for kernel in Kernel::available() {
                 let codec = ErasureCodec::new(k, m).unwrap().with_kernel(Some(kernel));
@@ -545,12 +553,7 @@ mod tests {
             let enc = codec.encode(&data);
             prop_assert_eq!(enc.shards.len(), k + m);
             // Choose up to m distinct shards to lose, driven by the seed.
-            let mut order: Vec<usize> = (0..k + m).collect();
-            let mut s = seed;
-            for i in (1..order.len()).rev() {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                order.swap(i, (s >> 33) as usize % (i + 1));
-            }
+            let order = shuffled(k + m, seed);
             let lose = (seed as usize) % (m + 1);
             let lost = &order[..lose];
             let back = codec.decode(drop_shards(&enc, lost), data.len(), enc.stripe_crc).unwrap();
