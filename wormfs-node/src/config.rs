@@ -151,6 +151,10 @@ pub struct RawCluster {
     /// Address the node-to-node (libp2p) listener binds (default `127.0.0.1:7100`).
     #[serde(default)]
     pub listen: Option<String>,
+    /// Address the chunk data listener binds (default: `listen`'s address, any free port;
+    /// peers learn the port over libp2p). Set a port when a firewall sits between nodes.
+    #[serde(default)]
+    pub data_listen: Option<String>,
     /// Form the cluster from this node and every peer on first start (one node only).
     #[serde(default)]
     pub bootstrap: bool,
@@ -484,6 +488,17 @@ fn check_cluster(raw: RawCluster) -> anyhow::Result<ClusterSettings> {
             "`cluster.listen`: `{listen_text}` is not an address like 127.0.0.1:7100 ({e})"
         )
     })?;
+    let data_listen = match raw.data_listen.as_deref() {
+        None => None,
+        Some(text) => Some(text.parse::<SocketAddr>().map_err(|e| {
+            anyhow::anyhow!(
+                "`cluster.data_listen`: `{text}` is not an address like 127.0.0.1:7101 ({e})"
+            )
+        })?),
+    };
+    if data_listen == Some(p2p_listen) {
+        bail!("`cluster.data_listen` must differ from `cluster.listen` ({p2p_listen})");
+    }
     let mut peers = Vec::new();
     for (i, p) in raw.peers.iter().enumerate() {
         let addr: SocketAddr = p.addr.parse().map_err(|e| {
@@ -525,6 +540,7 @@ fn check_cluster(raw: RawCluster) -> anyhow::Result<ClusterSettings> {
     }
     Ok(ClusterSettings {
         p2p_listen,
+        data_listen,
         peers,
         bootstrap: raw.bootstrap,
         heartbeat_interval,

@@ -25,11 +25,39 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn gib(bytes: usize, t: Duration) -> f64 {
-    bytes as f64 / t.as_secs_f64() / (1u64 << 30) as f64
+/// CPU seconds this process (both nodes, or both ends of the TCP reference) has used.
+fn cpu_seconds() -> f64 {
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage fills the struct it is given.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(u.ru_utime) + tv(u.ru_stime)
 }
 
-async fn raw_tcp() -> f64 {
+/// A timed sample: wall clock and CPU from its start.
+struct Clock(Instant, f64);
+
+impl Clock {
+    fn start() -> Clock {
+        Clock(Instant::now(), cpu_seconds())
+    }
+
+    /// GiB/s and CPU seconds per GiB for `bytes` moved since the start.
+    fn rate(&self, bytes: usize) -> (f64, f64) {
+        let gib = bytes as f64 / (1u64 << 30) as f64;
+        (
+            gib / self.0.elapsed().as_secs_f64(),
+            (cpu_seconds() - self.1) / gib,
+        )
+    }
+}
+
+fn medians(v: Vec<(f64, f64)>) -> (f64, f64) {
+    let (r, c): (Vec<f64>, Vec<f64>) = v.into_iter().unzip();
+    (median(r), median(c))
+}
+
+async fn raw_tcp() -> (f64, f64) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -47,14 +75,14 @@ async fn raw_tcp() -> f64 {
     let buf = vec![5u8; CHUNK];
     let mut rates = Vec::new();
     for _ in 0..SAMPLES {
-        let start = Instant::now();
+        let clock = Clock::start();
         for _ in 0..PER_SAMPLE {
             s.write_all(&buf).await.unwrap();
         }
         s.flush().await.unwrap();
-        rates.push(gib(CHUNK * PER_SAMPLE, start.elapsed()));
+        rates.push(clock.rate(CHUNK * PER_SAMPLE));
     }
-    median(rates)
+    medians(rates)
 }
 
 async fn node(name: &str, peers: &[SocketAddr]) -> P2pTransport {
@@ -74,6 +102,7 @@ async fn node(name: &str, peers: &[SocketAddr]) -> P2pTransport {
         redial_interval: Duration::from_millis(100),
         request_timeout: Duration::from_secs(30),
         chunk_timeout: Duration::from_secs(30),
+        data_listen: None,
     })
     .await
     .unwrap()
@@ -98,7 +127,7 @@ fn chunk(stripe: u64) -> ChunkFile {
     )
 }
 
-async fn p2p(parallel: usize) -> (f64, f64) {
+async fn p2p(parallel: usize) -> ((f64, f64), (f64, f64)) {
     let a = node("a", &[]).await;
     let b = node("b", &[a.listen_addr()]).await;
     a.add_peer(b.listen_addr(), None).unwrap();
@@ -111,13 +140,20 @@ async fn p2p(parallel: usize) -> (f64, f64) {
     let mut next = 0u64;
     let (mut puts, mut reads) = (Vec::new(), Vec::new());
     for _ in 0..SAMPLES {
-        let start = Instant::now();
         let mut addrs = Vec::new();
+        // the chunks are made before the clock starts, as raw TCP's buffer is
+        let mut made: Vec<ChunkFile> = (0..PER_SAMPLE)
+            .map(|_| {
+                next += 1;
+                chunk(next)
+            })
+            .collect();
+        let clock = Clock::start();
         for _ in 0..PER_SAMPLE / parallel {
             let batch: Vec<_> = (0..parallel)
                 .map(|_| {
-                    next += 1;
-                    let (a, c, d, f) = (a.clone(), chunk(next), disk.clone(), folder.clone());
+                    let c = made.pop().expect("one chunk per put");
+                    let (a, d, f) = (a.clone(), disk.clone(), folder.clone());
                     let nb = nb.clone();
                     tokio::spawn(async move { a.put_chunk(&nb, &d, &f, "/bench", c).await })
                 })
@@ -126,8 +162,8 @@ async fn p2p(parallel: usize) -> (f64, f64) {
                 addrs.push(t.await.unwrap().unwrap().addr);
             }
         }
-        puts.push(gib(CHUNK * PER_SAMPLE, start.elapsed()));
-        let start = Instant::now();
+        puts.push(clock.rate(CHUNK * PER_SAMPLE));
+        let clock = Clock::start();
         for group in addrs.chunks(parallel) {
             let batch: Vec<_> = group
                 .iter()
@@ -140,12 +176,12 @@ async fn p2p(parallel: usize) -> (f64, f64) {
                 t.await.unwrap().unwrap();
             }
         }
-        reads.push(gib(CHUNK * PER_SAMPLE, start.elapsed()));
+        reads.push(clock.rate(CHUNK * PER_SAMPLE));
         for addr in addrs {
             a.delete_chunk(&nb, &disk, &addr).await.unwrap();
         }
     }
-    (median(puts), median(reads))
+    (medians(puts), medians(reads))
 }
 
 fn main() {
@@ -157,20 +193,18 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let tcp = raw_tcp().await;
-        println!("| measure | GiB/s | ÷ raw TCP |");
-        println!("|---|---|---|");
-        println!("| raw TCP, 1 MiB writes | {tcp:.2} | 1.00× |");
+        let (tcp, tcp_cpu) = raw_tcp().await;
+        println!("| measure | GiB/s | ÷ raw TCP | CPU-s per GiB (both ends) |");
+        println!("|---|---|---|---|");
+        println!("| raw TCP, 1 MiB writes | {tcp:.2} | 1.00× | {tcp_cpu:.2} |");
         for parallel in [1, 4] {
             let (put, read) = p2p(parallel).await;
-            println!(
-                "| libp2p chunk put, 1 MiB, {parallel} at a time | {put:.2} | {:.2}× |",
-                put / tcp
-            );
-            println!(
-                "| libp2p chunk read, 1 MiB, {parallel} at a time | {read:.2} | {:.2}× |",
-                read / tcp
-            );
+            for (what, (rate, cpu)) in [("put", put), ("read", read)] {
+                println!(
+                    "| chunk {what}, 1 MiB, {parallel} at a time | {rate:.2} | {:.2}× | {cpu:.2} |",
+                    rate / tcp
+                );
+            }
         }
     });
 }

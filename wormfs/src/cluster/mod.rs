@@ -66,6 +66,8 @@ pub const ADMIN: &str = "cluster/admin";
 pub struct ClusterSettings {
     /// The libp2p listen address.
     pub p2p_listen: SocketAddr,
+    /// Where chunk data is served (`None`: the libp2p address's IP, any free port).
+    pub data_listen: Option<SocketAddr>,
     /// The peers' libp2p addresses and pinned IDs (`None`: trust the first seen).
     pub peers: Vec<(SocketAddr, Option<PeerId>)>,
     /// Forms the cluster from this node and every configured peer on first start.
@@ -206,6 +208,7 @@ impl Cluster {
             // a forwarded write may wait as long as the master does
             request_timeout: write_timeout(&settings) + Duration::from_secs(2),
             chunk_timeout: (settings.election_timeout * 2).max(Duration::from_secs(5)),
+            data_listen: settings.data_listen,
         })
         .await?;
         let net = ClusterNet {

@@ -28,6 +28,7 @@ fn settings() -> ClusterSettings {
     ClusterSettings {
         // not used: the nodes talk over the hub
         p2p_listen: "127.0.0.1:0".parse().unwrap(),
+        data_listen: None,
         peers: Vec::new(),
         bootstrap: false,
         heartbeat_interval: Duration::from_millis(100),

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// Largest header accepted.
-const MAX_HEADER: u32 = 64 * 1024;
+pub(crate) const MAX_HEADER: u32 = 64 * 1024;
 /// Largest chunk file accepted (a stripe is at most 64 MiB, so a chunk is far smaller).
 pub(crate) const MAX_PAYLOAD: u64 = 256 * 1024 * 1024;
 

@@ -9,11 +9,14 @@
 //! - **Requests** ([`Transport::request`]): request-response in protobuf (`/wormfs/rpc/2`;
 //!   CBOR `/1` with older nodes; `proto/wormfs_p2p.proto`), for Raft and heartbeats. Each connection
 //!   starts with a hello that tells each side the other's node name.
-//! - **Chunks**: one libp2p stream per chunk operation straight to the owning node, served
-//!   by a dedicated accept loop; opening a stream is retried, since a busy peer may reset it.
+//! - **Chunks**: chunk operations go straight to the node owning the disk, on the data path
+//!   ([`data`]: TCP connections beside libp2p, sealed with keys handed out over it) or, to
+//!   a node of a release before it, on one libp2p stream per operation.
 
 mod book;
+mod calls;
 mod chunks;
+mod data;
 mod gate;
 mod identity;
 mod swarm;
@@ -37,7 +40,7 @@ use libp2p::request_response::{self, ProtocolSupport, ResponseChannel};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{noise, tcp, yamux, PeerId, SwarmBuilder};
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -84,6 +87,9 @@ pub struct P2pConfig {
     pub request_timeout: Duration,
     /// How long a chunk operation may take, all told.
     pub chunk_timeout: Duration,
+    /// Where the data path listens (`None`: `listen`'s address with any free port; peers
+    /// learn the port with each ticket).
+    pub data_listen: Option<SocketAddr>,
 }
 
 /// A refused connection, kept for `wormfs status` and tests.
@@ -151,6 +157,10 @@ struct Shared {
     /// Peers that could not serve a part of a chunk (nodes of a release before
     /// `ReadRange`): they are asked for whole chunks.
     no_ranges: Mutex<HashSet<NodeId>>,
+    /// Idle data connections to peers, and peers without a data path for now.
+    data: Mutex<calls::DataPeers>,
+    /// Each connected peer's address as its connection came from.
+    remote_ip: RwLock<HashMap<PeerId, IpAddr>>,
     refusals: Arc<Mutex<VecDeque<Refusal>>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -208,6 +218,7 @@ impl P2pTransport {
             redial_interval,
             request_timeout,
             chunk_timeout,
+            data_listen,
         } = config;
         let peer_id = keypair.public().to_peer_id();
         let refusals = Arc::new(Mutex::new(VecDeque::new()));
@@ -270,6 +281,44 @@ impl P2pTransport {
             None
         };
         let incoming_v1 = control.accept(CHUNK_V1).map_err(|e| net(&e))?;
+        // the data path, beside libp2p (a node playing the release before has none)
+        let data_listener = match (speaks_v2, data_listen) {
+            (false, _) => None,
+            (true, Some(at)) => Some(tokio::net::TcpListener::bind(at).await.map_err(|e| {
+                P2pError::Network(format!("cannot listen for chunk data on {at}: {e}"))
+            })?),
+            (true, None) => {
+                let at = SocketAddr::new(bound.ip(), 0);
+                match tokio::net::TcpListener::bind(at).await {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        tracing::warn!(
+                            "no data path ({at}: {e}): chunks go through libp2p streams"
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        let tickets = Arc::new(data::Tickets::default());
+        let mut handlers: HashMap<String, RequestHandler> = HashMap::new();
+        let data_port = data_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port());
+        if let Some(port) = data_port {
+            let tickets = tickets.clone();
+            let issue: RequestHandler = Arc::new(move |caller, _body| {
+                let tickets = tickets.clone();
+                Box::pin(async move {
+                    tickets
+                        .issue(caller, port)
+                        .map(|t| t.encode())
+                        .map_err(|e| format!("cannot issue a data ticket: {e}"))
+                })
+            });
+            handlers.insert(data::TICKET_CALL.to_owned(), issue);
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             node,
@@ -279,12 +328,14 @@ impl P2pTransport {
             control,
             names: RwLock::new(Names::default()),
             connected: RwLock::new(HashSet::new()),
-            handlers: RwLock::new(HashMap::new()),
+            handlers: RwLock::new(handlers),
             store,
             book,
             chunk_timeout,
             speaks_v2,
             no_ranges: Mutex::new(HashSet::new()),
+            data: Mutex::new(calls::DataPeers::default()),
+            remote_ip: RwLock::new(HashMap::new()),
             refusals,
             tasks: Mutex::new(Vec::new()),
         });
@@ -293,6 +344,9 @@ impl P2pTransport {
             tokio::spawn(run_swarm(swarm, rx, weak.clone())),
             tokio::spawn(accept_chunks(incoming_v1, Wire::V1, weak.clone())),
         ];
+        if let Some(listener) = data_listener {
+            tasks.push(tokio::spawn(data::accept(listener, tickets, weak.clone())));
+        }
         if let Some(incoming) = incoming_v2 {
             tasks.push(tokio::spawn(accept_chunks(
                 incoming,
@@ -439,108 +493,6 @@ impl P2pTransport {
                 node: node.clone(),
                 reason,
             })
-    }
-
-    /// Runs one chunk operation on `node`: locally for this node, else on a fresh stream.
-    /// Returns the answer, its payload, and the encoding the payload is in.
-    async fn chunk_op(
-        &self,
-        node: &NodeId,
-        request: ChunkRequest,
-        payload: Vec<u8>,
-    ) -> Result<(ChunkResponse, Vec<u8>, Wire), TransportError> {
-        if *node == self.shared.node {
-            let store = self.shared.store.clone();
-            return tokio::task::spawn_blocking(move || {
-                let (answer, payload) = chunks::run_local(&*store, Wire::V2, request, payload);
-                (answer, payload, Wire::V2)
-            })
-            .await
-            .map_err(|e| TransportError::Remote {
-                node: node.clone(),
-                reason: format!("local chunk task failed: {e}"),
-            });
-        }
-        let peer = self.peer_of(node)?;
-        let unreachable = |reason: String| TransportError::Unreachable {
-            node: node.clone(),
-            reason,
-        };
-        // A frozen peer keeps its connection open but never answers: bound the whole call.
-        // A stream that breaks is tried again on a fresh one: every chunk call may run twice
-        // (a chunk key is never reused, so a repeated put stores the same bytes again).
-        let timeout = self.shared.chunk_timeout;
-        let request = Arc::new(request);
-        let payload = Arc::new(payload);
-        let attempt_all = async {
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                match self.chunk_stream(node, peer, &request, &payload).await {
-                    Ok(r) => return Ok(r),
-                    Err((sent, e)) => {
-                        if attempt >= OPEN_ATTEMPTS {
-                            return Err(e);
-                        }
-                        tracing::debug!(%node, sent, "chunk call failed (attempt {attempt}), trying again: {e}");
-                        tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
-                    }
-                }
-            }
-        };
-        match tokio::time::timeout(timeout, attempt_all).await {
-            Ok(r) => r,
-            Err(_) => Err(unreachable(format!(
-                "no answer to a chunk request within {timeout:?}"
-            ))),
-        }
-    }
-
-    /// One chunk call on one fresh stream; the error says whether the request went out.
-    /// The stream speaks version 2 unless the peer only knows version 1.
-    async fn chunk_stream(
-        &self,
-        node: &NodeId,
-        peer: PeerId,
-        request: &ChunkRequest,
-        payload: &[u8],
-    ) -> Result<(ChunkResponse, Vec<u8>, Wire), (bool, TransportError)> {
-        let unreachable = |reason: String| TransportError::Unreachable {
-            node: node.clone(),
-            reason,
-        };
-        let cannot_open = |e: libp2p_stream::OpenStreamError| {
-            (
-                false,
-                unreachable(format!("cannot open a chunk stream: {e}")),
-            )
-        };
-        let mut control = self.shared.control.clone();
-        let first = if self.shared.speaks_v2 {
-            control.open_stream(peer, CHUNK_V2).await
-        } else {
-            Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(
-                CHUNK_V2,
-            ))
-        };
-        let (wire, mut stream) = match first {
-            Ok(s) => (Wire::V2, s),
-            Err(libp2p_stream::OpenStreamError::UnsupportedProtocol(_)) => (
-                Wire::V1,
-                control
-                    .open_stream(peer, CHUNK_V1)
-                    .await
-                    .map_err(cannot_open)?,
-            ),
-            Err(e) => return Err(cannot_open(e)),
-        };
-        chunks::write_frame(&mut stream, wire, request.clone(), payload)
-            .await
-            .map_err(|e| (true, unreachable(format!("sending the chunk request: {e}"))))?;
-        let (answer, payload) = chunks::read_frame::<ChunkResponse>(&mut stream, wire)
-            .await
-            .map_err(|e| (true, unreachable(format!("reading the chunk reply: {e}"))))?;
-        Ok((answer, payload, wire))
     }
 }
 

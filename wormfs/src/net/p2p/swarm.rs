@@ -1,7 +1,7 @@
 //! The swarm task: dials and redials the book's peers, learns their names from their
 //! hellos, carries request/response calls, and hands inbound chunk streams to the store.
 
-use super::gate::multiaddr;
+use super::gate::{multiaddr, socket_addr};
 use super::wire::{Wire, WireRequest, WireResponse};
 use super::{chunks, Behaviour, BehaviourEvent, Command, Pending, Shared};
 use crate::ids::NodeId;
@@ -107,7 +107,16 @@ fn on_event(
     counts: &mut HashMap<PeerId, u32>,
 ) {
     match event {
-        SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+        SwarmEvent::ConnectionEstablished {
+            peer_id, endpoint, ..
+        } => {
+            if let Some(addr) = socket_addr(endpoint.get_remote_address()) {
+                shared
+                    .remote_ip
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(peer_id, addr.ip());
+            }
             let n = counts.entry(peer_id).or_insert(0);
             *n += 1;
             if *n == 1 {
@@ -132,6 +141,11 @@ fn on_event(
         } => {
             if num_established == 0 {
                 counts.remove(&peer_id);
+                shared
+                    .remote_ip
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&peer_id);
                 shared
                     .connected
                     .write()

@@ -64,6 +64,7 @@ fn config(
         redial_interval: Duration::from_millis(100),
         request_timeout: Duration::from_secs(5),
         chunk_timeout: Duration::from_secs(5),
+        data_listen: None,
     }
 }
 
@@ -131,6 +132,11 @@ async fn pinned_peers_exchange_chunks_and_requests() {
         .await
         .unwrap();
     assert_eq!(stored.disk, disk);
+    assert_eq!(
+        a.transport.shared.data.lock().unwrap().idle[&nb].len(),
+        1,
+        "the put went on a data connection, now idle"
+    );
     assert_eq!(
         a.transport
             .read_chunk(&nb, &disk, &stored.addr)
@@ -288,6 +294,7 @@ async fn a_new_identity_at_a_pinned_address_is_refused() {
             redial_interval: Duration::from_millis(100),
             request_timeout: Duration::from_secs(5),
             chunk_timeout: Duration::from_secs(5),
+            data_listen: None,
         })
         .await
         {
@@ -402,6 +409,18 @@ async fn a_node_of_the_release_before_protobuf_works_with_this_one() {
             .unwrap_or_else(|e| panic!("a range of a chunk on {to_name}: {e}"));
         assert_eq!(part, c.data[2..8]);
         if to_name == &n_old {
+            let off = new
+                .transport
+                .shared
+                .data
+                .lock()
+                .unwrap()
+                .off
+                .contains_key(&n_old);
+            assert!(
+                off,
+                "the old node, with no data path, is asked through streams"
+            );
             // the old node dropped the request: the new one reads it whole from now on
             let known = new
                 .transport
@@ -433,4 +452,77 @@ async fn a_node_of_the_release_before_protobuf_works_with_this_one() {
             Err(TransportError::NoHandler { .. })
         ));
     }
+}
+
+/// The data path's holder redeems a ticket once; a caller that cannot reach the data port
+/// carries on through libp2p streams.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_path_takes_a_ticket_once_and_falls_back_when_unreachable() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = start("a", any_port(), None, &[]).await;
+    let b = start("b", any_port(), None, &[a.transport.listen_addr()]).await;
+    a.transport
+        .add_peer(b.transport.listen_addr(), None)
+        .unwrap();
+    let (na, nb) = (NodeId("a".into()), NodeId("b".into()));
+    wait_for("a and b to connect", || {
+        a.transport.is_connected(&nb) && b.transport.is_connected(&na)
+    })
+    .await;
+    let ticket = a
+        .transport
+        .request(&nb, data::TICKET_CALL, Vec::new())
+        .await
+        .unwrap();
+    let port = data::Ticket::decode(&ticket).unwrap().port;
+    // an id that was never issued, then the ticket twice: only its first use is served
+    let closed = |mut s: tokio::net::TcpStream| async move {
+        let mut byte = [0u8; 1];
+        matches!(s.read(&mut byte).await, Ok(0) | Err(_))
+    };
+    let mut stranger = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stranger.write_all(&[9u8; 16]).await.unwrap();
+    assert!(closed(stranger).await, "an unknown ticket is refused");
+    for (round, served) in [(1, true), (2, false)] {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(&ticket[2..18]).await.unwrap();
+        let mut probe = [0u8; 1];
+        let answered = tokio::time::timeout(Duration::from_millis(300), s.read(&mut probe)).await;
+        // a served connection waits for a record; a refused one is closed at once
+        assert_eq!(answered.is_err(), served, "use {round} of the ticket");
+    }
+    // the data port cannot be reached from a (127.0.0.2 is not where b listens)
+    a.transport
+        .shared
+        .remote_ip
+        .write()
+        .unwrap()
+        .insert(b.transport.peer_id(), "127.0.0.2".parse().unwrap());
+    let disk = DiskId("b-d0".into());
+    let c = chunk();
+    let stored = a
+        .transport
+        .put_chunk(&nb, &disk, &ChunkFolder::for_path("/a"), "/a", c.clone())
+        .await
+        .unwrap();
+    assert_eq!(b.store.chunk_count(), 1);
+    assert!(a
+        .transport
+        .shared
+        .data
+        .lock()
+        .unwrap()
+        .off
+        .contains_key(&nb));
+    assert_eq!(
+        a.transport
+            .read_chunk(&nb, &disk, &stored.addr)
+            .await
+            .unwrap(),
+        c
+    );
 }

@@ -1,0 +1,489 @@
+//! The data path: chunk calls on plain TCP connections beside libp2p, each record sealed
+//! with AES-256-GCM under keys handed out over the libp2p connection.
+//!
+//! One libp2p connection (noise, yamux) carries chunk bytes at a tenth of what loopback TCP
+//! does: yamux cuts a stream into 16 KiB frames and noise seals each on its own, all
+//! through one task. Chunk bytes therefore take a second road:
+//!
+//! 1. The caller asks the holder for a **ticket** on the request channel
+//!    ([`TICKET_CALL`]). That channel is the pinned, noise-encrypted libp2p connection, so
+//!    the ticket (the data port, a 128-bit ticket id, one 256-bit key for each direction,
+//!    all random) reaches only the peer the book pins, and only from it.
+//! 2. The caller opens a TCP connection to the data port and sends the ticket id. The
+//!    holder redeems it once (a replayed or unknown id is refused and logged) within
+//!    [`TICKET_LIFETIME`].
+//! 3. Both sides then exchange **sealed records**: `u32 LE` length, then AES-256-GCM
+//!    ciphertext and tag. The nonce is the record's number in its direction (the keys are
+//!    fresh per connection and differ per direction, so no nonce repeats under a key); the
+//!    length is the associated data. A record that fails authentication ends the
+//!    connection. A chunk-protocol message is one record holding
+//!    `header ‖ u32 LE header length ‖ u64 LE payload length`, then the payload in records
+//!    of [`PIECE`] bytes (the last one shorter): the far end opens one piece while this end
+//!    seals the next, and each piece is read and opened in its place in the payload, with
+//!    no copy after it.
+//!
+//! A connection carries one call at a time and goes back to an idle pool after it; a node of
+//! a release before the data path answers the ticket call with "no handler", and is asked
+//! through libp2p streams instead.
+
+use super::chunks::{ChunkRequest, MAX_HEADER, MAX_PAYLOAD};
+use super::wire::{Header, Wire};
+use super::Shared;
+use crate::ids::NodeId;
+use openssl::cipher::{Cipher, CipherRef};
+use openssl::cipher_ctx::CipherCtx;
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The request-channel protocol a caller asks a ticket on (the body is empty).
+pub(super) const TICKET_CALL: &str = "/wormfs/data-ticket/1";
+/// How long an issued ticket may wait for its connection.
+pub(super) const TICKET_LIFETIME: Duration = Duration::from_secs(30);
+/// Idle connections kept per peer.
+pub(super) const IDLE_PER_PEER: usize = 8;
+
+const ID_LEN: usize = 16;
+const KEY_LEN: usize = 32;
+const TAG_LEN: usize = 16;
+const TRAILER_LEN: usize = 12;
+const TICKET_LEN: usize = 2 + ID_LEN + 2 * KEY_LEN;
+/// The payload bytes in one record.
+const PIECE: usize = 256 * 1024;
+
+fn invalid(what: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.into())
+}
+
+fn random<const N: usize>() -> io::Result<[u8; N]> {
+    let mut b = [0u8; N];
+    openssl::rand::rand_bytes(&mut b).map_err(io::Error::other)?;
+    Ok(b)
+}
+
+/// What a holder hands a caller for one data connection. Holds keys: never printed.
+#[derive(Clone)]
+pub(super) struct Ticket {
+    /// The holder's data port.
+    pub(super) port: u16,
+    id: [u8; ID_LEN],
+    /// Seals what the caller sends.
+    to_holder: [u8; KEY_LEN],
+    /// Seals what the holder sends.
+    to_caller: [u8; KEY_LEN],
+}
+
+impl Ticket {
+    fn fresh(port: u16) -> io::Result<Ticket> {
+        Ok(Ticket {
+            port,
+            id: random()?,
+            to_holder: random()?,
+            to_caller: random()?,
+        })
+    }
+
+    /// `port ‖ id ‖ key to the holder ‖ key to the caller`.
+    pub(super) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(TICKET_LEN);
+        out.extend_from_slice(&self.port.to_le_bytes());
+        out.extend_from_slice(&self.id);
+        out.extend_from_slice(&self.to_holder);
+        out.extend_from_slice(&self.to_caller);
+        out
+    }
+
+    pub(super) fn decode(b: &[u8]) -> io::Result<Ticket> {
+        if b.len() != TICKET_LEN {
+            return Err(invalid(format!(
+                "a data ticket of {} bytes, not {TICKET_LEN}",
+                b.len()
+            )));
+        }
+        let take = |at: usize, n: usize| &b[at..at + n];
+        Ok(Ticket {
+            port: u16::from_le_bytes([b[0], b[1]]),
+            id: take(2, ID_LEN).try_into().expect("length checked"),
+            to_holder: take(2 + ID_LEN, KEY_LEN)
+                .try_into()
+                .expect("length checked"),
+            to_caller: take(2 + ID_LEN + KEY_LEN, KEY_LEN)
+                .try_into()
+                .expect("length checked"),
+        })
+    }
+
+    /// Opens the caller's end: connects to `ip` at the ticket's port and presents it.
+    pub(super) async fn connect(&self, ip: std::net::IpAddr) -> io::Result<Sealed> {
+        let mut stream = TcpStream::connect(SocketAddr::new(ip, self.port)).await?;
+        stream.set_nodelay(true)?;
+        stream.write_all(&self.id).await?;
+        Ok(Sealed::new(stream, self.to_holder, self.to_caller))
+    }
+}
+
+/// The tickets a holder has issued and not yet seen redeemed.
+#[derive(Default)]
+pub(super) struct Tickets {
+    issued: Mutex<HashMap<[u8; ID_LEN], (NodeId, Ticket, Instant)>>,
+}
+
+impl Tickets {
+    /// A fresh ticket for `node`, to the data port `port`; forgets expired ones.
+    pub(super) fn issue(&self, node: NodeId, port: u16) -> io::Result<Ticket> {
+        let ticket = Ticket::fresh(port)?;
+        let mut issued = self.issued.lock().unwrap_or_else(|e| e.into_inner());
+        issued.retain(|_, (_, _, at)| at.elapsed() < TICKET_LIFETIME);
+        issued.insert(ticket.id, (node, ticket.clone(), Instant::now()));
+        Ok(ticket)
+    }
+
+    /// The ticket with `id`, once, if it is still live.
+    fn redeem(&self, id: &[u8; ID_LEN]) -> Option<(NodeId, Ticket)> {
+        let mut issued = self.issued.lock().unwrap_or_else(|e| e.into_inner());
+        match issued.remove(id) {
+            Some((node, ticket, at)) if at.elapsed() < TICKET_LIFETIME => Some((node, ticket)),
+            _ => None,
+        }
+    }
+}
+
+/// One end of a data connection: sealed records both ways.
+pub(super) struct Sealed {
+    stream: TcpStream,
+    seal_key: [u8; KEY_LEN],
+    open_key: [u8; KEY_LEN],
+    sent: u64,
+    received: u64,
+    /// The buffer records are sealed into, kept between records.
+    scratch: Vec<u8>,
+}
+
+fn nonce(n: u64) -> [u8; 12] {
+    let mut b = [0u8; 12];
+    b[4..].copy_from_slice(&n.to_be_bytes());
+    b
+}
+
+fn aead() -> &'static CipherRef {
+    Cipher::aes_256_gcm()
+}
+
+fn crypto(e: openssl::error::ErrorStack) -> io::Error {
+    invalid(format!("data record sealing failed: {e}"))
+}
+
+impl Sealed {
+    fn new(stream: TcpStream, seal_key: [u8; KEY_LEN], open_key: [u8; KEY_LEN]) -> Sealed {
+        Sealed {
+            stream,
+            seal_key,
+            open_key,
+            sent: 0,
+            received: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Seals `pieces`, one after the other, as one record appended to `out`.
+    fn seal_into(&mut self, out: &mut Vec<u8>, pieces: &[&[u8]]) -> io::Result<()> {
+        let plain: usize = pieces.iter().map(|p| p.len()).sum();
+        let len = ((plain + TAG_LEN) as u32).to_le_bytes();
+        let start = out.len();
+        out.resize(start + 4 + plain + TAG_LEN, 0);
+        out[start..start + 4].copy_from_slice(&len);
+        let mut ctx = CipherCtx::new().map_err(crypto)?;
+        ctx.encrypt_init(Some(aead()), Some(&self.seal_key), Some(&nonce(self.sent)))
+            .map_err(crypto)?;
+        self.sent += 1;
+        ctx.cipher_update(&len, None).map_err(crypto)?;
+        let mut at = start + 4;
+        for piece in pieces {
+            at += ctx
+                .cipher_update(piece, Some(&mut out[at..at + piece.len()]))
+                .map_err(crypto)?;
+        }
+        // GCM holds nothing back: the final step writes no bytes (it wants a block's room)
+        let n = ctx.cipher_final(&mut [0u8; 16]).map_err(crypto)?;
+        debug_assert_eq!((n, at), (0, start + 4 + plain));
+        ctx.tag(&mut out[at..at + TAG_LEN]).map_err(crypto)
+    }
+
+    /// Seals and sends one message: `header` (encoded) and its `payload`. The header goes
+    /// in a record of its own, the payload in records of [`PIECE`] bytes, so the other end
+    /// opens one while this one seals the next.
+    pub(super) async fn send(&mut self, header: &[u8], payload: &[u8]) -> io::Result<()> {
+        if header.len() > MAX_HEADER as usize || payload.len() as u64 > MAX_PAYLOAD {
+            return Err(invalid(format!(
+                "a message of {} header and {} payload bytes is over the limits ({MAX_HEADER} and {MAX_PAYLOAD})",
+                header.len(),
+                payload.len()
+            )));
+        }
+        let mut trailer = [0u8; TRAILER_LEN];
+        trailer[..4].copy_from_slice(&(header.len() as u32).to_le_bytes());
+        trailer[4..].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+        // sealing copies the message into the buffer, kept from message to message
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        let result = async {
+            self.seal_into(&mut buf, &[header, &trailer])?;
+            for piece in payload.chunks(PIECE) {
+                self.seal_into(&mut buf, &[piece])?;
+                if buf.len() >= PIECE {
+                    self.stream.write_all(&buf).await?;
+                    buf.clear();
+                }
+            }
+            if !buf.is_empty() {
+                self.stream.write_all(&buf).await?;
+            }
+            Ok(())
+        }
+        .await;
+        self.scratch = buf;
+        result
+    }
+
+    /// Reads one record's length prefix; `Ok(None)` at a clean end of the connection.
+    async fn record_len(&mut self) -> io::Result<Option<[u8; 4]>> {
+        let mut len4 = [0u8; 4];
+        match self.stream.read_exact(&mut len4).await {
+            Ok(_) => Ok(Some(len4)),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens, in place, a record's `body` sealed with length prefix `len4` and `tag`.
+    fn open(&mut self, len4: [u8; 4], body: &mut [u8], tag: &[u8]) -> io::Result<()> {
+        let mut ctx = CipherCtx::new().map_err(crypto)?;
+        ctx.decrypt_init(
+            Some(aead()),
+            Some(&self.open_key),
+            Some(&nonce(self.received)),
+        )
+        .map_err(crypto)?;
+        self.received += 1;
+        ctx.cipher_update(&len4, None).map_err(crypto)?;
+        ctx.set_tag(tag).map_err(crypto)?;
+        let n = ctx
+            .cipher_update_inplace(body, body.len())
+            .map_err(crypto)?;
+        debug_assert_eq!(n, body.len());
+        ctx.cipher_final(&mut [0u8; 16])
+            .map_err(|_| invalid("a data record failed authentication"))?;
+        Ok(())
+    }
+
+    /// Receives and opens one message: its header bytes and payload. `Ok(None)` when the
+    /// other end closed the connection between messages.
+    pub(super) async fn recv(&mut self) -> io::Result<Option<(Vec<u8>, Vec<u8>)>> {
+        let Some(len4) = self.record_len().await? else {
+            return Ok(None);
+        };
+        let record = u32::from_le_bytes(len4) as usize;
+        if record < TRAILER_LEN + TAG_LEN || record > MAX_HEADER as usize + TRAILER_LEN + TAG_LEN {
+            return Err(invalid(format!(
+                "a data header record of {record} bytes (outside {}..={})",
+                TRAILER_LEN + TAG_LEN,
+                MAX_HEADER as usize + TRAILER_LEN + TAG_LEN
+            )));
+        }
+        let mut head = vec![0u8; record];
+        self.stream.read_exact(&mut head).await?;
+        let (body, tag) = head.split_at_mut(record - TAG_LEN);
+        self.open(len4, body, tag)?;
+        let (header, trailer) = body.split_at(body.len() - TRAILER_LEN);
+        let hlen = u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes")) as usize;
+        let plen = u64::from_le_bytes(trailer[4..].try_into().expect("8 bytes"));
+        if hlen != header.len() || plen > MAX_PAYLOAD {
+            return Err(invalid(format!(
+                "a data header record says {hlen} header bytes (it holds {}) and {plen} payload bytes",
+                header.len()
+            )));
+        }
+        let header = header.to_vec();
+        // each piece is read into place without zeroing the memory first, and opened there
+        let plen = plen as usize;
+        let mut payload = Vec::with_capacity(plen);
+        while payload.len() < plen {
+            let piece = PIECE.min(plen - payload.len());
+            let len4 = self
+                .record_len()
+                .await?
+                .ok_or(io::ErrorKind::UnexpectedEof)?;
+            if u32::from_le_bytes(len4) as usize != piece + TAG_LEN {
+                return Err(invalid(format!(
+                    "a data record of {} bytes where one of {} was due",
+                    u32::from_le_bytes(len4),
+                    piece + TAG_LEN
+                )));
+            }
+            let start = payload.len();
+            while payload.len() < start + piece {
+                let want = (start + piece - payload.len()) as u64;
+                if (&mut self.stream).take(want).read_buf(&mut payload).await? == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+            let mut tag = [0u8; TAG_LEN];
+            self.stream.read_exact(&mut tag).await?;
+            self.open(len4, &mut payload[start..], &tag)?;
+        }
+        Ok(Some((header, payload)))
+    }
+}
+
+/// Accepts data connections until the transport stops.
+pub(super) async fn accept(listener: TcpListener, tickets: Arc<Tickets>, shared: Weak<Shared>) {
+    loop {
+        let (stream, from) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!("data listener: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if shared.strong_count() == 0 {
+            break;
+        }
+        tokio::spawn(serve(stream, from, tickets.clone(), shared.clone()));
+    }
+}
+
+async fn serve(
+    mut stream: TcpStream,
+    from: SocketAddr,
+    tickets: Arc<Tickets>,
+    shared: Weak<Shared>,
+) {
+    let mut id = [0u8; ID_LEN];
+    let read = tokio::time::timeout(TICKET_LIFETIME, stream.read_exact(&mut id)).await;
+    if !matches!(read, Ok(Ok(_))) {
+        tracing::debug!(%from, "a data connection closed before presenting a ticket");
+        return;
+    }
+    let Some((node, ticket)) = tickets.redeem(&id) else {
+        tracing::warn!(%from, "refused a data connection: its ticket is unknown, used or expired");
+        return;
+    };
+    let _ = stream.set_nodelay(true);
+    let mut sealed = Sealed::new(stream, ticket.to_caller, ticket.to_holder);
+    let result: io::Result<()> = async {
+        while let Some((header, payload)) = sealed.recv().await? {
+            let request = ChunkRequest::decode(&header, Wire::V2)?;
+            let Some(store) = shared.upgrade().map(|s| s.store.clone()) else {
+                return Ok(());
+            };
+            let (reply, out) = tokio::task::spawn_blocking(move || {
+                super::chunks::run_local(&*store, Wire::V2, request, payload)
+            })
+            .await
+            .map_err(|e| invalid(format!("chunk task failed: {e}")))?;
+            sealed.send(&reply.encode(Wire::V2)?, &out).await?;
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::debug!(%node, %from, "data connection ended: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn pair() -> (Sealed, Sealed) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ticket = Ticket::fresh(addr.port()).unwrap();
+        let again = Ticket::decode(&ticket.encode()).unwrap();
+        let (caller, accepted) = tokio::join!(again.connect(addr.ip()), listener.accept());
+        let (mut stream, _) = accepted.unwrap();
+        let mut id = [0u8; ID_LEN];
+        stream.read_exact(&mut id).await.unwrap();
+        assert_eq!(id, ticket.id);
+        (
+            caller.unwrap(),
+            Sealed::new(stream, ticket.to_caller, ticket.to_holder),
+        )
+    }
+
+    #[tokio::test]
+    async fn records_go_both_ways_and_close_cleanly() {
+        let (mut a, mut b) = pair().await;
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let huge_header = vec![1u8; MAX_HEADER as usize + 1];
+        for (h, p) in [
+            (&b"head"[..], &big[..]),
+            (b"", b""),
+            (b"x", &huge_header[..]),
+        ] {
+            a.send(h, p).await.unwrap();
+            let (h2, p2) = b.recv().await.unwrap().unwrap();
+            assert_eq!((&h2[..], &p2[..]), (h, p));
+            // a header over the limit is refused before anything is sent
+            let swapped = b.send(p, h).await;
+            assert_eq!(swapped.is_err(), p.len() > MAX_HEADER as usize);
+            if swapped.is_ok() {
+                let (h3, p3) = a.recv().await.unwrap().unwrap();
+                assert_eq!((&h3[..], &p3[..]), (p, h));
+            }
+            b.send(&h2, &p2[p2.len() / 2..]).await.unwrap();
+            let (h3, p3) = a.recv().await.unwrap().unwrap();
+            assert_eq!((&h3[..], &p3[..]), (h, &p[p.len() / 2..]));
+        }
+        drop(a);
+        assert!(b.recv().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_changed_record_fails_authentication() {
+        let (mut a, mut b) = pair().await;
+        // a message sealed under the caller's key: a header record and one payload record
+        a.send(b"head", b"payload").await.unwrap();
+        let mut raw = vec![0u8; (4 + 4 + TRAILER_LEN + TAG_LEN) + (4 + 7 + TAG_LEN)];
+        b.stream.read_exact(&mut raw).await.unwrap();
+        for (at, what) in [
+            (6, "the header record"),
+            (raw.len() - 20, "the payload record"),
+        ] {
+            let (mut c, mut d) = pair().await;
+            d.open_key = a.seal_key;
+            let mut changed = raw.clone();
+            changed[at] ^= 1;
+            c.stream.write_all(&changed).await.unwrap();
+            let err = d.recv().await.unwrap_err();
+            assert!(
+                err.to_string().contains("failed authentication"),
+                "{what}: {err}"
+            );
+        }
+        // the message unchanged opens
+        let (mut e, mut f) = pair().await;
+        f.open_key = a.seal_key;
+        e.stream.write_all(&raw).await.unwrap();
+        let (h, p) = f.recv().await.unwrap().unwrap();
+        assert_eq!((&h[..], &p[..]), (&b"head"[..], &b"payload"[..]));
+    }
+
+    #[test]
+    fn a_ticket_is_redeemed_once_and_not_after_its_lifetime() {
+        let tickets = Tickets::default();
+        let t = tickets.issue(NodeId("n1".into()), 7).unwrap();
+        assert_eq!(tickets.redeem(&t.id).map(|(n, _)| n.0), Some("n1".into()));
+        assert!(tickets.redeem(&t.id).is_none(), "redeemed twice");
+        let old = tickets.issue(NodeId("n1".into()), 7).unwrap();
+        tickets.issued.lock().unwrap().get_mut(&old.id).unwrap().2 =
+            Instant::now() - TICKET_LIFETIME;
+        assert!(tickets.redeem(&old.id).is_none(), "an expired ticket");
+        assert!(Ticket::decode(&[0u8; 5]).is_err());
+    }
+}
