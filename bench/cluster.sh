@@ -2,6 +2,7 @@
 # A 3-node cluster on this machine against a plain directory on the same disk, same run.
 #
 #   bench/cluster.sh [SIZE_MIB] [SMALL_FILES]      (defaults: 512 and 1000)
+#   POLICY=media bench/cluster.sh ...               (the mount's root policy; default general)
 #
 # Three release `wormfs serve` processes on loopback, two disk directories each, the
 # default policy (general: 2+1, 1 MiB stripes, one chunk per node), mounted through a
@@ -17,6 +18,7 @@ SIZE_MIB=${1:-512}
 FILES=${2:-1000}
 RANDOM_READS=${RANDOM_READS:-2000}
 ELECTION_MS=${ELECTION_MS:-1500}
+POLICY=${POLICY:-general}
 # WORMFS_BIN: measure that binary (another commit's, for a before/after) instead of building
 BIN=${WORMFS_BIN:-target/release/wormfs}
 [ -n "${WORMFS_BIN:-}" ] || cargo build --release -p wormfs-cli  # a stale binary would measure old code
@@ -69,6 +71,7 @@ start_mount() {
 stop_mount() { kill -TERM "$MOUNT_PID"; wait "$MOUNT_PID" || true; MOUNT_PID=; }
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || echo "(cannot drop caches)" >&2; }
 seconds() { python3 -c 'import sys,time,subprocess; t=time.perf_counter(); subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); print(f"{time.perf_counter()-t:.3f}")' "$@"; }
+"$BIN" --node "${ADDRS[$VIA]}" policy set / "$POLICY" > /dev/null
 start_mount
 SRC=/dev/shm/wormfs-bench-cluster-src
 head -c "$((SIZE_MIB << 20))" /dev/urandom > "$SRC"
@@ -140,4 +143,5 @@ echo
 echo "CPU seconds (3 nodes + mount) per GiB: write ${R[cpu.write]}, read ${R[cpu.read]}"
 echo "CPU µs (3 nodes + mount) per 4 KiB random read: ${R[cpu.random]}"
 echo "CPU µs (3 nodes + mount) per 4 KiB file: create $cc, stat $cs, read $cre, delete $cd, ls -l $cl per entry"
+echo "Policy: $POLICY."
 echo "Failover: master $M SIGKILLed, $NEW named master ${FAILOVER} s later (election timeout ${ELECTION_MS} ms)."

@@ -853,6 +853,32 @@ fn quickstart_runs_a_cluster_that_wormfs_finds_through_the_client_config() {
         sum(&after[..1], "wormfs_metadata_applied_index", &[])
             > sum(&before[..1], "wormfs_metadata_applied_index", &[])
     );
+    // `ls -l` takes each entry's attributes with the listing (readdirplus): with the
+    // kernel's dentries dropped, listing 40 files and stat'ing each asks the nodes for a
+    // few lookups and attributes, not one per file
+    let listed = dir.join("mnt/listed");
+    fs::create_dir(&listed).unwrap();
+    for i in 0..40 {
+        fs::write(listed.join(format!("f{i}")), b"x").unwrap();
+    }
+    let asked = |all: &[prometheus_parse::Scrape]| {
+        sum(all, "wormfs_grpc_requests_total", &[("method", "Lookup")])
+            + sum(all, "wormfs_grpc_requests_total", &[("method", "GetAttr")])
+    };
+    fs::write("/proc/sys/vm/drop_caches", "2").unwrap();
+    let before_ls = scrape_all();
+    let mut seen = 0;
+    for e in fs::read_dir(&listed).unwrap() {
+        let e = e.unwrap();
+        assert_eq!(fs::symlink_metadata(e.path()).unwrap().len(), 1);
+        seen += 1;
+    }
+    assert_eq!(seen, 40);
+    let asked_for_ls = asked(&scrape_all()) - asked(&before_ls);
+    assert!(
+        asked_for_ls < 20.0,
+        "{asked_for_ls} lookups and getattrs for a listing of 40 files with attributes"
+    );
     // an admin token made through one node works on every node's REST API, and a revoked
     // one on none
     let token_file = tmp.path().join("ops.token");

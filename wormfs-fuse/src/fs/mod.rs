@@ -5,6 +5,7 @@
 //! truncate send the rest and return only when the node has made it durable. A failure is
 //! returned to the application with its errno and logged with its cause.
 
+mod dirs;
 mod locking;
 
 use crate::fetch::{lock, Fetcher};
@@ -12,8 +13,8 @@ use crate::file::{next_version, seen, FileInner, OpenFile, OpenFiles, Seen};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -132,7 +133,8 @@ impl Driver<'_> {
 enum Handle {
     /// An open file, and the open lock it took (`Some(true)`: for write).
     File(Option<bool>),
-    Dir(Vec<DirEntry>),
+    /// An open directory: its entries, each with its attributes when the node sent them.
+    Dir(Vec<(DirEntry, Option<Attr>)>),
 }
 
 type Result<T> = std::result::Result<T, ClientError>;
@@ -903,6 +905,13 @@ impl Filesystem for WormFuse {
                 "the kernel does not pass these lock kinds to the mount; they hold on this machine only"
             );
         }
+        // listings with attributes (`ls -l` without a lookup and a getattr per entry), when
+        // the kernel finds them worth it
+        if let Err(missing) = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO)
+        {
+            tracing::info!(?missing, "the kernel lists without attributes");
+        }
         tracing::info!(
             node = self.client.address(),
             cache_bytes = self.opts.cache_bytes,
@@ -1352,11 +1361,7 @@ impl Filesystem for WormFuse {
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let r = self.rpc_as(req, |c, d| d.block_on(c.readdir(FileId(ino.0))));
-        self.answer("opendir", reply, r, |reply, entries| {
-            let fh = self.new_handle(Handle::Dir(entries));
-            reply.opened(FileHandle(fh), FopenFlags::empty())
-        })
+        self.open_dir(req, ino, reply)
     }
 
     fn readdir(
@@ -1365,30 +1370,20 @@ impl Filesystem for WormFuse {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
-        let handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(Handle::Dir(entries)) = handles.get(&fh.0) else {
-            return reply.error(Errno::EBADF);
-        };
-        // Offsets: 1 = ".", 2 = "..", 3.. = entries; each entry carries the next offset.
-        let dots = [
-            (ino.0, FileType::Directory, "."),
-            (ino.0, FileType::Directory, ".."),
-        ];
-        let hide = ino == INodeNo::ROOT;
-        let all = dots.iter().map(|(i, k, n)| (*i, *k, *n)).chain(
-            entries
-                .iter()
-                .filter(|e| !(hide && e.name == ORPHAN_DIR))
-                .map(|e| (e.ino.0, file_type(e.kind), e.name.as_str())),
-        );
-        for (i, (ino, kind, name)) in all.enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(ino), i as u64 + 1, kind, name) {
-                break;
-            }
-        }
-        reply.ok()
+        self.list_dir(ino, fh, offset, reply)
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        reply: ReplyDirectoryPlus,
+    ) {
+        self.list_dir_plus(ino, fh, offset, reply)
     }
 
     fn releasedir(

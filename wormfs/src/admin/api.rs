@@ -755,6 +755,7 @@ async fn list_dir(
         ino: attr.ino.0,
         after: q.after,
         limit: q.limit,
+        with_attrs: false,
     };
     Ok(Json(s.service.read_dir(call(&a, req)).await?.into_inner()))
 }

@@ -20,16 +20,38 @@ use std::time::Duration;
 /// the membership records, so members reach each other even when not configured as peers.
 pub(super) async fn pin_members(raft: Raft, transport: P2pTransport) {
     let mut metrics = raft.metrics();
+    let me = transport.peer_id().to_string();
+    // the metrics change with every log entry; the membership seldom: only a new one
+    // (another log id) is pinned again
+    let mut pinned = None;
     loop {
-        let members: Vec<Member> = metrics
-            .borrow()
-            .membership_config
-            .membership()
-            .nodes()
-            .map(|(_, n)| n.clone())
-            .collect();
+        let new: Option<(Vec<Member>, _)> = {
+            let m = metrics.borrow();
+            let config = &m.membership_config;
+            let at = *config.log_id();
+            (pinned != Some(at)).then(|| {
+                (
+                    config
+                        .membership()
+                        .nodes()
+                        .map(|(_, n)| n.clone())
+                        .collect(),
+                    at,
+                )
+            })
+        };
+        let Some((members, at)) = new else {
+            // and once a minute anyway, in case a pin failed or was changed meanwhile
+            match tokio::time::timeout(Duration::from_secs(60), metrics.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break,
+                Err(_) => pinned = None,
+            }
+            continue;
+        };
+        pinned = Some(at);
         for m in members {
-            if m.peer_id == transport.peer_id().to_string() {
+            if m.peer_id == me {
                 continue;
             }
             let (Ok(addr), Ok(id)) = (

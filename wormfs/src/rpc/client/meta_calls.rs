@@ -162,12 +162,37 @@ impl Client {
         ino: FileId,
         page: u32,
     ) -> Result<Vec<DirEntry>, ClientError> {
-        let mut entries: Vec<DirEntry> = Vec::new();
+        let listed = self.list(ino, page, false).await?;
+        Ok(listed.into_iter().map(|(e, _)| e).collect())
+    }
+
+    /// A directory's entries with each one's attributes, as a readdirplus wants them. An
+    /// entry comes without when the node did not send them: a node of a release before
+    /// it, a caller without search permission on the directory, or an entry removed
+    /// while the listing was made.
+    pub async fn readdir_plus(
+        &self,
+        ino: FileId,
+    ) -> Result<Vec<(DirEntry, Option<Attr>)>, ClientError> {
+        self.list(ino, 0, true).await
+    }
+
+    async fn list(
+        &self,
+        ino: FileId,
+        page: u32,
+        with_attrs: bool,
+    ) -> Result<Vec<(DirEntry, Option<Attr>)>, ClientError> {
+        let mut entries: Vec<(DirEntry, Option<Attr>)> = Vec::new();
         loop {
             let req = proto::ReadDirRequest {
                 ino: ino.0,
-                after: entries.last().map(|e| e.name.clone()).unwrap_or_default(),
+                after: entries
+                    .last()
+                    .map(|(e, _)| e.name.clone())
+                    .unwrap_or_default(),
                 limit: page,
+                with_attrs,
             };
             let r = self
                 .call("readdir", Retry::Safe, |mut c| {
@@ -178,20 +203,30 @@ impl Client {
                 .into_inner();
             let got = r.entries.len();
             for e in r.entries {
+                let attr = e
+                    .attr
+                    .map(crate::rpc::convert::attr_from_proto)
+                    .transpose()
+                    .map_err(proto_err)?;
                 let entry = DirEntry {
                     name: e.name,
                     ino: crate::rpc::convert::ino("entries.ino", e.ino).map_err(proto_err)?,
                     kind: crate::rpc::convert::kind_from_proto("entries.kind", e.kind)
                         .map_err(proto_err)?,
                 };
+                // an attribute of another inode than the entry's is not believed
+                let attr = attr.filter(|a| a.ino == entry.ino);
                 // Each page must go on after the last: a node that did not would loop us.
-                if entries.last().is_some_and(|last| last.name >= entry.name) {
+                if entries
+                    .last()
+                    .is_some_and(|(last, _)| last.name >= entry.name)
+                {
                     return Err(proto_err(crate::rpc::convert::invalid(
                         "entries.name",
                         format!("{:?} is out of order in the listing", entry.name),
                     )));
                 }
-                entries.push(entry);
+                entries.push((entry, attr));
             }
             if !r.more || got == 0 {
                 return Ok(entries);

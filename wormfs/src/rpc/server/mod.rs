@@ -414,11 +414,18 @@ impl WormFs for WormFsService {
             .map_err(|e| status("readdir", e))?;
         let more = entries.len() > limit as usize;
         entries.truncate(limit as usize);
+        // attributes only for a caller who may look the names up (search permission)
+        let with_attrs = r.with_attrs && self.fs.check_lookup(&who, dir).is_ok();
         Ok(Response::new(proto::ReadDirReply {
             more,
             entries: entries
                 .into_iter()
                 .map(|e| proto::DirEntry {
+                    // an entry removed meanwhile goes without: the client asks for it
+                    attr: with_attrs
+                        .then(|| self.fs.getattr(e.ino).ok())
+                        .flatten()
+                        .map(|a| crate::rpc::convert::attr_to_proto(&a)),
                     name: e.name,
                     ino: e.ino.0,
                     kind: kind_to_proto(e.kind) as i32,
