@@ -10,7 +10,8 @@
 //!   CBOR `/1` with older nodes; `proto/wormfs_p2p.proto`), for Raft and heartbeats. Each connection
 //!   starts with a hello that tells each side the other's node name.
 //! - **Chunks**: chunk operations go straight to the node owning the disk, on the data path
-//!   ([`data`]: TCP connections beside libp2p, sealed with keys handed out over it) or, to
+//!   (the *data path*: TCP connections beside libp2p, sealed with keys handed out over
+//!   it; see docs/architecture.md, "The data path") or, to
 //!   a node of a release before it, on one libp2p stream per operation.
 
 mod book;

@@ -102,8 +102,8 @@ fn chunk() -> ChunkFile {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pinned_peers_exchange_chunks_and_requests() {
+/// Nodes `a` and `b`, each in the other's book and connected, and their names.
+async fn connected_pair() -> (Node, Node, NodeId, NodeId) {
     let a = start("a", any_port(), None, &[]).await;
     let b = start("b", any_port(), None, &[a.transport.listen_addr()]).await;
     a.transport
@@ -114,6 +114,12 @@ async fn pinned_peers_exchange_chunks_and_requests() {
         a.transport.is_connected(&nb) && b.transport.is_connected(&na)
     })
     .await;
+    (a, b, na, nb)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_peers_exchange_chunks_and_requests() {
+    let (a, b, na, nb) = connected_pair().await;
     // each pinned the other's first ID, durably
     let pinned = a
         .transport
@@ -459,16 +465,7 @@ async fn a_node_of_the_release_before_protobuf_works_with_this_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_data_path_takes_a_ticket_once_and_falls_back_when_unreachable() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let a = start("a", any_port(), None, &[]).await;
-    let b = start("b", any_port(), None, &[a.transport.listen_addr()]).await;
-    a.transport
-        .add_peer(b.transport.listen_addr(), None)
-        .unwrap();
-    let (na, nb) = (NodeId("a".into()), NodeId("b".into()));
-    wait_for("a and b to connect", || {
-        a.transport.is_connected(&nb) && b.transport.is_connected(&na)
-    })
-    .await;
+    let (a, b, _, nb) = connected_pair().await;
     let ticket = a
         .transport
         .request(&nb, data::TICKET_CALL, Vec::new())
