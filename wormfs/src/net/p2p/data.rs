@@ -44,6 +44,8 @@ use tokio::net::{TcpListener, TcpStream};
 pub(super) const TICKET_CALL: &str = "/wormfs/data-ticket/1";
 /// How long an issued ticket may wait for its connection.
 pub(super) const TICKET_LIFETIME: Duration = Duration::from_secs(30);
+/// How long a new data connection may take to present its ticket id.
+const PRESENT_WITHIN: Duration = Duration::from_secs(5);
 /// Idle connections kept per peer.
 pub(super) const IDLE_PER_PEER: usize = 8;
 
@@ -364,7 +366,8 @@ async fn serve(
     shared: Weak<Shared>,
 ) {
     let mut id = [0u8; ID_LEN];
-    let read = tokio::time::timeout(TICKET_LIFETIME, stream.read_exact(&mut id)).await;
+    // a caller sends its ticket id at once; a connection that idles gets no more time
+    let read = tokio::time::timeout(PRESENT_WITHIN, stream.read_exact(&mut id)).await;
     if !matches!(read, Ok(Ok(_))) {
         tracing::debug!(%from, "a data connection closed before presenting a ticket");
         return;
