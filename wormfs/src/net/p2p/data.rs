@@ -44,6 +44,8 @@ use tokio::net::{TcpListener, TcpStream};
 pub(super) const TICKET_CALL: &str = "/wormfs/data-ticket/1";
 /// How long an issued ticket may wait for its connection.
 pub(super) const TICKET_LIFETIME: Duration = Duration::from_secs(30);
+/// How long a caller waits for a data port to accept its connection.
+const CONNECT_WITHIN: Duration = Duration::from_secs(2);
 /// How long a new data connection may take to present its ticket id.
 const PRESENT_WITHIN: Duration = Duration::from_secs(5);
 /// Idle connections kept per peer.
@@ -120,8 +122,18 @@ impl Ticket {
     }
 
     /// Opens the caller's end: connects to `ip` at the ticket's port and presents it.
+    /// A port that does not answer within [`CONNECT_WITHIN`] (a firewall dropping it) is
+    /// an error, so the caller turns to libp2p streams instead of waiting out its call.
     pub(super) async fn connect(&self, ip: std::net::IpAddr) -> io::Result<Sealed> {
-        let mut stream = TcpStream::connect(SocketAddr::new(ip, self.port)).await?;
+        let at = SocketAddr::new(ip, self.port);
+        let mut stream = tokio::time::timeout(CONNECT_WITHIN, TcpStream::connect(at))
+            .await
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no answer within {CONNECT_WITHIN:?}"),
+                )
+            })??;
         stream.set_nodelay(true)?;
         stream.write_all(&self.id).await?;
         Ok(Sealed::new(stream, self.to_holder, self.to_caller))
@@ -475,6 +487,34 @@ mod tests {
         e.stream.write_all(&raw).await.unwrap();
         let (h, p) = f.recv().await.unwrap().unwrap();
         assert_eq!((&h[..], &p[..]), (&b"head"[..], &b"payload"[..]));
+    }
+
+    /// A port that drops connections (here: a listener whose accept queue is full, which
+    /// drops new SYNs as a firewall would) fails the connect in `CONNECT_WITHIN`, not at the
+    /// end of the caller's whole chunk timeout.
+    #[tokio::test]
+    async fn a_port_that_drops_connections_fails_fast() {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        // fill the queue: nothing is ever accepted
+        let mut held = Vec::new();
+        let ticket = Ticket::fresh(addr.port()).unwrap();
+        let started = Instant::now();
+        let err = loop {
+            match ticket.connect(addr.ip()).await {
+                Ok(conn) => held.push(conn),
+                Err(e) => break e,
+            }
+            assert!(held.len() < 64, "the accept queue never filled");
+        };
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert!(
+            started.elapsed() < CONNECT_WITHIN * 3,
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]
