@@ -102,6 +102,11 @@ fn chunk() -> ChunkFile {
     )
 }
 
+/// Whether `t` sends `node`'s chunks through libp2p streams for now (no data path).
+fn streams_only(t: &P2pTransport, node: &NodeId) -> bool {
+    t.shared.data.lock().unwrap().off.contains_key(node)
+}
+
 /// Nodes `a` and `b`, each in the other's book and connected, and their names.
 async fn connected_pair() -> (Node, Node, NodeId, NodeId) {
     let a = start("a", any_port(), None, &[]).await;
@@ -415,14 +420,7 @@ async fn a_node_of_the_release_before_protobuf_works_with_this_one() {
             .unwrap_or_else(|e| panic!("a range of a chunk on {to_name}: {e}"));
         assert_eq!(part, c.data[2..8]);
         if to_name == &n_old {
-            let off = new
-                .transport
-                .shared
-                .data
-                .lock()
-                .unwrap()
-                .off
-                .contains_key(&n_old);
+            let off = streams_only(&new.transport, &n_old);
             assert!(
                 off,
                 "the old node, with no data path, is asked through streams"
@@ -507,14 +505,7 @@ async fn the_data_path_takes_a_ticket_once_and_falls_back_when_unreachable() {
         .await
         .unwrap();
     assert_eq!(b.store.chunk_count(), 1);
-    assert!(a
-        .transport
-        .shared
-        .data
-        .lock()
-        .unwrap()
-        .off
-        .contains_key(&nb));
+    assert!(streams_only(&a.transport, &nb));
     assert_eq!(
         a.transport
             .read_chunk(&nb, &disk, &stored.addr)
