@@ -13,6 +13,12 @@ use std::time::{Duration, UNIX_EPOCH};
 use wormfs::ids::FileId;
 use wormfs::meta::{Attr, DirEntry};
 
+/// More lines than one reply holds: a reply is at most 128 KiB, a `readdir` line at least
+/// 32 bytes and a `readdirplus` line at least 152. A reply with fewer is still right: the
+/// kernel asks again from the next offset.
+const PAGE_LINES: usize = 4096;
+const PAGE_LINES_PLUS: usize = 1024;
+
 /// One line of a listing: inode, kind, name, and the attributes when known.
 type Line = (u64, FileType, String, Option<Attr>);
 
@@ -25,22 +31,26 @@ impl WormFuse {
         })
     }
 
-    /// The lines of open directory `fh` from `offset` on, or `None` for no such handle.
-    fn lines(&self, ino: INodeNo, fh: FileHandle, offset: u64) -> Option<Vec<Line>> {
+    /// At most `max` lines of open directory `fh` from `offset` on, or `None` for no such
+    /// handle. Only those lines are copied out of the listing: the kernel takes a page at a
+    /// time, and a large directory must not be copied whole for each page.
+    fn lines(&self, ino: INodeNo, fh: FileHandle, offset: u64, max: usize) -> Option<Vec<Line>> {
         let handles = lock(&self.handles);
         let Some(Handle::Dir(entries)) = handles.get(&fh.0) else {
             return None;
         };
         let hide = ino == INodeNo::ROOT;
-        let dots = [".", ".."].map(|n| (ino.0, FileType::Directory, n.to_owned(), None));
+        let dots = [".", ".."].map(|n| (ino.0, FileType::Directory, n, None));
         let listed = entries
             .iter()
             .filter(|(e, _): &&(DirEntry, Option<Attr>)| !(hide && e.name == ORPHAN_DIR))
-            .map(|(e, a)| (e.ino.0, file_type(e.kind), e.name.clone(), a.clone()));
+            .map(|(e, a)| (e.ino.0, file_type(e.kind), e.name.as_str(), a.as_ref()));
         Some(
             dots.into_iter()
                 .chain(listed)
                 .skip(offset as usize)
+                .take(max)
+                .map(|(ino, kind, name, attr)| (ino, kind, name.to_owned(), attr.cloned()))
                 .collect(),
         )
     }
@@ -52,7 +62,7 @@ impl WormFuse {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let Some(lines) = self.lines(ino, fh, offset) else {
+        let Some(lines) = self.lines(ino, fh, offset, PAGE_LINES) else {
             return reply.error(Errno::EBADF);
         };
         for (i, (ino, kind, name, _)) in lines.into_iter().enumerate() {
@@ -73,7 +83,7 @@ impl WormFuse {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let Some(lines) = self.lines(ino, fh, offset) else {
+        let Some(lines) = self.lines(ino, fh, offset, PAGE_LINES_PLUS) else {
             return reply.error(Errno::EBADF);
         };
         for (i, (ino, kind, name, attr)) in lines.into_iter().enumerate() {

@@ -67,9 +67,7 @@ pub(super) async fn pin_members(raft: Raft, transport: P2pTransport) {
                 }
             }
         }
-        if metrics.changed().await.is_err() {
-            break;
-        }
+        // the membership just pinned: the next turn waits for a change
     }
 }
 
