@@ -3,7 +3,8 @@
 //! `cargo bench -p wormfs --features cluster --bench transport` prints a Markdown table for
 //! `docs/BENCHMARKS.md`.
 //!
-//! Every figure is the median of 5 samples of 256 MiB each.
+//! Every throughput figure is the median of 5 samples of 256 MiB each; every call figure
+//! the median of 5 samples of 2,000 calls.
 
 use libp2p::identity::Keypair;
 use std::net::SocketAddr;
@@ -48,6 +49,17 @@ impl Clock {
         (
             gib / self.0.elapsed().as_secs_f64(),
             (cpu_seconds() - self.1) / gib,
+        )
+    }
+}
+
+impl Clock {
+    /// µs per call and CPU µs per call for `calls` made since the start.
+    fn per_call(&self, calls: usize) -> (f64, f64) {
+        let n = calls as f64;
+        (
+            self.0.elapsed().as_secs_f64() * 1e6 / n,
+            (cpu_seconds() - self.1) * 1e6 / n,
         )
     }
 }
@@ -184,6 +196,67 @@ async fn p2p(parallel: usize) -> ((f64, f64), (f64, f64)) {
     (medians(puts), medians(reads))
 }
 
+/// Small calls, one at a time: what a Raft round or a forwarded metadata op costs in
+/// messages. Raw TCP ping-pong of the same size is the reference.
+const CALLS: usize = 2000;
+const CALL_BYTES: usize = 256;
+
+/// µs per round trip and CPU µs per round trip (both ends), median of the samples.
+async fn raw_tcp_calls() -> (f64, f64) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut buf = [0u8; CALL_BYTES];
+        while s.read_exact(&mut buf).await.is_ok() {
+            if s.write_all(&buf).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut buf = [7u8; CALL_BYTES];
+    let mut samples = Vec::new();
+    for _ in 0..SAMPLES {
+        let clock = Clock::start();
+        for _ in 0..CALLS {
+            s.write_all(&buf).await.unwrap();
+            s.read_exact(&mut buf).await.unwrap();
+        }
+        samples.push(clock.per_call(CALLS));
+    }
+    medians(samples)
+}
+
+async fn p2p_calls() -> (f64, f64) {
+    let a = node("a", &[]).await;
+    let b = node("b", &[a.listen_addr()]).await;
+    a.add_peer(b.listen_addr(), None).unwrap();
+    let nb = NodeId("b".into());
+    while !a.is_connected(&nb) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    b.serve(
+        "/bench/echo",
+        Arc::new(|_caller, body| Box::pin(async move { Ok(body) })),
+    );
+    let body = vec![7u8; CALL_BYTES];
+    // the first call sets up whatever the transport keeps between calls
+    a.request(&nb, "/bench/echo", body.clone()).await.unwrap();
+    let mut samples = Vec::new();
+    for _ in 0..SAMPLES {
+        let clock = Clock::start();
+        for _ in 0..CALLS {
+            let back = a.request(&nb, "/bench/echo", body.clone()).await.unwrap();
+            assert_eq!(back.len(), CALL_BYTES);
+        }
+        samples.push(clock.per_call(CALLS));
+    }
+    medians(samples)
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
@@ -206,5 +279,15 @@ fn main() {
                 );
             }
         }
+        let (tcp_us, tcp_cpu) = raw_tcp_calls().await;
+        let (call_us, call_cpu) = p2p_calls().await;
+        println!();
+        println!("| {CALL_BYTES}-byte call, one at a time | µs per call | ÷ raw TCP | CPU µs per call (both ends) |");
+        println!("|---|---|---|---|");
+        println!("| raw TCP ping-pong | {tcp_us:.1} | 1.00× | {tcp_cpu:.1} |");
+        println!(
+            "| `Transport::request` | {call_us:.1} | {:.2}× | {call_cpu:.1} |",
+            call_us / tcp_us
+        );
     });
 }

@@ -1,12 +1,13 @@
-//! Chunk calls to a peer: on the data path ([`super::data`]) when the peer has one, else on
-//! a fresh libp2p stream; each call retried a few times and bounded as a whole.
+//! Calls to a peer on the data path ([`super::data`]) when the peer has one: chunk calls
+//! (else on a fresh libp2p stream, each call retried a few times and bounded as a whole)
+//! and request-channel calls (else on the libp2p request channel).
 
 use super::chunks::{self, ChunkRequest, ChunkResponse};
 use super::data::{Sealed, Ticket, IDLE_PER_PEER, TICKET_CALL};
-use super::wire::{Header, Wire, CHUNK_V1, CHUNK_V2};
+use super::wire::{Header, Wire, WireRequest, WireResponse, CHUNK_V1, CHUNK_V2};
 use super::{P2pTransport, OPEN_ATTEMPTS};
 use crate::ids::NodeId;
-use crate::net::{Transport, TransportError};
+use crate::net::TransportError;
 use libp2p::PeerId;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -120,12 +121,108 @@ impl P2pTransport {
         };
         let answer = ChunkResponse::decode(&header, Wire::V2)
             .map_err(|e| (true, unreachable(format!("reading the chunk reply: {e}"))))?;
+        self.idle_again(node, conn);
+        Ok(Some((answer, payload, Wire::V2)))
+    }
+
+    /// A request-channel call on the data path; `Ok(None)` when `node` has none for now
+    /// (the call then goes on the libp2p request channel). A call that fails after it went
+    /// out is not sent again: it may have run.
+    pub(super) async fn call_data(
+        &self,
+        node: &NodeId,
+        protocol: &str,
+        body: &[u8],
+    ) -> Result<Option<Vec<u8>>, TransportError> {
+        let Some(mut conn) = self.data_conn(node).await? else {
+            return Ok(None);
+        };
+        let unreachable = |reason: String| TransportError::Unreachable {
+            node: node.clone(),
+            reason,
+        };
+        let header = ChunkRequest::Call {
+            protocol: protocol.to_owned(),
+        }
+        .encode(Wire::V2)
+        .map_err(|e| unreachable(format!("encoding a call: {e}")))?;
+        let timeout = self.shared.request_timeout;
+        let exchange = async {
+            conn.send(&header, body).await?;
+            conn.recv().await?.ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the data connection closed before the answer",
+                )
+            })
+        };
+        let (header, answer) = match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => {
+                self.data_peers().idle.remove(node);
+                return Err(unreachable(format!("data connection: {e}")));
+            }
+            Err(_) => {
+                return Err(unreachable(format!(
+                    "no answer to a {protocol} call within {timeout:?}"
+                )))
+            }
+        };
+        let reply = ChunkResponse::decode(&header, Wire::V2)
+            .map_err(|e| unreachable(format!("reading a call's answer: {e}")))?;
+        self.idle_again(node, conn);
+        match reply {
+            ChunkResponse::Replied => Ok(Some(answer)),
+            ChunkResponse::Failed(reason) => Err(TransportError::Remote {
+                node: node.clone(),
+                reason,
+            }),
+            ChunkResponse::NoHandler => Err(TransportError::NoHandler {
+                node: node.clone(),
+                protocol: protocol.to_owned(),
+            }),
+            other => Err(TransportError::Remote {
+                node: node.clone(),
+                reason: format!("answered a {protocol} call with {other:?}"),
+            }),
+        }
+    }
+
+    /// Puts a connection whose exchange ended cleanly back in `node`'s idle pool.
+    fn idle_again(&self, node: &NodeId, conn: Sealed) {
         let mut peers = self.data_peers();
         let idle = peers.idle.entry(node.clone()).or_default();
         if idle.len() < IDLE_PER_PEER {
             idle.push(conn);
         }
-        Ok(Some((answer, payload, Wire::V2)))
+    }
+
+    /// A request on the libp2p request channel.
+    pub(super) async fn request_p2p(
+        &self,
+        node: &NodeId,
+        protocol: &str,
+        body: Vec<u8>,
+    ) -> Result<Vec<u8>, TransportError> {
+        let request = WireRequest::Call {
+            protocol: protocol.to_owned(),
+            body,
+        };
+        match self.call(node, request).await? {
+            WireResponse::Reply(body) => Ok(body),
+            WireResponse::Failed(reason) => Err(TransportError::Remote {
+                node: node.clone(),
+                reason,
+            }),
+            WireResponse::NoHandler => Err(TransportError::NoHandler {
+                node: node.clone(),
+                protocol: protocol.to_owned(),
+            }),
+            WireResponse::Hello { .. } => Err(TransportError::Remote {
+                node: node.clone(),
+                reason: "answered a call with a hello".into(),
+            }),
+        }
     }
 
     fn data_peers(&self) -> std::sync::MutexGuard<'_, DataPeers> {
@@ -146,8 +243,12 @@ impl P2pTransport {
                 }
                 peers.off.remove(node);
             }
-            if let Some(conn) = peers.idle.get_mut(node).and_then(Vec::pop) {
-                return Ok(Some(conn));
+            // a connection the peer closed meanwhile (it restarted) is dropped here, not
+            // found broken by the call that would use it
+            while let Some(conn) = peers.idle.get_mut(node).and_then(Vec::pop) {
+                if conn.is_open() {
+                    return Ok(Some(conn));
+                }
             }
         }
         let peer = self.peer_of(node)?;
@@ -168,7 +269,7 @@ impl P2pTransport {
                 .insert(node.clone(), Instant::now() + DATA_RETRY);
             Ok(None)
         };
-        let ticket = match self.request(node, TICKET_CALL, Vec::new()).await {
+        let ticket = match self.request_p2p(node, TICKET_CALL, Vec::new()).await {
             Ok(body) => match Ticket::decode(&body) {
                 Ok(t) => t,
                 Err(e) => return off(format!("its ticket: {e}")),

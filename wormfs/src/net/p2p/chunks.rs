@@ -55,6 +55,11 @@ pub(crate) enum ChunkRequest {
         file: FileId,
         path: String,
     },
+    /// A request for `protocol`'s handler, its body as the payload: the data path carries
+    /// request-channel calls too (never sent on a chunk stream).
+    Call {
+        protocol: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -71,8 +76,12 @@ pub(crate) enum ChunkResponse {
     Damaged(String),
     /// Not on the peer.
     Missing(String),
-    /// Anything else the peer's store said.
+    /// Anything else the peer's store said (or the error of a call's handler).
     Failed(String),
+    /// A call's answer follows as the payload.
+    Replied,
+    /// No handler serves the call's protocol.
+    NoHandler,
 }
 
 fn proto_err(e: impl std::fmt::Display) -> std::io::Error {
@@ -217,6 +226,12 @@ pub(crate) fn run_local(
             Ok(()) => (ChunkResponse::Renamed, Vec::new()),
             Err(e) => (store_reply(e), Vec::new()),
         },
+        ChunkRequest::Call { protocol } => (
+            ChunkResponse::Failed(format!(
+                "a call for {protocol} is not a chunk operation: calls go on the request channel or the data path"
+            )),
+            Vec::new(),
+        ),
     }
 }
 

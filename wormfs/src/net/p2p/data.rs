@@ -25,8 +25,14 @@
 //! A connection carries one call at a time and goes back to an idle pool after it; a node of
 //! a release before the data path answers the ticket call with "no handler", and is asked
 //! through libp2p streams instead.
+//!
+//! Request-channel calls (Raft, forwarded metadata ops, heartbeats) ride the same
+//! connections as `Call` messages: one libp2p request costs about five times the CPU of
+//! one round trip here (yamux stream, protocol negotiation, a timer, the swarm task). The
+//! holder serves a message only while the caller's libp2p connection is up, so a node
+//! dropped from the book loses its data connections with its libp2p one.
 
-use super::chunks::{ChunkRequest, MAX_HEADER, MAX_PAYLOAD};
+use super::chunks::{ChunkRequest, ChunkResponse, MAX_HEADER, MAX_PAYLOAD};
 use super::wire::{Header, Wire};
 use super::Shared;
 use crate::ids::NodeId;
@@ -263,6 +269,13 @@ impl Sealed {
         result
     }
 
+    /// Whether an idle connection is still usable: the other end has not closed it (a
+    /// restarted peer) and sent nothing unasked. Does not wait.
+    pub(super) fn is_open(&self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.stream.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
     /// Reads one record's length prefix; `Ok(None)` at a clean end of the connection.
     async fn record_len(&mut self) -> io::Result<Option<[u8; 4]>> {
         let mut len4 = [0u8; 4];
@@ -393,14 +406,28 @@ async fn serve(
     let result: io::Result<()> = async {
         while let Some((header, payload)) = sealed.recv().await? {
             let request = ChunkRequest::decode(&header, Wire::V2)?;
-            let Some(store) = shared.upgrade().map(|s| s.store.clone()) else {
+            let Some(shared) = shared.upgrade() else {
                 return Ok(());
             };
-            let (reply, out) = tokio::task::spawn_blocking(move || {
-                super::chunks::run_local(&*store, Wire::V2, request, payload)
-            })
-            .await
-            .map_err(|e| invalid(format!("chunk task failed: {e}")))?;
+            // the libp2p connection vouches for the peer: a node disconnected (removed
+            // from the book, or gone) is not served on connections it opened before
+            if !shared.node_connected(&node) {
+                return Err(invalid(format!(
+                    "{node} is no longer connected on the request channel"
+                )));
+            }
+            let (reply, out) = match request {
+                ChunkRequest::Call { protocol } => call(&shared, &node, &protocol, payload).await,
+                request => {
+                    let store = shared.store.clone();
+                    drop(shared);
+                    tokio::task::spawn_blocking(move || {
+                        super::chunks::run_local(&*store, Wire::V2, request, payload)
+                    })
+                    .await
+                    .map_err(|e| invalid(format!("chunk task failed: {e}")))?
+                }
+            };
             sealed.send(&reply.encode(Wire::V2)?, &out).await?;
         }
         Ok(())
@@ -408,6 +435,29 @@ async fn serve(
     .await;
     if let Err(e) = result {
         tracing::debug!(%node, %from, "data connection ended: {e}");
+    }
+}
+
+/// Runs a request-channel call that came on the data path: its protocol's handler, as
+/// the libp2p request channel would.
+async fn call(
+    shared: &Shared,
+    caller: &NodeId,
+    protocol: &str,
+    body: Vec<u8>,
+) -> (ChunkResponse, Vec<u8>) {
+    let handler = shared
+        .handlers
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(protocol)
+        .cloned();
+    match handler {
+        None => (ChunkResponse::NoHandler, Vec::new()),
+        Some(handler) => match handler(caller.clone(), body).await {
+            Ok(answer) => (ChunkResponse::Replied, answer),
+            Err(e) => (ChunkResponse::Failed(e), Vec::new()),
+        },
     }
 }
 
@@ -429,6 +479,20 @@ mod tests {
             caller.unwrap(),
             Sealed::new(stream, ticket.to_caller, ticket.to_holder),
         )
+    }
+
+    /// An idle connection the other end closed (a restarted peer) is seen closed before
+    /// it is used; one still open is kept.
+    #[tokio::test]
+    async fn an_idle_connection_closed_by_the_peer_is_not_reused() {
+        let (a, b) = pair().await;
+        assert!(a.is_open());
+        drop(b);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while a.is_open() {
+            assert!(Instant::now() < deadline, "the close never showed");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     #[tokio::test]

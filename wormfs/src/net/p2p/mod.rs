@@ -153,6 +153,8 @@ struct Shared {
     store: Arc<dyn ChunkStore>,
     book: Arc<PeerBook>,
     chunk_timeout: Duration,
+    /// How long a request-channel call may wait for its answer (on either road).
+    request_timeout: Duration,
     /// False only for a node playing one of the release before protobuf, in tests.
     speaks_v2: bool,
     /// Peers that could not serve a part of a chunk (nodes of a release before
@@ -164,6 +166,25 @@ struct Shared {
     remote_ip: RwLock<HashMap<PeerId, IpAddr>>,
     refusals: Arc<Mutex<VecDeque<Refusal>>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Shared {
+    /// Whether `node` has said hello on a libp2p connection that is still up.
+    fn node_connected(&self, node: &NodeId) -> bool {
+        let peer = self
+            .names
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_node
+            .get(node)
+            .copied();
+        peer.is_some_and(|p| {
+            self.connected
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&p)
+        })
+    }
 }
 
 impl Drop for Shared {
@@ -333,6 +354,7 @@ impl P2pTransport {
             store,
             book,
             chunk_timeout,
+            request_timeout,
             speaks_v2,
             no_ranges: Mutex::new(HashSet::new()),
             data: Mutex::new(calls::DataPeers::default()),
@@ -706,25 +728,13 @@ impl Transport for P2pTransport {
                     reason,
                 });
         }
-        let request = WireRequest::Call {
-            protocol: protocol.to_owned(),
-            body,
-        };
-        match self.call(node, request).await? {
-            WireResponse::Reply(body) => Ok(body),
-            WireResponse::Failed(reason) => Err(TransportError::Remote {
-                node: node.clone(),
-                reason,
-            }),
-            WireResponse::NoHandler => Err(TransportError::NoHandler {
-                node: node.clone(),
-                protocol: protocol.to_owned(),
-            }),
-            WireResponse::Hello { .. } => Err(TransportError::Remote {
-                node: node.clone(),
-                reason: "answered a call with a hello".into(),
-            }),
+        self.peer_of(node)?;
+        if protocol != data::TICKET_CALL {
+            if let Some(answer) = self.call_data(node, protocol, &body).await? {
+                return Ok(answer);
+            }
         }
+        self.request_p2p(node, protocol, body).await
     }
 }
 

@@ -141,6 +141,22 @@ fn on_event(
         } => {
             if num_established == 0 {
                 counts.remove(&peer_id);
+                // its data connections end with it (the peer serves them only meanwhile)
+                let node = shared
+                    .names
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .by_peer
+                    .get(&peer_id)
+                    .cloned();
+                if let Some(node) = node {
+                    shared
+                        .data
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .idle
+                        .remove(&node);
+                }
                 shared
                     .remote_ip
                     .write()

@@ -514,3 +514,102 @@ async fn the_data_path_takes_a_ticket_once_and_falls_back_when_unreachable() {
         c
     );
 }
+
+/// Request-channel calls ride the data path: an answer, a handler's error and a missing
+/// handler all come back as on libp2p; a caller without a data path still gets its
+/// answer through libp2p; and a holder no longer connected to the caller on libp2p does not
+/// serve the caller's open data connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_ride_the_data_path_while_the_libp2p_connection_is_up() {
+    let (a, b, na, nb) = connected_pair().await;
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let log = heard.clone();
+    b.transport.serve(
+        "/test/echo",
+        Arc::new(move |caller, body| {
+            log.lock().unwrap().push(caller);
+            Box::pin(async move {
+                if body == b"fail" {
+                    Err("asked to fail".to_string())
+                } else {
+                    Ok([&b"echo:"[..], &body].concat())
+                }
+            })
+        }),
+    );
+    let idle = |t: &P2pTransport| {
+        t.shared
+            .data
+            .lock()
+            .unwrap()
+            .idle
+            .get(&nb)
+            .map_or(0, Vec::len)
+    };
+    assert_eq!(idle(&a.transport), 0);
+    let answer = a
+        .transport
+        .request(&nb, "/test/echo", b"hi".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(answer, b"echo:hi");
+    assert_eq!(idle(&a.transport), 1, "the call went on a data connection");
+    assert_eq!(
+        *heard.lock().unwrap(),
+        vec![na.clone()],
+        "the handler knows the caller"
+    );
+    match a
+        .transport
+        .request(&nb, "/test/echo", b"fail".to_vec())
+        .await
+    {
+        Err(TransportError::Remote { reason, .. }) => assert_eq!(reason, "asked to fail"),
+        other => panic!("expected the handler's error, got {other:?}"),
+    }
+    match a.transport.request(&nb, "/test/none", Vec::new()).await {
+        Err(TransportError::NoHandler { protocol, .. }) => assert_eq!(protocol, "/test/none"),
+        other => panic!("expected no handler, got {other:?}"),
+    }
+    assert_eq!(
+        idle(&a.transport),
+        1,
+        "one connection served the three calls"
+    );
+
+    // b no longer counts a as connected: the open data connection is refused
+    b.transport
+        .shared
+        .connected
+        .write()
+        .unwrap()
+        .remove(&a.transport.peer_id());
+    let refused = a.transport.request(&nb, "/test/echo", b"x".to_vec()).await;
+    assert!(
+        matches!(refused, Err(TransportError::Unreachable { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(idle(&a.transport), 0, "the broken connection was dropped");
+    b.transport
+        .shared
+        .connected
+        .write()
+        .unwrap()
+        .insert(a.transport.peer_id());
+
+    // without a data path, calls still go through (on libp2p)
+    a.transport
+        .shared
+        .remote_ip
+        .write()
+        .unwrap()
+        .insert(b.transport.peer_id(), "127.0.0.2".parse().unwrap());
+    let answer = a
+        .transport
+        .request(&nb, "/test/echo", b"again".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(answer, b"echo:again");
+    assert!(streams_only(&a.transport, &nb));
+    assert_eq!(idle(&a.transport), 0);
+}

@@ -322,6 +322,7 @@ impl From<ChunkRequest> for pb::ChunkRequest {
             ChunkRequest::Check { disk, addr } => Kind::Check(on_disk(disk, addr)),
             ChunkRequest::Delete { disk, addr } => Kind::Delete(on_disk(disk, addr)),
             ChunkRequest::Scan { disk } => Kind::Scan(pb::ScanDisk { disk: disk.0 }),
+            ChunkRequest::Call { protocol } => Kind::Call(pb::CallRequest { protocol }),
             ChunkRequest::Rename {
                 disk,
                 folder,
@@ -376,6 +377,9 @@ impl TryFrom<pb::ChunkRequest> for ChunkRequest {
             Kind::Scan(s) => ChunkRequest::Scan {
                 disk: DiskId(s.disk),
             },
+            Kind::Call(c) => ChunkRequest::Call {
+                protocol: c.protocol,
+            },
             Kind::Rename(r) => ChunkRequest::Rename {
                 disk: DiskId(r.disk),
                 folder: folder_from_pb(r.folder)?,
@@ -404,6 +408,8 @@ impl From<ChunkResponse> for pb::ChunkResponse {
             ChunkResponse::Damaged(reason) => Kind::Damaged(reason),
             ChunkResponse::Missing(reason) => Kind::Missing(reason),
             ChunkResponse::Failed(reason) => Kind::Failed(reason),
+            ChunkResponse::Replied => Kind::Replied(pb::Empty {}),
+            ChunkResponse::NoHandler => Kind::NoHandler(pb::Empty {}),
         };
         pb::ChunkResponse { kind: Some(kind) }
     }
@@ -429,6 +435,8 @@ impl TryFrom<pb::ChunkResponse> for ChunkResponse {
             Kind::Damaged(reason) => ChunkResponse::Damaged(reason),
             Kind::Missing(reason) => ChunkResponse::Missing(reason),
             Kind::Failed(reason) => ChunkResponse::Failed(reason),
+            Kind::Replied(_) => ChunkResponse::Replied,
+            Kind::NoHandler(_) => ChunkResponse::NoHandler,
         })
     }
 }
