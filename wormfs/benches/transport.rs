@@ -167,7 +167,7 @@ async fn p2p(parallel: usize) -> ((f64, f64), (f64, f64)) {
                     let c = made.pop().expect("one chunk per put");
                     let (a, d, f) = (a.clone(), disk.clone(), folder.clone());
                     let nb = nb.clone();
-                    tokio::spawn(async move { a.put_chunk(&nb, &d, &f, "/bench", c).await })
+                    tokio::spawn(async move { a.put_chunk(&nb, &d, &f, "/bench", &c).await })
                 })
                 .collect();
             for t in batch {

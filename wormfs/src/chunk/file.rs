@@ -50,19 +50,24 @@ impl ChunkFile {
 
     /// The chunk file's bytes: header (with the whole-chunk checksum filled in) then data.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = self.header.encode();
+        let (mut out, _) = self.encoded_header();
         out.extend_from_slice(&self.data);
-        let crc = crc32(&out[4..]);
-        out[..4].copy_from_slice(&crc.to_le_bytes());
         out
+    }
+
+    /// The chunk file's first bytes, the header with the whole-chunk checksum filled in, and
+    /// that checksum: followed by [`ChunkFile::data`] they are [`ChunkFile::encode`]'s bytes,
+    /// for writers that send the two parts without joining them.
+    pub fn encoded_header(&self) -> (Vec<u8>, u32) {
+        let mut head = self.header.encode();
+        let crc = crate::checksum::crc32_parts([&head[4..], &self.data[..]]);
+        head[..4].copy_from_slice(&crc.to_le_bytes());
+        (head, crc)
     }
 
     /// The whole-chunk checksum [`ChunkFile::encode`] writes at offset 0.
     pub fn checksum(&self) -> u32 {
-        let mut h = crc32fast::Hasher::new();
-        h.update(&self.header.encode()[4..]);
-        h.update(&self.data);
-        h.finalize()
+        self.encoded_header().1
     }
 
     /// Parses and fully verifies a chunk file: header, whole-chunk checksum and every block.

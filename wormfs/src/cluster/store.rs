@@ -306,10 +306,7 @@ impl ChunkStore for ClusterStore {
         }
         let node = self.node_of(disk)?;
         self.handle
-            .block_on(
-                self.transport
-                    .put_chunk(&node, disk, folder, path, chunk.clone()),
-            )
+            .block_on(self.transport.put_chunk(&node, disk, folder, path, chunk))
             .map_err(|e| Self::remote_err(&node, disk, None, e))
     }
 

@@ -92,6 +92,18 @@ impl ChunkStore for MeteredStore {
         self.count(disk, "put", r, |s| Some((false, s.size)))
     }
 
+    fn put_encoded(
+        &self,
+        disk: &DiskId,
+        folder: &ChunkFolder,
+        path: &str,
+        header: &crate::chunk::ChunkHeader,
+        bytes: &[u8],
+    ) -> Result<StoredChunk, StoreError> {
+        let r = self.inner.put_encoded(disk, folder, path, header, bytes);
+        self.count(disk, "put", r, |s| Some((false, s.size)))
+    }
+
     fn read_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<ChunkFile, StoreError> {
         let r = self.inner.read_chunk(disk, addr);
         self.count(disk, "read", r, read_of)

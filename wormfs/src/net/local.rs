@@ -255,11 +255,11 @@ impl Transport for InProcessTransport {
         disk: &DiskId,
         folder: &ChunkFolder,
         path: &str,
-        chunk: ChunkFile,
+        chunk: &ChunkFile,
     ) -> Result<StoredChunk, TransportError> {
         let store = self.hub.store(&self.me, node)?;
         store
-            .put_chunk(disk, folder, path, &chunk)
+            .put_chunk(disk, folder, path, chunk)
             .map_err(|e| TransportError::from_store(node, e))
     }
 
@@ -474,7 +474,7 @@ mod tests {
         );
         let folder = ChunkFolder::for_path("/x");
         let stored = ta
-            .put_chunk(&b, &disk, &folder, "/x", chunk.clone())
+            .put_chunk(&b, &disk, &folder, "/x", &chunk)
             .await
             .unwrap();
         assert_eq!(ta.read_chunk(&b, &disk, &stored.addr).await.unwrap(), chunk);

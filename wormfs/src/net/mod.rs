@@ -102,7 +102,7 @@ pub trait Transport: Send + Sync {
         disk: &DiskId,
         folder: &ChunkFolder,
         path: &str,
-        chunk: ChunkFile,
+        chunk: &ChunkFile,
     ) -> Result<StoredChunk, TransportError>;
 
     /// Reads and verifies a chunk on `node`.

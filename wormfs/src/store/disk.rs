@@ -7,7 +7,7 @@ use super::lock::{DirLock, LOCK_FILE_NAME};
 use super::{
     ChunkAddr, ChunkFolder, ChunkStore, DiskStatus, IndexedChunk, StoreError, StoredChunk,
 };
-use crate::chunk::ChunkFile;
+use crate::chunk::{ChunkFile, ChunkHeader};
 use crate::ids::{DiskId, FileId};
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -219,12 +219,16 @@ impl DiskChunkStore {
             .ok_or_else(|| StoreError::UnknownDisk(id.clone()))
     }
 
-    fn put_chunk_on(
+    /// Writes the chunk file whose header is `h` and whose bytes are `parts` one after the
+    /// other (their whole-chunk checksum `checksum` already at offset 0).
+    fn put_parts_on(
         &self,
         disk_id: &DiskId,
         folder: &ChunkFolder,
         path: &str,
-        chunk: &ChunkFile,
+        h: &ChunkHeader,
+        parts: &[&[u8]],
+        checksum: u32,
     ) -> Result<StoredChunk, StoreError> {
         let disk = self.disk(disk_id)?;
         if let Some(why) = disk.failed_reason() {
@@ -232,8 +236,8 @@ impl DiskChunkStore {
         }
         let dir = disk.root.join(folder.relative_path());
         ensure_dir(&dir)?;
-        let name = chunk.header.key.file_name();
-        let bytes = chunk.encode();
+        let name = h.key.file_name();
+        let size: u64 = parts.iter().map(|p| p.len() as u64).sum();
         let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
         let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
         let mut guard = TempGuard(Some(&tmp));
@@ -242,7 +246,9 @@ impl DiskChunkStore {
             .create_new(true)
             .open(&tmp)
             .map_err(io_err("create chunk", &tmp))?;
-        f.write_all(&bytes).map_err(io_err("write chunk", &tmp))?;
+        for part in parts {
+            f.write_all(part).map_err(io_err("write chunk", &tmp))?;
+        }
         drop(f);
         // Installed under its name at once, made durable below with its folder and index
         // line: until its stripe's metadata commits nothing refers to it, so after a crash
@@ -250,12 +256,10 @@ impl DiskChunkStore {
         let dest = dir.join(&name);
         fs::rename(&tmp, &dest).map_err(io_err("install chunk", &dest))?;
         guard.0 = None;
-        let checksum = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
-        let h = &chunk.header;
         let record = IndexRecord::Put {
             path: path.to_owned(),
             key: h.key,
-            size: bytes.len() as u64,
+            size,
             crc: checksum,
             start: h.stripe_start,
             end: h.stripe_end,
@@ -270,7 +274,7 @@ impl DiskChunkStore {
                 folder: folder.clone(),
                 key: h.key,
             },
-            size: bytes.len() as u64,
+            size,
             checksum,
         })
     }
@@ -429,7 +433,22 @@ impl ChunkStore for DiskChunkStore {
         path: &str,
         chunk: &ChunkFile,
     ) -> Result<StoredChunk, StoreError> {
-        let r = self.put_chunk_on(disk_id, folder, path, chunk);
+        let (head, checksum) = chunk.encoded_header();
+        let parts = [&head[..], &chunk.data[..]];
+        let r = self.put_parts_on(disk_id, folder, path, &chunk.header, &parts, checksum);
+        self.disk(disk_id)?.count(disk_id, r)
+    }
+
+    fn put_encoded(
+        &self,
+        disk_id: &DiskId,
+        folder: &ChunkFolder,
+        path: &str,
+        header: &ChunkHeader,
+        bytes: &[u8],
+    ) -> Result<StoredChunk, StoreError> {
+        let checksum = u32::from_le_bytes(bytes[..4].try_into().expect("a verified chunk"));
+        let r = self.put_parts_on(disk_id, folder, path, header, &[bytes], checksum);
         self.disk(disk_id)?.count(disk_id, r)
     }
 
@@ -732,6 +751,40 @@ mod tests {
         let d = disks(&tmp.path().join("b"), 1);
         let twice = vec![d[0].clone(), (DiskId("other".into()), d[0].1.join("."))];
         assert!(setup_error(&twice).contains("are the same directory"));
+    }
+
+    /// A chunk written from its parts and one written as the bytes it arrived in make the
+    /// file [`ChunkFile::encode`] makes, and read back as the chunk.
+    #[test]
+    fn chunk_files_hold_the_encoded_bytes_however_they_arrive() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = disks(tmp.path(), 1);
+        let store = DiskChunkStore::open(&d).unwrap();
+        let folder = ChunkFolder::for_path("/a");
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 249) as u8).collect();
+        for (stripe, encoded) in [(0, false), (1, true)] {
+            let key = ChunkKey {
+                file: FileId(5),
+                stripe,
+                generation: 1,
+                index: 0,
+            };
+            let (crc, end) = (crate::checksum::crc32(&data), data.len() as u64);
+            let chunk = ChunkFile::new(key, 0, end, 1, 0, crc, data.clone());
+            let bytes = chunk.encode();
+            let stored = if encoded {
+                let header = crate::chunk::verify_chunk(&bytes).unwrap();
+                store.put_encoded(&d[0].0, &folder, "/a", &header, &bytes)
+            } else {
+                store.put_chunk(&d[0].0, &folder, "/a", &chunk)
+            }
+            .unwrap();
+            assert_eq!(stored.size, bytes.len() as u64);
+            assert_eq!(stored.checksum, chunk.checksum());
+            let path = store.chunk_path(&d[0].0, &stored.addr).unwrap();
+            assert_eq!(fs::read(path).unwrap(), bytes);
+            assert_eq!(store.read_chunk(&d[0].0, &stored.addr).unwrap(), chunk);
+        }
     }
 
     #[test]

@@ -261,6 +261,25 @@ pub trait ChunkStore: Send + Sync {
         chunk: &ChunkFile,
     ) -> Result<StoredChunk, StoreError>;
 
+    /// Stores a chunk that arrived as its encoded bytes (from another node), already
+    /// verified: `header` is what [`crate::chunk::verify_chunk`] returned for `bytes`. As
+    /// [`ChunkStore::put_chunk`]; a store of chunk files writes the bytes as they are, where
+    /// this default decodes them again.
+    fn put_encoded(
+        &self,
+        disk: &DiskId,
+        folder: &ChunkFolder,
+        path: &str,
+        header: &crate::chunk::ChunkHeader,
+        bytes: &[u8],
+    ) -> Result<StoredChunk, StoreError> {
+        let chunk = ChunkFile {
+            header: header.clone(),
+            data: bytes[header.encoded_len()..].to_vec(),
+        };
+        self.put_chunk(disk, folder, path, &chunk)
+    }
+
     /// Reads a chunk and verifies every checksum in it.
     fn read_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<ChunkFile, StoreError>;
 

@@ -33,10 +33,11 @@ impl P2pTransport {
         &self,
         node: &NodeId,
         request: ChunkRequest,
-        payload: Vec<u8>,
+        payload: &[&[u8]],
     ) -> Result<Answer, TransportError> {
         if *node == self.shared.node {
             let store = self.shared.store.clone();
+            let payload = payload.concat();
             return tokio::task::spawn_blocking(move || {
                 let (answer, payload) = chunks::run_local(&*store, Wire::V2, request, payload);
                 (answer, payload, Wire::V2)
@@ -57,9 +58,9 @@ impl P2pTransport {
             let mut attempt = 0;
             loop {
                 attempt += 1;
-                let tried = match self.chunk_data(node, &request, &payload).await {
+                let tried = match self.chunk_data(node, &request, payload).await {
                     Ok(Some(answer)) => return Ok(answer),
-                    Ok(None) => self.chunk_stream(node, peer, &request, &payload).await,
+                    Ok(None) => self.chunk_stream(node, peer, &request, payload).await,
                     Err(e) => Err(e),
                 };
                 match tried {
@@ -89,7 +90,7 @@ impl P2pTransport {
         &self,
         node: &NodeId,
         request: &ChunkRequest,
-        payload: &[u8],
+        payload: &[&[u8]],
     ) -> Result<Option<Answer>, (bool, TransportError)> {
         let Some(mut conn) = self.data_conn(node).await.map_err(|e| (false, e))? else {
             return Ok(None);
@@ -103,7 +104,7 @@ impl P2pTransport {
             .encode(Wire::V2)
             .map_err(|e| (false, unreachable(format!("encoding a chunk request: {e}"))))?;
         let exchange = async {
-            conn.send(&header, payload).await?;
+            conn.send_parts(&header, payload).await?;
             conn.recv().await?.ok_or_else(|| {
                 std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
@@ -292,7 +293,7 @@ impl P2pTransport {
         node: &NodeId,
         peer: PeerId,
         request: &ChunkRequest,
-        payload: &[u8],
+        payload: &[&[u8]],
     ) -> Result<Answer, (bool, TransportError)> {
         let unreachable = |reason: String| TransportError::Unreachable {
             node: node.clone(),

@@ -4,7 +4,6 @@
 //! (the encoded chunk file for a put or a read, the listing for a scan, empty otherwise).
 
 use super::wire::{encode_listing, Header, Wire};
-use crate::chunk::ChunkFile;
 use crate::ids::{DiskId, FileId, NodeId};
 use crate::net::TransportError;
 use crate::store::{ChunkAddr, ChunkFolder, ChunkStore, StoreError, StoredChunk};
@@ -92,15 +91,18 @@ pub(crate) async fn write_frame<T: Header>(
     stream: &mut (impl futures::AsyncWrite + Unpin),
     wire: Wire,
     header: T,
-    payload: &[u8],
+    payload: &[&[u8]],
 ) -> std::io::Result<()> {
     let encoded = header.encode(wire)?;
+    let plen: usize = payload.iter().map(|p| p.len()).sum();
     let mut head = Vec::with_capacity(encoded.len() + 12);
     head.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
     head.extend_from_slice(&encoded);
-    head.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    head.extend_from_slice(&(plen as u64).to_le_bytes());
     stream.write_all(&head).await?;
-    stream.write_all(payload).await?;
+    for part in payload {
+        stream.write_all(part).await?;
+    }
     stream.flush().await
 }
 
@@ -163,7 +165,7 @@ pub(crate) async fn serve_stream(
             tokio::task::spawn_blocking(move || run_local(&*store, wire, request, payload))
                 .await
                 .map_err(|e| proto_err(format!("chunk task failed: {e}")))?;
-        write_frame(&mut stream, wire, reply, &out).await?;
+        write_frame(&mut stream, wire, reply, &[&out]).await?;
         stream.close().await
     }
     .await;
@@ -181,8 +183,9 @@ pub(crate) fn run_local(
     payload: Vec<u8>,
 ) -> (ChunkResponse, Vec<u8>) {
     match request {
-        ChunkRequest::Put { disk, folder, path } => match ChunkFile::decode(&payload) {
-            Ok(chunk) => match store.put_chunk(&disk, &folder, &path, &chunk) {
+        // verified here, then written as it came (not decoded and coded again)
+        ChunkRequest::Put { disk, folder, path } => match crate::chunk::verify_chunk(&payload) {
+            Ok(header) => match store.put_encoded(&disk, &folder, &path, &header, &payload) {
                 Ok(stored) => (ChunkResponse::Stored(stored), Vec::new()),
                 Err(e) => (store_reply(e), Vec::new()),
             },
@@ -278,7 +281,7 @@ mod fuzz_tests {
 
     fn frame<T: Header>(wire: Wire, header: T, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        futures::executor::block_on(write_frame(&mut out, wire, header, payload)).unwrap();
+        futures::executor::block_on(write_frame(&mut out, wire, header, &[payload])).unwrap();
         out
     }
 

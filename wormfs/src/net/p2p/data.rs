@@ -237,23 +237,44 @@ impl Sealed {
     /// in a record of its own, the payload in records of [`PIECE`] bytes, so the other end
     /// opens one while this one seals the next.
     pub(super) async fn send(&mut self, header: &[u8], payload: &[u8]) -> io::Result<()> {
-        if header.len() > MAX_HEADER as usize || payload.len() as u64 > MAX_PAYLOAD {
+        self.send_parts(header, &[payload]).await
+    }
+
+    /// [`Sealed::send`] with the payload given in parts, one after the other (a chunk's
+    /// header and data, not joined first): a record may take bytes of two parts.
+    pub(super) async fn send_parts(&mut self, header: &[u8], parts: &[&[u8]]) -> io::Result<()> {
+        let plen: usize = parts.iter().map(|p| p.len()).sum();
+        if header.len() > MAX_HEADER as usize || plen as u64 > MAX_PAYLOAD {
             return Err(invalid(format!(
-                "a message of {} header and {} payload bytes is over the limits ({MAX_HEADER} and {MAX_PAYLOAD})",
+                "a message of {} header and {plen} payload bytes is over the limits ({MAX_HEADER} and {MAX_PAYLOAD})",
                 header.len(),
-                payload.len()
             )));
         }
         let mut trailer = [0u8; TRAILER_LEN];
         trailer[..4].copy_from_slice(&(header.len() as u32).to_le_bytes());
-        trailer[4..].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+        trailer[4..].copy_from_slice(&(plen as u64).to_le_bytes());
         // sealing copies the message into the buffer, kept from message to message
         let mut buf = std::mem::take(&mut self.scratch);
         buf.clear();
         let result = async {
             self.seal_into(&mut buf, &[header, &trailer])?;
-            for piece in payload.chunks(PIECE) {
-                self.seal_into(&mut buf, &[piece])?;
+            let mut rest = parts.iter().copied().filter(|p| !p.is_empty());
+            let mut part: &[u8] = rest.next().unwrap_or_default();
+            while !part.is_empty() {
+                // the next PIECE bytes of the payload, from one part or more
+                let mut piece: Vec<&[u8]> = Vec::with_capacity(2);
+                let mut room = PIECE;
+                while room > 0 && !part.is_empty() {
+                    let (take, left) = part.split_at(room.min(part.len()));
+                    piece.push(take);
+                    room -= take.len();
+                    part = if left.is_empty() {
+                        rest.next().unwrap_or_default()
+                    } else {
+                        left
+                    };
+                }
+                self.seal_into(&mut buf, &piece)?;
                 if buf.len() >= PIECE {
                     self.stream.write_all(&buf).await?;
                     buf.clear();
@@ -492,6 +513,24 @@ mod tests {
         while a.is_open() {
             assert!(Instant::now() < deadline, "the close never showed");
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A payload given in parts arrives as their concatenation, records spanning parts.
+    #[tokio::test]
+    async fn a_payload_in_parts_arrives_whole() {
+        let (mut a, mut b) = pair().await;
+        let one: Vec<u8> = (0..PIECE + 1000).map(|i| (i % 253) as u8).collect();
+        let two: Vec<u8> = (0..PIECE - 10).map(|i| (i % 7) as u8).collect();
+        for parts in [
+            vec![&b"head"[..], &one[..], &[][..], &two[..], &[9u8][..]],
+            vec![&[][..], &[][..]],
+            vec![&two[..PIECE - 20], &one[..20]],
+        ] {
+            a.send_parts(b"h", &parts).await.unwrap();
+            let (h, p) = b.recv().await.unwrap().unwrap();
+            assert_eq!(h, b"h");
+            assert_eq!(p, parts.concat());
         }
     }
 

@@ -552,14 +552,16 @@ impl Transport for P2pTransport {
         disk: &DiskId,
         folder: &ChunkFolder,
         path: &str,
-        chunk: ChunkFile,
+        chunk: &ChunkFile,
     ) -> Result<StoredChunk, TransportError> {
         let request = ChunkRequest::Put {
             disk: disk.clone(),
             folder: folder.clone(),
             path: path.to_owned(),
         };
-        match self.chunk_op(node, request, chunk.encode()).await? {
+        // the header and the data go out as they are, not joined into one buffer first
+        let (head, _) = chunk.encoded_header();
+        match self.chunk_op(node, request, &[&head, &chunk.data]).await? {
             (ChunkResponse::Stored(s), _, _) => Ok(s),
             (other, _, _) => Err(chunks::reply_error(node, None, other)),
         }
@@ -575,7 +577,7 @@ impl Transport for P2pTransport {
             disk: disk.clone(),
             addr: addr.clone(),
         };
-        match self.chunk_op(node, request, Vec::new()).await? {
+        match self.chunk_op(node, request, &[]).await? {
             (ChunkResponse::Chunk, bytes, _) => {
                 ChunkFile::decode(&bytes).map_err(|e| TransportError::ChunkDamaged {
                     node: node.clone(),
@@ -615,7 +617,7 @@ impl Transport for P2pTransport {
             offset,
             len,
         };
-        match self.chunk_op(node, request, Vec::new()).await {
+        match self.chunk_op(node, request, &[]).await {
             Ok((ChunkResponse::Chunk, bytes, _)) => Ok(bytes),
             Ok((other, _, _)) => Err(chunks::reply_error(node, Some(addr), other)),
             // a node of a release before `ReadRange` (or before protobuf) cannot read the
@@ -643,7 +645,7 @@ impl Transport for P2pTransport {
             disk: disk.clone(),
             addr: addr.clone(),
         };
-        match self.chunk_op(node, request, Vec::new()).await? {
+        match self.chunk_op(node, request, &[]).await? {
             (ChunkResponse::Checked(size), _, _) => Ok(size),
             (other, _, _) => Err(chunks::reply_error(node, Some(addr), other)),
         }
@@ -659,7 +661,7 @@ impl Transport for P2pTransport {
             disk: disk.clone(),
             addr: addr.clone(),
         };
-        match self.chunk_op(node, request, Vec::new()).await? {
+        match self.chunk_op(node, request, &[]).await? {
             (ChunkResponse::Deleted(gone), _, _) => Ok(gone),
             (other, _, _) => Err(chunks::reply_error(node, Some(addr), other)),
         }
@@ -671,7 +673,7 @@ impl Transport for P2pTransport {
         disk: &DiskId,
     ) -> Result<Vec<IndexedChunk>, TransportError> {
         let request = ChunkRequest::Scan { disk: disk.clone() };
-        match self.chunk_op(node, request, Vec::new()).await? {
+        match self.chunk_op(node, request, &[]).await? {
             (ChunkResponse::Scanned, listing, wire) => wire::decode_listing(&listing, wire)
                 .map_err(|e| TransportError::Remote {
                     node: node.clone(),
@@ -695,7 +697,7 @@ impl Transport for P2pTransport {
             file,
             path: path.to_owned(),
         };
-        match self.chunk_op(node, request, Vec::new()).await? {
+        match self.chunk_op(node, request, &[]).await? {
             (ChunkResponse::Renamed, _, _) => Ok(()),
             (other, _, _) => Err(chunks::reply_error(node, None, other)),
         }

@@ -139,7 +139,7 @@ async fn pinned_peers_exchange_chunks_and_requests() {
     let c = chunk();
     let stored = a
         .transport
-        .put_chunk(&nb, &disk, &folder, "/movie.mkv", c.clone())
+        .put_chunk(&nb, &disk, &folder, "/movie.mkv", &c)
         .await
         .unwrap();
     assert_eq!(stored.disk, disk);
@@ -213,7 +213,7 @@ async fn pinned_peers_exchange_chunks_and_requests() {
     // a disk the peer does not have is the peer failing, not the chunk
     let err = a
         .transport
-        .put_chunk(&nb, &DiskId("nope".into()), &folder, "/x", c.clone())
+        .put_chunk(&nb, &DiskId("nope".into()), &folder, "/x", &c)
         .await
         .unwrap_err();
     assert!(matches!(err, TransportError::Remote { .. }), "{err}");
@@ -267,7 +267,7 @@ async fn pinned_peers_exchange_chunks_and_requests() {
     let local = DiskId("a-d0".into());
     let s = a
         .transport
-        .put_chunk(&na, &local, &folder, "/m", c.clone())
+        .put_chunk(&na, &local, &folder, "/m", &c)
         .await
         .unwrap();
     assert_eq!(
@@ -401,7 +401,7 @@ async fn a_node_of_the_release_before_protobuf_works_with_this_one() {
         let disk = DiskId(format!("{}-d0", to_name.0));
         let stored = from
             .transport
-            .put_chunk(to_name, &disk, &folder, "/movie.mkv", c.clone())
+            .put_chunk(to_name, &disk, &folder, "/movie.mkv", &c)
             .await
             .unwrap_or_else(|e| panic!("a put to {to_name}: {e}"));
         assert_eq!(to.store.chunk_count(), 1);
@@ -501,7 +501,7 @@ async fn the_data_path_takes_a_ticket_once_and_falls_back_when_unreachable() {
     let c = chunk();
     let stored = a
         .transport
-        .put_chunk(&nb, &disk, &ChunkFolder::for_path("/a"), "/a", c.clone())
+        .put_chunk(&nb, &disk, &ChunkFolder::for_path("/a"), "/a", &c)
         .await
         .unwrap();
     assert_eq!(b.store.chunk_count(), 1);

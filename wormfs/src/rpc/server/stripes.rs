@@ -142,6 +142,10 @@ impl WormFsService {
                     format!("{} bytes is not a stripe length that fits its pieces", *len),
                 ));
             }
+            if buf.is_empty() {
+                // the whole stripe at once: growing it piece by piece copied it again
+                buf.reserve_exact(*len as usize);
+            }
             if checked != Some(file) {
                 self.fs
                     .check_data(&who, file, true)
