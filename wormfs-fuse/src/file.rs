@@ -55,9 +55,8 @@ pub struct FileInner {
     /// node's attributes after this mount's change cannot tell it from another mount's
     /// change made at the same time.
     pub changed_here: bool,
-    /// Where the last read ended, to detect sequential reading (`u64::MAX` before the
-    /// first read).
-    pub read_end: u64,
+    /// Where reads of the file have been, to tell a sequential reader.
+    pub reads: ReadPattern,
     /// When this mount last wrote to the file (nanoseconds), so `stat` shows buffered
     /// writes' times before they reach the node.
     pub local_mtime: Option<i64>,
@@ -75,6 +74,49 @@ pub struct Pending {
     pub task: tokio::task::JoinHandle<Result<Attr, ClientError>>,
 }
 
+/// Where the reads of one open file have been.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadPattern {
+    /// Where the last read ended (`u64::MAX` before the first read).
+    end: u64,
+    /// How many reads running have started near where the one before ended.
+    near: u32,
+}
+
+impl Default for ReadPattern {
+    fn default() -> ReadPattern {
+        ReadPattern {
+            end: u64::MAX,
+            near: 0,
+        }
+    }
+}
+
+impl ReadPattern {
+    /// Notes a read of `offset..end` of a file of `size` bytes, and says whether it
+    /// continues a sequential reader, whose whole stripes are then fetched and the next
+    /// ones read ahead. That is a read
+    /// that starts where the last one ended, or within `window` of it when the read before
+    /// did too (the kernel sends a sequential reader's read-ahead as several requests, and
+    /// the request threads take them in any order). A random read that happens to land
+    /// near the last one fetches only its own bytes: counting it as sequential cost 4 KiB
+    /// random reads several stripes each, a few times in a hundred. A file's first read is
+    /// sequential when it starts at the beginning and more follows (a read of a whole small
+    /// file asks for just its bytes).
+    pub fn note(&mut self, offset: u64, end: u64, size: u64, window: u64) -> bool {
+        let (sequential, near) = if self.end == u64::MAX {
+            let first = offset == 0 && end < size;
+            (first, first)
+        } else {
+            let near = offset.abs_diff(self.end) <= window;
+            (offset == self.end || (near && self.near > 0), near)
+        };
+        self.near = if near { self.near.saturating_add(1) } else { 0 };
+        self.end = end;
+        sequential
+    }
+}
+
 impl OpenFile {
     /// State for a file coded in stripes of `stripe_size`, as the node's attributes
     /// `attr` describe it, with cached stripes of `version`.
@@ -89,7 +131,7 @@ impl OpenFile {
                 version,
                 seen: seen(attr),
                 changed_here: false,
-                read_end: u64::MAX,
+                reads: ReadPattern::default(),
                 local_mtime: None,
                 sending: BTreeMap::new(),
                 pending: VecDeque::new(),
@@ -160,5 +202,60 @@ impl OpenFiles {
             .collect();
         out.sort_unstable();
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ReadPattern;
+
+    const MIB: u64 = 1 << 20;
+
+    /// A sequential reader stays sequential even when its read-ahead requests come out of
+    /// order; random 4 KiB reads of a big file almost never count as sequential, though
+    /// a few in a hundred land within the window of the read before.
+    #[test]
+    fn random_reads_near_the_last_one_are_not_taken_for_a_sequential_reader() {
+        let (size, window) = (512 * MIB, 8 * MIB);
+        let mut seq = ReadPattern::default();
+        let mut at = 0;
+        assert!(seq.note(0, 128 << 10, size, window), "a first read from 0");
+        at += 128 << 10;
+        for _ in 0..100 {
+            // requests of 128 KiB, each pair taken in the wrong order
+            let (a, b) = (at, at + (128 << 10));
+            assert!(seq.note(b, b + (128 << 10), size, window));
+            assert!(seq.note(a, a + (128 << 10), size, window));
+            at += 256 << 10;
+        }
+
+        let mut random = ReadPattern::default();
+        let mut state = 42u64;
+        let mut near = 0;
+        let mut taken = 0;
+        let mut last_end = u64::MAX;
+        for _ in 0..10_000 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let offset = (state >> 33) % (size / 4096) * 4096;
+            if last_end != u64::MAX && offset.abs_diff(last_end) <= window {
+                near += 1;
+            }
+            last_end = offset + 4096;
+            if random.note(offset, offset + 4096, size, window) {
+                taken += 1;
+            }
+        }
+        assert!(
+            near > 200,
+            "the old rule took {near} of 10,000 for sequential"
+        );
+        assert!(
+            taken < 20,
+            "{taken} of 10,000 random reads taken for sequential"
+        );
+        // a read of a whole small file is not a sequential reader's first
+        assert!(!ReadPattern::default().note(0, 4096, 4096, window));
     }
 }

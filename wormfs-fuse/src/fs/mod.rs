@@ -39,8 +39,9 @@ const TTL: Duration = Duration::from_secs(1);
 /// Stripes read ahead of a sequential reader.
 const READ_AHEAD: u64 = 2;
 /// How far a read may start from where the last one ended and still count as sequential
-/// (at least two stripes). The kernel sends a sequential reader's read-ahead as several
-/// requests at once, and the request threads take them in any order.
+/// (at least two stripes; see `ReadPattern::note`). The kernel sends a sequential
+/// reader's read-ahead as several requests at once, and the request threads take them in
+/// any order.
 const SEQUENTIAL_WINDOW: u64 = 8 << 20;
 /// Dirty stripes a file may hold before they are sent.
 const MAX_DIRTY: usize = 8;
@@ -650,14 +651,10 @@ impl WormFuse {
         let (file_size, version, sequential, dirty, ahead) = {
             let mut inner = file.lock();
             let end = offset.saturating_add(u64::from(size)).min(inner.size);
-            // A file's first read counts as sequential when it starts at the beginning and
-            // more follows; a read of a whole small file asks for just its bytes.
-            let sequential = if inner.read_end == u64::MAX {
-                offset == 0 && end < inner.size
-            } else {
-                offset.abs_diff(inner.read_end) <= SEQUENTIAL_WINDOW.max(2 * s)
-            };
-            inner.read_end = end;
+            let size = inner.size;
+            let sequential = inner
+                .reads
+                .note(offset, end, size, SEQUENTIAL_WINDOW.max(2 * s));
             let first = offset / s;
             let last = end.div_ceil(s);
             let dirty: HashMap<u64, Arc<Vec<u8>>> = (first..last)
