@@ -28,7 +28,7 @@ const COMMITTED: &str = "committed";
 const LAST_PURGED: &str = "last_purged";
 
 /// The Raft log store over SQLite (`raft-log.db`, WAL, `synchronous = FULL`): entries by
-/// index (serde_json), the vote, the committed log id (written without its own fsync, see
+/// index (serde_json), the vote, the committed log id (written with the next append, see
 /// `save_committed`) and the last purged log id.
 ///
 /// Cheap to clone: clones share one connection, which also makes a clone the log reader
@@ -41,6 +41,10 @@ pub struct SqliteLogStore {
 struct Inner {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// The committed log id openraft saved last, when the database does not hold it yet: it
+    /// is written in the transaction of the next append (or purge, or when the store
+    /// closes), not in one of its own. See `save_committed`.
+    committed: Mutex<Option<Option<LogId>>>,
 }
 
 impl SqliteLogStore {
@@ -70,6 +74,7 @@ impl SqliteLogStore {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
                 conn: Mutex::new(conn),
+                committed: Mutex::new(None),
             }),
         })
     }
@@ -83,8 +88,12 @@ impl SqliteLogStore {
     pub fn purged_and_committed(&self) -> Result<(Option<LogId>, Option<LogId>), RaftStoreError> {
         let conn = self.inner.lock();
         let purged = read_value(&conn, LAST_PURGED, "read last purged log id")?;
-        let committed =
-            read_value::<Option<LogId>>(&conn, COMMITTED, "read committed log id")?.flatten();
+        let committed = match self.inner.pending_committed() {
+            Some(pending) => pending,
+            None => {
+                read_value::<Option<LogId>>(&conn, COMMITTED, "read committed log id")?.flatten()
+            }
+        };
         Ok((purged, committed))
     }
 
@@ -98,9 +107,8 @@ impl SqliteLogStore {
     /// tests that compare nodes' logs).
     #[cfg(test)]
     pub(crate) fn committed_log_ids(&self) -> Result<Vec<LogId>, RaftStoreError> {
+        let (_, committed) = self.purged_and_committed()?;
         let conn = self.inner.lock();
-        let committed =
-            read_value::<Option<LogId>>(&conn, COMMITTED, "read committed log id")?.flatten();
         let Some(committed) = committed else {
             return Ok(Vec::new());
         };
@@ -134,6 +142,7 @@ impl SqliteLogStore {
     /// catches up from the master's snapshot (see [`super::open_storage`]).
     pub fn forget_entries(&self) -> Result<(), RaftStoreError> {
         let mut conn = self.inner.lock();
+        self.inner.take_committed();
         let tx = conn
             .transaction()
             .map_err(sql("begin forgetting the log"))?;
@@ -161,6 +170,33 @@ impl SqliteLogStore {
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn pending(&self) -> MutexGuard<'_, Option<Option<LogId>>> {
+        self.committed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The saved committed log id the database does not hold yet, taken to be written.
+    fn take_committed(&self) -> Option<Option<LogId>> {
+        self.pending().take()
+    }
+
+    /// The saved committed log id the database does not hold yet.
+    fn pending_committed(&self) -> Option<Option<LogId>> {
+        *self.pending()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // a clean close keeps the last committed id (a crash may lose it: see save_committed)
+        if let Some(committed) = self.take_committed() {
+            if let Err(e) =
+                write_value(&self.lock(), COMMITTED, &committed, "save committed log id")
+            {
+                tracing::warn!("the Raft log's committed id was not saved at close: {e}");
+            }
+        }
     }
 }
 
@@ -248,8 +284,16 @@ fn log_state(conn: &Connection) -> Result<LogState, RaftStoreError> {
     })
 }
 
-fn append_entries(conn: &mut Connection, entries: &[Entry]) -> Result<(), RaftStoreError> {
+/// Appends `entries` and, in the same transaction, the committed log id when one is given.
+fn append_entries(
+    conn: &mut Connection,
+    entries: &[Entry],
+    committed: Option<Option<LogId>>,
+) -> Result<(), RaftStoreError> {
     let tx = conn.transaction().map_err(sql("begin append"))?;
+    if let Some(committed) = committed {
+        write_value(&tx, COMMITTED, &committed, "save committed log id")?;
+    }
     {
         let mut stmt = tx
             .prepare_cached(
@@ -322,23 +366,20 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Saved without an fsync of its own (the next append's makes it durable): every
-        // apply is durable in the state machine before it returns, so a committed id lost
-        // with power only means entries the state machine already holds are not re-applied
-        // at start. One fsync less per metadata op on every node.
-        self.with_conn("save committed log id", move |c| {
-            c.pragma_update(None, "synchronous", "NORMAL")
-                .map_err(sql("relax synchronous"))?;
-            let saved = write_value(c, COMMITTED, &committed, "save committed log id");
-            c.pragma_update(None, "synchronous", "FULL")
-                .map_err(sql("set synchronous"))?;
-            saved
-        })
-        .await
-        .map_err(|e| e.into_storage(ErrorSubject::Store, ErrorVerb::Write))
+        // Kept in memory and written with the next append (or purge, or at close), not in a
+        // transaction and an fsync of its own: every apply is durable in the state machine
+        // before it returns, so a committed id lost in a crash only means that entries the
+        // state machine already holds are not re-applied at start (openraft asks for no
+        // more). One blocking task, one transaction and one fsync less per metadata op on
+        // every node.
+        *self.inner.pending() = Some(committed);
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        if let Some(pending) = self.inner.pending_committed() {
+            return Ok(pending);
+        }
         self.with_conn("read committed log id", |c| {
             Ok(read_value::<Option<LogId>>(c, COMMITTED, "read committed log id")?.flatten())
         })
@@ -356,8 +397,11 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
+        let committed = self.inner.take_committed();
         let result = self
-            .with_conn("append log entries", move |c| append_entries(c, &entries))
+            .with_conn("append log entries", move |c| {
+                append_entries(c, &entries, committed)
+            })
             .await;
         match result {
             Ok(()) => {
@@ -383,8 +427,12 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let committed = self.inner.take_committed();
         self.with_conn("purge log", move |c| {
             let tx = c.transaction().map_err(sql("begin purge"))?;
+            if let Some(committed) = committed {
+                write_value(&tx, COMMITTED, &committed, "save committed log id")?;
+            }
             write_value(&tx, LAST_PURGED, &log_id, "save last purged log id")?;
             tx.execute("DELETE FROM log WHERE idx <= ?1", [sql_index(log_id.index)])
                 .map_err(sql("purge log"))?;

@@ -365,3 +365,39 @@ async fn a_replaced_database_starts_with_a_snapshot_of_itself(
         state.snapshot_meta
     );
 }
+
+/// The committed log id openraft saves after each commit is kept in memory and written in
+/// the next append's transaction (or at close), not in a transaction of its own.
+#[tokio::test]
+async fn the_committed_id_is_written_with_the_next_append_or_at_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, sm) = open(&dir);
+    log.blocking_append([membership_entry(1, 0), op_entry(1, 1, mkdir("a"))])
+        .await
+        .unwrap();
+    log.save_committed(Some(log_id(1, 1))).await.unwrap();
+    assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 1)));
+    // another connection to the same file sees what the database holds
+    let path = log.path().to_owned();
+    let on_disk = || {
+        SqliteLogStore::open(&path)
+            .unwrap()
+            .purged_and_committed()
+            .unwrap()
+            .1
+    };
+    assert_eq!(on_disk(), None, "not written on its own");
+    log.blocking_append([op_entry(1, 2, mkdir("b"))])
+        .await
+        .unwrap();
+    assert_eq!(on_disk(), Some(log_id(1, 1)), "written with the append");
+    log.save_committed(Some(log_id(1, 2))).await.unwrap();
+    assert_eq!(on_disk(), Some(log_id(1, 1)));
+    drop((log, sm));
+    let (mut log, _sm) = open(&dir);
+    assert_eq!(
+        log.read_committed().await.unwrap(),
+        Some(log_id(1, 2)),
+        "written at close"
+    );
+}
