@@ -1,0 +1,351 @@
+//! Reading and writing open files: stripes fetched, read ahead, buffered and sent.
+
+use super::*;
+
+/// Stripes read ahead of a sequential reader.
+pub(super) const READ_AHEAD: u64 = 2;
+
+/// How far a read may start from where the last one ended and still count as sequential
+/// (at least two stripes; see `ReadPattern::note`). The kernel sends a sequential
+/// reader's read-ahead as several requests at once, and the request threads take them in
+/// any order.
+pub(super) const SEQUENTIAL_WINDOW: u64 = 8 << 20;
+
+/// Dirty stripes a file may hold before they are sent.
+pub(super) const MAX_DIRTY: usize = 8;
+
+/// Background sends of full stripes a file may have on their way at once.
+pub(super) const MAX_SENDING: usize = 2;
+
+/// A stripe's bytes as a read finds them: written here and not yet committed, or fetched.
+pub(super) enum Held {
+    Local(Arc<Vec<u8>>),
+    Fetched(Arc<StripePieces>),
+}
+
+impl Held {
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Held::Local(d) => d.len(),
+            Held::Fetched(p) => p.len(),
+        }
+    }
+
+    pub(super) fn slice(&self, lo: usize, hi: usize) -> Bytes {
+        match self {
+            Held::Local(d) => Bytes::copy_from_slice(&d[lo..hi.min(d.len())]),
+            Held::Fetched(p) => p.slice(lo, hi),
+        }
+    }
+}
+
+/// A stripe buffer shared between the mount's state and a send in flight.
+pub(super) struct SharedStripe(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for SharedStripe {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl WormFuse {
+    /// Fetches a stripe (cache first). Returns the stored bytes (shorter than the stripe
+    /// or empty for a hole).
+    pub(super) fn fetch(&self, ino: u64, index: u64, version: u64) -> Result<Arc<StripePieces>> {
+        self.stripes.get(&self.rt, ino, index, version)
+    }
+
+    pub(super) fn read_ahead(&self, ino: u64, stripes: &[u64], version: u64) {
+        for &index in stripes {
+            self.stripes.prefetch(&self.rt, ino, index, version);
+        }
+    }
+
+    /// Sends every dirty stripe of a file; on failure they stay dirty and the error is
+    /// returned (the data is not stored).
+    /// Waits for the oldest background send. A failed one puts its stripes back in the
+    /// buffer (unless rewritten since), so the next flush sends them again, and returns
+    /// the error.
+    pub(super) fn wait_oldest(&self, inner: &mut FileInner) -> Result<()> {
+        let Some(p) = inner.pending.pop_front() else {
+            return Ok(());
+        };
+        let outcome = self.block(p.task).unwrap_or_else(|e| {
+            Err(ClientError {
+                errno: errno::EIO,
+                message: format!("background send failed: {e}"),
+            })
+        });
+        for (index, data) in &p.stripes {
+            if inner
+                .sending
+                .get(index)
+                .is_some_and(|d| Arc::ptr_eq(d, data))
+            {
+                inner.sending.remove(index);
+            }
+        }
+        match outcome {
+            Ok(attr) => {
+                // The sent stripes are read from the node from now on. A fetch of one of
+                // them that started before the node stored it (a read-ahead, say) holds
+                // the old bytes: a new version keeps it from being served.
+                inner.version = next_version();
+                inner.seen = seen(&attr);
+                Ok(())
+            }
+            Err(e) => {
+                for (index, data) in p.stripes {
+                    inner
+                        .dirty
+                        .entry(index)
+                        .or_insert_with(|| data.as_ref().clone());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits for every background send; the first error, if any.
+    pub(super) fn wait_all(&self, inner: &mut FileInner) -> Result<()> {
+        let mut first = Ok(());
+        while !inner.pending.is_empty() {
+            let r = self.wait_oldest(inner);
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+
+    /// Sends full stripes in the background, at most [`MAX_SENDING`] sends at a time, and
+    /// in order for any one stripe.
+    pub(super) fn send_behind(
+        &self,
+        ino: u64,
+        inner: &mut FileInner,
+        indexes: Vec<u64>,
+    ) -> Result<()> {
+        if indexes.iter().any(|i| inner.sending.contains_key(i)) {
+            self.wait_all(inner)?; // an older version of one of them is still on its way
+        }
+        let stripes: Vec<(u64, Arc<Vec<u8>>)> = indexes
+            .into_iter()
+            .filter_map(|i| inner.dirty.remove(&i).map(|d| (i, Arc::new(d))))
+            .collect();
+        for (i, d) in &stripes {
+            inner.sending.insert(*i, d.clone());
+        }
+        let payload: Vec<(FileId, u64, Bytes)> = stripes
+            .iter()
+            .map(|(i, d)| (FileId(ino), *i, Bytes::from_owner(SharedStripe(d.clone()))))
+            .collect();
+        let client = self.client.clone();
+        let task = self
+            .rt
+            .spawn(async move { client.write_stripes(payload).await });
+        inner
+            .pending
+            .push_back(crate::file::Pending { stripes, task });
+        while inner.pending.len() > MAX_SENDING {
+            self.wait_oldest(inner)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn flush_file(&self, ino: u64, inner: &mut FileInner) -> Result<()> {
+        // Failed background sends are back in `dirty` and go again below.
+        let _ = self.wait_all(inner);
+        if inner.dirty.is_empty() {
+            return Ok(());
+        }
+        // The buffers go out as they are and come back only if the send fails.
+        let dirty = std::mem::take(&mut inner.dirty);
+        let shared: Vec<(u64, Arc<Vec<u8>>)> =
+            dirty.into_iter().map(|(i, d)| (i, Arc::new(d))).collect();
+        let stripes: Vec<(FileId, u64, Bytes)> = shared
+            .iter()
+            .map(|(i, d)| (FileId(ino), *i, Bytes::from_owner(SharedStripe(d.clone()))))
+            .collect();
+        let sent = self.rpc(|c, d| d.block_on(c.write_stripes(stripes)));
+        let attr = match sent {
+            Ok(attr) => attr,
+            Err(e) => {
+                inner.dirty = shared
+                    .into_iter()
+                    .map(|(i, d)| (i, Arc::try_unwrap(d).unwrap_or_else(|d| d.as_ref().clone())))
+                    .collect();
+                return Err(e);
+            }
+        };
+        inner.version = next_version();
+        inner.seen = seen(&attr);
+        inner.size = inner.size.max(attr.size);
+        inner.local_mtime = None; // the node's times now include these writes
+        Ok(())
+    }
+
+    pub(super) fn do_write(&self, ino: u64, offset: u64, data: &[u8]) -> Result<u32> {
+        let file = self.open_file(ino).ok_or_else(|| ClientError {
+            errno: errno::EIO,
+            message: format!("write to inode {ino} without an open handle"),
+        })?;
+        let s = file.stripe_size;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|e| *e <= i64::MAX as u64)
+            .ok_or_else(|| ClientError {
+                errno: errno::EFBIG,
+                message: "write past the largest file size".into(),
+            })?;
+        let mut inner = file.lock();
+        let mut pos = offset;
+        while pos < end {
+            let index = pos / s;
+            let start = index * s;
+            let take = ((start + s).min(end) - pos) as usize;
+            let src = &data[(pos - offset) as usize..(pos - offset) as usize + take];
+            if !inner.dirty.contains_key(&index) {
+                // Read-modify-write: start from what the stripe holds now.
+                let mut base = Vec::new();
+                if start < inner.size && !(pos == start && take as u64 == s) {
+                    match inner.sending.get(&index) {
+                        Some(d) => base.extend_from_slice(d),
+                        None => base = self.fetch(ino, index, inner.version)?.to_vec(),
+                    }
+                    let want = (inner.size - start).min(s) as usize;
+                    if base.len() < want {
+                        base.resize(want, 0);
+                    }
+                }
+                inner.dirty.insert(index, base);
+            }
+            let stripe = inner.dirty.get_mut(&index).expect("inserted above");
+            FileInner::apply(stripe, (pos - start) as usize, src);
+            pos += take as u64;
+        }
+        inner.size = inner.size.max(end);
+        inner.local_mtime = Some(Timestamp::now().0);
+        inner.version = next_version();
+        inner.changed_here = true;
+        self.stripes.forget_file(ino);
+        // Full stripes go to the node in the background; when too much is buffered,
+        // everything is sent and waited for.
+        if inner.dirty.len() > MAX_DIRTY {
+            self.flush_file(ino, &mut inner)?;
+        } else {
+            let full: Vec<u64> = inner
+                .dirty
+                .iter()
+                .filter(|(_, d)| d.len() as u64 == s)
+                .map(|(i, _)| *i)
+                .collect();
+            if !full.is_empty() {
+                self.send_behind(ino, &mut inner, full)?;
+            }
+        }
+        Ok(data.len() as u32)
+    }
+
+    pub(super) fn do_read(&self, ino: u64, offset: u64, size: u32) -> Result<Bytes> {
+        let Some(file) = self.open_file(ino) else {
+            return Err(ClientError {
+                errno: errno::EIO,
+                message: format!("read of inode {ino} without an open handle"),
+            });
+        };
+        let s = file.stripe_size;
+        let (file_size, version, sequential, dirty, ahead) = {
+            let mut inner = file.lock();
+            let end = offset.saturating_add(u64::from(size)).min(inner.size);
+            let size = inner.size;
+            let sequential = inner
+                .reads
+                .note(offset, end, size, SEQUENTIAL_WINDOW.max(2 * s));
+            let first = offset / s;
+            let last = end.div_ceil(s);
+            let dirty: HashMap<u64, Arc<Vec<u8>>> = (first..last)
+                .filter_map(|i| inner.local_stripe(i).map(|d| (i, d)))
+                .collect();
+            // The next stripes, to fetch while this read waits for its own; not those this
+            // mount holds itself (buffered or being sent): the node's copy is not served
+            // while the mount's is newer.
+            let ahead: Vec<u64> = if sequential {
+                (last..(last + READ_AHEAD).min(inner.size.div_ceil(s)))
+                    .filter(|&i| !inner.holds(i))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            (inner.size, inner.version, sequential, dirty, ahead)
+        };
+        let end = offset.saturating_add(u64::from(size)).min(file_size);
+        if offset >= end {
+            return Ok(Bytes::new());
+        }
+        let (first, last) = (offset / s, end.div_ceil(s));
+        self.read_ahead(ino, &ahead, version);
+        // The answer in parts; a read inside one fetched piece is answered from it as is.
+        let mut parts: Vec<Bytes> = Vec::new();
+        let zeros = |n: u64| Bytes::from(vec![0u8; n as usize]); // holes read as zeros
+        for index in first..last {
+            let start = index * s;
+            let lo = offset.max(start) - start;
+            let hi = end.min(start + s) - start;
+            let held = match dirty.get(&index) {
+                Some(d) => Held::Local(d.clone()),
+                None if sequential => Held::Fetched(self.fetch(ino, index, version)?),
+                // A jump: fetch only the bytes asked for, unless the stripe is cached.
+                None => match self.stripes.cached(ino, index, version) {
+                    Some(hit) => Held::Fetched(hit),
+                    None => {
+                        self.stripes.note_range();
+                        // A stripe this short may be kept in the metadata: the node answers
+                        // it in one call, where a local read would first locate it only to
+                        // find no chunk files (a small file's read would cost two calls).
+                        let stored = file_size.saturating_sub(start).min(s);
+                        let local = (stored > wormfs::policy::INLINE_MAX_LIMIT)
+                            .then(|| {
+                                self.stripes.read_range_local(
+                                    &self.rt,
+                                    (ino, index, version),
+                                    lo,
+                                    hi - lo,
+                                )
+                            })
+                            .flatten();
+                        let bytes = match local {
+                            Some(bytes) => bytes,
+                            None => self.rpc(|c, d| {
+                                d.block_on(c.read_stripe_range(FileId(ino), index, lo, hi - lo))
+                            })?,
+                        };
+                        let got = (bytes.len() as u64).min(hi - lo);
+                        parts.push(Bytes::from(bytes));
+                        if got < hi - lo {
+                            parts.push(zeros(hi - lo - got));
+                        }
+                        continue;
+                    }
+                },
+            };
+            let have = (held.len() as u64).min(hi);
+            if lo < have {
+                parts.push(held.slice(lo as usize, have as usize));
+            }
+            if hi > lo.max(have) {
+                parts.push(zeros(hi - lo.max(have)));
+            }
+        }
+        Ok(match parts.len() {
+            1 => parts.pop().expect("one part"),
+            _ => {
+                let mut out = Vec::with_capacity((end - offset) as usize);
+                for p in &parts {
+                    out.extend_from_slice(p);
+                }
+                Bytes::from(out)
+            }
+        })
+    }
+}
