@@ -879,6 +879,25 @@ fn quickstart_runs_a_cluster_that_wormfs_finds_through_the_client_config() {
         asked_for_ls < 20.0,
         "{asked_for_ls} lookups and getattrs for a listing of 40 files with attributes"
     );
+    // a small file's bytes come with its open lock: reading the 40 files cold asks the
+    // nodes for no stripe
+    fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+    let stripes_asked = |all: &[prometheus_parse::Scrape]| {
+        sum(
+            all,
+            "wormfs_grpc_requests_total",
+            &[("method", "ReadStripe")],
+        )
+    };
+    let before_reads = scrape_all();
+    for i in 0..40 {
+        assert_eq!(fs::read(listed.join(format!("f{i}"))).unwrap(), b"x");
+    }
+    let read_calls = stripes_asked(&scrape_all()) - stripes_asked(&before_reads);
+    assert!(
+        read_calls < 5.0,
+        "{read_calls} stripe reads for 40 small files read cold"
+    );
     // an admin token made through one node works on every node's REST API, and a revoked
     // one on none
     let token_file = tmp.path().join("ops.token");

@@ -341,6 +341,11 @@ impl Fetcher {
         }
     }
 
+    /// Caches stripe `index` of `ino` at `version`, as the mount got it some other way.
+    pub fn keep(&self, ino: u64, index: u64, version: u64, data: Arc<StripePieces>) {
+        lock(&self.cache).insert(ino, index, version, data);
+    }
+
     /// The stripe, when it is cached for this version.
     pub fn cached(&self, ino: u64, index: u64, version: u64) -> Option<Arc<StripePieces>> {
         lock(&self.cache).get(ino, index, version)

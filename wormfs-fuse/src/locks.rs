@@ -152,6 +152,15 @@ fn done_riding(s: &Inner, riding: Riding, delivered: bool) {
 #[must_use]
 pub(crate) struct Riding(Vec<(u64, LockKind)>);
 
+/// What the node sends with a granted open lock: the file's attributes as they are once
+/// the lock is held, and a small file's bytes for a reader (both absent from older nodes,
+/// and when this mount held the lock already).
+#[derive(Default)]
+pub(crate) struct Grant {
+    pub(crate) attr: Option<proto::Attr>,
+    pub(crate) content: Option<Vec<u8>>,
+}
+
 /// The open lock of this kind.
 fn open_kind(write: bool) -> LockKind {
     if write {
@@ -259,7 +268,7 @@ impl Locks {
     /// bit); an error is the errno to give the caller.
     /// With a granted open lock, the file's attributes as the node read them after the grant
     /// (`None` from an older node, or with no lock service).
-    fn acquire(&self, via: Via, h: &Held) -> Result<(Got, Option<proto::Attr>), ClientError> {
+    fn acquire(&self, via: Via, h: &Held) -> Result<(Got, Grant), ClientError> {
         let deadline = Instant::now() + *self.0.lease.lock().unwrap_or_else(|e| e.into_inner()) * 2;
         loop {
             match with_releases(&self.0, via, request(&self.0, op::ACQUIRE, Some(h), &[])) {
@@ -268,16 +277,20 @@ impl Locks {
                     if let Err(e) = m.table.acquire(Instant::now(), ME, h) {
                         tracing::debug!("lock mirror: {e}");
                     }
-                    return Ok((Got::Granted, r.attr));
+                    let grant = Grant {
+                        attr: r.attr,
+                        content: r.content,
+                    };
+                    return Ok((Got::Granted, grant));
                 }
-                Ok(r) => return Ok((refused(r), None)),
+                Ok(r) => return Ok((refused(r), Grant::default())),
                 Err(e) if e.errno == errno::ENOSYS => {
                     if !self.0.absent.swap(true, Ordering::Relaxed) {
                         tracing::warn!(
                             "the node runs no lock service: locks taken on this mount hold only here"
                         );
                     }
-                    return Ok((Got::Granted, None));
+                    return Ok((Got::Granted, Grant::default()));
                 }
                 Err(e) if e.errno == errno::EAGAIN && Instant::now() < deadline => {
                     // a new master waits for old locks: make sure ours are back, then retry
@@ -290,20 +303,20 @@ impl Locks {
     }
 
     /// Opens `ino` for write (or read): takes the open lock unless this mount holds it.
-    /// With a lock taken from the node, the file's attributes read after the grant.
+    /// With a lock taken from the node, what the node sent with the grant.
     pub(crate) fn open(
         &self,
         via: Via,
         ino: u64,
         write: bool,
-    ) -> Result<(Got, Option<proto::Attr>), ClientError> {
+    ) -> Result<(Got, Grant), ClientError> {
         let kind = open_kind(write);
         let _order = self.in_order(ino);
         {
             let mut m = mirror(&self.0);
             if let Some(n) = m.opens.get_mut(&(ino, kind)) {
                 *n += 1;
-                return Ok((Got::Granted, None));
+                return Ok((Got::Granted, Grant::default()));
             }
         }
         let h = Held::open(ino, kind);
@@ -314,7 +327,7 @@ impl Locks {
                 r.pending.swap_remove(i);
                 drop(r);
                 count_open(&mut mirror(&self.0), &h);
-                return Ok((Got::Granted, None));
+                return Ok((Got::Granted, Grant::default()));
             }
             // its release is on the way: the acquire goes after it
             let _sent = self
@@ -324,11 +337,11 @@ impl Locks {
                 .wait_while(r, |r| r.sending.contains(&(ino, kind)))
                 .unwrap_or_else(|e| e.into_inner());
         }
-        let (got, attr) = self.acquire(via, &h)?;
+        let (got, grant) = self.acquire(via, &h)?;
         if matches!(got, Got::Granted) {
             *mirror(&self.0).opens.entry((ino, kind)).or_default() += 1;
         }
-        Ok((got, attr))
+        Ok((got, grant))
     }
 
     /// Closes one open of `ino`; the last of its kind drops the open lock (with the next

@@ -49,6 +49,30 @@ impl AsRef<[u8]> for SharedStripe {
 }
 
 impl WormFuse {
+    /// Caches a small file's whole content, sent with its open lock, as its stripe 0 at the
+    /// open file's version, unless this mount holds newer bytes of it or sees another size:
+    /// its reads then need no call.
+    pub(super) fn keep_content(&self, ino: u64, bytes: Vec<u8>) {
+        let Some(file) = self.open_file(ino) else {
+            return;
+        };
+        let inner = file.lock();
+        if inner.size != bytes.len() as u64
+            || inner.holds(0)
+            || bytes.len() as u64 > file.stripe_size
+        {
+            return;
+        }
+        let version = inner.version;
+        drop(inner);
+        self.stripes.keep(
+            ino,
+            0,
+            version,
+            std::sync::Arc::new(StripePieces::from(bytes)),
+        );
+    }
+
     /// Fetches a stripe (cache first). Returns the stored bytes (shorter than the stripe
     /// or empty for a hole).
     pub(super) fn fetch(&self, ino: u64, index: u64, version: u64) -> Result<Arc<StripePieces>> {

@@ -3,7 +3,7 @@
 //! lock service ([`crate::locks::Locks`]).
 
 use super::{Result, WormFuse};
-use crate::locks::Got;
+use crate::locks::{Got, Grant};
 use fuser::{Errno, ReplyEmpty, ReplyLock};
 use std::time::{Duration, Instant};
 use wormfs::errno;
@@ -29,16 +29,12 @@ impl WormFuse {
     }
 
     /// Takes the open lock of `ino` for this mount (write, or read), and returns it with
-    /// the file's attributes when the node sent them along. A file another client holds is
-    /// refused with `EBUSY`, and the mount logs who holds it.
-    pub(super) fn take_open_lock(
-        &self,
-        ino: u64,
-        write: bool,
-    ) -> Result<(Option<bool>, Option<proto::Attr>)> {
-        let (got, attr) = self.locks.open(&|r| self.lock_call(r), ino, write)?;
+    /// what the node sent along (the file's attributes, a small file's bytes). A file
+    /// another client holds is refused with `EBUSY`, and the mount logs who holds it.
+    pub(super) fn take_open_lock(&self, ino: u64, write: bool) -> Result<(Option<bool>, Grant)> {
+        let (got, grant) = self.locks.open(&|r| self.lock_call(r), ino, write)?;
         match got {
-            Got::Granted => Ok((Some(write), attr)),
+            Got::Granted => Ok((Some(write), grant)),
             Got::Refused { holder, .. } => {
                 let what = if write { "write" } else { "read" };
                 tracing::warn!(

@@ -579,13 +579,17 @@ impl Filesystem for WormFuse {
         // The lock first: the node sends the attributes along with the grant, as they are
         // once no conflicting writer can change them (a mount already holding the lock, or
         // an older node, gets them with a getattr).
-        let r = self.take_open_lock(ino.0, write).and_then(|(lock, attr)| {
-            let a = match attr.map(wormfs::rpc::convert::attr_from_proto) {
-                Some(Ok(a)) => Ok(a),
-                _ => self.rpc(|c, d| d.block_on(c.getattr(FileId(ino.0)))),
+        let r = self.take_open_lock(ino.0, write).and_then(|(lock, grant)| {
+            let (a, content) = match grant.attr.map(wormfs::rpc::convert::attr_from_proto) {
+                Some(Ok(a)) => (Ok(a), grant.content),
+                _ => (self.rpc(|c, d| d.block_on(c.getattr(FileId(ino.0)))), None),
             };
             a.and_then(|a| match a.layout {
-                Some(_) => self.open_regular(&a, lock),
+                Some(_) => self.open_regular(&a, lock).inspect(|_| {
+                    if let Some(bytes) = content {
+                        self.keep_content(ino.0, bytes);
+                    }
+                }),
                 None => Err(invalid("not a regular file")),
             })
             .inspect_err(|_| self.drop_open_lock(ino.0, lock))

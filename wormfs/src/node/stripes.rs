@@ -24,6 +24,19 @@ impl NodeFs {
         }
     }
 
+    /// The whole content of a file kept as one inline stripe in the metadata (a small file),
+    /// read with no chunk file; `None` for any other file, or one of `size` bytes no more.
+    pub fn inline_content(&self, ino: FileId, size: u64) -> Result<Option<Vec<u8>>, FsError> {
+        if size == 0 || size > self.policies.inline_max() {
+            return Ok(None);
+        }
+        Ok(self
+            .meta
+            .stripe(ino, 0)?
+            .and_then(|s| s.inline)
+            .filter(|bytes| bytes.len() as u64 == size))
+    }
+
     /// Reads stripe `index` of a file: `None` when it is a hole (never written, or past the
     /// end). Chunks found damaged are recorded for repair.
     pub async fn read_stripe(&self, ino: FileId, index: u64) -> Result<Option<Vec<u8>>, FsError> {

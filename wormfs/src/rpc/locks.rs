@@ -120,11 +120,13 @@ mod serve {
             .map_err(bad)
         };
         let mut open_ino = None;
+        let mut open_read = false;
         let op = match r.op {
             op::ACQUIRE => {
                 let h = the_lock()?;
                 if matches!(h.kind, LockKind::OpenRead | LockKind::OpenWrite) {
                     open_ino = Some(FileId(h.ino));
+                    open_read = h.kind == LockKind::OpenRead;
                 }
                 // A lock is a claim on the file: only for those who may use it that way.
                 let write = matches!(h.kind, LockKind::OpenWrite | LockKind::RangeWrite);
@@ -193,7 +195,13 @@ mod serve {
                 reply.granted = true;
                 // an open goes on with the attributes as they are once the lock is held
                 if let Some(ino) = open_ino {
-                    reply.attr = fs.getattr(ino).ok().map(|a| attr_to_proto(&a));
+                    let attr = fs.getattr(ino).ok();
+                    // a small file's bytes come along for a reader (checked above: it may
+                    // read them), so its reads cost no call
+                    if let Some(a) = attr.as_ref().filter(|_| open_read) {
+                        reply.content = fs.inline_content(ino, a.size).ok().flatten();
+                    }
+                    reply.attr = attr.map(|a| attr_to_proto(&a));
                 }
             }
             LockAnswer::Kept { lease_ms, lost } => {
