@@ -210,6 +210,15 @@ impl WormFuse {
         self.files.lock().get(&ino).cloned()
     }
 
+    /// True when this mount has no file open (so no name it removes or replaces needs to
+    /// live on as an orphan until a last close).
+    fn nothing_open(&self) -> bool {
+        self.files
+            .lock()
+            .values()
+            .all(|f| f.handles.load(std::sync::atomic::Ordering::SeqCst) == 0)
+    }
+
     /// Attributes as this mount sees them: the node's, with the size of buffered writes.
     fn with_local_size(&self, mut a: Attr) -> Attr {
         if let Some(f) = self.open_file(a.ino.0) {
@@ -486,9 +495,12 @@ impl Filesystem for WormFuse {
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let r = name_str(name).and_then(|n| {
-            let target = self.rpc(|c, d| d.block_on(c.lookup(FileId(parent.0), n)))?;
-            if self.hide_if_open(parent.0, n, target.ino.0)? {
-                return Ok(());
+            // a file open here lives on until its last close: with none open, no lookup
+            if !self.nothing_open() {
+                let target = self.rpc(|c, d| d.block_on(c.lookup(FileId(parent.0), n)))?;
+                if self.hide_if_open(parent.0, n, target.ino.0)? {
+                    return Ok(());
+                }
             }
             self.rpc_as(req, |c, d| d.block_on(c.unlink(FileId(parent.0), n)))
         });
@@ -542,7 +554,7 @@ impl Filesystem for WormFuse {
         let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         let r = name_str(name).and_then(|n| {
             let nn = name_str(newname)?;
-            if !no_replace {
+            if !no_replace && !self.nothing_open() {
                 // A file replaced while open here lives on until its last close.
                 let src = self.rpc(|c, d| d.block_on(c.lookup(FileId(parent.0), n)))?;
                 if let Ok(dest) = self.rpc(|c, d| d.block_on(c.lookup(FileId(newparent.0), nn))) {
