@@ -43,6 +43,17 @@ pub enum MetaError {
     /// A row holds a value no writer produces.
     #[error("metadata database holds an invalid value: {0}")]
     Corrupt(String),
+    /// A file of the database could not be synced.
+    #[error("metadata database: {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// The OS's error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 pub(crate) fn sql(action: &'static str) -> impl FnOnce(rusqlite::Error) -> MetaError {
@@ -221,6 +232,57 @@ impl MetaStore {
             self.users_changed();
         }
         Ok(replies)
+    }
+
+    /// Whether each commit waits for its own fsync (`synchronous = FULL`, the default: a
+    /// committed op survives power loss), or only for its write to the OS (`NORMAL`: still
+    /// atomic and consistent, and a killed process loses nothing, but the last commits may
+    /// be lost with the machine's power). The Raft state machine turns it off: its ops are
+    /// durable in the Raft log before they are applied, and a node that lost its last
+    /// applies applies them again from the log at restart; it calls [`MetaStore::sync`]
+    /// before the log may forget them (a snapshot).
+    pub fn set_durable_commits(&self, durable: bool) -> Result<(), MetaError> {
+        let level = if durable { "FULL" } else { "NORMAL" };
+        self.conn()
+            .pragma_update(None, "synchronous", level)
+            .map_err(sql("set synchronous"))
+    }
+
+    /// Whether each commit waits for its own fsync (see [`MetaStore::set_durable_commits`]).
+    pub fn durable_commits(&self) -> Result<bool, MetaError> {
+        let level: i64 = self
+            .conn()
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .map_err(sql("read synchronous"))?;
+        Ok(level >= 2)
+    }
+
+    /// Makes every committed transaction durable: fsyncs the write-ahead log and the
+    /// database file (what [`MetaStore::set_durable_commits`]`(false)` leaves to the OS).
+    /// Nothing to do for a database in memory.
+    pub fn sync(&self) -> Result<(), MetaError> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let _no_commit_meanwhile = self.conn();
+        let mut wal = path.clone().into_os_string();
+        wal.push("-wal");
+        for file in [std::path::PathBuf::from(wal), path.clone()] {
+            let io = |action| {
+                let path = file.clone();
+                move |source| MetaError::Io {
+                    action,
+                    path,
+                    source,
+                }
+            };
+            match std::fs::File::open(&file) {
+                Ok(f) => f.sync_all().map_err(io("sync"))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io("open to sync")(e)),
+            }
+        }
+        Ok(())
     }
 
     /// One value of the `raft_state` table written by [`MetaStore::apply_batch`].

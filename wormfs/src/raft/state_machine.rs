@@ -3,7 +3,10 @@
 //!
 //! Every `apply` batch is one SQLite transaction holding the ops, the last applied log id and
 //! the last membership (table `raft_state`), so the metadata and Raft's view of it can never
-//! disagree after a crash. [`MetaStore::last_applied`] stays the Raft log index of the last
+//! disagree after a crash. Those commits wait for no fsync (the ops are durable in the Raft
+//! log before they are applied): after a power loss the database may be a few applies
+//! behind, which Raft applies again from the log at restart. It is synced before a snapshot
+//! lets the log forget entries. [`MetaStore::last_applied`] stays the Raft log index of the last
 //! applied entry.
 //!
 //! Replies: a normal entry answers its op's [`OpReply`] (a refusal such as "already exists"
@@ -68,6 +71,13 @@ impl SqliteStateMachine {
         std::fs::create_dir_all(snapshot_dir)
             .map_err(io("create snapshot directory", snapshot_dir))?;
         let current = scan_snapshots(snapshot_dir)?;
+        // Applied ops are durable in the Raft log already: their commits need no fsync of
+        // their own. The database is synced before the log may forget them (a snapshot
+        // built or installed), so a node that loses its last applies with the power
+        // applies them again from the log at restart.
+        store
+            .set_durable_commits(false)
+            .map_err(meta("open the metadata database for Raft"))?;
         Ok(SqliteStateMachine {
             shared: Arc::new(Shared {
                 store,
@@ -329,6 +339,11 @@ fn build(shared: &Shared) -> Result<(SnapshotMeta, std::fs::File), RaftStoreErro
             .copy_into(&tmp)
             .map_err(meta("copy the database for a snapshot"))?;
         sync_file(&tmp)?;
+        // the log is purged up to the snapshot next: what it held must be on disk here too
+        shared
+            .store
+            .sync()
+            .map_err(meta("sync the database before a snapshot"))?;
         // the meta comes from inside the copy: it describes exactly that state
         let state = MetaStore::raft_state_of_copy(&tmp).map_err(meta("read snapshot state"))?;
         let (last_log_id, last_membership) = applied_of_copy(&state)?;
@@ -378,6 +393,10 @@ fn install(shared: &Shared, meta_: &SnapshotMeta, src: &Path) -> Result<(), Raft
         .store
         .replace_from(src)
         .map_err(meta("install snapshot into the database"))?;
+    shared
+        .store
+        .sync()
+        .map_err(meta("sync the database after installing a snapshot"))?;
     crate::crash::point(crate::crash::SNAPSHOT_REPLACED);
     shared.publish(meta_, src, true)
 }

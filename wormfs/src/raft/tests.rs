@@ -401,3 +401,30 @@ async fn the_committed_id_is_written_with_the_next_append_or_at_close() {
         "written at close"
     );
 }
+
+#[tokio::test]
+async fn applies_lean_on_the_log_for_durability_and_a_snapshot_syncs_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.sqlite");
+    let store = Arc::new(MetaStore::open(&path).unwrap());
+    // alone, a metadata store fsyncs every commit (a node without a cluster relies on it)
+    assert!(store.durable_commits().unwrap());
+    let (mut log, mut sm) = open_storage(dir.path(), Arc::clone(&store)).unwrap();
+    // under Raft the log holds the ops durably before they are applied
+    assert!(!store.durable_commits().unwrap());
+    log.blocking_append([membership_entry(1, 0), op_entry(1, 1, mkdir("a"))])
+        .await
+        .unwrap();
+    let entries = log.try_get_log_entries(0..2).await.unwrap();
+    sm.apply(entries).await.unwrap();
+    let snapshot = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert_eq!(snapshot.meta.last_log_id, Some(log_id(1, 1)));
+    // the database was synced with the snapshot, and syncs again with nothing new
+    store.sync().unwrap();
+    assert!(store.lookup(FileId::ROOT, "a").unwrap().is_some());
+}
