@@ -858,9 +858,20 @@ fn quickstart_runs_a_cluster_that_wormfs_finds_through_the_client_config() {
     // few lookups and attributes, not one per file
     let listed = dir.join("mnt/listed");
     fs::create_dir(&listed).unwrap();
+    // each create makes the kernel ask for the directory's attributes again (its
+    // permission check): the create's reply brought them, so no call goes for them
+    let getattrs = |all: &[prometheus_parse::Scrape]| {
+        sum(all, "wormfs_grpc_requests_total", &[("method", "GetAttr")])
+    };
+    let before_creates = scrape_all();
     for i in 0..40 {
         fs::write(listed.join(format!("f{i}")), b"x").unwrap();
     }
+    let getattrs_for_creates = getattrs(&scrape_all()) - getattrs(&before_creates);
+    assert!(
+        getattrs_for_creates < 10.0,
+        "{getattrs_for_creates} getattrs for 40 files created one after another"
+    );
     let asked = |all: &[prometheus_parse::Scrape]| {
         sum(all, "wormfs_grpc_requests_total", &[("method", "Lookup")])
             + sum(all, "wormfs_grpc_requests_total", &[("method", "GetAttr")])

@@ -24,7 +24,7 @@ type Line = (u64, FileType, String, Option<Attr>);
 
 impl WormFuse {
     pub(super) fn open_dir(&self, req: &Request, ino: INodeNo, reply: ReplyOpen) {
-        let r = self.rpc_as(req, |c, d| d.block_on(c.readdir_plus(FileId(ino.0))));
+        let r = self.rpc_as_quiet(req, |c, d| d.block_on(c.readdir_plus(FileId(ino.0))));
         self.answer("opendir", reply, r, |reply, entries| {
             let fh = self.new_handle(Handle::Dir(entries));
             reply.opened(FileHandle(fh), FopenFlags::empty())
@@ -101,7 +101,7 @@ impl WormFuse {
             } else {
                 let attr = match attr {
                     Some(a) => Ok(a),
-                    None => self.rpc(|c, d| d.block_on(c.getattr(FileId(ino)))),
+                    None => self.rpc_quiet(|c, d| d.block_on(c.getattr(FileId(ino)))),
                 };
                 match attr {
                     Ok(a) => reply.add(

@@ -34,7 +34,17 @@ impl WormFuse {
     /// single-threaded runtime and connection, so a request's round trip stays on the
     /// thread that serves it: no hand-off to the shared runtime's workers and back, which
     /// costs more than the call itself on a small machine.
+    ///
+    /// Any call may change a directory unless it goes through [`WormFuse::rpc_quiet`]:
+    /// this one counts as a change (see [`super::fresh`]).
     pub(super) fn rpc<T>(&self, call: impl FnOnce(&Client, &Driver<'_>) -> T) -> T {
+        let _change = self.fresh.begin();
+        self.rpc_quiet(call)
+    }
+
+    /// [`WormFuse::rpc`] for a call that changes no directory's attributes (reads, data,
+    /// locks): it leaves the attributes a create returned fresh.
+    pub(super) fn rpc_quiet<T>(&self, call: impl FnOnce(&Client, &Driver<'_>) -> T) -> T {
         match self.own_driver() {
             Some(own) => call(&own.client, &Driver::Own(&own.rt)),
             None => call(&self.client, &Driver::Shared(&self.rt)),
@@ -50,6 +60,16 @@ impl WormFuse {
         call: impl FnOnce(&Client, &Driver<'_>) -> T,
     ) -> T {
         wormfs::rpc::client::acting_as(crate::caller::of(req), || self.rpc(call))
+    }
+
+    /// [`WormFuse::rpc_as`] for a call that changes no directory (see
+    /// [`WormFuse::rpc_quiet`]).
+    pub(super) fn rpc_as_quiet<T>(
+        &self,
+        req: &Request,
+        call: impl FnOnce(&Client, &Driver<'_>) -> T,
+    ) -> T {
+        wormfs::rpc::client::acting_as(crate::caller::of(req), || self.rpc_quiet(call))
     }
 
     /// [`WormFuse::rpc_as`] with `req`'s caller, or [`WormFuse::rpc`] without one.

@@ -191,7 +191,7 @@ impl WormFuse {
             .iter()
             .map(|(i, d)| (FileId(ino), *i, Bytes::from_owner(SharedStripe(d.clone()))))
             .collect();
-        let sent = self.rpc(|c, d| d.block_on(c.write_stripes(stripes)));
+        let sent = self.rpc_quiet(|c, d| d.block_on(c.write_stripes(stripes)));
         let attr = match sent {
             Ok(attr) => attr,
             Err(e) => {

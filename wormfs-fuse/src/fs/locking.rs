@@ -25,7 +25,7 @@ fn busy(message: String) -> ClientError {
 impl WormFuse {
     /// Sends a lock request over this FUSE thread's own connection.
     fn lock_call(&self, req: proto::LockRequest) -> Result<proto::LockReply> {
-        self.rpc(|c, d| d.block_on(c.lock_call(req)))
+        self.rpc_quiet(|c, d| d.block_on(c.lock_call(req)))
     }
 
     /// Takes the open lock of `ino` for this mount (write, or read), and returns it with

@@ -7,6 +7,7 @@
 
 mod dirs;
 mod driver;
+mod fresh;
 mod io;
 mod locking;
 mod nodes;
@@ -72,6 +73,8 @@ pub struct WormFuse {
     threads: Mutex<HashMap<std::thread::ThreadId, Option<Arc<OwnDriver>>>>,
     opts: FsOptions,
     files: OpenFiles,
+    /// A directory's attributes from this mount's last create (see [`fresh`]).
+    fresh: fresh::FreshDirs,
     /// Files closed here, by inode: what their cached stripes and pages are good for.
     closed: Mutex<HashMap<u64, Closed>>,
     handles: Mutex<HashMap<u64, Handle>>,
@@ -196,6 +199,7 @@ impl WormFuse {
             rt,
             opts,
             files: OpenFiles::default(),
+            fresh: fresh::FreshDirs::default(),
             closed: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             next_fh: std::sync::atomic::AtomicU64::new(1),
@@ -349,17 +353,19 @@ impl Filesystem for WormFuse {
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let r = name_str(name)
-            .and_then(|n| self.rpc_as(req, |c, d| d.block_on(c.lookup(FileId(parent.0), n))));
+            .and_then(|n| self.rpc_as_quiet(req, |c, d| d.block_on(c.lookup(FileId(parent.0), n))));
         self.entry(reply, r, "lookup")
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.answer(
-            "getattr",
-            reply,
-            self.rpc(|c, d| d.block_on(c.getattr(FileId(ino.0)))),
-            |reply, a| reply.attr(&TTL, &fuse_attr(&self.with_local_size(a))),
-        )
+        // a directory this mount just created an entry in: as the create left it
+        let a = match self.fresh.take(ino.0, TTL) {
+            Some(a) => Ok(a),
+            None => self.rpc_quiet(|c, d| d.block_on(c.getattr(FileId(ino.0)))),
+        };
+        self.answer("getattr", reply, a, |reply, a| {
+            reply.attr(&TTL, &fuse_attr(&self.with_local_size(a)))
+        })
     }
 
     fn setattr(
@@ -440,7 +446,7 @@ impl Filesystem for WormFuse {
         self.answer(
             "readlink",
             reply,
-            self.rpc(|c, d| d.block_on(c.readlink(FileId(ino.0)))),
+            self.rpc_quiet(|c, d| d.block_on(c.readlink(FileId(ino.0)))),
             |reply, t| reply.data(t.as_bytes()),
         )
     }
@@ -594,7 +600,10 @@ impl Filesystem for WormFuse {
         let r = self.take_open_lock(ino.0, write).and_then(|(lock, grant)| {
             let (a, content) = match grant.attr.map(wormfs::rpc::convert::attr_from_proto) {
                 Some(Ok(a)) => (Ok(a), grant.content),
-                _ => (self.rpc(|c, d| d.block_on(c.getattr(FileId(ino.0)))), None),
+                _ => (
+                    self.rpc_quiet(|c, d| d.block_on(c.getattr(FileId(ino.0)))),
+                    None,
+                ),
             };
             a.and_then(|a| match a.layout {
                 Some(_) => self.open_regular(&a, lock).inspect(|_| {
@@ -827,7 +836,7 @@ impl Filesystem for WormFuse {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let r = self.rpc(|c, d| d.block_on(c.statfs()));
+        let r = self.rpc_quiet(|c, d| d.block_on(c.statfs()));
         self.answer("statfs", reply, r, |reply, s| {
             let bs = u64::from(s.block_size.max(512));
             reply.statfs(
@@ -882,7 +891,7 @@ impl Filesystem for WormFuse {
             return;
         }
         let r = name_str(name)
-            .and_then(|n| self.rpc_as(req, |c, d| d.block_on(c.getxattr(FileId(ino.0), n))));
+            .and_then(|n| self.rpc_as_quiet(req, |c, d| d.block_on(c.getxattr(FileId(ino.0), n))));
         self.answer("getxattr", reply, r, |reply, v| {
             if size == 0 {
                 reply.size(v.len() as u32)
@@ -895,7 +904,7 @@ impl Filesystem for WormFuse {
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let r = self.rpc_as(req, |c, d| d.block_on(c.listxattr(FileId(ino.0))));
+        let r = self.rpc_as_quiet(req, |c, d| d.block_on(c.listxattr(FileId(ino.0))));
         self.answer("listxattr", reply, r, |reply, names| {
             let mut buf = Vec::new();
             for n in names {

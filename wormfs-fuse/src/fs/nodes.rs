@@ -115,7 +115,14 @@ impl WormFuse {
             symlink_target: spec.target,
             open_lock,
         };
-        self.rpc_as(req, |c, d| d.block_on(c.create_locked(request)))
+        // the directory as the create left it, for the kernel's getattr that follows
+        let mut change = self.fresh.begin();
+        let created = self.rpc_as_quiet(req, |c, d| d.block_on(c.create_locked(request)))?;
+        if let Some(dir) = created.parent {
+            change.keep(parent.0, dir);
+        }
+        drop(change);
+        Ok((created.attr, created.locked))
     }
 
     /// The directory holding files unlinked while open here, created when first needed.

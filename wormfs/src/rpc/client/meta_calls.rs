@@ -3,6 +3,18 @@
 
 use super::*;
 
+/// What [`Client::create_locked`] gives back.
+#[derive(Debug, Clone)]
+pub struct Created {
+    /// The new entry's attributes.
+    pub attr: Attr,
+    /// The open write lock the request asked for was granted.
+    pub locked: bool,
+    /// The parent directory's attributes once the entry is in it (`None` from nodes older
+    /// than this field).
+    pub parent: Option<Attr>,
+}
+
 impl Client {
     pub(super) fn attr(reply: proto::AttrReply) -> Result<Attr, ClientError> {
         let a = reply
@@ -52,17 +64,14 @@ impl Client {
     /// repeated on the next node when the node in use stops answering during the call, and
     /// applied once.
     pub async fn create(&self, req: proto::CreateRequest) -> Result<Attr, ClientError> {
-        Ok(self.create_locked(req).await?.0)
+        Ok(self.create_locked(req).await?.attr)
     }
 
-    /// [`Client::create`], and whether the open write lock the request's `open_lock` asked
-    /// for was granted.
-    pub async fn create_locked(
-        &self,
-        req: proto::CreateRequest,
-    ) -> Result<(Attr, bool), ClientError> {
+    /// [`Client::create`], with whether the open write lock the request's `open_lock` asked
+    /// for was granted and the parent directory's attributes after the create.
+    pub async fn create_locked(&self, req: proto::CreateRequest) -> Result<Created, ClientError> {
         let id = request_id();
-        let r = self
+        let mut r = self
             .call("create", Retry::Deduplicated, |mut c| {
                 let req = with_request_id(req.clone(), &id);
                 async move { c.create(req).await }
@@ -70,7 +79,16 @@ impl Client {
             .await?
             .into_inner();
         let locked = r.locked;
-        Ok((Self::attr(r)?, locked))
+        let parent = match r.parent.take().map(attr_from_proto) {
+            Some(Ok(p)) => Some(p),
+            Some(Err(e)) => return Err(proto_err(e)),
+            None => None,
+        };
+        Ok(Created {
+            attr: Self::attr(r)?,
+            locked,
+            parent,
+        })
     }
 
     /// Adds a hard link; repeated on another node under its request id, as a create is.

@@ -24,6 +24,7 @@ use failover::Moves;
 pub(crate) use failover::Retry;
 
 pub use super::identity::Identity;
+pub use meta_calls::Created;
 
 /// A connection to one node: TLS-PSK underneath, the acting-as headers on each call.
 pub type Conn =

@@ -29,6 +29,7 @@ impl Fake {
     fn attr(&self) -> proto::AttrReply {
         proto::AttrReply {
             locked: false,
+            parent: None,
             attr: Some(proto::Attr {
                 ino: self.id,
                 kind: proto::FileKind::File as i32,

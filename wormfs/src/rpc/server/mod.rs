@@ -160,6 +160,7 @@ fn attr_reply(a: &crate::meta::Attr) -> Response<proto::AttrReply> {
     Response::new(proto::AttrReply {
         attr: Some(attr_to_proto(a)),
         locked: false,
+        parent: None,
     })
 }
 
@@ -281,6 +282,8 @@ impl WormFs for WormFsService {
         .await
         .map_err(|e| status("create", e))?;
         let mut reply = attr_reply(&a);
+        // the directory as the new entry left it: what the kernel of a mount asks next
+        reply.get_mut().parent = self.fs.getattr(parent).ok().map(|p| attr_to_proto(&p));
         // the creator's open lock, in the same call: a refusal (or no lock service) leaves
         // the creator to ask for it on its own and hear why
         if let (true, Some(mut lr), Some(locks)) = (file, r.open_lock, &self.locks) {
