@@ -434,6 +434,15 @@ impl ChunkStore for DiskChunkStore {
         chunk: &ChunkFile,
     ) -> Result<StoredChunk, StoreError> {
         let (head, checksum) = chunk.encoded_header();
+        // a header that does not describe its data (put together by hand, not by
+        // `ChunkFile::new`) would be read back as damage: the strict parser first
+        ChunkHeader::parse(&head, (head.len() + chunk.data.len()) as u64).map_err(|source| {
+            StoreError::Corrupt {
+                disk: disk_id.clone(),
+                key: chunk.header.key,
+                source,
+            }
+        })?;
         let parts = [&head[..], &chunk.data[..]];
         let r = self.put_parts_on(disk_id, folder, path, &chunk.header, &parts, checksum);
         self.disk(disk_id)?.count(disk_id, r)
@@ -785,6 +794,42 @@ mod tests {
             assert_eq!(fs::read(path).unwrap(), bytes);
             assert_eq!(store.read_chunk(&d[0].0, &stored.addr).unwrap(), chunk);
         }
+    }
+
+    /// A chunk whose header does not describe its data is refused, naming the field,
+    /// and leaves no file behind (it would read back as a damaged chunk).
+    #[test]
+    fn a_chunk_whose_header_lies_about_its_data_is_not_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = disks(tmp.path(), 1);
+        let store = DiskChunkStore::open(&d).unwrap();
+        let folder = ChunkFolder::for_path("/a");
+        let key = ChunkKey {
+            file: FileId(6),
+            stripe: 0,
+            generation: 1,
+            index: 0,
+        };
+        let data = vec![7u8; 100_000];
+        let good = ChunkFile::new(key, 0, 100_000, 1, 0, crate::checksum::crc32(&data), data);
+        let mut short = good.clone();
+        short.data.truncate(99_000);
+        let mut blocks = good.clone();
+        blocks.header.block_crcs.pop();
+        for (bad, field) in [(short, "data_len"), (blocks, "block_count")] {
+            let e = store
+                .put_chunk(&d[0].0, &folder, "/a", &bad)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{e}");
+            let addr = ChunkAddr {
+                folder: folder.clone(),
+                key,
+            };
+            assert_eq!(store.check_chunk(&d[0].0, &addr).unwrap(), None, "{field}");
+        }
+        let stored = store.put_chunk(&d[0].0, &folder, "/a", &good).unwrap();
+        assert_eq!(store.read_chunk(&d[0].0, &stored.addr).unwrap(), good);
     }
 
     #[test]
