@@ -49,6 +49,59 @@ impl AsRef<[u8]> for SharedStripe {
 }
 
 impl WormFuse {
+    /// A release: drops the handle and its open lock (and an flock owner's locks with the
+    /// last descriptor), flushes the file, and forgets it after its last close, keeping
+    /// what a reopen may reuse; an orphan name it left goes with it.
+    pub(super) fn close_handle(
+        &self,
+        ino: u64,
+        fh: fuser::FileHandle,
+        lock_owner: Option<fuser::LockOwner>,
+    ) -> Result<()> {
+        if let Some(Handle::File(lock)) = self.drop_handle(fh) {
+            self.drop_open_lock(ino, lock);
+        }
+        if let Some(owner) = lock_owner {
+            // the last descriptor of an open file with a flock lock
+            self.release_lock_owner(ino, owner.0);
+        }
+        let mut r = Ok(());
+        if let Some(f) = self.open_file(ino) {
+            let mut inner = f.lock();
+            r = self.flush_file(ino, &mut inner);
+            inner.opens = inner.opens.saturating_sub(1);
+            let last = inner.opens == 0;
+            f.handles.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            let clean = inner.dirty.is_empty() && inner.pending.is_empty();
+            let kept = (!inner.changed_here).then_some(Closed {
+                version: inner.version,
+                seen: inner.seen,
+            });
+            drop(inner);
+            if last {
+                // Another open of the file may have come in since: it found this entry and
+                // counts on it, so only a file still closed under the map's lock goes.
+                let mut files = self.files.lock();
+                let still_closed = files.get(&ino).is_some_and(|g| Arc::ptr_eq(g, &f))
+                    && f.handles.load(std::sync::atomic::Ordering::SeqCst) == 0;
+                if still_closed && clean {
+                    files.remove(&ino);
+                    if let Some(kept) = kept {
+                        let mut closed = lock(&self.closed);
+                        if closed.len() >= CLOSED_KEPT {
+                            closed.clear(); // their stripes are read again, nothing worse
+                        }
+                        closed.insert(ino, kept);
+                    }
+                }
+                drop(files);
+                if still_closed {
+                    self.reap_orphan(ino);
+                }
+            }
+        }
+        r
+    }
     /// Caches a small file's whole content, sent with its open lock, as its stripe 0 at the
     /// open file's version, unless this mount holds newer bytes of it or sees another size:
     /// its reads then need no call.

@@ -5,32 +5,35 @@
 //! truncate send the rest and return only when the node has made it durable. A failure is
 //! returned to the application with its errno and logged with its cause.
 
+mod convert;
 mod dirs;
 mod driver;
 mod fresh;
 mod io;
 mod locking;
 mod nodes;
+mod xattrs;
 
+use convert::{errno_of, file_type, fuse_attr, invalid, name_str, stamp};
 use driver::OwnDriver;
 use nodes::NodeSpec;
 
 use crate::fetch::{lock, Fetcher};
 use crate::file::{next_version, seen, FileInner, OpenFile, OpenFiles, Seen};
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 use wormfs::errno;
 use wormfs::ids::FileId;
-use wormfs::meta::{Attr, DirEntry, FileKind, Timestamp, XattrMode};
+use wormfs::meta::{Attr, DirEntry, FileKind, Timestamp};
 use wormfs::rpc::client::{Client, ClientError, SetAttr, StripePieces};
 use wormfs::rpc::proto;
 use wormfs::rpc::proto_bytes::Bytes;
@@ -114,76 +117,6 @@ fail_by_error!(
     ReplyWrite,
     ReplyXattr
 );
-
-fn errno_of(e: &ClientError) -> Errno {
-    Errno::from_i32(e.errno)
-}
-
-fn invalid(what: &str) -> ClientError {
-    ClientError {
-        errno: errno::EINVAL,
-        message: what.to_owned(),
-    }
-}
-
-fn name_str(name: &OsStr) -> Result<&str> {
-    name.to_str()
-        .ok_or_else(|| invalid("file names must be UTF-8"))
-}
-
-fn time(t: Timestamp) -> SystemTime {
-    if t.0 >= 0 {
-        UNIX_EPOCH + Duration::from_nanos(t.0 as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_nanos(t.0.unsigned_abs())
-    }
-}
-
-fn stamp(t: TimeOrNow) -> Timestamp {
-    match t {
-        TimeOrNow::Now => Timestamp::now(),
-        TimeOrNow::SpecificTime(st) => match st.duration_since(UNIX_EPOCH) {
-            Ok(d) => Timestamp(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)),
-            Err(e) => Timestamp(-i64::try_from(e.duration().as_nanos()).unwrap_or(i64::MAX)),
-        },
-    }
-}
-
-fn file_type(kind: FileKind) -> FileType {
-    match kind {
-        FileKind::File => FileType::RegularFile,
-        FileKind::Directory => FileType::Directory,
-        FileKind::Symlink => FileType::Symlink,
-        FileKind::Fifo => FileType::NamedPipe,
-        FileKind::Socket => FileType::Socket,
-        FileKind::CharDevice => FileType::CharDevice,
-        FileKind::BlockDevice => FileType::BlockDevice,
-    }
-}
-
-fn fuse_attr(a: &Attr) -> FileAttr {
-    let blksize = a
-        .layout
-        .as_ref()
-        .map_or(4096, |l| l.stripe_size.min(1 << 20) as u32);
-    FileAttr {
-        ino: INodeNo(a.ino.0),
-        size: a.size,
-        blocks: a.size.div_ceil(512),
-        atime: time(a.atime),
-        mtime: time(a.mtime),
-        ctime: time(a.ctime),
-        crtime: time(a.crtime),
-        kind: file_type(a.kind),
-        perm: a.perm,
-        nlink: a.nlink,
-        uid: a.uid,
-        gid: a.gid,
-        rdev: a.rdev,
-        blksize,
-        flags: 0,
-    }
-}
 
 impl WormFuse {
     /// A file system that talks to the node behind `client`, running calls on `rt`.
@@ -752,48 +685,7 @@ impl Filesystem for WormFuse {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        if let Some(Handle::File(lock)) = self.drop_handle(fh) {
-            self.drop_open_lock(ino.0, lock);
-        }
-        if let Some(owner) = lock_owner {
-            // the last descriptor of an open file with a flock lock
-            self.release_lock_owner(ino.0, owner.0);
-        }
-        let mut r = Ok(());
-        if let Some(f) = self.open_file(ino.0) {
-            let mut inner = f.lock();
-            r = self.flush_file(ino.0, &mut inner);
-            inner.opens = inner.opens.saturating_sub(1);
-            let last = inner.opens == 0;
-            f.handles.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-            let clean = inner.dirty.is_empty() && inner.pending.is_empty();
-            let kept = (!inner.changed_here).then_some(Closed {
-                version: inner.version,
-                seen: inner.seen,
-            });
-            drop(inner);
-            if last {
-                // Another open of the file may have come in since: it found this entry and
-                // counts on it, so only a file still closed under the map's lock goes.
-                let mut files = self.files.lock();
-                let still_closed = files.get(&ino.0).is_some_and(|g| Arc::ptr_eq(g, &f))
-                    && f.handles.load(std::sync::atomic::Ordering::SeqCst) == 0;
-                if still_closed && clean {
-                    files.remove(&ino.0);
-                    if let Some(kept) = kept {
-                        let mut closed = lock(&self.closed);
-                        if closed.len() >= CLOSED_KEPT {
-                            closed.clear(); // their stripes are read again, nothing worse
-                        }
-                        closed.insert(ino.0, kept);
-                    }
-                }
-                drop(files);
-                if still_closed {
-                    self.reap_orphan(ino.0);
-                }
-            }
-        }
+        let r = self.close_handle(ino.0, fh, lock_owner);
         self.empty(reply, r, "release")
     }
 
@@ -862,69 +754,19 @@ impl Filesystem for WormFuse {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let mode = if flags & libc::XATTR_CREATE != 0 {
-            XattrMode::Create
-        } else if flags & libc::XATTR_REPLACE != 0 {
-            XattrMode::Replace
-        } else {
-            XattrMode::Any
-        };
-        let r = name_str(name).and_then(|n| {
-            if n == CAPABILITY_XATTR {
-                return Err(ClientError {
-                    errno: errno::EOPNOTSUPP,
-                    message: format!("{CAPABILITY_XATTR}: WormFS does not keep file capabilities"),
-                });
-            }
-            self.rpc_as(req, |c, d| {
-                d.block_on(c.setxattr(FileId(ino.0), n, value, mode))
-            })
-        });
-        self.empty(reply, r, "setxattr")
+        self.set_xattr(req, ino, name, value, flags, reply)
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        if name == CAPABILITY_XATTR {
-            // The kernel asks before every write(); no file here has one (setxattr refuses
-            // it), so the answer needs no round trip to the node.
-            reply.error(Errno::from_i32(errno::ENODATA));
-            return;
-        }
-        let r = name_str(name)
-            .and_then(|n| self.rpc_as_quiet(req, |c, d| d.block_on(c.getxattr(FileId(ino.0), n))));
-        self.answer("getxattr", reply, r, |reply, v| {
-            if size == 0 {
-                reply.size(v.len() as u32)
-            } else if v.len() > size as usize {
-                reply.error(Errno::ERANGE)
-            } else {
-                reply.data(&v)
-            }
-        })
+        self.get_xattr(req, ino, name, size, reply)
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let r = self.rpc_as_quiet(req, |c, d| d.block_on(c.listxattr(FileId(ino.0))));
-        self.answer("listxattr", reply, r, |reply, names| {
-            let mut buf = Vec::new();
-            for n in names {
-                buf.extend_from_slice(n.as_bytes());
-                buf.push(0);
-            }
-            if size == 0 {
-                reply.size(buf.len() as u32)
-            } else if buf.len() > size as usize {
-                reply.error(Errno::ERANGE)
-            } else {
-                reply.data(&buf)
-            }
-        })
+        self.list_xattr(req, ino, size, reply)
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let r = name_str(name)
-            .and_then(|n| self.rpc_as(req, |c, d| d.block_on(c.removexattr(FileId(ino.0), n))));
-        self.empty(reply, r, "removexattr")
+        self.remove_xattr(req, ino, name, reply)
     }
 
     fn getlk(
