@@ -12,6 +12,8 @@ mod apply;
 #[cfg(feature = "local")]
 mod apply_heal;
 #[cfg(feature = "local")]
+mod database;
+#[cfg(feature = "local")]
 mod heal_queries;
 mod log;
 mod op;

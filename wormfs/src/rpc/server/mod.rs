@@ -5,7 +5,7 @@ use super::convert::{attr_to_proto, ino, invalid, kind_to_proto, name};
 use super::proto::{self, worm_fs_server::WormFs};
 use super::session::{caller_of, require_admin};
 use super::{status_with_errno, READDIR_PAGE};
-use crate::meta::{Timestamp, XattrMode};
+use crate::meta::Timestamp;
 use crate::node::{CreateKind, FsError, NodeFs, SetAttrArgs};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 mod status;
 mod stripes;
+mod xattrs;
 
 /// The gRPC service over one node's file system. Cheap to clone: its parts are shared.
 #[derive(Clone)]
@@ -452,97 +453,28 @@ impl WormFs for WormFsService {
         &self,
         r: Request<proto::XattrRequest>,
     ) -> Result<Response<proto::XattrValue>, Status> {
-        let who = caller_of(&r)?;
-        let r = r.into_inner();
-        let file = ino("ino", r.ino)?;
-        self.fs
-            .check_xattr(&who, file, &r.name, false)
-            .map_err(|e| status("getxattr", e))?;
-        let value = self
-            .fs
-            .getxattr(file, &r.name)
-            .map_err(|e| status("getxattr", e))?;
-        Ok(Response::new(proto::XattrValue { value }))
+        self.serve_get_xattr(r).await
     }
 
     async fn set_xattr(
         &self,
         r: Request<proto::SetXattrRequest>,
     ) -> Result<Response<proto::Empty>, Status> {
-        let who = caller_of(&r)?;
-        let request_id = request_id_of(&r)?;
-        let r = r.into_inner();
-        if r.name.is_empty() || r.name.len() > 255 {
-            return Err(invalid("name", "an attribute name is 1 to 255 bytes"));
-        }
-        if r.value.len() > 64 * 1024 {
-            return Err(status_with_errno(
-                crate::errno::ERANGE,
-                "field `value`: at most 64 KiB",
-            ));
-        }
-        let mode = match proto::XattrMode::try_from(r.mode) {
-            Ok(proto::XattrMode::Any) => XattrMode::Any,
-            Ok(proto::XattrMode::Create) => XattrMode::Create,
-            Ok(proto::XattrMode::Replace) => XattrMode::Replace,
-            Err(_) => return Err(invalid("mode", format!("unknown mode {}", r.mode))),
-        };
-        let file = ino("ino", r.ino)?;
-        self.fs
-            .check_xattr(&who, file, &r.name, true)
-            .map_err(|e| status("setxattr", e))?;
-        if r.name == crate::node::POLICY_XATTR {
-            let dir = self.fs.getattr(file).map_err(|e| status("setxattr", e))?;
-            self.fs
-                .check_policy(&who, &dir)
-                .map_err(|e| status("setxattr", e))?;
-        }
-        crate::node::once(request_id, self.fs.setxattr(file, &r.name, &r.value, mode))
-            .await
-            .map_err(|e| status("setxattr", e))?;
-        Ok(Response::new(proto::Empty {}))
+        self.serve_set_xattr(r).await
     }
 
     async fn list_xattr(
         &self,
         r: Request<proto::InoRequest>,
     ) -> Result<Response<proto::XattrNames>, Status> {
-        let who = caller_of(&r)?;
-        let file = ino("ino", r.into_inner().ino)?;
-        self.fs
-            .check_listxattr(&who, file)
-            .map_err(|e| status("listxattr", e))?;
-        let names = self
-            .fs
-            .listxattr(file)
-            .map_err(|e| status("listxattr", e))?;
-        Ok(Response::new(proto::XattrNames { names }))
+        self.serve_list_xattr(r).await
     }
 
     async fn remove_xattr(
         &self,
         r: Request<proto::XattrRequest>,
     ) -> Result<Response<proto::Empty>, Status> {
-        let who = caller_of(&r)?;
-        let request_id = request_id_of(&r)?;
-        let r = r.into_inner();
-        let file = ino("ino", r.ino)?;
-        self.fs
-            .check_xattr(&who, file, &r.name, true)
-            .map_err(|e| status("removexattr", e))?;
-        if r.name == crate::node::POLICY_XATTR {
-            let dir = self
-                .fs
-                .getattr(file)
-                .map_err(|e| status("removexattr", e))?;
-            self.fs
-                .check_policy(&who, &dir)
-                .map_err(|e| status("removexattr", e))?;
-        }
-        crate::node::once(request_id, self.fs.removexattr(file, &r.name))
-            .await
-            .map_err(|e| status("removexattr", e))?;
-        Ok(Response::new(proto::Empty {}))
+        self.serve_remove_xattr(r).await
     }
 
     async fn stat_fs(
