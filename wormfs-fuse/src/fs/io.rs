@@ -102,6 +102,7 @@ impl WormFuse {
         }
         r
     }
+
     /// Caches a small file's whole content, sent with its open lock, as its stripe 0 at the
     /// open file's version, unless this mount holds newer bytes of it or sees another size:
     /// its reads then need no call.
@@ -118,12 +119,8 @@ impl WormFuse {
         }
         let version = inner.version;
         drop(inner);
-        self.stripes.keep(
-            ino,
-            0,
-            version,
-            std::sync::Arc::new(StripePieces::from(bytes)),
-        );
+        self.stripes
+            .keep(ino, 0, version, Arc::new(StripePieces::from(bytes)));
     }
 
     /// Fetches a stripe (cache first). Returns the stored bytes (shorter than the stripe

@@ -56,15 +56,7 @@ impl WormFuse {
         }
         let r = name_str(name)
             .and_then(|n| self.rpc_as_quiet(req, |c, d| d.block_on(c.getxattr(FileId(ino.0), n))));
-        self.answer("getxattr", reply, r, |reply, v| {
-            if size == 0 {
-                reply.size(v.len() as u32)
-            } else if v.len() > size as usize {
-                reply.error(Errno::ERANGE)
-            } else {
-                reply.data(&v)
-            }
-        })
+        self.answer("getxattr", reply, r, |reply, v| sized(reply, size, &v))
     }
 
     pub(super) fn list_xattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
@@ -75,13 +67,7 @@ impl WormFuse {
                 buf.extend_from_slice(n.as_bytes());
                 buf.push(0);
             }
-            if size == 0 {
-                reply.size(buf.len() as u32)
-            } else if buf.len() > size as usize {
-                reply.error(Errno::ERANGE)
-            } else {
-                reply.data(&buf)
-            }
+            sized(reply, size, &buf)
         })
     }
 
@@ -95,5 +81,17 @@ impl WormFuse {
         let r = name_str(name)
             .and_then(|n| self.rpc_as(req, |c, d| d.block_on(c.removexattr(FileId(ino.0), n))));
         self.empty(reply, r, "removexattr")
+    }
+}
+
+/// Answers a read of `bytes` into a buffer of `size`: its length when `size` is 0 (the
+/// caller asks how much room it needs), `ERANGE` when it does not fit.
+fn sized(reply: ReplyXattr, size: u32, bytes: &[u8]) {
+    if size == 0 {
+        reply.size(bytes.len() as u32)
+    } else if bytes.len() > size as usize {
+        reply.error(Errno::ERANGE)
+    } else {
+        reply.data(bytes)
     }
 }

@@ -309,8 +309,24 @@ impl NodeFs {
 
     /// Extended attributes: `system.posix_acl_*` cannot be set (`EOPNOTSUPP`); `trusted.*`
     /// is uid 0's; `security.*` is set by uid 0; `user.*` needs read (or, with `write`,
-    /// write) permission and is only on regular files and directories.
+    /// write) permission and is only on regular files and directories; a directory's
+    /// storage policy ([`super::POLICY_XATTR`]) is changed as [`NodeFs::check_policy`] says.
     pub fn check_xattr(
+        &self,
+        who: &Caller,
+        ino: FileId,
+        name: &str,
+        write: bool,
+    ) -> Result<(), FsError> {
+        self.check_xattr_name(who, ino, name, write)?;
+        if write && name == super::POLICY_XATTR {
+            self.check_policy(who, &self.getattr(ino)?)?;
+        }
+        Ok(())
+    }
+
+    /// [`NodeFs::check_xattr`] without the policy's own rule.
+    fn check_xattr_name(
         &self,
         who: &Caller,
         ino: FileId,

@@ -109,3 +109,46 @@ async fn removals_answer_without_waiting_for_the_chunk_deletes() {
         "what `kept` references, nothing else"
     );
 }
+
+/// Setting or removing a directory's storage policy as an extended attribute follows the
+/// policy's own rule: `/`'s is the admins', another directory's its owner's. Other names
+/// and reads are not held to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_attribute_is_changed_only_as_the_policy_rule_allows() {
+    use super::access::Caller;
+    let dir = tempfile::tempdir().unwrap();
+    let (fs, _) = node(dir.path());
+    let owned = fs
+        .create(FileId::ROOT, "mine", CreateKind::Directory, 0o777, 10, 10)
+        .await
+        .unwrap();
+    let caller = |uid: u32, admin: bool| Caller {
+        user: "u".into(),
+        uid,
+        gid: uid,
+        groups: Vec::new(),
+        admin,
+    };
+    let policy = super::POLICY_XATTR;
+    let (owner, other, root, admin) = (
+        caller(10, false),
+        caller(11, false),
+        caller(0, false),
+        caller(0, true),
+    );
+    for write in [true, false] {
+        let e = fs.check_xattr(&root, FileId::ROOT, policy, write);
+        assert_eq!(
+            e.is_err(),
+            write,
+            "root, not an admin, on / (write {write}): {e:?}"
+        );
+    }
+    fs.check_xattr(&admin, FileId::ROOT, policy, true).unwrap();
+    fs.check_xattr(&owner, owned.ino, policy, true).unwrap();
+    let e = fs.check_xattr(&other, owned.ino, policy, true).unwrap_err();
+    assert!(e.to_string().contains("belongs to uid 10"), "{e}");
+    // another user attribute on the directory is the mode bits' (0o777: anyone's)
+    fs.check_xattr(&other, owned.ino, "user.note", true)
+        .unwrap();
+}

@@ -51,12 +51,6 @@ impl WormFsService {
         self.fs
             .check_xattr(&who, file, &r.name, true)
             .map_err(|e| status("setxattr", e))?;
-        if r.name == crate::node::POLICY_XATTR {
-            let dir = self.fs.getattr(file).map_err(|e| status("setxattr", e))?;
-            self.fs
-                .check_policy(&who, &dir)
-                .map_err(|e| status("setxattr", e))?;
-        }
         crate::node::once(request_id, self.fs.setxattr(file, &r.name, &r.value, mode))
             .await
             .map_err(|e| status("setxattr", e))?;
@@ -90,15 +84,6 @@ impl WormFsService {
         self.fs
             .check_xattr(&who, file, &r.name, true)
             .map_err(|e| status("removexattr", e))?;
-        if r.name == crate::node::POLICY_XATTR {
-            let dir = self
-                .fs
-                .getattr(file)
-                .map_err(|e| status("removexattr", e))?;
-            self.fs
-                .check_policy(&who, &dir)
-                .map_err(|e| status("removexattr", e))?;
-        }
         crate::node::once(request_id, self.fs.removexattr(file, &r.name))
             .await
             .map_err(|e| status("removexattr", e))?;
