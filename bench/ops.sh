@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Where one metadata operation's CPU goes in a 3-node cluster: per process, per op.
+#
+#   bench/ops.sh OP [FILES]          OP: create | stat | read | delete   (FILES default 1000)
+#   bench/ops.sh bigwrite|bigread [MIB]   one file of MIB MiB (default 512), written with a
+#                                    final fsync, or read cold: CPU per GiB instead of per op
+#   PERF=1 bench/ops.sh OP ...       also `perf record -g` the four processes during the op
+#   STRACE=1 bench/ops.sh OP ...     also `strace -c -f` a follower that is not the mount's node
+#   MOUNT_VIA=master bench/ops.sh ... the mount goes through the master (default: a follower)
+#
+# The cluster is bench/cluster.sh's (three release nodes on loopback, the mount through a
+# follower, POLICY default media). FILES files of 4 KiB are created in /small (that is the
+# measured op for `create`), then the op runs over all of them from one Python process, and
+# the CPU each process spent in it (from /proc) is printed per op: the master, the mount's
+# node, the other follower and the mount. Profiles are left in $WORK (perf.data, strace.txt).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OP=${1:?"usage: bench/ops.sh create|stat|read|delete [FILES]"}
+FILES=${2:-1000}
+case "$OP" in
+    create | stat | read | delete) UNIT=$OP; PER=$FILES; SCALE=1e6; IN="µs"; FMT=.0f ;;
+    # CPU-s per GiB: ticks / HZ * 1 / (MIB / 1024)
+    bigwrite | bigread) UNIT=GiB; PER=$(python3 -c "print($FILES / 1024)"); SCALE=1; IN="s"; FMT=.2f ;;
+    *) echo "unknown op '$OP': use create, stat, read, delete, bigwrite or bigread" >&2; exit 2 ;;
+esac
+ELECTION_MS=${ELECTION_MS:-1500}
+POLICY=${POLICY:-media}
+BIN=${WORMFS_BIN:-target/release/wormfs}
+[ -n "${WORMFS_BIN:-}" ] || cargo build --release -p wormfs-cli  # a stale binary would measure old code
+WORK=${BENCH_DIR:-$PWD/target/bench-ops}
+rm -rf "$WORK"
+mkdir -p "$WORK/mnt"
+source bench/lib/cluster-up.sh
+"$BIN" --node "${ADDRS[$VIA]}" policy set / "$POLICY" > /dev/null
+start_mount
+DIR="$WORK/mnt/small"
+mkdir -p "$DIR"
+run_op() {
+    case "$1" in
+        bigwrite) dd if=/dev/shm/wormfs-bench-ops-src of="$DIR/big" bs=4M conv=fsync status=none; return ;;
+        bigread) dd if="$DIR/big" of=/dev/null bs=4M status=none; return ;;
+    esac
+    python3 - "$1" "$DIR" "$FILES" <<'PY'
+import os, sys
+op, d, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+for i in range(n):
+    p = os.path.join(d, "f%d" % i)
+    if op == "create":
+        with open(p, "wb") as f:
+            f.write(b"x" * 4096)
+    elif op == "stat":
+        os.stat(p)
+    elif op == "read":
+        with open(p, "rb") as f:
+            if len(f.read()) != 4096:
+                sys.exit("short read of " + p)
+    elif op == "delete":
+        os.unlink(p)
+PY
+}
+if [ "$OP" = bigwrite ]; then
+    head -c "$((FILES << 20))" /dev/urandom > /dev/shm/wormfs-bench-ops-src
+elif [ "$OP" = bigread ]; then
+    head -c "$((FILES << 20))" /dev/urandom > /dev/shm/wormfs-bench-ops-src
+    dd if=/dev/shm/wormfs-bench-ops-src of="$DIR/big" bs=4M conv=fsync status=none
+    stop_mount; drop_caches; start_mount
+elif [ "$OP" != create ]; then
+    run_op create
+    # a fresh mount and no page cache, so stats and reads are cold
+    stop_mount; drop_caches; start_mount
+fi
+F1=$(( (MI + 1) % 3 )); F2=$(( (MI + 2) % 3 ))
+via() { [ "$1" = "$VIA" ] && echo ", the mount's node" || true; }
+ALL=( "${PIDS[$MI]}" "${PIDS[$F1]}" "${PIDS[$F2]}" "$MOUNT_PID" )
+NAMES=( "master (node$((MI + 1))$(via "$MI"))" "follower (node$((F1 + 1))$(via "$F1"))" "follower (node$((F2 + 1))$(via "$F2"))" "mount" )
+declare -A B
+for p in "${ALL[@]}"; do B[$p]=$(cpu "$p"); done
+PP=
+if [ -n "${STRACE:-}" ]; then
+    strace -c -f -o "$WORK/strace.txt" -p "${PIDS[$F2]}" 2> /dev/null & PP=$!
+    sleep 1
+elif [ -n "${PERF:-}" ]; then
+    perf record -F 2000 -g -o "$WORK/perf.data" -p "$(IFS=,; echo "${ALL[*]}")" 2> /dev/null & PP=$!
+    sleep 0.5
+fi
+t0=$(date +%s.%N)
+run_op "$OP"
+t1=$(date +%s.%N)
+if [ -n "$PP" ]; then kill -INT "$PP"; wait "$PP" || true; fi
+secs=$(python3 -c "print($t1 - $t0)")
+rm -f /dev/shm/wormfs-bench-ops-src
+echo "$FILES × $OP, policy $POLICY: $(python3 -c "print(f'{$secs:.2f} s, {$FILES / $secs:.0f} /s')") (MiB for big files)"
+total=0
+for i in 0 1 2 3; do
+    p=${ALL[$i]}; d=$(( $(cpu "$p") - B[$p] )); total=$(( total + d ))
+    echo "  ${NAMES[$i]}: $(python3 -c "print(f'{$d / $HZ * $SCALE / $PER:$FMT}')") $IN CPU per $UNIT"
+done
+echo "  all four: $(python3 -c "print(f'{$total / $HZ * $SCALE / $PER:$FMT}')") $IN CPU per $UNIT"
+[ -z "${PERF:-}" ] || echo "profile: perf report -i $WORK/perf.data --no-children --sort sym"
+[ -z "${STRACE:-}" ] || echo "system calls of node$((F2 + 1)): $WORK/strace.txt"
