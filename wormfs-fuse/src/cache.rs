@@ -76,6 +76,13 @@ impl StripeCache {
         );
     }
 
+    /// Drops one stripe of a file, whatever its version.
+    pub fn forget_stripe(&mut self, ino: u64, index: u64) {
+        if let Some(e) = self.entries.remove(&(ino, index)) {
+            self.bytes -= e.data.len();
+        }
+    }
+
     /// Drops every stripe of a file.
     pub fn forget_file(&mut self, ino: u64) {
         let bytes = &mut self.bytes;
@@ -118,5 +125,20 @@ mod tests {
             !c.contains(9, 9, 1),
             "larger than the whole cache: not kept"
         );
+    }
+
+    #[test]
+    fn one_stripe_is_forgotten_and_its_bytes_freed() {
+        let mut c = StripeCache::new(30);
+        c.insert(1, 0, 7, piece(vec![1; 10]));
+        c.insert(1, 1, 7, piece(vec![2; 10]));
+        c.forget_stripe(1, 0);
+        c.forget_stripe(1, 5); // not cached: nothing happens
+        assert!(!c.contains(1, 0, 7));
+        assert!(c.contains(1, 1, 7));
+        // the freed room takes two more without evicting stripe 1
+        c.insert(2, 0, 1, piece(vec![3; 10]));
+        assert!(c.contains(1, 1, 7) && c.contains(2, 0, 1));
+        assert_eq!(c.bytes, 20);
     }
 }

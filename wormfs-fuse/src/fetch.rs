@@ -351,6 +351,11 @@ impl Fetcher {
         lock(&self.cache).get(ino, index, version)
     }
 
+    /// Drops stripe `index` of `ino` from the cache (a sequential reader left it behind).
+    pub fn forget_stripe(&self, ino: u64, index: u64) {
+        lock(&self.cache).forget_stripe(ino, index);
+    }
+
     /// Drops every cached stripe of a file, and the locations of its stripes not read yet.
     pub fn forget_file(&self, ino: u64) {
         lock(&self.cache).forget_file(ino);
