@@ -41,9 +41,11 @@ pub const ERRNO_METADATA: &str = "x-errno";
 /// memory (1 MiB pieces cost twice the CPU per GiB written).
 pub const PIECE_SIZE: usize = 64 << 10;
 
-/// The largest piece of a stripe a node sends back on a read: the kernel's read size
-/// (128 KiB), so a mount answers an aligned read from one piece without copying it.
-pub const READ_PIECE_SIZE: usize = 128 << 10;
+/// The largest piece of a stripe a node sends back on a read: the kernel's read size, so a
+/// mount answers an aligned read from one piece without copying it. A mount raises its
+/// read-ahead to 1 MiB, so a sequential reader's reads come as 1 MiB requests; with
+/// 128 KiB pieces each one was copied together from eight.
+pub const READ_PIECE_SIZE: usize = 1 << 20;
 
 /// The largest HTTP/2 frame each side accepts: a whole read piece fits in one frame
 /// (HTTP/2's default is 16 KiB, eight frames a piece).
