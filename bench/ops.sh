@@ -2,6 +2,7 @@
 # Where one metadata operation's CPU goes in a 3-node cluster: per process, per op.
 #
 #   bench/ops.sh OP [FILES]          OP: create | stat | read | delete   (FILES default 1000)
+#   bench/ops.sh idle [SECONDS]      nothing for SECONDS (default 10): the cluster's own CPU per s
 #   bench/ops.sh bigwrite|bigread [MIB]   one file of MIB MiB (default 512), written with a
 #                                    final fsync, or read cold: CPU per GiB instead of per op
 #   PERF=1 bench/ops.sh OP ...       also `perf record -g` the four processes during the op
@@ -20,8 +21,9 @@ FILES=${2:-1000}
 case "$OP" in
     create | stat | read | delete) UNIT=$OP; PER=$FILES; SCALE=1e6; IN="µs"; FMT=.0f ;;
     # CPU-s per GiB: ticks / HZ * 1 / (MIB / 1024)
+    idle) UNIT=second; FILES=${2:-10}; PER=$FILES; SCALE=1e3; IN="ms"; FMT=.1f ;;
     bigwrite | bigread) UNIT=GiB; PER=$(python3 -c "print($FILES / 1024)"); SCALE=1; IN="s"; FMT=.2f ;;
-    *) echo "unknown op '$OP': use create, stat, read, delete, bigwrite or bigread" >&2; exit 2 ;;
+    *) echo "unknown op '$OP': use create, stat, read, delete, idle, bigwrite or bigread" >&2; exit 2 ;;
 esac
 ELECTION_MS=${ELECTION_MS:-1500}
 POLICY=${POLICY:-media}
@@ -44,6 +46,7 @@ run_op() {
     case "$1" in
         bigwrite) dd if=/dev/shm/wormfs-bench-ops-src of="$DIR/big" bs=4M conv=fsync status=none; return ;;
         bigread) dd if="$DIR/big" of=/dev/null bs=4M status=none; return ;;
+        idle) sleep "$FILES"; return ;;
     esac
     python3 - "$1" "$DIR" "$FILES" <<'PY'
 import os, sys
@@ -69,7 +72,7 @@ elif [ "$OP" = bigread ]; then
     head -c "$((FILES << 20))" /dev/urandom > /dev/shm/wormfs-bench-ops-src
     dd if=/dev/shm/wormfs-bench-ops-src of="$DIR/big" bs=4M conv=fsync status=none
     stop_mount; drop_caches; start_mount
-elif [ "$OP" != create ]; then
+elif [ "$OP" != create ] && [ "$OP" != idle ]; then
     run_op create
     # a fresh mount and no page cache, so stats and reads are cold
     stop_mount; drop_caches; start_mount
