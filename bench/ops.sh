@@ -6,6 +6,7 @@
 #   bench/ops.sh bigwrite|bigread [MIB]   one file of MIB MiB (default 512), written with a
 #                                    final fsync, or read cold: CPU per GiB instead of per op
 #   PERF=1 bench/ops.sh OP ...       also `perf record -g` the four processes during the op
+#                                    (bench/perf-share.py sorts its samples by kind of work)
 #   STRACE=1 bench/ops.sh OP ...     also `strace -c -f` a follower that is not the mount's node
 #   MOUNT_VIA=master bench/ops.sh ... the mount goes through the master (default: a follower)
 #
@@ -110,5 +111,5 @@ for i in 0 1 2 3; do
 done
 echo "  all four: $(python3 -c "print(f'{$total / $HZ * $SCALE / $PER:$FMT}')") $IN CPU per $UNIT"
 echo "  whole machine (from /proc/stat): $(python3 -c "print(f'{($M1 - $M0) / $HZ * $SCALE / $PER:$FMT}')") $IN CPU per $UNIT"
-[ -z "${PERF:-}" ] || echo "profile: perf report -i $WORK/perf.data --no-children --sort sym"
+[ -z "${PERF:-}" ] || echo "profile: bench/perf-share.py $WORK/perf.data (or perf report -i $WORK/perf.data)"
 [ -z "${STRACE:-}" ] || echo "system calls of node$((F2 + 1)): $WORK/strace.txt"
