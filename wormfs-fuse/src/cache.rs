@@ -83,6 +83,17 @@ impl StripeCache {
         }
     }
 
+    /// Drops stripe `index` of a file of `file_size` bytes that a sequential reader has
+    /// left behind, when the file is larger than half the cache: reading it through pushes
+    /// out most of what the cache holds and keeps nothing of itself for long either. A
+    /// smaller file stays, so reading it again after the kernel dropped its pages asks the
+    /// node for nothing.
+    pub fn leave_behind(&mut self, ino: u64, file_size: u64, index: u64) {
+        if file_size > self.limit as u64 / 2 {
+            self.forget_stripe(ino, index);
+        }
+    }
+
     /// Drops every stripe of a file.
     pub fn forget_file(&mut self, ino: u64) {
         let bytes = &mut self.bytes;
@@ -140,5 +151,17 @@ mod tests {
         c.insert(2, 0, 1, piece(vec![3; 10]));
         assert!(c.contains(1, 1, 7) && c.contains(2, 0, 1));
         assert_eq!(c.bytes, 20);
+    }
+
+    #[test]
+    fn only_a_file_larger_than_half_the_cache_is_left_behind() {
+        let mut c = StripeCache::new(30);
+        c.insert(1, 0, 7, piece(vec![1; 10]));
+        c.insert(2, 0, 7, piece(vec![2; 10]));
+        c.leave_behind(1, 15, 0); // half the cache: kept for a second read
+        assert!(c.contains(1, 0, 7));
+        c.leave_behind(2, 16, 0); // larger: a stream through the cache
+        assert!(!c.contains(2, 0, 7));
+        assert_eq!(c.bytes, 10);
     }
 }

@@ -351,9 +351,9 @@ impl Fetcher {
         lock(&self.cache).get(ino, index, version)
     }
 
-    /// Drops stripe `index` of `ino` from the cache (a sequential reader left it behind).
-    pub fn forget_stripe(&self, ino: u64, index: u64) {
-        lock(&self.cache).forget_stripe(ino, index);
+    /// Lets a sequential reader's stripe go (see [`StripeCache::leave_behind`]).
+    pub fn leave_behind(&self, ino: u64, file_size: u64, index: u64) {
+        lock(&self.cache).leave_behind(ino, file_size, index);
     }
 
     /// Drops every cached stripe of a file, and the locations of its stripes not read yet.

@@ -16,9 +16,10 @@ pub(super) const SEQUENTIAL_WINDOW: u64 = 8 << 20;
 /// stripes of `s` bytes), so no straggling request of the kernel's read-ahead asks for it.
 ///
 /// The kernel's page cache keeps what a sequential reader read, so the mount drops such
-/// stripes: its cache then holds little more than the read-ahead, and the buffers the
-/// next stripes arrive in are ones freed before, not fresh pages the kernel must fault in
-/// and zero (that was a third of the mount's CPU in a cold read through a 3-node cluster:
+/// stripes of a file larger than half its cache (see `StripeCache::leave_behind`):
+/// its cache then holds little more than the read-ahead, and the buffers the next stripes
+/// arrive in are ones freed before, not fresh pages the kernel must fault in and zero (that
+/// was a third of the mount's CPU in a cold read through a 3-node cluster:
 /// docs/BENCHMARKS.md).
 pub(super) fn left_behind(first: u64, s: u64, window: u64) -> Option<u64> {
     first.checked_sub(window.div_ceil(s.max(1)) + 1)
@@ -372,7 +373,7 @@ impl WormFuse {
         let (first, last) = (offset / s, end.div_ceil(s));
         self.read_ahead(ino, &ahead, version);
         if let Some(behind) = left_behind(first, s, window).filter(|_| sequential) {
-            self.stripes.forget_stripe(ino, behind);
+            self.stripes.leave_behind(ino, file_size, behind);
         }
         // The answer in parts; a read inside one fetched piece is answered from it as is.
         let mut parts: Vec<Bytes> = Vec::new();
