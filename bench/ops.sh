@@ -5,6 +5,8 @@
 #   bench/ops.sh idle [SECONDS]      nothing for SECONDS (default 10): the cluster's own CPU per s
 #   bench/ops.sh bigwrite|bigread [MIB]   one file of MIB MiB (default 512), written with a
 #                                    final fsync, or read cold: CPU per GiB instead of per op
+#   bench/ops.sh random [READS]      READS 4 KiB reads (default 2000) at random offsets of a
+#                                    512 MiB file, cold (a fresh mount, caches dropped)
 #   PERF=1 bench/ops.sh OP ...       also `perf record -g` the four processes during the op
 #                                    (bench/perf-share.py sorts its samples by kind of work)
 #   STRACE=1 bench/ops.sh OP ...     also `strace -c -f` a follower that is not the mount's node
@@ -23,8 +25,9 @@ case "$OP" in
     create | stat | read | delete) UNIT=$OP; PER=$FILES; SCALE=1e6; IN="µs"; FMT=.0f ;;
     # CPU-s per GiB: ticks / HZ * 1 / (MIB / 1024)
     idle) UNIT=second; FILES=${2:-10}; PER=$FILES; SCALE=1e3; IN="ms"; FMT=.1f ;;
+    random) UNIT=read; FILES=${2:-2000}; PER=$FILES; SCALE=1e6; IN="µs"; FMT=.0f ;;
     bigwrite | bigread) UNIT=GiB; PER=$(python3 -c "print($FILES / 1024)"); SCALE=1; IN="s"; FMT=.2f ;;
-    *) echo "unknown op '$OP': use create, stat, read, delete, idle, bigwrite or bigread" >&2; exit 2 ;;
+    *) echo "unknown op '$OP': use create, stat, read, delete, idle, random, bigwrite or bigread" >&2; exit 2 ;;
 esac
 ELECTION_MS=${ELECTION_MS:-1500}
 POLICY=${POLICY:-media}
@@ -48,6 +51,16 @@ run_op() {
         bigwrite) dd if=/dev/shm/wormfs-bench-ops-src of="$DIR/big" bs=4M conv=fsync status=none; return ;;
         bigread) dd if="$DIR/big" of=/dev/null bs=4M status=none; return ;;
         idle) sleep "$FILES"; return ;;
+        random) python3 - "$DIR/big" "$FILES" <<'PY'
+import os, random, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+blocks = os.fstat(fd).st_size // 4096
+rng = random.Random(42)
+for _ in range(int(sys.argv[2])):
+    if len(os.pread(fd, 4096, rng.randrange(blocks) * 4096)) != 4096:
+        sys.exit("short read")
+PY
+            return ;;
     esac
     python3 - "$1" "$DIR" "$FILES" <<'PY'
 import os, sys
@@ -69,8 +82,9 @@ PY
 }
 if [ "$OP" = bigwrite ]; then
     head -c "$((FILES << 20))" /dev/urandom > /dev/shm/wormfs-bench-ops-src
-elif [ "$OP" = bigread ]; then
-    head -c "$((FILES << 20))" /dev/urandom > /dev/shm/wormfs-bench-ops-src
+elif [ "$OP" = bigread ] || [ "$OP" = random ]; then
+    mib=$FILES; [ "$OP" = random ] && mib=512
+    head -c "$((mib << 20))" /dev/urandom > /dev/shm/wormfs-bench-ops-src
     dd if=/dev/shm/wormfs-bench-ops-src of="$DIR/big" bs=4M conv=fsync status=none
     stop_mount; drop_caches; start_mount
 elif [ "$OP" != create ] && [ "$OP" != idle ]; then
