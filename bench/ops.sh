@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Where one metadata operation's CPU goes in a 3-node cluster: per process, per op.
+# Where one operation's CPU goes in a 3-node cluster: per process, per op.
 #
 #   bench/ops.sh OP [FILES]          OP: create | stat | read | delete   (FILES default 1000)
 #   bench/ops.sh idle [SECONDS]      nothing for SECONDS (default 10): the cluster's own CPU per s
