@@ -36,9 +36,9 @@ pub use prost::bytes as proto_bytes;
 /// The status metadata entry holding the errno of a failed call.
 pub const ERRNO_METADATA: &str = "x-errno";
 
-/// The largest piece of a stripe in one message. Small enough that tonic's decoder, which
-/// copies a message's bytes as its HTTP/2 frames arrive, does not spend its time moving
-/// memory (1 MiB pieces cost twice the CPU per GiB written).
+/// The largest piece of a stripe in one message from a client. 1 MiB pieces cost twice the
+/// CPU per GiB written when this size was chosen (2026-11-25); measured again on
+/// 2026-12-07 they cost the same (docs/BENCHMARKS.md), so the size stays.
 pub const PIECE_SIZE: usize = 64 << 10;
 
 /// The largest piece of a stripe a node sends back on a read: the kernel's read size, so a
@@ -47,8 +47,8 @@ pub const PIECE_SIZE: usize = 64 << 10;
 /// 128 KiB pieces each one was copied together from eight.
 pub const READ_PIECE_SIZE: usize = 1 << 20;
 
-/// The largest HTTP/2 frame each side accepts: a whole read piece fits in one frame
-/// (HTTP/2's default is 16 KiB, eight frames a piece).
+/// The largest HTTP/2 frame each side accepts: sixteen times HTTP/2's default (16 KiB), so
+/// a read piece travels in about four frames instead of sixty-four.
 pub const MAX_FRAME_SIZE: u32 = 256 << 10;
 
 /// The HTTP/2 flow-control window of each stream (the connection's is four times it): room
