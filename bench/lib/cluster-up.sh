@@ -1,6 +1,7 @@
 # Sourced by bench scripts: starts three release `wormfs serve` processes on loopback (two
 # disk directories each) under $WORK, waits for a master, and defines the helpers below.
-# Needs BIN, WORK and ELECTION_MS set, and the caller's `set -euo pipefail`.
+# Needs BIN, WORK and ELECTION_MS set, and the caller's `set -euo pipefail`; NODE_EXTRA, if
+# set, is TOML put in every node's config before its [cluster] table.
 #
 # Sets: PIDS (node pids), ADDRS (their client addresses), M (the master's node id), MI (its
 # index), VIA (the index of a follower the mount goes through), MOUNT_PID, WORMFS_IDENTITY.
@@ -23,6 +24,7 @@ for i in 0 1 2; do
         echo "node_id = \"$n\""; echo 'listen = "127.0.0.1:0"'; echo 'data_dir = "meta"'
         echo "[[disks]]"; echo "id = \"$n-d0\""; echo 'path = "disk0"'
         echo "[[disks]]"; echo "id = \"$n-d1\""; echo 'path = "disk1"'
+        [ -z "${NODE_EXTRA:-}" ] || printf '%s\n' "$NODE_EXTRA"
         echo "[cluster]"; echo "listen = \"127.0.0.1:${P[$i]}\""
         [ "$i" = 0 ] && echo "bootstrap = true"
         echo "heartbeat_ms = 200"; echo "offline_after = 10"; echo "election_timeout_ms = $ELECTION_MS"
