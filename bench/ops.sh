@@ -19,13 +19,13 @@
 # node, the other follower and the mount. Profiles are left in $WORK (perf.data, strace.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OP=${1:?"usage: bench/ops.sh create|stat|read|delete [FILES]"}
+OP=${1:?"usage: bench/ops.sh create|stat|read|delete|random|idle|bigwrite|bigread [N]"}
 FILES=${2:-1000}
 case "$OP" in
     create | stat | read | delete) UNIT=$OP; PER=$FILES; SCALE=1e6; IN="µs"; FMT=.0f ;;
-    # CPU-s per GiB: ticks / HZ * 1 / (MIB / 1024)
     idle) UNIT=second; FILES=${2:-10}; PER=$FILES; SCALE=1e3; IN="ms"; FMT=.1f ;;
     random) UNIT=read; FILES=${2:-2000}; PER=$FILES; SCALE=1e6; IN="µs"; FMT=.0f ;;
+    # CPU-s per GiB: ticks / HZ / (MIB / 1024)
     bigwrite | bigread) UNIT=GiB; PER=$(python3 -c "print($FILES / 1024)"); SCALE=1; IN="s"; FMT=.2f ;;
     *) echo "unknown op '$OP': use create, stat, read, delete, idle, random, bigwrite or bigread" >&2; exit 2 ;;
 esac
@@ -36,11 +36,12 @@ BIN=${WORMFS_BIN:-target/release/wormfs}
 WORK=${BENCH_DIR:-$PWD/target/bench-ops}
 if [ -d "$WORK" ]; then
     rm -rf "$WORK"
-    # ext4 without a journal skips recently deleted inodes when it allocates one (a scan
-    # that cost up to 15 % of a run's CPU right after the last run's files were removed)
+    # ext4 skips recently deleted inodes when it allocates one (a scan that took up to 15 %
+    # of a run's profile right after the last run's files were removed)
     sync; sleep 6
 fi
 mkdir -p "$WORK/mnt"
+SRC=/dev/shm/wormfs-bench-ops-src  # removed on exit by cluster-up.sh's cleanup
 source bench/lib/cluster-up.sh
 "$BIN" --node "${ADDRS[$VIA]}" policy set / "$POLICY" > /dev/null
 start_mount
@@ -48,7 +49,7 @@ DIR="$WORK/mnt/small"
 mkdir -p "$DIR"
 run_op() {
     case "$1" in
-        bigwrite) dd if=/dev/shm/wormfs-bench-ops-src of="$DIR/big" bs=4M conv=fsync status=none; return ;;
+        bigwrite) dd if="$SRC" of="$DIR/big" bs=4M conv=fsync status=none; return ;;
         bigread) dd if="$DIR/big" of=/dev/null bs=4M status=none; return ;;
         idle) sleep "$FILES"; return ;;
         random) python3 - "$DIR/big" "$FILES" <<'PY'
@@ -81,11 +82,11 @@ for i in range(n):
 PY
 }
 if [ "$OP" = bigwrite ]; then
-    head -c "$((FILES << 20))" /dev/urandom > /dev/shm/wormfs-bench-ops-src
+    head -c "$((FILES << 20))" /dev/urandom > "$SRC"
 elif [ "$OP" = bigread ] || [ "$OP" = random ]; then
     mib=$FILES; [ "$OP" = random ] && mib=512
-    head -c "$((mib << 20))" /dev/urandom > /dev/shm/wormfs-bench-ops-src
-    dd if=/dev/shm/wormfs-bench-ops-src of="$DIR/big" bs=4M conv=fsync status=none
+    head -c "$((mib << 20))" /dev/urandom > "$SRC"
+    dd if="$SRC" of="$DIR/big" bs=4M conv=fsync status=none
     stop_mount; drop_caches; start_mount
 elif [ "$OP" != create ] && [ "$OP" != idle ]; then
     run_op create
@@ -116,7 +117,7 @@ t1=$(date +%s.%N)
 M1=$(busy)
 if [ -n "$PP" ]; then kill -INT "$PP"; wait "$PP" || true; fi
 secs=$(python3 -c "print($t1 - $t0)")
-rm -f /dev/shm/wormfs-bench-ops-src
+rm -f "$SRC"
 echo "$FILES × $OP, policy $POLICY: $(python3 -c "print(f'{$secs:.2f} s, {$FILES / $secs:.0f} /s')") (MiB for big files)"
 total=0
 for i in 0 1 2 3; do
