@@ -77,6 +77,17 @@ impl ChunkFile {
         Ok(ChunkFile { header, data })
     }
 
+    /// [`ChunkFile::decode`] of bytes the caller owns: the data keeps their buffer, moved
+    /// down over the header, instead of being copied into a new one.
+    pub fn decode_owned(mut bytes: Vec<u8>) -> Result<ChunkFile, ChunkFormatError> {
+        let header = verify_chunk(&bytes)?;
+        bytes.drain(..header.encoded_len());
+        Ok(ChunkFile {
+            header,
+            data: bytes,
+        })
+    }
+
     /// The chunk's size on disk in bytes.
     pub fn encoded_len(&self) -> u64 {
         self.header.encoded_len() as u64 + self.data.len() as u64
@@ -160,6 +171,15 @@ mod tests {
             c.checksum()
         );
         assert_eq!(ChunkFile::decode(&bytes).unwrap(), c);
+        assert_eq!(ChunkFile::decode_owned(bytes.clone()).unwrap(), c);
+        // damage anywhere is found the same way by both
+        let mut bad = bytes.clone();
+        let at = bad.len() - 10;
+        bad[at] ^= 1;
+        assert_eq!(
+            ChunkFile::decode_owned(bad.clone()).unwrap_err(),
+            ChunkFile::decode(&bad).unwrap_err()
+        );
         assert_eq!(c.header.block_crcs.len(), 4);
         assert_eq!(c.header.encoded_len(), FIXED_HEADER_LEN + 4 * 4 + 4);
     }

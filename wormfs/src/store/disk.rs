@@ -282,7 +282,7 @@ impl DiskChunkStore {
     fn read_chunk_on(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<ChunkFile, StoreError> {
         let path = self.chunk_path(disk, addr)?;
         let bytes = fs::read(&path).map_err(chunk_io(disk, addr.key, "read chunk", &path))?;
-        let chunk = ChunkFile::decode(&bytes).map_err(corrupt(disk, addr.key))?;
+        let chunk = ChunkFile::decode_owned(bytes).map_err(corrupt(disk, addr.key))?;
         check_key(disk, addr.key, &path, chunk.header.key)?;
         Ok(chunk)
     }

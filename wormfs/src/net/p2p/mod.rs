@@ -579,7 +579,7 @@ impl Transport for P2pTransport {
         };
         match self.chunk_op(node, request, &[]).await? {
             (ChunkResponse::Chunk, bytes, _) => {
-                ChunkFile::decode(&bytes).map_err(|e| TransportError::ChunkDamaged {
+                ChunkFile::decode_owned(bytes).map_err(|e| TransportError::ChunkDamaged {
                     node: node.clone(),
                     key: addr.key,
                     missing: false,
