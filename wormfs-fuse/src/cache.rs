@@ -1,6 +1,7 @@
 //! A bounded cache of whole stripes read from the node, least recently used out first.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 use wormfs::rpc::client::StripePieces;
 
@@ -83,14 +84,16 @@ impl StripeCache {
         }
     }
 
-    /// Drops stripe `index` of a file of `file_size` bytes that a sequential reader has
-    /// left behind, when the file is larger than half the cache: reading it through pushes
-    /// out most of what the cache holds and keeps nothing of itself for long either. A
-    /// smaller file stays, so reading it again after the kernel dropped its pages asks the
-    /// node for nothing.
-    pub fn leave_behind(&mut self, ino: u64, file_size: u64, index: u64) {
+    /// Drops the stripes `behind` of a file of `file_size` bytes that a sequential reader
+    /// has left behind, when the file is larger than half the cache: reading it through
+    /// pushes out most of what the cache holds and keeps nothing of itself for long either.
+    /// A smaller file stays, so reading it again after the kernel dropped its pages asks
+    /// the node for nothing.
+    pub fn leave_behind(&mut self, ino: u64, file_size: u64, behind: Range<u64>) {
         if file_size > self.limit as u64 / 2 {
-            self.forget_stripe(ino, index);
+            for index in behind {
+                self.forget_stripe(ino, index);
+            }
         }
     }
 
@@ -158,10 +161,11 @@ mod tests {
         let mut c = StripeCache::new(30);
         c.insert(1, 0, 7, piece(vec![1; 10]));
         c.insert(2, 0, 7, piece(vec![2; 10]));
-        c.leave_behind(1, 15, 0); // half the cache: kept for a second read
+        c.insert(2, 1, 7, piece(vec![2; 5]));
+        c.leave_behind(1, 15, 0..1); // half the cache: kept for a second read
         assert!(c.contains(1, 0, 7));
-        c.leave_behind(2, 16, 0); // larger: a stream through the cache
-        assert!(!c.contains(2, 0, 7));
+        c.leave_behind(2, 16, 0..3); // larger: a stream through the cache
+        assert!(!c.contains(2, 0, 7) && !c.contains(2, 1, 7));
         assert_eq!(c.bytes, 10);
     }
 }

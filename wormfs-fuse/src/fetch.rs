@@ -352,8 +352,8 @@ impl Fetcher {
     }
 
     /// Lets a sequential reader's stripe go (see [`StripeCache::leave_behind`]).
-    pub fn leave_behind(&self, ino: u64, file_size: u64, index: u64) {
-        lock(&self.cache).leave_behind(ino, file_size, index);
+    pub fn leave_behind(&self, ino: u64, file_size: u64, behind: std::ops::Range<u64>) {
+        lock(&self.cache).leave_behind(ino, file_size, behind);
     }
 
     /// Drops every cached stripe of a file, and the locations of its stripes not read yet.

@@ -1,6 +1,7 @@
 //! Reading and writing open files: stripes fetched, read ahead, buffered and sent.
 
 use super::*;
+use std::ops::Range;
 
 /// Stripes read ahead of a sequential reader.
 pub(super) const READ_AHEAD: u64 = 2;
@@ -11,9 +12,11 @@ pub(super) const READ_AHEAD: u64 = 2;
 /// any order.
 pub(super) const SEQUENTIAL_WINDOW: u64 = 8 << 20;
 
-/// The stripe a sequential reader at stripe `first` has left behind for good, if any: the
-/// one just past the window in which reads still count as sequential (`window` bytes,
-/// stripes of `s` bytes), so no straggling request of the kernel's read-ahead asks for it.
+/// The stripes a sequential reader has left behind for good with a read of stripes
+/// `first..last`, if any: those just past the window in which reads still count as
+/// sequential (`window` bytes, stripes of `s` bytes), so no straggling request of the
+/// kernel's read-ahead asks for them. As many as the read covers, so a reader whose
+/// requests are larger than a stripe leaves every one of them behind, not one per request.
 ///
 /// The kernel's page cache keeps what a sequential reader read, so the mount drops such
 /// stripes of a file larger than half its cache (see `StripeCache::leave_behind`):
@@ -21,8 +24,10 @@ pub(super) const SEQUENTIAL_WINDOW: u64 = 8 << 20;
 /// arrive in are ones freed before, not fresh pages the kernel must fault in and zero (that
 /// was a third of the mount's CPU in a cold read through a 3-node cluster:
 /// docs/BENCHMARKS.md).
-pub(super) fn left_behind(first: u64, s: u64, window: u64) -> Option<u64> {
-    first.checked_sub(window.div_ceil(s.max(1)) + 1)
+pub(super) fn left_behind(first: u64, last: u64, s: u64, window: u64) -> Option<Range<u64>> {
+    let newest = first.checked_sub(window.div_ceil(s.max(1)) + 1)?;
+    let covered = last.saturating_sub(first).max(1);
+    Some(newest.saturating_sub(covered - 1)..newest + 1)
 }
 
 /// Dirty stripes a file may hold before they are sent.
@@ -372,7 +377,7 @@ impl WormFuse {
         }
         let (first, last) = (offset / s, end.div_ceil(s));
         self.read_ahead(ino, &ahead, version);
-        if let Some(behind) = left_behind(first, s, window).filter(|_| sequential) {
+        if let Some(behind) = left_behind(first, last, s, window).filter(|_| sequential) {
             self.stripes.leave_behind(ino, file_size, behind);
         }
         // The answer in parts; a read inside one fetched piece is answered from it as is.
@@ -445,23 +450,53 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_stripe_is_left_behind_only_past_the_sequential_window() {
+    fn stripes_are_left_behind_only_past_the_sequential_window() {
         let mib = 1u64 << 20;
         // 4 MiB stripes, an 8 MiB window: a read in stripe 3 leaves stripe 0 behind
         let (s, w) = (4 * mib, SEQUENTIAL_WINDOW.max(8 * mib));
-        assert_eq!(left_behind(0, s, w), None);
-        assert_eq!(left_behind(2, s, w), None);
-        assert_eq!(left_behind(3, s, w), Some(0));
-        assert_eq!(left_behind(10, s, w), Some(7));
+        assert_eq!(left_behind(0, 1, s, w), None);
+        assert_eq!(left_behind(2, 3, s, w), None);
+        assert_eq!(left_behind(3, 4, s, w), Some(0..1));
+        assert_eq!(left_behind(10, 11, s, w), Some(7..8));
         // 1 MiB stripes: 9 stripes behind, farther than a read request can straggle
         let (s, w) = (mib, SEQUENTIAL_WINDOW.max(2 * mib));
-        assert_eq!(left_behind(8, s, w), None);
-        assert_eq!(left_behind(9, s, w), Some(0));
+        assert_eq!(left_behind(8, 9, s, w), None);
+        assert_eq!(left_behind(9, 10, s, w), Some(0..1));
         // what is left behind lies wholly outside the window
         for first in 0..40 {
-            if let Some(b) = left_behind(first, s, w) {
-                assert!((first - b) * s > w, "stripe {b} behind stripe {first}");
+            if let Some(b) = left_behind(first, first + 1, s, w) {
+                assert!(
+                    (first - b.end + 1) * s > w,
+                    "stripe {} behind {first}",
+                    b.end - 1
+                );
             }
         }
+    }
+
+    #[test]
+    fn a_read_larger_than_a_stripe_leaves_every_stripe_it_passed_behind() {
+        // 64 KiB stripes read 1 MiB (16 stripes) at a time
+        let (s, w) = (64 << 10, SEQUENTIAL_WINDOW);
+        let per_read = (1u64 << 20) / s;
+        let mut dropped = std::collections::BTreeSet::new();
+        let mut first = 0;
+        while first < 1000 {
+            if let Some(b) = left_behind(first, first + per_read, s, w) {
+                assert!(
+                    (first - b.end + 1) * s > w,
+                    "inside the window: {b:?} at {first}"
+                );
+                dropped.extend(b);
+            }
+            first += per_read;
+        }
+        // every stripe up to the last one behind the window, none missed
+        let newest = *dropped.last().expect("some were left behind");
+        assert_eq!(dropped.len() as u64, newest + 1, "gaps in {dropped:?}");
+        assert!(
+            newest + 1 + w / s + per_read >= 1000,
+            "stopped early at {newest}"
+        );
     }
 }
