@@ -9,7 +9,8 @@
 # cache dropped (and a fresh mount, so the stripe cache is empty too), 4 KiB random reads,
 # a re-read of a 128 MiB file after dropping its page cache (the mount answers it from its
 # stripe cache: the FUSE path alone), and create / stat / read / delete of SMALL_FILES files
-# of 4 KiB. Then the CPU seconds the node and the mount used per GiB written and read.
+# of 4 KiB. Then the CPU seconds the node and the mount used per GiB written, read and
+# re-read, and per random read.
 # Prints a Markdown table of ratios.
 # INLINE_MAX=0 bench/fuse.sh codes even the smallest files into chunks (the node's
 # `policies.inline_max`; its default keeps stripes of up to 4 KiB in the metadata).
@@ -99,31 +100,43 @@ for target in plain mnt; do
     fi
     drop_caches
     if [ "$target" = mnt ]; then stop_mount; start_mount; fi # an empty stripe cache too
-    R[$target.rand]=$(python3 - "$dir/big" <<'PY'
+    # the node's and the mount's pids, for the CPU they spend on the timed part alone
+    if [ "$target" = mnt ]; then pids="$NODE_PID $MOUNT_PID"; else pids=""; fi
+    # shellcheck disable=SC2086
+    read -r "R[$target.rand]" "R[cpu.rand]" < <(python3 - "$dir/big" $pids <<'PY'
 import os, random, sys, time
+hz = os.sysconf("SC_CLK_TCK")
+def cpu(): return sum(sum(int(f) for f in open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[11:13]) for p in sys.argv[2:])
 fd = os.open(sys.argv[1], os.O_RDONLY); size = os.fstat(fd).st_size
 random.seed(7); offs = [random.randrange(0, size // 4096) * 4096 for _ in range(2000)]
-t = time.perf_counter()
+c = cpu(); t = time.perf_counter()
 for o in offs: os.pread(fd, 4096, o)
-print(f"{len(offs) / (time.perf_counter() - t):.0f}")
+rate = len(offs) / (time.perf_counter() - t)
+used = f"{(cpu() - c) / hz / len(offs) * 1e6:.0f}" if sys.argv[2:] else "-"
+print(f"{rate:.0f} {used}")
 PY
 )
     # A file that fits the mount's stripe cache, read once, then re-read three times after
     # dropping its page cache: the plain directory reads it from the disk again, the mount
     # from its stripe cache, so no chunk file is read. That is the FUSE path's own speed.
     head -c "$((REREAD_MIB << 20))" "$SRC" > "$dir/reread"
-    R[$target.reread]=$(python3 - "$dir/reread" <<'PY'
+    # shellcheck disable=SC2086
+    read -r "R[$target.reread]" "R[cpu.reread]" < <(python3 - "$dir/reread" $pids <<'PY'
 import os, statistics, sys, time
-fd = os.open(sys.argv[1], os.O_RDONLY); buf = bytearray(4 << 20); rates = []
+hz = os.sysconf("SC_CLK_TCK")
+def cpu(): return sum(sum(int(f) for f in open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[11:13]) for p in sys.argv[2:])
+fd = os.open(sys.argv[1], os.O_RDONLY); buf = bytearray(4 << 20); rates = []; moved = 0
 for i in range(4):
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    os.lseek(fd, 0, os.SEEK_SET); n = 0; t = time.perf_counter()
+    os.lseek(fd, 0, os.SEEK_SET); n = 0
+    if i == 1: c = cpu()
+    t = time.perf_counter()
     while (k := os.readv(fd, [buf])): n += k
-    if i: rates.append(n / (time.perf_counter() - t) / (1 << 20))
-print(f"{statistics.median(rates):.0f}")
+    if i: rates.append(n / (time.perf_counter() - t) / (1 << 20)); moved += n
+used = f"{(cpu() - c) / hz / (moved / (1 << 30)):.2f}" if sys.argv[2:] else "-"
+print(f"{statistics.median(rates):.0f} {used}")
 PY
 )
-    if [ "$target" = mnt ]; then pids="$NODE_PID $MOUNT_PID"; else pids=""; fi
     R[$target.small]=$(python3 bench/small-files.py "$dir/small" "$FILES" $pids)
 done
 
@@ -145,5 +158,6 @@ echo "| read 4 KiB files (files/s) | $pre | $mre | $(ratio "$mre" "$pre")× |"
 echo "| delete (files/s) | $pd | $md | $(ratio "$md" "$pd")× |"
 echo "| ls -l (entries/s) | $pl | $ml | $(ratio "$ml" "$pl")× |"
 echo
-echo "CPU seconds (node + mount) per GiB: write ${R[cpu.write]}, read ${R[cpu.read]}"
+echo "CPU seconds (node + mount) per GiB: write ${R[cpu.write]}, read ${R[cpu.read]}, re-read from the stripe cache ${R[cpu.reread]}"
+echo "CPU µs (node + mount) per 4 KiB random read: ${R[cpu.rand]}"
 echo "CPU µs (node + mount) per 4 KiB file: create $cc, stat $cs, read $cre, delete $cd, ls -l $cl per entry"
