@@ -49,7 +49,7 @@ MI=$(( ${M#node} - 1 )); VIA=$(( (MI + 1) % 3 ))
 [ "${MOUNT_VIA:-follower}" = master ] && VIA=$MI
 sleep 1 # a few heartbeats, so every node's disks are known
 start_mount() {
-    RUST_LOG=warn "$BIN" --node "${ADDRS[$VIA]}" mount "$WORK/mnt" > /dev/null 2>> "$WORK/mount.log" &
+    RUST_LOG=${MOUNT_LOG:-warn} "$BIN" --node "${ADDRS[$VIA]}" mount "$WORK/mnt" > /dev/null 2>> "$WORK/mount.log" &
     MOUNT_PID=$!
     for _ in $(seq 1 300); do mountpoint -q "$WORK/mnt" && return 0; sleep 0.1; done
     echo "mount did not appear" >&2; exit 1

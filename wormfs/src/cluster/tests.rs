@@ -482,11 +482,19 @@ async fn three_nodes_in_one_process_write_through_any_node_and_agree() {
     for i in 0..3 {
         assert_eq!(f.read(i, "a").await.unwrap(), data, "read on n{i}");
     }
-    // chunks went to distinct nodes: a 2+1 stripe on three nodes touches each once
+    // chunks went to distinct nodes: a 2+1 stripe on three nodes touches each once; the
+    // writing node's own chunk is a data chunk, the first, so a reader through it finds
+    // that much on its own disks
     let (_, stripes) = f.nodes[0].fs().file_layout("/a").unwrap();
     for s in stripes.iter().filter(|s| s.inline.is_none()) {
         let nodes: BTreeSet<_> = s.chunks.iter().map(|c| c.node.clone()).collect();
         assert_eq!(nodes.len(), 3, "stripe {} on {nodes:?}", s.index);
+        let first = s.chunks.iter().find(|c| c.index == 0).expect("chunk 0");
+        assert_eq!(
+            first.node, f.nodes[follower].name,
+            "stripe {}: {:?}",
+            s.index, s.chunks
+        );
     }
     f.check_no_referenced_chunk_is_gone(0);
     f.check_committed_logs_agree();

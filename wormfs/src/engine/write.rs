@@ -2,7 +2,7 @@
 
 use super::EngineError;
 use crate::chunk::ChunkFile;
-use crate::ids::{ChunkKey, FileId, NodeId};
+use crate::ids::{ChunkKey, DiskId, FileId, NodeId};
 use crate::meta::{ChunkRecord, ChunkState, FileLayout, StripeRecord};
 use crate::placement::{ClusterView, DiskRef, PlacementPolicy};
 use crate::policy::StoragePolicy;
@@ -65,6 +65,18 @@ pub fn store_stripe(
     write_stripe(store, placement, &view, w)
 }
 
+/// The disks placement chose for a stripe, those on this node first, in their order, then
+/// the others in theirs: the chunks are assigned in shard order, so the data chunks land on
+/// this node's disks as far as it holds any. Which disks hold the stripe does not change,
+/// only which chunk each holds; a reader through this node (the writer's, as a rule) then
+/// reads those data chunks from its own disks instead of over the network, and parity,
+/// read only when a data chunk is lost, is what lies elsewhere.
+fn local_first(mut targets: Vec<DiskRef>, is_local: impl Fn(&DiskId) -> bool) -> Vec<DiskRef> {
+    // a stable sort: local (false) before remote (true)
+    targets.sort_by_key(|t| !is_local(&t.disk));
+    targets
+}
+
 /// Codes `w.data`, places its chunks over the disks of `view` (which `store` reaches),
 /// stores each durably and returns the stripe's record, ready to commit. A chunk that
 /// fails to store is placed on another disk; the write fails only when no disk is left for
@@ -91,7 +103,8 @@ pub fn write_stripe(
     let enc = codec.encode(w.data);
     let shard_len = enc.shards.first().map_or(0, Vec::len) as u64;
     let chunk_size = shard_len + 4096; // the header, generously
-    let targets = placement.place(&l.policy, &policy, chunk_size, view, &[])?;
+    let placed = placement.place(&l.policy, &policy, chunk_size, view, &[])?;
+    let targets = local_first(placed, |d| store.is_local(d));
     let start = w.index * l.stripe_size;
     let end = start + w.data.len() as u64;
 
@@ -205,4 +218,44 @@ pub fn write_stripe(
         chunks: records,
         inline: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(node: &str, disk: &str) -> DiskRef {
+        DiskRef {
+            node: node.into(),
+            disk: disk.into(),
+        }
+    }
+
+    #[test]
+    fn this_nodes_disks_take_the_first_chunks_and_the_set_stays() {
+        let placed = vec![
+            at("n1", "a"),
+            at("n2", "b"),
+            at("n3", "c"),
+            at("n2", "d"),
+            at("n1", "e"),
+            at("n3", "f"),
+        ];
+        let on_n2 = |d: &DiskId| d.0 == "b" || d.0 == "d";
+        let ordered = local_first(placed.clone(), on_n2);
+        assert_eq!(
+            ordered,
+            vec![
+                at("n2", "b"),
+                at("n2", "d"),
+                at("n1", "a"),
+                at("n3", "c"),
+                at("n1", "e"),
+                at("n3", "f"),
+            ]
+        );
+        // nothing local, or all local: placement's order as it was
+        assert_eq!(local_first(placed.clone(), |_| false), placed);
+        assert_eq!(local_first(placed.clone(), |_| true), placed);
+    }
 }
