@@ -117,12 +117,21 @@ t1=$(date +%s.%N)
 M1=$(busy)
 if [ -n "$PP" ]; then kill -INT "$PP"; wait "$PP" || true; fi
 secs=$(python3 -c "print($t1 - $t0)")
-rm -f "$SRC"
-echo "$FILES × $OP, policy $POLICY: $(python3 -c "print(f'{$secs:.2f} s, {$FILES / $secs:.0f} /s')") (MiB for big files)"
+D=()
 total=0
 for i in 0 1 2 3; do
-    p=${ALL[$i]}; d=$(( $(cpu "$p") - B[$p] )); total=$(( total + d ))
-    echo "  ${NAMES[$i]}: $(python3 -c "print(f'{$d / $HZ * $SCALE / $PER:$FMT}')") $IN CPU per $UNIT"
+    p=${ALL[$i]}; D[i]=$(( $(cpu "$p") - B[$p] )); total=$(( total + D[i] ))
+done
+if [ "$OP" = bigread ] || [ "$OP" = bigwrite ]; then
+    # once the figures are taken: the bytes read back cold through the cluster are the ones
+    # written
+    stop_mount; drop_caches; start_mount
+    cmp "$DIR/big" "$SRC" || { echo "the file read back differs from the one written" >&2; exit 1; }
+fi
+rm -f "$SRC"
+echo "$FILES × $OP, policy $POLICY: $(python3 -c "print(f'{$secs:.2f} s, {$FILES / $secs:.0f} /s')") (MiB for big files)"
+for i in 0 1 2 3; do
+    echo "  ${NAMES[$i]}: $(python3 -c "print(f'{${D[i]} / $HZ * $SCALE / $PER:$FMT}')") $IN CPU per $UNIT"
 done
 echo "  all four: $(python3 -c "print(f'{$total / $HZ * $SCALE / $PER:$FMT}')") $IN CPU per $UNIT"
 echo "  whole machine (from /proc/stat): $(python3 -c "print(f'{($M1 - $M0) / $HZ * $SCALE / $PER:$FMT}')") $IN CPU per $UNIT"

@@ -3,11 +3,12 @@
 //! A stripe being fetched (by a reader or by read-ahead) is not fetched again: later
 //! readers of it wait for the first fetch and share its result.
 //!
-//! When the node runs on this machine, a stripe whose data chunks are all on the node's
-//! disks is read from the chunk files themselves (`wormfs::rpc::local`): the node only says
-//! where they are, 16 stripes a call for a sequential read. A read that jumps reads just
-//! the blocks that hold its bytes the same way. Anything that goes wrong there falls back
-//! to reading through the node, which decodes around damaged chunks and records them.
+//! When the node runs on this machine, a stripe's data chunks on the node's disks are read
+//! from the chunk files themselves (`wormfs::rpc::local`): the node only says where they
+//! are, 16 stripes a call for a sequential read, and reads the bytes of the other data
+//! chunks, if any, as a range of the stripe. A read that jumps reads just the blocks that
+//! hold its bytes the same way. Anything that goes wrong there falls back to reading the
+//! stripe through the node, which decodes around damaged chunks and records them.
 
 use crate::cache::StripeCache;
 use std::collections::HashMap;
@@ -15,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use wormfs::ids::FileId;
 use wormfs::rpc::client::{Client, ClientError, StripePieces};
-use wormfs::rpc::local::{read_located, read_located_range, LocalReadError};
+use wormfs::rpc::local::{read_located_partly, read_located_range, LocalReadError};
 use wormfs::rpc::proto::StripeLocation;
 
 /// Local reads that fail in a row (files unreadable to this process, say) before the mount
@@ -62,6 +63,9 @@ struct Reads {
     from_files: AtomicU64,
     /// Stripes read through the node.
     through_node: AtomicU64,
+    /// Runs of data chunks not on the node's disks, read through the node for a stripe
+    /// whose other data chunks were read from their files.
+    runs_through_node: AtomicU64,
     /// Reads that jumped and asked for just their bytes.
     ranges: AtomicU64,
     /// Of those, the ones read from chunk files.
@@ -139,10 +143,20 @@ impl Fetcher {
 
     /// The stripe read from its chunk files (empty for a hole), or `None` when it must be
     /// read through the node.
+    /// Data chunks that are not on the node's disks are read through the node, the others
+    /// from their files, when at least one is here.
     fn load_local(&self, rt: &tokio::runtime::Handle, key: Key) -> Option<StripePieces> {
         let (ino, index, _) = key;
+        let through_node = |offset: u64, len: u64| {
+            self.local.runs_through_node.fetch_add(1, Ordering::Relaxed);
+            rt.block_on(
+                self.client
+                    .read_stripe_range(FileId(ino), index, offset, len),
+            )
+            .map_err(|e| e.message)
+        };
         self.read_local(rt, key, LOCATE_AHEAD, false, StripePieces::default, |loc| {
-            read_located(FileId(ino), index, loc)
+            read_located_partly(FileId(ino), index, loc, &through_node)
         })
     }
 
@@ -209,8 +223,13 @@ impl Fetcher {
                     return None;
                 }
                 // The normal reasons to read through the node: nothing is wrong, and the
-                // next read in the stripe need not ask where it lies again.
-                Err(LocalReadError::NoChunks | LocalReadError::NotHere(_)) => {
+                // next read in the stripe need not ask where it lies again. (The node not
+                // giving the chunks that are elsewhere is for the node's own read to report.)
+                Err(
+                    LocalReadError::NoChunks
+                    | LocalReadError::NotHere(_)
+                    | LocalReadError::ThroughNode(_),
+                ) => {
                     if keep {
                         self.keep_location(key, loc);
                     }
@@ -258,6 +277,7 @@ impl Fetcher {
             ranges = self.local.ranges.load(Ordering::Relaxed),
             ranges_local = self.local.ranges_from_files.load(Ordering::Relaxed),
             locate_calls = self.local.locate_calls.load(Ordering::Relaxed),
+            runs_through_node = self.local.runs_through_node.load(Ordering::Relaxed),
             "stripes read"
         );
     }

@@ -100,6 +100,9 @@ pub enum LocalReadError {
     /// A chunk file is missing, unreadable or fails its checks.
     #[error(transparent)]
     Chunk(#[from] crate::store::StoreError),
+    /// The bytes of the data chunks not on this machine could not be read through the node.
+    #[error("reading the other data chunks through the node: {0}")]
+    ThroughNode(String),
     /// Every chunk passed, but the stripe does not match its checksum.
     #[error("the stripe read from chunk files fails its checksum")]
     StripeChecksum,
@@ -185,62 +188,145 @@ pub fn read_located_range(
 }
 
 /// Reads stripe `index` of `file` from the chunk files `loc` names (see the module's
-/// documentation). `loc` must be a found stripe.
+/// documentation). `loc` must be a found stripe, with every data chunk on this machine.
 pub fn read_located(
     file: FileId,
     index: u64,
     loc: &proto::StripeLocation,
 ) -> Result<StripePieces, LocalReadError> {
-    let (len, shard_len) = check_location(loc)?;
-    if let Some(i) = loc.data.iter().position(|c| c.path.is_empty()) {
-        return Err(LocalReadError::NotHere(i));
+    read_parts(file, index, loc, None)
+}
+
+/// Bytes `offset..offset + len` of a stripe, as the node reads them for a client (see
+/// [`read_located_partly`]); the error says why they could not be had.
+pub type ThroughNode<'a> = &'a dyn Fn(u64, u64) -> Result<Vec<u8>, String>;
+
+/// Reads stripe `index` of `file`: the data chunks on this machine from their files, as
+/// [`read_located`] does, and the bytes of the others from `through_node`, one call per
+/// run of adjacent ones (a node's own disks take a stripe's first data chunks, so those are
+/// usually one run at the end). The stripe must match its checksum, whoever read which
+/// part, so bytes of another version of the stripe are refused.
+/// [`LocalReadError::NotHere`] when no data chunk is on this machine: the node then reads
+/// the whole stripe better itself.
+pub fn read_located_partly(
+    file: FileId,
+    index: u64,
+    loc: &proto::StripeLocation,
+    through_node: ThroughNode<'_>,
+) -> Result<StripePieces, LocalReadError> {
+    if loc.data.iter().all(|c| c.path.is_empty()) {
+        return Err(LocalReadError::NotHere(0));
     }
+    read_parts(file, index, loc, Some(through_node))
+}
+
+/// One part of a stripe's bytes: a whole data chunk read from its file, or a run of
+/// adjacent data chunks' bytes (`offset`, `len` within the stripe) read through the node.
+enum Part {
+    File(usize),
+    Node(u64, u64),
+}
+
+fn read_parts(
+    file: FileId,
+    index: u64,
+    loc: &proto::StripeLocation,
+    through_node: Option<ThroughNode<'_>>,
+) -> Result<StripePieces, LocalReadError> {
+    let (len, shard_len) = check_location(loc)?;
     let k = loc.data.len();
-    // One read per data chunk: its path, disk, key and how many of its data bytes the
-    // stripe holds.
+    // Each data chunk's share of the stripe's bytes, and where it is read.
+    let mut plan: Vec<Part> = Vec::with_capacity(k);
     let mut jobs = Vec::with_capacity(k);
     let mut left = len;
     for (i, place) in loc.data.iter().enumerate() {
-        let key = data_chunk_key(file, index, loc, i)?;
         let want = left.min(shard_len);
+        let start = (len - left) as u64;
         left -= want;
+        if place.path.is_empty() {
+            if through_node.is_none() {
+                return Err(LocalReadError::NotHere(i));
+            }
+            match plan.last_mut() {
+                Some(Part::Node(offset, n)) if *offset + *n == start => *n += want as u64,
+                _ => plan.push(Part::Node(start, want as u64)),
+            }
+            continue;
+        }
+        let key = data_chunk_key(file, index, loc, i)?;
+        plan.push(Part::File(jobs.len()));
         jobs.push((place.path.clone(), DiskId(place.disk.clone()), key, want));
     }
     let read = move |(path, disk, key, want): (String, DiskId, ChunkKey, usize)| {
         crate::store::read_chunk_file_whole(Path::new(&path), &disk, key, want, shard_len)
     };
-    // The chunks are read side by side (on a real disk each read waits for its own seek):
-    // all but the first by the chunk readers, the first by this thread.
+    // The chunk files are read side by side (on a real disk each read waits for its own
+    // seek) by the chunk readers; this thread reads the first itself, or, when some bytes
+    // come through the node, asks for those meanwhile.
     let (tx, rx) = mpsc::channel();
+    let files = jobs.len();
     let mut jobs = jobs.into_iter();
-    let first = jobs.next();
-    let mut others = 0;
+    let first = if through_node.is_none() {
+        jobs.next()
+    } else {
+        None
+    };
+    let skip = usize::from(first.is_some());
     for (i, job) in jobs.enumerate() {
         let tx = tx.clone();
-        others += 1;
         chunk_readers().run(Box::new(move || {
             // The reader stopped waiting only if it gave up on the stripe.
-            let _ = tx.send((i + 1, read(job)));
+            let _ = tx.send((i + skip, read(job)));
         }));
     }
     drop(tx);
-    let mut parts: Vec<Option<_>> = (0..k).map(|_| None).collect();
+    let mut from_files: Vec<Option<_>> = (0..files).map(|_| None).collect();
     if let Some(job) = first {
-        parts[0] = Some(read(job)?);
+        from_files[0] = Some(read(job)?);
     }
-    for _ in 0..others {
+    let mut from_node: Vec<Vec<u8>> = Vec::new();
+    if let Some(through_node) = through_node {
+        for part in &plan {
+            if let Part::Node(offset, n) = *part {
+                let bytes = through_node(offset, n).map_err(LocalReadError::ThroughNode)?;
+                if bytes.len() as u64 != n {
+                    return Err(LocalReadError::Inconsistent(format!(
+                        "the node sent {} of the {n} bytes from {offset} of the stripe",
+                        bytes.len()
+                    )));
+                }
+                from_node.push(bytes);
+            }
+        }
+    }
+    for _ in skip..files {
         let (i, r) = rx.recv().map_err(|_| {
             LocalReadError::Inconsistent("a chunk reader stopped without an answer".into())
         })?;
-        parts[i] = Some(r?);
+        from_files[i] = Some(r?);
     }
-    // The stripe's checksum, from the data CRCs the chunk reads computed on the way.
+    // The stripe's checksum: from the data CRCs the chunk reads computed on the way, and
+    // over the bytes that came through the node.
     let mut crc = crc32fast::Hasher::new();
     let mut stripe = StripePieces::default();
-    for (chunk, data_crc) in parts.into_iter().flatten() {
-        let n = chunk.as_ref().len() as u64;
-        crc.combine(&crc32fast::Hasher::new_with_initial_len(data_crc, n));
-        stripe.push(Bytes::from_owner(chunk));
+    let mut from_node = from_node.into_iter();
+    for part in plan {
+        let (piece, piece_crc) = match part {
+            Part::File(j) => {
+                let (chunk, data_crc) = from_files[j].take().expect("every chunk file was read");
+                (Bytes::from_owner(chunk), data_crc)
+            }
+            Part::Node(..) => {
+                let bytes = from_node.next().expect("every run was read");
+                let c = crate::checksum::crc32(&bytes);
+                (Bytes::from(bytes), c)
+            }
+        };
+        crc.combine(&crc32fast::Hasher::new_with_initial_len(
+            piece_crc,
+            piece.len() as u64,
+        ));
+        stripe.push(piece);
     }
     if crc.finalize() != loc.crc {
         return Err(LocalReadError::StripeChecksum);
@@ -267,8 +353,13 @@ mod tests {
 
     /// A 2+1 stripe of 10,001 bytes written to three disk directories.
     fn setup() -> Setup {
+        setup_k(2)
+    }
+
+    /// A k+1 stripe of 10,001 bytes written to k + 1 disk directories.
+    fn setup_k(k: u16) -> Setup {
         let dir = tempfile::tempdir().unwrap();
-        let disks: Vec<_> = (0..3)
+        let disks: Vec<_> = (0..=k)
             .map(|i| {
                 let p = dir.path().join(format!("d{i}"));
                 std::fs::create_dir(&p).unwrap();
@@ -278,7 +369,7 @@ mod tests {
         let store = DiskChunkStore::open(&disks).unwrap();
         let layout = FileLayout {
             policy: "t".into(),
-            k: 2,
+            k,
             m: 1,
             stripe_size: 1 << 20,
             folder: ChunkFolder::for_path("/f"),
@@ -325,7 +416,7 @@ mod tests {
             generation: 5,
             len: s.record.len,
             crc: s.record.crc,
-            shard_len: s.record.len.div_ceil(2),
+            shard_len: s.record.len.div_ceil(u64::from(s.record.k)),
             data,
             boot_id: boot_id().unwrap_or_default().to_owned(),
         }
@@ -499,5 +590,82 @@ mod tests {
             ),
             "{e}"
         );
+    }
+
+    #[test]
+    fn reads_the_chunks_elsewhere_through_the_node_in_runs_and_checks_the_whole() {
+        let s = setup_k(4);
+        let loc = located(&s);
+        let shard = loc.shard_len;
+        let asked = std::cell::RefCell::new(Vec::new());
+        let node = |offset: u64, len: u64| {
+            asked.borrow_mut().push((offset, len));
+            let end = (offset + len).min(s.data.len() as u64);
+            Ok(s.data[offset as usize..end as usize].to_vec())
+        };
+        let partly = |loc: &proto::StripeLocation, through: ThroughNode<'_>| {
+            read_located_partly(FileId(9), 3, loc, through)
+        };
+        // chunks 1 and 2 elsewhere: one call for both; chunk 3 (the stripe's short tail)
+        // elsewhere too: a second call
+        let mut some = loc.clone();
+        for i in [1, 2] {
+            some.data[i].path.clear();
+        }
+        assert_eq!(partly(&some, &node).unwrap().to_vec(), s.data);
+        assert_eq!(*asked.borrow(), vec![(shard, 2 * shard)]);
+        asked.borrow_mut().clear();
+        some.data[3].path.clear();
+        some.data[0].path = loc.data[0].path.clone();
+        let tail = s.data.len() as u64 - 3 * shard;
+        some.data[2].path = loc.data[2].path.clone();
+        assert_eq!(partly(&some, &node).unwrap().to_vec(), s.data);
+        assert_eq!(*asked.borrow(), vec![(shard, shard), (3 * shard, tail)]);
+        // all here: the node is not asked
+        asked.borrow_mut().clear();
+        assert_eq!(partly(&loc, &node).unwrap().to_vec(), s.data);
+        assert!(asked.borrow().is_empty());
+        // none here: the node reads the whole stripe better itself
+        let mut none = loc.clone();
+        for d in &mut none.data {
+            d.path.clear();
+        }
+        assert!(matches!(
+            partly(&none, &node).unwrap_err(),
+            LocalReadError::NotHere(0)
+        ));
+        assert!(asked.borrow().is_empty());
+        // bytes of another version of the stripe fail the stripe's checksum
+        let mut one = loc.clone();
+        one.data[1].path.clear();
+        let changed = |offset: u64, len: u64| {
+            let mut b = node(offset, len)?;
+            b[0] ^= 1;
+            Ok(b)
+        };
+        assert!(matches!(
+            partly(&one, &changed).unwrap_err(),
+            LocalReadError::StripeChecksum
+        ));
+        // too few bytes, or none at all
+        let short = |offset: u64, len: u64| node(offset, len - 1);
+        assert!(matches!(
+            partly(&one, &short).unwrap_err(),
+            LocalReadError::Inconsistent(_)
+        ));
+        let down = |_: u64, _: u64| Err("the node is restarting".to_owned());
+        let e = partly(&one, &down).unwrap_err();
+        assert!(matches!(&e, LocalReadError::ThroughNode(_)), "{e}");
+        assert!(e.to_string().contains("restarting"), "{e}");
+        // a damaged local chunk is still found, whoever reads the rest
+        let path = &loc.data[0].path;
+        let mut bytes = std::fs::read(path).unwrap();
+        let at = bytes.len() - 10;
+        bytes[at] ^= 1;
+        std::fs::write(path, &bytes).unwrap();
+        assert!(matches!(
+            partly(&one, &node).unwrap_err(),
+            LocalReadError::Chunk(crate::store::StoreError::Corrupt { .. })
+        ));
     }
 }
