@@ -170,12 +170,16 @@ impl FileInner {
     }
 
     /// Copies `data` into the dirty stripe `index` at `at` (bytes from the stripe start),
-    /// growing it with zeros as needed.
+    /// growing it as needed: zeros for a hole before `at`, and the bytes past its end
+    /// appended, not zeroed first and then overwritten (a sequential writer appends every
+    /// byte it writes).
     pub fn apply(stripe: &mut Vec<u8>, at: usize, data: &[u8]) {
-        if stripe.len() < at + data.len() {
-            stripe.resize(at + data.len(), 0);
+        if stripe.len() < at {
+            stripe.resize(at, 0);
         }
-        stripe[at..at + data.len()].copy_from_slice(data);
+        let over = (stripe.len() - at).min(data.len());
+        stripe[at..at + over].copy_from_slice(&data[..over]);
+        stripe.extend_from_slice(&data[over..]);
     }
 }
 
@@ -207,7 +211,24 @@ impl OpenFiles {
 
 #[cfg(test)]
 mod tests {
-    use super::ReadPattern;
+    use super::{FileInner, ReadPattern};
+
+    #[test]
+    fn writes_into_a_stripe_overwrite_append_and_leave_holes_as_zeros() {
+        let mut s = Vec::new();
+        FileInner::apply(&mut s, 0, b"abcd");
+        assert_eq!(s, b"abcd");
+        FileInner::apply(&mut s, 4, b"ef"); // appended
+        assert_eq!(s, b"abcdef");
+        FileInner::apply(&mut s, 1, b"XY"); // inside
+        assert_eq!(s, b"aXYdef");
+        FileInner::apply(&mut s, 5, b"123"); // over the end
+        assert_eq!(s, b"aXYde123");
+        FileInner::apply(&mut s, 10, b"z"); // past it: a hole of zeros
+        assert_eq!(s, b"aXYde123\0\0z");
+        FileInner::apply(&mut s, 2, b""); // nothing
+        assert_eq!(s.len(), 11);
+    }
 
     const MIB: u64 = 1 << 20;
 

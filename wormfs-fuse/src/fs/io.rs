@@ -30,6 +30,9 @@ pub(super) fn left_behind(first: u64, last: u64, s: u64, window: u64) -> Option<
     Some(newest.saturating_sub(covered - 1)..newest + 1)
 }
 
+/// A write at least this large starts a stripe with room for all of it.
+const LARGE_WRITE: usize = 128 << 10;
+
 /// Dirty stripes a file may hold before they are sent.
 pub(super) const MAX_DIRTY: usize = 8;
 
@@ -299,8 +302,15 @@ impl WormFuse {
             let take = ((start + s).min(end) - pos) as usize;
             let src = &data[(pos - offset) as usize..(pos - offset) as usize + take];
             if !inner.dirty.contains_key(&index) {
-                // Read-modify-write: start from what the stripe holds now.
-                let mut base = Vec::new();
+                // Read-modify-write: start from what the stripe holds now. A large write
+                // is taken for a sequential writer's: room for the whole stripe at once,
+                // so the next writes append without moving it.
+                let room = if take >= LARGE_WRITE {
+                    s as usize
+                } else {
+                    take
+                };
+                let mut base = Vec::with_capacity(room);
                 if start < inner.size && !(pos == start && take as u64 == s) {
                     match inner.sending.get(&index) {
                         Some(d) => base.extend_from_slice(d),

@@ -261,16 +261,13 @@ fn read_parts(
         crate::store::read_chunk_file_whole(Path::new(&path), &disk, key, want, shard_len)
     };
     // The chunk files are read side by side (on a real disk each read waits for its own
-    // seek) by the chunk readers; this thread reads the first itself, or, when some bytes
+    // seek) by the chunk readers; this thread reads the first itself or, when some bytes
     // come through the node, asks for those meanwhile.
     let (tx, rx) = mpsc::channel();
     let files = jobs.len();
     let mut jobs = jobs.into_iter();
-    let first = if through_node.is_none() {
-        jobs.next()
-    } else {
-        None
-    };
+    let all_here = !plan.iter().any(|p| matches!(p, Part::Node(..)));
+    let first = if all_here { jobs.next() } else { None };
     let skip = usize::from(first.is_some());
     for (i, job) in jobs.enumerate() {
         let tx = tx.clone();
