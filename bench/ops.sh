@@ -11,6 +11,11 @@
 #                                    (bench/perf-share.py sorts its samples by kind of work)
 #   STRACE=1 bench/ops.sh OP ...     also `strace -c -f` a follower that is not the mount's node
 #   MOUNT_VIA=master bench/ops.sh ... the mount goes through the master (default: a follower)
+#   MOUNT_LOG=wormfs_fuse=info bench/ops.sh ...   the mount's log filter (default warn); at
+#                                    info the mount logs how it read stripes when it stops
+#
+# bigwrite and bigread read the file back cold after the figures are taken and compare it
+# with what was written.
 #
 # The cluster is bench/cluster.sh's (three release nodes on loopback, the mount through a
 # follower, POLICY default media). FILES files of 4 KiB are created in /small (that is the

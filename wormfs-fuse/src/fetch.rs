@@ -151,7 +151,7 @@ impl Fetcher {
             self.local.runs_through_node.fetch_add(1, Ordering::Relaxed);
             rt.block_on(
                 self.client
-                    .read_stripe_range(FileId(ino), index, offset, len),
+                    .read_stripe_range_pieces(FileId(ino), index, offset, len),
             )
             .map_err(|e| e.message)
         };

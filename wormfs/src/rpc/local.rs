@@ -199,7 +199,7 @@ pub fn read_located(
 
 /// Bytes `offset..offset + len` of a stripe, as the node reads them for a client (see
 /// [`read_located_partly`]); the error says why they could not be had.
-pub type ThroughNode<'a> = &'a dyn Fn(u64, u64) -> Result<Vec<u8>, String>;
+pub type ThroughNode<'a> = &'a dyn Fn(u64, u64) -> Result<StripePieces, String>;
 
 /// Reads stripe `index` of `file`: the data chunks on this machine from their files, as
 /// [`read_located`] does, and the bytes of the others from `through_node`, one call per
@@ -281,7 +281,7 @@ fn read_parts(
     if let Some(job) = first {
         from_files[0] = Some(read(job)?);
     }
-    let mut from_node: Vec<Vec<u8>> = Vec::new();
+    let mut from_node: Vec<StripePieces> = Vec::new();
     if let Some(through_node) = through_node {
         for part in &plan {
             if let Part::Node(offset, n) = *part {
@@ -307,23 +307,26 @@ fn read_parts(
     let mut crc = crc32fast::Hasher::new();
     let mut stripe = StripePieces::default();
     let mut from_node = from_node.into_iter();
-    for part in plan {
-        let (piece, piece_crc) = match part {
-            Part::File(j) => {
-                let (chunk, data_crc) = from_files[j].take().expect("every chunk file was read");
-                (Bytes::from_owner(chunk), data_crc)
-            }
-            Part::Node(..) => {
-                let bytes = from_node.next().expect("every run was read");
-                let c = crate::checksum::crc32(&bytes);
-                (Bytes::from(bytes), c)
-            }
-        };
+    let mut add = |piece: Bytes, piece_crc: u32| {
         crc.combine(&crc32fast::Hasher::new_with_initial_len(
             piece_crc,
             piece.len() as u64,
         ));
         stripe.push(piece);
+    };
+    for part in plan {
+        match part {
+            Part::File(j) => {
+                let (chunk, data_crc) = from_files[j].take().expect("every chunk file was read");
+                add(Bytes::from_owner(chunk), data_crc);
+            }
+            Part::Node(..) => {
+                let run = from_node.next().expect("every run was read");
+                for piece in run.pieces() {
+                    add(piece.clone(), crate::checksum::crc32(piece));
+                }
+            }
+        }
     }
     if crc.finalize() != loc.crc {
         return Err(LocalReadError::StripeChecksum);
@@ -598,7 +601,13 @@ mod tests {
         let node = |offset: u64, len: u64| {
             asked.borrow_mut().push((offset, len));
             let end = (offset + len).min(s.data.len() as u64);
-            Ok(s.data[offset as usize..end as usize].to_vec())
+            // in two pieces, as a node may send them
+            let bytes = &s.data[offset as usize..end as usize];
+            let (a, b) = bytes.split_at(bytes.len() / 2);
+            let mut pieces = StripePieces::default();
+            pieces.push(Bytes::copy_from_slice(a));
+            pieces.push(Bytes::copy_from_slice(b));
+            Ok(pieces)
         };
         let partly = |loc: &proto::StripeLocation, through: ThroughNode<'_>| {
             read_located_partly(FileId(9), 3, loc, through)
@@ -636,9 +645,9 @@ mod tests {
         let mut one = loc.clone();
         one.data[1].path.clear();
         let changed = |offset: u64, len: u64| {
-            let mut b = node(offset, len)?;
+            let mut b = node(offset, len)?.to_vec();
             b[0] ^= 1;
-            Ok(b)
+            Ok(StripePieces::from(b))
         };
         assert!(matches!(
             partly(&one, &changed).unwrap_err(),
@@ -646,6 +655,7 @@ mod tests {
         ));
         // too few bytes, or none at all
         let short = |offset: u64, len: u64| node(offset, len - 1);
+        assert_eq!(short(0, 10).unwrap().len(), 9);
         assert!(matches!(
             partly(&one, &short).unwrap_err(),
             LocalReadError::Inconsistent(_)

@@ -151,6 +151,11 @@ impl StripePieces {
         out.map(Bytes::from).unwrap_or_default()
     }
 
+    /// The pieces, in order.
+    pub fn pieces(&self) -> &[Bytes] {
+        &self.pieces
+    }
+
     /// The whole stripe in one buffer (a copy).
     pub fn to_vec(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.len);

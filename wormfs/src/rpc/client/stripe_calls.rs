@@ -66,18 +66,30 @@ impl Client {
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>, ClientError> {
-        if len == 0 {
-            return Ok(Vec::new());
-        }
         Ok(self
-            .read_pieces(proto::ReadStripeRequest {
-                ino: ino.0,
-                index,
-                offset,
-                len,
-            })
+            .read_stripe_range_pieces(ino, index, offset, len)
             .await?
             .to_vec())
+    }
+
+    /// [`Client::read_stripe_range`] in the pieces the node sent them in, not joined.
+    pub async fn read_stripe_range_pieces(
+        &self,
+        ino: FileId,
+        index: u64,
+        offset: u64,
+        len: u64,
+    ) -> Result<StripePieces, ClientError> {
+        if len == 0 {
+            return Ok(StripePieces::default());
+        }
+        self.read_pieces(proto::ReadStripeRequest {
+            ino: ino.0,
+            index,
+            offset,
+            len,
+        })
+        .await
     }
 
     /// Reads a stripe's pieces; a stream broken half-way is read again from the start on
