@@ -142,9 +142,8 @@ impl Fetcher {
     }
 
     /// The stripe read from its chunk files (empty for a hole), or `None` when it must be
-    /// read through the node.
-    /// Data chunks that are not on the node's disks are read through the node, the others
-    /// from their files, when at least one is here.
+    /// read through the node. When some of its data chunks are on the node's disks and some
+    /// are not, the others' bytes are read through the node as ranges of the stripe.
     fn load_local(&self, rt: &tokio::runtime::Handle, key: Key) -> Option<StripePieces> {
         let (ino, index, _) = key;
         let through_node = |offset: u64, len: u64| {
