@@ -105,14 +105,14 @@ for target in plain mnt; do
     # shellcheck disable=SC2086
     read -r "R[$target.rand]" "R[cpu.rand]" < <(python3 - "$dir/big" $pids <<'PY'
 import os, random, sys, time
-hz = os.sysconf("SC_CLK_TCK")
-def cpu(): return sum(sum(int(f) for f in open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[11:13]) for p in sys.argv[2:])
+sys.path.insert(0, "bench/lib"); from proc_cpu import cpu_seconds
+def cpu(): return cpu_seconds(sys.argv[2:])
 fd = os.open(sys.argv[1], os.O_RDONLY); size = os.fstat(fd).st_size
 random.seed(7); offs = [random.randrange(0, size // 4096) * 4096 for _ in range(2000)]
 c = cpu(); t = time.perf_counter()
 for o in offs: os.pread(fd, 4096, o)
 rate = len(offs) / (time.perf_counter() - t)
-used = f"{(cpu() - c) / hz / len(offs) * 1e6:.0f}" if sys.argv[2:] else "-"
+used = f"{(cpu() - c) / len(offs) * 1e6:.0f}" if sys.argv[2:] else "-"
 print(f"{rate:.0f} {used}")
 PY
 )
@@ -123,8 +123,8 @@ PY
     # shellcheck disable=SC2086
     read -r "R[$target.reread]" "R[cpu.reread]" < <(python3 - "$dir/reread" $pids <<'PY'
 import os, statistics, sys, time
-hz = os.sysconf("SC_CLK_TCK")
-def cpu(): return sum(sum(int(f) for f in open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[11:13]) for p in sys.argv[2:])
+sys.path.insert(0, "bench/lib"); from proc_cpu import cpu_seconds
+def cpu(): return cpu_seconds(sys.argv[2:])
 fd = os.open(sys.argv[1], os.O_RDONLY); buf = bytearray(4 << 20); rates = []; moved = 0
 for i in range(4):
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
@@ -133,7 +133,7 @@ for i in range(4):
     t = time.perf_counter()
     while (k := os.readv(fd, [buf])): n += k
     if i: rates.append(n / (time.perf_counter() - t) / (1 << 20)); moved += n
-used = f"{(cpu() - c) / hz / (moved / (1 << 30)):.2f}" if sys.argv[2:] else "-"
+used = f"{(cpu() - c) / (moved / (1 << 30)):.2f}" if sys.argv[2:] else "-"
 print(f"{statistics.median(rates):.0f} {used}")
 PY
 )

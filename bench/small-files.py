@@ -6,17 +6,14 @@ spent per file in each phase, in the same order (microseconds; `-` without PIDs)
 Used by bench/fuse.sh and bench/cluster.sh:  python3 bench/small-files.py DIR N [PID...]"""
 import os, sys, time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from proc_cpu import cpu_seconds
+
 d, n, pids = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 os.makedirs(d); data = os.urandom(4096); rates = []; cpus = []
-hz = os.sysconf("SC_CLK_TCK")
 
 def cpu():  # utime + stime of the given processes, in seconds
-    total = 0
-    for p in pids:
-        with open(f"/proc/{p}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / hz
+    return cpu_seconds(pids)
 
 def phase(work):
     c, t = cpu(), time.perf_counter()
