@@ -1,7 +1,9 @@
 //! Node-to-node chunk throughput on loopback: [`P2pTransport`] chunk reads and writes
 //! against raw TCP moving the same bytes in the same run.
-//! `cargo bench -p wormfs --features cluster --bench transport` prints a Markdown table for
-//! `docs/BENCHMARKS.md`.
+//! `cargo bench -p wormfs --features cluster,vendored-openssl --bench transport` prints a
+//! Markdown table for `docs/BENCHMARKS.md`. Feature `vendored-openssl` links the OpenSSL the
+//! node binaries ship (built from source, with AES-GCM kernels for AVX-512 and VAES);
+//! without it the bench links the system's, which may seal at a third of the speed.
 //!
 //! Every throughput figure is the median of 5 samples of 256 MiB each; every call figure
 //! the median of 5 samples of 2,000 calls.

@@ -109,6 +109,11 @@ impl ChunkStore for MeteredStore {
         self.count(disk, "read", r, read_of)
     }
 
+    fn read_encoded(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<Vec<u8>, StoreError> {
+        let r = self.inner.read_encoded(disk, addr);
+        self.count(disk, "read", r, |b| Some((true, b.len() as u64)))
+    }
+
     fn read_chunk_within(
         &self,
         disk: &DiskId,

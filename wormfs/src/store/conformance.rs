@@ -95,6 +95,28 @@ fn put_read_check_delete(s: &Subject<'_>) {
         assert_eq!(stored.size, c.encoded_len());
         assert_eq!(stored.checksum, c.checksum());
         assert_eq!(&s.store.read_chunk(disk, &stored.addr).unwrap(), c);
+        // as stored, for a peer: the encoded bytes, which stored elsewhere read the same
+        let encoded = s.store.read_encoded(disk, &stored.addr).unwrap();
+        assert_eq!(encoded, c.encode());
+        let other = &s.disks[(s.disks.iter().position(|d| d == disk).unwrap() + 1) % 3];
+        let again = "/conf/a-again.bin";
+        let header = crate::chunk::verify_chunk(&encoded).unwrap();
+        let copied = s
+            .store
+            .put_encoded(
+                other,
+                &ChunkFolder::for_path(again),
+                again,
+                &header,
+                &encoded,
+            )
+            .unwrap();
+        assert_eq!(
+            (copied.size, copied.checksum),
+            (stored.size, stored.checksum)
+        );
+        assert_eq!(&s.store.read_chunk(other, &copied.addr).unwrap(), c);
+        assert!(s.store.delete_chunk(other, &copied.addr).unwrap());
         // into a stripe buffer: all of the data, a prefix of it, never more than it has
         let mut whole = vec![0u8; c.data.len()];
         s.store
@@ -193,6 +215,8 @@ fn missing_and_unknown(s: &Subject<'_>) {
     assert_eq!(s.store.check_chunk(&s.disks[0], &a).unwrap(), None);
     let err = s.store.read_chunk(&s.disks[0], &a).unwrap_err();
     assert!(err.is_chunk_damage(), "{err}");
+    let err = s.store.read_encoded(&s.disks[0], &a).unwrap_err();
+    assert!(err.is_chunk_damage(), "{err}");
     let nowhere = DiskId("no-such-disk".into());
     assert!(matches!(
         s.store.read_chunk(&nowhere, &a),
@@ -247,6 +271,10 @@ fn corruption_is_detected(s: &Subject<'_>) {
     match s.store.read_chunk(disk, &stored.addr) {
         Err(e @ StoreError::Corrupt { .. }) => assert!(e.is_chunk_damage()),
         other => panic!("corrupt chunk read as {other:?}"),
+    }
+    match s.store.read_encoded(disk, &stored.addr) {
+        Err(e @ StoreError::Corrupt { .. }) => assert!(e.is_chunk_damage()),
+        other => panic!("corrupt chunk read for a peer as {other:?}"),
     }
     let mut dest = vec![0u8; c.data.len()];
     match s.store.read_chunk_into(disk, &stored.addr, &mut dest) {

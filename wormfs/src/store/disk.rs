@@ -287,6 +287,14 @@ impl DiskChunkStore {
         Ok(chunk)
     }
 
+    fn read_encoded_on(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<Vec<u8>, StoreError> {
+        let path = self.chunk_path(disk, addr)?;
+        let bytes = fs::read(&path).map_err(chunk_io(disk, addr.key, "read chunk", &path))?;
+        let header = crate::chunk::verify_chunk(&bytes).map_err(corrupt(disk, addr.key))?;
+        check_key(disk, addr.key, &path, header.key)?;
+        Ok(bytes)
+    }
+
     /// The disks failed (opened failed, or failed since), each with why.
     pub fn failed(&self) -> Vec<(DiskId, String)> {
         self.disks
@@ -463,6 +471,11 @@ impl ChunkStore for DiskChunkStore {
 
     fn read_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<ChunkFile, StoreError> {
         let r = self.read_chunk_on(disk, addr);
+        self.disk(disk)?.count(disk, r)
+    }
+
+    fn read_encoded(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<Vec<u8>, StoreError> {
+        let r = self.read_encoded_on(disk, addr);
         self.disk(disk)?.count(disk, r)
     }
 

@@ -76,6 +76,42 @@ impl MemoryChunkStore {
             .sum()
     }
 
+    /// Stores a chunk's encoded bytes on `disk`, if they fit.
+    fn insert(
+        &self,
+        disk: &DiskId,
+        folder: &ChunkFolder,
+        path: &str,
+        key: ChunkKey,
+        bytes: Vec<u8>,
+    ) -> Result<StoredChunk, StoreError> {
+        self.with_disk(disk, |d| {
+            let at = (folder.clone(), key);
+            let replaced = d.chunks.get(&at).map_or(0, |b| b.len() as u64);
+            let free = d.capacity.saturating_sub(d.used() - replaced);
+            if bytes.len() as u64 > free {
+                return Err(StoreError::Full {
+                    disk: disk.clone(),
+                    free,
+                    needed: bytes.len() as u64,
+                });
+            }
+            let checksum = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
+            let size = bytes.len() as u64;
+            d.chunks.insert(at, bytes);
+            d.paths.insert(key.file, path.to_owned());
+            Ok(StoredChunk {
+                disk: disk.clone(),
+                addr: ChunkAddr {
+                    folder: folder.clone(),
+                    key,
+                },
+                size,
+                checksum,
+            })
+        })
+    }
+
     fn with_disk<T>(
         &self,
         id: &DiskId,
@@ -169,31 +205,39 @@ impl ChunkStore for MemoryChunkStore {
         path: &str,
         chunk: &ChunkFile,
     ) -> Result<StoredChunk, StoreError> {
-        let bytes = chunk.encode();
+        self.insert(disk, folder, path, chunk.header.key, chunk.encode())
+    }
+
+    /// Kept as the bytes came, as a disk store writes them.
+    fn put_encoded(
+        &self,
+        disk: &DiskId,
+        folder: &ChunkFolder,
+        path: &str,
+        header: &crate::chunk::ChunkHeader,
+        bytes: &[u8],
+    ) -> Result<StoredChunk, StoreError> {
+        self.insert(disk, folder, path, header.key, bytes.to_vec())
+    }
+
+    fn read_encoded(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<Vec<u8>, StoreError> {
         self.with_disk(disk, |d| {
-            let key = (folder.clone(), chunk.header.key);
-            let replaced = d.chunks.get(&key).map_or(0, |b| b.len() as u64);
-            let free = d.capacity.saturating_sub(d.used() - replaced);
-            if bytes.len() as u64 > free {
-                return Err(StoreError::Full {
-                    disk: disk.clone(),
-                    free,
-                    needed: bytes.len() as u64,
-                });
+            if d.slow {
+                d.slow_reads += 1;
             }
-            let checksum = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
-            let size = bytes.len() as u64;
-            d.chunks.insert(key, bytes);
-            d.paths.insert(chunk.header.key.file, path.to_owned());
-            Ok(StoredChunk {
+            let bytes = d
+                .chunks
+                .get(&(addr.folder.clone(), addr.key))
+                .ok_or_else(|| StoreError::NotFound {
+                    disk: disk.clone(),
+                    key: addr.key,
+                })?;
+            crate::chunk::verify_chunk(bytes).map_err(|source| StoreError::Corrupt {
                 disk: disk.clone(),
-                addr: ChunkAddr {
-                    folder: folder.clone(),
-                    key: chunk.header.key,
-                },
-                size,
-                checksum,
-            })
+                key: addr.key,
+                source,
+            })?;
+            Ok(bytes.clone())
         })
     }
 

@@ -283,6 +283,14 @@ pub trait ChunkStore: Send + Sync {
     /// Reads a chunk and verifies every checksum in it.
     fn read_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<ChunkFile, StoreError>;
 
+    /// A chunk file's bytes as stored, header and data, after verifying every checksum in
+    /// them as [`ChunkStore::read_chunk`] does: what a node sends a peer that reads the
+    /// chunk. A store of chunk files returns the file's bytes, where this default decodes
+    /// the chunk and encodes it again.
+    fn read_encoded(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<Vec<u8>, StoreError> {
+        Ok(self.read_chunk(disk, addr)?.encode())
+    }
+
     /// [`ChunkStore::read_chunk`], given up after `patience` where the chunk is on a node
     /// that may be slow to answer (a hedged read: the caller has other chunks to read
     /// instead). The store may then hold the node as not responsive. Stores whose reads

@@ -194,8 +194,9 @@ pub(crate) fn run_local(
                 Vec::new(),
             ),
         },
-        ChunkRequest::Read { disk, addr } => match store.read_chunk(&disk, &addr) {
-            Ok(chunk) => (ChunkResponse::Chunk, chunk.encode()),
+        // sent as stored: the caller verifies the chunk again when it arrives
+        ChunkRequest::Read { disk, addr } => match store.read_encoded(&disk, &addr) {
+            Ok(bytes) => (ChunkResponse::Chunk, bytes),
             Err(e) => (store_reply(e), Vec::new()),
         },
         ChunkRequest::ReadRange {

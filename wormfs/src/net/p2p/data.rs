@@ -209,12 +209,21 @@ impl Sealed {
         }
     }
 
-    /// Seals `pieces`, one after the other, as one record appended to `out`.
-    fn seal_into(&mut self, out: &mut Vec<u8>, pieces: &[&[u8]]) -> io::Result<()> {
+    /// Seals `pieces`, one after the other, as one record written into `out` from `start`;
+    /// returns where the record ends. `out` keeps its length from message to message and
+    /// grows only where the record does not fit, so its bytes are not zeroed each time.
+    fn seal_into(
+        &mut self,
+        out: &mut Vec<u8>,
+        start: usize,
+        pieces: &[&[u8]],
+    ) -> io::Result<usize> {
         let plain: usize = pieces.iter().map(|p| p.len()).sum();
         let len = ((plain + TAG_LEN) as u32).to_le_bytes();
-        let start = out.len();
-        out.resize(start + 4 + plain + TAG_LEN, 0);
+        let end = start + 4 + plain + TAG_LEN;
+        if out.len() < end {
+            out.resize(end, 0);
+        }
         out[start..start + 4].copy_from_slice(&len);
         let mut ctx = CipherCtx::new().map_err(crypto)?;
         ctx.encrypt_init(Some(aead()), Some(&self.seal_key), Some(&nonce(self.sent)))
@@ -230,7 +239,8 @@ impl Sealed {
         // GCM holds nothing back: the final step writes no bytes (it wants a block's room)
         let n = ctx.cipher_final(&mut [0u8; 16]).map_err(crypto)?;
         debug_assert_eq!((n, at), (0, start + 4 + plain));
-        ctx.tag(&mut out[at..at + TAG_LEN]).map_err(crypto)
+        ctx.tag(&mut out[at..end]).map_err(crypto)?;
+        Ok(end)
     }
 
     /// Seals and sends one message: `header` (encoded) and its `payload`. The header goes
@@ -255,9 +265,8 @@ impl Sealed {
         trailer[4..].copy_from_slice(&(plen as u64).to_le_bytes());
         // sealing copies the message into the buffer, kept from message to message
         let mut buf = std::mem::take(&mut self.scratch);
-        buf.clear();
         let result = async {
-            self.seal_into(&mut buf, &[header, &trailer])?;
+            let mut used = self.seal_into(&mut buf, 0, &[header, &trailer])?;
             let mut rest = parts.iter().copied().filter(|p| !p.is_empty());
             let mut part: &[u8] = rest.next().unwrap_or_default();
             while !part.is_empty() {
@@ -274,14 +283,14 @@ impl Sealed {
                         left
                     };
                 }
-                self.seal_into(&mut buf, &piece)?;
-                if buf.len() >= PIECE {
-                    self.stream.write_all(&buf).await?;
-                    buf.clear();
+                used = self.seal_into(&mut buf, used, &piece)?;
+                if used >= PIECE {
+                    self.stream.write_all(&buf[..used]).await?;
+                    used = 0;
                 }
             }
-            if !buf.is_empty() {
-                self.stream.write_all(&buf).await?;
+            if used > 0 {
+                self.stream.write_all(&buf[..used]).await?;
             }
             Ok(())
         }
