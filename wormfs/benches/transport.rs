@@ -5,6 +5,9 @@
 //! node binaries ship (built from source, with AES-GCM kernels for AVX-512 and VAES);
 //! without it the bench links the system's, which may seal at a third of the speed.
 //!
+//! `TRANSPORT_ONLY=4` (or `1`) runs only raw TCP and the chunk rows of that many calls at a
+//! time, for a profile.
+//!
 //! Every throughput figure is the median of 5 samples of 256 MiB each; every call figure
 //! the median of 5 samples of 2,000 calls.
 
@@ -272,7 +275,11 @@ fn main() {
         println!("| measure | GiB/s | ÷ raw TCP | CPU-s per GiB (both ends) |");
         println!("|---|---|---|---|");
         println!("| raw TCP, 1 MiB writes | {tcp:.2} | 1.00× | {tcp_cpu:.2} |");
-        for parallel in [1, 4] {
+        // `TRANSPORT_ONLY=4` (or 1) runs raw TCP and that one row pair, for a profile
+        let only: Option<usize> = std::env::var("TRANSPORT_ONLY")
+            .ok()
+            .map(|v| v.parse().expect("TRANSPORT_ONLY is 1 or 4"));
+        for parallel in [1, 4].into_iter().filter(|p| only.is_none_or(|o| o == *p)) {
             let (put, read) = p2p(parallel).await;
             for (what, (rate, cpu)) in [("put", put), ("read", read)] {
                 println!(
@@ -280,6 +287,9 @@ fn main() {
                     rate / tcp
                 );
             }
+        }
+        if only.is_some() {
+            return;
         }
         let (tcp_us, tcp_cpu) = raw_tcp_calls().await;
         let (call_us, call_cpu) = p2p_calls().await;

@@ -6,13 +6,26 @@ use crate::checksum::crc32;
 use crate::ids::ChunkKey;
 
 /// A chunk: its header and its shard bytes.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct ChunkFile {
     /// The header, as written or as parsed.
     pub header: ChunkHeader,
-    /// The shard's bytes.
+    /// The shard's bytes. A chunk made by [`ChunkFile::new`] remembers their CRC32 (from
+    /// its block checksums) for [`ChunkFile::encode`]: make a new chunk rather than change
+    /// them.
     pub data: Vec<u8>,
+    /// CRC32 of `data`, where [`ChunkFile::new`] computed the block checksums itself.
+    data_crc: Option<u32>,
 }
+
+/// Chunks are equal when their headers and data are.
+impl PartialEq for ChunkFile {
+    fn eq(&self, other: &ChunkFile) -> bool {
+        self.header == other.header && self.data == other.data
+    }
+}
+
+impl Eq for ChunkFile {}
 
 impl ChunkFile {
     /// Builds a chunk for shard `key.index` of a stripe covering `stripe_start..stripe_end`,
@@ -26,7 +39,8 @@ impl ChunkFile {
         stripe_crc: u32,
         data: Vec<u8>,
     ) -> ChunkFile {
-        let block_crcs = data.chunks(BLOCK_SIZE as usize).map(crc32).collect();
+        let block_crcs: Vec<u32> = data.chunks(BLOCK_SIZE as usize).map(crc32).collect();
+        let data_crc = Some(crc_of_blocks(&block_crcs, BLOCK_SIZE as usize, data.len()));
         let header = ChunkHeader {
             key,
             stripe_start,
@@ -45,7 +59,21 @@ impl ChunkFile {
             block_size: BLOCK_SIZE,
             block_crcs,
         };
-        ChunkFile { header, data }
+        ChunkFile {
+            header,
+            data,
+            data_crc,
+        }
+    }
+
+    /// A chunk of `header` and `data` as they are (a header read or built elsewhere): its
+    /// block checksums are not checked against the data, nor trusted to encode it.
+    pub fn from_parts(header: ChunkHeader, data: Vec<u8>) -> ChunkFile {
+        ChunkFile {
+            header,
+            data,
+            data_crc: None,
+        }
     }
 
     /// The chunk file's bytes: header (with the whole-chunk checksum filled in) then data.
@@ -59,8 +87,15 @@ impl ChunkFile {
     /// that checksum: followed by [`ChunkFile::data`] they are [`ChunkFile::encode`]'s bytes,
     /// for writers that send the two parts without joining them.
     pub fn encoded_header(&self) -> (Vec<u8>, u32) {
+        use crate::checksum::{crc32_combine, crc32_shift};
         let mut head = self.header.encode();
-        let crc = crate::checksum::crc32_parts([&head[4..], &self.data[..]]);
+        let crc = match self.data_crc {
+            // known from the block checksums new() computed: the data is not read again
+            Some(data) if self.header.data_len == self.data.len() as u64 => {
+                crc32_combine(crc32(&head[4..]), data, crc32_shift(self.data.len() as u64))
+            }
+            _ => crate::checksum::crc32_parts([&head[4..], &self.data[..]]),
+        };
         head[..4].copy_from_slice(&crc.to_le_bytes());
         (head, crc)
     }
@@ -74,7 +109,7 @@ impl ChunkFile {
     pub fn decode(bytes: &[u8]) -> Result<ChunkFile, ChunkFormatError> {
         let header = verify_chunk(bytes)?;
         let data = bytes[header.encoded_len()..].to_vec();
-        Ok(ChunkFile { header, data })
+        Ok(ChunkFile::from_parts(header, data))
     }
 
     /// [`ChunkFile::decode`] of bytes the caller owns: the data keeps their buffer, moved
@@ -82,16 +117,31 @@ impl ChunkFile {
     pub fn decode_owned(mut bytes: Vec<u8>) -> Result<ChunkFile, ChunkFormatError> {
         let header = verify_chunk(&bytes)?;
         bytes.drain(..header.encoded_len());
-        Ok(ChunkFile {
-            header,
-            data: bytes,
-        })
+        Ok(ChunkFile::from_parts(header, bytes))
     }
 
     /// The chunk's size on disk in bytes.
     pub fn encoded_len(&self) -> u64 {
         self.header.encoded_len() as u64 + self.data.len() as u64
     }
+}
+
+/// The CRC32 of `len` bytes from the CRC32s of their blocks of `block` bytes (the last one
+/// shorter), combined without the bytes.
+fn crc_of_blocks(block_crcs: &[u32], block: usize, len: usize) -> u32 {
+    use crate::checksum::{crc32_combine, crc32_shift};
+    let full = crc32_shift(block as u64);
+    let mut crc = 0; // of no bytes
+    for (i, block_crc) in block_crcs.iter().enumerate() {
+        let n = block.min(len - i * block);
+        let shift = if n == block {
+            full
+        } else {
+            crc32_shift(n as u64)
+        };
+        crc = crc32_combine(crc, *block_crc, shift);
+    }
+    crc
 }
 
 /// Verifies a whole chunk file and returns its header: the header checks of
@@ -159,6 +209,42 @@ mod tests {
         let data: Vec<u8> = (0..data_len).map(|i| (i * 7 % 251) as u8).collect();
         let stripe_len = data_len as u64 * k;
         ChunkFile::new(key, 1000, 1000 + stripe_len.max(1), 3, 2, 0xdead_beef, data)
+    }
+
+    /// The checksum a new chunk encodes with, combined from its block checksums, is the
+    /// checksum of its bytes; a chunk from parts, whose blocks are not trusted, reads them.
+    #[test]
+    fn the_combined_checksum_is_the_checksum_of_the_bytes() {
+        for len in [
+            0,
+            1,
+            4095,
+            65_535,
+            65_536,
+            65_537,
+            131_072,
+            200_001,
+            1 << 20,
+        ] {
+            let c = sample(len);
+            let bytes = c.encode();
+            let head = c.header.encode();
+            let read = crate::checksum::crc32_parts([&head[4..], &c.data[..]]);
+            assert_eq!(c.checksum(), read, "{len} bytes");
+            if len > 0 {
+                // (a chunk of no bytes is not a valid chunk of this stripe)
+                assert_eq!(verify_chunk(&bytes).unwrap(), c.header, "{len} bytes");
+            }
+            // wrong block checksums do not make a wrong whole-chunk checksum
+            let mut header = c.header.clone();
+            if let Some(first) = header.block_crcs.first_mut() {
+                *first ^= 1;
+            }
+            let parts = ChunkFile::from_parts(header.clone(), c.data.clone());
+            let head = header.encode();
+            let read = crate::checksum::crc32_parts([&head[4..], &c.data[..]]);
+            assert_eq!(parts.checksum(), read, "{len} bytes, from parts");
+        }
     }
 
     #[test]

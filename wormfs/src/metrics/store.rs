@@ -98,7 +98,7 @@ impl ChunkStore for MeteredStore {
         folder: &ChunkFolder,
         path: &str,
         header: &crate::chunk::ChunkHeader,
-        bytes: &[u8],
+        bytes: Vec<u8>,
     ) -> Result<StoredChunk, StoreError> {
         let r = self.inner.put_encoded(disk, folder, path, header, bytes);
         self.count(disk, "put", r, |s| Some((false, s.size)))

@@ -108,7 +108,7 @@ fn put_read_check_delete(s: &Subject<'_>) {
                 &ChunkFolder::for_path(again),
                 again,
                 &header,
-                &encoded,
+                encoded,
             )
             .unwrap();
         assert_eq!(

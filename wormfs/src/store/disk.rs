@@ -462,10 +462,10 @@ impl ChunkStore for DiskChunkStore {
         folder: &ChunkFolder,
         path: &str,
         header: &ChunkHeader,
-        bytes: &[u8],
+        bytes: Vec<u8>,
     ) -> Result<StoredChunk, StoreError> {
         let checksum = u32::from_le_bytes(bytes[..4].try_into().expect("a verified chunk"));
-        let r = self.put_parts_on(disk_id, folder, path, header, &[bytes], checksum);
+        let r = self.put_parts_on(disk_id, folder, path, header, &[&bytes], checksum);
         self.disk(disk_id)?.count(disk_id, r)
     }
 
@@ -796,7 +796,7 @@ mod tests {
             let bytes = chunk.encode();
             let stored = if encoded {
                 let header = crate::chunk::verify_chunk(&bytes).unwrap();
-                store.put_encoded(&d[0].0, &folder, "/a", &header, &bytes)
+                store.put_encoded(&d[0].0, &folder, "/a", &header, bytes.clone())
             } else {
                 store.put_chunk(&d[0].0, &folder, "/a", &chunk)
             }

@@ -215,9 +215,9 @@ impl ChunkStore for MemoryChunkStore {
         folder: &ChunkFolder,
         path: &str,
         header: &crate::chunk::ChunkHeader,
-        bytes: &[u8],
+        bytes: Vec<u8>,
     ) -> Result<StoredChunk, StoreError> {
-        self.insert(disk, folder, path, header.key, bytes.to_vec())
+        self.insert(disk, folder, path, header.key, bytes)
     }
 
     fn read_encoded(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<Vec<u8>, StoreError> {

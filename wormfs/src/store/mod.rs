@@ -263,20 +263,18 @@ pub trait ChunkStore: Send + Sync {
 
     /// Stores a chunk that arrived as its encoded bytes (from another node), already
     /// verified: `header` is what [`crate::chunk::verify_chunk`] returned for `bytes`. As
-    /// [`ChunkStore::put_chunk`]; a store of chunk files writes the bytes as they are, where
-    /// this default decodes them again.
+    /// [`ChunkStore::put_chunk`]; a store of chunk files writes the bytes as they are, a
+    /// store in memory keeps them, where this default decodes them again.
     fn put_encoded(
         &self,
         disk: &DiskId,
         folder: &ChunkFolder,
         path: &str,
         header: &crate::chunk::ChunkHeader,
-        bytes: &[u8],
+        mut bytes: Vec<u8>,
     ) -> Result<StoredChunk, StoreError> {
-        let chunk = ChunkFile {
-            header: header.clone(),
-            data: bytes[header.encoded_len()..].to_vec(),
-        };
+        bytes.drain(..header.encoded_len());
+        let chunk = ChunkFile::from_parts(header.clone(), bytes);
         self.put_chunk(disk, folder, path, &chunk)
     }
 

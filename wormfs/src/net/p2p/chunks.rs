@@ -185,7 +185,7 @@ pub(crate) fn run_local(
     match request {
         // verified here, then written as it came (not decoded and coded again)
         ChunkRequest::Put { disk, folder, path } => match crate::chunk::verify_chunk(&payload) {
-            Ok(header) => match store.put_encoded(&disk, &folder, &path, &header, &payload) {
+            Ok(header) => match store.put_encoded(&disk, &folder, &path, &header, payload) {
                 Ok(stored) => (ChunkResponse::Stored(stored), Vec::new()),
                 Err(e) => (store_reply(e), Vec::new()),
             },
