@@ -232,12 +232,14 @@ impl ChunkStore for MemoryChunkStore {
                     disk: disk.clone(),
                     key: addr.key,
                 })?;
-            crate::chunk::verify_chunk(bytes).map_err(|source| StoreError::Corrupt {
+            // the copy is checked, while it is in the CPU's caches
+            let bytes = bytes.clone();
+            crate::chunk::verify_chunk(&bytes).map_err(|source| StoreError::Corrupt {
                 disk: disk.clone(),
                 key: addr.key,
                 source,
             })?;
-            Ok(bytes.clone())
+            Ok(bytes)
         })
     }
 
