@@ -112,6 +112,33 @@ impl MemoryChunkStore {
         })
     }
 
+    /// `read` of a stored chunk's bytes: a missing chunk is `NotFound`, a format error
+    /// `Corrupt`; a read from a slow disk is counted.
+    fn read_stored<T>(
+        &self,
+        disk: &DiskId,
+        addr: &ChunkAddr,
+        read: impl FnOnce(&[u8]) -> Result<T, crate::chunk::ChunkFormatError>,
+    ) -> Result<T, StoreError> {
+        self.with_disk(disk, |d| {
+            if d.slow {
+                d.slow_reads += 1;
+            }
+            let bytes = d
+                .chunks
+                .get(&(addr.folder.clone(), addr.key))
+                .ok_or_else(|| StoreError::NotFound {
+                    disk: disk.clone(),
+                    key: addr.key,
+                })?;
+            read(bytes).map_err(|source| StoreError::Corrupt {
+                disk: disk.clone(),
+                key: addr.key,
+                source,
+            })
+        })
+    }
+
     fn with_disk<T>(
         &self,
         id: &DiskId,
@@ -221,24 +248,10 @@ impl ChunkStore for MemoryChunkStore {
     }
 
     fn read_encoded(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<Vec<u8>, StoreError> {
-        self.with_disk(disk, |d| {
-            if d.slow {
-                d.slow_reads += 1;
-            }
-            let bytes = d
-                .chunks
-                .get(&(addr.folder.clone(), addr.key))
-                .ok_or_else(|| StoreError::NotFound {
-                    disk: disk.clone(),
-                    key: addr.key,
-                })?;
+        self.read_stored(disk, addr, |bytes| {
             // the copy is checked, while it is in the CPU's caches
-            let bytes = bytes.clone();
-            crate::chunk::verify_chunk(&bytes).map_err(|source| StoreError::Corrupt {
-                disk: disk.clone(),
-                key: addr.key,
-                source,
-            })?;
+            let bytes = bytes.to_vec();
+            crate::chunk::verify_chunk(&bytes)?;
             Ok(bytes)
         })
     }
@@ -265,23 +278,7 @@ impl ChunkStore for MemoryChunkStore {
     }
 
     fn read_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<ChunkFile, StoreError> {
-        self.with_disk(disk, |d| {
-            if d.slow {
-                d.slow_reads += 1;
-            }
-            let bytes = d
-                .chunks
-                .get(&(addr.folder.clone(), addr.key))
-                .ok_or_else(|| StoreError::NotFound {
-                    disk: disk.clone(),
-                    key: addr.key,
-                })?;
-            ChunkFile::decode(bytes).map_err(|source| StoreError::Corrupt {
-                disk: disk.clone(),
-                key: addr.key,
-                source,
-            })
-        })
+        self.read_stored(disk, addr, ChunkFile::decode)
     }
 
     fn check_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<Option<u64>, StoreError> {
