@@ -644,7 +644,9 @@ fn nodes_join_and_leave_with_node_add_and_remove() {
     c.wait_all_online(0);
     let s = c.status(0).unwrap();
     assert_eq!(s["nodes"].as_array().unwrap().len(), 4, "{s}");
-    // the new node serves: a mount through it writes and reads
+    // the new node serves: a mount through it writes and reads. It places chunks on the
+    // disks its peers' heartbeats have told it of: wait until it has heard from all
+    c.wait_all_online(3);
     c.mount(3);
     let data = bytes(2 << 20, 9);
     write_synced(&c.path("via-node4.bin"), &data).unwrap();
