@@ -15,54 +15,13 @@ pub fn crc32_parts<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u32 {
     hasher.finalize()
 }
 
-/// The CRC32 polynomial, bit-reversed (the order `crc32fast` computes in).
-const POLY: u32 = 0xEDB8_8320;
-
-/// `a × b` modulo the CRC polynomial, both bit-reversed (bit 31 is x⁰).
-const fn mul_mod_poly(a: u32, mut b: u32) -> u32 {
-    let mut m = 1u32 << 31;
-    let mut product = 0u32;
-    while m != 0 {
-        if a & m != 0 {
-            product ^= b;
-        }
-        m >>= 1;
-        b = if b & 1 != 0 { (b >> 1) ^ POLY } else { b >> 1 };
-    }
-    product
-}
-
-/// `X_POW_2N[n]` is x^(2ⁿ) modulo the polynomial.
-const X_POW_2N: [u32; 64] = {
-    let mut t = [0u32; 64];
-    t[0] = 1 << 30; // x¹
-    let mut n = 1;
-    while n < 64 {
-        t[n] = mul_mod_poly(t[n - 1], t[n - 1]);
-        n += 1;
-    }
-    t
-};
-
-/// x^(8 × `len`) modulo the polynomial: what shifting a CRC past `len` bytes multiplies it by.
-pub fn crc32_shift(len: u64) -> u32 {
-    let mut power = 1u32 << 31; // x⁰
-    let (mut n, mut k) = (len, 3usize); // 8 × len = len × 2³
-    while n != 0 {
-        if n & 1 != 0 {
-            power = mul_mod_poly(X_POW_2N[k % 64], power);
-        }
-        n >>= 1;
-        k += 1;
-    }
-    power
-}
-
-/// CRC32 (IEEE) of `A ‖ B` from `crc_a` = CRC32 of `A`, `crc_b` = CRC32 of `B`, and `shift`
-/// = [`crc32_shift`] of `B`'s length: a few hundred instructions, instead of reading the
-/// bytes again.
-pub fn crc32_combine(crc_a: u32, crc_b: u32, shift: u32) -> u32 {
-    mul_mod_poly(shift, crc_a) ^ crc_b
+/// CRC32 (IEEE) of `A ‖ B` from `crc_a` = CRC32 of `A`, `crc_b` = CRC32 of `B`, and
+/// `len_b` = `B`'s length, without the bytes (`crc32fast` multiplies modulo the polynomial,
+/// once per bit set in `len_b`).
+pub fn crc32_combine(crc_a: u32, crc_b: u32, len_b: u64) -> u32 {
+    let mut a = crc32fast::Hasher::new_with_initial(crc_a);
+    a.combine(&crc32fast::Hasher::new_with_initial_len(crc_b, len_b));
+    a.finalize()
 }
 
 #[cfg(test)]
@@ -80,7 +39,7 @@ mod tests {
             let at = split.index(bytes.len() + 1);
             let (a, b) = bytes.split_at(at);
             prop_assert_eq!(
-                crc32_combine(crc32(a), crc32(b), crc32_shift(b.len() as u64)),
+                crc32_combine(crc32(a), crc32(b), b.len() as u64),
                 crc32(&bytes)
             );
         }
@@ -90,7 +49,7 @@ mod tests {
     fn a_long_part_combines_too() {
         let b = vec![0xA5u8; 3 * 65_536 + 17];
         assert_eq!(
-            crc32_combine(crc32(b"head"), crc32(&b), crc32_shift(b.len() as u64)),
+            crc32_combine(crc32(b"head"), crc32(&b), b.len() as u64),
             crc32_parts([&b"head"[..], &b])
         );
     }

@@ -89,12 +89,11 @@ impl ChunkFile {
     /// that checksum: followed by [`ChunkFile::data`] they are [`ChunkFile::encode`]'s bytes,
     /// for writers that send the two parts without joining them.
     pub fn encoded_header(&self) -> (Vec<u8>, u32) {
-        use crate::checksum::{crc32_combine, crc32_shift};
         let mut head = self.header.encode();
         let crc = match self.data_crc {
             // known from the block checksums new() computed: the data is not read again
             Some(data) if self.header.data_len == self.data.len() as u64 => {
-                crc32_combine(crc32(&head[4..]), data, crc32_shift(self.data.len() as u64))
+                crate::checksum::crc32_combine(crc32(&head[4..]), data, self.data.len() as u64)
             }
             _ => crate::checksum::crc32_parts([&head[4..], &self.data[..]]),
         };
@@ -129,25 +128,19 @@ impl ChunkFile {
 }
 
 /// The data length from which a new chunk combines its block checksums into the data's,
-/// instead of reading the data again to encode it. Combining costs up to a few µs (one
-/// multiplication modulo the polynomial per block, and some for the length); a CRC pass
-/// over 256 KiB costs about that much when the bytes are in the caches, and more when not.
+/// instead of reading the data again to encode it. Combining costs up to a few µs (a
+/// multiplication modulo the polynomial per bit set in each block's length, and in the
+/// data's); a CRC pass over 256 KiB costs about that much when the bytes are in the caches,
+/// and more when not.
 const COMBINE_FROM: usize = 256 * 1024;
 
 /// The CRC32 of `len` bytes from the CRC32s of their blocks of `block` bytes (the last one
 /// shorter), combined without the bytes.
 fn crc_of_blocks(block_crcs: &[u32], block: usize, len: usize) -> u32 {
-    use crate::checksum::{crc32_combine, crc32_shift};
-    let full = crc32_shift(block as u64);
     let mut crc = 0; // of no bytes
     for (i, block_crc) in block_crcs.iter().enumerate() {
         let n = block.min(len - i * block);
-        let shift = if n == block {
-            full
-        } else {
-            crc32_shift(n as u64)
-        };
-        crc = crc32_combine(crc, *block_crc, shift);
+        crc = crate::checksum::crc32_combine(crc, *block_crc, n as u64);
     }
     crc
 }
