@@ -280,19 +280,22 @@ impl DiskChunkStore {
     }
 
     fn read_chunk_on(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<ChunkFile, StoreError> {
-        let path = self.chunk_path(disk, addr)?;
-        let bytes = fs::read(&path).map_err(chunk_io(disk, addr.key, "read chunk", &path))?;
-        let chunk = ChunkFile::decode_owned(bytes).map_err(corrupt(disk, addr.key))?;
-        check_key(disk, addr.key, &path, chunk.header.key)?;
-        Ok(chunk)
+        let (header, mut bytes) = self.read_verified_on(disk, addr)?;
+        bytes.drain(..header.encoded_len());
+        Ok(ChunkFile::from_parts(header, bytes))
     }
 
-    fn read_encoded_on(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<Vec<u8>, StoreError> {
+    /// A chunk file's header and bytes, every checksum verified and its key checked.
+    fn read_verified_on(
+        &self,
+        disk: &DiskId,
+        addr: &ChunkAddr,
+    ) -> Result<(ChunkHeader, Vec<u8>), StoreError> {
         let path = self.chunk_path(disk, addr)?;
         let bytes = fs::read(&path).map_err(chunk_io(disk, addr.key, "read chunk", &path))?;
         let header = crate::chunk::verify_chunk(&bytes).map_err(corrupt(disk, addr.key))?;
         check_key(disk, addr.key, &path, header.key)?;
-        Ok(bytes)
+        Ok((header, bytes))
     }
 
     /// The disks failed (opened failed, or failed since), each with why.
@@ -475,7 +478,7 @@ impl ChunkStore for DiskChunkStore {
     }
 
     fn read_encoded(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<Vec<u8>, StoreError> {
-        let r = self.read_encoded_on(disk, addr);
+        let r = self.read_verified_on(disk, addr).map(|(_, bytes)| bytes);
         self.disk(disk)?.count(disk, r)
     }
 
