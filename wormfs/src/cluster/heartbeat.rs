@@ -121,6 +121,14 @@ impl Heartbeats {
         self.interval
     }
 
+    /// How long placement waits for the first heartbeat of a member it has not heard from
+    /// (a node that just started or joined): `offline_after` intervals, at most five. A
+    /// connected peer sends one each interval, so this is enough for it to arrive; a
+    /// member still silent after it is treated as offline.
+    pub fn first_beat_patience(&self) -> Duration {
+        self.interval * self.offline_after.min(5)
+    }
+
     /// `p` online by its heartbeats, unless this node's connection to it is down
     /// (`connected` false) and it has missed two heartbeats since: a killed node (its
     /// connection closes at once) counts as offline, and its chunks not as "ok", within

@@ -12,7 +12,7 @@ use crate::store::{
 };
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 /// How long a read of a chunk on another node may take before the reader turns to other
@@ -35,6 +35,10 @@ pub struct ClusterStore {
     /// Nodes that did not answer a read in time (see [`ChunkStore::read_chunk_within`]), and
     /// when.
     suspects: RwLock<HashMap<NodeId, (Instant, u64)>>,
+    /// Members whose first heartbeat (and with it their disks) has not come, and since when
+    /// placement has been waiting for it, and whether the end of that wait was logged (see
+    /// [`Self::wait_for_members`]).
+    unheard: Mutex<HashMap<NodeId, (Instant, bool)>>,
 }
 
 impl ClusterStore {
@@ -58,6 +62,7 @@ impl ClusterStore {
             membership: None,
             local_ids: Vec::new(),
             suspects: RwLock::new(HashMap::new()),
+            unheard: Mutex::new(HashMap::new()),
         }
         .with_local_ids()
     }
@@ -81,15 +86,7 @@ impl ClusterStore {
     /// recently (a disk is usable when its node is online and it reports healthy).
     pub fn view(&self) -> Result<ClusterView, StoreError> {
         let mut disks = crate::engine::view_of(&self.node, self.local.disks()?).disks;
-        let members: Option<Vec<String>> = self.membership.as_ref().map(|r| {
-            r.metrics()
-                .borrow()
-                .membership_config
-                .membership()
-                .nodes()
-                .map(|(_, m)| m.name.clone())
-                .collect()
-        });
+        let members = self.members();
         for p in self.heartbeats.peers() {
             if p.beat.node == self.node {
                 continue;
@@ -118,6 +115,62 @@ impl ClusterStore {
             }
         }
         Ok(ClusterView { disks })
+    }
+
+    /// The names of the Raft members, when this store knows the membership.
+    fn members(&self) -> Option<Vec<String>> {
+        self.membership.as_ref().map(|r| {
+            r.metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(_, m)| m.name.clone())
+                .collect()
+        })
+    }
+
+    /// Waits until every other member has been heard from, or for at most
+    /// [`Heartbeats::first_beat_patience`] per member. A node that has just started or
+    /// joined knows the members from its log before their first heartbeats bring their
+    /// disks; placing a stripe then would see only this node's disks, and fail as out of
+    /// space (or crowd them) though the cluster has room. A member still silent after the
+    /// wait is left out (and logged once), as an offline one is.
+    fn wait_for_members(&self) {
+        let patience = self.heartbeats.first_beat_patience();
+        loop {
+            let silent: Vec<NodeId> = self
+                .members()
+                .unwrap_or_default()
+                .into_iter()
+                .map(NodeId)
+                .filter(|n| *n != self.node && self.heartbeats.get(n).is_none())
+                .collect();
+            let waiting = {
+                let mut unheard = self.unheard.lock().unwrap_or_else(|e| e.into_inner());
+                unheard.retain(|n, _| silent.contains(n));
+                let now = Instant::now();
+                let mut waiting = false;
+                for n in silent {
+                    let (since, logged) = unheard.entry(n.clone()).or_insert((now, false));
+                    if now.duration_since(*since) < patience {
+                        waiting = true;
+                    } else if !*logged {
+                        *logged = true;
+                        tracing::warn!(
+                            node = %n,
+                            "node {n} is a member but has not been heard from in {patience:?}; \
+                             placing chunks without its disks until it is"
+                        );
+                    }
+                }
+                waiting
+            };
+            if !waiting {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn holds_locally(&self, disk: &DiskId) -> bool {
@@ -228,7 +281,10 @@ impl ClusterStore {
 }
 
 impl ChunkStore for ClusterStore {
+    /// [`Self::view`], once every member has been heard from or waited for (this blocks for
+    /// up to a few heartbeat intervals after the node starts; see `wait_for_members`).
     fn placement_view(&self, _node: &NodeId) -> Result<ClusterView, StoreError> {
+        self.wait_for_members();
         self.view()
     }
 

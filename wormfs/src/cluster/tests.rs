@@ -578,6 +578,33 @@ async fn a_crashed_follower_catches_up(delay: Duration) {
     f.stop().await;
 }
 
+/// A node that has just started knows the cluster's members from its log before it hears
+/// their heartbeats, which bring their disks. It used to place a stripe on the disks it
+/// knew of at that moment, its own two, and failed the write as out of space (found in CI,
+/// on a node just added). Now placement waits a few heartbeat intervals for members not
+/// heard from yet. Heartbeats are held back 150 ms here (their timeout is 200), so the restarted node's first
+/// write comes before them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_waits_for_its_peers_disks_before_placing_a_stripe() {
+    let mut f = Fixture::start(3).await;
+    let master = f.wait_for_master(&f.names()).await;
+    let restarted = (f.index_of(&master) + 1) % 3;
+    f.crash(restarted).await;
+    f.hub.set_delay_for(HEARTBEAT, Duration::from_millis(150));
+    f.boot(restarted).await;
+    let data = pattern(9, 2 * STRIPE);
+    f.write(restarted, "first", &data).await.unwrap();
+    f.hub.heal();
+    f.wait_converged().await;
+    let (_, stripes) = f.nodes[restarted].fs().file_layout("/first").unwrap();
+    for s in &stripes {
+        let nodes: BTreeSet<_> = s.chunks.iter().map(|c| c.node.clone()).collect();
+        assert_eq!(nodes.len(), 3, "stripe {} on {nodes:?}", s.index);
+    }
+    assert_eq!(f.read(f.index_of(&master), "first").await.unwrap(), data);
+    f.stop().await;
+}
+
 /// A follower that missed writes and a master that dies: the follower's pre-vote is refused
 /// by the up-to-date node (its log is behind), so it never campaigns, and the up-to-date node
 /// is elected. Before the pre-vote compared logs, the lagging node campaigned at every turn
