@@ -34,7 +34,7 @@ pub struct ClusterStore {
     local_ids: Vec<DiskId>,
     /// Nodes that did not answer a read in time (see [`ChunkStore::read_chunk_within`]), and
     /// when.
-    suspects: RwLock<HashMap<NodeId, (Instant, u64)>>,
+    suspects: Arc<Suspects>,
     /// Members whose first heartbeat (and with it their disks) has not come, and since when
     /// placement has been waiting for it, and whether the end of that wait was logged (see
     /// [`Self::wait_for_members`]).
@@ -61,7 +61,7 @@ impl ClusterStore {
             handle: tokio::runtime::Handle::current(),
             membership: None,
             local_ids: Vec::new(),
-            suspects: RwLock::new(HashMap::new()),
+            suspects: Arc::default(),
             unheard: Mutex::new(HashMap::new()),
         }
         .with_local_ids()
@@ -211,22 +211,7 @@ impl ClusterStore {
         Ok(node)
     }
 
-    /// Marks `node` as not answering: asked last until a heartbeat newer than this comes.
-    fn suspect(&self, node: &NodeId, patience: Duration) {
-        let heard = self.heartbeats.get(node).map_or(0, |p| p.received_ms);
-        tracing::warn!(
-            %node,
-            "node {node} did not answer a chunk read within {patience:?}; its chunks are \
-             read last until it is heard from again"
-        );
-        self.suspects
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(node.clone(), (Instant::now(), heard));
-    }
-
-    /// Waits up to `patience` for a read of `addr` from `node`; a node that does not
-    /// answer in time is held as not responsive ([`Self::suspect`]).
+    /// Waits up to `patience` for a read of `addr` from `node` (see [`answer_within`]).
     fn remote_read<T>(
         &self,
         node: &NodeId,
@@ -235,20 +220,15 @@ impl ClusterStore {
         patience: Duration,
         read: impl std::future::Future<Output = Result<T, crate::net::TransportError>>,
     ) -> Result<T, StoreError> {
-        match self
-            .handle
-            .block_on(async { tokio::time::timeout(patience, read).await })
-        {
-            Ok(r) => r.map_err(|e| Self::remote_err(node, disk, Some(addr.key), e)),
-            Err(_) => {
-                self.suspect(node, patience);
-                Err(StoreError::Remote {
-                    node: node.clone(),
-                    disk: disk.clone(),
-                    reason: format!("no answer within {patience:?}"),
-                })
-            }
-        }
+        let asked = Asked {
+            node,
+            disk,
+            addr,
+            patience,
+            heartbeats: &self.heartbeats,
+            suspects: &self.suspects,
+        };
+        self.handle.block_on(asked.answer_within(read))
     }
 
     fn remote_err(
@@ -276,6 +256,51 @@ impl ClusterStore {
                 disk: disk.clone(),
                 reason: other.to_string(),
             },
+        }
+    }
+}
+
+/// Nodes that did not answer a read in time, with when and the time of their last
+/// heartbeat then.
+type Suspects = RwLock<HashMap<NodeId, (Instant, u64)>>;
+
+/// A read of `addr` asked of `node`, with what marks the node when it does not answer.
+struct Asked<'a> {
+    node: &'a NodeId,
+    disk: &'a DiskId,
+    addr: &'a ChunkAddr,
+    patience: Duration,
+    heartbeats: &'a Heartbeats,
+    suspects: &'a Suspects,
+}
+
+impl Asked<'_> {
+    /// Waits up to `patience` for `read`; a node that does not answer in time is held as
+    /// not responsive (asked last until a heartbeat newer than this comes).
+    async fn answer_within<T>(
+        self,
+        read: impl std::future::Future<Output = Result<T, TransportError>>,
+    ) -> Result<T, StoreError> {
+        let (node, disk, patience) = (self.node, self.disk, self.patience);
+        match tokio::time::timeout(patience, read).await {
+            Ok(r) => r.map_err(|e| ClusterStore::remote_err(node, disk, Some(self.addr.key), e)),
+            Err(_) => {
+                let heard = self.heartbeats.get(node).map_or(0, |p| p.received_ms);
+                tracing::warn!(
+                    %node,
+                    "node {node} did not answer a chunk read within {patience:?}; its chunks \
+                     are read last until it is heard from again"
+                );
+                self.suspects
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(node.clone(), (Instant::now(), heard));
+                Err(StoreError::Remote {
+                    node: node.clone(),
+                    disk: disk.clone(),
+                    reason: format!("no answer within {patience:?}"),
+                })
+            }
         }
     }
 }
@@ -413,6 +438,38 @@ impl ChunkStore for ClusterStore {
             .transport
             .read_chunk_range(&node, disk, addr, offset, len);
         self.remote_read(&node, disk, addr, READ_TIMEOUT, read)
+    }
+
+    fn remote_range(
+        &self,
+        disk: &DiskId,
+        addr: &ChunkAddr,
+        offset: u64,
+        len: u64,
+    ) -> Option<crate::store::RangeFuture> {
+        if self.holds_locally(disk) || !self.is_responsive(disk) {
+            return None;
+        }
+        let node = self.node_of(disk).ok()?;
+        let (transport, heartbeats, suspects) = (
+            self.transport.clone(),
+            self.heartbeats.clone(),
+            self.suspects.clone(),
+        );
+        let (disk, addr) = (disk.clone(), addr.clone());
+        Some(Box::pin(async move {
+            let read = transport.read_chunk_range(&node, &disk, &addr, offset, len);
+            Asked {
+                node: &node,
+                disk: &disk,
+                addr: &addr,
+                patience: READ_TIMEOUT,
+                heartbeats: &heartbeats,
+                suspects: &suspects,
+            }
+            .answer_within(read)
+            .await
+        }))
     }
 
     fn check_chunk(&self, disk: &DiskId, addr: &ChunkAddr) -> Result<Option<u64>, StoreError> {

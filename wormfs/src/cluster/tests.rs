@@ -605,6 +605,63 @@ async fn a_restarted_node_waits_for_its_peers_disks_before_placing_a_stripe() {
     f.stop().await;
 }
 
+/// A small read whose bytes lie in one data chunk on another node is a future on the
+/// runtime (no blocking thread waits for the bytes); when that node does not answer within
+/// the read timeout, the read still returns the right bytes, decoded from the other chunks,
+/// and the node is read last from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_read_of_a_remote_chunk_waits_on_the_runtime_and_survives_a_silent_holder() {
+    let f = Fixture::start(3).await;
+    let data = pattern(11, 2 * STRIPE);
+    f.write(0, "r", &data).await.unwrap();
+    f.wait_converged().await;
+    let fs = f.nodes[0].fs();
+    let a = fs.lookup(FileId::ROOT, "r").unwrap();
+    let (_, stripes) = fs.file_layout("/r").unwrap();
+    let layout = a.layout.clone().expect("a file has a layout");
+    let s = &stripes[1];
+    // data chunk 0 is the writer's own; chunk 1 is on another node
+    let local = s.chunks.iter().find(|c| c.index == 0).unwrap();
+    let remote = s.chunks.iter().find(|c| c.index == 1).unwrap();
+    assert_eq!(local.node, f.nodes[0].name);
+    assert_ne!(remote.node, f.nodes[0].name);
+    let shard = (STRIPE / 2) as u64;
+    let (offset, len) = (shard + 100, 4096u64);
+    let store = fs.store().as_ref();
+    assert!(
+        crate::engine::remote_stripe_range(store, a.ino, &layout, s, offset, len).is_some(),
+        "a range in one remote chunk is read without a blocking thread"
+    );
+    assert!(
+        crate::engine::remote_stripe_range(store, a.ino, &layout, s, 100, len).is_none(),
+        "a range in a local chunk is read from the disk"
+    );
+    assert!(
+        crate::engine::remote_stripe_range(store, a.ino, &layout, s, shard - 10, 20).is_none(),
+        "a range across two chunks is read chunk by chunk"
+    );
+    let want = |o: u64, l: u64| {
+        let at = STRIPE + o as usize;
+        data[at..at + l as usize].to_vec()
+    };
+    let got = fs.read_range(a.ino, 1, offset, len).await.unwrap().unwrap();
+    assert_eq!(got, want(offset, len));
+    assert!(store.is_responsive(&remote.disk));
+    // the holder answers range reads only after the timeout: the read decodes around it
+    f.hub.set_delay_for(
+        crate::net::CHUNK_RANGE,
+        store::READ_TIMEOUT + Duration::from_secs(1),
+    );
+    let got = fs.read_range(a.ino, 1, offset, len).await.unwrap().unwrap();
+    assert_eq!(got, want(offset, len));
+    assert!(
+        !store.is_responsive(&remote.disk),
+        "a node that did not answer in time is read last"
+    );
+    f.hub.heal();
+    f.stop().await;
+}
+
 /// A follower that missed writes and a master that dies: the follower's pre-vote is refused
 /// by the up-to-date node (its log is behind), so it never campaigns, and the up-to-date node
 /// is elected. Before the pre-vote compared logs, the lagging node campaigned at every turn

@@ -8,7 +8,9 @@
 mod read;
 mod write;
 
-pub use read::{chunk_addr, read_stripe, read_stripe_range, DamagedChunk, StripeRead};
+pub use read::{
+    chunk_addr, read_stripe, read_stripe_range, remote_stripe_range, DamagedChunk, StripeRead,
+};
 pub use write::{inline_stripe, store_stripe, write_stripe, StripeWrite};
 
 use crate::ids::{FileId, NodeId};

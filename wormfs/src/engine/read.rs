@@ -256,6 +256,44 @@ fn inline_bytes<'a>(
     Ok(data)
 }
 
+/// [`read_stripe_range`] as a future that holds no thread, when one data chunk on another
+/// node holds the whole range (most small reads) and the store can read it so (see
+/// [`ChunkStore::remote_range`]); `None` otherwise, and the caller reads on a blocking
+/// thread. The future fails, as [`read_stripe_range`] does, when the chunk is missing,
+/// damaged, short or its node does not answer: the caller then reads the whole stripe.
+pub fn remote_stripe_range(
+    store: &dyn ChunkStore,
+    file: FileId,
+    layout: &FileLayout,
+    s: &StripeRecord,
+    offset: u64,
+    len: u64,
+) -> Option<crate::store::RangeFuture> {
+    if s.inline.is_some() {
+        return None;
+    }
+    let shard_len = s.len.div_ceil(u64::from(s.k.max(1))).max(1);
+    let mut pieces = crate::stripe::shard_pieces(s.len, shard_len, offset, len);
+    let (piece, None) = (pieces.next()?, pieces.next()) else {
+        return None;
+    };
+    let index = piece.shard as u16;
+    let chunk = s.chunks.iter().find(|c| c.index == index)?;
+    let addr = chunk_addr(file, layout, s, index);
+    let read = store.remote_range(&chunk.disk, &addr, piece.offset, piece.len)?;
+    let disk = chunk.disk.clone();
+    Some(Box::pin(async move {
+        let bytes = read.await?;
+        if bytes.len() as u64 != piece.len {
+            return Err(StoreError::NotFound {
+                disk,
+                key: addr.key,
+            });
+        }
+        Ok(bytes)
+    }))
+}
+
 /// Reads bytes `offset..offset + len` of stripe `s` (clipped to the stripe) from the data
 /// chunks that hold them, verifying only the blocks read. Any missing or damaged chunk is an
 /// error: the caller then reads the whole stripe with [`read_stripe`], which decodes around

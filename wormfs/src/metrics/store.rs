@@ -114,6 +114,17 @@ impl ChunkStore for MeteredStore {
         self.count(disk, "read", r, |b| Some((true, b.len() as u64)))
     }
 
+    fn remote_range(
+        &self,
+        disk: &DiskId,
+        addr: &ChunkAddr,
+        offset: u64,
+        len: u64,
+    ) -> Option<crate::store::RangeFuture> {
+        // another node's disk: its own store counts the read
+        self.inner.remote_range(disk, addr, offset, len)
+    }
+
     fn read_chunk_within(
         &self,
         disk: &DiskId,

@@ -176,7 +176,8 @@ impl InProcessHub {
     }
 
     /// Adds `delay` to every request on a protocol starting with `prefix` (the others
-    /// travel without one).
+    /// travel without one). A prefix of [`CHUNK_RANGE`] delays reads of chunk ranges too
+    /// (other chunk calls, and every chunk call when the prefix is empty, go undelayed).
     pub fn set_delay_for(&self, prefix: &str, delay: Duration) {
         let mut s = self.write();
         s.faults.delay = delay;
@@ -218,6 +219,21 @@ impl InProcessHub {
             .get(node)
             .and_then(|e| e.store.clone())
             .ok_or_else(|| Self::unreachable(node, "not in this hub"))
+    }
+}
+
+/// The name under which the hub's delay hook ([`InProcessHub::set_delay_for`]) sees a read
+/// of a chunk range.
+pub const CHUNK_RANGE: &str = "chunk/range";
+
+/// Waits `delay`, on the runtime's timer when there is one.
+async fn wait(delay: Duration) {
+    if !delay.is_zero() {
+        #[cfg(feature = "rpc")]
+        tokio::time::sleep(delay).await;
+        // without tokio (a build of the bare library) there is no timer to wait on
+        #[cfg(not(feature = "rpc"))]
+        std::thread::sleep(delay);
     }
 }
 
@@ -284,6 +300,16 @@ impl Transport for InProcessTransport {
         len: u64,
     ) -> Result<Vec<u8>, TransportError> {
         let store = self.hub.store(&self.me, node)?;
+        let delay = {
+            let f = &self.hub.read().faults;
+            let named = !f.delay_prefix.is_empty() && CHUNK_RANGE.starts_with(&f.delay_prefix);
+            if named {
+                f.delay
+            } else {
+                Duration::ZERO
+            }
+        };
+        wait(delay).await;
         store
             .read_chunk_range(disk, addr, offset, len)
             .map_err(|e| TransportError::from_store(node, e))
@@ -379,13 +405,7 @@ impl Transport for InProcessTransport {
             };
             (handler, fate, delay)
         };
-        if !delay.is_zero() {
-            #[cfg(feature = "rpc")]
-            tokio::time::sleep(delay).await;
-            // without tokio (a build of the bare library) there is no timer to wait on
-            #[cfg(not(feature = "rpc"))]
-            std::thread::sleep(delay);
-        }
+        wait(delay).await;
         let remote = |reason| TransportError::Remote {
             node: node.clone(),
             reason,

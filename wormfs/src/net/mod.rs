@@ -7,7 +7,7 @@ mod local;
 #[cfg(feature = "cluster")]
 pub mod p2p;
 
-pub use local::{InProcessHub, InProcessTransport};
+pub use local::{InProcessHub, InProcessTransport, CHUNK_RANGE};
 #[cfg(feature = "cluster")]
 pub use p2p::{P2pConfig, P2pTransport};
 

@@ -117,12 +117,25 @@ impl NodeFs {
         let Some(record) = self.meta.stripe(ino, index)? else {
             return Ok(None);
         };
-        let store = self.store.clone();
-        let fast = tokio::task::spawn_blocking(move || {
-            engine::read_stripe_range(store.as_ref(), ino, &layout, &record, offset, len)
-        })
-        .await
-        .map_err(|e| FsError::Internal(e.to_string()))?;
+        let fast = match engine::remote_stripe_range(
+            self.store.as_ref(),
+            ino,
+            &layout,
+            &record,
+            offset,
+            len,
+        ) {
+            // one chunk on another node holds it all: no thread waits for its bytes
+            Some(read) => read.await,
+            None => {
+                let store = self.store.clone();
+                tokio::task::spawn_blocking(move || {
+                    engine::read_stripe_range(store.as_ref(), ino, &layout, &record, offset, len)
+                })
+                .await
+                .map_err(|e| FsError::Internal(e.to_string()))?
+            }
+        };
         match fast {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) => {

@@ -209,10 +209,16 @@ pub(crate) fn short_data(has: u64, needed: usize) -> ChunkFormatError {
     }
 }
 
+/// The bytes of a [`ChunkStore::remote_range`] read, when they arrive.
+pub type RangeFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Vec<u8>, StoreError>> + Send + 'static>,
+>;
+
 /// The chunks on one node's disks.
 ///
-/// Every method is blocking (disk I/O); async callers run them on a blocking thread.
-/// Implementations must be safe to call from many threads at once.
+/// Every method is blocking (disk I/O), but [`ChunkStore::remote_range`]'s future; async
+/// callers run them on a blocking thread. Implementations must be safe to call from many
+/// threads at once.
 pub trait ChunkStore: Send + Sync {
     /// Every disk with its space.
     fn disks(&self) -> Result<Vec<DiskStatus>, StoreError>;
@@ -327,6 +333,23 @@ pub trait ChunkStore: Send + Sync {
         len: u64,
     ) -> Result<Vec<u8>, StoreError> {
         Ok(data_range(&self.read_chunk(disk, addr)?, offset, len))
+    }
+
+    /// [`ChunkStore::read_chunk_range`] of a chunk on another node as a future that holds
+    /// no thread while the bytes travel, for callers on an async runtime; `None` when
+    /// `disk` is local, its node does not answer (see [`ChunkStore::is_responsive`]), or
+    /// the store has no such path (the caller then reads on a blocking thread). A read
+    /// whose node does not answer within the store's patience fails, and the store holds
+    /// the node as not responsive, as [`ChunkStore::read_chunk_within`] does.
+    fn remote_range(
+        &self,
+        disk: &DiskId,
+        addr: &ChunkAddr,
+        offset: u64,
+        len: u64,
+    ) -> Option<RangeFuture> {
+        let _ = (disk, addr, offset, len);
+        None
     }
 
     /// A cheap presence check (a stat): the chunk file's size, or `None` when it is missing.
