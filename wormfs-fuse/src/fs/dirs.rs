@@ -23,6 +23,26 @@ const PAGE_LINES_PLUS: usize = 1024;
 type Line = (u64, FileType, String, Option<Attr>);
 
 impl WormFuse {
+    /// Looks `name` up in `dir` as the caller of `req`: from a listed page when one holds
+    /// it, else at the node; the second file found at the node in one directory within
+    /// the TTL has the next page of the directory listed (see [`super::listed`]).
+    pub(super) fn look_up(&self, req: &Request, dir: u64, name: &str) -> super::Result<Attr> {
+        if let Some(a) = self.listed.find(dir, name, TTL) {
+            return Ok(a);
+        }
+        let a = self.rpc_as_quiet(req, |c, d| d.block_on(c.lookup(FileId(dir), name)))?;
+        if let Some(asked) = self.listed.found(dir, TTL) {
+            let page = self.rpc_as_quiet(req, |c, d| {
+                d.block_on(c.readdir_plus_page(FileId(dir), name, super::listed::PAGE))
+            });
+            // a caller who may not list the directory keeps plain lookups
+            if let Ok((entries, _)) = page {
+                self.listed.keep(asked, entries);
+            }
+        }
+        Ok(a)
+    }
+
     pub(super) fn open_dir(&self, req: &Request, ino: INodeNo, reply: ReplyOpen) {
         let r = self.rpc_as_quiet(req, |c, d| d.block_on(c.readdir_plus(FileId(ino.0))));
         self.answer("opendir", reply, r, |reply, entries| {

@@ -39,6 +39,7 @@ impl WormFuse {
     /// this one counts as a change (see [`super::fresh`]).
     pub(super) fn rpc<T>(&self, call: impl FnOnce(&Client, &Driver<'_>) -> T) -> T {
         let _change = self.fresh.begin();
+        let _listed = self.listed.change();
         self.rpc_quiet(call)
     }
 

@@ -237,9 +237,13 @@ impl WormFuse {
             .map(|(i, d)| (FileId(ino), *i, Bytes::from_owner(SharedStripe(d.clone()))))
             .collect();
         let client = self.client.clone();
-        let task = self
-            .rt
-            .spawn(async move { client.write_stripes(payload).await });
+        // sizes and times change: listed pages are retired at the start and at the end
+        let change = self.listed.change();
+        let task = self.rt.spawn(async move {
+            let sent = client.write_stripes(payload).await;
+            drop(change);
+            sent
+        });
         inner
             .pending
             .push_back(crate::file::Pending { stripes, task });
@@ -263,7 +267,10 @@ impl WormFuse {
             .iter()
             .map(|(i, d)| (FileId(ino), *i, Bytes::from_owner(SharedStripe(d.clone()))))
             .collect();
-        let sent = self.rpc_quiet(|c, d| d.block_on(c.write_stripes(stripes)));
+        let sent = {
+            let _listed = self.listed.change();
+            self.rpc_quiet(|c, d| d.block_on(c.write_stripes(stripes)))
+        };
         let attr = match sent {
             Ok(attr) => attr,
             Err(e) => {

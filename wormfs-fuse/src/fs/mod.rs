@@ -10,6 +10,7 @@ mod dirs;
 mod driver;
 mod fresh;
 mod io;
+mod listed;
 mod locking;
 mod nodes;
 mod xattrs;
@@ -78,6 +79,9 @@ pub struct WormFuse {
     files: OpenFiles,
     /// A directory's attributes from this mount's last create (see [`fresh`]).
     fresh: fresh::FreshDirs,
+    /// The attributes of a directory's next entries, for a walk of lookups (see
+    /// [`listed`]).
+    listed: Arc<listed::Listed>,
     /// Files closed here, by inode: what their cached stripes and pages are good for.
     closed: Mutex<HashMap<u64, Closed>>,
     handles: Mutex<HashMap<u64, Handle>>,
@@ -133,6 +137,7 @@ impl WormFuse {
             opts,
             files: OpenFiles::default(),
             fresh: fresh::FreshDirs::default(),
+            listed: Arc::default(),
             closed: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             next_fh: std::sync::atomic::AtomicU64::new(1),
@@ -282,11 +287,12 @@ impl Filesystem for WormFuse {
         self.flush_all();
         self.locks.end();
         self.stripes.log_summary();
+        let (answered, pages) = self.listed.counts();
+        tracing::info!(answered, pages, "lookups answered from listed pages");
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let r = name_str(name)
-            .and_then(|n| self.rpc_as_quiet(req, |c, d| d.block_on(c.lookup(FileId(parent.0), n))));
+        let r = name_str(name).and_then(|n| self.look_up(req, parent.0, n));
         self.entry(reply, r, "lookup")
     }
 

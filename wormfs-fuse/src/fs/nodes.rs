@@ -117,6 +117,7 @@ impl WormFuse {
         };
         // the directory as the create left it, for the kernel's getattr that follows
         let mut change = self.fresh.begin();
+        let _listed = self.listed.change();
         let created = self.rpc_as_quiet(req, |c, d| d.block_on(c.create_locked(request)))?;
         if let Some(dir) = created.parent {
             change.keep(parent.0, dir);

@@ -180,7 +180,7 @@ impl Client {
         ino: FileId,
         page: u32,
     ) -> Result<Vec<DirEntry>, ClientError> {
-        let listed = self.list(ino, page, false).await?;
+        let (listed, _) = self.list(ino, "", page, false, false).await?;
         Ok(listed.into_iter().map(|(e, _)| e).collect())
     }
 
@@ -192,23 +192,39 @@ impl Client {
         &self,
         ino: FileId,
     ) -> Result<Vec<(DirEntry, Option<Attr>)>, ClientError> {
-        self.list(ino, 0, true).await
+        Ok(self.list(ino, "", 0, true, false).await?.0)
     }
 
+    /// One page of [`Client::readdir_plus`]: at most `limit` entries (the node may send
+    /// fewer) whose names sort after `after`, with their attributes, and whether more
+    /// follow.
+    pub async fn readdir_plus_page(
+        &self,
+        ino: FileId,
+        after: &str,
+        limit: u32,
+    ) -> Result<(Vec<(DirEntry, Option<Attr>)>, bool), ClientError> {
+        self.list(ino, after, limit, true, true).await
+    }
+
+    /// The entries after `after`, `page` at a time; all of them, or the first page only
+    /// (`one_page`), with whether more follow it.
     async fn list(
         &self,
         ino: FileId,
+        after: &str,
         page: u32,
         with_attrs: bool,
-    ) -> Result<Vec<(DirEntry, Option<Attr>)>, ClientError> {
+        one_page: bool,
+    ) -> Result<(Vec<(DirEntry, Option<Attr>)>, bool), ClientError> {
         let mut entries: Vec<(DirEntry, Option<Attr>)> = Vec::new();
         loop {
             let req = proto::ReadDirRequest {
                 ino: ino.0,
                 after: entries
                     .last()
-                    .map(|(e, _)| e.name.clone())
-                    .unwrap_or_default(),
+                    .map_or(after, |(e, _)| e.name.as_str())
+                    .to_owned(),
                 limit: page,
                 with_attrs,
             };
@@ -235,10 +251,8 @@ impl Client {
                 // an attribute of another inode than the entry's is not believed
                 let attr = attr.filter(|a| a.ino == entry.ino);
                 // Each page must go on after the last: a node that did not would loop us.
-                if entries
-                    .last()
-                    .is_some_and(|(last, _)| last.name >= entry.name)
-                {
+                let before = entries.last().map_or(after, |(last, _)| last.name.as_str());
+                if !before.is_empty() && before >= entry.name.as_str() {
                     return Err(proto_err(crate::rpc::convert::invalid(
                         "entries.name",
                         format!("{:?} is out of order in the listing", entry.name),
@@ -246,8 +260,8 @@ impl Client {
                 }
                 entries.push((entry, attr));
             }
-            if !r.more || got == 0 {
-                return Ok(entries);
+            if !r.more || got == 0 || one_page {
+                return Ok((entries, r.more && got > 0));
             }
         }
     }

@@ -1,0 +1,240 @@
+//! The attributes of a directory's next entries, fetched in one call when a program looks
+//! its files up one after another (`stat` of each file, a backup tool's walk, `find`).
+//!
+//! The kernel sends a lookup per name, and each was a call to the node. When two lookups
+//! in one directory within the attribute TTL found files that were not known here, the
+//! mount lists a page of the directory's entries from the second name on, with their
+//! attributes ([`PAGE`] at most, as the caller: a caller who may not list the directory
+//! keeps plain lookups), and answers the next lookups of names in that page from it.
+//!
+//! A page answers only while it is younger than the TTL and nothing was changed through
+//! this mount since it was asked for: every call that may change a name or attributes
+//! (each call through `WormFuse::rpc`, each create, each write of data) moves a generation
+//! at its start and at its end, and a page fetched at another generation is not used. A
+//! name the page does not hold is looked up at the node: a page never answers "no such
+//! file". Changes made through other mounts show within the TTL, as with the kernel's own
+//! cache of names and attributes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wormfs::meta::{Attr, DirEntry};
+
+/// Entries fetched in one listing call.
+pub(super) const PAGE: u32 = 1024;
+
+/// See the module documentation.
+#[derive(Default)]
+pub(super) struct Listed(Mutex<State>);
+
+#[derive(Default)]
+struct State {
+    /// Moves at the start and at the end of every call that may change a name or
+    /// attributes.
+    generation: u64,
+    /// The directory of the last lookup that found a file not in a page, the generation
+    /// then, and when.
+    found: Option<(u64, u64, Instant)>,
+    /// One directory's page.
+    page: Option<Page>,
+    /// Lookups answered from a page, and pages fetched (for the mount's log at its end).
+    answered: u64,
+    fetched: u64,
+}
+
+struct Page {
+    dir: u64,
+    generation: u64,
+    at: Instant,
+    attrs: HashMap<String, Attr>,
+}
+
+/// A call that may change a name or attributes, on its way: ends when dropped (it may go
+/// with a call sent in the background).
+pub(super) struct Change(Arc<Listed>);
+
+impl Drop for Change {
+    fn drop(&mut self) {
+        self.0.state().generation += 1;
+    }
+}
+
+/// A page asked for: the directory, and the generation when it was.
+pub(super) struct Asked {
+    dir: u64,
+    generation: u64,
+    at: Instant,
+}
+
+impl Listed {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A call that may change a name or attributes starts.
+    pub(super) fn change(self: &Arc<Self>) -> Change {
+        self.state().generation += 1;
+        Change(self.clone())
+    }
+
+    /// The attributes of `name` in directory `dir` from a page younger than `ttl` and of
+    /// the current generation.
+    pub(super) fn find(&self, dir: u64, name: &str, ttl: Duration) -> Option<Attr> {
+        let mut s = self.state();
+        let generation = s.generation;
+        let page = s.page.as_ref()?;
+        if page.dir != dir || page.generation != generation || page.at.elapsed() >= ttl {
+            return None;
+        }
+        let attr = page.attrs.get(name).cloned()?;
+        s.answered += 1;
+        Some(attr)
+    }
+
+    /// A lookup in `dir` found a file at the node. Returns the page to ask for when it is
+    /// the second within `ttl` at this generation (and no page of `dir` holds the name, or
+    /// the lookup would not have gone to the node).
+    pub(super) fn found(&self, dir: u64, ttl: Duration) -> Option<Asked> {
+        let mut s = self.state();
+        let now = Instant::now();
+        let generation = s.generation;
+        let again = s
+            .found
+            .is_some_and(|(d, g, at)| d == dir && g == generation && now - at < ttl);
+        if again {
+            s.found = None;
+            Some(Asked {
+                dir,
+                generation,
+                at: now,
+            })
+        } else {
+            s.found = Some((dir, generation, now));
+            None
+        }
+    }
+
+    /// Keeps the page `asked` brought, unless a change started or ended since it was asked
+    /// for. Entries without attributes are left out.
+    pub(super) fn keep(&self, asked: Asked, entries: Vec<(DirEntry, Option<Attr>)>) {
+        let mut s = self.state();
+        if s.generation != asked.generation {
+            return;
+        }
+        let attrs = entries
+            .into_iter()
+            .filter_map(|(e, a)| a.map(|a| (e.name, a)))
+            .collect();
+        s.page = Some(Page {
+            dir: asked.dir,
+            generation: asked.generation,
+            at: asked.at,
+            attrs,
+        });
+        s.fetched += 1;
+    }
+
+    /// Lookups answered from pages, and pages fetched.
+    pub(super) fn counts(&self) -> (u64, u64) {
+        let s = self.state();
+        (s.answered, s.fetched)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wormfs::ids::FileId;
+    use wormfs::meta::{FileKind, Timestamp};
+
+    const TTL: Duration = Duration::from_secs(1);
+
+    fn attr(ino: u64) -> Attr {
+        let t = Timestamp::now();
+        Attr {
+            ino: FileId(ino),
+            kind: FileKind::File,
+            size: ino,
+            perm: 0o644,
+            nlink: 1,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            crtime: t,
+            layout: None,
+        }
+    }
+
+    fn entries(names: &[(&str, u64)]) -> Vec<(DirEntry, Option<Attr>)> {
+        names
+            .iter()
+            .map(|&(n, ino)| {
+                let e = DirEntry {
+                    name: n.to_owned(),
+                    ino: FileId(ino),
+                    kind: FileKind::File,
+                };
+                (e, Some(attr(ino)))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_second_file_found_in_a_directory_asks_for_a_page_that_answers_the_next() {
+        let l = Arc::new(Listed::default());
+        assert!(l.found(1, TTL).is_none(), "one lookup is not a walk");
+        assert!(l.found(2, TTL).is_none(), "another directory starts again");
+        let asked = l.found(2, TTL).expect("the second in one directory asks");
+        l.keep(asked, entries(&[("b", 11), ("c", 12)]));
+        assert_eq!(l.find(2, "c", TTL).map(|a| a.ino), Some(FileId(12)));
+        assert_eq!(l.find(2, "zz", TTL), None, "a page never says no such file");
+        assert_eq!(
+            l.find(1, "c", TTL),
+            None,
+            "nor answers for another directory"
+        );
+        assert_eq!(l.counts(), (1, 1));
+    }
+
+    #[test]
+    fn a_change_through_this_mount_retires_the_page() {
+        let l = Arc::new(Listed::default());
+        l.found(2, TTL);
+        let asked = l.found(2, TTL).unwrap();
+        l.keep(asked, entries(&[("b", 11)]));
+        drop(l.change());
+        assert_eq!(l.find(2, "b", TTL), None);
+    }
+
+    #[test]
+    fn a_page_asked_for_while_a_change_started_or_ended_is_not_kept() {
+        let l = Arc::new(Listed::default());
+        l.found(2, TTL);
+        let asked = l.found(2, TTL).unwrap();
+        let change = l.change();
+        l.keep(asked, entries(&[("b", 11)]));
+        assert_eq!(
+            l.find(2, "b", TTL),
+            None,
+            "a change started during the call"
+        );
+        l.found(2, TTL);
+        let asked = l.found(2, TTL).unwrap();
+        drop(change);
+        l.keep(asked, entries(&[("b", 11)]));
+        assert_eq!(l.find(2, "b", TTL), None, "a change ended during the call");
+    }
+
+    #[test]
+    fn a_page_older_than_the_ttl_answers_nothing() {
+        let l = Arc::new(Listed::default());
+        l.found(2, TTL);
+        let asked = l.found(2, TTL).unwrap();
+        l.keep(asked, entries(&[("b", 11)]));
+        assert!(l.find(2, "b", TTL).is_some());
+        assert_eq!(l.find(2, "b", Duration::ZERO), None);
+    }
+}
