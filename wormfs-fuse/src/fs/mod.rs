@@ -5,6 +5,8 @@
 //! truncate send the rest and return only when the node has made it durable. A failure is
 //! returned to the application with its errno and logged with its cause.
 
+mod answer;
+mod attrs;
 mod convert;
 mod dirs;
 mod driver;
@@ -102,26 +104,6 @@ enum Handle {
 
 type Result<T> = std::result::Result<T, ClientError>;
 
-/// The reply types, answered the same way on failure.
-trait Fail {
-    fn fail(self, e: Errno);
-}
-
-macro_rules! fail_by_error {
-    ($($t:ty),*) => { $(impl Fail for $t { fn fail(self, e: Errno) { self.error(e) } })* };
-}
-fail_by_error!(
-    ReplyAttr,
-    ReplyCreate,
-    ReplyData,
-    ReplyEmpty,
-    ReplyEntry,
-    ReplyOpen,
-    ReplyStatfs,
-    ReplyWrite,
-    ReplyXattr
-);
-
 impl WormFuse {
     /// A file system that talks to the node behind `client`, running calls on `rt`.
     pub fn new(client: Client, rt: tokio::runtime::Handle, opts: FsOptions) -> WormFuse {
@@ -182,14 +164,6 @@ impl WormFuse {
         a
     }
 
-    fn log_err(&self, op: &str, e: &ClientError) {
-        if e.errno == errno::EIO || e.errno == errno::ENOSPC {
-            tracing::error!(op, errno = e.errno, "{}", e.message);
-        } else {
-            tracing::debug!(op, errno = e.errno, "{}", e.message);
-        }
-    }
-
     fn new_handle(&self, h: Handle) -> u64 {
         let fh = self
             .next_fh
@@ -206,27 +180,6 @@ impl WormFuse {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&fh.0)
-    }
-
-    /// Answers a request: `ok` with the value, or the error's errno, logged with its cause.
-    fn answer<R: Fail, T>(&self, op: &str, reply: R, r: Result<T>, ok: impl FnOnce(R, T)) {
-        match r {
-            Ok(v) => ok(reply, v),
-            Err(e) => {
-                self.log_err(op, &e);
-                reply.fail(errno_of(&e))
-            }
-        }
-    }
-
-    fn entry(&self, reply: ReplyEntry, r: Result<Attr>, op: &str) {
-        self.answer(op, reply, r, |reply, a| {
-            reply.entry(&TTL, &fuse_attr(&self.with_local_size(a)), Generation(0))
-        })
-    }
-
-    fn empty(&self, reply: ReplyEmpty, r: Result<()>, op: &str) {
-        self.answer(op, reply, r, |reply, ()| reply.ok())
     }
 
     /// Sends all buffered writes of every open file (at unmount).
@@ -348,34 +301,7 @@ impl Filesystem for WormFuse {
             && mtime.is_none();
         let as_caller = (!through_handle).then_some(req);
         let changes_data = size.is_some() || mtime.is_some();
-        let r = match (changes_data, self.open_file(ino.0)) {
-            (true, Some(file)) => {
-                // Buffered writes go first, so they neither survive a truncate nor override
-                // an explicit modification time when they are sent later.
-                let mut inner = file.lock();
-                inner.changed_here = true;
-                self.flush_file(ino.0, &mut inner).and_then(|()| {
-                    let a = self.rpc_opt(as_caller, |c, d| d.block_on(c.setattr(request)))?;
-                    if let Some(new_size) = size {
-                        inner.size = new_size;
-                        self.stripes.forget_file(ino.0);
-                    }
-                    inner.local_mtime = None;
-                    // Stripes cached under a version were all fetched after its `seen`
-                    // (what lets a reopen keep them): a new `seen`, a new version.
-                    inner.version = next_version();
-                    inner.seen = seen(&a);
-                    Ok(a)
-                })
-            }
-            (true, None) => {
-                let r = self.rpc_opt(as_caller, |c, d| d.block_on(c.setattr(request)));
-                lock(&self.closed).remove(&ino.0);
-                self.stripes.forget_file(ino.0);
-                r
-            }
-            (false, _) => self.rpc_opt(as_caller, |c, d| d.block_on(c.setattr(request))),
-        };
+        let r = self.set_attr(as_caller, ino.0, request, changes_data);
         self.answer("setattr", reply, r, |reply, a| {
             reply.attr(&TTL, &fuse_attr(&self.with_local_size(a)))
         })
