@@ -295,6 +295,27 @@ impl World {
         std::fs::read_to_string(self.tmp.path().join("mount.log")).unwrap_or_default()
     }
 
+    /// The number after `key=` in the mount's last log line that holds `line` (the counts a
+    /// mount logs when it stops).
+    pub fn mount_count(&self, line: &str, key: &str) -> u64 {
+        let log = self.mount_log();
+        let found = log
+            .lines()
+            .rev()
+            .find(|l| l.contains(line))
+            .unwrap_or_else(|| panic!("the mount logs no '{line}' line:\n{log}"));
+        let key = format!("{key}=");
+        let at = found
+            .find(&key)
+            .unwrap_or_else(|| panic!("{key} in {found}"))
+            + key.len();
+        found[at..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("a number after {key} in {found}"))
+    }
+
     /// Unmounts with SIGTERM and waits for a clean exit.
     pub fn stop_mount(&mut self) {
         if let Some(c) = self.mount.take() {

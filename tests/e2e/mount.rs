@@ -417,22 +417,6 @@ fn an_unlinked_open_file_lives_until_closed() {
     );
 }
 
-/// The count of the mount's last "lookups answered from listed pages" line.
-fn lookups_answered(w: &World) -> u64 {
-    let log = w.mount_log();
-    let line = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("lookups answered from listed pages"))
-        .unwrap_or_else(|| panic!("the mount logs no count of listed lookups:\n{log}"));
-    let at = line.find("answered=").expect("answered= in the line") + "answered=".len();
-    line[at..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("a number after answered= in {line}"))
-}
-
 /// A walk of `stat`s over a directory (cold: a fresh mount) is answered from a listed page
 /// after its second file, with the right attributes. A name this mount then renames or
 /// removes is not answered from the page (a stale page would still find it), and another
@@ -477,7 +461,7 @@ fn a_walk_of_stats_is_answered_from_a_listed_page_and_changes_show() {
     stop_mount(other, &other_mnt);
     w.stop_mount();
     // f02..f19 at least, unless this machine took over a second for twenty stats
-    let answered = lookups_answered(&w);
+    let answered = w.mount_count("lookups answered from listed pages", "answered");
     assert!(
         answered >= 10,
         "the walk's lookups went to the node: {answered} answered from listed pages"

@@ -206,19 +206,7 @@ fn inline_max_zero_codes_every_stripe() {
 
 /// A count of the mount's last "stripes read" line.
 fn read_count(w: &World, name: &str) -> u64 {
-    let log = w.mount_log();
-    let line = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("stripes read"))
-        .unwrap_or_else(|| panic!("the mount logs no 'stripes read' line:\n{log}"));
-    let key = format!("{name}=");
-    let at = line.find(&key).unwrap_or_else(|| panic!("{key} in {line}")) + key.len();
-    line[at..]
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("a number after {key} in {line}"))
+    w.mount_count("stripes read", name)
 }
 
 /// The counts of the mount's last "stripes read" line: (from chunk files, through the node).

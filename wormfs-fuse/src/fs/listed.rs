@@ -168,6 +168,16 @@ mod tests {
         }
     }
 
+    /// A page of directory 2 asked for, as the second file found there asks for one.
+    fn with_page() -> (Arc<Listed>, Asked) {
+        let l = Arc::new(Listed::default());
+        l.found(2, TTL);
+        let asked = l
+            .found(2, TTL)
+            .expect("the second file found asks for a page");
+        (l, asked)
+    }
+
     fn entries(names: &[(&str, u64)]) -> Vec<(DirEntry, Option<Attr>)> {
         names
             .iter()
@@ -201,9 +211,7 @@ mod tests {
 
     #[test]
     fn a_change_through_this_mount_retires_the_page() {
-        let l = Arc::new(Listed::default());
-        l.found(2, TTL);
-        let asked = l.found(2, TTL).unwrap();
+        let (l, asked) = with_page();
         l.keep(asked, entries(&[("b", 11)]));
         drop(l.change());
         assert_eq!(l.find(2, "b", TTL), None);
@@ -211,9 +219,7 @@ mod tests {
 
     #[test]
     fn a_page_asked_for_while_a_change_started_or_ended_is_not_kept() {
-        let l = Arc::new(Listed::default());
-        l.found(2, TTL);
-        let asked = l.found(2, TTL).unwrap();
+        let (l, asked) = with_page();
         let change = l.change();
         l.keep(asked, entries(&[("b", 11)]));
         assert_eq!(
@@ -230,9 +236,7 @@ mod tests {
 
     #[test]
     fn a_page_older_than_the_ttl_answers_nothing() {
-        let l = Arc::new(Listed::default());
-        l.found(2, TTL);
-        let asked = l.found(2, TTL).unwrap();
+        let (l, asked) = with_page();
         l.keep(asked, entries(&[("b", 11)]));
         assert!(l.find(2, "b", TTL).is_some());
         assert_eq!(l.find(2, "b", Duration::ZERO), None);
