@@ -35,9 +35,10 @@ impl WormFuse {
             let page = self.rpc_as_quiet(req, |c, d| {
                 d.block_on(c.readdir_plus_page(FileId(dir), name, super::listed::PAGE))
             });
-            // a caller who may not list the directory keeps plain lookups
-            if let Ok((entries, _)) = page {
-                self.listed.keep(asked, entries);
+            match page {
+                Ok((entries, _)) => self.listed.keep(asked, entries),
+                // a caller who may not list the directory keeps plain lookups
+                Err(_) => self.listed.refused(asked),
             }
         }
         Ok(a)

@@ -37,6 +37,9 @@ struct State {
     found: Option<(u64, u64, Instant)>,
     /// One directory's page.
     page: Option<Page>,
+    /// A directory whose listing was refused (its caller may search it but not read it),
+    /// and when: no page is asked for it again within the TTL.
+    refused: Option<(u64, Instant)>,
     /// Lookups answered from a page, and pages fetched (for the mount's log at its end).
     answered: u64,
     fetched: u64,
@@ -98,6 +101,9 @@ impl Listed {
         let mut s = self.state();
         let now = Instant::now();
         let generation = s.generation;
+        if s.refused.is_some_and(|(d, at)| d == dir && now - at < ttl) {
+            return None;
+        }
         let again = s
             .found
             .is_some_and(|(d, g, at)| d == dir && g == generation && now - at < ttl);
@@ -132,6 +138,12 @@ impl Listed {
             attrs,
         });
         s.fetched += 1;
+    }
+
+    /// The page `asked` could not be listed (a caller who may not read the directory):
+    /// lookups in it go to the node, without asking for a page again, for the TTL.
+    pub(super) fn refused(&self, asked: Asked) {
+        self.state().refused = Some((asked.dir, asked.at));
     }
 
     /// Lookups answered from pages, and pages fetched.
@@ -232,6 +244,19 @@ mod tests {
         drop(change);
         l.keep(asked, entries(&[("b", 11)]));
         assert_eq!(l.find(2, "b", TTL), None, "a change ended during the call");
+    }
+
+    #[test]
+    fn a_directory_that_could_not_be_listed_is_not_asked_again_within_the_ttl() {
+        let (l, asked) = with_page();
+        l.refused(asked);
+        assert!(l.found(2, TTL).is_none());
+        assert!(
+            l.found(2, TTL).is_none(),
+            "a refused directory is asked again"
+        );
+        l.found(3, TTL);
+        assert!(l.found(3, TTL).is_some(), "another directory is asked");
     }
 
     #[test]
