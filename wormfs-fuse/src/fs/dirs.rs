@@ -36,7 +36,7 @@ impl WormFuse {
                 d.block_on(c.readdir_plus_page(FileId(dir), name, super::listed::PAGE))
             });
             match page {
-                Ok((entries, _)) => self.listed.keep(asked, entries),
+                Ok(entries) => self.listed.keep(asked, entries),
                 // a caller who may not list the directory keeps plain lookups
                 Err(_) => self.listed.refused(asked),
             }

@@ -177,6 +177,15 @@ impl Heartbeats {
         out
     }
 
+    /// Whether a heartbeat of `node` has been received (a lookup, no copy of the beat:
+    /// placement asks it of every member before each stripe).
+    pub fn heard_from(&self, node: &NodeId) -> bool {
+        self.table
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(node)
+    }
+
     /// The last heartbeat of `node` (one lookup: readers ask it for each chunk).
     pub fn get(&self, node: &NodeId) -> Option<PeerBeat> {
         self.table

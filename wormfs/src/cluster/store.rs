@@ -144,7 +144,7 @@ impl ClusterStore {
                 .unwrap_or_default()
                 .into_iter()
                 .map(NodeId)
-                .filter(|n| *n != self.node && self.heartbeats.get(n).is_none())
+                .filter(|n| *n != self.node && !self.heartbeats.heard_from(n))
                 .collect();
             let waiting = {
                 let mut unheard = self.unheard.lock().unwrap_or_else(|e| e.into_inner());

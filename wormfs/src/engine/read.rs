@@ -256,6 +256,16 @@ fn inline_bytes<'a>(
     Ok(data)
 }
 
+/// The pieces of stripe `s`'s data chunks that hold bytes `offset..offset + len` of it.
+fn data_pieces(
+    s: &StripeRecord,
+    offset: u64,
+    len: u64,
+) -> impl Iterator<Item = crate::stripe::ShardPiece> {
+    let shard_len = s.len.div_ceil(u64::from(s.k.max(1))).max(1);
+    crate::stripe::shard_pieces(s.len, shard_len, offset, len)
+}
+
 /// [`read_stripe_range`] as a future that holds no thread, when one data chunk on another
 /// node holds the whole range (most small reads) and the store can read it so (see
 /// [`ChunkStore::remote_range`]); `None` otherwise, and the caller reads on a blocking
@@ -272,8 +282,7 @@ pub fn remote_stripe_range(
     if s.inline.is_some() {
         return None;
     }
-    let shard_len = s.len.div_ceil(u64::from(s.k.max(1))).max(1);
-    let mut pieces = crate::stripe::shard_pieces(s.len, shard_len, offset, len);
+    let mut pieces = data_pieces(s, offset, len);
     let (piece, None) = (pieces.next()?, pieces.next()) else {
         return None;
     };
@@ -319,10 +328,8 @@ pub fn read_stripe_range(
         let hi = offset.saturating_add(len).min(s.len) as usize;
         return Ok(data[lo..hi].to_vec());
     }
-    let k = u64::from(s.k.max(1));
-    let shard_len = s.len.div_ceil(k).max(1);
     let mut out = Vec::with_capacity(len.min(s.len.saturating_sub(offset)) as usize);
-    for piece in crate::stripe::shard_pieces(s.len, shard_len, offset, len) {
+    for piece in data_pieces(s, offset, len) {
         let (index, within, take) = (piece.shard as u16, piece.offset, piece.len);
         let chunk = s.chunks.iter().find(|c| c.index == index);
         let addr = chunk_addr(file, layout, s, index);

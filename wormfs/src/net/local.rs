@@ -59,6 +59,15 @@ impl Faults {
         }
     }
 
+    /// The delay added to a request on `protocol`.
+    fn delay_of(&self, protocol: &str) -> Duration {
+        if protocol.starts_with(self.delay_prefix.as_str()) {
+            self.delay
+        } else {
+            Duration::ZERO
+        }
+    }
+
     /// Why the link between `a` and `b` is closed in either direction, if it is.
     fn link_closed(&self, a: &NodeId, b: &NodeId) -> Option<&'static str> {
         self.blocked(a, b).or_else(|| self.blocked(b, a))
@@ -302,11 +311,11 @@ impl Transport for InProcessTransport {
         let store = self.hub.store(&self.me, node)?;
         let delay = {
             let f = &self.hub.read().faults;
-            let named = !f.delay_prefix.is_empty() && CHUNK_RANGE.starts_with(&f.delay_prefix);
-            if named {
-                f.delay
-            } else {
+            // only a prefix that names range reads delays them
+            if f.delay_prefix.is_empty() {
                 Duration::ZERO
+            } else {
+                f.delay_of(CHUNK_RANGE)
             }
         };
         wait(delay).await;
@@ -398,12 +407,7 @@ impl Transport for InProcessTransport {
                     && f.roll() < f.dup_per_mille;
                 Fate::Deliver { twice }
             };
-            let delay = if protocol.starts_with(f.delay_prefix.as_str()) {
-                f.delay
-            } else {
-                Duration::ZERO
-            };
-            (handler, fate, delay)
+            (handler, fate, f.delay_of(protocol))
         };
         wait(delay).await;
         let remote = |reason| TransportError::Remote {

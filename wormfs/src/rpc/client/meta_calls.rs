@@ -180,7 +180,7 @@ impl Client {
         ino: FileId,
         page: u32,
     ) -> Result<Vec<DirEntry>, ClientError> {
-        let (listed, _) = self.list(ino, "", page, false, false).await?;
+        let listed = self.list(ino, "", page, false, false).await?;
         Ok(listed.into_iter().map(|(e, _)| e).collect())
     }
 
@@ -192,23 +192,22 @@ impl Client {
         &self,
         ino: FileId,
     ) -> Result<Vec<(DirEntry, Option<Attr>)>, ClientError> {
-        Ok(self.list(ino, "", 0, true, false).await?.0)
+        self.list(ino, "", 0, true, false).await
     }
 
     /// One page of [`Client::readdir_plus`]: at most `limit` entries (the node may send
-    /// fewer) whose names sort after `after`, with their attributes, and whether more
-    /// follow.
+    /// fewer) whose names sort after `after`, with their attributes.
     pub async fn readdir_plus_page(
         &self,
         ino: FileId,
         after: &str,
         limit: u32,
-    ) -> Result<(Vec<(DirEntry, Option<Attr>)>, bool), ClientError> {
+    ) -> Result<Vec<(DirEntry, Option<Attr>)>, ClientError> {
         self.list(ino, after, limit, true, true).await
     }
 
     /// The entries after `after`, `page` at a time; all of them, or the first page only
-    /// (`one_page`), with whether more follow it.
+    /// (`one_page`).
     async fn list(
         &self,
         ino: FileId,
@@ -216,7 +215,7 @@ impl Client {
         page: u32,
         with_attrs: bool,
         one_page: bool,
-    ) -> Result<(Vec<(DirEntry, Option<Attr>)>, bool), ClientError> {
+    ) -> Result<Vec<(DirEntry, Option<Attr>)>, ClientError> {
         let mut entries: Vec<(DirEntry, Option<Attr>)> = Vec::new();
         loop {
             let req = proto::ReadDirRequest {
@@ -261,7 +260,7 @@ impl Client {
                 entries.push((entry, attr));
             }
             if !r.more || got == 0 || one_page {
-                return Ok((entries, r.more && got > 0));
+                return Ok(entries);
             }
         }
     }
