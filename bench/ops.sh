@@ -105,8 +105,11 @@ NAMES=( "master (node$((MI + 1))$(via "$MI"))" "follower (node$((F1 + 1))$(via "
 # the whole machine's busy ticks (every CPU: kernel threads such as page-cache writeback
 # count too, which no process's figure holds)
 busy() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
-declare -A B
-for p in "${ALL[@]}"; do B[$p]=$(cpu "$p"); done
+# context switches of every thread of a process so far (each is a hop between threads, or a
+# wait for I/O)
+switches() { cat /proc/"$1"/task/*/status 2> /dev/null | awk '/ctxt_switches/ {n += $2} END {print n}'; }
+declare -A B S
+for p in "${ALL[@]}"; do B[$p]=$(cpu "$p"); S[$p]=$(switches "$p"); done
 M0=$(busy)
 PP=
 if [ -n "${STRACE:-}" ]; then
@@ -122,10 +125,11 @@ t1=$(date +%s.%N)
 M1=$(busy)
 if [ -n "$PP" ]; then kill -INT "$PP"; wait "$PP" || true; fi
 secs=$(python3 -c "print($t1 - $t0)")
-D=()
+D=(); W=()
 total=0
 for i in 0 1 2 3; do
     p=${ALL[$i]}; D[i]=$(( $(cpu "$p") - B[$p] )); total=$(( total + D[i] ))
+    W[i]=$(( $(switches "$p") - S[$p] ))
 done
 if [ "$OP" = bigread ] || [ "$OP" = bigwrite ]; then
     # once the figures are taken: the bytes read back cold through the cluster are the ones
@@ -136,7 +140,7 @@ fi
 rm -f "$SRC"
 echo "$FILES × $OP, policy $POLICY: $(python3 -c "print(f'{$secs:.2f} s, {$FILES / $secs:.0f} /s')") (MiB for big files)"
 for i in 0 1 2 3; do
-    echo "  ${NAMES[$i]}: $(python3 -c "print(f'{${D[i]} / $HZ * $SCALE / $PER:$FMT}')") $IN CPU per $UNIT"
+    echo "  ${NAMES[$i]}: $(python3 -c "print(f'{${D[i]} / $HZ * $SCALE / $PER:$FMT}')") $IN CPU per $UNIT, $(python3 -c "print(f'{${W[i]} / $PER:.1f}')") context switches"
 done
 echo "  all four: $(python3 -c "print(f'{$total / $HZ * $SCALE / $PER:$FMT}')") $IN CPU per $UNIT"
 echo "  whole machine (from /proc/stat): $(python3 -c "print(f'{($M1 - $M0) / $HZ * $SCALE / $PER:$FMT}')") $IN CPU per $UNIT"

@@ -103,7 +103,7 @@ impl RaftLog {
     /// After the master applied a forwarded op, waits (briefly) until this node applied it
     /// too, so the caller reads its own write from the local copy.
     async fn wait_applied(&self, index: u64) {
-        let mut metrics = self.raft.metrics();
+        let mut metrics = self.raft.data_metrics();
         let _ = tokio::time::timeout(self.write_timeout, async {
             loop {
                 if metrics.borrow().last_applied.map_or(0, |l| l.index) >= index {

@@ -19,10 +19,11 @@ use std::time::Duration;
 /// Keeps the peer book in step with the membership: every member is pinned to the peer ID
 /// the membership records, so members reach each other even when not configured as peers.
 pub(super) async fn pin_members(raft: Raft, transport: P2pTransport) {
-    let mut metrics = raft.metrics();
+    // the server metrics change only with the state, the leader or the membership (the
+    // whole metrics change with every log entry, and would wake this task for each); only a
+    // new membership (another log id) is pinned again
+    let mut metrics = raft.server_metrics();
     let me = transport.peer_id().to_string();
-    // the metrics change with every log entry; the membership seldom: only a new one
-    // (another log id) is pinned again
     let mut pinned = None;
     loop {
         let new: Option<(Vec<Member>, _)> = {

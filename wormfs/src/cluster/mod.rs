@@ -433,8 +433,10 @@ impl Cluster {
     /// that it is restarted, rather than go on answering with a dead metadata log. It does
     /// not complete while Raft runs, and is not meant to be awaited after [`Self::shutdown`].
     pub async fn raft_stopped(&self) -> String {
-        let mut metrics = self.raft.metrics();
-        // the core owns the sending side: it is dropped when the core stops
+        // the core owns the sending side: it is dropped when the core stops (the server
+        // metrics, unlike the whole metrics, do not change with every log entry, so this task
+        // is not woken for each)
+        let mut metrics = self.raft.server_metrics();
         while metrics.changed().await.is_ok() {}
         match self.raft.is_initialized().await {
             Err(fatal) => fatal.to_string(),
