@@ -119,6 +119,16 @@ elif [ -n "${PERF:-}" ]; then
     perf record -F 2000 -g -o "$WORK/perf.data" -p "$(IFS=,; echo "${ALL[*]}")" 2> /dev/null & PP=$!
     sleep 0.5
 fi
+# every thread's context switches, summed by thread name (THREADS=1) or one line per thread
+# (THREADS=each: name/tid)
+threads() {
+    for t in /proc/"$1"/task/*; do
+        local name; name=$(cat "$t/comm" 2> /dev/null) || continue
+        [ "$THREADS" = each ] && name="$name/${t##*/}"
+        echo "$name $(awk '/ctxt_switches/ {n += $2} END {print n}' "$t/status" 2> /dev/null)"
+    done | awk '{n[$1] += $2; c[$1]++} END {for (k in n) print k, c[k], n[k]}' | sort
+}
+if [ -n "${THREADS:-}" ]; then for i in 0 1 2 3; do threads "${ALL[$i]}" > "$WORK/threads.$i.before"; done; fi
 t0=$(date +%s.%N)
 run_op "$OP"
 t1=$(date +%s.%N)
@@ -144,5 +154,11 @@ for i in 0 1 2 3; do
 done
 echo "  all four: $(python3 -c "print(f'{$total / $HZ * $SCALE / $PER:$FMT}')") $IN CPU per $UNIT"
 echo "  whole machine (from /proc/stat): $(python3 -c "print(f'{($M1 - $M0) / $HZ * $SCALE / $PER:$FMT}')") $IN CPU per $UNIT"
+if [ -n "${THREADS:-}" ]; then
+    for i in 0 1 2 3; do
+        echo "  context switches per $UNIT by thread of the ${NAMES[$i]} (name, threads, switches):"
+        threads "${ALL[$i]}" | join -a1 - "$WORK/threads.$i.before" | awk -v per="$PER" '{printf "    %s %d %.1f\n", $1, $2, ($3 - $5) / per}'
+    done
+fi
 [ -z "${PERF:-}" ] || echo "profile: bench/perf-share.py $WORK/perf.data (or perf report -i $WORK/perf.data)"
 [ -z "${STRACE:-}" ] || echo "system calls of node$((F2 + 1)): $WORK/strace.txt"

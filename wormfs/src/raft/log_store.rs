@@ -5,6 +5,7 @@ use super::types::{Entry, LogId, LogState, StorageError, TypeConfig, Vote};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader};
 use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
@@ -32,7 +33,9 @@ const LAST_PURGED: &str = "last_purged";
 /// `save_committed`) and the last purged log id.
 ///
 /// Cheap to clone: clones share one connection, which also makes a clone the log reader
-/// openraft's replication tasks use.
+/// openraft's replication tasks use. The newest entries are also kept in memory (a
+/// [`Tail`]), so a master's replication reads what it just appended without a blocking task,
+/// a query and a decode per follower per op.
 #[derive(Clone)]
 pub struct SqliteLogStore {
     inner: Arc<Inner>,
@@ -45,6 +48,123 @@ struct Inner {
     /// is written in the transaction of the next append (or purge, or when the store
     /// closes), not in one of its own. See `save_committed`.
     committed: Mutex<Option<Option<LogId>>>,
+    /// The newest entries as the database holds them; changed only while `conn` is locked.
+    tail: Mutex<Tail>,
+}
+
+/// How many of the newest entries a [`Tail`] keeps at most.
+const TAIL_ENTRIES: usize = 1024;
+/// How many bytes of encoded entries a [`Tail`] keeps at most.
+const TAIL_BYTES: usize = 16 << 20;
+
+/// The newest entries of the log, in memory: a contiguous run of indexes that always ends
+/// at the database's last entry (every change to the database's log changes it the same way,
+/// under the same lock), or nothing. A read that starts inside it is answered from it; any
+/// other goes to the database.
+#[derive(Default)]
+struct Tail {
+    /// The entries with the length of their encoding, by ascending index, without gaps.
+    entries: VecDeque<(Entry, usize)>,
+    /// The sum of the encoded lengths.
+    bytes: usize,
+}
+
+impl Tail {
+    /// `entries` were written (`INSERT OR REPLACE`) in one transaction. `db_last` tells the
+    /// database's last index after it, asked only when the tail is empty (it then begins
+    /// with these entries if they end the database's log, and stays empty otherwise).
+    fn appended(
+        &mut self,
+        entries: Vec<(Entry, usize)>,
+        db_last: impl FnOnce() -> Result<Option<u64>, RaftStoreError>,
+    ) -> Result<(), RaftStoreError> {
+        if self.entries.is_empty() {
+            let contiguous = entries
+                .windows(2)
+                .all(|w| w[1].0.log_id.index == w[0].0.log_id.index + 1);
+            let last = entries.last().map(|(e, _)| e.log_id.index);
+            if last.is_none() || !contiguous || db_last()? != last {
+                return Ok(());
+            }
+        }
+        for (entry, len) in entries {
+            let index = entry.log_id.index;
+            let (Some((first, _)), Some((last, _))) = (self.entries.front(), self.entries.back())
+            else {
+                self.bytes += len;
+                self.entries.push_back((entry, len));
+                continue;
+            };
+            let (first, last) = (first.log_id.index, last.log_id.index);
+            if index < first {
+                // a row before the tail: the tail still mirrors the log's end
+            } else if index <= last {
+                // one row replaced in place, as INSERT OR REPLACE does
+                let slot = &mut self.entries[(index - first) as usize];
+                self.bytes = self.bytes - slot.1 + len;
+                *slot = (entry, len);
+            } else {
+                if index != last + 1 {
+                    // past the log's end with a gap: the log now ends here
+                    self.clear();
+                }
+                self.bytes += len;
+                self.entries.push_back((entry, len));
+            }
+        }
+        while self.entries.len() > TAIL_ENTRIES || self.bytes > TAIL_BYTES {
+            self.pop_front();
+        }
+        Ok(())
+    }
+
+    /// The entries from `index` on were removed.
+    fn truncated(&mut self, index: u64) {
+        while self
+            .entries
+            .back()
+            .is_some_and(|(e, _)| e.log_id.index >= index)
+        {
+            let (_, len) = self.entries.pop_back().expect("a last entry");
+            self.bytes -= len;
+        }
+    }
+
+    /// The entries up to `index` were removed.
+    fn purged(&mut self, index: u64) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|(e, _)| e.log_id.index <= index)
+        {
+            self.pop_front();
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some((_, len)) = self.entries.pop_front() {
+            self.bytes -= len;
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = Tail::default();
+    }
+
+    /// The entries from `lo` to `hi` (inclusive) the database holds, when the tail begins at
+    /// or before `lo`; `None` when only the database can tell.
+    fn read(&self, lo: u64, hi: u64) -> Option<Vec<Entry>> {
+        let first = self.entries.front()?.0.log_id.index;
+        let skip = usize::try_from(lo.checked_sub(first)?).ok()?;
+        Some(
+            self.entries
+                .iter()
+                .skip(skip)
+                .take_while(|(e, _)| e.log_id.index <= hi)
+                .map(|(e, _)| e.clone())
+                .collect(),
+        )
+    }
 }
 
 impl SqliteLogStore {
@@ -75,6 +195,7 @@ impl SqliteLogStore {
                 path: path.to_owned(),
                 conn: Mutex::new(conn),
                 committed: Mutex::new(None),
+                tail: Mutex::default(),
             }),
         })
     }
@@ -143,6 +264,7 @@ impl SqliteLogStore {
     pub fn forget_entries(&self) -> Result<(), RaftStoreError> {
         let mut conn = self.inner.lock();
         self.inner.take_committed();
+        self.inner.tail().clear();
         let tx = conn
             .transaction()
             .map_err(sql("begin forgetting the log"))?;
@@ -162,14 +284,52 @@ impl SqliteLogStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, RaftStoreError> + Send + 'static,
     {
+        self.with_conn_and_tail(action, |c, _| f(c)).await
+    }
+
+    /// Runs `f` on the connection and the [`Tail`] (locked after it) in a blocking task.
+    async fn with_conn_and_tail<T, F>(
+        &self,
+        action: &'static str,
+        f: F,
+    ) -> Result<T, RaftStoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection, &mut Tail) -> Result<T, RaftStoreError> + Send + 'static,
+    {
         let inner = Arc::clone(&self.inner);
-        blocking(action, move || f(&mut inner.lock())).await
+        blocking(action, move || {
+            let mut conn = inner.lock();
+            f(&mut conn, &mut inner.tail())
+        })
+        .await
+    }
+
+    /// Whether a read starting at `lo` is answered from the tail (for tests).
+    #[cfg(test)]
+    pub(crate) fn tail_answers(&self, lo: u64) -> bool {
+        self.inner.tail().read(lo, lo).is_some()
+    }
+
+    /// Entries from `lo` to `hi` read from the database alone, past the tail (for tests
+    /// that compare the two).
+    #[cfg(test)]
+    pub(crate) fn read_from_database(
+        &self,
+        lo: u64,
+        hi: u64,
+    ) -> Result<Vec<Entry>, RaftStoreError> {
+        read_entries(&self.inner.lock(), sql_index(lo), sql_index(hi))
     }
 }
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn tail(&self) -> MutexGuard<'_, Tail> {
+        self.tail.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn pending(&self) -> MutexGuard<'_, Option<Option<LogId>>> {
@@ -284,12 +444,14 @@ fn log_state(conn: &Connection) -> Result<LogState, RaftStoreError> {
     })
 }
 
-/// Appends `entries` and, in the same transaction, the committed log id when one is given.
+/// Appends `entries` and, in the same transaction, the committed log id when one is given;
+/// returns the length of each entry's encoding.
 fn append_entries(
     conn: &mut Connection,
     entries: &[Entry],
     committed: Option<Option<LogId>>,
-) -> Result<(), RaftStoreError> {
+) -> Result<Vec<usize>, RaftStoreError> {
+    let mut lens = Vec::with_capacity(entries.len());
     let tx = conn.transaction().map_err(sql("begin append"))?;
     if let Some(committed) = committed {
         write_value(&tx, COMMITTED, &committed, "save committed log id")?;
@@ -303,6 +465,7 @@ fn append_entries(
         for entry in entries {
             let log_id = serde_json::to_string(&entry.log_id).map_err(json("encode log id"))?;
             let text = serde_json::to_string(entry).map_err(json("encode log entry"))?;
+            lens.push(text.len());
             stmt.execute(params![
                 sql_index(entry.log_id.index),
                 sql_index(entry.log_id.leader_id.term),
@@ -312,7 +475,8 @@ fn append_entries(
             .map_err(sql("append log entries"))?;
         }
     }
-    tx.commit().map_err(sql("commit appended entries"))
+    tx.commit().map_err(sql("commit appended entries"))?;
+    Ok(lens)
 }
 
 fn logs_err(verb: ErrorVerb) -> impl FnOnce(RaftStoreError) -> StorageError {
@@ -331,6 +495,10 @@ impl RaftLogReader<TypeConfig> for SqliteLogStore {
         let Some((lo, hi)) = sql_bounds(&range) else {
             return Ok(Vec::new());
         };
+        // bounds as sql_bounds made them: not negative
+        if let Some(entries) = self.inner.tail().read(lo as u64, hi as u64) {
+            return Ok(entries);
+        }
         self.with_conn("read log entries", move |c| read_entries(c, lo, hi))
             .await
             .map_err(logs_err(ErrorVerb::Read))
@@ -399,8 +567,11 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let committed = self.inner.take_committed();
         let result = self
-            .with_conn("append log entries", move |c| {
-                append_entries(c, &entries, committed)
+            .with_conn_and_tail("append log entries", move |c, tail| {
+                let lens = append_entries(c, &entries, committed)?;
+                tail.appended(entries.into_iter().zip(lens).collect(), || {
+                    Ok(log_state(c)?.last_log_id.map(|l| l.index))
+                })
             })
             .await;
         match result {
@@ -417,10 +588,11 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.with_conn("truncate log", move |c| {
+        self.with_conn_and_tail("truncate log", move |c, tail| {
             c.execute("DELETE FROM log WHERE idx >= ?1", [sql_index(log_id.index)])
-                .map(drop)
-                .map_err(sql("truncate log"))
+                .map_err(sql("truncate log"))?;
+            tail.truncated(log_id.index);
+            Ok(())
         })
         .await
         .map_err(|e| e.into_storage(ErrorSubject::Log(log_id), ErrorVerb::Delete))
@@ -428,7 +600,7 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let committed = self.inner.take_committed();
-        self.with_conn("purge log", move |c| {
+        self.with_conn_and_tail("purge log", move |c, tail| {
             let tx = c.transaction().map_err(sql("begin purge"))?;
             if let Some(committed) = committed {
                 write_value(&tx, COMMITTED, &committed, "save committed log id")?;
@@ -436,7 +608,9 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
             write_value(&tx, LAST_PURGED, &log_id, "save last purged log id")?;
             tx.execute("DELETE FROM log WHERE idx <= ?1", [sql_index(log_id.index)])
                 .map_err(sql("purge log"))?;
-            tx.commit().map_err(sql("commit purge"))
+            tx.commit().map_err(sql("commit purge"))?;
+            tail.purged(log_id.index);
+            Ok(())
         })
         .await
         .map_err(|e| e.into_storage(ErrorSubject::Log(log_id), ErrorVerb::Delete))

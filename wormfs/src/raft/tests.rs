@@ -428,3 +428,93 @@ async fn applies_lean_on_the_log_for_durability_and_a_snapshot_syncs_the_databas
     store.sync().unwrap();
     assert!(store.lookup(FileId::ROOT, "a").unwrap().is_some());
 }
+
+/// The log keeps its newest entries in memory for replication's reads; whatever happens to
+/// the log (appends, overwrites, gaps, truncations, purges, more entries than it keeps, a
+/// reopen), every read answers what the database holds.
+#[tokio::test]
+async fn reads_answered_from_the_newest_entries_match_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _sm) = open(&dir);
+    let path = log.path().to_owned();
+    let mut log = log;
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move |below: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % below.max(1)
+    };
+    let (mut first, mut last, mut term) = (0_u64, None::<u64>, 1_u64);
+    let (mut from_tail, mut reads) = (0, 0);
+    for _ in 0..150 {
+        let end = last.map_or(first, |l| l + 1);
+        match next(12) {
+            0..=5 => {
+                let n = 1 + next(40);
+                let batch: Vec<Entry> = (end..end + n)
+                    .map(|i| op_entry(term, i, mkdir(&format!("d{i}"))))
+                    .collect();
+                log.blocking_append(batch).await.unwrap();
+                last = Some(end + n - 1);
+            }
+            // rows replaced in place (INSERT OR REPLACE), without a truncation first
+            6 if last.is_some() => {
+                term += 1;
+                let at = first + next(end - first);
+                let n = 1 + next(3);
+                let batch: Vec<Entry> = (at..at + n)
+                    .map(|i| op_entry(term, i, mkdir(&format!("r{i}"))))
+                    .collect();
+                log.blocking_append(batch).await.unwrap();
+                last = Some(last.unwrap().max(at + n - 1));
+            }
+            // past the end with a gap
+            7 => {
+                let at = end + 2;
+                log.blocking_append([op_entry(term, at, mkdir("gap"))])
+                    .await
+                    .unwrap();
+                last = Some(at);
+            }
+            8 if last.is_some() => {
+                let at = first + next(end - first);
+                log.truncate(log_id(term, at)).await.unwrap();
+                last = at.checked_sub(1).filter(|&l| l >= first);
+            }
+            9 if last.is_some() => {
+                let at = first + next(end - first);
+                log.purge(log_id(term, at)).await.unwrap();
+                first = at + 1;
+                last = last.filter(|&l| l > at);
+            }
+            10 => {
+                drop(log);
+                log = SqliteLogStore::open(&path).unwrap();
+            }
+            _ => {}
+        }
+        let top = last.unwrap_or(first) + 3;
+        let mut ranges = vec![(first, top), (top.saturating_sub(3), top)];
+        for _ in 0..4 {
+            let lo = next(top + 1);
+            ranges.push((lo, lo + next(top + 2 - lo)));
+        }
+        for (lo, hi) in ranges {
+            let got = log.try_get_log_entries(lo..=hi).await.unwrap();
+            let want = log.read_from_database(lo, hi).unwrap();
+            assert_eq!(
+                serde_json::to_string(&got).unwrap(),
+                serde_json::to_string(&want).unwrap(),
+                "entries {lo}..={hi}"
+            );
+            reads += 1;
+            from_tail += usize::from(log.tail_answers(lo));
+        }
+    }
+    // both the tail and the database answered many of the reads
+    assert!(
+        from_tail > reads / 10 && from_tail < reads * 9 / 10,
+        "{from_tail} of {reads}"
+    );
+}
