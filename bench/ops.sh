@@ -8,7 +8,12 @@
 #   bench/ops.sh random [READS]      READS 4 KiB reads (default 2000) at random offsets of a
 #                                    512 MiB file, cold (a fresh mount, caches dropped)
 #   PERF=1 bench/ops.sh OP ...       also `perf record -g` the four processes during the op
+#                                    (PERF=switches: their context switches, with stacks)
 #                                    (bench/perf-share.py sorts its samples by kind of work)
+#   THREADS=1|each bench/ops.sh OP ... also each process's context switches per op by thread
+#                                    name (1) or by thread (each)
+#   CALLS=1 bench/ops.sh OP ...      also the gRPC calls the mount's node answered per op, by
+#                                    method
 #   STRACE=1 bench/ops.sh OP ...     also `strace -c -f` a follower that is not the mount's node
 #   MOUNT_VIA=master bench/ops.sh ... the mount goes through the master (default: a follower)
 #   MOUNT_LOG=wormfs_fuse=info bench/ops.sh ...   the mount's log filter (default warn); at
@@ -116,7 +121,9 @@ if [ -n "${STRACE:-}" ]; then
     strace -c -f -o "$WORK/strace.txt" -p "${PIDS[$F2]}" 2> /dev/null & PP=$!
     sleep 1
 elif [ -n "${PERF:-}" ]; then
-    perf record -F 2000 -g -o "$WORK/perf.data" -p "$(IFS=,; echo "${ALL[*]}")" 2> /dev/null & PP=$!
+    # PERF=switches: where the threads block or yield instead of where the CPU goes
+    if [ "$PERF" = switches ]; then EVENT=(-e sched:sched_switch); else EVENT=(-F 2000); fi
+    perf record "${EVENT[@]}" -g -o "$WORK/perf.data" -p "$(IFS=,; echo "${ALL[*]}")" 2> /dev/null & PP=$!
     sleep 0.5
 fi
 # every thread's context switches, summed by thread name (THREADS=1) or one line per thread
@@ -129,6 +136,9 @@ threads() {
     done | awk '{n[$1] += $2; c[$1]++} END {for (k in n) print k, c[k], n[k]}' | sort
 }
 if [ -n "${THREADS:-}" ]; then for i in 0 1 2 3; do threads "${ALL[$i]}" > "$WORK/threads.$i.before"; done; fi
+# the gRPC calls the mount's node answered so far, by method (from its /metrics)
+calls() { curl -s "http://127.0.0.1:${ADMIN[$VIA]}/metrics" | awk -F'[{}]' '/^wormfs_grpc_requests_total/ {split($2, l, "\""); n[l[2]] += $3} END {for (k in n) print k, n[k]}' | sort; }
+[ -z "${CALLS:-}" ] || calls > "$WORK/calls.before"
 t0=$(date +%s.%N)
 run_op "$OP"
 t1=$(date +%s.%N)
@@ -154,6 +164,10 @@ for i in 0 1 2 3; do
 done
 echo "  all four: $(python3 -c "print(f'{$total / $HZ * $SCALE / $PER:$FMT}')") $IN CPU per $UNIT"
 echo "  whole machine (from /proc/stat): $(python3 -c "print(f'{($M1 - $M0) / $HZ * $SCALE / $PER:$FMT}')") $IN CPU per $UNIT"
+if [ -n "${CALLS:-}" ]; then
+    echo "  gRPC calls per $UNIT to the mount's node, by method:"
+    calls | join -a1 - "$WORK/calls.before" | awk -v per="$PER" '{d = ($2 - $3) / per; if (d > 0) printf "    %s %.2f\n", $1, d}'
+fi
 if [ -n "${THREADS:-}" ]; then
     for i in 0 1 2 3; do
         echo "  context switches per $UNIT by thread of the ${NAMES[$i]} (name, threads, switches):"

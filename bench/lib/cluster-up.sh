@@ -9,6 +9,7 @@
 # (CPU ticks of those processes), cleanup (installed as the EXIT trap).
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 P=( "$(free_port)" "$(free_port)" "$(free_port)" )
+ADMIN=( "$(free_port)" "$(free_port)" "$(free_port)" )  # each node's /metrics
 PIDS=() ; ADDRS=() ; MOUNT_PID=
 cleanup() {
     [ -n "$MOUNT_PID" ] && kill -TERM "$MOUNT_PID" 2>/dev/null && wait "$MOUNT_PID" 2>/dev/null || true
@@ -22,6 +23,7 @@ for i in 0 1 2; do
     n=node$((i + 1)); d="$WORK/$n"; mkdir -p "$d/disk0" "$d/disk1"
     {
         echo "node_id = \"$n\""; echo 'listen = "127.0.0.1:0"'; echo 'data_dir = "meta"'
+        echo "admin_listen = \"127.0.0.1:${ADMIN[$i]}\""
         echo "[[disks]]"; echo "id = \"$n-d0\""; echo 'path = "disk0"'
         echo "[[disks]]"; echo "id = \"$n-d1\""; echo 'path = "disk1"'
         [ -z "${NODE_EXTRA:-}" ] || printf '%s\n' "$NODE_EXTRA"

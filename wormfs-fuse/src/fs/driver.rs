@@ -38,8 +38,14 @@ impl WormFuse {
     /// Any call may change a directory unless it goes through [`WormFuse::rpc_quiet`]:
     /// this one counts as a change (see [`super::fresh`]).
     pub(super) fn rpc<T>(&self, call: impl FnOnce(&Client, &Driver<'_>) -> T) -> T {
-        let _change = self.fresh.begin();
         let _listed = self.listed.change();
+        self.rpc_changing(call)
+    }
+
+    /// [`WormFuse::rpc`] for a call whose change the caller makes to the listed pages
+    /// itself (an unlink: see [`super::listed::Unlinking`]).
+    pub(super) fn rpc_changing<T>(&self, call: impl FnOnce(&Client, &Driver<'_>) -> T) -> T {
+        let _change = self.fresh.begin();
         self.rpc_quiet(call)
     }
 

@@ -10,15 +10,19 @@
 //! A page answers only while it is younger than the TTL and nothing was changed through
 //! this mount since it was asked for: every call that may change a name or attributes
 //! (each call through `WormFuse::rpc`, each create, each write of data) moves a generation
-//! at its start and at its end, and a page fetched at another generation is not used. A
-//! name the page does not hold is looked up at the node: a page never answers "no such
-//! file". Changes made through other mounts show within the TTL, as with the kernel's own
-//! cache of names and attributes.
+//! at its start and at its end, and a page fetched at another generation is not used. One
+//! change is known well enough to be made to the page instead: an unlink that succeeded
+//! removes its name, and any other name in the page that may be a hard link of the same
+//! file (its attributes changed too). So a program that looks files up and removes them one
+//! after another (`rm -r`) has its lookups answered from a page. A page asked for while any
+//! change was on its way is not kept. A name the page does not hold is looked up at the
+//! node: a page never answers "no such file". Changes made through other mounts show
+//! within the TTL, as with the kernel's own cache of names and attributes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wormfs::meta::{Attr, DirEntry};
+use wormfs::meta::{Attr, DirEntry, FileKind};
 
 /// Entries fetched in one listing call.
 pub(super) const PAGE: u32 = 1024;
@@ -30,10 +34,13 @@ pub(super) struct Listed(Mutex<State>);
 #[derive(Default)]
 struct State {
     /// Moves at the start and at the end of every call that may change a name or
-    /// attributes.
+    /// attributes: a page asked for at one generation is kept only if it is still current.
     generation: u64,
-    /// The directory of the last lookup that found a file not in a page, the generation
-    /// then, and when.
+    /// Moves with the generation, except for a change made to the page itself (an
+    /// [`Unlinking`] that succeeded): a page answers only at the one it was kept at.
+    unknown: u64,
+    /// The directory of the last lookup that found a file not in a page, the `unknown`
+    /// generation then, and when.
     found: Option<(u64, u64, Instant)>,
     /// One directory's page.
     page: Option<Page>,
@@ -47,7 +54,8 @@ struct State {
 
 struct Page {
     dir: u64,
-    generation: u64,
+    /// The `unknown` generation it was kept at.
+    unknown: u64,
     at: Instant,
     attrs: HashMap<String, Attr>,
 }
@@ -58,7 +66,50 @@ pub(super) struct Change(Arc<Listed>);
 
 impl Drop for Change {
     fn drop(&mut self) {
-        self.0.state().generation += 1;
+        self.0.state().moved();
+    }
+}
+
+/// An unlink of `name` in `dir` through this mount, on its way: [`Unlinking::done`] when it
+/// succeeded makes it to the page; dropped otherwise, it ends as any [`Change`] does.
+pub(super) struct Unlinking {
+    listed: Arc<Listed>,
+    dir: u64,
+    name: String,
+    done: bool,
+}
+
+impl Unlinking {
+    /// The node removed the name.
+    pub(super) fn done(mut self) {
+        self.done = true;
+        let mut s = self.listed.state();
+        s.generation += 1;
+        let unknown = s.unknown;
+        let Some(page) = s
+            .page
+            .as_mut()
+            .filter(|p| p.dir == self.dir && p.unknown == unknown)
+        else {
+            return;
+        };
+        // The file's other names, if it had any, changed too (link count, ctime): they
+        // leave the page, to be looked up at the node. When the page did not hold the name,
+        // any file in it with more than one name may have been that file.
+        let gone = page.attrs.remove(&self.name);
+        let linked = |a: &Attr| a.kind != FileKind::Directory && a.nlink > 1;
+        match gone {
+            Some(g) => page.attrs.retain(|_, a| a.ino != g.ino),
+            None => page.attrs.retain(|_, a| !linked(a)),
+        }
+    }
+}
+
+impl Drop for Unlinking {
+    fn drop(&mut self) {
+        if !self.done {
+            self.listed.state().moved();
+        }
     }
 }
 
@@ -69,6 +120,14 @@ pub(super) struct Asked {
     at: Instant,
 }
 
+impl State {
+    /// A change whose effect on pages is not known started or ended.
+    fn moved(&mut self) {
+        self.generation += 1;
+        self.unknown += 1;
+    }
+}
+
 impl Listed {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
@@ -76,17 +135,28 @@ impl Listed {
 
     /// A call that may change a name or attributes starts.
     pub(super) fn change(self: &Arc<Self>) -> Change {
-        self.state().generation += 1;
+        self.state().moved();
         Change(self.clone())
     }
 
-    /// The attributes of `name` in directory `dir` from a page younger than `ttl` and of
-    /// the current generation.
+    /// An unlink of `name` in `dir` starts (see [`Unlinking`]).
+    pub(super) fn unlinking(self: &Arc<Self>, dir: u64, name: &str) -> Unlinking {
+        self.state().generation += 1;
+        Unlinking {
+            listed: self.clone(),
+            dir,
+            name: name.to_owned(),
+            done: false,
+        }
+    }
+
+    /// The attributes of `name` in directory `dir` from a page younger than `ttl` that no
+    /// change has retired.
     pub(super) fn find(&self, dir: u64, name: &str, ttl: Duration) -> Option<Attr> {
         let mut s = self.state();
-        let generation = s.generation;
+        let unknown = s.unknown;
         let page = s.page.as_ref()?;
-        if page.dir != dir || page.generation != generation || page.at.elapsed() >= ttl {
+        if page.dir != dir || page.unknown != unknown || page.at.elapsed() >= ttl {
             return None;
         }
         let attr = page.attrs.get(name).cloned()?;
@@ -95,18 +165,18 @@ impl Listed {
     }
 
     /// A lookup in `dir` found a file at the node. Returns the page to ask for when it is
-    /// the second within `ttl` at this generation (and no page of `dir` holds the name, or
-    /// the lookup would not have gone to the node).
+    /// the second within `ttl` with no change between them but unlinks (and no page of
+    /// `dir` holds the name, or the lookup would not have gone to the node).
     pub(super) fn found(&self, dir: u64, ttl: Duration) -> Option<Asked> {
         let mut s = self.state();
         let now = Instant::now();
-        let generation = s.generation;
+        let (generation, unknown) = (s.generation, s.unknown);
         if s.refused.is_some_and(|(d, at)| d == dir && now - at < ttl) {
             return None;
         }
         let again = s
             .found
-            .is_some_and(|(d, g, at)| d == dir && g == generation && now - at < ttl);
+            .is_some_and(|(d, u, at)| d == dir && u == unknown && now - at < ttl);
         if again {
             s.found = None;
             Some(Asked {
@@ -115,7 +185,7 @@ impl Listed {
                 at: now,
             })
         } else {
-            s.found = Some((dir, generation, now));
+            s.found = Some((dir, unknown, now));
             None
         }
     }
@@ -131,9 +201,10 @@ impl Listed {
             .into_iter()
             .filter_map(|(e, a)| a.map(|a| (e.name, a)))
             .collect();
+        let unknown = s.unknown;
         s.page = Some(Page {
             dir: asked.dir,
-            generation: asked.generation,
+            unknown,
             at: asked.at,
             attrs,
         });
@@ -157,7 +228,7 @@ impl Listed {
 mod tests {
     use super::*;
     use wormfs::ids::FileId;
-    use wormfs::meta::{FileKind, Timestamp};
+    use wormfs::meta::Timestamp;
 
     const TTL: Duration = Duration::from_secs(1);
 
@@ -244,6 +315,61 @@ mod tests {
         drop(change);
         l.keep(asked, entries(&[("b", 11)]));
         assert_eq!(l.find(2, "b", TTL), None, "a change ended during the call");
+    }
+
+    #[test]
+    fn an_unlink_through_this_mount_removes_its_name_and_keeps_the_page() {
+        let (l, asked) = with_page();
+        l.keep(asked, entries(&[("b", 11), ("c", 12)]));
+        l.unlinking(2, "b").done();
+        assert_eq!(l.find(2, "b", TTL), None, "the name removed is gone");
+        assert_eq!(l.find(2, "c", TTL).map(|a| a.ino), Some(FileId(12)));
+        // one that failed, or whose outcome is not known, retires the page
+        drop(l.unlinking(2, "c"));
+        assert_eq!(l.find(2, "c", TTL), None);
+    }
+
+    #[test]
+    fn an_unlink_of_a_file_that_may_have_other_names_in_the_page_retires_them() {
+        let linked = |n: &[(&str, u64)], nlink: u32| {
+            let mut e = entries(n);
+            for (_, a) in &mut e {
+                a.as_mut().unwrap().nlink = nlink;
+            }
+            e
+        };
+        // the name removed had another; a file with two other names stays
+        let (l, asked) = with_page();
+        l.keep(asked, linked(&[("b", 11), ("c", 11), ("d", 12), ("e", 12)], 2));
+        l.unlinking(2, "b").done();
+        assert_eq!(l.find(2, "c", TTL), None);
+        assert!(l.find(2, "d", TTL).is_some());
+        // the name removed is not in the page: any file with two names may have been it
+        let (l, asked) = with_page();
+        let mut e = linked(&[("c", 11)], 2);
+        e.extend(entries(&[("d", 12)]));
+        l.keep(asked, e);
+        l.unlinking(2, "a").done();
+        assert_eq!(l.find(2, "c", TTL), None);
+        assert!(l.find(2, "d", TTL).is_some());
+    }
+
+    #[test]
+    fn unlinks_between_two_lookups_still_ask_for_a_page_but_one_on_its_way_discards_it() {
+        let l = Arc::new(Listed::default());
+        l.found(2, TTL);
+        l.unlinking(2, "a").done();
+        let asked = l
+            .found(2, TTL)
+            .expect("a walk that removes what it finds asks");
+        let unlinking = l.unlinking(2, "b");
+        l.keep(asked, entries(&[("b", 11), ("c", 12)]));
+        unlinking.done();
+        assert_eq!(
+            l.find(2, "c", TTL),
+            None,
+            "listed while an unlink was on its way: it may or may not show it"
+        );
     }
 
     #[test]

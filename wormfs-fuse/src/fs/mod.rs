@@ -373,7 +373,15 @@ impl Filesystem for WormFuse {
                     return Ok(());
                 }
             }
-            self.rpc_as(req, |c, d| d.block_on(c.unlink(FileId(parent.0), n)))
+            // a listed page of the directory loses the name, and goes on answering
+            let unlinking = self.listed.unlinking(parent.0, n);
+            let r = wormfs::rpc::client::acting_as(crate::caller::of(req), || {
+                self.rpc_changing(|c, d| d.block_on(c.unlink(FileId(parent.0), n)))
+            });
+            if r.is_ok() {
+                unlinking.done();
+            }
+            r
         });
         self.empty(reply, r, "unlink")
     }
