@@ -340,7 +340,10 @@ mod tests {
         };
         // the name removed had another; a file with two other names stays
         let (l, asked) = with_page();
-        l.keep(asked, linked(&[("b", 11), ("c", 11), ("d", 12), ("e", 12)], 2));
+        l.keep(
+            asked,
+            linked(&[("b", 11), ("c", 11), ("d", 12), ("e", 12)], 2),
+        );
         l.unlinking(2, "b").done();
         assert_eq!(l.find(2, "c", TTL), None);
         assert!(l.find(2, "d", TTL).is_some());

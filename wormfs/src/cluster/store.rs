@@ -313,6 +313,10 @@ impl ChunkStore for ClusterStore {
         self.view()
     }
 
+    fn current_view(&self, _node: &NodeId) -> Result<ClusterView, StoreError> {
+        self.view()
+    }
+
     fn is_responsive(&self, disk: &DiskId) -> bool {
         if self.holds_locally(disk) {
             return true;

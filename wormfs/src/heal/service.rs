@@ -161,7 +161,7 @@ pub fn observe(
             (n, online)
         })
         .collect();
-    let view = store.placement_view(me).map_err(|e| e.to_string())?;
+    let view = store.current_view(me).map_err(|e| e.to_string())?;
     let mut disks = BTreeMap::new();
     for d in meta.disks().map_err(|e| e.to_string())? {
         disks.insert(d.id, (d.node, false));

@@ -81,6 +81,10 @@ impl ChunkStore for MeteredStore {
         self.inner.placement_view(node)
     }
 
+    fn current_view(&self, node: &NodeId) -> Result<ClusterView, StoreError> {
+        self.inner.current_view(node)
+    }
+
     fn put_chunk(
         &self,
         disk: &DiskId,

@@ -303,7 +303,7 @@ impl NodeFs {
         let configured = live.nodes.get(node) == Some(&true)
             && self
                 .store
-                .placement_view(&self.node)?
+                .current_view(&self.node)?
                 .disks
                 .iter()
                 .any(|v| &v.disk == disk);

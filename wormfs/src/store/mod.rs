@@ -248,8 +248,18 @@ pub trait ChunkStore: Send + Sync {
     }
 
     /// The disks placement may use, each with the node holding it. A store of one node's
-    /// disks puts them all on `node`; a store spanning the cluster names each disk's node.
+    /// disks puts them all on `node`; a store spanning the cluster names each disk's node,
+    /// and may first wait (briefly, after a start) to hear from nodes it knows of.
     fn placement_view(
+        &self,
+        node: &crate::ids::NodeId,
+    ) -> Result<crate::placement::ClusterView, StoreError> {
+        self.current_view(node)
+    }
+
+    /// [`ChunkStore::placement_view`] as known now, without waiting: for what reports on
+    /// the disks rather than places chunks on them.
+    fn current_view(
         &self,
         node: &crate::ids::NodeId,
     ) -> Result<crate::placement::ClusterView, StoreError> {

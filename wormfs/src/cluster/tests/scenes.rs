@@ -136,6 +136,41 @@ async fn a_restarted_node_waits_for_its_peers_disks_before_placing_a_stripe() {
     f.stop().await;
 }
 
+/// What only reports on the disks (the heal service's observation, `disk remove`'s check)
+/// takes the view as it is: it does not wait for members not yet heard from, as placing a
+/// stripe does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_of_the_disks_does_not_wait_for_members_not_yet_heard_from() {
+    let mut f = Fixture::start(3).await;
+    let master = f.wait_for_master(&f.names()).await;
+    let restarted = (f.index_of(&master) + 1) % 3;
+    f.crash(restarted).await;
+    // no heartbeat arrives within the test
+    f.hub.set_delay_for(HEARTBEAT, Duration::from_secs(60));
+    f.boot(restarted).await;
+    let node = f.nodes[restarted].name.clone();
+    let store = f.nodes[restarted].fs().store().clone();
+    let (now, now_took, placing, placing_took) = tokio::task::spawn_blocking(move || {
+        let t = std::time::Instant::now();
+        let now = store.current_view(&node).unwrap();
+        let now_took = t.elapsed();
+        let t = std::time::Instant::now();
+        let placing = store.placement_view(&node).unwrap();
+        (now, now_took, placing, t.elapsed())
+    })
+    .await
+    .unwrap();
+    let me = &f.nodes[restarted].name;
+    assert!(!now.disks.is_empty() && now.disks.iter().all(|d| &d.node == me));
+    assert!(placing.disks.iter().all(|d| &d.node == me));
+    assert!(
+        now_took < placing_took,
+        "the report took {now_took:?}, placement (which waits for the members) {placing_took:?}"
+    );
+    f.hub.heal();
+    f.stop().await;
+}
+
 /// A small read whose bytes lie in one data chunk on another node is a future on the
 /// runtime (no blocking thread waits for the bytes); when that node does not answer within
 /// the read timeout, the read still returns the right bytes, decoded from the other chunks,
