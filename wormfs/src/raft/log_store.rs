@@ -34,8 +34,8 @@ const LAST_PURGED: &str = "last_purged";
 ///
 /// Cheap to clone: clones share one connection, which also makes a clone the log reader
 /// openraft's replication tasks use. The newest entries are also kept in memory (up to
-/// 1,024 entries or 16 MiB), so a master's replication reads what it just appended without a blocking task,
-/// a query and a decode per follower per op.
+/// 1,024 entries or 16 MiB), so a master's replication reads what it just appended without
+/// a blocking task, a query and a decode per follower per op.
 #[derive(Clone)]
 pub struct SqliteLogStore {
     inner: Arc<Inner>,
