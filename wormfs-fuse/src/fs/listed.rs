@@ -12,8 +12,8 @@
 //! (each call through `WormFuse::rpc`, each create, each write of data) moves a generation
 //! at its start and at its end, and a page fetched at another generation is not used. One
 //! change is known well enough to be made to the page instead: an unlink that succeeded
-//! removes its name, and any other name in the page that may be a hard link of the same
-//! file (its attributes changed too). So a program that looks files up and removes them one
+//! removes its name, and any other name in the page (of that directory or another) that may
+//! be a hard link of the same file (its attributes changed too). So a program that looks files up and removes them one
 //! after another (`rm -r`) has its lookups answered from a page. A page asked for while any
 //! change was on its way is not kept. A name the page does not hold is looked up at the
 //! node: a page never answers "no such file". Changes made through other mounts show
@@ -86,17 +86,18 @@ impl Unlinking {
         let mut s = self.listed.state();
         s.generation += 1;
         let unknown = s.unknown;
-        let Some(page) = s
-            .page
-            .as_mut()
-            .filter(|p| p.dir == self.dir && p.unknown == unknown)
-        else {
+        let Some(page) = s.page.as_mut().filter(|p| p.unknown == unknown) else {
             return;
         };
         // The file's other names, if it had any, changed too (link count, ctime): they
-        // leave the page, to be looked up at the node. When the page did not hold the name,
-        // any file in it with more than one name may have been that file.
-        let gone = page.attrs.remove(&self.name);
+        // leave the page, to be looked up at the node. When the page did not hold the name
+        // (it may be another directory's), any file in it with more than one name may have
+        // been that file.
+        let gone = if page.dir == self.dir {
+            page.attrs.remove(&self.name)
+        } else {
+            None
+        };
         let linked = |a: &Attr| a.kind != FileKind::Directory && a.nlink > 1;
         match gone {
             Some(g) => page.attrs.retain(|_, a| a.ino != g.ino),
@@ -355,6 +356,14 @@ mod tests {
         l.unlinking(2, "a").done();
         assert_eq!(l.find(2, "c", TTL), None);
         assert!(l.find(2, "d", TTL).is_some());
+        // nor when it is in another directory, whose name "c" may share the file
+        let (l, asked) = with_page();
+        let mut e = linked(&[("c", 11)], 2);
+        e.extend(entries(&[("d", 12)]));
+        l.keep(asked, e);
+        l.unlinking(3, "d").done();
+        assert_eq!(l.find(2, "c", TTL), None);
+        assert!(l.find(2, "d", TTL).is_some(), "another directory's d");
     }
 
     #[test]
