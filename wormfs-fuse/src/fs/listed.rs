@@ -348,22 +348,17 @@ mod tests {
         l.unlinking(2, "b").done();
         assert_eq!(l.find(2, "c", TTL), None);
         assert!(l.find(2, "d", TTL).is_some());
-        // the name removed is not in the page: any file with two names may have been it
-        let (l, asked) = with_page();
-        let mut e = linked(&[("c", 11)], 2);
-        e.extend(entries(&[("d", 12)]));
-        l.keep(asked, e);
-        l.unlinking(2, "a").done();
-        assert_eq!(l.find(2, "c", TTL), None);
-        assert!(l.find(2, "d", TTL).is_some());
-        // nor when it is in another directory, whose name "c" may share the file
-        let (l, asked) = with_page();
-        let mut e = linked(&[("c", 11)], 2);
-        e.extend(entries(&[("d", 12)]));
-        l.keep(asked, e);
-        l.unlinking(3, "d").done();
-        assert_eq!(l.find(2, "c", TTL), None);
-        assert!(l.find(2, "d", TTL).is_some(), "another directory's d");
+        // the name removed is not in the page (not in it, or in another directory): any
+        // file in the page with two names may have been it
+        for (dir, name) in [(2, "a"), (3, "d")] {
+            let (l, asked) = with_page();
+            let mut e = linked(&[("c", 11)], 2);
+            e.extend(entries(&[("d", 12)]));
+            l.keep(asked, e);
+            l.unlinking(dir, name).done();
+            assert_eq!(l.find(2, "c", TTL), None, "{dir}/{name} removed");
+            assert!(l.find(2, "d", TTL).is_some(), "{dir}/{name} removed");
+        }
     }
 
     #[test]

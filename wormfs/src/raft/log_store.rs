@@ -284,25 +284,21 @@ impl SqliteLogStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, RaftStoreError> + Send + 'static,
     {
-        self.with_conn_and_tail(action, |c, _| f(c)).await
+        let inner = Arc::clone(&self.inner);
+        blocking(action, move || f(&mut inner.lock())).await
     }
 
-    /// Runs `f` on the connection and the [`Tail`] (locked after it) in a blocking task.
-    async fn with_conn_and_tail<T, F>(
-        &self,
-        action: &'static str,
-        f: F,
-    ) -> Result<T, RaftStoreError>
+    /// Runs `f` on the connection in a blocking task, with the store: a change to the log
+    /// locks the [`Tail`] (`Inner::tail`) after its transaction, to change it the same way
+    /// while the connection is still locked. Reads of the tail wait for that step only, not
+    /// for the transaction and its fsync.
+    async fn changing_log<T, F>(&self, action: &'static str, f: F) -> Result<T, RaftStoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection, &mut Tail) -> Result<T, RaftStoreError> + Send + 'static,
+        F: FnOnce(&mut Connection, &Inner) -> Result<T, RaftStoreError> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
-        blocking(action, move || {
-            let mut conn = inner.lock();
-            f(&mut conn, &mut inner.tail())
-        })
-        .await
+        blocking(action, move || f(&mut inner.lock(), &inner)).await
     }
 
     /// Whether a read starting at `lo` is answered from the tail (for tests).
@@ -567,11 +563,13 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let committed = self.inner.take_committed();
         let result = self
-            .with_conn_and_tail("append log entries", move |c, tail| {
+            .changing_log("append log entries", move |c, inner| {
                 let lens = append_entries(c, &entries, committed)?;
-                tail.appended(entries.into_iter().zip(lens).collect(), || {
-                    Ok(log_state(c)?.last_log_id.map(|l| l.index))
-                })
+                inner
+                    .tail()
+                    .appended(entries.into_iter().zip(lens).collect(), || {
+                        Ok(log_state(c)?.last_log_id.map(|l| l.index))
+                    })
             })
             .await;
         match result {
@@ -588,10 +586,10 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.with_conn_and_tail("truncate log", move |c, tail| {
+        self.changing_log("truncate log", move |c, inner| {
             c.execute("DELETE FROM log WHERE idx >= ?1", [sql_index(log_id.index)])
                 .map_err(sql("truncate log"))?;
-            tail.truncated(log_id.index);
+            inner.tail().truncated(log_id.index);
             Ok(())
         })
         .await
@@ -600,7 +598,7 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let committed = self.inner.take_committed();
-        self.with_conn_and_tail("purge log", move |c, tail| {
+        self.changing_log("purge log", move |c, inner| {
             let tx = c.transaction().map_err(sql("begin purge"))?;
             if let Some(committed) = committed {
                 write_value(&tx, COMMITTED, &committed, "save committed log id")?;
@@ -609,7 +607,7 @@ impl RaftLogStorage<TypeConfig> for SqliteLogStore {
             tx.execute("DELETE FROM log WHERE idx <= ?1", [sql_index(log_id.index)])
                 .map_err(sql("purge log"))?;
             tx.commit().map_err(sql("commit purge"))?;
-            tail.purged(log_id.index);
+            inner.tail().purged(log_id.index);
             Ok(())
         })
         .await
